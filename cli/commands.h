@@ -1,0 +1,11 @@
+/* commands.h -- the ddpm subcommands; each takes (argc, argv) with argv[0] the
+ * command name and returns the process exit status (0, EXIT_RUNTIME, EXIT_USAGE). */
+#ifndef DDPM_COMMANDS_H
+#define DDPM_COMMANDS_H
+
+
+
+int cmd_info(int argc, char **argv);
+int cmd_eps(int argc, char **argv);
+
+#endif

@@ -1,0 +1,21 @@
+/* common.h -- what every ddpm command shares: thread setup, locating the model
+ * folder inside a run folder, and reporting runtime errors. */
+#ifndef DDPM_CLI_COMMON_H
+#define DDPM_CLI_COMMON_H
+
+#include <stddef.h>
+
+#include "args.h"
+#include "core/status.h"
+
+/* The --threads flag every compute command takes (0 = every CPU we may use). */
+#define ARG_THREADS(dst) {"threads", ARG_INT, (dst), "N", "CPU threads (0 = all available)", 0, 4096, NULL, 0, 0}
+
+/* A run folder holds its model in RUN/model; a model folder is used as it is.
+ * Writes the folder to use into buf. */
+void cli_model_dir(const char *dir, char *buf, size_t len);
+
+/* Prints "ddpm CMD: <err>" and returns EXIT_RUNTIME. */
+int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
+
+#endif

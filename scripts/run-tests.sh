@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# run-tests.sh BUILD -- run every test binary in BUILD/tests from the repository root,
+# print a summary, exit non-zero if any failed.
+set -u
+build=${1:-build}
+pass=0; fail=0; failed=()
+for t in "$build"/tests/test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    start=$(date +%s%N)
+    if "$t" > "$build/tests/$name.log" 2>&1; then
+        pass=$((pass + 1)); status=PASS
+    else
+        fail=$((fail + 1)); failed+=("$name"); status=FAIL
+        cat "$build/tests/$name.log"
+    fi
+    printf "%-28s %s (%d ms)\n" "$name" "$status" $(( ($(date +%s%N) - start) / 1000000 ))
+done
+echo "tests: $pass passed, $fail failed${failed:+ (${failed[*]})}"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -1,0 +1,25 @@
+/* threads.c -- CPU counting with sched_getaffinity and the OpenMP thread count. */
+#include "threads.h"
+
+#include <omp.h>
+#include <sched.h>
+#include <time.h>
+
+int ddpm_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
+int ddpm_set_threads(int n) {
+    if (n <= 0) n = ddpm_cpu_count();
+    omp_set_num_threads(n);
+    return n;
+}
+
+double ddpm_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,95 @@
+/* cifar.c -- CIFAR-10 binary batches: records of one label byte and a 32x32
+ * RGB image stored as three 1024-byte planes (CHW), converted here to NHWC. */
+#include "data/dataset.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define CIFAR_SIDE 32
+#define CIFAR_PLANE (CIFAR_SIDE * CIFAR_SIDE)
+#define CIFAR_IMAGE (3 * CIFAR_PLANE)
+#define CIFAR_RECORD (1 + CIFAR_IMAGE)
+
+/* Number of records in a CIFAR file from its size, or -1 with a message. */
+static int64_t cifar_count(const char *path, ddpm_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return ddpm_fail(err, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return ddpm_fail(err, "%s: not a regular file", path);
+    if (st.st_size == 0 || st.st_size % CIFAR_RECORD != 0)
+        return ddpm_fail(err, "%s: size %lld is not a non-zero multiple of the CIFAR-10 record size %d", path,
+                         (long long)st.st_size, CIFAR_RECORD);
+    return st.st_size / CIFAR_RECORD;
+}
+
+/* Reads the first n records of path into out (n*32*32*3 bytes, NHWC). */
+static int cifar_read(const char *path, int64_t n, uint8_t *out, ddpm_err *err) {
+    uint8_t rec[CIFAR_RECORD];
+    int rc = -1;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ddpm_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (fread(rec, 1, CIFAR_RECORD, f) != CIFAR_RECORD) {
+            ddpm_fail(err, "%s: read error in record %lld: %s", path, (long long)r,
+                      ferror(f) ? strerror(errno) : "unexpected end of file");
+            goto done;
+        }
+        if (rec[0] > 9) {
+            ddpm_fail(err, "%s: record %lld has label %d, expected 0..9 (not a CIFAR-10 binary file?)", path,
+                      (long long)r, rec[0]);
+            goto done;
+        }
+        uint8_t *img = out + r * CIFAR_IMAGE;
+        for (int p = 0; p < CIFAR_PLANE; p++)
+            for (int ch = 0; ch < 3; ch++) img[p * 3 + ch] = rec[1 + ch * CIFAR_PLANE + p];
+    }
+    rc = 0;
+done:
+    if (f) fclose(f);
+    return rc;
+}
+
+int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int limit, ddpm_err *err) {
+    int64_t *counts = NULL, total = 0;
+    int rc = -1;
+    memset(d, 0, sizeof *d);
+    if (npaths <= 0 || limit < 0) {
+        ddpm_fail(err, "CIFAR-10: need at least one file and limit >= 0 (got %d files, limit %d)", npaths, limit);
+        goto done;
+    }
+    counts = ddpm_calloc((size_t)npaths, sizeof *counts, err);
+    if (!counts) goto done;
+    for (int i = 0; i < npaths; i++) {
+        counts[i] = cifar_count(paths[i], err);
+        if (counts[i] < 0) goto done;
+        total += counts[i];
+    }
+    if (total > 0x7fffffff / CIFAR_IMAGE) {
+        ddpm_fail(err, "%s: %lld CIFAR-10 records are too many (over 2^31 bytes)", paths[0], (long long)total);
+        goto done;
+    }
+    if (limit > 0 && limit < total) total = limit;
+    d->pixels = ddpm_malloc((size_t)total * CIFAR_IMAGE, err);
+    if (!d->pixels) goto done;
+    int64_t at = 0;
+    for (int i = 0; i < npaths && at < total; i++) {
+        int64_t take = counts[i] < total - at ? counts[i] : total - at;
+        if (cifar_read(paths[i], take, d->pixels + at * CIFAR_IMAGE, err)) goto done;
+        at += take;
+    }
+    d->n = (int)total;
+    d->h = d->w = CIFAR_SIDE;
+    d->c = 3;
+    snprintf(d->desc, sizeof d->desc, "CIFAR-10: %d images 32x32x3 from %s%s", d->n, paths[0],
+             npaths > 1 ? " and more" : "");
+    rc = 0;
+done:
+    free(counts);
+    if (rc != 0) dataset_free(d);
+    return rc;
+}

@@ -1,0 +1,61 @@
+/* dataset.h -- training images held in memory as uint8 NHWC, loaded from
+ * Fashion-MNIST/MNIST IDX files, CIFAR-10 binary batches or a folder of PNGs.
+ */
+#ifndef DDPM_DATA_DATASET_H
+#define DDPM_DATA_DATASET_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+
+enum { DATASET_TRAIN = 0, DATASET_TEST = 1 };
+
+/* Where Debian's dataset-fashion-mnist package installs the data. */
+#define DATASET_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+typedef struct dataset {
+    int n, h, w, c;    /* n images of h x w pixels with c (1 or 3) channels */
+    uint8_t *pixels;   /* n*h*w*c bytes, NHWC: image i, pixel (y,x), channel k at ((i*h+y)*w+x)*c+k */
+    char desc[256];    /* one line saying what was loaded and from where */
+} dataset;
+
+/* Loads a dataset into *d (which need not be initialised). src may be:
+ *   NULL, "" or "fashion-mnist": DATASET_FASHION_MNIST_DIR;
+ *   a directory holding train-images-idx3-ubyte[.gz] / t10k-images-idx3-ubyte[.gz]
+ *     (MNIST layout; the raw file is preferred when both exist);
+ *   a directory holding data_batch_1.bin..data_batch_5.bin / test_batch.bin
+ *     (CIFAR-10 binary; all five train batches must be present);
+ *   any other directory: every *.png file in it (case-insensitive suffix; other
+ *     files and subdirectories ignored), sorted by name (byte order);
+ *   a file ending in ".bin": one CIFAR-10 binary batch;
+ *   any other file: an IDX image file, gzip-compressed or raw.
+ * split (DATASET_TRAIN or DATASET_TEST) picks the files in the MNIST and CIFAR
+ * directory layouts and is ignored for single files and PNG folders. limit = 0
+ * keeps every image, limit > 0 keeps the first min(limit, available) images.
+ * IDX files are always read and validated completely; CIFAR records and PNG
+ * files beyond the limit are not read. Returns 0, or -1 with a message naming
+ * the offending file; on failure *d is zeroed (dataset_free is still safe). */
+int dataset_load(dataset *d, const char *src, int split, int limit, ddpm_err *err);
+
+/* Loads one IDX image file (raw or gzip): magic 00 00 08 03 with big-endian
+ * dims n, h, w (c = 1), or 00 00 08 04 with n, h, w, c (c = 1 or 3). Rejects a
+ * wrong magic or data type, zero dims, more than 2^31 pixel bytes, truncated
+ * data and trailing bytes. limit as for dataset_load. Returns 0 or -1. */
+int dataset_load_idx(dataset *d, const char *path, int limit, ddpm_err *err);
+
+/* Loads CIFAR-10 binary batch files in the given order: records of 1 label
+ * byte (0..9) + 3072 bytes (32x32 R, G and B planes), converted to NHWC
+ * 32x32x3. Each file's size must be a non-zero multiple of 3073. limit as for
+ * dataset_load. Returns 0 or -1. */
+int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int limit, ddpm_err *err);
+
+/* Loads every *.png in dir (sorted by name) with png_read_u8. All images must
+ * share width, height and channel count (the error names the first file that
+ * differs and both shapes); a directory without PNGs is an error. limit as for
+ * dataset_load. Returns 0 or -1. */
+int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err);
+
+/* Frees d's pixels and zeroes *d. Safe on a zeroed or already freed dataset. */
+void dataset_free(dataset *d);
+
+#endif

@@ -1,0 +1,109 @@
+/* diffusion.h -- the diffusion math on flat float arrays: the forward process
+ * q(x_t | x_0), the L_simple loss value, inference timestep lists, one reverse
+ * step of the DDPM and DDIM samplers (diffusers DDPMScheduler.step /
+ * DDIMScheduler.step semantics, epsilon prediction), and the terms of the
+ * variational bound used for bits/dim (paper Sec. 3.3, Eq. 13).
+ *
+ * Conventions: timesteps are 0-based like diffusers (t = 0..T-1 is the paper's
+ * t = 1..T); prev_t < 0 means "the step to x_0", where alphabar_prev = 1. Arrays
+ * are n floats in the caller's layout (the math is element-wise); one call
+ * handles one sample (one t), the caller loops over a batch. Scalar
+ * coefficients are computed in double from the schedule's float tables, the
+ * element-wise arithmetic is float in diffusers' operation order. Outputs may
+ * be the same buffer as an input (in place), but must not partially overlap.
+ * Out-of-range t / prev_t are programming errors (DDPM_ASSERT).
+ */
+#ifndef DDPM_DIFFUSION_H
+#define DDPM_DIFFUSION_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+#include "diffusion/schedule.h"
+
+/* Forward process (diffusers add_noise): xt = sqrt(alphabar_t) x0 +
+ * sqrt(1 - alphabar_t) eps, for 0 <= t < T. */
+void q_sample(const schedule *s, int t, const float *x0, const float *eps, float *xt, size_t n);
+
+/* L_simple for one prediction: mean over n of (eps_pred - eps)^2, accumulated
+ * in double (the value torch.nn.functional.mse_loss gives). n > 0. */
+double loss_simple(const float *eps_pred, const float *eps, size_t n);
+
+/* The N inference timesteps of diffusers' set_timesteps(N), descending, into
+ * out[0..N-1], for spacing "leading" ((N-1-i)*(T/N) + steps_offset, integer
+ * T/N), "trailing" (round(T - i*T/N) - 1, numpy's arange and round-half-even
+ * reproduced), or "linspace" (round(linspace(0, T-1, N)) reversed). If
+ * numpy's arange yields N+1 "trailing" values (it does for some N, e.g.
+ * T=1000, N=61, where diffusers then ends on t = -1) the first N are kept.
+ * Errors: T < 1, N < 1, N > T, steps_offset < 0, unknown spacing, or a
+ * timestep outside [0, T) (e.g. "leading" with a too large steps_offset).
+ */
+int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err);
+
+/* One DDPM reverse step from x_t to x_prev (diffusers DDPMScheduler.step,
+ * epsilon prediction). prev_t is the next inference timestep (t-1 without
+ * set_timesteps, or any -1 <= prev_t < t; -1 after the last). With
+ * ab = alphas_cumprod[t], ab_prev = alphas_cumprod[prev_t] (1 if prev_t < 0),
+ * a' = ab/ab_prev, b' = 1 - a':
+ *   x0_pred = (x_t - sqrt(1-ab) eps) / sqrt(ab), clamped to +-clip_range if
+ *             s->clip_sample;
+ *   mean    = sqrt(ab_prev) b'/(1-ab) x0_pred + sqrt(a') (1-ab_prev)/(1-ab) x_t;
+ *   x_prev  = mean + sigma z when t > 0 and z != NULL, else mean, with
+ *             sigma^2 = max((1-ab_prev)/(1-ab) b', 1e-20) (fixed_small) or b'
+ *             (fixed_large).
+ * z: standard normal noise [n] (NULL = no noise; it is ignored at t == 0).
+ * x0_pred may be NULL.
+ */
+void ddpm_step(const schedule *s, int t, int prev_t, const float *eps, const float *xt, const float *z,
+               float *x_prev, float *x0_pred, size_t n);
+
+/* DDIM's previous timestep (DIFFUSERS.md 3.4): t - T/N (integer division),
+ * whatever the spacing; may be negative at the last step. Requires N >= 1. */
+int ddim_prev_t(int T, int N, int t);
+
+/* One DDIM step (diffusers DDIMScheduler.step, epsilon prediction,
+ * use_clipped_model_output false). ab_prev = alphas_cumprod[prev_t], or for
+ * prev_t < 0: 1 if s->set_alpha_to_one else alphas_cumprod[0]. x0_pred as in
+ * ddpm_step (clipped if configured);
+ *   sigma  = eta sqrt((1-ab_prev)/(1-ab) (1 - ab/ab_prev));
+ *   x_prev = sqrt(ab_prev) x0_pred + sqrt(1 - ab_prev - sigma^2) eps
+ *            (+ sigma z when eta > 0 and z != NULL).
+ * The square root's argument is clamped at 0 (it is only negative for
+ * eta > 1, where diffusers returns NaN). Requires 0 <= t < T, prev_t < t,
+ * eta >= 0. z may be NULL (no noise; always so for eta == 0); x0_pred may be NULL.
+ */
+void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *eps, const float *xt,
+               const float *z, float *x_prev, float *x0_pred, size_t n);
+
+/* ---- variational bound terms (nats; divide totals by D ln 2 for bits/dim) ---- */
+
+/* KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) in nats. */
+double normal_kl(double mean1, double logvar1, double mean2, double logvar2);
+
+/* log of the mass that N(mean, e^(2 log_scale)) puts on the bin of pixel value
+ * x in [-1, 1] (paper Eq. 13, the official code's discretized decoder): the
+ * bin is [x - 1/255, x + 1/255], extended to -inf for x < -0.999 and to +inf
+ * for x > 0.999. The normal CDF is the exact 0.5 erfc(-u/sqrt 2) (not the
+ * official code's tanh approximation); a bin inside the upper tail is
+ * computed as a difference of upper-tail masses to avoid cancellation. As in
+ * the official code each probability is floored at 1e-12 before the log, so
+ * the result is >= log(1e-12) = -27.63. */
+double discretized_gaussian_loglik(double x, double mean, double log_scale);
+
+/* Mean of the posterior q(x_{t-1} | x_t, x_0): mean = post_c0[t] x0 +
+ * post_ct[t] xt (0 <= t < T). Its variance is s->post_var[t] and its clipped
+ * log variance s->post_log_var_clipped[t]. */
+void posterior_mean_var(const schedule *s, int t, const float *x0, const float *xt, float *mean, size_t n);
+
+/* log sigma_t^2 of the reverse process p(x_{t-1} | x_t) for the schedule's
+ * variance type, as the official code uses it in the bound: fixed_small ->
+ * post_log_var_clipped[t]; fixed_large -> log(beta') with the step's beta' =
+ * 1 - alphabar_t / alphabar_{t-1} (= beta_t up to float rounding), except
+ * log(post_var[1]) at t == 0. */
+double reverse_log_variance(const schedule *s, int t);
+
+/* The prior term L_T = KL(q(x_T | x_0) || N(0, I)) in nats, summed over the
+ * n values of x0 (float64 arithmetic from alphas_cumprod[T-1]). */
+double prior_bpd_nats(const schedule *s, const float *x0, size_t n);
+
+#endif

@@ -1,0 +1,40 @@
+/* modelfolder.h -- diffusers model folders: config.json +
+ * diffusion_pytorch_model.safetensors (+ scheduler_config.json), in the flat
+ * layout (all in DIR) or the pipeline layout (DIR/unet/, DIR/scheduler/).
+ * Reads F32/F16/BF16 weights, the legacy attention names (query, key, value,
+ * proj_attn) and [C,C,1,1] attention weights; writes F32 atomically. */
+#ifndef DDPM_MODELFOLDER_H
+#define DDPM_MODELFOLDER_H
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/unet.h"
+
+#define MODEL_WEIGHTS_FILE "diffusion_pytorch_model.safetensors"
+
+/* Reads the U-Net config of the folder dir into cfg. */
+int model_read_config(const char *dir, unet_config *cfg, ddpm_err *err);
+
+/* Reads the scheduler_config.json text of dir (malloc'd into *json), or sets
+ * *json = NULL when the folder has none. */
+int model_read_scheduler(const char *dir, char **json, ddpm_err *err);
+
+/* Loads the weights of the safetensors file at path into params (laid out by
+ * u's table): every parameter must be present with its shape, and the file may
+ * hold nothing else. */
+int model_load_weights_file(const unet *u, float *params, const char *path, ddpm_err *err);
+
+/* Loads dir's weights into u->params. */
+int model_load_weights(unet *u, const char *dir, ddpm_err *err);
+
+/* Reads dir's config, builds a network for `batch` images and loads its weights. */
+int model_load(unet **u, const char *dir, int batch, int training, ddpm_err *err);
+
+/* Writes the weights params (laid out by u's table) as F32 safetensors at path. */
+int model_save_weights_file(const unet *u, const float *params, const char *path, ddpm_err *err);
+
+/* Writes a flat model folder: config.json, the weights params, and
+ * scheduler_config.json when sched_json is not NULL. Each file is atomic. */
+int model_save(const unet *u, const float *params, const char *dir, const char *sched_json, ddpm_err *err);
+
+#endif

@@ -1,0 +1,44 @@
+/* config.h -- the U-Net's configuration: diffusers UNet2DModel config.json keys,
+ * parsed with diffusers' defaults for absent keys, checked, written back, and
+ * the named presets every benchmark and demo uses. */
+#ifndef DDPM_CONFIG_H
+#define DDPM_CONFIG_H
+
+#include "core/status.h"
+
+#define UNET_MAX_LEVELS 8
+
+typedef struct unet_config {
+    int sample_size, in_channels, out_channels;
+    int levels;                          /* len(block_out_channels) */
+    int block_out[UNET_MAX_LEVELS];
+    int down_attn[UNET_MAX_LEVELS];      /* down block i is AttnDownBlock2D */
+    int up_attn[UNET_MAX_LEVELS];        /* up block i (lowest resolution first) is AttnUpBlock2D */
+    int layers_per_block;
+    int norm_groups;
+    float norm_eps;
+    int flip_sin_to_cos;
+    float freq_shift;
+    float dropout;
+    int downsample_padding;              /* 0: TF-style bottom/right pad; 1: symmetric */
+} unet_config;
+
+/* Parses config.json text. Absent keys take diffusers' UNet2DModel defaults;
+ * unsupported values (multi-head attention, other embeddings or block types)
+ * are errors that name the key. Runs unet_config_check. */
+int unet_config_from_json(unet_config *c, const char *json, ddpm_err *err);
+
+/* config.json text for c (malloc'd, diffusers keys, every key written). NULL on OOM. */
+char *unet_config_to_json(const unet_config *c);
+
+/* Fills c with a preset: "fmnist-small", "fmnist" or "cifar10". */
+int unet_config_preset(unet_config *c, const char *name, ddpm_err *err);
+
+/* Names of the presets, NULL-terminated. */
+extern const char *const unet_preset_names[];
+
+/* Checks sizes: sample_size divisible by 2^(levels-1), channels divisible by
+ * the group count, positive counts, dropout in [0,1). */
+int unet_config_check(const unet_config *c, ddpm_err *err);
+
+#endif

@@ -1,0 +1,87 @@
+/* unet.h -- the DDPM noise-prediction U-Net (diffusers UNet2DModel semantics):
+ * one parameter table with the diffusers state-dict names, forward and
+ * backward over NHWC batches, activations in arenas sized once.
+ *
+ * The network is a flat list of units (conv_in, resnet, attention, downsample,
+ * upsample, output head) run in order forward and in reverse backward. Skip
+ * connections cost no copy: each up-block resnet reads one concat buffer, and
+ * the two producers of its halves (the running activation and the popped skip)
+ * write straight into their channel slices. */
+#ifndef DDPM_UNET_H
+#define DDPM_UNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/config.h"
+
+/* One parameter tensor: its diffusers name, PyTorch shape, and place in the flat buffers. */
+typedef struct param_info {
+    char name[96];
+    int ndim;
+    int shape[4];
+    size_t offset, numel;
+} param_info;
+
+typedef struct unet_unit unet_unit;
+
+/* Dropout randomness for one forward: masks are a function of (seed, step, layer). */
+typedef struct unet_dropout {
+    uint64_t seed, step;
+} unet_dropout;
+
+typedef struct unet {
+    unet_config cfg;
+    int batch;            /* every forward/backward runs exactly this many images */
+    int training;         /* backward available (gradient buffers exist) */
+    int ntensors;
+    param_info *table;    /* ntensors entries, diffusers registration order */
+    size_t nparams;
+    float *params;        /* [nparams] */
+    float *grads;         /* [nparams] when training, else NULL */
+
+    /* private: units and arenas */
+    int nunits;
+    unet_unit *units;
+    float *act, *dact;    /* unit inputs/outputs and their gradients (same offsets) */
+    float *saved;         /* what the backward needs from the forward */
+    float *scratch;       /* backward temporaries */
+    size_t act_len, saved_len, scratch_len;
+    size_t temb[6];       /* saved offsets: e, a1, s1, out, act; dact (in scratch-free region) */
+    float *dtemb_act;     /* [batch, temb_dim] */
+    size_t x_in;          /* saved copy of the input */
+    unet_dropout last_dropout; /* the masks the last forward used */
+    int last_had_dropout;
+} unet;
+
+/* Builds the network for `batch` images (all primitives and buffers made here;
+ * nothing is allocated later). Parameters start at zero: load them or call
+ * unet_init_official. training != 0 adds what the backward needs. */
+int unet_create(unet **u, const unet_config *cfg, int batch, int training, ddpm_err *err);
+void unet_free(unet *u);
+
+/* The official DDPM initialisation (variance scaling, fan_avg, uniform; the
+ * second conv of each resnet, each attention's output projection and conv_out
+ * at scale 1e-10; biases 0; GroupNorm 1/0), from seed. */
+void unet_init_official(unet *u, uint64_t seed);
+
+/* out[B,H,W,out_channels] = eps_theta(x[B,H,W,in_channels], t[B]) (NHWC).
+ * t holds 0-based timesteps as floats. dropout == NULL (or cfg.dropout == 0)
+ * means no dropout (inference). */
+void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout);
+
+/* After unet_forward on a training network: grads (+=) d loss/d params given
+ * dout = d loss/d out; dx (=, may be NULL) = d loss/d x. */
+void unet_backward(unet *u, float *dx, const float *dout);
+
+/* Index of the parameter named `name` in u->table, or -1. */
+int unet_param_index(const unet *u, const char *name);
+
+/* Bytes of activation memory the network holds (for reports). */
+size_t unet_arena_bytes(const unet *u);
+
+/* Floating-point operations of one forward pass of one image (multiply-add = 2). */
+double unet_forward_flops(const unet *u);
+
+#endif

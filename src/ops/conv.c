@@ -1,0 +1,303 @@
+/* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
+ * (forward, backward-data, backward-weights, and the weight reorders between
+ * PyTorch's OIHW and the primitive's blocked layout), plus a plain-loop
+ * reference used when ops_reference() is on. */
+#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+/* One primitive with the memories it reads and writes. */
+typedef struct prim {
+    dnnl_primitive_t p;
+    dnnl_primitive_desc_t pd;
+} prim;
+
+/* A weight reorder between the user's OIHW array (handle set per call) and the
+ * primitive's layout. When the layouts agree, prim == user and p is NULL. */
+typedef struct reorder {
+    dnnl_primitive_t p;
+    dnnl_memory_t user, prim;
+    int to_prim;
+} reorder;
+
+struct conv_plan {
+    int B, H, W, Cin, Cout, stride, pad, Ho, Wo, ld_x, ld_y, training;
+    prim fwd, bwd_data, bwd_w;
+    dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
+    reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
+    float *dw_tmp, *db_tmp;                    /* OIHW weight grad, bias grad */
+};
+
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+
+static int dnnl_init(ddpm_err *err) {
+    if (engine) return 0;
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success)
+        return ddpm_fail(err, "oneDNN: cannot create the CPU engine");
+    return 0;
+}
+
+void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
+    *Ho = (H - 1) / stride + 1;
+    *Wo = (W - 1) / stride + 1;
+}
+
+#define TRY(call, what)                                                         \
+    do {                                                                        \
+        dnnl_status_t s_ = (call);                                              \
+        if (s_ != dnnl_success) {                                               \
+            ddpm_fail(err, "oneDNN: %s failed (status %d)", what, (int)s_);     \
+            goto fail;                                                          \
+        }                                                                       \
+    } while (0)
+
+/* NHWC with a row stride: dims are logical NCHW, strides say where things are. */
+static void nhwc_md(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld) {
+    dnnl_dims_t dims = {B, C, H, W}, strides = {(dnnl_dim_t)H * W * ld, 1, (dnnl_dim_t)W * ld, ld};
+    dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
+}
+
+static dnnl_status_t mem_user(dnnl_memory_t *m, const dnnl_memory_desc_t *md) {
+    return dnnl_memory_create(m, md, engine, DNNL_MEMORY_NONE);
+}
+
+/* Makes the reorder between user_md (OIHW) and prim_md, in the direction to_prim. */
+static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *prim_md,
+                        int to_prim, ddpm_err *err) {
+    dnnl_primitive_desc_t pd = NULL;
+    r->to_prim = to_prim;
+    TRY(mem_user(&r->user, user_md), "memory");
+    if (dnnl_memory_desc_equal(user_md, prim_md)) {
+        r->prim = r->user;
+        return 0;
+    }
+    TRY(dnnl_memory_create(&r->prim, prim_md, engine, DNNL_MEMORY_ALLOCATE), "weight memory");
+    TRY(dnnl_reorder_primitive_desc_create(&pd, to_prim ? user_md : prim_md, engine,
+                                           to_prim ? prim_md : user_md, engine, NULL), "reorder");
+    TRY(dnnl_primitive_create(&r->p, pd), "reorder primitive");
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return -1;
+}
+
+static void free_reorder(reorder *r) {
+    if (r->p) dnnl_primitive_destroy(r->p);
+    if (r->prim && r->prim != r->user) dnnl_memory_destroy(r->prim);
+    if (r->user) dnnl_memory_destroy(r->user);
+}
+
+/* Points the user side at buf and runs the reorder (if any); returns the
+ * memory in the primitive's layout. */
+static dnnl_memory_t run_reorder(reorder *r, const float *buf) {
+    dnnl_memory_set_data_handle(r->user, (void *)buf);
+    if (r->p) {
+        dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, r->to_prim ? r->user : r->prim},
+                               {DNNL_ARG_TO, r->to_prim ? r->prim : r->user}};
+        DDPM_ASSERT(dnnl_primitive_execute(r->p, stream, 2, a) == dnnl_success);
+    }
+    return r->prim;
+}
+
+int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
+                     int ld_x, int ld_y, int training, ddpm_err *err) {
+    *out = NULL;
+    if (dnnl_init(err)) return -1;
+    conv_plan *p = ddpm_calloc(1, sizeof *p, err);
+    if (!p) return -1;
+    p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
+    p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
+    conv_out_size(H, W, stride, &p->Ho, &p->Wo);
+
+    dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
+    nhwc_md(&x_md, B, Cin, H, W, ld_x);
+    nhwc_md(&y_md, B, Cout, p->Ho, p->Wo, ld_y);
+    dnnl_dims_t wd = {Cout, Cin, 3, 3}, bd = {Cout};
+    dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
+    dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x);
+    dnnl_dims_t strides = {stride, stride};
+    dnnl_dims_t pl = {pad == CONV_PAD_TF ? 0 : 1, pad == CONV_PAD_TF ? 0 : 1};
+    dnnl_dims_t pr = {1, 1};
+    if (pad == CONV_PAD_TF) {
+        /* Bottom/right padding so that (H + 1 - 3) / 2 + 1 = H/2. */
+        pr[0] = (p->Ho - 1) * stride + 3 - H;
+        pr[1] = (p->Wo - 1) * stride + 3 - W;
+    }
+
+    dnnl_convolution_desc_t cd;
+    TRY(dnnl_convolution_forward_desc_init(&cd, training ? dnnl_forward_training : dnnl_forward_inference,
+                                           dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
+                                           strides, pl, pr), "conv forward desc");
+    TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
+    TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
+    TRY(mem_user(&p->x, &x_md), "memory");
+    TRY(mem_user(&p->y, &y_md), "memory");
+    TRY(mem_user(&p->bias, &b_md), "memory");
+    const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
+    if (make_reorder(&p->w_fwd, &w_user, wf, 1, err)) goto fail;
+
+    if (training) {
+        dnnl_convolution_desc_t bd_desc, bw_desc;
+        TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
+                                                     &y_md, strides, pl, pr), "conv bwd-data desc");
+        TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
+        TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
+        const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
+        if (make_reorder(&p->w_bwd, &w_user, wb, 1, err)) goto fail;
+
+        TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
+                                                        &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
+        TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, NULL, engine, p->fwd.pd), "conv bwd-weights pd");
+        TRY(dnnl_primitive_create(&p->bwd_w.p, p->bwd_w.pd), "conv bwd-weights");
+        const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
+        if (make_reorder(&p->dw, &w_user, dwm, 0, err)) goto fail;
+        TRY(mem_user(&p->dx, &x_md), "memory");
+        TRY(mem_user(&p->dy, &y_md), "memory");
+        TRY(mem_user(&p->dbias, &b_md), "memory");
+        p->dw_tmp = ddpm_alloc_floats((size_t)Cout * Cin * 9, err);
+        p->db_tmp = ddpm_alloc_floats((size_t)Cout, err);
+        if (!p->dw_tmp || !p->db_tmp) goto fail;
+    }
+    *out = p;
+    return 0;
+fail:
+    conv_plan_free(p);
+    return -1;
+}
+
+void conv_plan_free(conv_plan *p) {
+    if (!p) return;
+    prim *ps[] = {&p->fwd, &p->bwd_data, &p->bwd_w};
+    for (int i = 0; i < 3; i++) {
+        if (ps[i]->p) dnnl_primitive_destroy(ps[i]->p);
+        if (ps[i]->pd) dnnl_primitive_desc_destroy(ps[i]->pd);
+    }
+    free_reorder(&p->w_fwd);
+    free_reorder(&p->w_bwd);
+    free_reorder(&p->dw);
+    dnnl_memory_t ms[] = {p->x, p->y, p->bias, p->dx, p->dy, p->dbias};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        if (ms[i]) dnnl_memory_destroy(ms[i]);
+    free(p->dw_tmp);
+    free(p->db_tmp);
+    free(p);
+}
+
+/* ---- plain-loop reference ------------------------------------------------ */
+
+static void pads(const conv_plan *p, int *top, int *left) {
+    *top = *left = p->pad == CONV_PAD_TF ? 0 : 1;
+}
+
+static void conv_forward_ref(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
+    int top, left;
+    pads(p, &top, &left);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < p->B; n++)
+        for (int oy = 0; oy < p->Ho; oy++)
+            for (int ox = 0; ox < p->Wo; ox++) {
+                float *out = y + ((size_t)(n * p->Ho + oy) * p->Wo + ox) * p->ld_y;
+                for (int co = 0; co < p->Cout; co++) {
+                    double acc = b ? b[co] : 0.0;
+                    for (int ky = 0; ky < 3; ky++) {
+                        int iy = oy * p->stride + ky - top;
+                        if (iy < 0 || iy >= p->H) continue;
+                        for (int kx = 0; kx < 3; kx++) {
+                            int ix = ox * p->stride + kx - left;
+                            if (ix < 0 || ix >= p->W) continue;
+                            const float *in = x + ((size_t)(n * p->H + iy) * p->W + ix) * p->ld_x;
+                            for (int ci = 0; ci < p->Cin; ci++)
+                                acc += (double)in[ci] * w[((size_t)(co * p->Cin + ci) * 3 + ky) * 3 + kx];
+                        }
+                    }
+                    out[co] = (float)acc;
+                }
+            }
+}
+
+static void conv_backward_ref(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
+                              const float *x, const float *w) {
+    int top, left;
+    pads(p, &top, &left);
+    if (dx)
+        for (int n = 0; n < p->B; n++)
+            for (int i = 0; i < p->H * p->W; i++)
+                memset(dx + ((size_t)n * p->H * p->W + i) * p->ld_x, 0, (size_t)p->Cin * sizeof(float));
+    for (int n = 0; n < p->B; n++)
+        for (int oy = 0; oy < p->Ho; oy++)
+            for (int ox = 0; ox < p->Wo; ox++) {
+                const float *g = dy + ((size_t)(n * p->Ho + oy) * p->Wo + ox) * p->ld_y;
+                for (int co = 0; co < p->Cout; co++) {
+                    if (db) db[co] += g[co];
+                    for (int ky = 0; ky < 3; ky++) {
+                        int iy = oy * p->stride + ky - top;
+                        if (iy < 0 || iy >= p->H) continue;
+                        for (int kx = 0; kx < 3; kx++) {
+                            int ix = ox * p->stride + kx - left;
+                            if (ix < 0 || ix >= p->W) continue;
+                            size_t off = ((size_t)(n * p->H + iy) * p->W + ix) * p->ld_x;
+                            for (int ci = 0; ci < p->Cin; ci++) {
+                                size_t wi = ((size_t)(co * p->Cin + ci) * 3 + ky) * 3 + kx;
+                                if (dw) dw[wi] += g[co] * x[off + ci];
+                                if (dx) dx[off + ci] += g[co] * w[wi];
+                            }
+                        }
+                    }
+                }
+            }
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
+    if (ops_reference()) {
+        conv_forward_ref(p, y, x, w, b);
+        return;
+    }
+    dnnl_memory_t wm = run_reorder(&p->w_fwd, w);
+    dnnl_memory_set_data_handle(p->x, (void *)x);
+    dnnl_memory_set_data_handle(p->y, y);
+    dnnl_memory_set_data_handle(p->bias, (void *)b);
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, p->bias},
+                           {DNNL_ARG_DST, p->y}};
+    DDPM_ASSERT(dnnl_primitive_execute(p->fwd.p, stream, 4, a) == dnnl_success);
+    dnnl_stream_wait(stream);
+}
+
+void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
+                   const float *x, const float *w) {
+    DDPM_ASSERT(p->training);
+    if (ops_reference()) {
+        conv_backward_ref(p, dx, dw, db, dy, x, w);
+        return;
+    }
+    dnnl_memory_set_data_handle(p->dy, (void *)dy);
+    if (dx) {
+        dnnl_memory_t wm = run_reorder(&p->w_bwd, w);
+        dnnl_memory_set_data_handle(p->dx, dx);
+        dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, p->dx}};
+        DDPM_ASSERT(dnnl_primitive_execute(p->bwd_data.p, stream, 3, a) == dnnl_success);
+    }
+    if (dw || db) {
+        dnnl_memory_set_data_handle(p->x, (void *)x);
+        dnnl_memory_set_data_handle(p->dbias, p->db_tmp);
+        dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
+                               {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
+        if (p->dw.prim == p->dw.user) dnnl_memory_set_data_handle(p->dw.user, p->dw_tmp);
+        DDPM_ASSERT(dnnl_primitive_execute(p->bwd_w.p, stream, 4, a) == dnnl_success);
+        run_reorder(&p->dw, p->dw_tmp);
+        dnnl_stream_wait(stream);
+        size_t nw = (size_t)p->Cout * p->Cin * 9;
+        if (dw)
+            for (size_t i = 0; i < nw; i++) dw[i] += p->dw_tmp[i];
+        if (db)
+            for (int i = 0; i < p->Cout; i++) db[i] += p->db_tmp[i];
+    }
+    dnnl_stream_wait(stream);
+}

@@ -1,0 +1,139 @@
+/* ops.h -- the U-Net's operators, forward and backward, on raw NHWC buffers.
+ *
+ * Layout: activations are NHWC float32, seen as rows of channels: a tensor
+ * [B,H,W,C] is M = B*H*W rows of C floats, row r at x + r*ld (ld >= C, so a
+ * tensor can be a channel slice of a wider concat buffer). Weights keep
+ * PyTorch's layout: conv [Cout,Cin,kh,kw], linear [out,in].
+ *
+ * Argument order follows one rule: outputs first, then saved state, then inputs,
+ * then parameters, then sizes. Backward functions say for every output whether
+ * it is overwritten (=) or accumulated (+=); parameter gradients always
+ * accumulate.
+ *
+ * Two tiers: ops_set_reference(1) routes gemm and conv to plain C loops (the
+ * oracle the tests hold the fast path against); the default is oneDNN
+ * (dnnl_sgemm, NHWC convolution primitives). GroupNorm, SiLU, upsample,
+ * dropout and the rest are plain loops parallelised with OpenMP in both tiers.
+ */
+#ifndef DDPM_OPS_H
+#define DDPM_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+/* ---- tier switch ---------------------------------------------------------- */
+void ops_set_reference(int on);
+int ops_reference(void);
+
+/* ---- GEMM (row-major) ------------------------------------------------------
+ * C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T (ta/tb non-zero). */
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- linear (also every 1x1 convolution, on NHWC rows) ----------------------
+ * y[M,N] (= or += by accumulate) x[M,K] W[N,K]^T + b[N] (b may be NULL). */
+void linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
+                    int M, int K, int N, int accumulate);
+/* dx[M,K] += dy W (dx may be NULL); dW[N,K] += dy^T x; db[N] += colsum(dy). */
+void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
+                     const float *x, int ldx, const float *W, int M, int K, int N);
+
+/* ---- 3x3 convolution ------------------------------------------------------ */
+enum conv_pad {
+    CONV_PAD_SAME = 0, /* stride 1 or 2, zero padding 1 on every side */
+    CONV_PAD_TF = 1    /* stride 2 only: zero padding 1 at the bottom and right (TF "SAME") */
+};
+
+/* One convolution shape: its oneDNN primitives and reorder buffers, made once. */
+typedef struct conv_plan conv_plan;
+
+/* Plans y[B,Ho,Wo,Cout] = conv(x[B,H,W,Cin]) for a 3x3 kernel; ld_x/ld_y are the
+ * row strides of x and y (>= Cin / Cout). training != 0 also makes the backward
+ * primitives. */
+int conv_plan_create(conv_plan **p, int B, int H, int W, int Cin, int Cout, int stride, int pad,
+                     int ld_x, int ld_y, int training, ddpm_err *err);
+void conv_plan_free(conv_plan *p);
+void conv_out_size(int H, int W, int stride, int *Ho, int *Wo);
+
+/* y (=) conv(x, w) + b. */
+void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);
+/* dx (=) (may be NULL, row stride ld_x), dw (+=), db (+=). */
+void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
+                   const float *x, const float *w);
+
+/* ---- GroupNorm, optionally fused with SiLU --------------------------------
+ * y = act(gamma * (x - mean_g) * rstd_g + beta), act = SiLU if silu else identity.
+ * mean/rstd [B*G] are saved for the backward. */
+void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
+                       const float *gamma, const float *beta, int B, int HW, int C, int G,
+                       float eps, int silu);
+/* dx (= or += by accumulate), dgamma (+=), dbeta (+=). */
+void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
+                        const float *x, int ldx, const float *mean, const float *rstd,
+                        const float *gamma, const float *beta, int B, int HW, int C, int G,
+                        int silu, int accumulate);
+
+/* ---- layout: PyTorch's NCHW <-> our NHWC, for files and interop ------------ */
+void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW);
+void nhwc_to_nchw(float *dst, const float *src, int B, int C, int HW);
+
+/* ---- element-wise --------------------------------------------------------- */
+/* y = x * sigmoid(x) (y may equal x). */
+void silu_forward(float *y, const float *x, size_t n);
+/* dx (=) dy * silu'(x). */
+void silu_backward(float *dx, const float *dy, const float *x, size_t n);
+/* y[M, C] (row stride ldy) += x[M, C] (row stride ldx). */
+void add_rows(float *y, int ldy, const float *x, int ldx, int M, int C);
+/* y[b, p, c] += v[b, c] for every pixel p < HW (contiguous rows of C). */
+void add_bias_per_sample(float *y, const float *v, int B, int HW, int C);
+/* v[b, c] (=) sum over pixels p of dy[b, p, c]. */
+void sum_per_sample(float *v, const float *dy, int B, int HW, int C);
+
+/* Nearest 2x upsampling: y[B,2H,2W,C] (contiguous) from x[B,H,W,C] (row stride ldx). */
+void upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C);
+/* dx (+=, row stride lddx) = the sum of each 2x2 block of dy. */
+void upsample2x_backward(float *dx, int lddx, const float *dy, int B, int H, int W, int C);
+
+/* Dropout with probability p on x[B, n_per_sample] in place: keep with
+ * probability 1-p and scale by 1/(1-p). The mask of sample b is a pure function
+ * of (seed, stream, b), so the backward regenerates it instead of storing it.
+ * stream = rng_stream(step, layer << 16): its low 16 bits must be zero, the
+ * sample index (B <= 65536) goes there. */
+void dropout_forward(float *x, int B, size_t n_per_sample, float p, uint64_t seed, uint64_t stream);
+/* dx (=, in place allowed) = dy * mask / (1-p). */
+void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, float p,
+                      uint64_t seed, uint64_t stream);
+
+/* Sinusoidal timestep embedding as diffusers' Timesteps: out[B, D] from t[B]. */
+void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
+
+/* Mean squared error: returns mean((pred-target)^2) over n; dpred (=, may be
+ * NULL) = its gradient 2 (pred-target) / n. */
+double mse_loss(float *dpred, const float *pred, const float *target, size_t n);
+
+/* ---- single-head self-attention block (diffusers Attention, one head) -----
+ * out = x + Wo softmax(q k^T / sqrt(C)) v + bo with q,k,v = W{q,k,v} GN(x) + b.
+ * Parameters: the 10 arrays of group_norm, to_q, to_k, to_v, to_out.0 (weight, bias). */
+typedef struct attn_params {
+    const float *gn_w, *gn_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+} attn_params;
+typedef struct attn_grads {
+    float *gn_w, *gn_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+} attn_grads;
+/* What the forward saves for the backward: g,q,k,v,o [B*HW, C], p [B, HW, HW], mean/rstd [B*G]. */
+typedef struct attn_saved {
+    float *g, *q, *k, *v, *p, *o, *mean, *rstd;
+} attn_saved;
+/* Floats of scratch attn_backward needs. */
+size_t attn_scratch_floats(int B, int HW, int C);
+/* out (= , row stride ldo) from x (row stride ldx). */
+void attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ldx, const attn_params *p,
+                  int B, int HW, int C, int G, float eps);
+/* dx (+=, row stride lddx), parameter grads (+=); scratch of attn_scratch_floats. */
+void attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, int lddo, const attn_saved *s,
+                   const float *x, int ldx, const attn_params *p, int B, int HW, int C, int G,
+                   float *scratch);
+
+#endif

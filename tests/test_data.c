@@ -1,0 +1,882 @@
+/* test_data.c -- tests for data input and image output: IDX (raw and gzip),
+ * CIFAR-10 binary, PNG folders, PNG read/write/grid, the float->uint8
+ * conversion and the deterministic loader. Temporary files live under a
+ * mkdtemp directory in /tmp that each test removes when it is done. */
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <png.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "check.h"
+#include "core/rng.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "io/png.h"
+
+/* ---- helpers ---- */
+
+static void make_tmpdir(char *dir) {
+    strcpy(dir, "/tmp/ddpm-test-data-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static const char *join(char *buf, const char *dir, const char *name) {
+    if (snprintf(buf, 4096, "%s/%s", dir, name) >= 4096) {
+        fprintf(stderr, "path too long\n");
+        exit(2);
+    }
+    return buf;
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
+        perror(path);
+        exit(2);
+    }
+}
+
+/* Writes an IDX file: the 4 magic bytes, ndim big-endian dims, then data
+ * (len bytes), raw or gzip-compressed. */
+static void write_idx(const char *path, int gz, const uint8_t magic[4], const uint32_t *dims, const uint8_t *data,
+                      size_t len) {
+    uint8_t hdr[4 + 16];
+    int ndim = magic[3];
+    memcpy(hdr, magic, 4);
+    for (int k = 0; k < ndim; k++) {
+        hdr[4 + 4 * k] = (uint8_t)(dims[k] >> 24);
+        hdr[5 + 4 * k] = (uint8_t)(dims[k] >> 16);
+        hdr[6 + 4 * k] = (uint8_t)(dims[k] >> 8);
+        hdr[7 + 4 * k] = (uint8_t)dims[k];
+    }
+    size_t hlen = 4 + 4 * (size_t)ndim;
+    if (gz) {
+        gzFile g = gzopen(path, "wb");
+        if (!g || gzwrite(g, hdr, (unsigned)hlen) != (int)hlen ||
+            (len && gzwrite(g, data, (unsigned)len) != (int)len) || gzclose(g) != Z_OK) {
+            fprintf(stderr, "cannot write %s\n", path);
+            exit(2);
+        }
+    } else {
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(hdr, 1, hlen, f) != hlen || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
+            perror(path);
+            exit(2);
+        }
+    }
+}
+
+static const uint8_t MAGIC3[4] = {0, 0, 8, 3};
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* Number of entries in dir other than . and .. */
+static int count_entries(const char *dir) {
+    int n = 0;
+    DIR *dp = opendir(dir);
+    for (struct dirent *e; dp && (e = readdir(dp));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    if (dp) closedir(dp);
+    return n;
+}
+
+/* ---- IDX ---- */
+
+static void test_idx_roundtrip(void) {
+    char dir[64], p[4096];
+    make_tmpdir(dir);
+    enum { N = 3, H = 4, W = 5 };
+    uint8_t data[N * H * W];
+    for (int i = 0; i < N * H * W; i++) data[i] = (uint8_t)(i * 7 + 3);
+    uint32_t dims[3] = {N, H, W};
+    ddpm_err err = {{0}};
+    for (int gz = 0; gz < 2; gz++) {
+        join(p, dir, gz ? "x.idx.gz" : "x.idx");
+        write_idx(p, gz, MAGIC3, dims, data, sizeof data);
+        dataset d;
+        int rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+        CHECK(rc == 0, "gz=%d: %s", gz, err.msg);
+        if (rc) continue;
+        CHECK(d.n == N && d.h == H && d.w == W && d.c == 1, "gz=%d dims %d %d %d %d", gz, d.n, d.h, d.w, d.c);
+        CHECK(memcmp(d.pixels, data, sizeof data) == 0, "gz=%d pixels differ", gz);
+        CHECK(strstr(d.desc, p) != NULL, "desc '%s'", d.desc);
+        dataset_free(&d);
+        CHECK(d.pixels == NULL && d.n == 0, "dataset_free zeroes");
+        dataset_free(&d); /* twice is safe */
+        rc = dataset_load(&d, p, DATASET_TRAIN, 2, &err);
+        CHECK(rc == 0 && d.n == 2 && memcmp(d.pixels, data, 2 * H * W) == 0, "limit 2: rc=%d n=%d", rc, d.n);
+        dataset_free(&d);
+        rc = dataset_load(&d, p, DATASET_TRAIN, 100, &err);
+        CHECK(rc == 0 && d.n == N, "limit over n: rc=%d n=%d", rc, d.n);
+        dataset_free(&d);
+    }
+    /* 4-dimensional variant with channels. */
+    {
+        const uint8_t magic4[4] = {0, 0, 8, 4};
+        uint32_t dims4[4] = {2, 2, 2, 3};
+        uint8_t rgb[24];
+        for (int i = 0; i < 24; i++) rgb[i] = (uint8_t)(200 - i);
+        join(p, dir, "rgb.idx.gz");
+        write_idx(p, 1, magic4, dims4, rgb, sizeof rgb);
+        dataset d;
+        int rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+        CHECK(rc == 0 && d.n == 2 && d.h == 2 && d.w == 2 && d.c == 3 && memcmp(d.pixels, rgb, 24) == 0,
+              "4-dim IDX: rc=%d %s", rc, err.msg);
+        dataset_free(&d);
+    }
+    /* MNIST-layout directory: split picks the file; raw is preferred over gz. */
+    {
+        char sub[4096], q[4096];
+        join(sub, dir, "mnist");
+        mkdir(sub, 0700);
+        uint32_t dtr[3] = {3, 4, 5}, dte[3] = {2, 4, 5};
+        write_idx(join(q, sub, "train-images-idx3-ubyte.gz"), 1, MAGIC3, dtr, data, 3 * 20);
+        write_idx(join(q, sub, "t10k-images-idx3-ubyte"), 0, MAGIC3, dte, data + 20, 2 * 20);
+        write_bytes(join(q, sub, "t10k-images-idx3-ubyte.gz"), "junk", 4); /* must not be used */
+        dataset d;
+        int rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+        CHECK(rc == 0 && d.n == 3 && memcmp(d.pixels, data, 60) == 0, "mnist dir train: %s", err.msg);
+        CHECK(rc != 0 || strstr(d.desc, "train") != NULL, "desc '%s'", d.desc);
+        dataset_free(&d);
+        rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+        CHECK(rc == 0 && d.n == 2 && memcmp(d.pixels, data + 20, 40) == 0, "mnist dir test: %s", err.msg);
+        dataset_free(&d);
+        /* Only train present: asking for test is an error naming the missing file. */
+        remove(join(q, sub, "t10k-images-idx3-ubyte"));
+        remove(join(q, sub, "t10k-images-idx3-ubyte.gz"));
+        rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+        CHECK(rc == -1 && strstr(err.msg, "t10k-images-idx3-ubyte"), "missing split: %s", err.msg);
+        CHECK(d.pixels == NULL && d.n == 0, "zeroed on failure");
+        rc = dataset_load(&d, sub, 7, 0, &err);
+        CHECK(rc == -1 && strstr(err.msg, "split"), "bad split: %s", err.msg);
+        rc = dataset_load(&d, sub, DATASET_TRAIN, -1, &err);
+        CHECK(rc == -1 && strstr(err.msg, "limit"), "bad limit: %s", err.msg);
+    }
+    remove_tree(dir);
+}
+
+/* Loads path expecting failure; the message must contain the path and want. */
+static void expect_idx_error(const char *path, const char *want) {
+    ddpm_err err = {{0}};
+    dataset d;
+    int rc = dataset_load(&d, path, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1, "%s: loaded although it should fail", path);
+    CHECK(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
+    CHECK(strstr(err.msg, want) != NULL, "message lacks '%s': %s", want, err.msg);
+    CHECK(d.pixels == NULL && d.n == 0, "not zeroed on failure");
+    printf("  expected error: %s\n", err.msg);
+    dataset_free(&d);
+}
+
+static void test_idx_errors(void) {
+    char dir[64], p[4096];
+    make_tmpdir(dir);
+    uint8_t data[2 * 3 * 3] = {0};
+    uint32_t dims[3] = {2, 3, 3};
+    const uint8_t bad_magic[4] = {0x12, 0x34, 0x08, 0x03}, labels[4] = {0, 0, 8, 1}, floats[4] = {0, 0, 0x0d, 3};
+    for (int gz = 0; gz < 2; gz++) {
+        const char *ext = gz ? ".gz" : "";
+        char name[64];
+        snprintf(name, sizeof name, "magic%s", ext);
+        write_idx(join(p, dir, name), gz, bad_magic, dims, data, sizeof data);
+        expect_idx_error(p, "not an IDX file");
+        snprintf(name, sizeof name, "labels%s", ext);
+        write_idx(join(p, dir, name), gz, labels, dims, data, 2);
+        expect_idx_error(p, "labels file");
+        snprintf(name, sizeof name, "dtype%s", ext);
+        write_idx(join(p, dir, name), gz, floats, dims, data, sizeof data);
+        expect_idx_error(p, "data type 0x0d");
+        snprintf(name, sizeof name, "trunc%s", ext);
+        write_idx(join(p, dir, name), gz, MAGIC3, dims, data, sizeof data - 1);
+        expect_idx_error(p, "truncated");
+        snprintf(name, sizeof name, "trunchdr%s", ext);
+        write_idx(join(p, dir, name), gz, MAGIC3, dims, data, 0);
+        if (!gz) truncate(p, 9);
+        expect_idx_error(p, gz ? "truncated" : "truncated IDX header");
+        snprintf(name, sizeof name, "zero%s", ext);
+        uint32_t zdims[3] = {2, 0, 3};
+        write_idx(join(p, dir, name), gz, MAGIC3, zdims, data, 0);
+        expect_idx_error(p, "is zero");
+        snprintf(name, sizeof name, "zeron%s", ext);
+        uint32_t zn[3] = {0, 28, 28};
+        write_idx(join(p, dir, name), gz, MAGIC3, zn, data, 0);
+        expect_idx_error(p, "is zero");
+        snprintf(name, sizeof name, "huge%s", ext);
+        uint32_t hdims[3] = {70000, 70000, 1};
+        write_idx(join(p, dir, name), gz, MAGIC3, hdims, data, sizeof data);
+        expect_idx_error(p, "implausibly large");
+        snprintf(name, sizeof name, "trailing%s", ext);
+        write_idx(join(p, dir, name), gz, MAGIC3, dims, data, sizeof data); /* header says 2 images ... */
+        uint32_t one[3] = {1, 3, 3};
+        write_idx(p, gz, MAGIC3, one, data, sizeof data); /* ... now 1 image + 9 extra bytes */
+        expect_idx_error(p, "trailing");
+        snprintf(name, sizeof name, "tiny%s", ext);
+        write_idx(join(p, dir, name), gz, MAGIC3, dims, data, 0);
+        if (!gz) truncate(p, 2);
+        if (!gz) expect_idx_error(p, "not an IDX file");
+    }
+    /* A gzip stream cut in the middle. */
+    {
+        uint8_t big[4096];
+        for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 2654435761u >> 24);
+        uint32_t bd[3] = {4, 32, 32};
+        write_idx(join(p, dir, "cut.gz"), 1, MAGIC3, bd, big, sizeof big);
+        long sz = file_size(p);
+        truncate(p, sz / 2);
+        ddpm_err err = {{0}};
+        dataset d;
+        CHECK(dataset_load(&d, p, DATASET_TRAIN, 0, &err) == -1 && strstr(err.msg, p), "cut gzip: %s", err.msg);
+        printf("  expected error: %s\n", err.msg);
+    }
+    expect_idx_error(join(p, dir, "does-not-exist"), "No such file");
+    remove_tree(dir);
+}
+
+/* ---- CIFAR-10 ---- */
+
+/* Record r of a synthetic CIFAR file: label r % 10, then planes with
+ * value(r, ch, p) = (r * 31 + ch * 101 + p * 7) & 255. */
+static uint8_t cifar_val(int r, int ch, int p) { return (uint8_t)((r * 31 + ch * 101 + p * 7) & 255); }
+
+static void write_cifar(const char *path, int nrec, int first) {
+    size_t len = (size_t)nrec * 3073;
+    uint8_t *buf = malloc(len);
+    for (int r = 0; r < nrec; r++) {
+        buf[r * 3073] = (uint8_t)((first + r) % 10);
+        for (int ch = 0; ch < 3; ch++)
+            for (int p = 0; p < 1024; p++) buf[r * 3073 + 1 + ch * 1024 + p] = cifar_val(first + r, ch, p);
+    }
+    write_bytes(path, buf, len);
+    free(buf);
+}
+
+/* Every pixel of d equals the synthetic record first + i, in NHWC order. */
+static int cifar_matches(const dataset *d, int first) {
+    for (int i = 0; i < d->n; i++)
+        for (int p = 0; p < 1024; p++)
+            for (int ch = 0; ch < 3; ch++)
+                if (d->pixels[((size_t)i * 1024 + p) * 3 + ch] != cifar_val(first + i, ch, p)) return 0;
+    return 1;
+}
+
+static void test_cifar(void) {
+    char dir[64], p[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    dataset d;
+    write_cifar(join(p, dir, "two.bin"), 2, 0);
+    int rc = dataset_load(&d, p, DATASET_TEST, 0, &err);
+    CHECK(rc == 0 && d.n == 2 && d.h == 32 && d.w == 32 && d.c == 3, "2 records: rc=%d %s", rc, err.msg);
+    /* The exact CHW -> NHWC mapping, spelled out for one pixel: image 1, (y=2, x=5), green. */
+    CHECK(rc != 0 || d.pixels[((1 * 32 + 2) * 32 + 5) * 3 + 1] == cifar_val(1, 1, 2 * 32 + 5), "pixel mapping");
+    CHECK(rc != 0 || cifar_matches(&d, 0), "CHW -> NHWC conversion");
+    dataset_free(&d);
+    rc = dataset_load(&d, p, DATASET_TRAIN, 1, &err);
+    CHECK(rc == 0 && d.n == 1 && cifar_matches(&d, 0), "limit 1: %s", err.msg);
+    dataset_free(&d);
+
+    /* Bad size. */
+    uint8_t junk[3073 * 2 + 1] = {0};
+    write_bytes(join(p, dir, "bad.bin"), junk, sizeof junk);
+    rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, p) && strstr(err.msg, "3073"), "bad size: %s", err.msg);
+    printf("  expected error: %s\n", err.msg);
+    write_bytes(join(p, dir, "empty.bin"), junk, 0);
+    rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, p), "empty file: %s", err.msg);
+    /* A label out of range means it is not CIFAR-10. */
+    junk[3073] = 17;
+    write_bytes(join(p, dir, "label.bin"), junk, 3073 * 2);
+    rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, p) && strstr(err.msg, "label 17"), "bad label: %s", err.msg);
+    printf("  expected error: %s\n", err.msg);
+
+    /* Directory layout: five train batches and a test batch. */
+    char sub[4096], q[4096];
+    join(sub, dir, "cifar");
+    mkdir(sub, 0700);
+    for (int b = 1; b <= 5; b++) {
+        char name[32];
+        snprintf(name, sizeof name, "data_batch_%d.bin", b);
+        write_cifar(join(q, sub, name), b, 100 * b); /* batch b holds b records */
+    }
+    write_cifar(join(q, sub, "test_batch.bin"), 3, 7);
+    rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+    CHECK(rc == 0 && d.n == 3 && cifar_matches(&d, 7), "cifar dir test: %s", err.msg);
+    dataset_free(&d);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.n == 15, "cifar dir train: rc=%d n=%d %s", rc, d.n, err.msg);
+    if (rc == 0) {
+        /* batch 3 (records 300..302) starts at image 1 + 2 = 3 */
+        dataset one = d;
+        one.n = 3;
+        one.pixels = d.pixels + 3 * 3072;
+        CHECK(cifar_matches(&one, 300), "batch order");
+    }
+    dataset_free(&d);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 4, &err);
+    CHECK(rc == 0 && d.n == 4, "cifar dir limit 4: n=%d %s", d.n, err.msg);
+    dataset_free(&d);
+    remove(join(q, sub, "data_batch_4.bin"));
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, "data_batch_4.bin"), "missing batch: %s", err.msg);
+    remove_tree(dir);
+}
+
+/* ---- PNG ---- */
+
+/* Writes a PNG with libpng directly (for layouts png_write_u8 never makes). */
+static void write_png_raw(const char *path, int w, int h, int depth, int color, const uint8_t *data, int rowbytes,
+                          const png_color *palette, int npalette, const uint8_t *trns, int ntrns, int interlace) {
+    FILE *f = fopen(path, "wb");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) {
+        fprintf(stderr, "write_png_raw %s failed\n", path);
+        exit(2);
+    }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, w, h, depth, color, interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (palette) png_set_PLTE(png, info, palette, npalette);
+    if (trns) png_set_tRNS(png, info, trns, ntrns, NULL);
+    png_write_info(png, info);
+    png_bytep *rows = malloc(sizeof(png_bytep) * h);
+    for (int y = 0; y < h; y++) rows[y] = (png_bytep)data + (size_t)y * rowbytes;
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(rows);
+    fclose(f);
+}
+
+static void test_png_roundtrip(void) {
+    char dir[64], p[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    for (int c = 1; c <= 3; c += 2) {
+        int w = 13, h = 7;
+        uint8_t img[13 * 7 * 3];
+        for (int i = 0; i < w * h * c; i++) img[i] = (uint8_t)(i * 37 + c);
+        join(p, dir, c == 1 ? "gray.png" : "rgb.png");
+        CHECK(png_write_u8(p, img, w, h, c, &err) == 0, "write c=%d: %s", c, err.msg);
+        uint8_t *pix = NULL;
+        int rw = 0, rh = 0, rc_ = 0;
+        int rc = png_read_u8(p, &pix, &rw, &rh, &rc_, &err);
+        CHECK(rc == 0 && rw == w && rh == h && rc_ == c, "read c=%d: rc=%d %dx%dx%d %s", c, rc, rw, rh, rc_, err.msg);
+        CHECK(rc != 0 || memcmp(pix, img, (size_t)w * h * c) == 0, "c=%d pixels differ", c);
+        free(pix);
+        struct stat st;
+        mode_t um = umask(0);
+        umask(um);
+        CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == (0666 & ~um), "mode %o (umask %o)", st.st_mode & 0777, um);
+    }
+    /* Overwriting keeps only the new file; no temporary files remain. */
+    {
+        uint8_t one[4] = {1, 2, 3, 4};
+        CHECK(png_write_u8(join(p, dir, "gray.png"), one, 2, 2, 1, &err) == 0, "overwrite: %s", err.msg);
+        uint8_t *pix = NULL;
+        int w, h, c;
+        CHECK(png_read_u8(p, &pix, &w, &h, &c, &err) == 0 && w == 2 && h == 2 && c == 1 && pix &&
+                  memcmp(pix, one, 4) == 0,
+              "overwritten content");
+        free(pix);
+        CHECK(count_entries(dir) == 2, "temporary files left: %d entries", count_entries(dir));
+    }
+    /* Conversions on read: 16-bit RGBA, 2-bit gray, palette with tRNS, gray+alpha, interlaced. */
+    {
+        enum { W = 5, H = 3 };
+        uint16_t rgba16[H][W][4];
+        uint8_t be[H][W * 8];
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                for (int k = 0; k < 4; k++) {
+                    rgba16[y][x][k] = (uint16_t)(y * 13000 + x * 3001 + k * 7777 + 17);
+                    be[y][x * 8 + 2 * k] = (uint8_t)(rgba16[y][x][k] >> 8);
+                    be[y][x * 8 + 2 * k + 1] = (uint8_t)rgba16[y][x][k];
+                }
+        for (int il = 0; il < 2; il++) {
+            write_png_raw(join(p, dir, "rgba16.png"), W, H, 16, PNG_COLOR_TYPE_RGB_ALPHA, &be[0][0], W * 8, NULL, 0,
+                          NULL, 0, il);
+            uint8_t *pix = NULL;
+            int w, h, c, ok = 1;
+            int rc = png_read_u8(p, &pix, &w, &h, &c, &err);
+            CHECK(rc == 0 && w == W && h == H && c == 3, "rgba16 il=%d: %s", il, err.msg);
+            for (int y = 0; rc == 0 && y < H; y++)
+                for (int x = 0; x < W; x++)
+                    for (int k = 0; k < 3; k++) ok &= pix[(y * W + x) * 3 + k] == rgba16[y][x][k] >> 8;
+            CHECK(ok, "rgba16 il=%d values", il);
+            free(pix);
+        }
+        /* 2-bit gray: values 0..3 expand to 0, 85, 170, 255. */
+        uint8_t g2[H][2]; /* 5 pixels * 2 bits = 10 bits -> 2 bytes per row */
+        int vals[H][W];
+        for (int y = 0; y < H; y++) {
+            memset(g2[y], 0, 2);
+            for (int x = 0; x < W; x++) {
+                vals[y][x] = (x + y) % 4;
+                g2[y][x / 4] |= (uint8_t)(vals[y][x] << (6 - 2 * (x % 4)));
+            }
+        }
+        write_png_raw(join(p, dir, "g2.png"), W, H, 2, PNG_COLOR_TYPE_GRAY, &g2[0][0], 2, NULL, 0, NULL, 0, 0);
+        uint8_t *pix = NULL;
+        int w, h, c, ok = 1;
+        int rc = png_read_u8(p, &pix, &w, &h, &c, &err);
+        CHECK(rc == 0 && w == W && h == H && c == 1, "gray2: %s", err.msg);
+        for (int y = 0; rc == 0 && y < H; y++)
+            for (int x = 0; x < W; x++) ok &= pix[y * W + x] == vals[y][x] * 85;
+        CHECK(ok, "gray2 values");
+        free(pix);
+        /* Palette with transparency. */
+        png_color pal[3] = {{10, 20, 30}, {200, 100, 50}, {1, 2, 3}};
+        uint8_t trns[3] = {0, 128, 255}, idx8[H][W];
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) idx8[y][x] = (uint8_t)((x * 2 + y) % 3);
+        write_png_raw(join(p, dir, "pal.png"), W, H, 8, PNG_COLOR_TYPE_PALETTE, &idx8[0][0], W, pal, 3, trns, 3, 0);
+        rc = png_read_u8(p, &pix, &w, &h, &c, &err);
+        CHECK(rc == 0 && w == W && h == H && c == 3, "palette: rc=%d c=%d %s", rc, c, err.msg);
+        ok = 1;
+        for (int y = 0; rc == 0 && y < H; y++)
+            for (int x = 0; x < W; x++) {
+                const png_color *e = &pal[idx8[y][x]];
+                const uint8_t *q = pix + (y * W + x) * 3;
+                ok &= q[0] == e->red && q[1] == e->green && q[2] == e->blue;
+            }
+        CHECK(ok, "palette values");
+        free(pix);
+        /* Gray + alpha. */
+        uint8_t ga[H][W * 2];
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                ga[y][2 * x] = (uint8_t)(x * 50 + y);
+                ga[y][2 * x + 1] = (uint8_t)(255 - x);
+            }
+        write_png_raw(join(p, dir, "ga.png"), W, H, 8, PNG_COLOR_TYPE_GRAY_ALPHA, &ga[0][0], W * 2, NULL, 0, NULL,
+                      0, 1);
+        rc = png_read_u8(p, &pix, &w, &h, &c, &err);
+        CHECK(rc == 0 && c == 1, "gray+alpha: c=%d %s", c, err.msg);
+        ok = 1;
+        for (int y = 0; rc == 0 && y < H; y++)
+            for (int x = 0; x < W; x++) ok &= pix[y * W + x] == ga[y][2 * x];
+        CHECK(ok, "gray+alpha values");
+        free(pix);
+    }
+    remove_tree(dir);
+}
+
+static void expect_png_error(const char *path, const char *want) {
+    ddpm_err err = {{0}};
+    uint8_t *pix = (uint8_t *)&err; /* must be reset to NULL */
+    int w, h, c;
+    int rc = png_read_u8(path, &pix, &w, &h, &c, &err);
+    CHECK(rc == -1 && pix == NULL, "%s: read should fail", path);
+    CHECK(strstr(err.msg, path) && strstr(err.msg, want), "message lacks path or '%s': %s", want, err.msg);
+    printf("  expected error: %s\n", err.msg);
+}
+
+static void test_png_corrupt(void) {
+    char dir[64], p[4096], q[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    write_bytes(join(p, dir, "text.png"), "hello, not a png at all", 23);
+    expect_png_error(p, "not a PNG");
+    write_bytes(join(p, dir, "short.png"), "\x89PN", 3);
+    expect_png_error(p, "not a PNG");
+    expect_png_error(join(p, dir, "missing.png"), "No such file");
+
+    enum { W = 64, H = 64 };
+    static uint8_t img[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) img[i] = (uint8_t)(i * 2654435761u >> 23);
+    CHECK(png_write_u8(join(p, dir, "good.png"), img, W, H, 3, &err) == 0, "%s", err.msg);
+    FILE *f = fopen(p, "rb");
+    long n = file_size(p);
+    uint8_t *bytes = malloc(n);
+    CHECK(fread(bytes, 1, n, f) == (size_t)n, "read back");
+    fclose(f);
+    /* Truncated at several points (in the header, in IDAT, before IEND). */
+    long cuts[] = {12, 40, n / 2, n - 6};
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "cut%d.png", i);
+        write_bytes(join(q, dir, name), bytes, cuts[i]);
+        expect_png_error(q, "corrupt");
+    }
+    /* A flipped byte inside the image data: CRC error. */
+    bytes[n / 2] ^= 0x55;
+    write_bytes(join(q, dir, "crc.png"), bytes, n);
+    expect_png_error(q, "corrupt");
+    /* Corrupt IHDR (width 0) with a fixed-up CRC is still an error. */
+    bytes[n / 2] ^= 0x55;
+    memset(bytes + 16, 0, 4);
+    uint32_t crc = (uint32_t)crc32(0, bytes + 12, 17);
+    bytes[29] = (uint8_t)(crc >> 24);
+    bytes[30] = (uint8_t)(crc >> 16);
+    bytes[31] = (uint8_t)(crc >> 8);
+    bytes[32] = (uint8_t)crc;
+    write_bytes(join(q, dir, "w0.png"), bytes, n);
+    expect_png_error(q, "corrupt");
+    free(bytes);
+    remove_tree(dir);
+}
+
+static void test_png_write_errors(void) {
+    char dir[64], p[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    uint8_t px[12] = {0};
+    CHECK(png_write_u8(join(p, dir, "no/such/dir.png"), px, 2, 2, 3, &err) == -1 && strstr(err.msg, "No such file"),
+          "missing dir: %s", err.msg);
+    CHECK(png_write_u8(join(p, dir, "c2.png"), px, 2, 2, 2, &err) == -1 && strstr(err.msg, "c2.png"), "c=2: %s",
+          err.msg);
+    CHECK(png_write_u8(p, px, 0, 2, 1, &err) == -1, "w=0");
+    CHECK(count_entries(dir) == 0, "nothing created");
+
+    /* A write that runs out of space (simulated with RLIMIT_FSIZE): the error says
+     * so, no temporary file remains and the previous file is untouched. */
+    uint8_t old[4] = {9, 8, 7, 6};
+    CHECK(png_write_u8(join(p, dir, "keep.png"), old, 2, 2, 1, &err) == 0, "%s", err.msg);
+    enum { W = 256, H = 256 };
+    uint8_t *noise = malloc(W * H * 3);
+    uint32_t st = 2463534242u; /* xorshift32: incompressible noise */
+    for (int i = 0; i < W * H * 3; i++) {
+        st ^= st << 13;
+        st ^= st >> 17;
+        st ^= st << 5;
+        noise[i] = (uint8_t)(st >> 24);
+    }
+    struct rlimit saved, lim;
+    getrlimit(RLIMIT_FSIZE, &saved);
+    lim = saved;
+    lim.rlim_cur = 20000;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &lim);
+    int rc = png_write_u8(p, noise, W, H, 3, &err);
+    setrlimit(RLIMIT_FSIZE, &saved);
+    signal(SIGXFSZ, prev);
+    CHECK(rc == -1 && strstr(err.msg, strerror(EFBIG)), "full disk: rc=%d %s", rc, err.msg);
+    printf("  expected error: %s\n", err.msg);
+    CHECK(count_entries(dir) == 1, "temporary file left behind (%d entries)", count_entries(dir));
+    uint8_t *pix = NULL;
+    int w, h, c;
+    CHECK(png_read_u8(p, &pix, &w, &h, &c, &err) == 0 && w == 2 && pix && memcmp(pix, old, 4) == 0,
+          "old file damaged");
+    free(pix);
+    free(noise);
+    remove_tree(dir);
+}
+
+static void test_image_to_u8(void) {
+    float x[] = {-1.0f, 1.0f, 0.0f, -0.5f, 0.5f, -3.0f, 7.0f, NAN, -INFINITY, INFINITY, 1.0f / 255.0f};
+    uint8_t want[] = {0, 255, 128, 64, 191, 0, 255, 0, 0, 255, 128};
+    uint8_t got[sizeof want];
+    image_to_u8(x, got, sizeof want);
+    for (size_t i = 0; i < sizeof want; i++) CHECK(got[i] == want[i], "x=%g -> %d, want %d", x[i], got[i], want[i]);
+    /* Exact inverse of the loader's mapping p / 127.5 - 1 for every byte. */
+    int ok = 1;
+    for (int v = 0; v < 256; v++) {
+        float f = (float)v / 127.5f - 1.0f;
+        uint8_t b;
+        image_to_u8(&f, &b, 1);
+        ok &= b == v;
+    }
+    CHECK(ok, "u8 -> float -> u8 round trip");
+}
+
+static void test_grid(void) {
+    char dir[64], p[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    for (int c = 1; c <= 3; c += 2) {
+        enum { N = 5, H = 2, W = 3, NC = 2, PAD = 1 };
+        float imgs[N * H * W * 3];
+        /* Value of image i, pixel (y, x), channel k: byte 10 + 40 i + 10 y + 3 x + k (never 0). */
+        for (int i = 0; i < N; i++)
+            for (int y = 0; y < H; y++)
+                for (int xx = 0; xx < W; xx++)
+                    for (int k = 0; k < c; k++)
+                        imgs[((i * H + y) * W + xx) * c + k] = (float)(10 + 40 * i + 10 * y + 3 * xx + k) / 127.5f - 1;
+        join(p, dir, "grid.png");
+        CHECK(png_write_grid(p, imgs, N, H, W, c, NC, PAD, &err) == 0, "grid c=%d: %s", c, err.msg);
+        uint8_t *pix = NULL;
+        int gw = 0, gh = 0, gc = 0;
+        CHECK(png_read_u8(p, &pix, &gw, &gh, &gc, &err) == 0, "%s", err.msg);
+        CHECK(gw == 2 * W + PAD && gh == 3 * H + 2 * PAD && gc == c, "grid size %dx%dx%d", gw, gh, gc);
+        int ok = 1;
+        for (int Y = 0; pix && Y < gh; Y++)
+            for (int X = 0; X < gw; X++)
+                for (int k = 0; k < c; k++) {
+                    int col = X / (W + PAD), row = Y / (H + PAD), xx = X % (W + PAD), y = Y % (H + PAD);
+                    int i = row * NC + col, want = 0;
+                    if (xx < W && y < H && i < N) want = 10 + 40 * i + 10 * y + 3 * xx + k;
+                    if (pix[(Y * gw + X) * c + k] != want) {
+                        if (ok) printf("  grid mismatch at (%d,%d,%d): %d vs %d\n", Y, X, k, pix[(Y * gw + X) * c + k], want);
+                        ok = 0;
+                    }
+                }
+        CHECK(ok, "grid pixel placement c=%d", c);
+        free(pix);
+    }
+    /* More columns than images: a single row; pad 0. */
+    float two[2 * 4] = {-1, -1, -1, -1, 1, 1, 1, 1};
+    CHECK(png_write_grid(p, two, 2, 2, 2, 1, 8, 0, &err) == 0, "%s", err.msg);
+    uint8_t *pix = NULL;
+    int gw, gh, gc;
+    CHECK(png_read_u8(p, &pix, &gw, &gh, &gc, &err) == 0 && gw == 4 && gh == 2 && pix[0] == 0 && pix[3] == 255,
+          "single row grid %dx%d", gw, gh);
+    free(pix);
+    CHECK(png_write_grid(p, two, 0, 2, 2, 1, 8, 0, &err) == -1, "n=0 must fail");
+    CHECK(png_write_grid(p, two, 2, 2, 2, 1, 0, 0, &err) == -1, "ncols=0 must fail");
+    CHECK(png_write_grid(p, two, 2, 2, 2, 1, 1, -1, &err) == -1, "pad<0 must fail");
+    remove_tree(dir);
+}
+
+static void test_pngdir(void) {
+    char dir[64], p[4096], sub[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    dataset d;
+    for (int c = 1; c <= 3; c += 2) {
+        join(sub, dir, c == 1 ? "gray" : "rgb");
+        mkdir(sub, 0700);
+        /* Written out of order; C.PNG (upper case) counts, notes.txt and a subdir do not. */
+        const char *names[3] = {"b.png", "C.PNG", "a.png"};
+        const int order[3] = {1, 2, 0}; /* sorted: C.PNG, a.png, b.png (byte order) */
+        uint8_t img[3][4 * 6 * 3];
+        for (int f = 0; f < 3; f++) {
+            for (int i = 0; i < 4 * 6 * c; i++) img[f][i] = (uint8_t)(f * 80 + i);
+            CHECK(png_write_u8(join(p, sub, names[f]), img[f], 6, 4, c, &err) == 0, "%s", err.msg);
+        }
+        write_bytes(join(p, sub, "notes.txt"), "hi", 2);
+        mkdir(join(p, sub, "nested.png"), 0700);
+        int rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+        CHECK(rc == 0 && d.n == 3 && d.h == 4 && d.w == 6 && d.c == c, "pngdir c=%d: rc=%d %s", c, rc, err.msg);
+        for (int k = 0; rc == 0 && k < 3; k++)
+            CHECK(memcmp(d.pixels + (size_t)k * 24 * c, img[order[k]], 24 * c) == 0, "image %d order/content", k);
+        dataset_free(&d);
+        rc = dataset_load(&d, sub, DATASET_TEST, 2, &err);
+        CHECK(rc == 0 && d.n == 2 && memcmp(d.pixels, img[1], 24 * c) == 0, "pngdir limit: %s", err.msg);
+        dataset_free(&d);
+    }
+    /* Mismatched size: the error names the file and both sizes. */
+    uint8_t small[4 * 5];
+    memset(small, 1, sizeof small);
+    CHECK(png_write_u8(join(p, sub, "d.png"), small, 5, 4, 1, &err) == 0, "%s", err.msg);
+    int rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, "d.png") && strstr(err.msg, "5x4x1") && strstr(err.msg, "6x4x3") &&
+              strstr(err.msg, "C.PNG"),
+          "mismatch: %s", err.msg);
+    CHECK(d.pixels == NULL && d.n == 0, "zeroed on failure");
+    printf("  expected error: %s\n", err.msg);
+    /* A corrupt PNG in the folder is reported by name. */
+    remove(join(p, sub, "d.png"));
+    write_bytes(join(p, sub, "bad.png"), "nope", 4);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, "bad.png"), "corrupt member: %s", err.msg);
+    /* A folder without PNGs. */
+    join(sub, dir, "empty");
+    mkdir(sub, 0700);
+    write_bytes(join(p, sub, "readme.txt"), "x", 1);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, sub) && strstr(err.msg, "no .png"), "empty dir: %s", err.msg);
+    printf("  expected error: %s\n", err.msg);
+    rc = dataset_load(&d, join(p, dir, "nonexistent"), DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, "nonexistent"), "missing path: %s", err.msg);
+    remove_tree(dir);
+}
+
+/* ---- loader ---- */
+
+enum { LN = 10, LH = 2, LW = 3, LC = 2 };
+
+/* Pixel (y, x, k) of image i is 20 i + 6 y + 2 x + k: every value says where it came from. */
+static void make_loader_data(dataset *d, uint8_t *pix) {
+    for (int i = 0; i < LN; i++)
+        for (int y = 0; y < LH; y++)
+            for (int x = 0; x < LW; x++)
+                for (int k = 0; k < LC; k++) pix[((i * LH + y) * LW + x) * LC + k] = (uint8_t)(20 * i + 6 * y + 2 * x + k);
+    memset(d, 0, sizeof *d);
+    d->n = LN;
+    d->h = LH;
+    d->w = LW;
+    d->c = LC;
+    d->pixels = pix;
+}
+
+/* Decodes which image a loaded float image is and whether it is mirrored;
+ * returns -1 if it is neither an exact copy nor an exact mirror. */
+static int decode(const float *x, int *mirrored) {
+    int i = (int)lrintf((x[0] + 1.0f) * 127.5f) / 20;
+    for (int m = 0; m < 2; m++) {
+        int ok = 1;
+        for (int y = 0; y < LH; y++)
+            for (int xx = 0; xx < LW; xx++)
+                for (int k = 0; k < LC; k++) {
+                    int sx = m ? LW - 1 - xx : xx;
+                    float want = (float)(20 * i + 6 * y + 2 * sx + k) / 127.5f - 1.0f;
+                    ok &= x[(y * LW + xx) * LC + k] == want;
+                }
+        if (ok) {
+            *mirrored = m;
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void test_loader(void) {
+    uint8_t pix[LN * LH * LW * LC];
+    dataset d;
+    make_loader_data(&d, pix);
+    ddpm_err err = {{0}};
+    enum { B = 4, IMG = LH * LW * LC, STEPS = 10 }; /* 40 positions = 4 epochs */
+    loader a, b;
+    CHECK(loader_init(&a, &d, 1234, 0, &err) == 0, "%s", err.msg);
+    CHECK(loader_init(&b, &d, 1234, 0, &err) == 0, "%s", err.msg);
+    float xa[B * IMG], xb[B * IMG], ref[STEPS][B * IMG];
+
+    /* Values: exactly p / 127.5 - 1, no flips. */
+    loader_batch(&a, 0, B, xa);
+    int m = 0, i0 = decode(xa, &m);
+    CHECK(i0 >= 0 && i0 < LN && m == 0, "decode %d mirrored %d", i0, m);
+    CHECK(xa[1] == (float)(20 * i0 + 1) / 127.5f - 1.0f, "scaling");
+
+    /* In order on a, in reverse on b: the same batches. Same step twice: equal. */
+    for (int s = 0; s < STEPS; s++) loader_batch(&a, s, B, ref[s]);
+    int same = 1;
+    for (int s = STEPS - 1; s >= 0; s--) {
+        loader_batch(&b, s, B, xb);
+        same &= memcmp(xb, ref[s], sizeof xb) == 0;
+    }
+    CHECK(same, "batches depend on call order");
+    loader_batch(&a, 3, B, xa);
+    loader_batch(&a, 3, B, xb);
+    CHECK(memcmp(xa, xb, sizeof xa) == 0 && memcmp(xa, ref[3], sizeof xa) == 0, "same step twice differs");
+
+    /* Every image exactly once per epoch; the epochs are shuffled differently. */
+    int order[STEPS * B], distinct_epochs = 0;
+    for (int s = 0; s < STEPS; s++)
+        for (int i = 0; i < B; i++) {
+            order[s * B + i] = decode(ref[s] + i * IMG, &m);
+            CHECK(order[s * B + i] >= 0 && m == 0, "step %d image %d undecodable", s, i);
+            CHECK((uint32_t)order[s * B + i] == loader_index(&b, (uint64_t)s * B + i), "loader_index");
+        }
+    for (int e = 0; e < STEPS * B / LN; e++) {
+        int seen[LN] = {0};
+        for (int k = 0; k < LN; k++)
+            if (order[e * LN + k] >= 0) seen[order[e * LN + k]]++;
+        int ok = 1;
+        for (int k = 0; k < LN; k++) ok &= seen[k] == 1;
+        CHECK(ok, "epoch %d is not a permutation", e);
+        if (e > 0 && memcmp(order + e * LN, order + (e - 1) * LN, sizeof(int) * LN) != 0) distinct_epochs++;
+    }
+    CHECK(distinct_epochs > 0, "every epoch has the same order");
+    /* The documented Fisher-Yates recipe, recomputed here for epoch 2. */
+    {
+        uint32_t perm[LN];
+        for (int k = 0; k < LN; k++) perm[k] = (uint32_t)k;
+        for (int k = LN - 1; k > 0; k--) {
+            uint32_t j = rng_below((uint32_t)k + 1, 1234, RNG_SHUFFLE, 2, (uint64_t)k), t = perm[k];
+            perm[k] = perm[j];
+            perm[j] = t;
+        }
+        int ok = 1;
+        for (int k = 0; k < LN; k++) ok &= (uint32_t)order[2 * LN + k] == perm[k];
+        CHECK(ok, "epoch 2 order differs from the documented shuffle");
+    }
+
+    /* A batch larger than the dataset spans several epochs. */
+    float big[25 * IMG];
+    loader_batch(&a, 1, 25, big);
+    int ok = 1;
+    for (int i = 0; i < 25; i++) ok &= decode(big + i * IMG, &m) == (int)loader_index(&b, 25 + (uint64_t)i);
+    CHECK(ok, "batch of 25");
+
+    /* A different seed gives a different order. */
+    loader c;
+    CHECK(loader_init(&c, &d, 99, 0, &err) == 0, "%s", err.msg);
+    int differs = 0;
+    for (int g = 0; g < LN; g++) differs |= loader_index(&c, g) != loader_index(&b, g);
+    CHECK(differs, "seed has no effect");
+    loader_free(&c);
+
+    /* Flips: exactly the images rng_below(2, seed, RNG_FLIP, step, i) picks; order unchanged. */
+    loader f;
+    CHECK(loader_init(&f, &d, 1234, 1, &err) == 0, "%s", err.msg);
+    int nflip = 0, nkeep = 0;
+    for (int s = 0; s < STEPS; s++) {
+        loader_batch(&f, s, B, xa);
+        for (int i = 0; i < B; i++) {
+            int idx = decode(xa + i * IMG, &m);
+            int want = rng_below(2, 1234, RNG_FLIP, s, i) == 1;
+            CHECK(idx == order[s * B + i] && m == want, "step %d image %d: idx %d mirrored %d want %d", s, i, idx, m,
+                  want);
+            if (want)
+                nflip++;
+            else
+                nkeep++;
+        }
+    }
+    CHECK(nflip > 0 && nkeep > 0, "flips %d keeps %d", nflip, nkeep);
+    loader_free(&f);
+    loader_free(&a);
+    loader_free(&b);
+    CHECK(a.perm == NULL, "loader_free zeroes");
+    loader_free(&a);
+
+    dataset empty = {0};
+    CHECK(loader_init(&a, &empty, 1, 0, &err) == -1 && strstr(err.msg, "empty"), "empty dataset: %s", err.msg);
+}
+
+/* ---- the real Fashion-MNIST, if installed ---- */
+
+static void test_fashion_mnist(void) {
+    struct stat st;
+    if (stat(DATASET_FASHION_MNIST_DIR, &st) != 0) {
+        printf("  note: %s not installed, skipping\n", DATASET_FASHION_MNIST_DIR);
+        return;
+    }
+    ddpm_err err = {{0}};
+    dataset d;
+    int rc = dataset_load(&d, NULL, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.n == 60000 && d.h == 28 && d.w == 28 && d.c == 1, "train: rc=%d n=%d %s", rc, d.n, err.msg);
+    if (rc == 0) {
+        printf("  %s\n", d.desc);
+        long sum = 0;
+        for (size_t i = 0; i < (size_t)d.n * 784; i++) sum += d.pixels[i];
+        double mean = (double)sum / ((double)d.n * 784);
+        printf("  mean pixel %.3f\n", mean);
+        CHECK(mean > 60 && mean < 90, "mean pixel %.3f (Fashion-MNIST train is about 72.9)", mean);
+    }
+    dataset_free(&d);
+    rc = dataset_load(&d, "fashion-mnist", DATASET_TEST, 0, &err);
+    CHECK(rc == 0 && d.n == 10000 && d.h == 28 && d.w == 28 && d.c == 1, "test: rc=%d n=%d %s", rc, d.n, err.msg);
+    dataset_free(&d);
+    rc = dataset_load(&d, "", DATASET_TRAIN, 100, &err);
+    CHECK(rc == 0 && d.n == 100, "limit 100: n=%d %s", d.n, err.msg);
+    dataset_free(&d);
+}
+
+TEST_MAIN(test_idx_roundtrip, test_idx_errors, test_cifar, test_png_roundtrip, test_png_corrupt,
+          test_png_write_errors, test_image_to_u8, test_grid, test_pngdir, test_loader, test_fashion_mnist)

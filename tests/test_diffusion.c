@@ -1,0 +1,501 @@
+/* test_diffusion.c -- the schedule tables, q_sample, L_simple, DDPM / DDIM
+ * steps, timestep lists and bits/dim terms against the PyTorch reference
+ * (tests/fixtures/diffusion.safetensors, written by tools/fixtures_diffusion.py;
+ * see tools/FIXTURES_DIFFUSION.md), the scheduler values of DIFFUSERS.md
+ * section 6, and every user error of the scheduler config and timestep API.
+ * Runs from the repository root.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "diffusion/diffusion.h"
+#include "diffusion/schedule.h"
+#include "io/safetensors.h"
+
+#define FIXTURE "tests/fixtures/diffusion.safetensors"
+#define NX 384 /* the fixture images: [2, 3, 8, 8] */
+
+static int open_fixture(st_file *f) {
+    ddpm_err err;
+    if (st_open(f, FIXTURE, &err)) {
+        CHECK(0, "cannot open fixture: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Loads tensor name and checks it has n elements; NULL (and a failed check) otherwise. */
+static float *get(st_file *f, const char *name, size_t n) {
+    ddpm_err err;
+    size_t got = 0;
+    float *p = st_load_f32(f, name, -1, NULL, &got, &err);
+    CHECK(p != NULL, "%s", err.msg);
+    if (p && got != n) {
+        CHECK(got == n, "fixture %s has %zu elements, expected %zu", name, got, n);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Compares the fixture tensor name ([n]) with got. */
+static void cmp(st_file *f, const char *name, const float *got, size_t n, double atol, double rtol) {
+    float *ref = get(f, name, n);
+    if (ref) check_close(name, got, ref, n, atol, rtol);
+    free(ref);
+}
+
+static void check_tables(st_file *f, const char *prefix, const schedule *s) {
+    char name[128];
+    const struct { const char *key; const float *v; double atol, rtol; } tab[] = {
+        {"betas", s->betas, 0, 1e-6},
+        {"alphas_cumprod", s->alphas_cumprod, 0, 1e-6},
+        {"sqrt_alphas_cumprod", s->sqrt_ac, 0, 1e-6},
+        {"sqrt_one_minus_alphas_cumprod", s->sqrt_1m_ac, 0, 1e-6},
+        {"posterior_variance", s->post_var, 1e-12, 1e-5},
+        {"posterior_log_variance_clipped", s->post_log_var_clipped, 1e-6, 1e-6},
+        {"posterior_mean_coef1", s->post_c0, 1e-9, 1e-5},
+        {"posterior_mean_coef2", s->post_ct, 1e-9, 1e-5},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        snprintf(name, sizeof name, "%s.%s", prefix, tab[i].key);
+        cmp(f, name, tab[i].v, (size_t)s->T, tab[i].atol, tab[i].rtol);
+    }
+}
+
+static void test_tables(void) {
+    st_file f = {0};
+    if (open_fixture(&f)) return;
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    check_tables(&f, "linear", &s);
+    CHECK(s.betas[0] == 0.0001f && s.betas[999] == 0.02f, "linear ends %.9g %.9g", (double)s.betas[0],
+          (double)s.betas[999]);
+    /* bit-exact with torch.linspace (CPU kernel) on this fixture */
+    float *b = get(&f, "linear.betas", 1000);
+    if (b) CHECK(!memcmp(b, s.betas, sizeof(float) * 1000), "linear betas differ from torch.linspace bits");
+    free(b);
+    schedule_free(&s);
+
+    CHECK(!schedule_init(&s, "cosine", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    CHECK(!strcmp(s.kind, "squaredcos_cap_v2"), "alias stored as %s", s.kind);
+    check_tables(&f, "cosine", &s);
+    schedule_free(&s);
+
+    CHECK(!schedule_init(&s, "scaled_linear", 100, 0.00085, 0.012, &err), "%s", err.msg);
+    check_tables(&f, "scaled_linear_100", &s);
+    schedule_free(&s);
+    st_close(&f);
+
+    /* T = 4000 also ends exactly on beta_end */
+    CHECK(!schedule_init(&s, "linear", 4000, 0.0001, 0.02, &err), "%s", err.msg);
+    CHECK(s.betas[3999] == 0.02f, "T=4000 last beta %.9g", (double)s.betas[3999]);
+    schedule_free(&s);
+}
+
+/* DIFFUSERS.md section 6 (float64 reference values, 6 significant digits). */
+static void test_section6_table(void) {
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    const struct { int t; double ab, beta, c0, ct, sig_small, sig_large; } row[] = {
+        {999, 4.03583e-05, 0.02, 1.28351e-04, 0.989949, 0.1414213, 0.1414214},
+        {500, 0.0777967, 0.01005996, 3.05806e-03, 0.994104, 0.1002564, 0.1002994},
+        {1, 0.999780, 1.1992e-04, 0.545292, 0.454708, 7.38457e-03, 1.09508e-02},
+        {0, 0.9999, 1e-4, 1.0, 0.0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof row / sizeof row[0]; i++) {
+        int t = row[i].t;
+        /* 6-digit references: rtol 2e-5. The t = 1 mean coefficients divide by
+         * 1 - alphabar_1 = 2.2e-4, where the float32 alphas_cumprod diffusers
+         * (and we) use carries ~1.5e-4 relative rounding: rtol 3e-4 there. */
+        double rt = t == 1 ? 3e-4 : 2e-5;
+        double got[6] = {s.alphas_cumprod[t], s.betas[t], s.post_c0[t], s.post_ct[t], sqrt(s.post_var[t]),
+                         sqrt(s.betas[t])};
+        double ref[6] = {row[i].ab, row[i].beta, row[i].c0, row[i].ct, row[i].sig_small, row[i].sig_large};
+        int ncol = t == 0 ? 4 : 6;
+        for (int k = 0; k < ncol; k++)
+            CHECK(fabs(got[k] - ref[k]) <= 1e-9 + rt * fabs(ref[k]), "t=%d column %d: got %.8g ref %.8g", t, k,
+                  got[k], ref[k]);
+    }
+    /* the DDPM step's own sigma (fixed_small / fixed_large) at t = 500: x_prev - mean = sigma * z */
+    float xt = 0.3f, e = -0.2f, z = 1.0f, out1, out0;
+    ddpm_step(&s, 500, 499, &e, &xt, &z, &out1, NULL, 1);
+    ddpm_step(&s, 500, 499, &e, &xt, NULL, &out0, NULL, 1);
+    CHECK(fabs((out1 - out0) - 0.1002564) < 2e-6, "fixed_small sigma(500) = %.8g", (double)(out1 - out0));
+    s.variance_type = SCHED_FIXED_LARGE;
+    ddpm_step(&s, 500, 499, &e, &xt, &z, &out1, NULL, 1);
+    CHECK(fabs((out1 - out0) - 0.1002994) < 2e-6, "fixed_large sigma(500) = %.8g", (double)(out1 - out0));
+    schedule_free(&s);
+}
+
+static void test_q_sample_and_loss(void) {
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    st_file f = {0};
+    if (open_fixture(&f)) {
+        schedule_free(&s);
+        return;
+    }
+    float *x0 = get(&f, "x0", NX), *eps = get(&f, "eps", NX), *ep = get(&f, "eps_pred", NX);
+    float *loss = get(&f, "l_simple.t300", 1);
+    float xt[NX], zero[NX] = {0};
+    if (x0 && eps && ep && loss) {
+        q_sample(&s, 300, x0, eps, xt, NX);
+        cmp(&f, "q_sample.t300", xt, NX, 1e-6, 1e-6);
+        float l = (float)loss_simple(ep, eps, NX);
+        check_close("l_simple.t300", &l, loss, 1, 0, 1e-6);
+        /* fixture-free: eps = 0 gives exactly sqrt(alphabar_t) x0, at every few t */
+        for (int t = 0; t < 1000; t += 111) {
+            q_sample(&s, t, x0, zero, xt, NX);
+            int bad = 0;
+            for (int i = 0; i < NX; i++) bad += xt[i] != s.sqrt_ac[t] * x0[i];
+            CHECK(bad == 0, "q_sample(t=%d, eps=0) != sqrt_ac*x0 at %d elements", t, bad);
+        }
+        /* in place: xt may be the eps buffer */
+        float buf[NX];
+        memcpy(buf, eps, sizeof buf);
+        q_sample(&s, 300, x0, buf, buf, NX);
+        cmp(&f, "q_sample.t300", buf, NX, 1e-6, 1e-6);
+    }
+    free(x0), free(eps), free(ep), free(loss);
+    st_close(&f);
+    schedule_free(&s);
+}
+
+static void test_ddpm_step(void) {
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    st_file f = {0};
+    if (open_fixture(&f)) {
+        schedule_free(&s);
+        return;
+    }
+    float *xt = get(&f, "step.xt", NX), *eps = get(&f, "step.eps", NX), *z = get(&f, "step.z", NX);
+    float xp[NX], x0[NX];
+    char name[128];
+    if (xt && eps && z) {
+        const char *vts[2] = {"fixed_small", "fixed_large"};
+        for (int v = 0; v < 2; v++) {
+            s.variance_type = v ? SCHED_FIXED_LARGE : SCHED_FIXED_SMALL;
+            for (int k = 0; k < 2; k++) {
+                int t = k ? 0 : 500, prev = t - 1;
+                /* z is ignored at t == 0 (pass it anyway to check that) */
+                ddpm_step(&s, t, prev, eps, xt, z, xp, x0, NX);
+                snprintf(name, sizeof name, "ddpm.%s.t%d.x_prev", vts[v], t);
+                cmp(&f, name, xp, NX, 1e-5, 1e-5);
+                snprintf(name, sizeof name, "ddpm.%s.t%d.x0_pred", vts[v], t);
+                cmp(&f, name, x0, NX, 1e-5, 1e-5);
+            }
+        }
+        s.variance_type = SCHED_FIXED_SMALL;
+        /* in place on the xt buffer, no x0 output */
+        float buf[NX];
+        memcpy(buf, xt, sizeof buf);
+        ddpm_step(&s, 500, 499, eps, buf, z, buf, NULL, NX);
+        cmp(&f, "ddpm.fixed_small.t500.x_prev", buf, NX, 1e-5, 1e-5);
+        /* strided step (set_timesteps(50): 500 -> 480) */
+        ddpm_step(&s, 500, 480, eps, xt, z, xp, NULL, NX);
+        cmp(&f, "ddpm.fixed_small.t500p480.x_prev", xp, NX, 1e-5, 1e-5);
+        /* without clipping the predicted x0 leaves [-1, 1] */
+        s.clip_sample = 0;
+        ddpm_step(&s, 500, 499, eps, xt, z, xp, x0, NX);
+        cmp(&f, "ddpm.fixed_small.noclip.t500.x_prev", xp, NX, 1e-5, 1e-5);
+        cmp(&f, "ddpm.fixed_small.noclip.t500.x0_pred", x0, NX, 1e-5, 1e-5);
+        float mx = 0;
+        for (int i = 0; i < NX; i++) mx = fabsf(x0[i]) > mx ? fabsf(x0[i]) : mx;
+        CHECK(mx > 1.5f, "unclipped x0 should exceed 1 somewhere (max %g)", (double)mx);
+    }
+    free(xt), free(eps), free(z);
+    st_close(&f);
+    schedule_free(&s);
+}
+
+static void test_ddim_step(void) {
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    st_file f = {0};
+    if (open_fixture(&f)) {
+        schedule_free(&s);
+        return;
+    }
+    CHECK(ddim_prev_t(1000, 50, 500) == 480 && ddim_prev_t(1000, 50, 0) == -20 && ddim_prev_t(1000, 3, 999) == 666,
+          "ddim_prev_t");
+    float *xt = get(&f, "step.xt", NX), *eps = get(&f, "step.eps", NX), *z = get(&f, "step.z", NX);
+    float xp[NX], x0[NX];
+    char name[128];
+    if (xt && eps && z) {
+        const float etas[2] = {0.0f, 0.5f};
+        const char *en[2] = {"eta0", "eta0.5"};
+        for (int e = 0; e < 2; e++) {
+            for (int k = 0; k < 2; k++) {
+                int t = k ? 0 : 500;
+                ddim_step(&s, t, ddim_prev_t(1000, 50, t), etas[e], eps, xt, e ? z : NULL, xp, x0, NX);
+                snprintf(name, sizeof name, "ddim.%s.n50.t%d.x_prev", en[e], t);
+                cmp(&f, name, xp, NX, 1e-5, 1e-5);
+                snprintf(name, sizeof name, "ddim.%s.n50.t%d.x0_pred", en[e], t);
+                cmp(&f, name, x0, NX, 1e-5, 1e-5);
+            }
+        }
+        /* eta = 0 ignores z; the last step (alphabar_prev = 1) returns x0_pred exactly */
+        float xp2[NX];
+        ddim_step(&s, 500, 480, 0.0f, eps, xt, NULL, xp, NULL, NX);
+        ddim_step(&s, 500, 480, 0.0f, eps, xt, z, xp2, NULL, NX);
+        CHECK(!memcmp(xp, xp2, sizeof xp), "eta=0 must not use z");
+        ddim_step(&s, 0, -20, 0.5f, eps, xt, z, xp, x0, NX);
+        CHECK(!memcmp(xp, x0, sizeof xp), "final DDIM step must return x0_pred");
+    }
+    free(xt), free(eps), free(z);
+    st_close(&f);
+    schedule_free(&s);
+}
+
+static void test_timesteps(void) {
+    int ts[1000];
+    float tf[50];
+    ddpm_err err;
+    st_file f = {0};
+    if (!open_fixture(&f)) {
+        const char *sp[3] = {"leading", "trailing", "linspace"};
+        char name[64];
+        for (int k = 0; k < 3; k++) {
+            CHECK(!timesteps_set(1000, 50, sp[k], 0, ts, &err), "%s", err.msg);
+            for (int i = 0; i < 50; i++) tf[i] = (float)ts[i];
+            snprintf(name, sizeof name, "timesteps.T1000.N50.%s", sp[k]);
+            cmp(&f, name, tf, 50, 0, 0);
+        }
+        st_close(&f);
+    }
+    /* leading with steps_offset; DDPMPipeline's full list */
+    CHECK(!timesteps_set(1000, 10, "leading", 1, ts, &err), "%s", err.msg);
+    CHECK(ts[0] == 901 && ts[9] == 1, "leading+offset: %d .. %d", ts[0], ts[9]);
+    CHECK(!timesteps_set(1000, 1000, "leading", 0, ts, &err), "%s", err.msg);
+    int ok = 1;
+    for (int i = 0; i < 1000; i++) ok &= ts[i] == 999 - i;
+    CHECK(ok, "N = T must give 999..0");
+    /* trailing where numpy's arange makes N+1 values (the last -1): first N kept */
+    CHECK(!timesteps_set(1000, 61, "trailing", 0, ts, &err), "%s", err.msg);
+    CHECK(ts[0] == 999 && ts[60] >= 0 && ts[60] < ts[59], "trailing N=61: %d .. %d", ts[0], ts[60]);
+    CHECK(!timesteps_set(1000, 1, "linspace", 0, ts, &err) && ts[0] == 0, "linspace N=1");
+    CHECK(!timesteps_set(1000, 1, "trailing", 0, ts, &err) && ts[0] == 999, "trailing N=1");
+
+    /* errors */
+    CHECK(timesteps_set(1000, 1001, "leading", 0, ts, &err) == -1 && strstr(err.msg, "exceed"), "N > T: %s",
+          err.msg);
+    CHECK(timesteps_set(1000, 0, "leading", 0, ts, &err) == -1 && strstr(err.msg, ">= 1"), "N = 0: %s", err.msg);
+    CHECK(timesteps_set(1000, -5, "trailing", 0, ts, &err) == -1, "N < 0");
+    CHECK(timesteps_set(1000, 50, "middle", 0, ts, &err) == -1 && strstr(err.msg, "unknown spacing"), "%s",
+          err.msg);
+    CHECK(timesteps_set(1000, 50, "leading", 20, ts, &err) == -1 && strstr(err.msg, "outside"), "offset: %s",
+          err.msg);
+    CHECK(timesteps_set(1000, 50, "leading", -1, ts, &err) == -1, "negative offset");
+}
+
+static void test_vlb_terms(void) {
+    st_file f = {0};
+    if (open_fixture(&f)) return;
+    enum { N = 64 };
+    float *m1 = get(&f, "kl.mean1", N), *l1 = get(&f, "kl.logvar1", N), *m2 = get(&f, "kl.mean2", N),
+          *l2 = get(&f, "kl.logvar2", N);
+    float *x = get(&f, "dgl.x", N), *mu = get(&f, "dgl.mean", N), *ls = get(&f, "dgl.log_scale", N);
+    float got[N];
+    if (m1 && l1 && m2 && l2) {
+        for (int i = 0; i < N; i++) got[i] = (float)normal_kl(m1[i], l1[i], m2[i], l2[i]);
+        cmp(&f, "kl.value", got, N, 1e-7, 1e-6);
+    }
+    if (x && mu && ls) {
+        for (int i = 0; i < N; i++) got[i] = (float)discretized_gaussian_loglik(x[i], mu[i], ls[i]);
+        cmp(&f, "dgl.value", got, N, 1e-6, 1e-6);
+        CHECK(got[4] > -25 && got[5] > -25, "tail bins must not hit the 1e-12 floor (%g, %g)", (double)got[4],
+              (double)got[5]);
+    }
+    /* a normalised decoder: the 256 bins of one Gaussian sum to 1 */
+    double tot = 0;
+    for (int k = 0; k < 256; k++) tot += exp(discretized_gaussian_loglik(k / 127.5 - 1.0, 0.1, log(0.3)));
+    CHECK(fabs(tot - 1.0) < 1e-9, "bin masses sum to %.12f", tot);
+    CHECK(fabs(normal_kl(0.3, -1.0, 0.3, -1.0)) < 1e-15, "KL(p||p) = 0");
+
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    float *x0 = get(&f, "x0", NX), *xt = get(&f, "step.xt", NX), *prior = get(&f, "prior_kl.linear", 1);
+    float mean[NX];
+    if (x0 && xt) {
+        posterior_mean_var(&s, 1, x0, xt, mean, NX);
+        cmp(&f, "posterior_mean.t1", mean, NX, 1e-6, 1e-5);
+        posterior_mean_var(&s, 500, x0, xt, mean, NX);
+        cmp(&f, "posterior_mean.t500", mean, NX, 1e-6, 1e-5);
+    }
+    if (x0 && prior) {
+        float p = (float)prior_bpd_nats(&s, x0, NX);
+        check_close("prior_kl.linear", &p, prior, 1, 0, 1e-6);
+    }
+    CHECK(reverse_log_variance(&s, 10) == s.post_log_var_clipped[10], "fixed_small log variance");
+    s.variance_type = SCHED_FIXED_LARGE;
+    /* beta' = 1 - ac_t/ac_{t-1} from the float32 alphas_cumprod equals beta_t to ~4e-4 relative at t = 10 */
+    CHECK(fabs(reverse_log_variance(&s, 10) - log(s.betas[10])) < 1e-3 &&
+              fabs(reverse_log_variance(&s, 0) - log(s.post_var[1])) < 1e-6,
+          "fixed_large log variance");
+    schedule_free(&s);
+    free(m1), free(l1), free(m2), free(l2), free(x), free(mu), free(ls), free(x0), free(xt), free(prior);
+    st_close(&f);
+}
+
+static const char *CIFAR_CFG =
+    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"_diffusers_version\": \"0.1.0\",\n  \"beta_end\": 0.02,\n"
+    "  \"beta_schedule\": \"linear\",\n  \"beta_start\": 0.0001,\n  \"clip_sample\": true,\n"
+    "  \"num_train_timesteps\": 1000,\n  \"trained_betas\": null,\n  \"variance_type\": \"fixed_large\"\n}\n";
+
+static int same_tables(const schedule *a, const schedule *b) {
+    if (a->T != b->T) return 0;
+    size_t sz = sizeof(float) * (size_t)a->T;
+    return !memcmp(a->betas, b->betas, sz) && !memcmp(a->alphas_cumprod, b->alphas_cumprod, sz) &&
+           !memcmp(a->post_var, b->post_var, sz) && !memcmp(a->post_c0, b->post_c0, sz) &&
+           !memcmp(a->post_log_var_clipped, b->post_log_var_clipped, sz);
+}
+
+/* Expects schedule_from_json(text) to fail with a message containing want. */
+static void expect_json_error(const char *text, const char *want) {
+    schedule s;
+    ddpm_err err = {{0}};
+    int rc = schedule_from_json(&s, text, &err);
+    CHECK(rc == -1 && strstr(err.msg, want), "config %s: rc %d, message \"%s\", expected \"%s\"", text, rc,
+          err.msg, want);
+    CHECK(s.mem == NULL && s.T == 0, "failed parse must leave the schedule zeroed");
+    schedule_free(&s);
+}
+
+static void test_json(void) {
+    schedule s, ref, s2;
+    ddpm_err err;
+    CHECK(!schedule_init(&ref, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+
+    /* google/ddpm-cifar10-32 */
+    CHECK(!schedule_from_json(&s, CIFAR_CFG, &err), "%s", err.msg);
+    CHECK(s.T == 1000 && s.variance_type == SCHED_FIXED_LARGE && s.clip_sample == 1 && s.clip_range == 1.0f &&
+              !strcmp(s.kind, "linear") && !s.trained && s.set_alpha_to_one && s.steps_offset == 0 &&
+              !strcmp(s.timestep_spacing, "leading"),
+          "cifar config fields");
+    CHECK(same_tables(&s, &ref), "cifar config tables differ from schedule_init(linear)");
+
+    /* round trip */
+    char *txt = schedule_to_json(&s);
+    CHECK(txt && strstr(txt, "\"_class_name\"") && strstr(txt, "\"DDPMScheduler\"") &&
+              strstr(txt, "\"fixed_large\""),
+          "to_json: %s", txt ? txt : "(null)");
+    if (txt) {
+        CHECK(!schedule_from_json(&s2, txt, &err), "%s", err.msg);
+        CHECK(same_tables(&s, &s2) && s2.variance_type == s.variance_type && s2.clip_sample == s.clip_sample &&
+                  s2.beta_start == s.beta_start && s2.beta_end == s.beta_end,
+              "round trip");
+        schedule_free(&s2);
+    }
+    free(txt);
+    schedule_free(&s);
+
+    /* defaults */
+    CHECK(!schedule_from_json(&s, "{}", &err), "%s", err.msg);
+    CHECK(s.variance_type == SCHED_FIXED_SMALL && s.clip_sample && same_tables(&s, &ref), "defaults");
+    schedule_free(&s);
+
+    /* DDIM-style keys, cosine, options */
+    CHECK(!schedule_from_json(&s,
+                              "{\"_class_name\":\"DDIMScheduler\",\"beta_schedule\":\"squaredcos_cap_v2\","
+                              "\"clip_sample\":false,\"clip_sample_range\":2.5,\"set_alpha_to_one\":false,"
+                              "\"steps_offset\":1,\"timestep_spacing\":\"trailing\",\"num_train_timesteps\":500,"
+                              "\"unknown_key\":[1,2]}",
+                              &err),
+          "%s", err.msg);
+    CHECK(s.T == 500 && !s.clip_sample && s.clip_range == 2.5f && !s.set_alpha_to_one && s.steps_offset == 1 &&
+              !strcmp(s.timestep_spacing, "trailing") && !strcmp(s.kind, "squaredcos_cap_v2"),
+          "ddim config fields");
+    txt = schedule_to_json(&s);
+    if (txt) {
+        CHECK(!schedule_from_json(&s2, txt, &err), "%s", err.msg);
+        CHECK(same_tables(&s, &s2) && !s2.set_alpha_to_one && s2.steps_offset == 1 && s2.clip_range == 2.5f &&
+                  !strcmp(s2.timestep_spacing, "trailing"),
+              "round trip (cosine)");
+        schedule_free(&s2);
+    }
+    free(txt);
+    schedule_free(&s);
+
+    /* trained_betas: the array wins over beta_schedule; round trip keeps the floats */
+    {
+        char buf[256];
+        snprintf(buf, sizeof buf,
+                 "{\"num_train_timesteps\":4,\"beta_schedule\":\"linear\",\"trained_betas\":[0.1,0.2,0.3,0.4]}");
+        CHECK(!schedule_from_json(&s, buf, &err), "%s", err.msg);
+        CHECK(s.trained && s.T == 4 && s.betas[2] == 0.3f && fabsf(s.alphas_cumprod[3] - 0.9f * 0.8f * 0.7f * 0.6f) < 1e-7f,
+              "trained betas");
+        txt = schedule_to_json(&s);
+        if (txt) {
+            CHECK(!schedule_from_json(&s2, txt, &err), "%s", err.msg);
+            CHECK(s2.trained && same_tables(&s, &s2), "trained round trip");
+            schedule_free(&s2);
+        }
+        free(txt);
+        schedule_free(&s);
+    }
+
+    /* errors */
+    expect_json_error("{\"beta_schedule\": \"linear\",", "invalid JSON");
+    expect_json_error("[1, 2]", "not a JSON object");
+    expect_json_error("{} trailing", "invalid JSON");
+    expect_json_error("", "invalid JSON");
+    expect_json_error("{\"beta_schedule\": \"quadratic\"}", "unknown beta_schedule \"quadratic\"");
+    expect_json_error("{\"variance_type\": \"learned\"}", "variance_type \"learned\" is not supported");
+    expect_json_error("{\"variance_type\": \"learned_range\"}", "variance_type");
+    expect_json_error("{\"prediction_type\": \"v_prediction\"}", "prediction_type \"v_prediction\" is not supported");
+    expect_json_error("{\"prediction_type\": \"sample\"}", "prediction_type");
+    expect_json_error("{\"num_train_timesteps\": \"1000\"}", "\"num_train_timesteps\" must be an integer");
+    expect_json_error("{\"num_train_timesteps\": 10.5}", "must be an integer");
+    expect_json_error("{\"num_train_timesteps\": 1}", "out of range");
+    expect_json_error("{\"beta_start\": null}", "\"beta_start\" must be a number");
+    expect_json_error("{\"clip_sample\": 1}", "\"clip_sample\" must be true or false");
+    expect_json_error("{\"beta_start\": 0.03}", "beta_start <= beta_end");
+    expect_json_error("{\"beta_end\": 1.5}", "beta_end < 1");
+    expect_json_error("{\"beta_start\": 0}", "0 < beta_start");
+    expect_json_error("{\"clip_sample_range\": 0}", "clip_sample_range");
+    expect_json_error("{\"thresholding\": true}", "thresholding");
+    expect_json_error("{\"rescale_betas_zero_snr\": true}", "rescale_betas_zero_snr");
+    expect_json_error("{\"timestep_spacing\": \"middle\"}", "timestep_spacing");
+    expect_json_error("{\"steps_offset\": -1}", "steps_offset");
+    expect_json_error("{\"num_train_timesteps\": 3, \"trained_betas\": [0.1, 0.2]}", "trained_betas has 2 entries");
+    expect_json_error("{\"num_train_timesteps\": 2, \"trained_betas\": [0.1, 1.0]}", "outside (0, 1)");
+    expect_json_error("{\"num_train_timesteps\": 2, \"trained_betas\": [0.1, \"x\"]}", "trained_betas[1]");
+    expect_json_error("{\"trained_betas\": 5}", "trained_betas");
+    schedule_free(&ref);
+}
+
+static void test_init_errors(void) {
+    schedule s;
+    ddpm_err err;
+    CHECK(schedule_init(&s, "linear", 1, 0.0001, 0.02, &err) == -1 && strstr(err.msg, "out of range"), "T=1: %s",
+          err.msg);
+    CHECK(schedule_init(&s, "linear", 1000, 0.0, 0.02, &err) == -1, "beta_start 0");
+    CHECK(schedule_init(&s, "linear", 1000, 0.03, 0.02, &err) == -1, "beta_start > beta_end");
+    CHECK(schedule_init(&s, "scaled_linear", 1000, 0.0001, 1.0, &err) == -1, "beta_end 1");
+    CHECK(schedule_init(&s, "sigmoid", 1000, 0.0001, 0.02, &err) == -1 && strstr(err.msg, "unknown beta_schedule"),
+          "%s", err.msg);
+    CHECK(schedule_init(&s, "linear", 1000, 1e-9, 0.02, &err) == -1 && strstr(err.msg, "too small"), "%s",
+          err.msg);
+    CHECK(schedule_init(&s, "linear", 100000, 0.5, 0.9, &err) == -1 && strstr(err.msg, "underflows"), "%s",
+          err.msg);
+    CHECK(s.mem == NULL, "zeroed after failure");
+    schedule_free(&s);
+    schedule_free(&s); /* twice is harmless */
+    /* the cosine schedule ignores beta_start / beta_end */
+    CHECK(!schedule_init(&s, "squaredcos_cap_v2", 1000, 0, 5, &err), "%s", err.msg);
+    CHECK(s.betas[999] == 0.999f, "cosine clipped at 0.999 (%.9g)", (double)s.betas[999]);
+    schedule_free(&s);
+}
+
+TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_ddpm_step, test_ddim_step, test_timesteps,
+          test_vlb_terms, test_json, test_init_errors)
