@@ -139,7 +139,7 @@ static int block_types(const cJSON *o, const char *key, const char *plain, const
 
 int unet_config_from_json(unet_config *c, const char *json, ddpm_err *err) {
     memset(c, 0, sizeof *c);
-    cJSON *o = cJSON_Parse(json);
+    cJSON *o = cJSON_ParseWithOpts(json, NULL, 1);
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return ddpm_fail(err, "config: not a JSON object (parse error near '%.20s')",

@@ -37,6 +37,7 @@ typedef struct builder {
     unet *u;
     int cap_tensors;
     size_t act, saved, scratch; /* running arena sizes (floats) */
+    int layers;                 /* dropout layer ids handed out */
     ddpm_err *err;
 } builder;
 
@@ -122,8 +123,7 @@ static void build_resnet(builder *b, const char *prefix, int H, int W, int cin, 
         r->p[10] = add_param(b, 4, ws, "%s.conv_shortcut.weight", prefix);
         r->p[11] = add_param(b, 1, bs, "%s.conv_shortcut.bias", prefix);
     }
-    static int layer_ids;
-    r->layer = layer_ids++ & 0xffff;
+    r->layer = b->layers++ & 0xffff;
     r->s[0] = take(&b->saved, M * cin);       /* h1 = silu(gn1(x)) */
     r->s[1] = take(&b->saved, M * cout);      /* c1 = conv1(h1) + temb */
     r->s[2] = take(&b->saved, M * cout);      /* h2 = dropout(silu(gn2(c1))) */
@@ -292,21 +292,24 @@ static int build(builder *b) {
     return 0;
 }
 
-int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddpm_err *err) {
+/* One network computing `batch` images (image0.. of the whole batch), with its
+ * own parameters or the given shared ones. */
+static int net_create(unet **out, const unet_config *cfg, int batch, int training, float *params, int image0,
+                      ddpm_err *err) {
     *out = NULL;
-    if (unet_config_check(cfg, err)) return -1;
-    if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
     unet *u = ddpm_calloc(1, sizeof *u, err);
     if (!u) return -1;
     u->cfg = *cfg;
     u->batch = batch;
     u->training = training;
-    builder b = {u, 0, 0, 0, 0, err};
+    u->image0 = image0;
+    builder b = {u, 0, 0, 0, 0, 0, err};
     if (build(&b)) goto fail;
     u->act_len = b.act;
     u->saved_len = b.saved;
     u->scratch_len = training ? b.scratch : 0;
-    u->params = ddpm_alloc_floats(u->nparams, err);
+    u->own_params = params == NULL;
+    u->params = params ? params : ddpm_alloc_floats(u->nparams, err);
     u->act = ddpm_alloc_floats(b.act, err);
     u->saved = ddpm_alloc_floats(b.saved, err);
     if (!u->params || !u->act || !u->saved) goto fail;
@@ -324,15 +327,64 @@ fail:
     return -1;
 }
 
+int unet_shard_count(int batch) {
+    int s = batch / 4;
+    return s < 1 ? 1 : s > 8 ? 8 : s;
+}
+
+int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddpm_err *err) {
+    *out = NULL;
+    if (unet_config_check(cfg, err)) return -1;
+    if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
+    int S = unet_shard_count(batch);
+    if (S == 1) return net_create(out, cfg, batch, training, NULL, 0, err);
+
+    unet *u = ddpm_calloc(1, sizeof *u, err);
+    if (!u) return -1;
+    u->cfg = *cfg;
+    u->batch = batch;
+    u->training = training;
+    u->shards = ddpm_calloc(S, sizeof *u->shards, err);
+    if (!u->shards) goto fail;
+    u->nshards = S;
+    /* Shards are built for one thread: oneDNN picks its kernels for the thread
+     * count it sees at creation, and each shard runs on one thread. */
+    int threads = omp_get_max_threads(), rc = 0;
+    omp_set_num_threads(1);
+    for (int s = 0, b0 = 0; s < S && rc == 0; s++) {
+        int bs = batch / S + (s < batch % S);
+        rc = net_create(&u->shards[s], cfg, bs, training, s ? u->shards[0]->params : NULL, b0, err);
+        b0 += bs;
+    }
+    omp_set_num_threads(threads);
+    if (rc) goto fail;
+    unet *s0 = u->shards[0];
+    u->ntensors = s0->ntensors;
+    u->nparams = s0->nparams;
+    u->params = s0->params;
+    u->table = ddpm_malloc(sizeof *u->table * u->ntensors, err);
+    if (!u->table) goto fail;
+    memcpy(u->table, s0->table, sizeof *u->table * u->ntensors);
+    if (training && !(u->grads = ddpm_alloc_floats(u->nparams, err))) goto fail;
+    *out = u;
+    return 0;
+fail:
+    unet_free(u);
+    return -1;
+}
+
 void unet_free(unet *u) {
     if (!u) return;
+    for (int s = 0; s < u->nshards; s++) unet_free(u->shards[s]);
+    free(u->shards);
+    if (u->nshards) u->params = NULL; /* owned by shard 0 */
     for (int i = 0; i < u->nunits; i++) {
         conv_plan_free(u->units[i].c1);
         conv_plan_free(u->units[i].c2);
     }
     free(u->units);
     free(u->table);
-    free(u->params);
+    if (u->own_params || u->nshards) free(u->params);
     free(u->grads);
     free(u->act);
     free(u->dact);
@@ -349,6 +401,12 @@ int unet_param_index(const unet *u, const char *name) {
 }
 
 size_t unet_arena_bytes(const unet *u) {
+    if (u->nshards) {
+        size_t n = 0;
+        for (int s = 0; s < u->nshards; s++)
+            n += unet_arena_bytes(u->shards[s]) + (u->training ? sizeof(float) * u->nparams : 0);
+        return n;
+    }
     return sizeof(float) * (u->act_len * (u->training ? 2 : 1) + u->saved_len + u->scratch_len);
 }
 
@@ -398,7 +456,7 @@ static void resnet_forward(unet *u, unet_unit *r, const unet_dropout *dp) {
     groupnorm_forward(SV(r->s[2]), r->cout, SV(r->s[6]), SV(r->s[7]), SV(r->s[1]), r->cout, P(r->p[6]),
                       P(r->p[7]), B, HW, r->cout, G, eps, 1);
     if (dp) dropout_forward(SV(r->s[2]), B, (size_t)HW * r->cout, u->cfg.dropout, dp->seed,
-                            rng_stream(dp->step, (uint64_t)r->layer << 16));
+                            rng_stream(dp->step, (uint64_t)r->layer << 16) + (uint64_t)u->image0);
     conv_forward(r->c2, A(r->out), SV(r->s[2]), P(r->p[8]), P(r->p[9]));
     if (r->cin != r->cout)
         linear_forward(A(r->out), r->out.ld, A(r->in), r->in.ld, P(r->p[10]), P(r->p[11]), B * HW, r->cin, r->cout, 1);
@@ -418,7 +476,21 @@ static attn_saved attn_s(unet *u, unet_unit *a) {
     return s;
 }
 
+static void shards_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
+    size_t hw = (size_t)u->cfg.sample_size * u->cfg.sample_size;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int s = 0; s < u->nshards; s++) {
+        unet *sh = u->shards[s];
+        size_t b0 = (size_t)sh->image0;
+        unet_forward(sh, out + b0 * hw * u->cfg.out_channels, x + b0 * hw * u->cfg.in_channels, t + b0, dropout);
+    }
+}
+
 void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
+    if (u->nshards) {
+        shards_forward(u, out, x, t, dropout);
+        return;
+    }
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
     const unet_dropout *dp = c->dropout > 0 ? dropout : NULL;
@@ -481,7 +553,7 @@ static void resnet_backward(unet *u, unet_unit *r) {
     conv_backward(r->c2, dh2, GR(r->p[8]), GR(r->p[9]), D(r->out), SV(r->s[2]), P(r->p[8]));
     if (u->last_had_dropout)
         dropout_backward(dh2, dh2, B, (size_t)HW * r->cout, u->cfg.dropout, u->last_dropout.seed,
-                         rng_stream(u->last_dropout.step, (uint64_t)r->layer << 16));
+                         rng_stream(u->last_dropout.step, (uint64_t)r->layer << 16) + (uint64_t)u->image0);
     groupnorm_backward(dc1, r->cout, GR(r->p[6]), GR(r->p[7]), dh2, r->cout, SV(r->s[1]), r->cout, SV(r->s[6]),
                        SV(r->s[7]), P(r->p[6]), P(r->p[7]), B, HW, r->cout, G, 1, 0);
     sum_per_sample(dtp, dc1, B, HW, r->cout);
@@ -492,8 +564,30 @@ static void resnet_backward(unet *u, unet_unit *r) {
                        SV(r->s[5]), P(r->p[0]), P(r->p[1]), B, HW, r->cin, G, 1, 1);
 }
 
+static void shards_backward(unet *u, float *dx, const float *dout) {
+    size_t hw = (size_t)u->cfg.sample_size * u->cfg.sample_size;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int s = 0; s < u->nshards; s++) {
+        unet *sh = u->shards[s];
+        size_t b0 = (size_t)sh->image0;
+        memset(sh->grads, 0, sizeof(float) * sh->nparams);
+        unet_backward(sh, dx ? dx + b0 * hw * u->cfg.in_channels : NULL, dout + b0 * hw * u->cfg.out_channels);
+    }
+    /* The shards' gradients summed in shard order: the same bits for any thread count. */
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < u->nparams; i++) {
+        float g = u->shards[0]->grads[i];
+        for (int s = 1; s < u->nshards; s++) g += u->shards[s]->grads[i];
+        u->grads[i] += g;
+    }
+}
+
 void unet_backward(unet *u, float *dx, const float *dout) {
     DDPM_ASSERT(u->training);
+    if (u->nshards) {
+        shards_backward(u, dx, dout);
+        return;
+    }
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
     memset(u->dact, 0, sizeof(float) * u->act_len);
@@ -544,6 +638,7 @@ void unet_backward(unet *u, float *dx, const float *dout) {
 }
 
 double unet_forward_flops(const unet *u) {
+    if (u->nshards) return unet_forward_flops(u->shards[0]);
     double f = 0;
     const unet_config *c = &u->cfg;
     int Dt = 4 * c->block_out[0];

@@ -6,7 +6,15 @@
  * upsample, output head) run in order forward and in reverse backward. Skip
  * connections cost no copy: each up-block resnet reads one concat buffer, and
  * the two producers of its halves (the running activation and the popped skip)
- * write straight into their channel slices. */
+ * write straight into their channel slices.
+ *
+ * Thread-count independence: a batch of B >= 8 images is split into
+ * unet_shard_count(B) shards, each a complete network over its images that
+ * shares the parameters, built and run on one thread (shards run in parallel).
+ * The arithmetic of every image, and the fixed-order sum of the shards'
+ * gradients, are then the same with 1 or N threads: training is bitwise
+ * reproducible across thread counts. Smaller batches run as one network with
+ * multi-threaded operators (faster at tiny batches, not bitwise thread-invariant). */
 #ifndef DDPM_UNET_H
 #define DDPM_UNET_H
 
@@ -53,7 +61,14 @@ typedef struct unet {
     size_t x_in;          /* saved copy of the input */
     unet_dropout last_dropout; /* the masks the last forward used */
     int last_had_dropout;
+    int image0;           /* index of this network's first image in the whole batch (dropout streams) */
+    int nshards;          /* > 0: the work is done by shards[] (this network then has no units) */
+    struct unet **shards;
+    int own_params;
 } unet;
+
+/* Shards a batch of `batch` images is split into: min(8, batch / 4), at least 1. */
+int unet_shard_count(int batch);
 
 /* Builds the network for `batch` images (all primitives and buffers made here;
  * nothing is allocated later). Parameters start at zero: load them or call

@@ -14,7 +14,9 @@ size_t attn_scratch_floats(int B, int HW, int C) {
     return 5 * (size_t)B * HW * C + (size_t)B * HW * HW;
 }
 
-static int per_image_parallel(int B) { return B >= omp_get_max_threads(); }
+/* Inside a parallel region (a shard of a sharded U-Net) the per-image loop runs
+ * on the calling thread, so the arithmetic never depends on the thread count. */
+static int per_image_parallel(int B) { return omp_in_parallel() || B >= omp_get_max_threads(); }
 
 static void softmax_rows(float *p, int rows, int n) {
     for (int i = 0; i < rows; i++) {

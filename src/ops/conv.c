@@ -28,6 +28,8 @@ struct conv_plan {
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     float *dw_tmp, *db_tmp;                    /* OIHW weight grad, bias grad */
+    float *xs, *ys;        /* dense staging copies of x (and dx) / y (and dy), or NULL */
+    int bwd_w_ref;         /* oneDNN has only a reference kernel for the weight gradient */
 };
 
 static dnnl_engine_t engine;
@@ -104,19 +106,39 @@ static dnnl_memory_t run_reorder(reorder *r, const float *buf) {
     return r->prim;
 }
 
-int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
-                     int ld_x, int ld_y, int training, ddpm_err *err) {
-    *out = NULL;
-    if (dnnl_init(err)) return -1;
-    conv_plan *p = ddpm_calloc(1, sizeof *p, err);
-    if (!p) return -1;
-    p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
-    p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
-    conv_out_size(H, W, stride, &p->Ho, &p->Wo);
+static int is_ref(const prim *q) {
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(q->pd, dnnl_query_impl_info_str, 0, &impl);
+    return impl && !strncmp(impl, "ref", 3);
+}
 
+static void free_prims(conv_plan *p) {
+    prim *ps[] = {&p->fwd, &p->bwd_data, &p->bwd_w};
+    for (int i = 0; i < 3; i++) {
+        if (ps[i]->p) dnnl_primitive_destroy(ps[i]->p);
+        if (ps[i]->pd) dnnl_primitive_desc_destroy(ps[i]->pd);
+        ps[i]->p = NULL, ps[i]->pd = NULL;
+    }
+    free_reorder(&p->w_fwd);
+    free_reorder(&p->w_bwd);
+    free_reorder(&p->dw);
+    memset(&p->w_fwd, 0, sizeof p->w_fwd);
+    memset(&p->w_bwd, 0, sizeof p->w_bwd);
+    memset(&p->dw, 0, sizeof p->dw);
+    dnnl_memory_t *ms[] = {&p->x, &p->y, &p->bias, &p->dx, &p->dy, &p->dbias};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        if (*ms[i]) dnnl_memory_destroy(*ms[i]);
+        *ms[i] = NULL;
+    }
+}
+
+/* Creates the primitives for activations with row strides ldx / ldy. Sets
+ * *any_ref when oneDNN could only offer its slow reference kernel for one of them. */
+static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *err) {
+    int B = p->B, H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, stride = p->stride, pad = p->pad;
     dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
-    nhwc_md(&x_md, B, Cin, H, W, ld_x);
-    nhwc_md(&y_md, B, Cout, p->Ho, p->Wo, ld_y);
+    nhwc_md(&x_md, B, Cin, H, W, ldx);
+    nhwc_md(&y_md, B, Cout, p->Ho, p->Wo, ldy);
     dnnl_dims_t wd = {Cout, Cin, 3, 3}, bd = {Cout};
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
@@ -129,25 +151,28 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
         pr[0] = (p->Ho - 1) * stride + 3 - H;
         pr[1] = (p->Wo - 1) * stride + 3 - W;
     }
+    *any_ref = 0;
 
     dnnl_convolution_desc_t cd;
-    TRY(dnnl_convolution_forward_desc_init(&cd, training ? dnnl_forward_training : dnnl_forward_inference,
+    TRY(dnnl_convolution_forward_desc_init(&cd, p->training ? dnnl_forward_training : dnnl_forward_inference,
                                            dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
                                            strides, pl, pr), "conv forward desc");
     TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
     TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
+    *any_ref |= is_ref(&p->fwd);
     TRY(mem_user(&p->x, &x_md), "memory");
     TRY(mem_user(&p->y, &y_md), "memory");
     TRY(mem_user(&p->bias, &b_md), "memory");
     const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
     if (make_reorder(&p->w_fwd, &w_user, wf, 1, err)) goto fail;
 
-    if (training) {
+    if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
         TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                      &y_md, strides, pl, pr), "conv bwd-data desc");
         TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
         TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
+        *any_ref |= is_ref(&p->bwd_data);
         const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
         if (make_reorder(&p->w_bwd, &w_user, wb, 1, err)) goto fail;
 
@@ -155,11 +180,41 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
         TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, NULL, engine, p->fwd.pd), "conv bwd-weights pd");
         TRY(dnnl_primitive_create(&p->bwd_w.p, p->bwd_w.pd), "conv bwd-weights");
+        p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
         if (make_reorder(&p->dw, &w_user, dwm, 0, err)) goto fail;
         TRY(mem_user(&p->dx, &x_md), "memory");
         TRY(mem_user(&p->dy, &y_md), "memory");
         TRY(mem_user(&p->dbias, &b_md), "memory");
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
+                     int ld_x, int ld_y, int training, ddpm_err *err) {
+    *out = NULL;
+    if (dnnl_init(err)) return -1;
+    conv_plan *p = ddpm_calloc(1, sizeof *p, err);
+    if (!p) return -1;
+    p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
+    p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
+    conv_out_size(H, W, stride, &p->Ho, &p->Wo);
+
+    /* oneDNN's fast kernels may not take row-strided activations (channel
+     * slices of a concat buffer) on every CPU: then the plan works on dense
+     * staging copies, which costs a copy instead of a reference kernel. */
+    int any_ref;
+    if (build_prims(p, ld_x, ld_y, &any_ref, err)) goto fail;
+    if ((any_ref || p->bwd_w_ref) && (ld_x != Cin || ld_y != Cout)) {
+        free_prims(p);
+        if (build_prims(p, Cin, Cout, &any_ref, err)) goto fail;
+        if (ld_x != Cin) p->xs = ddpm_alloc_floats((size_t)B * H * W * Cin * (training ? 2 : 1), err);
+        if (ld_y != Cout) p->ys = ddpm_alloc_floats((size_t)B * p->Ho * p->Wo * Cout, err);
+        if ((ld_x != Cin && !p->xs) || (ld_y != Cout && !p->ys)) goto fail;
+    }
+    if (training) {
         p->dw_tmp = ddpm_alloc_floats((size_t)Cout * Cin * 9, err);
         p->db_tmp = ddpm_alloc_floats((size_t)Cout, err);
         if (!p->dw_tmp || !p->db_tmp) goto fail;
@@ -173,17 +228,9 @@ fail:
 
 void conv_plan_free(conv_plan *p) {
     if (!p) return;
-    prim *ps[] = {&p->fwd, &p->bwd_data, &p->bwd_w};
-    for (int i = 0; i < 3; i++) {
-        if (ps[i]->p) dnnl_primitive_destroy(ps[i]->p);
-        if (ps[i]->pd) dnnl_primitive_desc_destroy(ps[i]->pd);
-    }
-    free_reorder(&p->w_fwd);
-    free_reorder(&p->w_bwd);
-    free_reorder(&p->dw);
-    dnnl_memory_t ms[] = {p->x, p->y, p->bias, p->dx, p->dy, p->dbias};
-    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-        if (ms[i]) dnnl_memory_destroy(ms[i]);
+    free_prims(p);
+    free(p->xs);
+    free(p->ys);
     free(p->dw_tmp);
     free(p->db_tmp);
     free(p);
@@ -255,19 +302,60 @@ static void conv_backward_ref(conv_plan *p, float *dx, float *dw, float *db, con
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* dst rows (stride ldd) = src rows (stride lds), C floats each. */
+static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t rows, int C) {
+    for (size_t r = 0; r < rows; r++) memcpy(dst + r * ldd, src + r * lds, sizeof(float) * C);
+}
+
+/* Weight and bias gradient by direct loops, for the shapes oneDNN has only a
+ * reference kernel for (one input channel): dw_tmp, db_tmp (=), in a fixed order. */
+static void conv_bwd_w_direct(conv_plan *p, const float *dy, int lddy, const float *x, int ldx) {
+    int top, left, Cin = p->Cin, Cout = p->Cout;
+    pads(p, &top, &left);
+    float *acc = calloc((size_t)9 * Cin * Cout, sizeof *acc); /* [ky][kx][ci][co] */
+    DDPM_ASSERT(acc != NULL);
+    memset(p->db_tmp, 0, sizeof(float) * Cout);
+    for (int n = 0; n < p->B; n++)
+        for (int oy = 0; oy < p->Ho; oy++)
+            for (int ox = 0; ox < p->Wo; ox++) {
+                const float *g = dy + ((size_t)(n * p->Ho + oy) * p->Wo + ox) * lddy;
+                for (int co = 0; co < Cout; co++) p->db_tmp[co] += g[co];
+                for (int ky = 0; ky < 3; ky++) {
+                    int iy = oy * p->stride + ky - top;
+                    if (iy < 0 || iy >= p->H) continue;
+                    for (int kx = 0; kx < 3; kx++) {
+                        int ix = ox * p->stride + kx - left;
+                        if (ix < 0 || ix >= p->W) continue;
+                        const float *in = x + ((size_t)(n * p->H + iy) * p->W + ix) * ldx;
+                        float *a = acc + (size_t)(ky * 3 + kx) * Cin * Cout;
+                        for (int ci = 0; ci < Cin; ci++)
+                            for (int co = 0; co < Cout; co++) a[(size_t)ci * Cout + co] += in[ci] * g[co];
+                    }
+                }
+            }
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int k = 0; k < 9; k++)
+                p->dw_tmp[((size_t)co * Cin + ci) * 9 + k] = acc[((size_t)k * Cin + ci) * Cout + co];
+    free(acc);
+}
+
 void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
     if (ops_reference()) {
         conv_forward_ref(p, y, x, w, b);
         return;
     }
+    size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
+    if (p->xs) copy_rows(p->xs, p->Cin, x, p->ld_x, nx, p->Cin);
     dnnl_memory_t wm = run_reorder(&p->w_fwd, w);
-    dnnl_memory_set_data_handle(p->x, (void *)x);
-    dnnl_memory_set_data_handle(p->y, y);
+    dnnl_memory_set_data_handle(p->x, p->xs ? p->xs : (void *)x);
+    dnnl_memory_set_data_handle(p->y, p->ys ? p->ys : y);
     dnnl_memory_set_data_handle(p->bias, (void *)b);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, p->bias},
                            {DNNL_ARG_DST, p->y}};
     DDPM_ASSERT(dnnl_primitive_execute(p->fwd.p, stream, 4, a) == dnnl_success);
     dnnl_stream_wait(stream);
+    if (p->ys) copy_rows(y, p->ld_y, p->ys, p->Cout, ny, p->Cout);
 }
 
 void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
@@ -277,27 +365,39 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         conv_backward_ref(p, dx, dw, db, dy, x, w);
         return;
     }
+    size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
+    int lddy = p->Cout, ldx = p->Cin;
+    if (p->ys) copy_rows(p->ys, p->Cout, dy, p->ld_y, ny, p->Cout), dy = p->ys;
+    else lddy = p->ld_y;
     dnnl_memory_set_data_handle(p->dy, (void *)dy);
     if (dx) {
+        float *dxs = p->xs ? p->xs + nx * p->Cin : dx;
         dnnl_memory_t wm = run_reorder(&p->w_bwd, w);
-        dnnl_memory_set_data_handle(p->dx, dx);
+        dnnl_memory_set_data_handle(p->dx, dxs);
         dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, p->dx}};
         DDPM_ASSERT(dnnl_primitive_execute(p->bwd_data.p, stream, 3, a) == dnnl_success);
+        dnnl_stream_wait(stream);
+        if (p->xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
-        dnnl_memory_set_data_handle(p->x, (void *)x);
-        dnnl_memory_set_data_handle(p->dbias, p->db_tmp);
-        dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
-                               {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
-        if (p->dw.prim == p->dw.user) dnnl_memory_set_data_handle(p->dw.user, p->dw_tmp);
-        DDPM_ASSERT(dnnl_primitive_execute(p->bwd_w.p, stream, 4, a) == dnnl_success);
-        run_reorder(&p->dw, p->dw_tmp);
-        dnnl_stream_wait(stream);
+        if (p->xs) copy_rows(p->xs, p->Cin, x, p->ld_x, nx, p->Cin), x = p->xs;
+        else ldx = p->ld_x;
+        if (p->bwd_w_ref) {
+            conv_bwd_w_direct(p, dy, lddy, x, ldx);
+        } else {
+            dnnl_memory_set_data_handle(p->x, (void *)x);
+            dnnl_memory_set_data_handle(p->dbias, p->db_tmp);
+            dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
+                                   {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
+            if (p->dw.prim == p->dw.user) dnnl_memory_set_data_handle(p->dw.user, p->dw_tmp);
+            DDPM_ASSERT(dnnl_primitive_execute(p->bwd_w.p, stream, 4, a) == dnnl_success);
+            run_reorder(&p->dw, p->dw_tmp);
+            dnnl_stream_wait(stream);
+        }
         size_t nw = (size_t)p->Cout * p->Cin * 9;
         if (dw)
             for (size_t i = 0; i < nw; i++) dw[i] += p->dw_tmp[i];
         if (db)
             for (int i = 0; i < p->Cout; i++) db[i] += p->db_tmp[i];
     }
-    dnnl_stream_wait(stream);
 }

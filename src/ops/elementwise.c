@@ -83,7 +83,7 @@ static void dropout_apply(float *dst, const float *src, int B, size_t n, float p
     float scale = 1.0f / (1.0f - p);
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-        uint64_t st = stream ^ (uint64_t)b;
+        uint64_t st = stream + (uint64_t)b; /* == stream ^ b: the low 16 bits of stream are 0 */
         const float *s = src + (size_t)b * n;
         float *d = dst + (size_t)b * n;
         for (size_t i = 0; i < n; i += 256) {

@@ -63,8 +63,8 @@ void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float 
 }
 
 /* Per-sample partial sums of dgamma/dbeta, [B][2][C]; grown, never shrunk. */
-static double *partial;
-static size_t partial_len;
+static _Thread_local double *partial; /* per thread: shards run concurrently */
+static _Thread_local size_t partial_len;
 
 void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
                         const float *x, int ldx, const float *mean, const float *rstd,
@@ -79,9 +79,10 @@ void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const 
         DDPM_ASSERT(partial != NULL);
         partial_len = need;
     }
+    double *part = partial; /* the caller's buffer, shared with the team below */
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-        double *sdz = partial + (size_t)b * 2 * C, *sdzx = sdz + C;
+        double *sdz = part + (size_t)b * 2 * C, *sdzx = sdz + C;
         memset(sdz, 0, sizeof(double) * 2 * C);
         const float *xb = x + (size_t)b * HW * ldx, *dyb = dy + (size_t)b * HW * lddy;
         const float *mb = mean + b * G, *rb = rstd + b * G;
