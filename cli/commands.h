@@ -5,6 +5,7 @@
 
 
 
+int cmd_train(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_eps(int argc, char **argv);
 

@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int, char **);
     const char *summary;
 } commands[] = {
+    {"train", cmd_train, "train a noise-prediction U-Net on images (Algorithm 1)"},
     {"info", cmd_info, "summarise a model folder or training run"},
     {"eps", cmd_eps, "predict the noise eps(x_t, t) for inputs in an .npy file"},
 };

@@ -62,72 +62,101 @@ void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float 
     }
 }
 
-/* Per-sample partial sums of dgamma/dbeta, [B][2][C]; grown, never shrunk. */
-static _Thread_local double *partial; /* per thread: shards run concurrently */
+/* Per-sample partial sums of dgamma/dbeta, [B][2][C], and the per-thread dz
+ * rows of one sample; grown, never shrunk. Thread-local: U-Net shards run
+ * concurrently. */
+static _Thread_local double *partial;
 static _Thread_local size_t partial_len;
+static _Thread_local float *dzbuf;
+static _Thread_local size_t dzbuf_len;
+
+enum { GN_BLOCK = 16 }; /* pixels accumulated in float before adding to the double sums */
+
+/* The backward of one sample: per-channel sums of dz and dz * xhat into
+ * sdz/sdzx (=), and dx. dz (the gradient w.r.t. the normalised-affine output,
+ * through SiLU when fused) is computed once and kept in dzb [HW, C]. */
+static void gn_backward_sample(float *dxb, int lddx, double *sdz, double *sdzx, float *dzb, const float *dyb,
+                               int lddy, const float *xb, int ldx, const float *mb, const float *rb,
+                               const float *gamma, const float *beta, int HW, int C, int G, int silu,
+                               int accumulate) {
+    int cg = C / G;
+    float mc[4096], rc[4096], fz[4096], fzx[4096];
+    for (int c = 0; c < C; c++) mc[c] = mb[c / cg], rc[c] = rb[c / cg];
+    memset(sdz, 0, sizeof(double) * C);
+    memset(sdzx, 0, sizeof(double) * C);
+    for (int p0 = 0; p0 < HW; p0 += GN_BLOCK) {
+        int p1 = p0 + GN_BLOCK < HW ? p0 + GN_BLOCK : HW;
+        memset(fz, 0, sizeof(float) * C);
+        memset(fzx, 0, sizeof(float) * C);
+        for (int p = p0; p < p1; p++) {
+            const float *r = xb + (size_t)p * ldx, *g = dyb + (size_t)p * lddy;
+            float *dz = dzb + (size_t)p * C;
+            if (silu)
+                for (int c = 0; c < C; c++) {
+                    float xh = (r[c] - mc[c]) * rc[c];
+                    float z = xh * gamma[c] + beta[c], sg = sigmoidf(z);
+                    dz[c] = g[c] * sg * (1.0f + z * (1.0f - sg));
+                }
+            else
+                for (int c = 0; c < C; c++) dz[c] = g[c];
+            for (int c = 0; c < C; c++) {
+                float xh = (r[c] - mc[c]) * rc[c];
+                fz[c] += dz[c];
+                fzx[c] += dz[c] * xh;
+            }
+        }
+        for (int c = 0; c < C; c++) sdz[c] += fz[c], sdzx[c] += fzx[c];
+    }
+    float ag[4096], bg[4096]; /* per channel: its group's mean of dxhat and of dxhat * xhat, times rstd */
+    double n = (double)HW * cg;
+    for (int gi = 0; gi < G; gi++) {
+        double a = 0, bb = 0;
+        for (int c = gi * cg; c < (gi + 1) * cg; c++) {
+            a += gamma[c] * sdz[c];
+            bb += gamma[c] * sdzx[c];
+        }
+        for (int c = gi * cg; c < (gi + 1) * cg; c++) ag[c] = (float)(a / n), bg[c] = (float)(bb / n);
+    }
+    /* dx = rstd * (gamma dz - mean(dxhat) - xhat mean(dxhat xhat)). */
+    for (int p = 0; p < HW; p++) {
+        const float *r = xb + (size_t)p * ldx, *dz = dzb + (size_t)p * C;
+        float *o = dxb + (size_t)p * lddx;
+        if (accumulate)
+            for (int c = 0; c < C; c++) {
+                float xh = (r[c] - mc[c]) * rc[c];
+                o[c] += rc[c] * (gamma[c] * dz[c] - ag[c] - xh * bg[c]);
+            }
+        else
+            for (int c = 0; c < C; c++) {
+                float xh = (r[c] - mc[c]) * rc[c];
+                o[c] = rc[c] * (gamma[c] * dz[c] - ag[c] - xh * bg[c]);
+            }
+    }
+}
+
+static void *grow(void *buf, size_t *len, size_t need, size_t elem) {
+    if (need <= *len) return buf;
+    free(buf);
+    buf = malloc(need * elem);
+    DDPM_ASSERT(buf != NULL);
+    *len = need;
+    return buf;
+}
 
 void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
                         const float *x, int ldx, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                         int silu, int accumulate) {
-    int cg = C / G;
-    DDPM_ASSERT(cg * G == C && C <= 4096);
-    size_t need = (size_t)B * 2 * C;
-    if (need > partial_len) {
-        free(partial);
-        partial = malloc(need * sizeof(double));
-        DDPM_ASSERT(partial != NULL);
-        partial_len = need;
-    }
+    DDPM_ASSERT((C / G) * G == C && C <= 4096);
+    partial = grow(partial, &partial_len, (size_t)B * 2 * C, sizeof(double));
     double *part = partial; /* the caller's buffer, shared with the team below */
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-        double *sdz = part + (size_t)b * 2 * C, *sdzx = sdz + C;
-        memset(sdz, 0, sizeof(double) * 2 * C);
-        const float *xb = x + (size_t)b * HW * ldx, *dyb = dy + (size_t)b * HW * lddy;
-        const float *mb = mean + b * G, *rb = rstd + b * G;
-        /* Pass 1: per-channel sums of dz and dz * xhat. */
-        for (int p = 0; p < HW; p++) {
-            const float *r = xb + (size_t)p * ldx, *g = dyb + (size_t)p * lddy;
-            for (int c = 0; c < C; c++) {
-                float xh = (r[c] - mb[c / cg]) * rb[c / cg];
-                float dz = g[c];
-                if (silu) {
-                    float z = xh * gamma[c] + beta[c], sg = sigmoidf(z);
-                    dz *= sg * (1.0f + z * (1.0f - sg));
-                }
-                sdz[c] += dz;
-                sdzx[c] += (double)dz * xh;
-            }
-        }
-        float ag[4096], bg[4096]; /* per group: mean of dxhat, mean of dxhat * xhat */
-        double n = (double)HW * cg;
-        for (int gi = 0; gi < G; gi++) {
-            double a = 0, bb = 0;
-            for (int c = gi * cg; c < (gi + 1) * cg; c++) {
-                a += gamma[c] * sdz[c];
-                bb += gamma[c] * sdzx[c];
-            }
-            ag[gi] = (float)(a / n);
-            bg[gi] = (float)(bb / n);
-        }
-        /* Pass 2: dx = rstd * (gamma dz - mean(dxhat) - xhat mean(dxhat xhat)). */
-        float *dxb = dx + (size_t)b * HW * lddx;
-        for (int p = 0; p < HW; p++) {
-            const float *r = xb + (size_t)p * ldx, *g = dyb + (size_t)p * lddy;
-            float *o = dxb + (size_t)p * lddx;
-            for (int c = 0; c < C; c++) {
-                int gi = c / cg;
-                float xh = (r[c] - mb[gi]) * rb[gi];
-                float dz = g[c];
-                if (silu) {
-                    float z = xh * gamma[c] + beta[c], sg = sigmoidf(z);
-                    dz *= sg * (1.0f + z * (1.0f - sg));
-                }
-                float v = rb[gi] * (gamma[c] * dz - ag[gi] - xh * bg[gi]);
-                o[c] = accumulate ? o[c] + v : v;
-            }
-        }
+        dzbuf = grow(dzbuf, &dzbuf_len, (size_t)HW * C, sizeof(float));
+        double *sdz = part + (size_t)b * 2 * C;
+        gn_backward_sample(dx + (size_t)b * HW * lddx, lddx, sdz, sdz + C, dzbuf, dy + (size_t)b * HW * lddy, lddy,
+                           x + (size_t)b * HW * ldx, ldx, mean + b * G, rstd + b * G, gamma, beta, HW, C, G, silu,
+                           accumulate);
     }
     for (int b = 0; b < B; b++) {
         const double *sdz = partial + (size_t)b * 2 * C, *sdzx = sdz + C;

@@ -1,0 +1,265 @@
+/* cmd_train.c -- `ddpm train`: Algorithm 1 on a data set with the paper's
+ * recipe, into a run folder (checkpoints, metrics.jsonl, sample grids), stopping
+ * cleanly on --steps, --time, Ctrl-C or SIGTERM and resuming bit-exactly. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "core/threads.h"
+#include "io/fileio.h"
+#include "model/config.h"
+#include "train/trainer.h"
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) { stop_signal = sig; }
+
+/* Keeps the lines of RUN/metrics.jsonl up to `step` (a resumed run rewrites the rest). */
+static int trim_metrics(const char *path, long long step, ddpm_err *err) {
+    unsigned char *buf;
+    size_t len;
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    if (file_read_all(path, &buf, &len, err)) return -1;
+    size_t keep = 0;
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && buf[e] != '\n') e++;
+        long long s = -1;
+        if (sscanf((const char *)buf + i, "{\"step\":%lld", &s) == 1 && s > step) break;
+        keep = e < len ? e + 1 : e;
+        i = keep;
+    }
+    const void *chunks[1] = {buf};
+    int rc = file_write_atomic(path, chunks, &keep, 1, err);
+    free(buf);
+    return rc;
+}
+
+static void fmt_eta(char *b, size_t n, double s) {
+    if (!isfinite(s) || s < 0) snprintf(b, n, "?");
+    else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_opts o = train_opts_default();
+    const char *data = NULL, *preset = "fmnist-small", *config = NULL, *out = "runs/fmnist";
+    const char *schedule_kind = "linear", *variance = "fixed_small";
+    long long steps = 800000, batch = o.batch, warmup = o.warmup, seed = 0, limit = 0, threads = 0;
+    long long save_every = 1000, log_every = 100, T = 1000;
+    double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
+    int resume = 0, flip = 0, no_ema_warmup = 0;
+    arg_spec specs[] = {
+        {"data", ARG_STR, &data, "SRC", "images: IDX file or MNIST-layout dir, CIFAR-10 dir or .bin, PNG dir "
+                                         "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
+        {"limit", ARG_INT, &limit, "N", "use only the first N images (0 = all)", 0, 1e9, NULL, 0, 0},
+        {"preset", ARG_CHOICE, &preset, NULL, "network preset", 0, 0, "fmnist-small|fmnist|cifar10", 0, 0},
+        {"config", ARG_STR, &config, "FILE", "network config.json (diffusers UNet2DModel keys) instead of a preset",
+         0, 0, NULL, 0, 0},
+        {"out", ARG_STR, &out, "DIR", "run folder", 0, 0, NULL, 0, 0},
+        {"resume", ARG_FLAG, &resume, NULL, "continue the run in --out with its own options", 0, 0, NULL, 0, 0},
+        {"steps", ARG_INT, &steps, "N", "stop after N steps in all", 1, 1e12, NULL, 0, 0},
+        {"time", ARG_SECONDS, &time_limit, "TIME", "stop (and save) after this long, e.g. 10m", 1, 1e9, NULL, 0, 0},
+        {"batch", ARG_INT, &batch, "N", "images per step", 1, 65536, NULL, 0, 0},
+        {"lr", ARG_FLOAT, &lr, "X", "Adam learning rate [2e-4]", 1e-12, 10, NULL, 0, 0},
+        {"warmup", ARG_INT, &warmup, "N", "steps of linear learning-rate warm-up", 0, 1e9, NULL, 0, 0},
+        {"clip", ARG_FLOAT, &clip, "X", "global gradient-norm clip, 0 = off [1]", 0, 1e9, NULL, 0, 0},
+        {"ema", ARG_FLOAT, &ema, "X", "EMA decay of the weights [0.9999]", 0, 1, NULL, 0, 0},
+        {"no-ema-warmup", ARG_FLAG, &no_ema_warmup, NULL,
+         "use the decay from step 1 (default: min(decay, (1+k)/(10+k)) at step k)", 0, 0, NULL, 0, 0},
+        {"dropout", ARG_FLOAT, &dropout, "P", "dropout probability (default: the config's, 0.1 for presets)",
+         0, 0.99, NULL, 0, 0},
+        {"flip", ARG_FLAG, &flip, NULL, "random horizontal flips (the paper's CIFAR-10 recipe)", 0, 0, NULL, 0, 0},
+        {"seed", ARG_INT, &seed, "N", "seed of every random choice", 0, 9.2e18, NULL, 0, 0},
+        {"T", ARG_INT, &T, "N", "diffusion steps", 2, 100000, NULL, 0, 0},
+        {"schedule", ARG_CHOICE, &schedule_kind, NULL, "beta schedule", 0, 0, "linear|cosine", 0, 0},
+        {"beta-start", ARG_FLOAT, &beta_start, "X", "first beta of the linear schedule [1e-4]", 1e-8, 0.5, NULL, 0, 0},
+        {"beta-end", ARG_FLOAT, &beta_end, "X", "last beta of the linear schedule [0.02]", 1e-8, 0.999, NULL, 0, 0},
+        {"variance", ARG_CHOICE, &variance, NULL, "sampler variance written to scheduler_config.json", 0, 0,
+         "fixed_small|fixed_large", 0, 0},
+        {"save-every", ARG_INT, &save_every, "N", "checkpoint every N steps (and at the end)", 1, 1e12, NULL, 0, 0},
+        {"log-every", ARG_INT, &log_every, "N", "metrics line every N steps", 1, 1e12, NULL, 0, 0},
+        ARG_THREADS(&threads),
+        {0},
+    };
+    arg_cmd cmd = {"train", "Train a noise-prediction U-Net (Algorithm 1 of Ho et al. 2020).",
+                   "The run folder gets model/ (EMA weights, diffusers layout: load it with `ddpm sample` or\n"
+                   "diffusers), model-raw/ (raw weights), training_state.safetensors (to --resume),\n"
+                   "metrics.jsonl (one JSON object per --log-every steps). Ctrl-C or SIGTERM finishes the\n"
+                   "step, saves and exits (status 130 / 143).",
+                   specs};
+    int r = args_parse(&cmd, argc, argv);
+    if (r) return r > 0 ? 0 : EXIT_USAGE;
+    int nthreads = ddpm_set_threads((int)threads);
+    ddpm_err err = {0};
+
+    unet_config cfg;
+    schedule sched = {0};
+    char state[4200];
+    snprintf(state, sizeof state, "%s/%s", out, TRAIN_STATE_FILE);
+    struct stat st;
+    int have_state = stat(state, &st) == 0;
+    if (resume) {
+        static const char *fixed[] = {"preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
+                                      "dropout", "flip", "seed", "T", "schedule", "beta-start", "beta-end",
+                                      "variance", NULL};
+        for (arg_spec *s = specs; s->name; s++)
+            for (int i = 0; fixed[i]; i++)
+                if (s->seen && !strcmp(s->name, fixed[i])) {
+                    args_error(&cmd, "--%s cannot change when resuming: the run keeps its own options", s->name);
+                    return EXIT_USAGE;
+                }
+        if (!have_state) {
+            args_error(&cmd, "--resume: %s does not exist", state);
+            return EXIT_USAGE;
+        }
+        char *cj, *sj;
+        int64_t done;
+        if (trainer_read_run(out, &o, &done, &cj, &sj, &err)) return cli_fail(&cmd, &err);
+        int bad = unet_config_from_json(&cfg, cj, &err) || schedule_from_json(&sched, sj, &err);
+        free(cj), free(sj);
+        if (bad) return cli_fail(&cmd, &err);
+    } else {
+        if (have_state) {
+            args_error(&cmd, "%s already holds a run: add --resume to continue it, or pick another --out", out);
+            return EXIT_USAGE;
+        }
+        if (config) {
+            unsigned char *txt;
+            size_t len;
+            if (file_read_all(config, &txt, &len, &err) ||
+                (txt = realloc(txt, len + 1), txt[len] = 0, unet_config_from_json(&cfg, (char *)txt, &err))) {
+                args_error(&cmd, "--config: %s", err.msg);
+                return EXIT_USAGE;
+            }
+            free(txt);
+        } else if (unet_config_preset(&cfg, preset, &err)) {
+            return cli_fail(&cmd, &err);
+        }
+        if (dropout >= 0) cfg.dropout = (float)dropout;
+        if (beta_start > beta_end) {
+            args_error(&cmd, "--beta-start %g is larger than --beta-end %g", beta_start, beta_end);
+            return EXIT_USAGE;
+        }
+        if (schedule_init(&sched, schedule_kind, (int)T, beta_start, beta_end, &err)) {
+            args_error(&cmd, "%s", err.msg);
+            return EXIT_USAGE;
+        }
+        sched.variance_type = strcmp(variance, "fixed_large") ? SCHED_FIXED_SMALL : SCHED_FIXED_LARGE;
+        o.seed = (uint64_t)seed, o.batch = (int)batch, o.lr = lr, o.warmup = (int)warmup, o.clip = clip;
+        o.ema = ema, o.ema_warmup = !no_ema_warmup, o.flip = flip;
+    }
+
+    dataset d;
+    if (dataset_load(&d, data, DATASET_TRAIN, (int)limit, &err)) {
+        schedule_free(&sched);
+        args_error(&cmd, "--data: %s", err.msg);
+        return EXIT_USAGE;
+    }
+    trainer tr;
+    if (trainer_init(&tr, &cfg, &sched, &d, &o, &err)) {
+        schedule_free(&sched);
+        dataset_free(&d);
+        args_error(&cmd, "%s", err.msg);
+        return EXIT_USAGE;
+    }
+    schedule_free(&sched);
+    char metrics[4200];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
+    int rc = 0;
+    if (resume) {
+        if (trainer_load(&tr, out, &err) || trim_metrics(metrics, tr.step, &err)) {
+            rc = cli_fail(&cmd, &err);
+            goto done;
+        }
+    } else if (trainer_save(&tr, out, &err)) { /* step 0: the folder is usable (and writable) from the start */
+        rc = cli_fail(&cmd, &err);
+        goto done;
+    } else {
+        remove(metrics);
+    }
+    FILE *mf = fopen(metrics, "a");
+    if (!mf) {
+        fprintf(stderr, "ddpm train: cannot open %s: %s\n", metrics, strerror(errno));
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+
+    fprintf(stderr, "ddpm train: %s\n", d.desc);
+    fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads, run folder %s%s\n", tr.u->nparams, o.batch,
+            nthreads, out, resume ? " (resumed)" : "");
+    if (resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", (long long)tr.step);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    int tty = isatty(2);
+    double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, smooth = NAN;
+    long long start = tr.step, last_log = tr.step, last_save = tr.step;
+    while (tr.step < steps && !stop_signal && !(time_limit > 0 && ddpm_now() - t0 >= time_limit)) {
+        if (trainer_step(&tr, &err)) {
+            fprintf(stderr, "%sddpm train: %s\n", tty ? "\n" : "", err.msg);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        loss_sum += tr.loss;
+        smooth = isnan(smooth) ? tr.loss : 0.98 * smooth + 0.02 * tr.loss;
+        double now = ddpm_now(), ips = (double)(tr.step - start) * o.batch / (now - t0);
+        if (tr.step % log_every == 0) {
+            double ips_int = (double)(tr.step - last_log) * o.batch / (now - tlast);
+            fprintf(mf, "{\"step\":%lld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"img_per_s\":%.4g,"
+                        "\"elapsed_s\":%.3f}\n", (long long)tr.step, loss_sum / (double)(tr.step - last_log),
+                    tr.lr, tr.grad_norm, ips_int, now - t0);
+            fflush(mf);
+            if (!tty)
+                fprintf(stderr, "step %lld  loss %.4f  lr %.3g  grad-norm %.3g  %.1f img/s\n", (long long)tr.step,
+                        loss_sum / (double)(tr.step - last_log), tr.lr, tr.grad_norm, ips_int);
+            loss_sum = 0, last_log = tr.step, tlast = now;
+        }
+        if (tty && now - tdraw > 0.25) {
+            double left = (double)(steps - tr.step) * o.batch / ips;
+            if (time_limit > 0 && time_limit - (now - t0) < left) left = time_limit - (now - t0);
+            char eta[32];
+            fmt_eta(eta, sizeof eta, left);
+            fprintf(stderr, "\rstep %lld  loss %.4f  %.1f img/s  ETA %s   ", (long long)tr.step, smooth, ips, eta);
+            tdraw = now;
+        }
+        if (tr.step - last_save >= save_every) {
+            if (trainer_save(&tr, out, &err)) {
+                fprintf(stderr, "%sddpm train: saving the checkpoint failed: %s\n", tty ? "\n" : "", err.msg);
+                rc = EXIT_RUNTIME;
+                break;
+            }
+            last_save = tr.step;
+        }
+    }
+    if (tty) fputc('\n', stderr);
+    fclose(mf);
+    if (rc == 0 && tr.step != last_save) {
+        if (trainer_save(&tr, out, &err)) {
+            fprintf(stderr, "ddpm train: saving the checkpoint failed: %s\n", err.msg);
+            rc = EXIT_RUNTIME;
+        }
+    }
+    if (rc == 0) {
+        double el = ddpm_now() - t0;
+        fprintf(stderr, "ddpm train: %s at step %lld after %.0f s (%.1f img/s); model in %s/model\n",
+                stop_signal ? "interrupted, saved" : "done", (long long)tr.step, el,
+                el > 0 ? (double)(tr.step - start) * o.batch / el : 0.0, out);
+        if (stop_signal) rc = 128 + stop_signal;
+    }
+done:
+    trainer_free(&tr);
+    dataset_free(&d);
+    return rc;
+}

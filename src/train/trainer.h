@@ -1,0 +1,81 @@
+/* trainer.h -- Algorithm 1 of the paper with its recipe: x0 from the loader,
+ * t ~ U{1..T} (0-based here), eps ~ N(0, I), the U-Net's eps prediction, L_simple,
+ * global-norm clipping, Adam with linear warm-up, and an EMA of the weights.
+ *
+ * Every random choice is a pure function of (seed, step), and the network's
+ * arithmetic does not depend on the thread count (see unet.h), so the weights
+ * after step k are the same bits whatever the thread count, and a run resumed
+ * from a checkpoint continues exactly as if it had never stopped.
+ *
+ * Checkpoint: RUN/training_state.safetensors holds everything needed to go on
+ * (raw weights, EMA weights, Adam m and v; metadata: step, options, model
+ * config and scheduler config as JSON); RUN/model/ (EMA weights) and
+ * RUN/model-raw/ (raw weights) are model folders in the diffusers layout. */
+#ifndef DDPM_TRAINER_H
+#define DDPM_TRAINER_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "diffusion/schedule.h"
+#include "model/unet.h"
+
+#define TRAIN_STATE_FILE "training_state.safetensors"
+
+typedef struct train_opts {
+    uint64_t seed;
+    int batch;
+    double lr;          /* Adam learning rate after warm-up (paper: 2e-4) */
+    int warmup;         /* steps of linear warm-up: lr * min(1, (step+1)/warmup) (paper: 5000) */
+    double beta1, beta2, adam_eps;
+    double clip;        /* global-norm clip (paper: 1); 0 = off */
+    double ema;         /* EMA decay (paper: 0.9999) */
+    int ema_warmup;     /* decay min(ema, (1+k)/(10+k)) at update k (k = 1, 2, ...) */
+    int flip;           /* random horizontal flips */
+} train_opts;
+
+/* The paper's recipe (flips off: set it for CIFAR-10). */
+train_opts train_opts_default(void);
+
+typedef struct trainer {
+    train_opts o;
+    unet *u;              /* training network; u->params are the raw weights */
+    schedule sched;
+    loader ld;
+    float *m, *v, *ema;   /* [nparams] each */
+    int64_t step;         /* steps done */
+    double loss, grad_norm, lr; /* of the last step */
+    float *x0, *eps, *xt, *out, *dout, *t; /* per-step buffers */
+} trainer;
+
+/* Builds a trainer for a network of config cfg on dataset d (borrowed; its
+ * image size must match cfg), with schedule sched (copied), initialising the
+ * weights as the official code (seed) and the EMA to them. */
+int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, const dataset *d,
+                 const train_opts *o, ddpm_err *err);
+void trainer_free(trainer *tr);
+
+/* One training step. Returns 0, or -1 without touching the weights when the
+ * loss or the gradient is not finite (err says which, at which step). */
+int trainer_step(trainer *tr, ddpm_err *err);
+
+/* Writes the checkpoint into run_dir (created if needed): model/, model-raw/,
+ * then training_state.safetensors last, each file atomically. */
+int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err);
+
+/* Reads the options, model config and schedule a run was started with. The
+ * caller frees *cfg_json, *sched_json. */
+int trainer_read_run(const char *run_dir, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
+                     ddpm_err *err);
+
+/* Restores weights, EMA, Adam moments and step from run_dir into a trainer
+ * built with the run's options and config (trainer_read_run). */
+int trainer_load(trainer *tr, const char *run_dir, ddpm_err *err);
+
+/* Options as JSON (malloc'd), and back. */
+char *train_opts_to_json(const train_opts *o);
+int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err);
+
+#endif

@@ -1,0 +1,212 @@
+/* test_train.c -- the training loop: a tiny model overfits a tiny data set,
+ * the weights are the same bits with 1 and 2 threads, a run resumed from a
+ * checkpoint equals an uninterrupted one bit for bit, a non-finite loss stops
+ * without touching the weights, and the options survive their JSON form. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/rng.h"
+#include "core/threads.h"
+#include "model/config.h"
+#include "train/trainer.h"
+
+/* Tiny network: 8x8x1, two levels, attention at the 4x4 level. */
+static unet_config tiny_config(float dropout) {
+    unet_config c;
+    ddpm_err err;
+    int rc = unet_config_preset(&c, "fmnist-small", &err);
+    CHECK(rc == 0, "preset: %s", err.msg);
+    c.sample_size = 8;
+    c.levels = 2;
+    c.block_out[0] = 8, c.block_out[1] = 16;
+    c.down_attn[0] = 0, c.down_attn[1] = 1;
+    c.up_attn[0] = 1, c.up_attn[1] = 0;
+    c.layers_per_block = 1;
+    c.norm_groups = 4;
+    c.dropout = dropout;
+    return c;
+}
+
+/* n images of smooth blobs, 8x8x1. */
+static dataset tiny_data(int n) {
+    dataset d = {n, 8, 8, 1, malloc((size_t)n * 64), "tiny"};
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                double cx = 2 + (i * 3) % 5, cy = 2 + (i * 5) % 5;
+                double v = exp(-((x - cx) * (x - cx) + (y - cy) * (y - cy)) / 4.0);
+                d.pixels[(size_t)i * 64 + y * 8 + x] = (uint8_t)(255 * v);
+            }
+    return d;
+}
+
+static train_opts tiny_opts(int batch) {
+    train_opts o = train_opts_default();
+    o.batch = batch;
+    o.seed = 7;
+    o.lr = 2e-3;
+    o.warmup = 5;
+    o.ema = 0.99;
+    o.flip = 1;
+    return o;
+}
+
+static void make(trainer *tr, dataset *d, int batch, float dropout) {
+    unet_config c = tiny_config(dropout);
+    schedule s;
+    ddpm_err err;
+    CHECK(schedule_init(&s, "linear", 100, 1e-4, 0.02 * 10, &err) == 0, "schedule: %s", err.msg);
+    train_opts o = tiny_opts(batch);
+    int rc = trainer_init(tr, &c, &s, d, &o, &err);
+    CHECK(rc == 0, "trainer_init: %s", err.msg);
+    schedule_free(&s);
+}
+
+static void run(trainer *tr, int steps) {
+    ddpm_err err;
+    for (int i = 0; i < steps; i++) {
+        int rc = trainer_step(tr, &err);
+        CHECK(rc == 0, "step %d: %s", i, err.msg);
+        if (rc) return;
+    }
+}
+
+static int same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static void check_same_state(const trainer *a, const trainer *b, const char *what) {
+    size_t P = a->u->nparams;
+    CHECK(a->step == b->step, "%s: step %lld vs %lld", what, (long long)a->step, (long long)b->step);
+    CHECK(same_bits(a->u->params, b->u->params, P), "%s: weights differ", what);
+    CHECK(same_bits(a->ema, b->ema, P), "%s: EMA weights differ", what);
+    CHECK(same_bits(a->m, b->m, P) && same_bits(a->v, b->v, P), "%s: Adam moments differ", what);
+    printf("  %s: %zu parameters, bitwise equal after %lld steps: %s\n", what, P, (long long)a->step,
+           same_bits(a->u->params, b->u->params, P) ? "yes" : "NO");
+}
+
+static void test_overfit(void) {
+    dataset d = tiny_data(4);
+    trainer tr;
+    make(&tr, &d, 4, 0.0f);
+    double first = 0, last = 0;
+    int steps = 400, win = 40;
+    ddpm_err err;
+    for (int i = 0; i < steps; i++) {
+        int rc = trainer_step(&tr, &err);
+        CHECK(rc == 0, "step %d: %s", i, err.msg);
+        if (rc) break;
+        if (i < win) first += tr.loss / win;
+        if (i >= steps - win) last += tr.loss / win;
+    }
+    printf("  mean loss of the first %d steps %.4f, of the last %d steps %.4f (factor %.1f)\n", win, first, win, last,
+           first / last);
+    CHECK(first / last >= 4.0, "loss fell only by %.2f (from %.4f to %.4f), expected >= 4", first / last, first, last);
+    trainer_free(&tr);
+    dataset_free(&d);
+}
+
+static void test_threads(void) {
+    dataset d = tiny_data(24);
+    trainer a, b;
+    ddpm_set_threads(1);
+    make(&a, &d, 16, 0.1f);
+    run(&a, 4);
+    ddpm_set_threads(2);
+    make(&b, &d, 16, 0.1f);
+    run(&b, 4);
+    CHECK(a.u->nshards >= 2, "batch 16 should be sharded");
+    check_same_state(&a, &b, "1 vs 2 threads");
+    CHECK(a.loss == b.loss, "loss %.17g vs %.17g", a.loss, b.loss);
+    trainer_free(&a);
+    trainer_free(&b);
+    ddpm_set_threads(0);
+    dataset_free(&d);
+}
+
+static void test_resume(void) {
+    dataset d = tiny_data(10); /* 10 images, batch 8: epochs cross batch boundaries */
+    char dir[] = "/tmp/ddpm_test_train_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    trainer full, half, resumed;
+    make(&full, &d, 8, 0.1f);
+    run(&full, 6);
+    make(&half, &d, 8, 0.1f);
+    run(&half, 3);
+    ddpm_err err;
+    CHECK(trainer_save(&half, dir, &err) == 0, "save: %s", err.msg);
+    trainer_free(&half);
+
+    train_opts o;
+    int64_t step;
+    char *cj = NULL, *sj = NULL;
+    int rc = trainer_read_run(dir, &o, &step, &cj, &sj, &err);
+    CHECK(rc == 0, "read run: %s", err.msg);
+    if (rc) return;
+    CHECK(step == 3 && o.batch == 8 && o.seed == 7 && o.lr == 2e-3 && o.flip == 1, "options round trip");
+    unet_config c;
+    schedule s;
+    CHECK(unet_config_from_json(&c, cj, &err) == 0 && schedule_from_json(&s, sj, &err) == 0, "json: %s", err.msg);
+    CHECK(trainer_init(&resumed, &c, &s, &d, &o, &err) == 0, "init: %s", err.msg);
+    CHECK(trainer_load(&resumed, dir, &err) == 0, "load: %s", err.msg);
+    run(&resumed, 3);
+    check_same_state(&full, &resumed, "6 steps vs 3 + resume + 3");
+
+    /* A corrupt state is an error, not a crash. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fclose(f);
+    CHECK(truncate(path, len / 2) == 0, "truncate");
+    CHECK(trainer_load(&resumed, dir, &err) == -1, "a truncated state should fail to load");
+    printf("  truncated state: %s\n", err.msg);
+
+    free(cj), free(sj);
+    schedule_free(&s);
+    trainer_free(&full);
+    trainer_free(&resumed);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    dataset_free(&d);
+}
+
+static void test_nonfinite(void) {
+    dataset d = tiny_data(4);
+    trainer tr;
+    make(&tr, &d, 4, 0.0f);
+    run(&tr, 2);
+    size_t P = tr.u->nparams;
+    tr.u->params[P / 2] = NAN;
+    float *before = malloc(P * sizeof(float));
+    memcpy(before, tr.ema, P * sizeof(float));
+    ddpm_err err;
+    CHECK(trainer_step(&tr, &err) == -1, "a NaN weight should stop the step");
+    printf("  %s\n", err.msg);
+    CHECK(strstr(err.msg, "not finite") != NULL, "message: %s", err.msg);
+    CHECK(tr.step == 2 && same_bits(before, tr.ema, P), "the failed step must change nothing");
+    free(before);
+    trainer_free(&tr);
+    dataset_free(&d);
+}
+
+static void test_opts_json(void) {
+    train_opts o = tiny_opts(32), back;
+    o.seed = 18446744073709551615ull;
+    char *j = train_opts_to_json(&o);
+    ddpm_err err;
+    CHECK(train_opts_from_json(&back, j, &err) == 0, "parse: %s", err.msg);
+    CHECK(back.seed == o.seed && back.batch == 32 && back.lr == o.lr && back.ema == o.ema && back.flip == 1 &&
+              back.ema_warmup == 1 && back.warmup == 5 && back.clip == 1.0,
+          "round trip: %s", j);
+    free(j);
+    CHECK(train_opts_from_json(&back, "{\"batch\": 3}", &err) == -1 && strstr(err.msg, "lr"), "missing key: %s",
+          err.msg);
+    CHECK(train_opts_from_json(&back, "[1]", &err) == -1, "not an object");
+}
+
+TEST_MAIN(test_overfit, test_threads, test_resume, test_nonfinite, test_opts_json)
