@@ -2,6 +2,8 @@
 # run-tests.sh BUILD -- run every test binary in BUILD/tests from the repository root,
 # print a summary, exit non-zero if any failed.
 set -u
+# Threads sleep rather than spin while waiting: a busy machine must not slow the tests 50x.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 build=${1:-build}
 pass=0; fail=0; failed=()
 for t in "$build"/tests/test_*; do

@@ -1,0 +1,298 @@
+/* cmd_sample.c -- `ddpm sample`: draw images from a model folder with the DDPM
+ * (ancestral, paper Algorithm 2) or DDIM sampler, and write a PNG grid, one
+ * PNG per image and all samples as an .npy. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "core/threads.h"
+#include "diffusion/sampler.h"
+#include "diffusion/schedule.h"
+#include "io/fileio.h"
+#include "io/modelfolder.h"
+#include "io/npy.h"
+#include "io/png.h"
+#include "ops/ops.h"
+
+#define SAMPLE_MAX_N 1000000 /* images per run (all are held in memory for samples.npy) */
+#define GRID_MAX 1024        /* grid.png shows at most this many (the first) images */
+
+static const char sample_usage[] =
+    "Starts from x_T ~ N(0, I) (or --noise) and runs the network --steps times.\n"
+    "  ddpm: ancestral sampling (DDPMScheduler): sigma_t^2 from the scheduler's variance_type\n"
+    "        (fixed_small = posterior variance, fixed_large = beta_t), predicted x_0 clipped\n"
+    "        to [-1, 1] when clip_sample; K < T steps use set_timesteps' spacing (\"leading\":\n"
+    "        t = (K-1)r, ..., r, 0 with r = T/K). Default K = T.\n"
+    "  ddim: DDIMScheduler, K steps (default 50), --eta 0 deterministic, 1 ~ DDPM variance.\n"
+    "The noise schedule comes from the model folder's scheduler_config.json; without one\n"
+    "the diffusers DDPMScheduler defaults are used: linear betas 1e-4..0.02, T = 1000,\n"
+    "variance fixed_small, clip_sample true.\n"
+    "Randomness depends only on (--seed, image index, timestep), so the result does not\n"
+    "depend on --batch or --threads.\n"
+    "Writes OUT/grid.png (the first up to 1024 images, ~sqrt(n) columns, 2 px gaps),\n"
+    "OUT/samples/000000.png ... (one PNG per image; 1- or 3-channel models) and\n"
+    "OUT/samples.npy: float32 [n, C, H, W] (NCHW, as PyTorch), values in [-1, 1]\n"
+    "(pixel = round((x + 1) / 2 * 255) as diffusers saves images).";
+
+typedef struct progress {
+    int tty;
+    double t0;
+    long long done, total; /* network evaluations */
+    long long base;        /* evaluations of the finished batches */
+    int last_tenth;
+    double last_print;     /* tty: redraw at most every 0.2 s */
+} progress;
+
+static void progress_cb(void *ctx, int done, int total) {
+    progress *p = ctx;
+    (void)total;
+    p->done = p->base + done;
+    double el = ddpm_now() - p->t0, frac = (double)p->done / (double)p->total;
+    double eta = frac > 0 ? el / frac - el : 0;
+    if (p->tty) {
+        if (p->done < p->total && el - p->last_print < 0.2) return;
+        p->last_print = el;
+        fprintf(stderr, "\rddpm sample: %5.1f%%  %lld/%lld network calls  %.1f s elapsed, %.1f s left   ",
+                100 * frac, p->done, p->total, el, eta);
+        if (p->done == p->total) fputc('\n', stderr);
+        fflush(stderr);
+    } else {
+        int tenth = (int)(10 * p->done / p->total);
+        if (tenth > p->last_tenth) {
+            p->last_tenth = tenth;
+            fprintf(stderr, "ddpm sample: %3d%%  %lld/%lld network calls  %.1f s elapsed, %.1f s left\n",
+                    tenth * 10, p->done, p->total, el, eta);
+        }
+    }
+}
+
+/* Whether the flag `name` was given. */
+static int seen(const arg_spec *specs, const char *name) {
+    for (const arg_spec *s = specs; s->name; s++)
+        if (strcmp(s->name, name) == 0) return s->seen;
+    return 0;
+}
+
+/* Writes images [m, h, w, c] (global indices first..) as OUT/samples/%06d.png. */
+static int write_pngs(const char *dir, const float *x, int first, int m, int h, int w, int c, ddpm_err *err) {
+    size_t D = (size_t)h * w * c;
+    uint8_t *pix = malloc(D);
+    if (!pix) return ddpm_fail(err, "out of memory");
+    char path[4200];
+    for (int i = 0; i < m; i++) {
+        if (snprintf(path, sizeof path, "%s/%06d.png", dir, first + i) >= (int)sizeof path) {
+            free(pix);
+            return ddpm_fail(err, "output path too long: %s", dir);
+        }
+        image_to_u8(x + (size_t)i * D, pix, D);
+        if (png_write_u8(path, pix, w, h, c, err)) {
+            free(pix);
+            return -1;
+        }
+    }
+    free(pix);
+    return 0;
+}
+
+int cmd_sample(int argc, char **argv)
+{
+    const char *model = NULL, *out = NULL, *sampler = "ddpm", *noise = NULL;
+    long long n = 64, batch = 64, steps = 0, seed = 0, threads = 0;
+    double eta = 0;
+    arg_spec specs[] = {
+        {"model", ARG_STR, &model, "DIR", "model folder (diffusers layout) or run folder", 0, 0, NULL, 1, 0},
+        {"out", ARG_STR, &out, "DIR", "output folder (created if missing)", 0, 0, NULL, 1, 0},
+        {"n", ARG_INT, &n, "N", "number of images", 1, SAMPLE_MAX_N, NULL, 0, 0},
+        {"batch", ARG_INT, &batch, "B", "images per network call", 1, 4096, NULL, 0, 0},
+        {"sampler", ARG_CHOICE, &sampler, "ddpm|ddim", "sampling algorithm", 0, 0, "ddpm|ddim", 0, 0},
+        {"steps", ARG_INT, &steps, "K", "network calls in 1..T; unset (0): T for ddpm, 50 for ddim", 1,
+         SCHED_MAX_T, NULL, 0, 0},
+        {"eta", ARG_FLOAT, &eta, "X", "DDIM noise scale in [0, 1] (0 = deterministic) [0]", 0, 1, NULL, 0, 0},
+        {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
+        {"noise", ARG_STR, &noise, "X_T.npy",
+         "start from this x_T instead of drawing it: float32 [n, C, H, W] (sets --n)", 0, 0, NULL, 0, 0},
+        ARG_THREADS(&threads),
+        {0},
+    };
+    arg_cmd cmd = {"sample", "Sample images from a model with the DDPM or DDIM sampler.", sample_usage, specs};
+    int r = args_parse(&cmd, argc, argv);
+    if (r) return r > 0 ? 0 : EXIT_USAGE;
+    const int n_seen = seen(specs, "n"), steps_seen = seen(specs, "steps"), eta_seen = seen(specs, "eta");
+    const int ddim = strcmp(sampler, "ddim") == 0;
+    if (!ddim && eta_seen && eta != 0) {
+        args_error(&cmd, "--eta applies to --sampler ddim only");
+        return EXIT_USAGE;
+    }
+    int nthreads = ddpm_set_threads((int)threads);
+
+    ddpm_err err = {0};
+    char dir[4096];
+    cli_model_dir(model, dir, sizeof dir);
+    unet_config cfg;
+    if (model_read_config(dir, &cfg, &err)) return cli_fail(&cmd, &err);
+    if (cfg.out_channels != cfg.in_channels) {
+        args_error(&cmd, "%s: the model predicts %d channels for %d input channels; only epsilon models "
+                         "(out_channels == in_channels) can be sampled", dir, cfg.out_channels, cfg.in_channels);
+        return EXIT_RUNTIME;
+    }
+    const int H = cfg.sample_size, W = cfg.sample_size, C = cfg.in_channels, HW = H * W;
+    const size_t D = (size_t)HW * C;
+
+    /* The noise schedule. */
+    schedule sch;
+    char *sj = NULL;
+    if (model_read_scheduler(dir, &sj, &err)) return cli_fail(&cmd, &err);
+    if (sj) {
+        int rc = schedule_from_json(&sch, sj, &err);
+        free(sj);
+        if (rc) {
+            ddpm_wrap(&err, "%s/scheduler_config.json", dir);
+            return cli_fail(&cmd, &err);
+        }
+    } else {
+        if (schedule_init(&sch, "linear", 1000, 1e-4, 0.02, &err)) return cli_fail(&cmd, &err);
+        fprintf(stderr, "ddpm sample: %s has no scheduler_config.json; using the DDPMScheduler defaults "
+                        "(linear 1e-4..0.02, T = 1000, fixed_small, clip_sample)\n", dir);
+    }
+
+    sampler_opts o = {ddim, (int)steps, (float)eta, (uint64_t)seed};
+    if (!steps_seen) o.steps = ddim ? (sch.T < 50 ? sch.T : 50) : sch.T;
+    if (o.steps > sch.T) {
+        args_error(&cmd, "--steps %d is out of range [1, %d] (the schedule's num_train_timesteps)", o.steps, sch.T);
+        schedule_free(&sch);
+        return EXIT_USAGE;
+    }
+    if (sampler_check(&sch, &o, &err)) {
+        args_error(&cmd, "%s", err.msg);
+        schedule_free(&sch);
+        return EXIT_USAGE;
+    }
+
+    /* Optional x_T: NCHW on disk -> NHWC here. */
+    float *xT = NULL;
+    if (noise) {
+        float *raw = NULL;
+        int ndim;
+        int64_t shape[NPY_MAX_DIMS];
+        if (npy_read_f32(noise, &raw, &ndim, shape, &err)) {
+            schedule_free(&sch);
+            return cli_fail(&cmd, &err);
+        }
+        if (ndim != 4 || shape[0] < 1 || shape[0] > SAMPLE_MAX_N || shape[1] != C || shape[2] != H || shape[3] != W) {
+            char got[160] = "";
+            size_t k = 0;
+            for (int i = 0; i < ndim && k < sizeof got; i++)
+                k += (size_t)snprintf(got + k, sizeof got - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+            args_error(&cmd, "--noise %s: expected float32 [n, %d, %d, %d] with 1 <= n <= %d, got [%s]", noise, C, H,
+                       W, SAMPLE_MAX_N, got);
+            free(raw);
+            schedule_free(&sch);
+            return EXIT_USAGE;
+        }
+        if (n_seen && n != shape[0]) {
+            args_error(&cmd, "--n %lld disagrees with --noise %s, which holds %lld images", n, noise,
+                       (long long)shape[0]);
+            free(raw);
+            schedule_free(&sch);
+            return EXIT_USAGE;
+        }
+        n = shape[0];
+        if (sampler_check_finite("--noise", raw, (int)n, D, 0, &err)) {
+            args_error(&cmd, "%s (%s)", err.msg, noise);
+            free(raw);
+            schedule_free(&sch);
+            return EXIT_USAGE;
+        }
+        xT = malloc(sizeof(float) * (size_t)n * D);
+        if (xT) nchw_to_nhwc(xT, raw, (int)n, C, HW);
+        free(raw);
+        if (!xT) {
+            fprintf(stderr, "ddpm sample: out of memory\n");
+            schedule_free(&sch);
+            return EXIT_RUNTIME;
+        }
+    }
+
+    const int N = (int)n, B = (int)(batch < n ? batch : n);
+    int rc = EXIT_RUNTIME;
+    unet *u = NULL;
+    float *all = NULL;
+    char sdir[4200];
+    snprintf(sdir, sizeof sdir, "%s/samples", out);
+    const int png_ok = C == 1 || C == 3;
+    if (png_ok ? make_dirs(sdir, &err) : make_dirs(out, &err)) {
+        cli_fail(&cmd, &err);
+        goto done;
+    }
+    all = malloc(sizeof(float) * (size_t)N * D);
+    if (!all) {
+        fprintf(stderr, "ddpm sample: out of memory for %d images\n", N);
+        goto done;
+    }
+    if (model_load(&u, dir, B, 0, &err)) {
+        cli_fail(&cmd, &err);
+        goto done;
+    }
+    if (!png_ok) fprintf(stderr, "ddpm sample: %d-channel images: writing samples.npy only (no PNGs)\n", C);
+    fprintf(stderr, "ddpm sample: %d image(s) of %dx%dx%d, %s, %d step(s)%s, %s, clip_sample %s, batch %d, seed %llu, "
+                    "%d thread(s)\n", N, H, W, C, ddim ? "ddim" : "ddpm", o.steps, ddim ? (eta > 0 ? ", eta > 0" : ", eta 0") : "",
+            sch.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large", sch.clip_sample ? "on" : "off", B,
+            (unsigned long long)o.seed, nthreads);
+
+    progress pg = {isatty(2), ddpm_now(), 0, (long long)((N + B - 1) / B) * o.steps, 0, 0, -1};
+    for (int first = 0; first < N; first += B) {
+        int m = N - first < B ? N - first : B;
+        float *xb = all + (size_t)first * D;
+        if (sampler_run(u, &sch, &o, first, m, xb, xT ? xT + (size_t)first * D : NULL, progress_cb, &pg, &err)) {
+            if (pg.tty) fputc('\n', stderr);
+            cli_fail(&cmd, &err);
+            goto done;
+        }
+        pg.base += o.steps;
+        if (png_ok && write_pngs(sdir, xb, first, m, H, W, C, &err)) {
+            cli_fail(&cmd, &err);
+            goto done;
+        }
+    }
+    double secs = ddpm_now() - pg.t0;
+
+    char path[4200];
+    if (png_ok) {
+        int g = N < GRID_MAX ? N : GRID_MAX, cols = (int)ceil(sqrt((double)g));
+        snprintf(path, sizeof path, "%s/grid.png", out);
+        if (png_write_grid(path, all, g, H, W, C, cols, 2, &err)) {
+            cli_fail(&cmd, &err);
+            goto done;
+        }
+    }
+    /* NHWC -> NCHW one image at a time (in place through a one-image buffer). */
+    float *tmp = malloc(sizeof(float) * D);
+    if (!tmp) {
+        fprintf(stderr, "ddpm sample: out of memory\n");
+        goto done;
+    }
+    for (int i = 0; i < N; i++) {
+        nhwc_to_nchw(tmp, all + (size_t)i * D, 1, C, HW);
+        memcpy(all + (size_t)i * D, tmp, sizeof(float) * D);
+    }
+    free(tmp);
+    snprintf(path, sizeof path, "%s/samples.npy", out);
+    int64_t shape[4] = {N, C, H, W};
+    if (npy_write_f32(path, all, 4, shape, &err)) {
+        cli_fail(&cmd, &err);
+        goto done;
+    }
+    fprintf(stderr, "ddpm sample: %d image(s) in %.2f s (%.3f s per image)\n", N, secs, secs / N);
+    if (png_ok) printf("%s/grid.png\n%s/000000.png .. %06d.png\n", out, sdir, N - 1);
+    printf("%s [%d, %d, %d, %d] float32 NCHW\n", path, N, C, H, W);
+    rc = 0;
+done:
+    unet_free(u);
+    free(all);
+    free(xT);
+    schedule_free(&sch);
+    return rc;
+}

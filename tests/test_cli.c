@@ -1,0 +1,322 @@
+/* test_cli.c -- the ddpm program end to end: every bad input a user can give
+ * on the command line exits with the documented status (2 = usage, 1 =
+ * runtime) and a message that names the problem; `info`, `eps` and `sample`
+ * succeed on the tiny fixture model and write what they promise.
+ *
+ * The binary is found next to this test: tests live in BUILD/tests/, the
+ * program is BUILD/ddpm (build/ or build-san/), located through
+ * /proc/self/exe. Build both first (make test-build, or make BUILD/ddpm).
+ * Run from the repository root (the fixtures are tests/fixtures/...).
+ *
+ * run_cli() is the reusable helper for new cases: it runs "BUILD/ddpm ARGS"
+ * through the shell with stderr merged into stdout and returns the exit
+ * status; expect() checks status and message in one line. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/rng.h"
+#include "diffusion/sampler.h"
+#include "io/fileio.h"
+#include "io/npy.h"
+#include "io/png.h"
+#include "ops/ops.h"
+
+#define MODEL "tests/fixtures/unet_b" /* 8x8x1, T = 1000 */
+
+static char cli_bin[PATH_MAX + 16]; /* BUILD/ddpm */
+static char tmp[64];                /* this run's scratch folder */
+
+/* Finds BUILD/ddpm from /proc/self/exe (BUILD/tests/test_cli); exits if absent. */
+static const char *cli_path(void) {
+    if (cli_bin[0]) return cli_bin;
+    char self[PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (k <= 0) {
+        fprintf(stderr, "test_cli: cannot read /proc/self/exe\n");
+        exit(1);
+    }
+    self[k] = 0;
+    char *slash = strrchr(self, '/'); /* BUILD/tests/test_cli -> BUILD/tests */
+    if (slash) *slash = 0;
+    slash = strrchr(self, '/'); /* -> BUILD */
+    if (slash) *slash = 0;
+    snprintf(cli_bin, sizeof cli_bin, "%s/ddpm", self);
+    if (access(cli_bin, X_OK) != 0) {
+        fprintf(stderr, "test_cli: %s not found: build it first (make %s)\n", cli_bin, self);
+        exit(1);
+    }
+    return cli_bin;
+}
+
+/* Runs "BUILD/ddpm <args> 2>&1" through /bin/sh (quote arguments as in a
+ * shell), stores up to len-1 bytes of its output NUL-terminated in out, and
+ * returns the exit status: 0..255, 128+N when killed by signal N, -1 if it
+ * could not be started. */
+static int run_cli(const char *args, char *out, size_t len) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", cli_path(), args);
+    fflush(NULL);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = 0;
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, p)) > 0) {
+        size_t take = n + got < len ? got : (len > n + 1 ? len - n - 1 : 0);
+        if (out && take) memcpy(out + n, buf, take), n += take;
+    }
+    if (out && len) out[n] = 0;
+    int st = pclose(p);
+    if (st == -1) return -1;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return -1;
+}
+
+/* Runs args and checks the exit status and that the output contains needle
+ * (NULL: anything). Prints the output when a check fails. Returns the status. */
+static int expect(const char *args, int code, const char *needle) {
+    static char out[1 << 16];
+    int rc = run_cli(args, out, sizeof out);
+    int ok = rc == code && (!needle || strstr(out, needle));
+    CHECK(ok, "ddpm %s: exit %d (want %d), output%s%s%s:\n%s", args, rc, code, needle ? " should contain '" : "",
+          needle ? needle : "", needle ? "'" : "", out);
+    if (ok) printf("  ok  exit %d  ddpm %s\n", rc, args);
+    return rc;
+}
+
+/* tmp/name into buf. */
+static const char *tpath(char *buf, size_t len, const char *name) {
+    snprintf(buf, len, "%s/%s", tmp, name);
+    return buf;
+}
+
+static void write_npy(const char *path, const float *x, int n, int c, int h, int w) {
+    ddpm_err err;
+    int64_t shape[4] = {n, c, h, w};
+    if (npy_write_f32(path, x, 4, shape, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+}
+
+static void write_text(const char *path, const char *text) {
+    ddpm_err err;
+    const void *chunks[1] = {text};
+    size_t lens[1] = {strlen(text)};
+    if (file_write_atomic(path, chunks, lens, 1, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+}
+
+static void setup(void) {
+    snprintf(tmp, sizeof tmp, "/tmp/ddpm_test_cli_XXXXXX");
+    if (!mkdtemp(tmp)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    cli_path();
+    printf("  binary %s, scratch %s\n", cli_bin, tmp);
+}
+
+static void test_usage_errors(void) {
+    setup();
+    expect("", 2, "usage: ddpm COMMAND");
+    expect("frobnicate", 2, "unknown command 'frobnicate'");
+    expect("--help", 0, "sample");
+    expect("info --model " MODEL " --bogus 3", 2, "unknown flag --bogus");
+    expect("info", 2, "--model is required");
+    expect("sample --model " MODEL, 2, "--out is required");
+    expect("sample --model " MODEL " --out /tmp/x --n", 2, "--n needs a value");
+    expect("sample --model " MODEL " --out /tmp/x --n abc", 2, "--n expects an integer, got 'abc'");
+    expect("sample --model " MODEL " --out /tmp/x --n 12x", 2, "--n expects an integer");
+    expect("sample --model " MODEL " --out /tmp/x --eta 0.x --sampler ddim", 2, "--eta expects a number");
+    expect("sample --model " MODEL " --out /tmp/x --n 0", 2, "--n 0 is out of range");
+    expect("sample --model " MODEL " --out /tmp/x --batch -1", 2, "--batch -1 is out of range");
+    expect("sample --model " MODEL " --out /tmp/x --sampler foo", 2, "--sampler must be one of ddpm|ddim, got 'foo'");
+    expect("sample --model " MODEL " --out /tmp/x --steps 0", 2, "--steps 0 is out of range");
+    expect("sample --model " MODEL " --out /tmp/x --steps 1001", 2, "--steps 1001 is out of range [1, 1000]");
+    expect("sample --model " MODEL " --out /tmp/x --sampler ddim --steps 5000", 2, "out of range [1, 1000]");
+    expect("sample --model " MODEL " --out /tmp/x --sampler ddim --eta 1.5", 2, "--eta 1.5 is out of range");
+    expect("sample --model " MODEL " --out /tmp/x --eta 0.5", 2, "--eta applies to --sampler ddim only");
+    expect("sample --model " MODEL " --out /tmp/x stray", 2, "unexpected argument 'stray'");
+    expect("sample --help", 0, "samples.npy");
+    expect("eps --model " MODEL " --x a.npy --out b.npy --t -1", 2, "--t -1 is out of range");
+}
+
+static void test_bad_files(void) {
+    char a[2048], p[1024], q[1024];
+    /* a model folder that does not exist */
+    expect("info --model /nonexistent/model", 1, "/nonexistent/model");
+    expect("sample --model /nonexistent/model --out /tmp/x", 1, "/nonexistent/model");
+    /* a corrupt config.json */
+    tpath(p, sizeof p, "corrupt");
+    mkdir(p, 0777);
+    write_text(tpath(q, sizeof q, "corrupt/config.json"), "{ \"sample_size\": 8, ");
+    snprintf(a, sizeof a, "info --model %s", p);
+    expect(a, 1, "config.json");
+    snprintf(a, sizeof a, "sample --model %s --out %s/o", p, tmp);
+    expect(a, 1, "config.json");
+    /* a valid config.json with a scheduler config we cannot use */
+    tpath(p, sizeof p, "badsched");
+    mkdir(p, 0777);
+    unsigned char *cfg = NULL;
+    size_t cfglen;
+    ddpm_err err;
+    CHECK(!file_read_all(MODEL "/config.json", &cfg, &cfglen, &err), "%s", err.msg);
+    char *cfgs = calloc(cfglen + 1, 1);
+    memcpy(cfgs, cfg, cfglen);
+    write_text(tpath(q, sizeof q, "badsched/config.json"), cfgs);
+    write_text(tpath(q, sizeof q, "badsched/scheduler_config.json"), "{\"variance_type\": \"learned\"}");
+    snprintf(a, sizeof a, "sample --model %s --out %s/o", p, tmp);
+    expect(a, 1, "variance_type");
+    /* weights missing */
+    write_text(tpath(q, sizeof q, "badsched/scheduler_config.json"), "{}");
+    expect(a, 1, "diffusion_pytorch_model");
+    free(cfg), free(cfgs);
+
+    /* eps with a wrongly shaped input */
+    float *x = calloc(2 * 3 * 8 * 8, sizeof(float));
+    write_npy(tpath(p, sizeof p, "x_bad.npy"), x, 2, 3, 8, 8);
+    snprintf(a, sizeof a, "eps --model " MODEL " --x %s --t 10 --out %s/e.npy", p, tmp);
+    expect(a, 2, "expected shape [N, 1, 8, 8]");
+    snprintf(a, sizeof a, "eps --model " MODEL " --x %s/missing.npy --t 10 --out %s/e.npy", tmp, tmp);
+    expect(a, 1, "missing.npy");
+    write_text(tpath(q, sizeof q, "garbage.npy"), "not an npy file");
+    snprintf(a, sizeof a, "eps --model " MODEL " --x %s --t 10 --out %s/e.npy", q, tmp);
+    expect(a, 1, "garbage.npy");
+
+    /* sample --noise: wrong shape, disagreeing --n, non-finite values, missing file */
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/o --noise %s --steps 2", tmp, p);
+    expect(a, 2, "expected float32 [n, 1, 8, 8]");
+    write_npy(tpath(p, sizeof p, "x_good.npy"), x, 2, 1, 8, 8);
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/o --noise %s --n 3 --steps 2", tmp, p);
+    expect(a, 2, "--n 3 disagrees with --noise");
+    x[70] = NAN;
+    write_npy(tpath(p, sizeof p, "x_nan.npy"), x, 2, 1, 8, 8);
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/o --noise %s --steps 2", tmp, p);
+    expect(a, 2, "non-finite");
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/o --noise %s/nope.npy --steps 2", tmp, tmp);
+    expect(a, 1, "nope.npy");
+    /* an output folder that cannot be created (a file is in the way) */
+    write_text(tpath(q, sizeof q, "afile"), "x");
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/afile/o --n 1 --steps 1", tmp);
+    expect(a, 1, "afile");
+    free(x);
+}
+
+/* Reads an .npy and checks its shape; returns the data (free it) or NULL. */
+static float *read_npy(const char *path, int n, int c, int h, int w) {
+    float *d = NULL;
+    int nd = 0;
+    int64_t sh[NPY_MAX_DIMS];
+    ddpm_err err;
+    if (npy_read_f32(path, &d, &nd, sh, &err)) {
+        CHECK(0, "%s", err.msg);
+        return NULL;
+    }
+    CHECK(nd == 4 && sh[0] == n && sh[1] == c && sh[2] == h && sh[3] == w, "%s: shape [%lld %lld %lld %lld]", path,
+          (long long)sh[0], (long long)sh[1], (long long)sh[2], (long long)sh[3]);
+    return d;
+}
+
+static void test_success(void) {
+    char a[2048], p[1024];
+    ddpm_err err;
+    expect("info --model " MODEL, 0, "parameters");
+
+    /* eps on a correctly shaped input */
+    float *x = calloc(2 * 64, sizeof(float));
+    rng_normal(x, 128, 1, RNG_EVAL, 0);
+    write_npy(tpath(p, sizeof p, "x.npy"), x, 2, 1, 8, 8);
+    snprintf(a, sizeof a, "eps --model " MODEL " --x %s --t 500 --out %s/eps.npy --threads 1", p, tmp);
+    expect(a, 0, NULL);
+    float *e = read_npy(tpath(p, sizeof p, "eps.npy"), 2, 1, 8, 8);
+    free(e), free(x);
+
+    /* sample: grid.png, samples/, samples.npy */
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/s --n 4 --steps 5 --seed 3 --threads 1", tmp);
+    expect(a, 0, "samples.npy [4, 1, 8, 8]");
+    uint8_t *pix = NULL;
+    int w = 0, h = 0, c = 0;
+    CHECK(!png_read_u8(tpath(p, sizeof p, "s/grid.png"), &pix, &w, &h, &c, &err), "%s", err.msg);
+    CHECK(w == 18 && h == 18 && c == 1, "grid.png is %dx%dx%d, want 2x2 images of 8x8 with 2 px gaps: 18x18x1", w,
+          h, c);
+    free(pix);
+    float *s = read_npy(tpath(p, sizeof p, "s/samples.npy"), 4, 1, 8, 8);
+    if (s) {
+        float lo = 0, hi = 0;
+        for (int i = 0; i < 256; i++) lo = s[i] < lo ? s[i] : lo, hi = s[i] > hi ? s[i] : hi;
+        CHECK(lo >= -1 && hi <= 1 && hi > lo, "samples in [%g, %g]", lo, hi);
+        /* the last single PNG is image 3 of samples.npy */
+        pix = NULL;
+        CHECK(!png_read_u8(tpath(p, sizeof p, "s/samples/000003.png"), &pix, &w, &h, &c, &err), "%s", err.msg);
+        uint8_t ref[64];
+        image_to_u8(s + 3 * 64, ref, 64);
+        CHECK(pix && w == 8 && h == 8 && c == 1 && memcmp(pix, ref, 64) == 0, "000003.png != samples.npy image 3");
+        free(pix);
+    }
+
+    /* --noise with the x_T the sampler would draw gives the same samples */
+    char xtp[1024];
+    float xT[4 * 64], xTn[4 * 64];
+    sampler_prior(3, 0, 4, 64, xT);
+    nhwc_to_nchw(xTn, xT, 4, 1, 64);
+    write_npy(tpath(xtp, sizeof xtp, "xT.npy"), xTn, 4, 1, 8, 8);
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/s2 --noise %s --steps 5 --seed 3 --batch 4 --threads 1",
+             tmp, xtp);
+    expect(a, 0, NULL);
+    float *s2 = read_npy(tpath(p, sizeof p, "s2/samples.npy"), 4, 1, 8, 8);
+    CHECK(s && s2 && memcmp(s, s2, 256 * sizeof(float)) == 0, "--noise (drawn x_T) differs from drawing it");
+
+    /* batches of 3 (+1 padded) and 1 image: the same noise, so the same images up to
+     * the network's rounding (oneDNN's GEMM rounding depends on the row count) */
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/s3 --n 4 --steps 5 --seed 3 --batch 3 --threads 1", tmp);
+    expect(a, 0, NULL);
+    float *s3 = read_npy(tpath(p, sizeof p, "s3/samples.npy"), 4, 1, 8, 8);
+    if (s && s3) check_close("sample --batch 3 vs --batch 4", s3, s, 256, 1e-4, 0);
+    /* --noise is sliced into the same batches: equal to s3 bit for bit */
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/s5 --noise %s --steps 5 --seed 3 --batch 3 --threads 1",
+             tmp, xtp);
+    expect(a, 0, NULL);
+    float *s5 = read_npy(tpath(p, sizeof p, "s5/samples.npy"), 4, 1, 8, 8);
+    CHECK(s3 && s5 && memcmp(s3, s5, 256 * sizeof(float)) == 0, "--noise in batches of 3 differs from drawing it");
+    free(s5);
+
+    /* DDIM, eta 0: deterministic given x_T, whatever the seed */
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/d1 --noise %s --sampler ddim --steps 4 --seed 1 --threads 1",
+             tmp, xtp);
+    expect(a, 0, "ddim");
+    snprintf(a, sizeof a, "sample --model " MODEL " --out %s/d2 --noise %s --sampler ddim --steps 4 --seed 2 --threads 1",
+             tmp, xtp);
+    expect(a, 0, NULL);
+    float *d1 = read_npy(tpath(p, sizeof p, "d1/samples.npy"), 4, 1, 8, 8);
+    float *d2 = read_npy(tpath(p, sizeof p, "d2/samples.npy"), 4, 1, 8, 8);
+    CHECK(d1 && d2 && memcmp(d1, d2, 256 * sizeof(float)) == 0, "ddim eta 0 depends on the seed");
+    free(s), free(s2), free(s3), free(d1), free(d2);
+
+    /* a model folder without scheduler_config.json: the DDPMScheduler defaults, said so */
+    char q[1024], r[PATH_MAX];
+    tpath(p, sizeof p, "nosched");
+    mkdir(p, 0777);
+    CHECK(realpath(MODEL "/config.json", r) != NULL, "realpath");
+    CHECK(!symlink(r, tpath(q, sizeof q, "nosched/config.json")), "symlink");
+    CHECK(realpath(MODEL "/diffusion_pytorch_model.safetensors", r) != NULL, "realpath");
+    CHECK(!symlink(r, tpath(q, sizeof q, "nosched/diffusion_pytorch_model.safetensors")), "symlink");
+    snprintf(a, sizeof a, "sample --model %s --out %s/s4 --n 1 --steps 2 --threads 1", p, tmp);
+    expect(a, 0, "no scheduler_config.json");
+
+    /* clean up the scratch folder (ours alone) */
+    snprintf(a, sizeof a, "rm -rf '%s'", tmp);
+    CHECK(system(a) == 0, "%s", a);
+}
+
+TEST_MAIN(test_usage_errors, test_bad_files, test_success)
