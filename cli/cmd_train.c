@@ -100,6 +100,10 @@ int cmd_train(int argc, char **argv)
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     int nthreads = ddpm_set_threads((int)threads);
     ddpm_err err = {0};
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     unet_config cfg;
     schedule sched = {0};
@@ -197,11 +201,6 @@ int cmd_train(int argc, char **argv)
     fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads, run folder %s%s\n", tr.u->nparams, o.batch,
             nthreads, out, resume ? " (resumed)" : "");
     if (resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", (long long)tr.step);
-
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 
     int tty = isatty(2);
     double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, smooth = NAN;

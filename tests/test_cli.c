@@ -319,4 +319,69 @@ static void test_success(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success)
+
+/* Lines in a text file (0 if absent). */
+static int count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    int n = 0, ch;
+    if (!f) return 0;
+    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+static void test_train(void) {
+    char run[256], a[1024], path[512];
+    tpath(run, sizeof run, "run");
+    /* Usage errors: exit 2 and a message naming the problem. */
+    expect("train --batch 0", 2, "--batch 0 is out of range");
+    expect("train --time 5x", 2, "duration");
+    expect("train --lr", 2, "needs a value");
+    expect("train --lr abc", 2, "expects a number");
+    expect("train --preset huge", 2, "must be one of");
+    expect("train --bogus", 2, "unknown flag --bogus");
+    snprintf(a, sizeof a, "train --out %s/x --data /nonexistent/images --threads 1", tmp);
+    expect(a, 2, "/nonexistent/images");
+    snprintf(a, sizeof a, "train --out %s/none --resume --threads 1", tmp);
+    expect(a, 2, "does not exist");
+    snprintf(a, sizeof a, "train --out %s/x --config %s/config.json --limit 4 --threads 1", tmp, MODEL);
+    expect(a, 2, "data are 28x28x1 images but the model takes 8x8x1");
+
+    /* A short run, then its continuation. */
+    snprintf(a, sizeof a, "train --out %s --limit 16 --batch 4 --steps 3 --log-every 1 --threads 1", run);
+    expect(a, 0, "done at step 3");
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    CHECK(count_lines(path) == 3, "metrics.jsonl: %d lines, want 3", count_lines(path));
+    expect(a, 2, "already holds a run");
+    snprintf(a, sizeof a, "train --out %s --resume --lr 0.1", run);
+    expect(a, 2, "cannot change when resuming");
+    snprintf(a, sizeof a, "train --out %s --resume --limit 16 --steps 5 --log-every 1 --threads 1", run);
+    expect(a, 0, "resuming at step 3");
+    CHECK(count_lines(path) == 5, "metrics.jsonl: %d lines, want 5", count_lines(path));
+    snprintf(a, sizeof a, "info --model %s", run);
+    expect(a, 0, "training step          5");
+    snprintf(a, sizeof a, "sample --model %s --out %s/s --n 2 --sampler ddim --steps 2 --threads 1", run, tmp);
+    expect(a, 0, "samples.npy");
+
+    /* Ctrl-C: the step finishes, the checkpoint is saved, the status is 130. */
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd,
+             "%s train --out %s/int --limit 16 --batch 4 --steps 1000000 --save-every 1000000 --log-every 1 "
+             "--threads 1 > %s/int.log 2>&1 & p=$!; i=0; "
+             "until grep -q '^step 2 ' %s/int.log || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done; "
+             "kill -INT $p; wait $p",
+             cli_path(), tmp, tmp, tmp);
+    int st = system(cmd);
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    CHECK(code == 130, "interrupted train exited %d, want 130", code);
+    snprintf(a, sizeof a, "info --model %s/int", tmp);
+    static char out[1 << 14];
+    int rc = run_cli(a, out, sizeof out);
+    char *stp = strstr(out, "training step");
+    long long steps = stp ? atoll(stp + strlen("training step")) : -1;
+    CHECK(rc == 0 && steps > 0, "after Ctrl-C the run should hold its steps (info exit %d, step %lld):\n%s", rc,
+          steps, out);
+    printf("  ok  Ctrl-C after step 2: exit %d, checkpoint at step %lld\n", code, steps);
+}
+
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train)
