@@ -74,6 +74,10 @@ demo: deps
 bench: deps $(BENCH_BIN)
 	$(BUILD)/bench/bench_unet
 
+# ddpm against the PyTorch reference (python3-torch), same models: train and sample img/s, GFLOP/s, peak RSS.
+bench-torch: deps $(BENCH_BIN)
+	bench/bench_torch.sh $(BUILD)
+
 fixtures:
 	/usr/bin/python3 tools/make_fixtures.py tests/fixtures
 

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "core/threads.h"
+#include "diffusion/schedule.h"
 #include "io/modelfolder.h"
 #include "io/npy.h"
 #include "ops/ops.h"
@@ -32,6 +33,20 @@ int cmd_eps(int argc, char **argv)
     cli_model_dir(model, dir, sizeof dir);
     unet_config cfg;
     if (model_read_config(dir, &cfg, &err)) return cli_fail(&cmd, &err);
+    char *sj = NULL;
+    if (model_read_scheduler(dir, &sj, &err)) return cli_fail(&cmd, &err);
+    if (sj) { /* with a schedule, t must be one of its timesteps */
+        schedule s;
+        int bad = schedule_from_json(&s, sj, &err);
+        free(sj);
+        if (bad) return cli_fail(&cmd, &err);
+        int T = s.T;
+        schedule_free(&s);
+        if (t >= T) {
+            args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, T - 1);
+            return EXIT_USAGE;
+        }
+    }
 
     float *x = NULL;
     int ndim;

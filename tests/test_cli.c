@@ -347,6 +347,9 @@ static void test_train(void) {
     snprintf(a, sizeof a, "train --out %s/x --config %s/config.json --limit 4 --threads 1", tmp, MODEL);
     expect(a, 2, "data are 28x28x1 images but the model takes 8x8x1");
 
+    snprintf(a, sizeof a, "eps --model %s --x %s/x.npy --t 1000 --out %s/e.npy", MODEL, tmp, tmp);
+    expect(a, 2, "outside the model's schedule");
+
     /* A short run, then its continuation. */
     snprintf(a, sizeof a, "train --out %s --limit 16 --batch 4 --steps 3 --log-every 1 --threads 1", run);
     expect(a, 0, "done at step 3");
