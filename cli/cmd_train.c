@@ -14,6 +14,8 @@
 #include "core/threads.h"
 #include "io/fileio.h"
 #include "model/config.h"
+#include "diffusion/sampler.h"
+#include "io/png.h"
 #include "train/trainer.h"
 
 static volatile sig_atomic_t stop_signal;
@@ -42,6 +44,29 @@ static int trim_metrics(const char *path, long long step, ddpm_err *err) {
     return rc;
 }
 
+/* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights (DDIM, 50 steps,
+ * the same noise every time, so the grids show the model's progress). */
+static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddpm_err *err) {
+    const unet_config *c = &tr->u->cfg;
+    if (!*su && unet_create(su, c, n, 0, err)) return -1;
+    memcpy((*su)->params, tr->ema, tr->u->nparams * sizeof(float));
+    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    float *x = malloc((size_t)n * D * sizeof *x);
+    if (!x) return ddpm_fail(err, "out of memory");
+    sampler_opts so = {1, tr->sched.T < 50 ? tr->sched.T : 50, 0.0f, 0};
+    char path[4300];
+    snprintf(path, sizeof path, "%s/samples", run);
+    int rc = make_dirs(path, err) || sampler_run(*su, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/samples/step_%08lld.png", run, (long long)tr->step);
+        int cols = 1;
+        while (cols * cols < n) cols++;
+        rc = png_write_grid(path, x, n, c->sample_size, c->sample_size, c->in_channels, cols, 2, err);
+    }
+    free(x);
+    return rc ? -1 : 0;
+}
+
 static void fmt_eta(char *b, size_t n, double s) {
     if (!isfinite(s) || s < 0) snprintf(b, n, "?");
     else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
@@ -54,7 +79,7 @@ int cmd_train(int argc, char **argv)
     const char *data = NULL, *preset = "fmnist-small", *config = NULL, *out = "runs/fmnist";
     const char *schedule_kind = "linear", *variance = "fixed_small";
     long long steps = 800000, batch = o.batch, warmup = o.warmup, seed = 0, limit = 0, threads = 0;
-    long long save_every = 1000, log_every = 100, T = 1000;
+    long long save_every = 1000, log_every = 100, T = 1000, sample_every = 0, sample_n = 16;
     double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
     int resume = 0, flip = 0, no_ema_warmup = 0;
     arg_spec specs[] = {
@@ -87,13 +112,17 @@ int cmd_train(int argc, char **argv)
          "fixed_small|fixed_large", 0, 0},
         {"save-every", ARG_INT, &save_every, "N", "checkpoint every N steps (and at the end)", 1, 1e12, NULL, 0, 0},
         {"log-every", ARG_INT, &log_every, "N", "metrics line every N steps", 1, 1e12, NULL, 0, 0},
+        {"sample-every", ARG_INT, &sample_every, "N",
+         "write RUN/samples/step_N.png (EMA weights, DDIM 50 steps) every N steps and at the end; 0 = never",
+         0, 1e12, NULL, 0, 0},
+        {"sample-n", ARG_INT, &sample_n, "N", "images in those grids", 1, 1024, NULL, 0, 0},
         ARG_THREADS(&threads),
         {0},
     };
     arg_cmd cmd = {"train", "Train a noise-prediction U-Net (Algorithm 1 of Ho et al. 2020).",
                    "The run folder gets model/ (EMA weights, diffusers layout: load it with `ddpm sample` or\n"
                    "diffusers), model-raw/ (raw weights), training_state.safetensors (to --resume),\n"
-                   "metrics.jsonl (one JSON object per --log-every steps). Ctrl-C or SIGTERM finishes the\n"
+                   "metrics.jsonl (one JSON object per --log-every steps), samples/ (--sample-every). Ctrl-C or SIGTERM finishes the\n"
                    "step, saves and exits (status 130 / 143).",
                    specs};
     int r = args_parse(&cmd, argc, argv);
@@ -169,6 +198,7 @@ int cmd_train(int argc, char **argv)
         return EXIT_USAGE;
     }
     trainer tr;
+    unet *su = NULL; /* inference network for the sample grids, made on first use */
     if (trainer_init(&tr, &cfg, &sched, &d, &o, &err)) {
         schedule_free(&sched);
         dataset_free(&d);
@@ -241,6 +271,11 @@ int cmd_train(int argc, char **argv)
             }
             last_save = tr.step;
         }
+        if (sample_every > 0 && tr.step % sample_every == 0 && sample_grid(&tr, &su, (int)sample_n, out, &err)) {
+            fprintf(stderr, "%sddpm train: sample grid: %s\n", tty ? "\n" : "", err.msg);
+            rc = EXIT_RUNTIME;
+            break;
+        }
     }
     if (tty) fputc('\n', stderr);
     fclose(mf);
@@ -250,6 +285,10 @@ int cmd_train(int argc, char **argv)
             rc = EXIT_RUNTIME;
         }
     }
+    if (rc == 0 && sample_every > 0 && tr.step % sample_every != 0 && sample_grid(&tr, &su, (int)sample_n, out, &err)) {
+        fprintf(stderr, "ddpm train: sample grid: %s\n", err.msg);
+        rc = EXIT_RUNTIME;
+    }
     if (rc == 0) {
         double el = ddpm_now() - t0;
         fprintf(stderr, "ddpm train: %s at step %lld after %.0f s (%.1f img/s); model in %s/model\n",
@@ -258,6 +297,7 @@ int cmd_train(int argc, char **argv)
         if (stop_signal) rc = 128 + stop_signal;
     }
 done:
+    unet_free(su);
     trainer_free(&tr);
     dataset_free(&d);
     return rc;

@@ -351,8 +351,14 @@ static void test_train(void) {
     expect(a, 2, "outside the model's schedule");
 
     /* A short run, then its continuation. */
-    snprintf(a, sizeof a, "train --out %s --limit 16 --batch 4 --steps 3 --log-every 1 --threads 1", run);
+    snprintf(a, sizeof a, "train --out %s --limit 16 --batch 4 --steps 3 --log-every 1 --threads 1 "
+             "--sample-every 2 --sample-n 4", run);
     expect(a, 0, "done at step 3");
+    struct stat sb;
+    for (int k = 2; k <= 3; k++) {
+        snprintf(path, sizeof path, "%s/samples/step_%08d.png", run, k);
+        CHECK(stat(path, &sb) == 0 && sb.st_size > 0, "missing sample grid %s", path);
+    }
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
     CHECK(count_lines(path) == 3, "metrics.jsonl: %d lines, want 3", count_lines(path));
     expect(a, 2, "already holds a run");
