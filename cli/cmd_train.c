@@ -85,7 +85,7 @@ int cmd_train(int argc, char **argv)
     arg_spec specs[] = {
         {"data", ARG_STR, &data, "SRC", "images: IDX file or MNIST-layout dir, CIFAR-10 dir or .bin, PNG dir "
                                          "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
-        {"limit", ARG_INT, &limit, "N", "use only the first N images (0 = all)", 0, 1e9, NULL, 0, 0},
+        {"limit", ARG_INT, &limit, "N", "use only the first N images (0 = all)", 0, 2e9, NULL, 0, 0},
         {"preset", ARG_CHOICE, &preset, NULL, "network preset", 0, 0, "fmnist-small|fmnist|cifar10", 0, 0},
         {"config", ARG_STR, &config, "FILE", "network config.json (diffusers UNet2DModel keys) instead of a preset",
          0, 0, NULL, 0, 0},
@@ -141,7 +141,7 @@ int cmd_train(int argc, char **argv)
     struct stat st;
     int have_state = stat(state, &st) == 0;
     if (resume) {
-        static const char *fixed[] = {"preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
+        static const char *fixed[] = {"data", "limit", "preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
                                       "dropout", "flip", "seed", "T", "schedule", "beta-start", "beta-end",
                                       "variance", NULL};
         for (arg_spec *s = specs; s->name; s++)
@@ -189,10 +189,16 @@ int cmd_train(int argc, char **argv)
         sched.variance_type = strcmp(variance, "fixed_large") ? SCHED_FIXED_SMALL : SCHED_FIXED_LARGE;
         o.seed = (uint64_t)seed, o.batch = (int)batch, o.lr = lr, o.warmup = (int)warmup, o.clip = clip;
         o.ema = ema, o.ema_warmup = !no_ema_warmup, o.flip = flip;
+        if (data && strlen(data) >= sizeof o.data) {
+            args_error(&cmd, "--data: the path is too long");
+            return EXIT_USAGE;
+        }
+        snprintf(o.data, sizeof o.data, "%s", data ? data : "");
+        o.limit = (int)limit;
     }
 
     dataset d;
-    if (dataset_load(&d, data, DATASET_TRAIN, (int)limit, &err)) {
+    if (dataset_load(&d, o.data[0] ? o.data : NULL, DATASET_TRAIN, o.limit, &err)) {
         schedule_free(&sched);
         args_error(&cmd, "--data: %s", err.msg);
         return EXIT_USAGE;

@@ -364,7 +364,9 @@ static void test_train(void) {
     expect(a, 2, "already holds a run");
     snprintf(a, sizeof a, "train --out %s --resume --lr 0.1", run);
     expect(a, 2, "cannot change when resuming");
-    snprintf(a, sizeof a, "train --out %s --resume --limit 16 --steps 5 --log-every 1 --threads 1", run);
+    snprintf(a, sizeof a, "train --out %s --resume --limit 8", run);
+    expect(a, 2, "--limit cannot change when resuming");
+    snprintf(a, sizeof a, "train --out %s --resume --steps 5 --log-every 1 --threads 1", run);
     expect(a, 0, "resuming at step 3");
     CHECK(count_lines(path) == 5, "metrics.jsonl: %d lines, want 5", count_lines(path));
     snprintf(a, sizeof a, "info --model %s", run);

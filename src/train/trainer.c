@@ -170,6 +170,8 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddNumberToObject(j, "ema", o->ema);
     cJSON_AddBoolToObject(j, "ema_warmup", o->ema_warmup);
     cJSON_AddBoolToObject(j, "flip", o->flip);
+    cJSON_AddStringToObject(j, "data", o->data);
+    cJSON_AddNumberToObject(j, "limit", o->limit);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -203,6 +205,9 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
     o->seed = strtoull(seed->valuestring, NULL, 10);
     o->ema_warmup = cJSON_IsTrue(ew);
     o->flip = cJSON_IsTrue(fl);
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data"), *limit = cJSON_GetObjectItemCaseSensitive(j, "limit");
+    if (cJSON_IsString(data)) snprintf(o->data, sizeof o->data, "%s", data->valuestring);
+    if (cJSON_IsNumber(limit)) o->limit = limit->valueint;
     cJSON_Delete(j);
     return 0;
 }

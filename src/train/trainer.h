@@ -34,6 +34,8 @@ typedef struct train_opts {
     double ema;         /* EMA decay (paper: 0.9999) */
     int ema_warmup;     /* decay min(ema, (1+k)/(10+k)) at update k (k = 1, 2, ...) */
     int flip;           /* random horizontal flips */
+    char data[1024];    /* the data source as given ("" = the default), recorded for --resume */
+    int limit;          /* images used (0 = all), recorded for --resume */
 } train_opts;
 
 /* The paper's recipe (flips off: set it for CIFAR-10). */
