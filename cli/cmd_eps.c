@@ -32,14 +32,14 @@ int cmd_eps(int argc, char **argv)
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
     unet_config cfg;
-    if (model_read_config(dir, &cfg, &err)) return cli_fail(&cmd, &err);
+    if (model_read_config(dir, &cfg, &err)) return cli_bad_input(&cmd, &err);
     char *sj = NULL;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_fail(&cmd, &err);
+    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
     if (sj) { /* with a schedule, t must be one of its timesteps */
         schedule s;
         int bad = schedule_from_json(&s, sj, &err);
         free(sj);
-        if (bad) return cli_fail(&cmd, &err);
+        if (bad) return cli_bad_input(&cmd, &err);
         int T = s.T;
         schedule_free(&s);
         if (t >= T) {
@@ -51,7 +51,7 @@ int cmd_eps(int argc, char **argv)
     float *x = NULL;
     int ndim;
     int64_t shape[NPY_MAX_DIMS];
-    if (npy_read_f32(xpath, &x, &ndim, shape, &err)) return cli_fail(&cmd, &err);
+    if (npy_read_f32(xpath, &x, &ndim, shape, &err)) return cli_bad_input(&cmd, &err);
     if (ndim != 4 || shape[1] != cfg.in_channels || shape[2] != cfg.sample_size || shape[3] != cfg.sample_size ||
         shape[0] < 1) {
         fprintf(stderr, "ddpm eps: %s: expected shape [N, %d, %d, %d], got %d dims [%lld, %lld, %lld, %lld]\n",

@@ -32,9 +32,9 @@ int cmd_info(int argc, char **argv)
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
     unet_config c;
-    if (model_read_config(dir, &c, &err)) return cli_fail(&cmd, &err);
+    if (model_read_config(dir, &c, &err)) return cli_bad_input(&cmd, &err);
     unet *u = NULL;
-    if (unet_create(&u, &c, 1, 0, &err)) return cli_fail(&cmd, &err);
+    if (unet_create(&u, &c, 1, 0, &err)) return cli_bad_input(&cmd, &err);
 
     printf("%-22s %s\n", "model folder", dir);
     printf("%-22s %d x %d x %d -> %d channels\n", "image", c.sample_size, c.sample_size, c.in_channels,
@@ -49,12 +49,12 @@ int cmd_info(int argc, char **argv)
     unet_free(u);
 
     char *sj = NULL;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_fail(&cmd, &err);
+    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
     if (sj) {
         schedule s;
         if (schedule_from_json(&s, sj, &err)) {
             free(sj);
-            return cli_fail(&cmd, &err);
+            return cli_bad_input(&cmd, &err);
         }
         printf("%-22s %s, T = %d, beta %g .. %g, variance %s\n", "noise schedule", s.kind, s.T, s.beta_start,
                s.beta_end, s.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large");
@@ -69,7 +69,7 @@ int cmd_info(int argc, char **argv)
     snprintf(state, sizeof state, "%s/training_state.safetensors", model);
     if (stat(state, &stt) == 0) {
         st_file f;
-        if (st_open(&f, state, &err)) return cli_fail(&cmd, &err);
+        if (st_open(&f, state, &err)) return cli_bad_input(&cmd, &err);
         const char *step = st_meta(&f, "step"), *opts = st_meta(&f, "options");
         printf("%-22s %s\n", "training step", step ? step : "?");
         if (opts) printf("%-22s %s\n", "training options", opts);

@@ -132,11 +132,11 @@ int cmd_sample(int argc, char **argv)
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
     unet_config cfg;
-    if (model_read_config(dir, &cfg, &err)) return cli_fail(&cmd, &err);
+    if (model_read_config(dir, &cfg, &err)) return cli_bad_input(&cmd, &err);
     if (cfg.out_channels != cfg.in_channels) {
         args_error(&cmd, "%s: the model predicts %d channels for %d input channels; only epsilon models "
                          "(out_channels == in_channels) can be sampled", dir, cfg.out_channels, cfg.in_channels);
-        return EXIT_RUNTIME;
+        return EXIT_USAGE;
     }
     const int H = cfg.sample_size, W = cfg.sample_size, C = cfg.in_channels, HW = H * W;
     const size_t D = (size_t)HW * C;
@@ -144,13 +144,13 @@ int cmd_sample(int argc, char **argv)
     /* The noise schedule. */
     schedule sch;
     char *sj = NULL;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_fail(&cmd, &err);
+    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
     if (sj) {
         int rc = schedule_from_json(&sch, sj, &err);
         free(sj);
         if (rc) {
             ddpm_wrap(&err, "%s/scheduler_config.json", dir);
-            return cli_fail(&cmd, &err);
+            return cli_bad_input(&cmd, &err);
         }
     } else {
         if (schedule_init(&sch, "linear", 1000, 1e-4, 0.02, &err)) return cli_fail(&cmd, &err);
@@ -179,7 +179,7 @@ int cmd_sample(int argc, char **argv)
         int64_t shape[NPY_MAX_DIMS];
         if (npy_read_f32(noise, &raw, &ndim, shape, &err)) {
             schedule_free(&sch);
-            return cli_fail(&cmd, &err);
+            return cli_bad_input(&cmd, &err);
         }
         if (ndim != 4 || shape[0] < 1 || shape[0] > SAMPLE_MAX_N || shape[1] != C || shape[2] != H || shape[3] != W) {
             char got[160] = "";
@@ -233,7 +233,7 @@ int cmd_sample(int argc, char **argv)
         goto done;
     }
     if (model_load(&u, dir, B, 0, &err)) {
-        cli_fail(&cmd, &err);
+        rc = cli_bad_input(&cmd, &err);
         goto done;
     }
     if (!png_ok) fprintf(stderr, "ddpm sample: %d-channel images: writing samples.npy only (no PNGs)\n", C);

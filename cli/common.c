@@ -19,3 +19,9 @@ int cli_fail(const arg_cmd *cmd, const ddpm_err *err)
     fprintf(stderr, "ddpm %s: %s\n", cmd->name, err->msg);
     return EXIT_RUNTIME;
 }
+
+int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err)
+{
+    fprintf(stderr, "ddpm %s: %s\n", cmd->name, err->msg);
+    return EXIT_USAGE;
+}

@@ -15,7 +15,11 @@
  * Writes the folder to use into buf. */
 void cli_model_dir(const char *dir, char *buf, size_t len);
 
-/* Prints "ddpm CMD: <err>" and returns EXIT_RUNTIME. */
+/* Prints "ddpm CMD: <err>" and returns EXIT_RUNTIME (a failure while running). */
 int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
+
+/* Prints "ddpm CMD: <err>" and returns EXIT_USAGE: an input the user named
+ * (model folder, data, .npy) is missing, malformed or of the wrong shape. */
+int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err);
 
 #endif
