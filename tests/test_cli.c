@@ -412,6 +412,30 @@ static void test_disk_full(void) {
     CHECK(system(cmd) == 0, "umount %s", mnt);
 }
 
+static void test_eval(void) {
+    char a[1024], dir[300], path[400];
+    snprintf(dir, sizeof dir, "%s/png8", tmp);
+    mkdir(dir, 0755);
+    uint8_t px[64];
+    ddpm_err err;
+    for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < 64; k++) px[k] = (uint8_t)((k * 37 + i * 91) % 256);
+        snprintf(path, sizeof path, "%s/%d.png", dir, i);
+        CHECK(png_write_u8(path, px, 8, 8, 1, &err) == 0, "png: %s", err.msg);
+    }
+    snprintf(a, sizeof a, "eval nll --model %s --data %s --csv %s/nll.csv --threads 1", MODEL, dir, tmp);
+    expect(a, 0, "bits/dim (standard error");
+    snprintf(path, sizeof path, "%s/nll.csv", tmp);
+    CHECK(count_lines(path) == 1000 + 2, "nll.csv: %d lines, want header + 1000 + prior", count_lines(path));
+    expect("eval", 2, "which evaluation");
+    expect("eval fid", 2, "unknown evaluation");
+    expect("eval nll", 2, "--model is required");
+    snprintf(a, sizeof a, "eval nll --model %s --n 2 --threads 1", MODEL);
+    expect(a, 2, "data are 28x28x1 images but the model takes 8x8x1");
+    snprintf(a, sizeof a, "eval nll --model %s/nosched --data %s", tmp, dir);
+    expect(a, 2, "no scheduler_config.json");
+}
+
 /* Removes the scratch folder (ours alone); runs last. */
 static void test_cleanup(void) {
     char a[300];
@@ -419,4 +443,4 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_cleanup)
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_cleanup)
