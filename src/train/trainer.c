@@ -224,17 +224,19 @@ int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err) {
         goto done;
     }
     if (make_dirs(run_dir, err)) goto done;
-    snprintf(path, sizeof path, "%s/model", run_dir);
-    if (model_save(u, tr->ema, path, sj, err)) goto done;
-    snprintf(path, sizeof path, "%s/model-raw", run_dir);
-    if (model_save(u, u->params, path, sj, err)) goto done;
     snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)tr->step);
     const char *meta[] = {"step", stepbuf, "options", oj, "config", cj, "scheduler", sj, NULL};
     int64_t P = (int64_t)u->nparams;
     st_entry e[4] = {{"params", ST_F32, 1, {P}, u->params}, {"ema", ST_F32, 1, {P}, tr->ema},
                      {"adam.m", ST_F32, 1, {P}, tr->m}, {"adam.v", ST_F32, 1, {P}, tr->v}};
+    /* The state first: it alone is what --resume reads, so a save that fails
+     * later (a full disk) leaves model folders at most one save behind it. */
     snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_STATE_FILE);
-    rc = st_write(path, e, 4, meta, err);
+    if (st_write(path, e, 4, meta, err)) goto done;
+    snprintf(path, sizeof path, "%s/model", run_dir);
+    if (model_save(u, tr->ema, path, sj, err)) goto done;
+    snprintf(path, sizeof path, "%s/model-raw", run_dir);
+    rc = model_save(u, u->params, path, sj, err);
 done:
     free(sj), free(cj), free(oj);
     return rc;

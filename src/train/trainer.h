@@ -63,8 +63,9 @@ void trainer_free(trainer *tr);
  * loss or the gradient is not finite (err says which, at which step). */
 int trainer_step(trainer *tr, ddpm_err *err);
 
-/* Writes the checkpoint into run_dir (created if needed): model/, model-raw/,
- * then training_state.safetensors last, each file atomically. */
+/* Writes the checkpoint into run_dir (created if needed):
+ * training_state.safetensors first, then model/ and model-raw/, each file
+ * atomically (a failed save never leaves a torn file). */
 int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err);
 
 /* Reads the options, model config and schedule a run was started with. The
