@@ -158,7 +158,7 @@ int cmd_sample(int argc, char **argv)
                         "(linear 1e-4..0.02, T = 1000, fixed_small, clip_sample)\n", dir);
     }
 
-    sampler_opts o = {ddim, (int)steps, (float)eta, (uint64_t)seed};
+    sampler_opts o = {.ddim = ddim, .steps = (int)steps, .eta = (float)eta, .seed = (uint64_t)seed};
     if (!steps_seen) o.steps = ddim ? (sch.T < 50 ? sch.T : 50) : sch.T;
     if (o.steps > sch.T) {
         args_error(&cmd, "--steps %d is out of range [1, %d] (the schedule's num_train_timesteps)", o.steps, sch.T);

@@ -53,7 +53,7 @@ static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddp
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
     float *x = malloc((size_t)n * D * sizeof *x);
     if (!x) return ddpm_fail(err, "out of memory");
-    sampler_opts so = {1, tr->sched.T < 50 ? tr->sched.T : 50, 0.0f, 0};
+    sampler_opts so = {.ddim = 1, .steps = tr->sched.T < 50 ? tr->sched.T : 50, .eta = 0.0f, .seed = 0};
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", run);
     int rc = make_dirs(path, err) || sampler_run(*su, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);

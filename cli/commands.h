@@ -7,6 +7,7 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_figure(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_eps(int argc, char **argv);
 int cmd_sample(int argc, char **argv);

@@ -436,6 +436,26 @@ static void test_eval(void) {
     expect(a, 2, "no scheduler_config.json");
 }
 
+static void test_figure(void) {
+    char a[1024];
+    snprintf(a, sizeof a, "figure progressive --model %s --out %s/prog.png --n 2 --t 999,500,0 --threads 1", MODEL, tmp);
+    expect(a, 0, "2 rows x 3 columns (t = 999 500 0)");
+    int w, h, c;
+    uint8_t *px = NULL;
+    ddpm_err err;
+    char path[400];
+    snprintf(path, sizeof path, "%s/prog.png", tmp);
+    CHECK(png_read_u8(path, &px, &w, &h, &c, &err) == 0, "%s", err.msg);
+    CHECK(w == 3 * 8 + 2 * 2 && h == 2 * 8 + 2, "figure is %dx%d", w, h);
+    free(px);
+    snprintf(a, sizeof a, "figure progressive --model %s --out %s/p.png --t 1000", MODEL, tmp);
+    expect(a, 2, "comma-separated timesteps in 0..999");
+    snprintf(a, sizeof a, "figure progressive --model %s --out %s/p.png --t 5,,3", MODEL, tmp);
+    expect(a, 2, "--t");
+    expect("figure", 2, "which figure");
+    expect("figure progressive --out x.png", 2, "--model is required");
+}
+
 /* Removes the scratch folder (ours alone); runs last. */
 static void test_cleanup(void) {
     char a[300];
@@ -443,4 +463,4 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_cleanup)
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_figure, test_cleanup)

@@ -67,7 +67,7 @@ static void test_timesteps(void) {
     unet *u = load(1);
     ddpm_err err;
     int ts[1000], prev[1000];
-    sampler_opts o = {0, 10, 0, 0};
+    sampler_opts o = {.ddim = 0, .steps = 10, .eta = 0, .seed = 0};
     CHECK(!sampler_timesteps(&sched, &o, ts, prev, &err), "%s", err.msg);
     for (int k = 0; k < 10; k++) {
         CHECK(ts[k] == 900 - 100 * k, "ddpm K=10: ts[%d] = %d", k, ts[k]);
@@ -78,7 +78,7 @@ static void test_timesteps(void) {
     int ok = 1;
     for (int k = 0; k < 1000; k++) ok &= ts[k] == 999 - k && prev[k] == 998 - k;
     CHECK(ok, "ddpm K=T is T-1..0 stepping to t-1");
-    sampler_opts d = {1, 50, 0, 0};
+    sampler_opts d = {.ddim = 1, .steps = 50, .eta = 0, .seed = 0};
     CHECK(!sampler_timesteps(&sched, &d, ts, prev, &err), "%s", err.msg);
     CHECK(ts[0] == 980 && ts[49] == 0 && prev[0] == 960 && prev[49] == -20, "ddim K=50: %d %d %d %d", ts[0], ts[49],
           prev[0], prev[49]);
@@ -98,7 +98,7 @@ static void test_errors(void) {
     unet *u = load(2);
     ddpm_err err;
     float *x = fbuf(3 * D);
-    sampler_opts o = {0, 0, 0, 0};
+    sampler_opts o = {.ddim = 0, .steps = 0, .eta = 0, .seed = 0};
     CHECK(sampler_check(&sched, &o, &err) == -1 && strstr(err.msg, "steps"), "steps 0: %s", err.msg);
     o.steps = 1001;
     CHECK(sampler_check(&sched, &o, &err) == -1 && strstr(err.msg, "1..1000"), "steps > T: %s", err.msg);
@@ -171,7 +171,7 @@ static void test_matches_manual_loop(void) {
     unet *u = load(3);
     ddpm_err err;
     float *a = fbuf(3 * D), *b = fbuf(3 * D);
-    sampler_opts opts[3] = {{0, 8, 0, 5}, {1, 6, 0, 5}, {1, 6, 0.7f, 5}};
+    sampler_opts opts[3] = {{.ddim = 0, .steps = 8, .eta = 0, .seed = 5}, {.ddim = 1, .steps = 6, .eta = 0, .seed = 5}, {.ddim = 1, .steps = 6, .eta = 0.7f, .seed = 5}};
     const char *names[3] = {"ddpm K=8", "ddim K=6 eta=0", "ddim K=6 eta=0.7"};
     for (int c = 0; c < 3; c++) {
         prog p = {0, 0, 0, 1};
@@ -198,7 +198,7 @@ static void test_determinism(void) {
     unet *u = load(4);
     ddpm_err err;
     float *a = fbuf(4 * D), *b = fbuf(4 * D), *xT = fbuf(4 * D);
-    sampler_opts o = {0, 6, 0, 42};
+    sampler_opts o = {.ddim = 0, .steps = 6, .eta = 0, .seed = 42};
     CHECK(!sampler_run(u, &sched, &o, 0, 4, a, NULL, NULL, NULL, &err), "%s", err.msg);
     CHECK(!sampler_run(u, &sched, &o, 0, 4, b, NULL, NULL, NULL, &err), "%s", err.msg);
     CHECK(same(a, b, 4 * D), "ddpm: same seed, different result");
@@ -213,7 +213,7 @@ static void test_determinism(void) {
     CHECK(same(a, xT, 4 * D), "ddpm: x_T = prior differs from drawing it");
 
     /* DDIM with eta = 0 is a deterministic function of x_T: the seed does not matter. */
-    sampler_opts d = {1, 5, 0, 1};
+    sampler_opts d = {.ddim = 1, .steps = 5, .eta = 0, .seed = 1};
     sampler_prior(99, 0, 4, D, xT);
     CHECK(!sampler_run(u, &sched, &d, 0, 4, a, xT, NULL, NULL, &err), "%s", err.msg);
     d.seed = 2;
@@ -244,7 +244,7 @@ static void test_determinism(void) {
 static void test_batch_independence(void) {
     const int N = 6;
     float *a = fbuf(N * D), *b = fbuf(N * D), *c = fbuf(N * D);
-    sampler_opts opts[2] = {{0, 6, 0, 3}, {1, 5, 0.5f, 3}};
+    sampler_opts opts[2] = {{.ddim = 0, .steps = 6, .eta = 0, .seed = 3}, {.ddim = 1, .steps = 5, .eta = 0.5f, .seed = 3}};
     for (int ref = 1; ref >= 0; ref--) {
         ops_set_reference(ref);
         unet *u6 = load(6), *u2 = load(2), *u4 = load(4);
@@ -270,4 +270,28 @@ static void test_batch_independence(void) {
     free(a), free(b), free(c);
 }
 
-TEST_MAIN(test_timesteps, test_errors, test_matches_manual_loop, test_determinism, test_batch_independence)
+/* Progressive generation: the tracked x0 predictions at visited timesteps; at
+ * t = 0 the DDPM step returns its x0 prediction, so that column is the result. */
+static void test_track_x0(void) {
+    unet *u = load(2);
+    ddpm_err err;
+    int all[8], ts[3];
+    sampler_opts plain = {.ddim = 0, .steps = 8, .eta = 0, .seed = 9};
+    CHECK(!sampler_timesteps(&sched, &plain, all, NULL, &err), "%s", err.msg);
+    ts[0] = all[0], ts[1] = all[4], ts[2] = all[7]; /* the last visited timestep is 0 */
+    CHECK(ts[2] == 0, "last timestep %d", ts[2]);
+    float *x = fbuf(2 * D), *tr = fbuf(3 * 2 * D);
+    for (size_t k = 0; k < 3 * 2 * D; k++) tr[k] = NAN;
+    sampler_opts o = {.ddim = 0, .steps = 8, .eta = 0, .seed = 9, .ntrack = 3, .track_t = ts, .track_x0 = tr};
+    CHECK(!sampler_run(u, &sched, &o, 0, 2, x, NULL, NULL, NULL, &err), "%s", err.msg);
+    int finite = 1;
+    for (size_t k = 0; k < 3 * 2 * D; k++) finite &= isfinite(tr[k]) && fabsf(tr[k]) <= 1.0f;
+    CHECK(finite, "every tracked x0 written, finite and clipped to [-1, 1]");
+    CHECK(!memcmp(tr + 2 * 2 * D, x, sizeof(float) * 2 * D), "x0 tracked at t = 0 equals the sample");
+    CHECK(memcmp(tr, tr + 2 * 2 * D, sizeof(float) * 2 * D) != 0, "x0 at the first timestep differs from the result");
+    free(x), free(tr);
+    unet_free(u);
+}
+
+TEST_MAIN(test_timesteps, test_errors, test_matches_manual_loop, test_determinism, test_batch_independence,
+          test_track_x0)

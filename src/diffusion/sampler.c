@@ -91,15 +91,19 @@ int sampler_run(unet *u, const schedule *s, const sampler_opts *o, int first_ind
         snprintf(what, sizeof what, "sampler: network output at timestep %d (step %d of %d)", t, k + 1, K);
         if (sampler_check_finite(what, eb, n, D, first_index, err)) goto done;
         const int noise = o->ddim ? o->eta > 0 : t > 0;
+        int track = -1;
+        for (int j = 0; j < o->ntrack; j++)
+            if (o->track_t[j] == t) track = j;
 #pragma omp parallel for schedule(static) if (n > 1)
         for (int i = 0; i < n; i++) {
             float *xi = xb + (size_t)i * D, *zi = noise ? zb + (size_t)i * D : NULL;
             const float *ei = eb + (size_t)i * D;
             if (zi) rng_normal(zi, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, (uint64_t)(first_index + i)));
+            float *x0 = track >= 0 ? o->track_x0 + ((size_t)track * n + i) * D : NULL;
             if (o->ddim)
-                ddim_step(s, t, pt, o->eta, ei, xi, zi, xi, NULL, D);
+                ddim_step(s, t, pt, o->eta, ei, xi, zi, xi, x0, D);
             else
-                ddpm_step(s, t, pt, ei, xi, zi, xi, NULL, D);
+                ddpm_step(s, t, pt, ei, xi, zi, xi, x0, D);
         }
         if (cb) cb(ctx, k + 1, K);
     }

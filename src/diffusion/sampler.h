@@ -41,6 +41,12 @@ typedef struct sampler_opts {
     int steps;     /* K inference steps, 1..T */
     float eta;     /* DDIM only: 0 = deterministic, 1 = DDPM-like variance; in [0, 1] */
     uint64_t seed;
+    /* Optional (zero = off): the x0 the model predicts at the ntrack timesteps
+     * track_t[j] (each one the sampler visits) go to track_x0[(j * n + i) * D]
+     * for image i (progressive generation, the paper's Fig. 6). */
+    int ntrack;
+    const int *track_t;
+    float *track_x0;
 } sampler_opts;
 
 /* Called after every network evaluation: done of total (total = K). */
