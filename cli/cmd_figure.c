@@ -1,12 +1,15 @@
-/* cmd_figure.c -- `ddpm figure progressive`: the paper's Fig. 6, the x0 the
- * model predicts at chosen timesteps along one ancestral sampling run, as one
- * PNG (rows: samples, columns: t from noisy to clean). */
+/* cmd_figure.c -- the paper's figures as PNGs: `ddpm figure progressive`
+ * (Fig. 6: the x0 predicted at chosen timesteps along one ancestral sampling
+ * run; rows samples, columns t) and `ddpm figure interpolate` (Fig. 8). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "core/rng.h"
 #include "core/threads.h"
+#include "data/dataset.h"
+#include "diffusion/diffusion.h"
 #include "diffusion/sampler.h"
 #include "io/modelfolder.h"
 #include "io/png.h"
@@ -107,10 +110,122 @@ done:
     return rc;
 }
 
+/* Fig. 8: two test images diffused to x_t with the same noise, mixed linearly,
+ * denoised by the ancestral sampler from t; one row per pair, the source images
+ * at both ends. */
+static int figure_interpolate(int argc, char **argv)
+{
+    const char *model = NULL, *out = NULL, *data = NULL;
+    long long t = 500, pairs = 4, steps_l = 9, seed = 0, threads = 0;
+    arg_spec specs[] = {
+        {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
+        {"out", ARG_STR, &out, "FILE.png", "where to write the figure", 0, 0, NULL, 1, 0},
+        {"data", ARG_STR, &data, "SRC", "images to interpolate (default: Fashion-MNIST's test split)", 0, 0, NULL, 0, 0},
+        {"t", ARG_INT, &t, "T", "0-based timestep the pair is diffused to [500]", 0, 1e6, NULL, 0, 0},
+        {"pairs", ARG_INT, &pairs, "N", "pairs (rows): images 2i and 2i+1 of the data", 1, 64, NULL, 0, 0},
+        {"lambdas", ARG_INT, &steps_l, "N", "mixing weights 0, 1/(N-1), ..., 1 (columns)", 2, 64, NULL, 0, 0},
+        {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
+        ARG_THREADS(&threads),
+        {0},
+    };
+    arg_cmd cmd = {"figure interpolate", "Interpolation in x_t (paper Fig. 8): mix two diffused images, denoise.",
+                   NULL, specs};
+    int r = args_parse(&cmd, argc, argv);
+    if (r) return r > 0 ? 0 : EXIT_USAGE;
+    ddpm_set_threads((int)threads);
+    ddpm_err err = {0};
+    char dir[4096];
+    cli_model_dir(model, dir, sizeof dir);
+    char *sj = NULL;
+    schedule s;
+    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
+    if (!sj) {
+        args_error(&cmd, "%s has no scheduler_config.json", dir);
+        return EXIT_USAGE;
+    }
+    int bad = schedule_from_json(&s, sj, &err);
+    free(sj);
+    if (bad) return cli_bad_input(&cmd, &err);
+    if (t >= s.T) {
+        args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, s.T - 1);
+        schedule_free(&s);
+        return EXIT_USAGE;
+    }
+    dataset d;
+    if (dataset_load(&d, data, DATASET_TEST, (int)(2 * pairs), &err)) {
+        schedule_free(&s);
+        args_error(&cmd, "--data: %s", err.msg);
+        return EXIT_USAGE;
+    }
+    int L = (int)steps_l, P = (int)pairs, n = P * L, cols = L + 2;
+    unet *u = NULL;
+    float *xt = NULL, *x = NULL, *grid = NULL, *a = NULL, *b = NULL, *eps = NULL;
+    int rc = EXIT_USAGE;
+    if (d.n < 2 * P) {
+        args_error(&cmd, "--data holds %d images; %d pairs need %d", d.n, P, 2 * P);
+        goto done;
+    }
+    if (model_load(&u, dir, n, 0, &err)) {
+        rc = cli_bad_input(&cmd, &err);
+        goto done;
+    }
+    const unet_config *c = &u->cfg;
+    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    if (d.h != c->sample_size || d.w != c->sample_size || d.c != c->in_channels) {
+        args_error(&cmd, "the data are %dx%dx%d images but the model takes %dx%dx%d", d.h, d.w, d.c, c->sample_size,
+                   c->sample_size, c->in_channels);
+        goto done;
+    }
+    rc = EXIT_RUNTIME;
+    xt = malloc(sizeof(float) * n * D), x = malloc(sizeof(float) * n * D);
+    grid = malloc(sizeof(float) * (size_t)P * cols * D);
+    a = malloc(sizeof(float) * D), b = malloc(sizeof(float) * D), eps = malloc(sizeof(float) * D);
+    if (!xt || !x || !grid || !a || !b || !eps) {
+        fprintf(stderr, "ddpm figure: out of memory\n");
+        goto done;
+    }
+    for (int p = 0; p < P; p++) {
+        float *x1 = grid + (size_t)p * cols * D, *x2 = x1 + (size_t)(cols - 1) * D;
+        for (size_t k = 0; k < D; k++) {
+            x1[k] = d.pixels[(size_t)(2 * p) * D + k] / 127.5f - 1.0f;
+            x2[k] = d.pixels[(size_t)(2 * p + 1) * D + k] / 127.5f - 1.0f;
+        }
+        rng_normal(eps, D, (uint64_t)seed, RNG_EVAL, (uint64_t)p); /* the same noise for both images */
+        q_sample(&s, (int)t, x1, eps, a, D);
+        q_sample(&s, (int)t, x2, eps, b, D);
+        for (int l = 0; l < L; l++) {
+            float lam = (float)l / (float)(L - 1);
+            float *o = xt + ((size_t)p * L + l) * D;
+            for (size_t k = 0; k < D; k++) o[k] = (1.0f - lam) * a[k] + lam * b[k];
+        }
+    }
+    sampler_opts so = {.ddim = 0, .steps = s.T, .seed = (uint64_t)seed, .start_from = (int)t + 1};
+    fprintf(stderr, "ddpm figure interpolate: %d pairs x %d lambdas, denoising from t = %lld\n", P, L, t);
+    if (sampler_run(u, &s, &so, 0, n, x, xt, NULL, NULL, &err)) {
+        rc = cli_fail(&cmd, &err);
+        goto done;
+    }
+    for (int p = 0; p < P; p++)
+        memcpy(grid + ((size_t)p * cols + 1) * D, x + (size_t)p * L * D, sizeof(float) * L * D);
+    if (png_write_grid(out, grid, P * cols, c->sample_size, c->sample_size, c->in_channels, cols, 2, &err)) {
+        rc = cli_fail(&cmd, &err);
+        goto done;
+    }
+    printf("%s: %d rows (image 2i, %d interpolations, image 2i+1), t = %lld\n", out, P, L, t);
+    rc = 0;
+done:
+    free(xt), free(x), free(grid), free(a), free(b), free(eps);
+    unet_free(u);
+    dataset_free(&d);
+    schedule_free(&s);
+    return rc;
+}
+
 int cmd_figure(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "progressive")) return figure_progressive(argc - 1, argv + 1);
-    fprintf(stderr, "ddpm figure: %s\nusage: ddpm figure progressive --model DIR --out FILE.png [--n N] [--t LIST] "
+    if (argc >= 2 && !strcmp(argv[1], "interpolate")) return figure_interpolate(argc - 1, argv + 1);
+    fprintf(stderr, "ddpm figure: %s\nusage: ddpm figure progressive|interpolate --model DIR --out FILE.png ... "
                     "(see 'ddpm figure progressive --help')\n", argc >= 2 ? "unknown figure" : "which figure?");
     return EXIT_USAGE;
 }

@@ -452,6 +452,19 @@ static void test_figure(void) {
     expect(a, 2, "comma-separated timesteps in 0..999");
     snprintf(a, sizeof a, "figure progressive --model %s --out %s/p.png --t 5,,3", MODEL, tmp);
     expect(a, 2, "--t");
+    char dir[300], path2[400];
+    snprintf(dir, sizeof dir, "%s/png8", tmp); /* two 8x8 images made by test_eval */
+    snprintf(a, sizeof a, "figure interpolate --model %s --data %s --out %s/interp.png --pairs 1 --lambdas 3 --t 10 "
+             "--threads 1", MODEL, dir, tmp);
+    expect(a, 0, "1 rows (image 2i, 3 interpolations, image 2i+1), t = 10");
+    snprintf(path2, sizeof path2, "%s/interp.png", tmp);
+    CHECK(png_read_u8(path2, &px, &w, &h, &c, &err) == 0, "%s", err.msg);
+    CHECK(w == 5 * 8 + 4 * 2 && h == 8, "interpolation figure is %dx%d", w, h);
+    free(px);
+    snprintf(a, sizeof a, "figure interpolate --model %s --data %s --out %s/i.png --pairs 2", MODEL, dir, tmp);
+    expect(a, 2, "2 pairs need 4");
+    snprintf(a, sizeof a, "figure interpolate --model %s --data %s --out %s/i.png --t 1000", MODEL, dir, tmp);
+    expect(a, 2, "outside the model's schedule");
     expect("figure", 2, "which figure");
     expect("figure progressive --out x.png", 2, "--model is required");
 }

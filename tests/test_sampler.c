@@ -289,7 +289,14 @@ static void test_track_x0(void) {
     CHECK(finite, "every tracked x0 written, finite and clipped to [-1, 1]");
     CHECK(!memcmp(tr + 2 * 2 * D, x, sizeof(float) * 2 * D), "x0 tracked at t = 0 equals the sample");
     CHECK(memcmp(tr, tr + 2 * 2 * D, sizeof(float) * 2 * D) != 0, "x0 at the first timestep differs from the result");
-    free(x), free(tr);
+    /* start_from = T runs every step: the same result. */
+    float *y = fbuf(2 * D);
+    sampler_opts full = plain;
+    full.start_from = sched.T;
+    CHECK(!sampler_run(u, &sched, &plain, 0, 2, x, NULL, NULL, NULL, &err), "%s", err.msg);
+    CHECK(!sampler_run(u, &sched, &full, 0, 2, y, NULL, NULL, NULL, &err), "%s", err.msg);
+    CHECK(!memcmp(x, y, sizeof(float) * 2 * D), "start_from = T changes the result");
+    free(x), free(y), free(tr);
     unet_free(u);
 }
 

@@ -85,6 +85,10 @@ int sampler_run(unet *u, const schedule *s, const sampler_opts *o, int first_ind
 
     for (int k = 0; k < K; k++) {
         const int t = ts[k], pt = prev[k];
+        if (o->start_from > 0 && t > o->start_from - 1) {
+            if (cb) cb(ctx, k + 1, K);
+            continue;
+        }
         for (int i = 0; i < B; i++) tt[i] = (float)t;
         unet_forward(u, eb, xb, tt, NULL);
         char what[96];

@@ -47,6 +47,9 @@ typedef struct sampler_opts {
     int ntrack;
     const int *track_t;
     float *track_x0;
+    /* Optional: start_from > 0 runs only the steps at timesteps <= start_from - 1
+     * (x_T is then the given x_t at that timestep: interpolation, Fig. 8). */
+    int start_from;
 } sampler_opts;
 
 /* Called after every network evaluation: done of total (total = K). */
