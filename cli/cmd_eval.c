@@ -56,16 +56,9 @@ static int eval_nll(int argc, char **argv)
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
     unet_config cfg;
-    char *sj = NULL;
-    if (model_read_config(dir, &cfg, &err) || model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
-    if (!sj) {
-        args_error(&cmd, "%s has no scheduler_config.json: the bound needs the noise schedule", dir);
-        return EXIT_USAGE;
-    }
+    if (model_read_config(dir, &cfg, &err)) return cli_bad_input(&cmd, &err);
     schedule s;
-    int bad = schedule_from_json(&s, sj, &err);
-    free(sj);
-    if (bad) return cli_bad_input(&cmd, &err);
+    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
     dataset d;
     if (dataset_load(&d, data, DATASET_TEST, (int)n, &err)) {
         schedule_free(&s);

@@ -1,6 +1,7 @@
 /* cmd_figure.c -- the paper's figures as PNGs: `ddpm figure progressive`
  * (Fig. 6: the x0 predicted at chosen timesteps along one ancestral sampling
- * run; rows samples, columns t) and `ddpm figure interpolate` (Fig. 8). */
+ * run; rows samples, columns t), `ddpm figure shared` (Fig. 7) and
+ * `ddpm figure interpolate` (Fig. 8). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,16 +55,8 @@ static int figure_progressive(int argc, char **argv)
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
-    char *sj = NULL;
     schedule s;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
-    if (!sj) {
-        args_error(&cmd, "%s has no scheduler_config.json", dir);
-        return EXIT_USAGE;
-    }
-    int bad = schedule_from_json(&s, sj, &err);
-    free(sj);
-    if (bad) return cli_bad_input(&cmd, &err);
+    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
     int ts[MAX_TRACK], nt = 10;
     if (tlist) nt = parse_list(&cmd, tlist, s.T, ts);
     else
@@ -136,16 +129,8 @@ static int figure_interpolate(int argc, char **argv)
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
-    char *sj = NULL;
     schedule s;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
-    if (!sj) {
-        args_error(&cmd, "%s has no scheduler_config.json", dir);
-        return EXIT_USAGE;
-    }
-    int bad = schedule_from_json(&s, sj, &err);
-    free(sj);
-    if (bad) return cli_bad_input(&cmd, &err);
+    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
     if (t >= s.T) {
         args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, s.T - 1);
         schedule_free(&s);
@@ -221,11 +206,102 @@ done:
     return rc;
 }
 
+/* Fig. 7: one test image diffused to x_t for several t (rows); from each x_t,
+ * several samples of x_0 (columns, after the source image). */
+static int figure_shared(int argc, char **argv)
+{
+    const char *model = NULL, *out = NULL, *data = NULL, *tlist = "999,750,500,250";
+    long long n = 8, index = 0, seed = 0, threads = 0;
+    arg_spec specs[] = {
+        {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
+        {"out", ARG_STR, &out, "FILE.png", "where to write the figure", 0, 0, NULL, 1, 0},
+        {"data", ARG_STR, &data, "SRC", "images (default: Fashion-MNIST's test split)", 0, 0, NULL, 0, 0},
+        {"index", ARG_INT, &index, "I", "which image of the data", 0, 1e9, NULL, 0, 0},
+        {"t", ARG_STR, &tlist, "T1,T2,...", "0-based timesteps of the shared x_t (rows)", 0, 0, NULL, 0, 0},
+        {"n", ARG_INT, &n, "N", "samples per row", 1, 64, NULL, 0, 0},
+        {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
+        ARG_THREADS(&threads),
+        {0},
+    };
+    arg_cmd cmd = {"figure shared", "Samples sharing a latent x_t (paper Fig. 7): one image, several t, several x_0 each.",
+                   NULL, specs};
+    int r = args_parse(&cmd, argc, argv);
+    if (r) return r > 0 ? 0 : EXIT_USAGE;
+    ddpm_set_threads((int)threads);
+    ddpm_err err = {0};
+    char dir[4096];
+    cli_model_dir(model, dir, sizeof dir);
+    schedule s;
+    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
+    int ts[MAX_TRACK], nt = parse_list(&cmd, tlist, s.T, ts);
+    if (nt < 0) {
+        schedule_free(&s);
+        return EXIT_USAGE;
+    }
+    dataset d;
+    if (dataset_load(&d, data, DATASET_TEST, (int)index + 1, &err)) {
+        schedule_free(&s);
+        args_error(&cmd, "--data: %s", err.msg);
+        return EXIT_USAGE;
+    }
+    int N = (int)n, cols = N + 1, rc = EXIT_USAGE;
+    unet *u = NULL;
+    float *xt = NULL, *x = NULL, *grid = NULL, *eps = NULL;
+    if (d.n <= index) {
+        args_error(&cmd, "--index %lld: the data hold %d images", index, d.n);
+        goto done;
+    }
+    if (model_load(&u, dir, N, 0, &err)) {
+        rc = cli_bad_input(&cmd, &err);
+        goto done;
+    }
+    const unet_config *c = &u->cfg;
+    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    if (d.h != c->sample_size || d.w != c->sample_size || d.c != c->in_channels) {
+        args_error(&cmd, "the data are %dx%dx%d images but the model takes %dx%dx%d", d.h, d.w, d.c, c->sample_size,
+                   c->sample_size, c->in_channels);
+        goto done;
+    }
+    rc = EXIT_RUNTIME;
+    xt = malloc(sizeof(float) * N * D), x = malloc(sizeof(float) * N * D);
+    grid = malloc(sizeof(float) * (size_t)nt * cols * D), eps = malloc(sizeof(float) * D);
+    if (!xt || !x || !grid || !eps) {
+        fprintf(stderr, "ddpm figure: out of memory\n");
+        goto done;
+    }
+    for (int j = 0; j < nt; j++) {
+        float *row = grid + (size_t)j * cols * D;
+        for (size_t k = 0; k < D; k++) row[k] = d.pixels[(size_t)index * D + k] / 127.5f - 1.0f;
+        rng_normal(eps, D, (uint64_t)seed, RNG_EVAL, (uint64_t)ts[j]);
+        q_sample(&s, ts[j], row, eps, xt, D);
+        for (int i = 1; i < N; i++) memcpy(xt + (size_t)i * D, xt, sizeof(float) * D); /* the shared latent */
+        sampler_opts so = {.ddim = 0, .steps = s.T, .seed = (uint64_t)seed, .start_from = ts[j] + 1};
+        if (sampler_run(u, &s, &so, 0, N, x, xt, NULL, NULL, &err)) {
+            rc = cli_fail(&cmd, &err);
+            goto done;
+        }
+        memcpy(row + D, x, sizeof(float) * N * D);
+    }
+    if (png_write_grid(out, grid, nt * cols, c->sample_size, c->sample_size, c->in_channels, cols, 2, &err)) {
+        rc = cli_fail(&cmd, &err);
+        goto done;
+    }
+    printf("%s: %d rows (t = %s), the source image then %d samples each\n", out, nt, tlist, N);
+    rc = 0;
+done:
+    free(xt), free(x), free(grid), free(eps);
+    unet_free(u);
+    dataset_free(&d);
+    schedule_free(&s);
+    return rc;
+}
+
 int cmd_figure(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "progressive")) return figure_progressive(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "interpolate")) return figure_interpolate(argc - 1, argv + 1);
-    fprintf(stderr, "ddpm figure: %s\nusage: ddpm figure progressive|interpolate --model DIR --out FILE.png ... "
+    if (argc >= 2 && !strcmp(argv[1], "shared")) return figure_shared(argc - 1, argv + 1);
+    fprintf(stderr, "ddpm figure: %s\nusage: ddpm figure progressive|shared|interpolate --model DIR --out FILE.png ... "
                     "(see 'ddpm figure progressive --help')\n", argc >= 2 ? "unknown figure" : "which figure?");
     return EXIT_USAGE;
 }

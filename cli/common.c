@@ -2,7 +2,11 @@
 #include "common.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+
+#include "diffusion/schedule.h"
+#include "io/modelfolder.h"
 
 void cli_model_dir(const char *dir, char *buf, size_t len)
 {
@@ -24,4 +28,18 @@ int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err)
 {
     fprintf(stderr, "ddpm %s: %s\n", cmd->name, err->msg);
     return EXIT_USAGE;
+}
+
+int cli_read_schedule(const arg_cmd *cmd, const char *dir, schedule *s)
+{
+    ddpm_err err = {0};
+    char *sj = NULL;
+    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(cmd, &err);
+    if (!sj) {
+        args_error(cmd, "%s has no scheduler_config.json: this needs the model's noise schedule", dir);
+        return EXIT_USAGE;
+    }
+    int bad = schedule_from_json(s, sj, &err);
+    free(sj);
+    return bad ? cli_bad_input(cmd, &err) : 0;
 }

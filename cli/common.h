@@ -22,4 +22,9 @@ int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
  * (model folder, data, .npy) is missing, malformed or of the wrong shape. */
 int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err);
 
+/* Reads the noise schedule of model folder dir (its scheduler_config.json,
+ * which must exist) into s. Returns 0, or EXIT_USAGE after a message. */
+struct schedule;
+int cli_read_schedule(const arg_cmd *cmd, const char *dir, struct schedule *s);
+
 #endif

@@ -12,7 +12,7 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, "train a noise-prediction U-Net on images (Algorithm 1)"},
     {"eval", cmd_eval, "evaluate a model: 'eval nll' = the variational bound in bits/dim"},
-    {"figure", cmd_figure, "the paper's figures: 'figure progressive' (Fig. 6), 'figure interpolate' (Fig. 8)"},
+    {"figure", cmd_figure, "the paper's figures: 'figure progressive|shared|interpolate' (Figs. 6, 7, 8)"},
     {"info", cmd_info, "summarise a model folder or training run"},
     {"sample", cmd_sample, "draw images with the DDPM or DDIM sampler (PNG grid, PNGs, .npy)"},
     {"eps", cmd_eps, "predict the noise eps(x_t, t) for inputs in an .npy file"},

@@ -465,6 +465,15 @@ static void test_figure(void) {
     expect(a, 2, "2 pairs need 4");
     snprintf(a, sizeof a, "figure interpolate --model %s --data %s --out %s/i.png --t 1000", MODEL, dir, tmp);
     expect(a, 2, "outside the model's schedule");
+    snprintf(a, sizeof a, "figure shared --model %s --data %s --out %s/shared.png --n 3 --t 20,5 --index 1 "
+             "--threads 1", MODEL, dir, tmp);
+    expect(a, 0, "2 rows (t = 20,5), the source image then 3 samples each");
+    snprintf(path2, sizeof path2, "%s/shared.png", tmp);
+    CHECK(png_read_u8(path2, &px, &w, &h, &c, &err) == 0, "%s", err.msg);
+    CHECK(w == 4 * 8 + 3 * 2 && h == 2 * 8 + 2, "shared-latent figure is %dx%d", w, h);
+    free(px);
+    snprintf(a, sizeof a, "figure shared --model %s --data %s --out %s/s.png --index 2", MODEL, dir, tmp);
+    expect(a, 2, "--index 2: the data hold 2 images");
     expect("figure", 2, "which figure");
     expect("figure progressive --out x.png", 2, "--model is required");
 }
