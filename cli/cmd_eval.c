@@ -40,7 +40,8 @@ static int eval_nll(int argc, char **argv)
         {"n", ARG_INT, &n, "N", "images evaluated (the first N; 0 = all)", 0, 1e9, NULL, 0, 0},
         {"batch", ARG_INT, &batch, "B", "images per network call", 1, 4096, NULL, 0, 0},
         {"seed", ARG_INT, &seed, "S", "seed of the x_t noise", 0, 9.2e18, NULL, 0, 0},
-        {"csv", ARG_STR, &csv, "FILE", "per-t table: t, mean L_t in bits/dim, mean MSE of the x0 prediction "
+        {"csv", ARG_STR, &csv, "FILE", "per-t table: t, mean L_t in bits/dim, mean MSE of the x0 prediction, rate, "
+                                       "distortion (RMSE, 0..255); the rate-distortion curve goes to FILE_rd.svg "
                                        "(default: MODEL/../nll.csv for a run folder, else ./nll.csv)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
         {0},
@@ -120,19 +121,62 @@ static int eval_nll(int argc, char **argv)
         fprintf(stderr, "ddpm eval nll: cannot write %s\n", path);
         goto done;
     }
-    fprintf(f, "t,L_t_bits_per_dim,x0_mse\n");
-    for (int t = 0; t < T; t++) {
-        double lt = 0, m = 0;
-        for (int i = 0; i < N; i++) lt += terms[(size_t)i * (T + 1) + t], m += mse[(size_t)i * T + t];
-        fprintf(f, "%d,%.9g,%.9g\n", t, lt * to_bpd / N, m / N);
-    }
-    fprintf(f, "prior,%.9g,\n", prior);
-    if (fclose(f)) {
-        fprintf(stderr, "ddpm eval nll: writing %s failed\n", path);
+    /* Per t: the mean term, the x0 MSE, and the rate-distortion pair of the
+     * paper's Sec. 4.3 -- rate = bits/dim sent from T down to t (prior and the
+     * KL terms L_s for s >= max(t, 1)), distortion = RMSE of the x0 prediction
+     * on the [0, 255] scale. */
+    double *lt = calloc((size_t)T, sizeof *lt), *rate = calloc((size_t)T, sizeof *rate);
+    double *dist = calloc((size_t)T, sizeof *dist);
+    if (!lt || !rate || !dist) {
+        free(lt), free(rate), free(dist);
+        fclose(f);
+        fprintf(stderr, "ddpm eval nll: out of memory\n");
         goto done;
     }
-    printf("NLL bound %.4f bits/dim (standard error %.4f, %d images; prior %.5f, decoder %.4f); per-t terms in %s\n",
-           mean, sqrt(var / N), N, prior, dec, path);
+    for (int t = 0; t < T; t++) {
+        double m = 0;
+        for (int i = 0; i < N; i++) lt[t] += terms[(size_t)i * (T + 1) + t] * to_bpd / N, m += mse[(size_t)i * T + t] / N;
+        dist[t] = sqrt(m) * 127.5;
+    }
+    for (int t = T - 1; t >= 0; t--) rate[t] = (t == T - 1 ? prior : rate[t + 1]) + (t >= 1 ? lt[t] : 0.0);
+    fprintf(f, "t,L_t_bits_per_dim,x0_mse,rate_bits_per_dim,distortion_rmse_0_255\n");
+    for (int t = 0; t < T; t++)
+        fprintf(f, "%d,%.9g,%.9g,%.9g,%.9g\n", t, lt[t], dist[t] * dist[t] / (127.5 * 127.5), rate[t], dist[t]);
+    fprintf(f, "prior,%.9g,,,\n", prior);
+    int wrote = fclose(f) == 0;
+    /* The rate-distortion curve as an SVG next to the CSV. */
+    char svg[4400];
+    snprintf(svg, sizeof svg, "%.*s_rd.svg", (int)(strlen(path) > 4 && !strcmp(path + strlen(path) - 4, ".csv")
+                                                     ? strlen(path) - 4 : strlen(path)), path);
+    FILE *g = wrote ? fopen(svg, "w") : NULL;
+    if (g) {
+        double rmax = rate[0] > 0 ? rate[0] : 1, dmax = 0;
+        for (int t = 0; t < T; t++) dmax = dist[t] > dmax ? dist[t] : dmax;
+        if (dmax <= 0) dmax = 1;
+        const double W = 480, H = 320, L = 60, B = 40;
+        fprintf(g, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+                   "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W + L + 20, H + B + 30);
+        fprintf(g, "<text x=\"%.0f\" y=\"18\">Rate-distortion (%d images): distortion vs rate</text>\n", L, N);
+        fprintf(g, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H + 25, L + W, H + 25);
+        fprintf(g, "<line x1=\"%.0f\" y1=\"25\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, L, H + 25);
+        fprintf(g, "<text x=\"%.0f\" y=\"%.0f\">rate (bits/dim), 0 .. %.3g</text>\n", L + W / 3, H + 55, rmax);
+        fprintf(g, "<text x=\"4\" y=\"40\">RMSE</text><text x=\"4\" y=\"54\">%.3g</text>"
+                   "<text x=\"4\" y=\"%.0f\">0</text>\n", dmax, H + 25);
+        fprintf(g, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
+        for (int t = T - 1; t >= 0; t--)
+            fprintf(g, "%.1f,%.1f ", L + W * rate[t] / rmax, 25 + H * (1 - dist[t] / dmax));
+        fprintf(g, "\"/>\n</svg>\n");
+        wrote = fclose(g) == 0;
+    } else {
+        wrote = 0;
+    }
+    free(lt), free(rate), free(dist);
+    if (!wrote) {
+        fprintf(stderr, "ddpm eval nll: writing %s or %s failed\n", path, svg);
+        goto done;
+    }
+    printf("NLL bound %.4f bits/dim (standard error %.4f, %d images; prior %.5f, decoder %.4f); per-t terms and rate-distortion in %s, curve in %s\n",
+           mean, sqrt(var / N), N, prior, dec, path, svg);
     rc = 0;
 done:
     unet_free(u);

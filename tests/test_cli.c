@@ -12,6 +12,7 @@
  * through the shell with stderr merged into stdout and returns the exit
  * status; expect() checks status and message in one line. */
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,6 +428,21 @@ static void test_eval(void) {
     expect(a, 0, "bits/dim (standard error");
     snprintf(path, sizeof path, "%s/nll.csv", tmp);
     CHECK(count_lines(path) == 1000 + 2, "nll.csv: %d lines, want header + 1000 + prior", count_lines(path));
+    /* The rate falls as t rises (fewer terms sent), the curve is written as SVG. */
+    FILE *f = fopen(path, "r");
+    char line[512];
+    double prev_rate = INFINITY;
+    int monotone = 1, rows = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        int t;
+        double l, m, rate, d;
+        if (sscanf(line, "%d,%lf,%lf,%lf,%lf", &t, &l, &m, &rate, &d) != 5) continue;
+        monotone &= rate <= prev_rate + 1e-12 && d >= 0, prev_rate = rate, rows++;
+    }
+    if (f) fclose(f);
+    CHECK(rows == 1000 && monotone, "rate-distortion columns: %d rows, rate non-increasing in t: %d", rows, monotone);
+    snprintf(path, sizeof path, "%s/nll_rd.svg", tmp);
+    CHECK(count_lines(path) > 5, "the rate-distortion SVG %s is missing", path);
     expect("eval", 2, "which evaluation");
     expect("eval fid", 2, "unknown evaluation");
     expect("eval nll", 2, "--model is required");
