@@ -56,22 +56,12 @@ static int eval_nll(int argc, char **argv)
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
-    unet_config cfg;
-    if (model_read_config(dir, &cfg, &err)) return cli_bad_input(&cmd, &err);
     schedule s;
     if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
     dataset d;
-    if (dataset_load(&d, data, DATASET_TEST, (int)n, &err)) {
+    if ((r = cli_load_images(&cmd, dir, data, (int)n, &d))) {
         schedule_free(&s);
-        args_error(&cmd, "--data: %s", err.msg);
-        return EXIT_USAGE;
-    }
-    if (d.h != cfg.sample_size || d.w != cfg.sample_size || d.c != cfg.in_channels) {
-        args_error(&cmd, "the data are %dx%dx%d images but the model takes %dx%dx%d", d.h, d.w, d.c,
-                   cfg.sample_size, cfg.sample_size, cfg.in_channels);
-        dataset_free(&d);
-        schedule_free(&s);
-        return EXIT_USAGE;
+        return r;
     }
     int N = d.n, B = batch < N ? (int)batch : N, T = s.T;
     size_t D = (size_t)d.h * d.w * d.c;

@@ -137,10 +137,9 @@ static int figure_interpolate(int argc, char **argv)
         return EXIT_USAGE;
     }
     dataset d;
-    if (dataset_load(&d, data, DATASET_TEST, (int)(2 * pairs), &err)) {
+    if ((r = cli_load_images(&cmd, dir, data, (int)(2 * pairs), &d))) {
         schedule_free(&s);
-        args_error(&cmd, "--data: %s", err.msg);
-        return EXIT_USAGE;
+        return r;
     }
     int L = (int)steps_l, P = (int)pairs, n = P * L, cols = L + 2;
     unet *u = NULL;
@@ -156,11 +155,6 @@ static int figure_interpolate(int argc, char **argv)
     }
     const unet_config *c = &u->cfg;
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
-    if (d.h != c->sample_size || d.w != c->sample_size || d.c != c->in_channels) {
-        args_error(&cmd, "the data are %dx%dx%d images but the model takes %dx%dx%d", d.h, d.w, d.c, c->sample_size,
-                   c->sample_size, c->in_channels);
-        goto done;
-    }
     rc = EXIT_RUNTIME;
     xt = malloc(sizeof(float) * n * D), x = malloc(sizeof(float) * n * D);
     grid = malloc(sizeof(float) * (size_t)P * cols * D);
@@ -239,10 +233,9 @@ static int figure_shared(int argc, char **argv)
         return EXIT_USAGE;
     }
     dataset d;
-    if (dataset_load(&d, data, DATASET_TEST, (int)index + 1, &err)) {
+    if ((r = cli_load_images(&cmd, dir, data, (int)index + 1, &d))) {
         schedule_free(&s);
-        args_error(&cmd, "--data: %s", err.msg);
-        return EXIT_USAGE;
+        return r;
     }
     int N = (int)n, cols = N + 1, rc = EXIT_USAGE;
     unet *u = NULL;
@@ -257,11 +250,6 @@ static int figure_shared(int argc, char **argv)
     }
     const unet_config *c = &u->cfg;
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
-    if (d.h != c->sample_size || d.w != c->sample_size || d.c != c->in_channels) {
-        args_error(&cmd, "the data are %dx%dx%d images but the model takes %dx%dx%d", d.h, d.w, d.c, c->sample_size,
-                   c->sample_size, c->in_channels);
-        goto done;
-    }
     rc = EXIT_RUNTIME;
     xt = malloc(sizeof(float) * N * D), x = malloc(sizeof(float) * N * D);
     grid = malloc(sizeof(float) * (size_t)nt * cols * D), eps = malloc(sizeof(float) * D);

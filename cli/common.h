@@ -22,6 +22,12 @@ int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
  * (model folder, data, .npy) is missing, malformed or of the wrong shape. */
 int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err);
 
+/* Loads up to limit images (0 = all) of src's test split (NULL: Fashion-MNIST)
+ * into d and checks they have the size of model folder dir's network.
+ * Returns 0, or EXIT_USAGE after a message (d then needs no freeing). */
+struct dataset;
+int cli_load_images(const arg_cmd *cmd, const char *dir, const char *src, int limit, struct dataset *d);
+
 /* Reads the noise schedule of model folder dir (its scheduler_config.json,
  * which must exist) into s. Returns 0, or EXIT_USAGE after a message. */
 struct schedule;
