@@ -3,7 +3,11 @@
 
 #include <omp.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
+
+#include "status.h"
 
 int ddpm_cpu_count(void) {
     cpu_set_t set;
@@ -16,6 +20,26 @@ int ddpm_set_threads(int n) {
     if (n <= 0) n = ddpm_cpu_count();
     omp_set_num_threads(n);
     return n;
+}
+
+static _Thread_local struct {
+    void *p;
+    size_t n;
+} tbuf[TBUF_SLOTS];
+
+void *thread_buffer(int slot, size_t bytes) {
+    DDPM_ASSERT(slot >= 0 && slot < TBUF_SLOTS);
+    if (bytes > tbuf[slot].n) {
+        free(tbuf[slot].p);
+        size_t n = bytes + bytes / 4 + 64;
+        tbuf[slot].p = NULL;
+        if (posix_memalign(&tbuf[slot].p, 64, n) != 0) {
+            fprintf(stderr, "ddpm: out of memory (a %zu MB temporary buffer)\n", n >> 20);
+            abort();
+        }
+        tbuf[slot].n = n;
+    }
+    return tbuf[slot].p;
 }
 
 double ddpm_now(void) {

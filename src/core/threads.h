@@ -2,12 +2,27 @@
 #ifndef DDPM_THREADS_H
 #define DDPM_THREADS_H
 
+#include <stddef.h>
+
 /* CPUs this process may run on (sched_getaffinity; CPUID topology is wrong in VMs). */
 int ddpm_cpu_count(void);
 
 /* Sets the OpenMP thread count used by ddpm's kernels and oneDNN; n <= 0 means
  * ddpm_cpu_count(). Returns the count in use. */
 int ddpm_set_threads(int n);
+
+/* Per-thread temporaries: the calling thread's buffer for `slot`, at least
+ * `bytes` long and 64-byte aligned, contents undefined. Grown on demand, never
+ * shrunk, kept for the thread's life; aborts if memory runs out. Operators use
+ * them for what lives only during one call, so that U-Net shards running
+ * concurrently need one copy per thread, not one per shard. */
+enum thread_buffer_slot {
+    TBUF_GN_PARTIAL, TBUF_GN_DZ,                    /* GroupNorm backward */
+    TBUF_CONV_X, TBUF_CONV_Y, TBUF_CONV_DW,         /* convolution staging and weight gradient */
+    TBUF_NET_DACT, TBUF_NET_SCRATCH,                /* U-Net backward: activation gradients, temporaries */
+    TBUF_SLOTS
+};
+void *thread_buffer(int slot, size_t bytes);
 
 /* Wall-clock seconds from a monotonic clock. */
 double ddpm_now(void);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "core/threads.h"
 #include "ops/ops.h"
 
 /* A tensor in the activation arena: offset of its first row and its row stride. */
@@ -307,7 +308,7 @@ static int net_create(unet **out, const unet_config *cfg, int batch, int trainin
     if (build(&b)) goto fail;
     u->act_len = b.act;
     u->saved_len = b.saved;
-    u->scratch_len = training ? b.scratch : 0;
+    u->scratch_len = training ? b.scratch : 0; /* dact and scratch are per-thread buffers */
     u->own_params = params == NULL;
     u->params = params ? params : ddpm_alloc_floats(u->nparams, err);
     u->act = ddpm_alloc_floats(b.act, err);
@@ -315,10 +316,8 @@ static int net_create(unet **out, const unet_config *cfg, int batch, int trainin
     if (!u->params || !u->act || !u->saved) goto fail;
     if (training) {
         u->grads = ddpm_alloc_floats(u->nparams, err);
-        u->dact = ddpm_alloc_floats(b.act, err);
-        u->scratch = ddpm_alloc_floats(b.scratch, err);
         u->dtemb_act = ddpm_alloc_floats((size_t)batch * 4 * cfg->block_out[0], err);
-        if (!u->grads || !u->dact || !u->scratch || !u->dtemb_act) goto fail;
+        if (!u->grads || !u->dtemb_act) goto fail;
     }
     *out = u;
     return 0;
@@ -359,6 +358,12 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
     omp_set_num_threads(threads);
     if (rc) goto fail;
     unet *s0 = u->shards[0];
+    /* One copy of each convolution's weights in oneDNN's layout, for all shards. */
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < s0->nunits; i++) {
+            if (s0->units[i].c1) conv_plan_share(u->shards[s]->units[i].c1, s0->units[i].c1);
+            if (s0->units[i].c2) conv_plan_share(u->shards[s]->units[i].c2, s0->units[i].c2);
+        }
     u->ntensors = s0->ntensors;
     u->nparams = s0->nparams;
     u->params = s0->params;
@@ -387,9 +392,7 @@ void unet_free(unet *u) {
     if (u->own_params || u->nshards) free(u->params);
     free(u->grads);
     free(u->act);
-    free(u->dact);
     free(u->saved);
-    free(u->scratch);
     free(u->dtemb_act);
     free(u);
 }
@@ -407,7 +410,7 @@ size_t unet_arena_bytes(const unet *u) {
             n += unet_arena_bytes(u->shards[s]) + (u->training ? sizeof(float) * u->nparams : 0);
         return n;
     }
-    return sizeof(float) * (u->act_len * (u->training ? 2 : 1) + u->saved_len + u->scratch_len);
+    return sizeof(float) * (u->act_len + u->saved_len);
 }
 
 /* ---- initialisation ------------------------------------------------------ */
@@ -476,8 +479,20 @@ static attn_saved attn_s(unet *u, unet_unit *a) {
     return s;
 }
 
+/* Offset of the weights of a unit's first or second convolution. */
+static size_t conv_weights(const unet_unit *r, int second) {
+    if (r->kind == U_RESNET) return r->p[second ? 8 : 2];
+    return r->p[r->kind == U_OUT ? 2 : 0];
+}
+
 static void shards_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
     size_t hw = (size_t)u->cfg.sample_size * u->cfg.sample_size;
+    unet *s0 = u->shards[0];
+    for (int i = 0; i < s0->nunits; i++) {
+        unet_unit *r = &s0->units[i];
+        if (r->c1) conv_prepare(r->c1, u->params + conv_weights(r, 0));
+        if (r->c2) conv_prepare(r->c2, u->params + conv_weights(r, 1));
+    }
     #pragma omp parallel for schedule(dynamic, 1)
     for (int s = 0; s < u->nshards; s++) {
         unet *sh = u->shards[s];
@@ -590,6 +605,8 @@ void unet_backward(unet *u, float *dx, const float *dout) {
     }
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
+    u->dact = thread_buffer(TBUF_NET_DACT, sizeof(float) * u->act_len);
+    u->scratch = thread_buffer(TBUF_NET_SCRATCH, sizeof(float) * u->scratch_len);
     memset(u->dact, 0, sizeof(float) * u->act_len);
     memset(u->dtemb_act, 0, sizeof(float) * (size_t)B * Dt);
     for (int i = u->nunits - 1; i >= 0; i--) {

@@ -52,9 +52,10 @@ typedef struct unet {
     /* private: units and arenas */
     int nunits;
     unet_unit *units;
-    float *act, *dact;    /* unit inputs/outputs and their gradients (same offsets) */
+    float *act, *dact;    /* unit inputs/outputs and their gradients (same offsets; dact is
+                           * the backward's per-thread buffer, see thread_buffer) */
     float *saved;         /* what the backward needs from the forward */
-    float *scratch;       /* backward temporaries */
+    float *scratch;       /* backward temporaries (per-thread buffer) */
     size_t act_len, saved_len, scratch_len;
     size_t temb[6];       /* saved offsets: e, a1, s1, out, act; dact (in scratch-free region) */
     float *dtemb_act;     /* [batch, temb_dim] */
@@ -70,8 +71,9 @@ typedef struct unet {
 /* Shards a batch of `batch` images is split into: min(8, batch / 4), at least 1. */
 int unet_shard_count(int batch);
 
-/* Builds the network for `batch` images (all primitives and buffers made here;
- * nothing is allocated later). Parameters start at zero: load them or call
+/* Builds the network for `batch` images (all primitives and the arenas that
+ * outlive a call are made here; what lives only during one backward or one
+ * convolution is in per-thread buffers, grown at the first call). Parameters start at zero: load them or call
  * unet_init_official. training != 0 adds what the backward needs. */
 int unet_create(unet **u, const unet_config *cfg, int batch, int training, ddpm_err *err);
 void unet_free(unet *u);

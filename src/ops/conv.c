@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops.h"
 
 /* One primitive with the memories it reads and writes. */
@@ -15,11 +16,12 @@ typedef struct prim {
 } prim;
 
 /* A weight reorder between the user's OIHW array (handle set per call) and the
- * primitive's layout. When the layouts agree, prim == user and p is NULL. */
+ * primitive's layout. When the layouts agree, prim == user and p is NULL.
+ * shared: prim is another plan's (conv_plan_share), filled by conv_prepare. */
 typedef struct reorder {
     dnnl_primitive_t p;
     dnnl_memory_t user, prim;
-    int to_prim;
+    int to_prim, shared, borrowed;
 } reorder;
 
 struct conv_plan {
@@ -27,8 +29,7 @@ struct conv_plan {
     prim fwd, bwd_data, bwd_w;
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
-    float *dw_tmp, *db_tmp;                    /* OIHW weight grad, bias grad */
-    float *xs, *ys;        /* dense staging copies of x (and dx) / y (and dy), or NULL */
+    int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
     int bwd_w_ref;         /* oneDNN has only a reference kernel for the weight gradient */
 };
 
@@ -67,9 +68,10 @@ static dnnl_status_t mem_user(dnnl_memory_t *m, const dnnl_memory_desc_t *md) {
     return dnnl_memory_create(m, md, engine, DNNL_MEMORY_NONE);
 }
 
-/* Makes the reorder between user_md (OIHW) and prim_md, in the direction to_prim. */
+/* Makes the reorder between user_md (OIHW) and prim_md, in the direction to_prim;
+ * the primitive-layout memory is allocated here, or (alloc == 0) set per call. */
 static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *prim_md,
-                        int to_prim, ddpm_err *err) {
+                        int to_prim, int alloc, ddpm_err *err) {
     dnnl_primitive_desc_t pd = NULL;
     r->to_prim = to_prim;
     TRY(mem_user(&r->user, user_md), "memory");
@@ -77,7 +79,8 @@ static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnn
         r->prim = r->user;
         return 0;
     }
-    TRY(dnnl_memory_create(&r->prim, prim_md, engine, DNNL_MEMORY_ALLOCATE), "weight memory");
+    TRY(dnnl_memory_create(&r->prim, prim_md, engine, alloc ? DNNL_MEMORY_ALLOCATE : DNNL_MEMORY_NONE),
+        "weight memory");
     TRY(dnnl_reorder_primitive_desc_create(&pd, to_prim ? user_md : prim_md, engine,
                                            to_prim ? prim_md : user_md, engine, NULL), "reorder");
     TRY(dnnl_primitive_create(&r->p, pd), "reorder primitive");
@@ -90,7 +93,7 @@ fail:
 
 static void free_reorder(reorder *r) {
     if (r->p) dnnl_primitive_destroy(r->p);
-    if (r->prim && r->prim != r->user) dnnl_memory_destroy(r->prim);
+    if (r->prim && r->prim != r->user && !r->borrowed) dnnl_memory_destroy(r->prim);
     if (r->user) dnnl_memory_destroy(r->user);
 }
 
@@ -164,7 +167,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
     TRY(mem_user(&p->y, &y_md), "memory");
     TRY(mem_user(&p->bias, &b_md), "memory");
     const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
-    if (make_reorder(&p->w_fwd, &w_user, wf, 1, err)) goto fail;
+    if (make_reorder(&p->w_fwd, &w_user, wf, 1, 1, err)) goto fail;
 
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
@@ -174,7 +177,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
         *any_ref |= is_ref(&p->bwd_data);
         const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
-        if (make_reorder(&p->w_bwd, &w_user, wb, 1, err)) goto fail;
+        if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
 
         TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
@@ -182,7 +185,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         TRY(dnnl_primitive_create(&p->bwd_w.p, p->bwd_w.pd), "conv bwd-weights");
         p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
-        if (make_reorder(&p->dw, &w_user, dwm, 0, err)) goto fail;
+        if (make_reorder(&p->dw, &w_user, dwm, 0, 0, err)) goto fail;
         TRY(mem_user(&p->dx, &x_md), "memory");
         TRY(mem_user(&p->dy, &y_md), "memory");
         TRY(mem_user(&p->dbias, &b_md), "memory");
@@ -210,14 +213,8 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
     if ((any_ref || p->bwd_w_ref) && (ld_x != Cin || ld_y != Cout)) {
         free_prims(p);
         if (build_prims(p, Cin, Cout, &any_ref, err)) goto fail;
-        if (ld_x != Cin) p->xs = ddpm_alloc_floats((size_t)B * H * W * Cin * (training ? 2 : 1), err);
-        if (ld_y != Cout) p->ys = ddpm_alloc_floats((size_t)B * p->Ho * p->Wo * Cout, err);
-        if ((ld_x != Cin && !p->xs) || (ld_y != Cout && !p->ys)) goto fail;
-    }
-    if (training) {
-        p->dw_tmp = ddpm_alloc_floats((size_t)Cout * Cin * 9, err);
-        p->db_tmp = ddpm_alloc_floats((size_t)Cout, err);
-        if (!p->dw_tmp || !p->db_tmp) goto fail;
+        p->stage_x = ld_x != Cin;
+        p->stage_y = ld_y != Cout;
     }
     *out = p;
     return 0;
@@ -229,10 +226,6 @@ fail:
 void conv_plan_free(conv_plan *p) {
     if (!p) return;
     free_prims(p);
-    free(p->xs);
-    free(p->ys);
-    free(p->dw_tmp);
-    free(p->db_tmp);
     free(p);
 }
 
@@ -300,26 +293,19 @@ static void conv_backward_ref(conv_plan *p, float *dx, float *dw, float *db, con
             }
 }
 
-/* ---- dispatch ------------------------------------------------------------- */
-
-/* dst rows (stride ldd) = src rows (stride lds), C floats each. */
-static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t rows, int C) {
-    for (size_t r = 0; r < rows; r++) memcpy(dst + r * ldd, src + r * lds, sizeof(float) * C);
-}
-
 /* Weight and bias gradient by direct loops, for the shapes oneDNN has only a
- * reference kernel for (one input channel): dw_tmp, db_tmp (=), in a fixed order. */
-static void conv_bwd_w_direct(conv_plan *p, const float *dy, int lddy, const float *x, int ldx) {
+ * reference kernel for (one input channel): dw, db (=), in a fixed order. */
+static void conv_bwd_w_direct(conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
     int top, left, Cin = p->Cin, Cout = p->Cout;
     pads(p, &top, &left);
     float *acc = calloc((size_t)9 * Cin * Cout, sizeof *acc); /* [ky][kx][ci][co] */
     DDPM_ASSERT(acc != NULL);
-    memset(p->db_tmp, 0, sizeof(float) * Cout);
+    memset(db, 0, sizeof(float) * Cout);
     for (int n = 0; n < p->B; n++)
         for (int oy = 0; oy < p->Ho; oy++)
             for (int ox = 0; ox < p->Wo; ox++) {
                 const float *g = dy + ((size_t)(n * p->Ho + oy) * p->Wo + ox) * lddy;
-                for (int co = 0; co < Cout; co++) p->db_tmp[co] += g[co];
+                for (int co = 0; co < Cout; co++) db[co] += g[co];
                 for (int ky = 0; ky < 3; ky++) {
                     int iy = oy * p->stride + ky - top;
                     if (iy < 0 || iy >= p->H) continue;
@@ -335,9 +321,50 @@ static void conv_bwd_w_direct(conv_plan *p, const float *dy, int lddy, const flo
             }
     for (int co = 0; co < Cout; co++)
         for (int ci = 0; ci < Cin; ci++)
-            for (int k = 0; k < 9; k++)
-                p->dw_tmp[((size_t)co * Cin + ci) * 9 + k] = acc[((size_t)k * Cin + ci) * Cout + co];
+            for (int k = 0; k < 9; k++) dw[((size_t)co * Cin + ci) * 9 + k] = acc[((size_t)k * Cin + ci) * Cout + co];
     free(acc);
+}
+
+/* ---- weights shared between plans ----------------------------------------- */
+
+static const dnnl_memory_desc_t *mem_md(dnnl_memory_t m) {
+    const dnnl_memory_desc_t *md = NULL;
+    DDPM_ASSERT(dnnl_memory_get_memory_desc(m, &md) == dnnl_success);
+    return md;
+}
+
+static void share_reorder(reorder *r, reorder *owner) {
+    if (!r->p || !owner->p || !dnnl_memory_desc_equal(mem_md(r->prim), mem_md(owner->prim))) return;
+    if (r != owner) {
+        if (!r->borrowed) dnnl_memory_destroy(r->prim);
+        r->prim = owner->prim;
+        r->borrowed = 1;
+    }
+    r->shared = owner->shared = 1;
+}
+
+void conv_plan_share(conv_plan *p, conv_plan *owner) {
+    share_reorder(&p->w_fwd, &owner->w_fwd);
+    share_reorder(&p->w_bwd, &owner->w_bwd);
+}
+
+void conv_prepare(conv_plan *p, const float *w) {
+    reorder *rs[] = {&p->w_fwd, &p->w_bwd};
+    for (int i = 0; i < 2; i++)
+        if (rs[i]->shared && !rs[i]->borrowed) run_reorder(rs[i], w);
+    dnnl_stream_wait(stream);
+}
+
+/* The weights in the forward (or backward-data) primitive's layout. */
+static dnnl_memory_t weights(reorder *r, const float *w) {
+    return r->shared ? r->prim : run_reorder(r, w);
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+/* dst rows (stride ldd) = src rows (stride lds), C floats each. */
+static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t rows, int C) {
+    for (size_t r = 0; r < rows; r++) memcpy(dst + r * ldd, src + r * lds, sizeof(float) * C);
 }
 
 void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
@@ -346,16 +373,18 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
-    if (p->xs) copy_rows(p->xs, p->Cin, x, p->ld_x, nx, p->Cin);
-    dnnl_memory_t wm = run_reorder(&p->w_fwd, w);
-    dnnl_memory_set_data_handle(p->x, p->xs ? p->xs : (void *)x);
-    dnnl_memory_set_data_handle(p->y, p->ys ? p->ys : y);
+    float *xs = p->stage_x ? thread_buffer(TBUF_CONV_X, sizeof(float) * nx * p->Cin) : NULL;
+    float *ys = p->stage_y ? thread_buffer(TBUF_CONV_Y, sizeof(float) * ny * p->Cout) : NULL;
+    if (xs) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin);
+    dnnl_memory_t wm = weights(&p->w_fwd, w);
+    dnnl_memory_set_data_handle(p->x, xs ? xs : (void *)x);
+    dnnl_memory_set_data_handle(p->y, ys ? ys : y);
     dnnl_memory_set_data_handle(p->bias, (void *)b);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, p->bias},
                            {DNNL_ARG_DST, p->y}};
     DDPM_ASSERT(dnnl_primitive_execute(p->fwd.p, stream, 4, a) == dnnl_success);
     dnnl_stream_wait(stream);
-    if (p->ys) copy_rows(y, p->ld_y, p->ys, p->Cout, ny, p->Cout);
+    if (ys) copy_rows(y, p->ld_y, ys, p->Cout, ny, p->Cout);
 }
 
 void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
@@ -366,38 +395,47 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
+    float *xs = p->stage_x ? thread_buffer(TBUF_CONV_X, sizeof(float) * nx * p->Cin * 2) : NULL; /* x | dx */
     int lddy = p->Cout, ldx = p->Cin;
-    if (p->ys) copy_rows(p->ys, p->Cout, dy, p->ld_y, ny, p->Cout), dy = p->ys;
-    else lddy = p->ld_y;
+    if (p->stage_y) {
+        float *ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * ny * p->Cout);
+        copy_rows(ys, p->Cout, dy, p->ld_y, ny, p->Cout);
+        dy = ys;
+    } else {
+        lddy = p->ld_y;
+    }
     dnnl_memory_set_data_handle(p->dy, (void *)dy);
     if (dx) {
-        float *dxs = p->xs ? p->xs + nx * p->Cin : dx;
-        dnnl_memory_t wm = run_reorder(&p->w_bwd, w);
+        float *dxs = xs ? xs + nx * p->Cin : dx;
         dnnl_memory_set_data_handle(p->dx, dxs);
-        dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, p->dx}};
+        dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, weights(&p->w_bwd, w)},
+                               {DNNL_ARG_DIFF_SRC, p->dx}};
         DDPM_ASSERT(dnnl_primitive_execute(p->bwd_data.p, stream, 3, a) == dnnl_success);
         dnnl_stream_wait(stream);
-        if (p->xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
+        if (xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
-        if (p->xs) copy_rows(p->xs, p->Cin, x, p->ld_x, nx, p->Cin), x = p->xs;
+        if (xs) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin), x = xs;
         else ldx = p->ld_x;
+        /* This call's gradients: [OIHW weights | bias | primitive-layout weights]. */
+        size_t nw = (size_t)p->Cout * p->Cin * 9, head = (nw + p->Cout + 15) / 16 * 16;
+        size_t prim_bytes = p->dw.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
+        float *dwt = thread_buffer(TBUF_CONV_DW, sizeof(float) * head + prim_bytes), *dbt = dwt + nw;
         if (p->bwd_w_ref) {
-            conv_bwd_w_direct(p, dy, lddy, x, ldx);
+            conv_bwd_w_direct(p, dwt, dbt, dy, lddy, x, ldx);
         } else {
             dnnl_memory_set_data_handle(p->x, (void *)x);
-            dnnl_memory_set_data_handle(p->dbias, p->db_tmp);
+            dnnl_memory_set_data_handle(p->dbias, dbt);
+            dnnl_memory_set_data_handle(p->dw.prim, p->dw.p ? (void *)(dwt + head) : (void *)dwt);
             dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
                                    {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
-            if (p->dw.prim == p->dw.user) dnnl_memory_set_data_handle(p->dw.user, p->dw_tmp);
             DDPM_ASSERT(dnnl_primitive_execute(p->bwd_w.p, stream, 4, a) == dnnl_success);
-            run_reorder(&p->dw, p->dw_tmp);
+            run_reorder(&p->dw, dwt);
             dnnl_stream_wait(stream);
         }
-        size_t nw = (size_t)p->Cout * p->Cin * 9;
         if (dw)
-            for (size_t i = 0; i < nw; i++) dw[i] += p->dw_tmp[i];
+            for (size_t i = 0; i < nw; i++) dw[i] += dwt[i];
         if (db)
-            for (int i = 0; i < p->Cout; i++) db[i] += p->db_tmp[i];
+            for (int i = 0; i < p->Cout; i++) db[i] += dbt[i];
     }
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops.h"
 
 static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
@@ -61,14 +62,6 @@ void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float 
         }
     }
 }
-
-/* Per-sample partial sums of dgamma/dbeta, [B][2][C], and the per-thread dz
- * rows of one sample; grown, never shrunk. Thread-local: U-Net shards run
- * concurrently. */
-static _Thread_local double *partial;
-static _Thread_local size_t partial_len;
-static _Thread_local float *dzbuf;
-static _Thread_local size_t dzbuf_len;
 
 enum { GN_BLOCK = 16 }; /* pixels accumulated in float before adding to the double sums */
 
@@ -134,32 +127,24 @@ static void gn_backward_sample(float *dxb, int lddx, double *sdz, double *sdzx, 
     }
 }
 
-static void *grow(void *buf, size_t *len, size_t need, size_t elem) {
-    if (need <= *len) return buf;
-    free(buf);
-    buf = malloc(need * elem);
-    DDPM_ASSERT(buf != NULL);
-    *len = need;
-    return buf;
-}
-
 void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
                         const float *x, int ldx, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                         int silu, int accumulate) {
     DDPM_ASSERT((C / G) * G == C && C <= 4096);
-    partial = grow(partial, &partial_len, (size_t)B * 2 * C, sizeof(double));
-    double *part = partial; /* the caller's buffer, shared with the team below */
+    /* Per-sample partial sums of dgamma/dbeta [B][2][C], in the caller's buffer
+     * (shared with the team below); each thread keeps the dz rows of its sample. */
+    double *part = thread_buffer(TBUF_GN_PARTIAL, sizeof(double) * B * 2 * C);
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-        dzbuf = grow(dzbuf, &dzbuf_len, (size_t)HW * C, sizeof(float));
+        float *dzbuf = thread_buffer(TBUF_GN_DZ, sizeof(float) * HW * C);
         double *sdz = part + (size_t)b * 2 * C;
         gn_backward_sample(dx + (size_t)b * HW * lddx, lddx, sdz, sdz + C, dzbuf, dy + (size_t)b * HW * lddy, lddy,
                            x + (size_t)b * HW * ldx, ldx, mean + b * G, rstd + b * G, gamma, beta, HW, C, G, silu,
                            accumulate);
     }
     for (int b = 0; b < B; b++) {
-        const double *sdz = partial + (size_t)b * 2 * C, *sdzx = sdz + C;
+        const double *sdz = part + (size_t)b * 2 * C, *sdzx = sdz + C;
         for (int c = 0; c < C; c++) {
             dbeta[c] += (float)sdz[c];
             dgamma[c] += (float)sdzx[c];

@@ -57,6 +57,13 @@ int conv_plan_create(conv_plan **p, int B, int H, int W, int Cin, int Cout, int 
 void conv_plan_free(conv_plan *p);
 void conv_out_size(int H, int W, int stride, int *Ho, int *Wo);
 
+/* Plans running concurrently on the same weights (U-Net shards) can hold one
+ * copy of them in the primitives' layout: conv_plan_share(p, owner) makes p use
+ * owner's (where the layouts agree; both then skip the per-call weight reorder),
+ * and conv_prepare(owner, w) must then fill it from w before the plans run. */
+void conv_plan_share(conv_plan *p, conv_plan *owner);
+void conv_prepare(conv_plan *owner, const float *w);
+
 /* y (=) conv(x, w) + b. */
 void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);
 /* dx (=) (may be NULL, row stride ld_x), dw (+=), db (+=). */
