@@ -9,6 +9,7 @@
 #include "io/modelfolder.h"
 #include "model/unet.h"
 #include "ops/ops.h"
+#include "unet_pass.h"
 
 static void check_model(const char *name, int reference) {
     char dir[256], io[256];
@@ -37,7 +38,7 @@ static void check_model(const char *name, int reference) {
     printf("  loss %.9f (reference %.9f)\n", loss, loss_ref[0]);
     CHECK(fabs(loss - loss_ref[0]) <= 1e-6 * fabs(loss_ref[0]) + 1e-8, "loss %.9g vs %.9g", loss, loss_ref[0]);
     memset(u->grads, 0, u->nparams * sizeof(float));
-    unet_backward(u, dx, dout);
+    pass_with_dout(u, out, dx, x, t, NULL, dout);
     check_close("grad.x", dx, gx, n, 1e-4 * fx_maxabs(gx, n), 1e-3);
     double worst = 0;
     const char *worst_name = "";

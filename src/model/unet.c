@@ -294,9 +294,10 @@ static int build(builder *b) {
 }
 
 /* One network computing `batch` images (image0.. of the whole batch), with its
- * own parameters or the given shared ones. */
+ * own parameters or the given shared ones. A shard (shard != 0) has no arenas
+ * or gradient buffer of its own: it runs in a worker's, set before each run. */
 static int net_create(unet **out, const unet_config *cfg, int batch, int training, float *params, int image0,
-                      ddpm_err *err) {
+                      int shard, ddpm_err *err) {
     *out = NULL;
     unet *u = ddpm_calloc(1, sizeof *u, err);
     if (!u) return -1;
@@ -311,13 +312,16 @@ static int net_create(unet **out, const unet_config *cfg, int batch, int trainin
     u->scratch_len = training ? b.scratch : 0; /* dact and scratch are per-thread buffers */
     u->own_params = params == NULL;
     u->params = params ? params : ddpm_alloc_floats(u->nparams, err);
-    u->act = ddpm_alloc_floats(b.act, err);
-    u->saved = ddpm_alloc_floats(b.saved, err);
-    if (!u->params || !u->act || !u->saved) goto fail;
+    if (!u->params) goto fail;
+    if (!shard) {
+        u->act = ddpm_alloc_floats(b.act, err);
+        u->saved = ddpm_alloc_floats(b.saved, err);
+        if (!u->act || !u->saved) goto fail;
+    }
     if (training) {
-        u->grads = ddpm_alloc_floats(u->nparams, err);
+        u->grads = shard ? NULL : ddpm_alloc_floats(u->nparams, err);
         u->dtemb_act = ddpm_alloc_floats((size_t)batch * 4 * cfg->block_out[0], err);
-        if (!u->grads || !u->dtemb_act) goto fail;
+        if ((!shard && !u->grads) || !u->dtemb_act) goto fail;
     }
     *out = u;
     return 0;
@@ -336,7 +340,7 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
     if (unet_config_check(cfg, err)) return -1;
     if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
     int S = unet_shard_count(batch);
-    if (S == 1) return net_create(out, cfg, batch, training, NULL, 0, err);
+    if (S == 1) return net_create(out, cfg, batch, training, NULL, 0, 0, err);
 
     unet *u = ddpm_calloc(1, sizeof *u, err);
     if (!u) return -1;
@@ -352,7 +356,7 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
     omp_set_num_threads(1);
     for (int s = 0, b0 = 0; s < S && rc == 0; s++) {
         int bs = batch / S + (s < batch % S);
-        rc = net_create(&u->shards[s], cfg, bs, training, s ? u->shards[0]->params : NULL, b0, err);
+        rc = net_create(&u->shards[s], cfg, bs, training, s ? u->shards[0]->params : NULL, b0, 1, err);
         b0 += bs;
     }
     omp_set_num_threads(threads);
@@ -371,6 +375,17 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
     if (!u->table) goto fail;
     memcpy(u->table, s0->table, sizeof *u->table * u->ntensors);
     if (training && !(u->grads = ddpm_alloc_floats(u->nparams, err))) goto fail;
+
+    /* Workers: the arenas (and gradient buffers) shards run in, one per thread
+     * that can run a shard at a time. Shard 0 is the largest. */
+    u->nworkers = S < threads ? S : threads;
+    u->worker_len = s0->act_len + s0->saved_len;
+    u->wmem = ddpm_calloc(2 * (size_t)u->nworkers, sizeof *u->wmem, err);
+    if (!u->wmem) goto fail;
+    for (int w = 0; w < u->nworkers; w++) {
+        if (!(u->wmem[2 * w] = ddpm_alloc_floats(u->worker_len, err))) goto fail;
+        if (training && !(u->wmem[2 * w + 1] = ddpm_alloc_floats(u->nparams, err))) goto fail;
+    }
     *out = u;
     return 0;
 fail:
@@ -380,8 +395,13 @@ fail:
 
 void unet_free(unet *u) {
     if (!u) return;
-    for (int s = 0; s < u->nshards; s++) unet_free(u->shards[s]);
+    for (int s = 0; s < u->nshards; s++) {
+        if (u->shards[s]) u->shards[s]->act = u->shards[s]->saved = u->shards[s]->grads = NULL; /* workers' */
+        unet_free(u->shards[s]);
+    }
     free(u->shards);
+    for (int w = 0; u->wmem && w < 2 * u->nworkers; w++) free(u->wmem[w]);
+    free(u->wmem);
     if (u->nshards) u->params = NULL; /* owned by shard 0 */
     for (int i = 0; i < u->nunits; i++) {
         conv_plan_free(u->units[i].c1);
@@ -404,12 +424,7 @@ int unet_param_index(const unet *u, const char *name) {
 }
 
 size_t unet_arena_bytes(const unet *u) {
-    if (u->nshards) {
-        size_t n = 0;
-        for (int s = 0; s < u->nshards; s++)
-            n += unet_arena_bytes(u->shards[s]) + (u->training ? sizeof(float) * u->nparams : 0);
-        return n;
-    }
+    if (u->nshards) return sizeof(float) * u->nworkers * (u->worker_len + (u->training ? u->nparams : 0));
     return sizeof(float) * (u->act_len + u->saved_len);
 }
 
@@ -485,27 +500,8 @@ static size_t conv_weights(const unet_unit *r, int second) {
     return r->p[r->kind == U_OUT ? 2 : 0];
 }
 
-static void shards_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
-    size_t hw = (size_t)u->cfg.sample_size * u->cfg.sample_size;
-    unet *s0 = u->shards[0];
-    for (int i = 0; i < s0->nunits; i++) {
-        unet_unit *r = &s0->units[i];
-        if (r->c1) conv_prepare(r->c1, u->params + conv_weights(r, 0));
-        if (r->c2) conv_prepare(r->c2, u->params + conv_weights(r, 1));
-    }
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int s = 0; s < u->nshards; s++) {
-        unet *sh = u->shards[s];
-        size_t b0 = (size_t)sh->image0;
-        unet_forward(sh, out + b0 * hw * u->cfg.out_channels, x + b0 * hw * u->cfg.in_channels, t + b0, dropout);
-    }
-}
-
-void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
-    if (u->nshards) {
-        shards_forward(u, out, x, t, dropout);
-        return;
-    }
+/* The forward of one network (no shards). */
+static void net_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
     const unet_dropout *dp = c->dropout > 0 ? dropout : NULL;
@@ -579,30 +575,8 @@ static void resnet_backward(unet *u, unet_unit *r) {
                        SV(r->s[5]), P(r->p[0]), P(r->p[1]), B, HW, r->cin, G, 1, 1);
 }
 
-static void shards_backward(unet *u, float *dx, const float *dout) {
-    size_t hw = (size_t)u->cfg.sample_size * u->cfg.sample_size;
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int s = 0; s < u->nshards; s++) {
-        unet *sh = u->shards[s];
-        size_t b0 = (size_t)sh->image0;
-        memset(sh->grads, 0, sizeof(float) * sh->nparams);
-        unet_backward(sh, dx ? dx + b0 * hw * u->cfg.in_channels : NULL, dout + b0 * hw * u->cfg.out_channels);
-    }
-    /* The shards' gradients summed in shard order: the same bits for any thread count. */
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < u->nparams; i++) {
-        float g = u->shards[0]->grads[i];
-        for (int s = 1; s < u->nshards; s++) g += u->shards[s]->grads[i];
-        u->grads[i] += g;
-    }
-}
-
-void unet_backward(unet *u, float *dx, const float *dout) {
-    DDPM_ASSERT(u->training);
-    if (u->nshards) {
-        shards_backward(u, dx, dout);
-        return;
-    }
+/* The backward of one network after its forward: grads (+=), dx (=, may be NULL). */
+static void net_backward(unet *u, float *dx, const float *dout) {
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
     u->dact = thread_buffer(TBUF_NET_DACT, sizeof(float) * u->act_len);
@@ -652,6 +626,80 @@ void unet_backward(unet *u, float *dx, const float *dout) {
     linear_backward(d2, Dt, GR(tp[2].offset), GR(tp[3].offset), d3, Dt, SV(u->temb[2]), Dt, P(tp[2].offset), B, Dt, Dt);
     silu_backward(d1, d2, SV(u->temb[1]), (size_t)B * Dt);
     linear_backward(NULL, 0, GR(tp[0].offset), GR(tp[1].offset), d1, Dt, SV(u->temb[0]), D0, P(tp[0].offset), B, D0, Dt);
+}
+
+/* ---- passes ------------------------------------------------------------------ */
+
+typedef struct pass {
+    float *out, *dx;
+    const float *x, *t;
+    const unet_dropout *dropout;
+    unet_loss_grad loss; /* NULL: forward only */
+    void *ctx;
+} pass;
+
+/* One network's part of a pass: the forward of its images, then (training)
+ * their loss gradient and the backward. */
+static void net_pass(unet *u, const pass *a) {
+    const unet_config *c = &u->cfg;
+    size_t hw = (size_t)c->sample_size * c->sample_size, b0 = (size_t)u->image0;
+    float *out = a->out + b0 * hw * c->out_channels;
+    net_forward(u, out, a->x + b0 * hw * c->in_channels, a->t + b0, a->dropout);
+    if (!a->loss) return;
+    float *dout = thread_buffer(TBUF_NET_DOUT, sizeof(float) * u->batch * hw * c->out_channels);
+    a->loss(a->ctx, u->image0, u->batch, out, dout);
+    net_backward(u, a->dx ? a->dx + b0 * hw * c->in_channels : NULL, dout);
+}
+
+/* A pass over the shards, as many at a time as there are workers (and
+ * threads), each in a worker's arena. After each round the workers'
+ * gradients are added to u->grads in shard order: the same bits for any
+ * thread count. The team always has W threads, so that the operators inside
+ * a shard stay single-threaded (nested regions are inactive). */
+static void shards_pass(unet *u, const pass *a) {
+    unet *s0 = u->shards[0];
+    for (int i = 0; i < s0->nunits; i++) {
+        unet_unit *r = &s0->units[i];
+        if (r->c1) conv_prepare(r->c1, u->params + conv_weights(r, 0));
+        if (r->c2) conv_prepare(r->c2, u->params + conv_weights(r, 1));
+    }
+    int threads = omp_get_max_threads(), W = u->nworkers < threads ? u->nworkers : threads;
+    for (int first = 0; first < u->nshards; first += W) {
+        int n = u->nshards - first < W ? u->nshards - first : W;
+        #pragma omp parallel num_threads(W)
+        {
+            int k = omp_get_thread_num();
+            if (k < n) {
+                unet *sh = u->shards[first + k];
+                sh->act = u->wmem[2 * k];
+                sh->saved = sh->act + sh->act_len;
+                sh->grads = u->wmem[2 * k + 1];
+                if (a->loss) memset(sh->grads, 0, sizeof(float) * sh->nparams);
+                net_pass(sh, a);
+            }
+        }
+        if (!a->loss) continue;
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < u->nparams; i++) {
+            float g = u->grads[i];
+            for (int k = 0; k < n; k++) g += u->wmem[2 * k + 1][i];
+            u->grads[i] = g;
+        }
+    }
+}
+
+void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
+    pass a = {.out = out, .x = x, .t = t, .dropout = dropout};
+    if (u->nshards) shards_pass(u, &a);
+    else net_forward(u, out, x, t, dropout);
+}
+
+void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const unet_dropout *dropout,
+                     unet_loss_grad loss, void *ctx) {
+    DDPM_ASSERT(u->training && loss != NULL);
+    pass a = {out, dx, x, t, dropout, loss, ctx};
+    if (u->nshards) shards_pass(u, &a);
+    else net_pass(u, &a);
 }
 
 double unet_forward_flops(const unet *u) {

@@ -10,7 +10,8 @@
  *
  * Thread-count independence: a batch of B >= 8 images is split into
  * unet_shard_count(B) shards, each a complete network over its images that
- * shares the parameters, built and run on one thread (shards run in parallel).
+ * shares the parameters, built and run on one thread (shards run in parallel,
+ * as many at a time as there are threads, each in one of the workers' arenas).
  * The arithmetic of every image, and the fixed-order sum of the shards'
  * gradients, are then the same with 1 or N threads: training is bitwise
  * reproducible across thread counts. Smaller batches run as one network with
@@ -65,6 +66,9 @@ typedef struct unet {
     int image0;           /* index of this network's first image in the whole batch (dropout streams) */
     int nshards;          /* > 0: the work is done by shards[] (this network then has no units) */
     struct unet **shards;
+    int nworkers;         /* arenas the shards run in, one per thread running a shard */
+    size_t worker_len;    /* floats of a worker's arena (a shard's act | saved) */
+    float **wmem;         /* per worker: [2w] arena, [2w+1] the running shard's gradients (training) */
     int own_params;
 } unet;
 
@@ -88,9 +92,18 @@ void unet_init_official(unet *u, uint64_t seed);
  * means no dropout (inference). */
 void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout);
 
-/* After unet_forward on a training network: grads (+=) d loss/d params given
- * dout = d loss/d out; dx (=, may be NULL) = d loss/d x. */
-void unet_backward(unet *u, float *dx, const float *dout);
+/* The gradient of a loss of the network's output, asked for group by group:
+ * dout[n,H,W,out_channels] (=) d loss / d out for the n images from image0 of
+ * the batch, whose output is out[n,H,W,out_channels]. Called from several
+ * threads at once (for distinct groups). */
+typedef void (*unet_loss_grad)(void *ctx, int image0, int n, const float *out, float *dout);
+
+/* One training pass on a training network: out (=) forward(x, t) as
+ * unet_forward, then grads (+=) d loss / d params and dx (=, may be NULL)
+ * d loss / d x, with the loss's gradient from loss(ctx, ...). A shard's
+ * backward runs right after its forward, so shards can share arenas. */
+void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const unet_dropout *dropout,
+                     unet_loss_grad loss, void *ctx);
 
 /* Index of the parameter named `name` in u->table, or -1. */
 int unet_param_index(const unet *u, const char *name);

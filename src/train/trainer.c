@@ -47,6 +47,9 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
                          "--preset or --config)", d->h, d->w, d->c, cfg->sample_size, cfg->sample_size,
                          cfg->in_channels);
     if (o->batch < 1) return ddpm_fail(err, "batch size must be at least 1");
+    if (cfg->out_channels != cfg->in_channels)
+        return ddpm_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
+                         cfg->out_channels, cfg->in_channels);
     if (copy_schedule(&tr->sched, sched, err)) return -1;
     if (loader_init(&tr->ld, d, o->seed, o->flip, err)) goto fail;
     if (unet_create(&tr->u, cfg, o->batch, 1, err)) goto fail;
@@ -59,9 +62,8 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->eps = ddpm_alloc_floats(n, err);
     tr->xt = ddpm_alloc_floats(n, err);
     tr->out = ddpm_alloc_floats(n, err);
-    tr->dout = ddpm_alloc_floats(n, err);
     tr->t = ddpm_alloc_floats((size_t)o->batch, err);
-    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->dout || !tr->t)
+    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t)
         goto fail;
     memset(tr->m, 0, P * sizeof(float));
     memset(tr->v, 0, P * sizeof(float));
@@ -77,7 +79,7 @@ void trainer_free(trainer *tr) {
     schedule_free(&tr->sched);
     loader_free(&tr->ld);
     free(tr->m), free(tr->v), free(tr->ema);
-    free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->dout), free(tr->t);
+    free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -100,6 +102,17 @@ static double sum_squares(const float *g, size_t n) {
     return total;
 }
 
+/* d L_simple / d out for a group of the batch's images: L_simple is the mean
+ * of (out - eps)^2 over the whole batch. */
+static void simple_loss_grad(void *ctx, int image0, int n, const float *out, float *dout) {
+    const trainer *tr = ctx;
+    const unet_config *c = &tr->u->cfg;
+    size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels, m = per * (size_t)n;
+    const float *eps = tr->eps + (size_t)image0 * per;
+    float g = 2.0f / (float)(per * (size_t)tr->o.batch);
+    for (size_t i = 0; i < m; i++) dout[i] = g * (out[i] - eps[i]);
+}
+
 int trainer_step(trainer *tr, ddpm_err *err) {
     const train_opts *o = &tr->o;
     unet *u = tr->u;
@@ -116,13 +129,12 @@ int trainer_step(trainer *tr, ddpm_err *err) {
         q_sample(&tr->sched, ti, tr->x0 + i * per, tr->eps + i * per, tr->xt + i * per, per);
     }
     unet_dropout dp = {o->seed, step};
-    unet_forward(u, tr->out, tr->xt, tr->t, &dp);
-    double loss = mse_loss(tr->dout, tr->out, tr->eps, n);
+    memset(u->grads, 0, u->nparams * sizeof(float));
+    unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, &dp, simple_loss_grad, tr);
+    double loss = loss_simple(tr->out, tr->eps, n);
     if (!isfinite(loss))
         return ddpm_fail(err, "the loss is not finite at step %lld (%g): stopping; the last checkpoint is kept",
                          (long long)step + 1, loss);
-    memset(u->grads, 0, u->nparams * sizeof(float));
-    unet_backward(u, NULL, tr->dout);
     double gnorm = sqrt(sum_squares(u->grads, u->nparams));
     if (!isfinite(gnorm))
         return ddpm_fail(err, "the gradient is not finite at step %lld: stopping; the last checkpoint is kept",

@@ -49,7 +49,7 @@ typedef struct trainer {
     float *m, *v, *ema;   /* [nparams] each */
     int64_t step;         /* steps done */
     double loss, grad_norm, lr; /* of the last step */
-    float *x0, *eps, *xt, *out, *dout, *t; /* per-step buffers */
+    float *x0, *eps, *xt, *out, *t; /* per-step buffers */
 } trainer;
 
 /* Builds a trainer for a network of config cfg on dataset d (borrowed; its
