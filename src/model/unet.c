@@ -38,6 +38,7 @@ typedef struct builder {
     unet *u;
     int cap_tensors;
     size_t act, saved, scratch; /* running arena sizes (floats) */
+    size_t saved_base, saved_max; /* inference: where every unit's saved tensors start, and their end */
     int layers;                 /* dropout layer ids handed out */
     ddpm_err *err;
 } builder;
@@ -93,6 +94,12 @@ static unet_unit *new_unit(builder *b, int kind, int H, int W, int cin, int cout
     DDPM_ASSERT(u->units != NULL);
     unet_unit *x = &u->units[u->nunits++];
     memset(x, 0, sizeof *x);
+    if (!u->training) {
+        /* Without a backward, what a unit saves is needed only while it runs:
+         * every unit's saved tensors share one region. */
+        if (b->saved > b->saved_max) b->saved_max = b->saved;
+        b->saved = b->saved_base;
+    }
     x->kind = kind; x->H = H; x->W = W; x->cin = cin; x->cout = cout; x->in = in; x->out = out;
     return x;
 }
@@ -206,6 +213,8 @@ static int build(builder *b) {
     add_linear(b, &w, &bias, Dt, D0, "time_embedding.linear_1");
     add_linear(b, &w, &bias, Dt, Dt, "time_embedding.linear_2");
     for (int i = 0; i < 6; i++) u->temb[i] = take(&b->saved, (size_t)B * Dt);
+    u->x_in = take(&b->saved, (size_t)B * S * S * c->in_channels);
+    b->saved_base = b->saved_max = b->saved;
     need_scratch(b, 3 * (size_t)B * Dt);
 
     int k = 1, C = D0;
@@ -280,7 +289,7 @@ static int build(builder *b) {
     o->s[2] = take(&b->saved, (size_t)B * c->norm_groups);
     if (make_plan(b, &o->c1, S, S, D0, c->out_channels, 1, CONV_PAD_SAME, D0, c->out_channels)) return -1;
     need_scratch(b, (size_t)B * S * S * D0);
-    u->x_in = take(&b->saved, (size_t)B * S * S * c->in_channels);
+    if (b->saved_max > b->saved) b->saved = b->saved_max;
 
     /* Resnet conv plans (need the final views, made last). */
     for (int i = 0; i < u->nunits; i++) {
@@ -305,7 +314,7 @@ static int net_create(unet **out, const unet_config *cfg, int batch, int trainin
     u->batch = batch;
     u->training = training;
     u->image0 = image0;
-    builder b = {u, 0, 0, 0, 0, 0, err};
+    builder b = {.u = u, .err = err};
     if (build(&b)) goto fail;
     u->act_len = b.act;
     u->saved_len = b.saved;
