@@ -20,7 +20,9 @@ LDSAN   :=
 endif
 ARCH    ?= -march=native
 WERROR  ?= -Werror
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fopenmp -Wall -Wextra $(WERROR) \
+# -fno-trapping-math: no FP exception traps are used, and it lets GCC
+# vectorise clamps written as a < b ? b : a (src/ops/vmath.h).
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra $(WERROR) \
            -Wno-unused-parameter -Isrc -MMD -MP
 LDLIBS  := -ldnnl -lcjson -lpng -lz -lm -fopenmp $(LDSAN)
 

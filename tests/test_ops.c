@@ -40,6 +40,7 @@
 #include "core/rng.h"
 #include "fixture.h"
 #include "ops/ops.h"
+#include "ops/vmath.h"
 
 #define SENTINEL (-777.0f) /* the gaps between rows of an output must keep this */
 
@@ -1024,7 +1025,56 @@ static void test_fd_sensitivity(void) {
     ops_set_reference(0);
 }
 
-TEST_MAIN(test_gemm_tiers, test_conv_fixtures, test_conv_fd, test_linear_fixtures, test_linear_fd,
+/* The vectorisable exp against libm's double exp over its whole range, every
+ * 97th float; sigmoid at the extremes; NaN propagates. */
+static void test_vexpf(void) {
+    double worst = 0, worst_x = 0;
+    size_t n = 0;
+    for (float x = -87.0f; x <= 88.0f; x = nextafterf(x, INFINITY)) {
+        if (++n % 97) continue;
+        double want = exp((double)x), err = fabs((double)vexpf(x) - want) / want;
+        if (err > worst) worst = err, worst_x = x;
+    }
+    printf("  vexpf: worst relative error %.3g at x = %g (%zu points)\n", worst, worst_x, n / 97);
+    CHECK(worst < 3e-7, "vexpf relative error %g at %g", worst, worst_x);
+    CHECK(vexpf(0.0f) == 1.0f, "vexpf(0) = %g", vexpf(0.0f));
+    CHECK(vexpf(-1000.0f) >= 0.0f && vexpf(-1000.0f) < 1e-37f && isfinite(vexpf(1000.0f)), "clamping");
+    CHECK(vsigmoidf(-INFINITY) >= 0.0f && vsigmoidf(-INFINITY) < 1e-37f && vsigmoidf(INFINITY) == 1.0f && vsigmoidf(0.0f) == 0.5f, "sigmoid ends");
+    CHECK(isnan(vexpf(NAN)) && isnan(vsigmoidf(NAN)), "NaN must propagate");
+}
+
+/* Philox-4x32-10 against the known-answer vectors of Random123 (kat_vectors),
+ * and the uniform draws against the stream's words from any offset. */
+static void test_philox(void) {
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+         0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int k = 0; k < 3; k++) {
+        uint32_t out[4];
+        rng_philox(out, kat[k], kat[k] + 4);
+        CHECK(!memcmp(out, kat[k] + 6, sizeof out), "vector %d: %08x %08x %08x %08x", k, out[0], out[1], out[2], out[3]);
+    }
+    /* Element i of a stream is word i % 4 of block i / 4, however it is asked for. */
+    enum { N = 1000 };
+    uint32_t w[N];
+    float all[N], part[N];
+    rng_u32(w, N, 77, RNG_DROPOUT, 5);
+    rng_uniform_at(all, N, 77, RNG_DROPOUT, 5, 0);
+    size_t bad = 0;
+    for (int i = 0; i < N; i++) bad += all[i] != (float)(w[i] >> 8) * (1.0f / 16777216.0f);
+    for (size_t at = 0; at < N; at += 4 * (at % 7 + 1)) {
+        size_t m = N - at < 300 ? N - at : 300;
+        rng_uniform_at(part, m, 77, RNG_DROPOUT, 5, at);
+        bad += memcmp(part, all + at, m * sizeof(float)) != 0;
+    }
+    CHECK(bad == 0, "%zu uniform draws differ from the stream's words", bad);
+}
+
+TEST_MAIN(test_philox, test_vexpf, test_gemm_tiers, test_conv_fixtures, test_conv_fd, test_linear_fixtures, test_linear_fd,
           test_groupnorm_fixtures, test_groupnorm_fd, test_silu_fixture, test_silu_fd, test_attention_fixture,
           test_attention_fd, test_upsample_fixture, test_upsample_bias_fd, test_add_rows, test_timestep_embedding,
           test_mse_fixture, test_mse_fd, test_dropout, test_fd_sensitivity)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "vmath.h"
 
 size_t attn_scratch_floats(int B, int HW, int C) {
     return 5 * (size_t)B * HW * C + (size_t)B * HW * HW;
@@ -22,11 +23,9 @@ static void softmax_rows(float *p, int rows, int n) {
     for (int i = 0; i < rows; i++) {
         float *r = p + (size_t)i * n, m = r[0];
         for (int j = 1; j < n; j++) m = r[j] > m ? r[j] : m;
+        for (int j = 0; j < n; j++) r[j] = vexpf(r[j] - m);
         double s = 0;
-        for (int j = 0; j < n; j++) {
-            r[j] = expf(r[j] - m);
-            s += r[j];
-        }
+        for (int j = 0; j < n; j++) s += r[j];
         float inv = (float)(1.0 / s);
         for (int j = 0; j < n; j++) r[j] *= inv;
     }

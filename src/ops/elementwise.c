@@ -5,18 +5,17 @@
 
 #include "core/rng.h"
 #include "ops.h"
-
-static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+#include "vmath.h"
 
 void silu_forward(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * vsigmoidf(x[i]);
 }
 
 void silu_backward(float *dx, const float *dy, const float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
-        float s = sigmoidf(x[i]);
+        float s = vsigmoidf(x[i]);
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
     }
 }

@@ -8,8 +8,7 @@
 
 #include "core/threads.h"
 #include "ops.h"
-
-static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+#include "vmath.h"
 
 void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
                        const float *gamma, const float *beta, int B, int HW, int C, int G,
@@ -55,7 +54,7 @@ void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float 
             if (silu)
                 for (int c = 0; c < C; c++) {
                     float z = r[c] * scale[c] + shift[c];
-                    o[c] = z * sigmoidf(z);
+                    o[c] = z * vsigmoidf(z);
                 }
             else
                 for (int c = 0; c < C; c++) o[c] = r[c] * scale[c] + shift[c];
@@ -87,7 +86,7 @@ static void gn_backward_sample(float *dxb, int lddx, double *sdz, double *sdzx, 
             if (silu)
                 for (int c = 0; c < C; c++) {
                     float xh = (r[c] - mc[c]) * rc[c];
-                    float z = xh * gamma[c] + beta[c], sg = sigmoidf(z);
+                    float z = xh * gamma[c] + beta[c], sg = vsigmoidf(z);
                     dz[c] = g[c] * sg * (1.0f + z * (1.0f - sg));
                 }
             else
