@@ -1074,7 +1074,40 @@ static void test_philox(void) {
     CHECK(bad == 0, "%zu uniform draws differ from the stream's words", bad);
 }
 
-TEST_MAIN(test_philox, test_vexpf, test_gemm_tiers, test_conv_fixtures, test_conv_fd, test_linear_fixtures, test_linear_fd,
+/* GroupNorm statistics stay exact when the mean dwarfs the spread (data
+ * around 1000 with spread 0.01, channel means differing by 1): against a
+ * two-pass double-precision computation. */
+static void test_groupnorm_offset(void) {
+    const int B = 2, HW = 300, C = 8, G = 2, cg = C / G;
+    size_t n = (size_t)B * HW * C;
+    float *x = rnd(n, 0, 0.01f), *y = filled(n, 0), mean[B * G], rstd[B * G];
+    float gamma[C], beta[C];
+    for (size_t i = 0; i < n; i++) x[i] += 1000.0f + (float)(i % C);
+    for (int c = 0; c < C; c++) gamma[c] = 1.0f, beta[c] = 0.0f;
+    groupnorm_forward(y, C, mean, rstd, x, C, gamma, beta, B, HW, C, G, 1e-6f, 0);
+    double worst = 0;
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < G; g++) {
+            double m = 0, v = 0;
+            for (int p = 0; p < HW; p++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) m += x[((size_t)b * HW + p) * C + c];
+            m /= (double)HW * cg;
+            for (int p = 0; p < HW; p++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) {
+                    double d = x[((size_t)b * HW + p) * C + c] - m;
+                    v += d * d;
+                }
+            v /= (double)HW * cg;
+            double want = 1.0 / sqrt(v + 1e-6);
+            worst = fmax(worst, fabs(rstd[b * G + g] - want) / want);
+            worst = fmax(worst, fabs(mean[b * G + g] - m) / m);
+        }
+    printf("  large-mean GroupNorm: worst relative error of mean/rstd %.3g\n", worst);
+    CHECK(worst < 1e-5, "GroupNorm statistics off by %g", worst);
+    free(x); free(y);
+}
+
+TEST_MAIN(test_philox, test_groupnorm_offset, test_vexpf, test_gemm_tiers, test_conv_fixtures, test_conv_fd, test_linear_fixtures, test_linear_fd,
           test_groupnorm_fixtures, test_groupnorm_fd, test_silu_fixture, test_silu_fd, test_attention_fixture,
           test_attention_fd, test_upsample_fixture, test_upsample_bias_fd, test_add_rows, test_timestep_embedding,
           test_mse_fixture, test_mse_fd, test_dropout, test_fd_sensitivity)

@@ -1,5 +1,6 @@
 /* groupnorm.c -- GroupNorm over NHWC rows, optionally fused with SiLU.
- * Statistics are accumulated in double per channel, then per group. Work is
+ * Statistics are accumulated per channel in float over blocks of pixels and in
+ * double across blocks, then combined per group in double. Work is
  * split by sample; per-sample partial parameter gradients are summed in sample
  * order afterwards, so results do not depend on the thread count. */
 #include <math.h>
@@ -10,6 +11,8 @@
 #include "ops.h"
 #include "vmath.h"
 
+enum { GN_BLOCK = 16 }; /* pixels accumulated in float before adding to the double sums */
+
 void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
                        const float *gamma, const float *beta, int B, int HW, int C, int G,
                        float eps, int silu) {
@@ -17,27 +20,41 @@ void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float 
     DDPM_ASSERT(cg * G == C && C <= 4096);
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
+        /* Per channel: sums of d = x - k and d^2 over the pixels, with k the
+         * channel's first pixel (so that the variance does not cancel when
+         * the mean is large), in float over blocks of GN_BLOCK pixels (this
+         * vectorises) and in double across blocks. */
         double s[4096], q[4096];
-        float scale[4096], shift[4096];
+        float k[4096], fs[4096], fq[4096], scale[4096], shift[4096];
         memset(s, 0, sizeof(double) * C);
         memset(q, 0, sizeof(double) * C);
         const float *xb = x + (size_t)b * HW * ldx;
-        for (int p = 0; p < HW; p++) {
-            const float *r = xb + (size_t)p * ldx;
-            for (int c = 0; c < C; c++) {
-                double v = r[c];
-                s[c] += v;
-                q[c] += v * v;
+        memcpy(k, xb, sizeof(float) * C);
+        for (int p0 = 0; p0 < HW; p0 += GN_BLOCK) {
+            int p1 = p0 + GN_BLOCK < HW ? p0 + GN_BLOCK : HW;
+            memset(fs, 0, sizeof(float) * C);
+            memset(fq, 0, sizeof(float) * C);
+            for (int p = p0; p < p1; p++) {
+                const float *r = xb + (size_t)p * ldx;
+                for (int c = 0; c < C; c++) {
+                    float d = r[c] - k[c];
+                    fs[c] += d;
+                    fq[c] += d * d;
+                }
             }
+            for (int c = 0; c < C; c++) s[c] += fs[c], q[c] += fq[c];
         }
         double n = (double)HW * cg;
         for (int g = 0; g < G; g++) {
             double sg = 0, qg = 0;
+            for (int c = g * cg; c < (g + 1) * cg; c++) sg += s[c] + (double)HW * k[c];
+            double m = sg / n;
+            /* sum over the group's pixels of (x - m)^2 = sum_c q_c + 2 a s_c + HW a^2, a = k_c - m */
             for (int c = g * cg; c < (g + 1) * cg; c++) {
-                sg += s[c];
-                qg += q[c];
+                double a = (double)k[c] - m;
+                qg += q[c] + 2.0 * a * s[c] + (double)HW * a * a;
             }
-            double m = sg / n, var = qg / n - m * m;
+            double var = qg / n;
             if (var < 0) var = 0;
             float rs = (float)(1.0 / sqrt(var + eps));
             mean[b * G + g] = (float)m;
@@ -61,8 +78,6 @@ void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float 
         }
     }
 }
-
-enum { GN_BLOCK = 16 }; /* pixels accumulated in float before adding to the double sums */
 
 /* The backward of one sample: per-channel sums of dz and dz * xhat into
  * sdz/sdzx (=), and dx. dz (the gradient w.r.t. the normalised-affine output,
