@@ -675,39 +675,56 @@ static void test_shard_threads(void) {
     make_json(json, sizeof json, NULL, 0);
     unet_config cfg;
     ddpm_err err;
-    unet *u;
     CHECK(unet_config_from_json(&cfg, json, &err) == 0, "%s", err.msg);
     cfg.dropout = 0.2f;
-    if (unet_create(&u, &cfg, B, 1, &err)) {
-        CHECK(0, "unet_create: %s", err.msg);
-        return;
-    }
-    random_params(u);
     size_t nx = (size_t)B * 8 * 8 * cfg.in_channels, no = (size_t)B * 8 * 8 * cfg.out_channels;
-    float *x = malloc(nx * sizeof(float)), *r = malloc(no * sizeof(float)), t[B];
+    float *x = malloc(nx * sizeof(float)), *r = malloc(no * sizeof(float)), t[B], *params = NULL;
     for (size_t i = 0; i < nx; i++) x[i] = urand();
     for (size_t i = 0; i < no; i++) r[i] = urand();
     for (int b = 0; b < B; b++) t[b] = (float)(b * 123 % 1000);
     unet_dropout dp = {5, 11};
-    float *out[2], *dx[2], *g[2];
+    /* [algorithm][thread count]: oneDNN's kernels, then nine-tap GEMMs (whose
+     * weights the shards share: a wrong share would show as a mismatch). */
+    float *out[2][2], *dx[2][2], *g[2][2];
+    size_t np = 0;
     int threads = omp_get_max_threads(), counts[2] = {1, threads > 1 ? threads : 4};
-    for (int k = 0; k < 2; k++) {
-        omp_set_num_threads(counts[k]);
-        out[k] = malloc(no * sizeof(float));
-        dx[k] = malloc(nx * sizeof(float));
-        g[k] = malloc(u->nparams * sizeof(float));
-        memset(u->grads, 0, u->nparams * sizeof(float));
-        pass_with_dout(u, out[k], dx[k], x, t, &dp, r);
-        memcpy(g[k], u->grads, u->nparams * sizeof(float));
+    for (int a = 0; a < 2; a++) {
+        conv_set_algorithm(a ? CONV_ALG_TAPS : CONV_ALG_DIRECT);
+        unet *u;
+        int rc = unet_create(&u, &cfg, B, 1, &err);
+        CHECK(rc == 0, "unet_create: %s", err.msg);
+        if (rc) break;
+        np = u->nparams;
+        if (!params) {
+            random_params(u);
+            params = malloc(np * sizeof(float));
+            memcpy(params, u->params, np * sizeof(float));
+        }
+        memcpy(u->params, params, np * sizeof(float));
+        for (int k = 0; k < 2; k++) {
+            omp_set_num_threads(counts[k]);
+            out[a][k] = malloc(no * sizeof(float));
+            dx[a][k] = malloc(nx * sizeof(float));
+            g[a][k] = malloc(np * sizeof(float));
+            memset(u->grads, 0, np * sizeof(float));
+            pass_with_dout(u, out[a][k], dx[a][k], x, t, &dp, r);
+            memcpy(g[a][k], u->grads, np * sizeof(float));
+        }
+        omp_set_num_threads(threads);
+        printf("  %s: batch %d in %d shards, %d vs %d threads\n", a ? "nine-tap GEMMs" : "oneDNN kernels", B,
+               unet_shard_count(B), counts[0], counts[1]);
+        CHECK(!memcmp(out[a][0], out[a][1], no * sizeof(float)), "output depends on the thread count");
+        CHECK(!memcmp(dx[a][0], dx[a][1], nx * sizeof(float)), "dx depends on the thread count");
+        CHECK(!memcmp(g[a][0], g[a][1], np * sizeof(float)), "parameter gradients depend on the thread count");
+        unet_free(u);
     }
-    omp_set_num_threads(threads);
-    printf("  batch %d in %d shards, %d vs %d threads\n", B, unet_shard_count(B), counts[0], counts[1]);
-    CHECK(!memcmp(out[0], out[1], no * sizeof(float)), "output depends on the thread count");
-    CHECK(!memcmp(dx[0], dx[1], nx * sizeof(float)), "dx depends on the thread count");
-    CHECK(!memcmp(g[0], g[1], u->nparams * sizeof(float)), "parameter gradients depend on the thread count");
-    for (int k = 0; k < 2; k++) { free(out[k]); free(dx[k]); free(g[k]); }
-    free(x); free(r);
-    unet_free(u);
+    conv_set_algorithm(CONV_ALG_AUTO);
+    check_close("taps vs oneDNN: output", out[1][0], out[0][0], no, 1e-5 * maxabs(out[0][0], no), 1e-3);
+    check_close("taps vs oneDNN: dx", dx[1][0], dx[0][0], nx, 1e-5 * maxabs(dx[0][0], nx), 1e-3);
+    check_close("taps vs oneDNN: parameter gradients", g[1][0], g[0][0], np, 1e-5 * maxabs(g[0][0], np), 1e-3);
+    for (int a = 0; a < 2; a++)
+        for (int k = 0; k < 2; k++) { free(out[a][k]); free(dx[a][k]); free(g[a][k]); }
+    free(x); free(r); free(params);
 }
 
 TEST_MAIN(test_preset_counts, test_config_errors, test_fd_config_a, test_fd_config_b, test_fd_dropout,

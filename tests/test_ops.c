@@ -288,6 +288,53 @@ static void conv_fixture(const char *file, int stride, int pad, int reference) {
     free(xw); free(yw); free(y); free(dyw); free(dxw); free(dw); free(db);
 }
 
+/* Both fast algorithms for stride-1 convolutions (oneDNN's kernels and the
+ * nine-tap GEMMs) against the plain-loop tier, on a non-square batch with
+ * row-strided input and output: forward, dx (=), dw/db (+=), twice. */
+static void test_conv_algorithms(void) {
+    const int B = 3, H = 7, W = 5, Cin = 9, Co = 10, ldx = Cin + 3, ldy = Co + 2, M = B * H * W;
+    size_t nx = (size_t)M * Cin, ny = (size_t)M * Co, nw = (size_t)Co * Cin * 9;
+    float *x = rnd(nx, 0, 1), *w = rnd(nw, 0, 0.3f), *b = rnd(Co, 0, 0.3f), *dy = rnd(ny, 0, 1);
+    float *xw = widen(x, M, Cin, ldx, NAN), *dyw = widen(dy, M, Co, ldy, NAN);
+    float *ref[4] = {NULL};           /* y, dx, dw, db of the plain loops */
+    const char *alg_name[] = {"plain loops", "oneDNN", "nine-tap GEMMs"};
+    for (int alg = 0; alg < 3; alg++) {
+        ops_set_reference(alg == 0);
+        conv_set_algorithm(alg == 2 ? CONV_ALG_TAPS : CONV_ALG_DIRECT);
+        conv_plan *p;
+        ddpm_err err;
+        int rc = conv_plan_create(&p, B, H, W, Cin, Co, 1, CONV_PAD_SAME, ldx, ldy, 1, &err);
+        CHECK(rc == 0, "conv_plan_create: %s", err.msg);
+        if (rc) break;
+        float *yw = filled((size_t)M * ldy, SENTINEL), *dxw = filled((size_t)M * ldx, SENTINEL);
+        float *dw = filled(nw, 0), *db = filled(Co, 0);
+        conv_forward(p, yw, xw, w, b);
+        conv_backward(p, dxw, dw, db, dyw, xw, w);
+        conv_backward(p, dxw, dw, db, dyw, xw, w);
+        float *got[4] = {narrow(yw, M, Co, ldy), narrow(dxw, M, Cin, ldx), scaled(dw, nw, 0.5f), scaled(db, Co, 0.5f)};
+        check_gaps("forward", yw, M, Co, ldy);
+        check_gaps("dx", dxw, M, Cin, ldx);
+        size_t len[4] = {ny, nx, nw, Co};
+        const char *what[4] = {"forward", "dx", "dweight (accumulated twice)", "dbias (accumulated twice)"};
+        for (int k = 0; k < 4; k++) {
+            if (alg == 0) {
+                ref[k] = got[k];
+                continue;
+            }
+            char label[96];
+            snprintf(label, sizeof label, "%s: %s", alg_name[alg], what[k]);
+            fx_cmp(label, got[k], ref[k], len[k]);
+            free(got[k]);
+        }
+        conv_plan_free(p);
+        free(yw); free(dxw); free(dw); free(db);
+    }
+    ops_set_reference(0);
+    conv_set_algorithm(CONV_ALG_AUTO);
+    for (int k = 0; k < 4; k++) free(ref[k]);
+    free(x); free(w); free(b); free(dy); free(xw); free(dyw);
+}
+
 static void test_conv_fixtures(void) {
     for (int reference = 1; reference >= 0; reference--) {
         conv_fixture("tests/fixtures/op_conv3x3.safetensors", 1, CONV_PAD_SAME, reference);
@@ -1107,7 +1154,7 @@ static void test_groupnorm_offset(void) {
     free(x); free(y);
 }
 
-TEST_MAIN(test_philox, test_groupnorm_offset, test_vexpf, test_gemm_tiers, test_conv_fixtures, test_conv_fd, test_linear_fixtures, test_linear_fd,
+TEST_MAIN(test_philox, test_groupnorm_offset, test_vexpf, test_gemm_tiers, test_conv_fixtures, test_conv_algorithms, test_conv_fd, test_linear_fixtures, test_linear_fd,
           test_groupnorm_fixtures, test_groupnorm_fd, test_silu_fixture, test_silu_fd, test_attention_fixture,
           test_attention_fd, test_upsample_fixture, test_upsample_bias_fd, test_add_rows, test_timestep_embedding,
           test_mse_fixture, test_mse_fd, test_dropout, test_fd_sensitivity)

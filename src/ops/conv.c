@@ -1,7 +1,16 @@
 /* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
  * (forward, backward-data, backward-weights, and the weight reorders between
- * PyTorch's OIHW and the primitive's blocked layout), plus a plain-loop
- * reference used when ops_reference() is on. */
+ * PyTorch's OIHW and the primitive's blocked layout), nine-tap GEMMs for the
+ * forward and weight gradient of large stride-1 convolutions on CPUs without
+ * AVX-512, and a plain-loop reference used when ops_reference() is on.
+ *
+ * Nine-tap GEMMs: the input is copied into a zero-bordered frame
+ * [B, H+2, W+2, C]. Output pixel (y, x) of image n is frame row
+ * q = (n (H+2) + y) (W+2) + x, and its tap (ky, kx) reads frame row
+ * q + ky (W+2) + kx: a convolution is nine GEMMs over all frame rows at once
+ * (the rows outside the image compute values that are thrown away). On
+ * CPUs without AVX-512, oneDNN's direct kernels are slow for the weight
+ * gradient; sgemm is not. */
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +39,17 @@ struct conv_plan {
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
+    int taps_fwd, taps_bwd_w; /* forward / weight gradient by nine-tap GEMMs */
+    float *wt;             /* the forward taps' weights [9][Cin][Cout] (another plan's if wt_borrowed) */
+    int wt_shared, wt_borrowed;
     int bwd_w_ref;         /* oneDNN has only a reference kernel for the weight gradient */
 };
 
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
+static int conv_algorithm = CONV_ALG_AUTO;
+
+void conv_set_algorithm(int alg) { conv_algorithm = alg; }
 
 static int dnnl_init(ddpm_err *err) {
     if (engine) return 0;
@@ -48,6 +63,12 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
     *Ho = (H - 1) / stride + 1;
     *Wo = (W - 1) / stride + 1;
 }
+
+/* The nine-tap GEMMs win (AVX2 Zen 3, two shards at once) at the U-Net's top
+ * resolutions, where the frame's border rows cost little: at 28x28 and 32x32
+ * the forward by 1.1-1.2x and the weight gradient by 1.2-1.8x; at 16x16 and
+ * below oneDNN's kernels are as fast or faster. Measured by bench/bench_conv.c. */
+#define TAPS_MIN_PIXELS 576
 
 #define TRY(call, what)                                                         \
     do {                                                                        \
@@ -161,13 +182,15 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
                                            dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
                                            strides, pl, pr), "conv forward desc");
     TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
-    TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
-    *any_ref |= is_ref(&p->fwd);
     TRY(mem_user(&p->x, &x_md), "memory");
     TRY(mem_user(&p->y, &y_md), "memory");
-    TRY(mem_user(&p->bias, &b_md), "memory");
-    const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
-    if (make_reorder(&p->w_fwd, &w_user, wf, 1, 1, err)) goto fail;
+    if (!p->taps_fwd) { /* else the forward descriptor is only the backward's hint */
+        TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
+        *any_ref |= is_ref(&p->fwd);
+        TRY(mem_user(&p->bias, &b_md), "memory");
+        const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
+        if (make_reorder(&p->w_fwd, &w_user, wf, 1, 1, err)) goto fail;
+    }
 
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
@@ -178,6 +201,9 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         *any_ref |= is_ref(&p->bwd_data);
         const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
         if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
+        TRY(mem_user(&p->dx, &x_md), "memory");
+        TRY(mem_user(&p->dy, &y_md), "memory");
+        if (p->taps_bwd_w) return 0;
 
         TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
@@ -186,8 +212,6 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
         if (make_reorder(&p->dw, &w_user, dwm, 0, 0, err)) goto fail;
-        TRY(mem_user(&p->dx, &x_md), "memory");
-        TRY(mem_user(&p->dy, &y_md), "memory");
         TRY(mem_user(&p->dbias, &b_md), "memory");
     }
     return 0;
@@ -204,6 +228,11 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
     p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
     p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
     conv_out_size(H, W, stride, &p->Ho, &p->Wo);
+    int taps = stride == 1 && Cin >= 8 && Cout >= 8;
+    int fast_isa = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
+    p->taps_fwd = taps && (conv_algorithm == CONV_ALG_TAPS || (conv_algorithm == CONV_ALG_AUTO && !fast_isa && H * W >= TAPS_MIN_PIXELS));
+    p->taps_bwd_w = training && taps && (conv_algorithm == CONV_ALG_TAPS || (conv_algorithm == CONV_ALG_AUTO && !fast_isa && H * W >= TAPS_MIN_PIXELS));
+    if (p->taps_fwd && !(p->wt = ddpm_alloc_floats((size_t)9 * Cin * Cout, err))) goto fail;
 
     /* oneDNN's fast kernels may not take row-strided activations (channel
      * slices of a concat buffer) on every CPU: then the plan works on dense
@@ -226,6 +255,7 @@ fail:
 void conv_plan_free(conv_plan *p) {
     if (!p) return;
     free_prims(p);
+    if (!p->wt_borrowed) free(p->wt);
     free(p);
 }
 
@@ -346,13 +376,87 @@ static void share_reorder(reorder *r, reorder *owner) {
 void conv_plan_share(conv_plan *p, conv_plan *owner) {
     share_reorder(&p->w_fwd, &owner->w_fwd);
     share_reorder(&p->w_bwd, &owner->w_bwd);
+    if (p->taps_fwd && owner->taps_fwd) {
+        if (p != owner) {
+            if (!p->wt_borrowed) free(p->wt);
+            p->wt = owner->wt;
+            p->wt_borrowed = 1;
+        }
+        p->wt_shared = owner->wt_shared = 1;
+    }
+}
+
+/* wt[ky][kx][ci][co] = w[co][ci][ky][kx]. */
+static void tap_weights(conv_plan *p, const float *w) {
+    int Cin = p->Cin, Cout = p->Cout;
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int k = 0; k < 9; k++) p->wt[((size_t)k * Cin + ci) * Cout + co] = w[((size_t)co * Cin + ci) * 9 + k];
 }
 
 void conv_prepare(conv_plan *p, const float *w) {
     reorder *rs[] = {&p->w_fwd, &p->w_bwd};
     for (int i = 0; i < 2; i++)
         if (rs[i]->shared && !rs[i]->borrowed) run_reorder(rs[i], w);
+    if (p->wt_shared && !p->wt_borrowed) tap_weights(p, w);
     dnnl_stream_wait(stream);
+}
+
+/* ---- nine-tap GEMMs -------------------------------------------------------- */
+
+/* Rows of a frame (with the tail that the last taps read past the last image). */
+static size_t frame_rows(const conv_plan *p) {
+    return (size_t)p->B * (p->H + 2) * (p->W + 2) + 2 * (size_t)(p->W + 2) + 2;
+}
+
+/* x [B,H,W,C] (row stride ld) into a zero frame [B,H+2,W+2,C]: pixel (y, x)
+ * at frame position (y + shift, x + shift). */
+static float *to_frame(int slot, const conv_plan *p, const float *x, int ld, int C, int shift) {
+    int H = p->H, W = p->W;
+    size_t rows = frame_rows(p);
+    float *f = thread_buffer(slot, sizeof(float) * rows * C);
+    memset(f, 0, sizeof(float) * rows * C);
+    for (int n = 0; n < p->B; n++)
+        for (int y = 0; y < H; y++) {
+            float *dst = f + ((size_t)(n * (H + 2) + y + shift) * (W + 2) + shift) * C;
+            const float *src = x + (size_t)(n * H + y) * W * ld;
+            for (int i = 0; i < W; i++) memcpy(dst + (size_t)i * C, src + (size_t)i * ld, sizeof(float) * C);
+        }
+    return f;
+}
+
+static void conv_forward_taps(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
+    int H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, Q = p->B * (H + 2) * (W + 2);
+    if (!p->wt_shared) tap_weights(p, w);
+    const float *xf = to_frame(TBUF_CONV_XF, p, x, p->ld_x, Cin, 1);
+    float *yf = thread_buffer(TBUF_CONV_YF, sizeof(float) * Q * Cout);
+    for (int k = 0; k < 9; k++)
+        gemm(0, 0, Q, Cout, Cin, 1.0f, xf + (size_t)((k / 3) * (W + 2) + k % 3) * Cin, Cin,
+             p->wt + (size_t)k * Cin * Cout, Cout, k ? 1.0f : 0.0f, yf, Cout);
+    for (int n = 0; n < p->B; n++)
+        for (int r = 0; r < H; r++)
+            for (int c = 0; c < W; c++) {
+                const float *src = yf + ((size_t)(n * (H + 2) + r) * (W + 2) + c) * Cout;
+                float *dst = y + ((size_t)(n * H + r) * W + c) * p->ld_y;
+                for (int o = 0; o < Cout; o++) dst[o] = src[o] + (b ? b[o] : 0.0f);
+            }
+}
+
+/* dw [Cout,Cin,3,3], db [Cout] (=) the weight and bias gradients. */
+static void conv_bwd_w_taps(conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
+    int H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, Q = p->B * (H + 2) * (W + 2);
+    const float *dyf = to_frame(TBUF_CONV_YF, p, dy, lddy, Cout, 0);
+    const float *xf = to_frame(TBUF_CONV_XF, p, x, ldx, Cin, 1);
+    float *d9 = thread_buffer(TBUF_CONV_TAPS, sizeof(float) * 9 * Cin * Cout); /* [ky][kx][co][ci] */
+    for (int k = 0; k < 9; k++)
+        gemm(1, 0, Cout, Cin, Q, 1.0f, dyf, Cout, xf + (size_t)((k / 3) * (W + 2) + k % 3) * Cin, Cin, 0.0f,
+             d9 + (size_t)k * Cin * Cout, Cin);
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int k = 0; k < 9; k++) dw[((size_t)co * Cin + ci) * 9 + k] = d9[((size_t)k * Cout + co) * Cin + ci];
+    memset(db, 0, sizeof(float) * Cout);
+    for (size_t m = 0; m < (size_t)p->B * H * W; m++)
+        for (int o = 0; o < Cout; o++) db[o] += dy[m * lddy + o];
 }
 
 /* The weights in the forward (or backward-data) primitive's layout. */
@@ -370,6 +474,10 @@ static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t row
 void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
     if (ops_reference()) {
         conv_forward_ref(p, y, x, w, b);
+        return;
+    }
+    if (p->taps_fwd) {
+        conv_forward_taps(p, y, x, w, b);
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
@@ -415,13 +523,15 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         if (xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
-        if (xs) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin), x = xs;
+        if (xs && !p->taps_bwd_w) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin), x = xs;
         else ldx = p->ld_x;
         /* This call's gradients: [OIHW weights | bias | primitive-layout weights]. */
         size_t nw = (size_t)p->Cout * p->Cin * 9, head = (nw + p->Cout + 15) / 16 * 16;
         size_t prim_bytes = p->dw.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
         float *dwt = thread_buffer(TBUF_CONV_DW, sizeof(float) * head + prim_bytes), *dbt = dwt + nw;
-        if (p->bwd_w_ref) {
+        if (p->taps_bwd_w) {
+            conv_bwd_w_taps(p, dwt, dbt, dy, lddy, x, ldx);
+        } else if (p->bwd_w_ref) {
             conv_bwd_w_direct(p, dwt, dbt, dy, lddy, x, ldx);
         } else {
             dnnl_memory_set_data_handle(p->x, (void *)x);

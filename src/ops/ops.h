@@ -46,6 +46,13 @@ enum conv_pad {
     CONV_PAD_TF = 1    /* stride 2 only: zero padding 1 at the bottom and right (TF "SAME") */
 };
 
+/* How plans made from now on compute the forward and weight gradient of
+ * stride-1 convolutions with at least 8 channels in and out: AUTO picks
+ * nine-tap GEMMs where they are faster (on CPUs without AVX-512, by shape)
+ * and oneDNN's kernels otherwise. The other two force one (tests, benchmarks). */
+enum conv_alg { CONV_ALG_AUTO, CONV_ALG_DIRECT, CONV_ALG_TAPS };
+void conv_set_algorithm(int alg);
+
 /* One convolution shape: its oneDNN primitives and reorder buffers, made once. */
 typedef struct conv_plan conv_plan;
 
