@@ -5,6 +5,8 @@
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make demo       train on Fashion-MNIST with the default preset, then sample a grid
 #   make bench      forward / forward+backward throughput of the presets
+#   make bench-torch  ddpm and PyTorch side by side on the same models (ratios, peak RSS)
+#   make bench-scaling  img/s against batch, threads and image size (docs/perf.md)
 #   make fixtures   regenerate tests/fixtures with the PyTorch reference (needs python3-torch)
 
 CC      := gcc
@@ -36,7 +38,7 @@ TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-build deps demo bench bench-torch fixtures clean
+.PHONY: all test test-build deps demo bench bench-torch bench-scaling fixtures clean
 all: $(BUILD)/ddpm
 
 deps:
@@ -79,6 +81,9 @@ bench: deps $(BENCH_BIN)
 # ddpm against the PyTorch reference (python3-torch), same models: train and sample img/s, GFLOP/s, peak RSS.
 bench-torch: deps $(BENCH_BIN)
 	bench/bench_torch.sh $(BUILD)
+
+bench-scaling: deps $(BENCH_BIN)
+	bench/scaling.sh $(BUILD)
 
 fixtures:
 	/usr/bin/python3 tools/make_fixtures.py tests/fixtures

@@ -1,7 +1,9 @@
 /* bench_train.c -- throughput of one full training step and of one sampling
  * step of a preset, for the comparison with PyTorch (make bench-torch).
  *
- *   build/bench/bench_train PRESET BATCH MODE [steps=10] [threads=all] [warmup=2]
+ *   build/bench/bench_train PRESET[@SIZE] BATCH MODE [steps=10] [threads=all] [warmup=2]
+ *
+ * PRESET@SIZE: the preset's network on SIZE x SIZE images (the scaling table).
  *
  * MODE train:  trainer_step (x0 from the loader, t and eps drawn, q_sample,
  *              forward with dropout, MSE, backward, global-norm clip, Adam, EMA)
@@ -53,7 +55,7 @@ static void die(const ddpm_err *err) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_train PRESET BATCH train|sample|info [steps=10] [threads=all] [warmup=2]\n");
+    fprintf(stderr, "usage: bench_train PRESET[@SIZE] BATCH train|sample|info [steps=10] [threads=all] [warmup=2]\n");
     return 2;
 }
 
@@ -69,7 +71,15 @@ int main(int argc, char **argv) {
 
     ddpm_err err;
     unet_config cfg;
-    if (unet_config_preset(&cfg, preset, &err)) die(&err);
+    char name[64];
+    snprintf(name, sizeof name, "%s", preset);
+    char *at = strchr(name, '@');
+    if (at) *at = 0;
+    if (unet_config_preset(&cfg, name, &err)) die(&err);
+    if (at) {
+        cfg.sample_size = atoi(at + 1);
+        if (unet_config_check(&cfg, &err)) die(&err);
+    }
     int th = ddpm_set_threads(threads);
 
     if (info) {
@@ -151,10 +161,10 @@ int main(int argc, char **argv) {
     }
     double med = median(dt, steps);
     double gf = (train ? 3.0 : 1.0) * flops * B / 1e9;
-    printf("{\"impl\":\"ddpm\",\"preset\":\"%s\",\"batch\":%d,\"mode\":\"%s\",\"threads\":%d,\"warmup\":%d,"
+    printf("{\"impl\":\"ddpm\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"mode\":\"%s\",\"threads\":%d,\"warmup\":%d,"
            "\"steps\":%d,\"nparams\":%zu,\"flops_per_image\":%.0f,\"step_s\":%.6f,\"img_s\":%.3f,"
            "\"img_s_min\":%.3f,\"img_s_max\":%.3f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,\"format\":\"nhwc\"}\n",
-           preset, B, mode, th, warmup, steps, nparams, flops, med, B / med, B / hi, B / lo, gf / med,
+           preset, cfg.sample_size, B, mode, th, warmup, steps, nparams, flops, med, B / med, B / hi, B / lo, gf / med,
            peak_rss_mb());
     free(dt);
     return 0;

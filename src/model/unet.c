@@ -393,7 +393,7 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
     if (!u->wmem) goto fail;
     for (int w = 0; w < u->nworkers; w++) {
         if (!(u->wmem[2 * w] = ddpm_alloc_floats(u->worker_len, err))) goto fail;
-        if (training && !(u->wmem[2 * w + 1] = ddpm_alloc_floats(u->nparams, err))) goto fail;
+        if (training && w && !(u->wmem[2 * w + 1] = ddpm_alloc_floats(u->nparams, err))) goto fail;
     }
     *out = u;
     return 0;
@@ -433,7 +433,8 @@ int unet_param_index(const unet *u, const char *name) {
 }
 
 size_t unet_arena_bytes(const unet *u) {
-    if (u->nshards) return sizeof(float) * u->nworkers * (u->worker_len + (u->training ? u->nparams : 0));
+    if (u->nshards)
+        return sizeof(float) * ((size_t)u->nworkers * u->worker_len + (u->training ? (u->nworkers - 1) * u->nparams : 0));
     return sizeof(float) * (u->act_len + u->saved_len);
 }
 
@@ -661,10 +662,13 @@ static void net_pass(unet *u, const pass *a) {
 }
 
 /* A pass over the shards, as many at a time as there are workers (and
- * threads), each in a worker's arena. After each round the workers'
- * gradients are added to u->grads in shard order: the same bits for any
- * thread count. The team always has W threads, so that the operators inside
- * a shard stay single-threaded (nested regions are inactive). */
+ * threads), each in a worker's arena. The gradients reach u->grads in shard
+ * order whatever the thread count: worker 0's shard adds its gradients to
+ * u->grads directly (every operator adds each parameter's gradient once,
+ * computed whole: see ops.h), the other workers' shards into their own
+ * buffers, added after the round. So u->grads = ((G + g_0) + g_1) + ...
+ * bit for bit with 1 or N threads. The team always has W threads, so that the
+ * operators inside a shard stay single-threaded (nested regions are inactive). */
 static void shards_pass(unet *u, const pass *a) {
     unet *s0 = u->shards[0];
     for (int i = 0; i < s0->nunits; i++) {
@@ -682,16 +686,16 @@ static void shards_pass(unet *u, const pass *a) {
                 unet *sh = u->shards[first + k];
                 sh->act = u->wmem[2 * k];
                 sh->saved = sh->act + sh->act_len;
-                sh->grads = u->wmem[2 * k + 1];
-                if (a->loss) memset(sh->grads, 0, sizeof(float) * sh->nparams);
+                sh->grads = k ? u->wmem[2 * k + 1] : u->grads;
+                if (a->loss && k) memset(sh->grads, 0, sizeof(float) * sh->nparams);
                 net_pass(sh, a);
             }
         }
-        if (!a->loss) continue;
+        if (!a->loss || n == 1) continue;
         #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < u->nparams; i++) {
             float g = u->grads[i];
-            for (int k = 0; k < n; k++) g += u->wmem[2 * k + 1][i];
+            for (int k = 1; k < n; k++) g += u->wmem[2 * k + 1][i];
             u->grads[i] = g;
         }
     }

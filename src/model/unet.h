@@ -68,7 +68,8 @@ typedef struct unet {
     struct unet **shards;
     int nworkers;         /* arenas the shards run in, one per thread running a shard */
     size_t worker_len;    /* floats of a worker's arena (a shard's act | saved) */
-    float **wmem;         /* per worker: [2w] arena, [2w+1] the running shard's gradients (training) */
+    float **wmem;         /* per worker: [2w] arena, [2w+1] the running shard's gradients (training,
+                           * w > 0; worker 0's shard adds to grads directly) */
     int own_params;
 } unet;
 

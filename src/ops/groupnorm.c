@@ -157,11 +157,14 @@ void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const 
                            x + (size_t)b * HW * ldx, ldx, mean + b * G, rstd + b * G, gamma, beta, HW, C, G, silu,
                            accumulate);
     }
-    for (int b = 0; b < B; b++) {
-        const double *sdz = part + (size_t)b * 2 * C, *sdzx = sdz + C;
-        for (int c = 0; c < C; c++) {
-            dbeta[c] += (float)sdz[c];
-            dgamma[c] += (float)sdzx[c];
+    /* Summed over the samples in order, then added once (see ops.h). */
+    for (int c = 0; c < C; c++) {
+        double sb = 0, sg = 0;
+        for (int b = 0; b < B; b++) {
+            sb += part[(size_t)b * 2 * C + c];
+            sg += part[(size_t)b * 2 * C + C + c];
         }
+        dbeta[c] += (float)sb;
+        dgamma[c] += (float)sg;
     }
 }

@@ -2,6 +2,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops.h"
 
 static int use_reference = 0;
@@ -57,11 +58,19 @@ void linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, 
 void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
                      const float *x, int ldx, const float *W, int M, int K, int N) {
     if (dx) gemm(0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
-    if (dW) gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 1.0f, dW, K);
+    /* Each parameter gradient is computed whole, then added once (see ops.h). */
+    if (dW) {
+        float *t = thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N));
+        gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
+        for (size_t i = 0; i < (size_t)N * K; i++) dW[i] += t[i];
+    }
     if (db) {
+        float *s = thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) + (size_t)N * K;
+        memset(s, 0, sizeof(float) * N);
         for (int i = 0; i < M; i++) {
             const float *r = dy + (size_t)i * lddy;
-            for (int j = 0; j < N; j++) db[j] += r[j];
+            for (int j = 0; j < N; j++) s[j] += r[j];
         }
+        for (int j = 0; j < N; j++) db[j] += s[j];
     }
 }

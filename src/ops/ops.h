@@ -8,7 +8,9 @@
  * Argument order follows one rule: outputs first, then saved state, then inputs,
  * then parameters, then sizes. Backward functions say for every output whether
  * it is overwritten (=) or accumulated (+=); parameter gradients always
- * accumulate.
+ * accumulate, in the fast tier each element exactly once per call (g += v,
+ * with v computed whole first): the U-Net's shards rely on it for
+ * thread-count independence.
  *
  * Two tiers: ops_set_reference(1) routes gemm and conv to plain C loops (the
  * oracle the tests hold the fast path against); the default is oneDNN
