@@ -24,7 +24,7 @@ ARCH    ?= -march=native
 WERROR  ?= -Werror
 # -fno-trapping-math: no FP exception traps are used, and it lets GCC
 # vectorise clamps written as a < b ? b : a (src/ops/vmath.h).
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra $(WERROR) \
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra -Wpointer-arith $(WERROR) \
            -Wno-unused-parameter -Isrc -MMD -MP
 LDLIBS  := -ldnnl -lcjson -lpng -lz -lm -fopenmp $(LDSAN)
 

@@ -65,7 +65,7 @@ void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy,
         for (size_t i = 0; i < (size_t)N * K; i++) dW[i] += t[i];
     }
     if (db) {
-        float *s = thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) + (size_t)N * K;
+        float *s = (float *)thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) + (size_t)N * K;
         memset(s, 0, sizeof(float) * N);
         for (int i = 0; i < M; i++) {
             const float *r = dy + (size_t)i * lddy;

@@ -15,8 +15,8 @@
 static inline float vexpf(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    /* n = round(x / ln2) by the 1.5 * 2^23 trick (exact for |n| < 2^22). */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick: t's low mantissa bits hold n. */
+    float t = x * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -26,7 +26,9 @@ static inline float vexpf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    uint32_t bits, e;
+    memcpy(&bits, &t, sizeof bits);
+    e = (bits - 0x4B400000u + 127u) << 23; /* 2^n: n + 127 in the exponent (unsigned: no UB for NaN) */
     float scale;
     memcpy(&scale, &e, sizeof scale);
     return p * scale;
