@@ -683,13 +683,13 @@ static void test_shard_threads(void) {
     for (size_t i = 0; i < no; i++) r[i] = urand();
     for (int b = 0; b < B; b++) t[b] = (float)(b * 123 % 1000);
     unet_dropout dp = {5, 11};
-    /* [algorithm][thread count]: oneDNN's kernels, then nine-tap GEMMs (whose
+    /* [algorithm][thread count]: oneDNN's kernels, then the GEMM-based ones (whose
      * weights the shards share: a wrong share would show as a mismatch). */
     float *out[2][2], *dx[2][2], *g[2][2];
     size_t np = 0;
     int threads = omp_get_max_threads(), counts[2] = {1, threads > 1 ? threads : 4};
     for (int a = 0; a < 2; a++) {
-        conv_set_algorithm(a ? CONV_ALG_TAPS : CONV_ALG_DIRECT);
+        conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
         unet *u;
         int rc = unet_create(&u, &cfg, B, 1, &err);
         CHECK(rc == 0, "unet_create: %s", err.msg);
@@ -711,7 +711,7 @@ static void test_shard_threads(void) {
             memcpy(g[a][k], u->grads, np * sizeof(float));
         }
         omp_set_num_threads(threads);
-        printf("  %s: batch %d in %d shards, %d vs %d threads\n", a ? "nine-tap GEMMs" : "oneDNN kernels", B,
+        printf("  %s: batch %d in %d shards, %d vs %d threads\n", a ? "GEMM-based algorithms" : "oneDNN kernels", B,
                unet_shard_count(B), counts[0], counts[1]);
         CHECK(!memcmp(out[a][0], out[a][1], no * sizeof(float)), "output depends on the thread count");
         CHECK(!memcmp(dx[a][0], dx[a][1], nx * sizeof(float)), "dx depends on the thread count");
@@ -719,9 +719,9 @@ static void test_shard_threads(void) {
         unet_free(u);
     }
     conv_set_algorithm(CONV_ALG_AUTO);
-    check_close("taps vs oneDNN: output", out[1][0], out[0][0], no, 1e-5 * maxabs(out[0][0], no), 1e-3);
-    check_close("taps vs oneDNN: dx", dx[1][0], dx[0][0], nx, 1e-5 * maxabs(dx[0][0], nx), 1e-3);
-    check_close("taps vs oneDNN: parameter gradients", g[1][0], g[0][0], np, 1e-5 * maxabs(g[0][0], np), 1e-3);
+    check_close("GEMM-based vs oneDNN: output", out[1][0], out[0][0], no, 1e-5 * maxabs(out[0][0], no), 1e-3);
+    check_close("GEMM-based vs oneDNN: dx", dx[1][0], dx[0][0], nx, 1e-5 * maxabs(dx[0][0], nx), 1e-3);
+    check_close("GEMM-based vs oneDNN: parameter gradients", g[1][0], g[0][0], np, 1e-5 * maxabs(g[0][0], np), 1e-3);
     for (int a = 0; a < 2; a++)
         for (int k = 0; k < 2; k++) { free(out[a][k]); free(dx[a][k]); free(g[a][k]); }
     free(x); free(r); free(params);

@@ -1,16 +1,21 @@
 /* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
  * (forward, backward-data, backward-weights, and the weight reorders between
- * PyTorch's OIHW and the primitive's blocked layout), nine-tap GEMMs for the
- * forward and weight gradient of large stride-1 convolutions on CPUs without
- * AVX-512, and a plain-loop reference used when ops_reference() is on.
+ * PyTorch's OIHW and the primitive's blocked layout); on CPUs without AVX-512,
+ * Winograd F(2x2, 3x3) for the forward and nine-tap GEMMs for the weight
+ * gradient of stride-1 convolutions; and a plain-loop reference used when
+ * ops_reference() is on.
+ *
+ * Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output tile is
+ * A^T [(G g G^T) . (B^T d B)] A over its 4x4 input tile d, so the convolution
+ * is 16 GEMMs [tiles x Cin] x [Cin x Cout], 2.25x fewer multiplies than the
+ * direct form, with rounding errors of the same order. (The input gradient
+ * could be done the same way; oneDNN's kernel for it is as fast here.)
  *
  * Nine-tap GEMMs: the input is copied into a zero-bordered frame
  * [B, H+2, W+2, C]. Output pixel (y, x) of image n is frame row
  * q = (n (H+2) + y) (W+2) + x, and its tap (ky, kx) reads frame row
  * q + ky (W+2) + kx: a convolution is nine GEMMs over all frame rows at once
- * (the rows outside the image compute values that are thrown away). On
- * CPUs without AVX-512, oneDNN's direct kernels are slow for the weight
- * gradient; sgemm is not. */
+ * (the rows outside the image compute values that are thrown away). */
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +44,10 @@ struct conv_plan {
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
-    int taps_fwd, taps_bwd_w; /* forward / weight gradient by nine-tap GEMMs */
-    float *wt;             /* the forward taps' weights [9][Cin][Cout] (another plan's if wt_borrowed) */
-    int wt_shared, wt_borrowed;
+    int wino;              /* forward by Winograd F(2x2, 3x3) */
+    int taps_bwd_w;        /* weight gradient by nine-tap GEMMs */
+    float *U;              /* Winograd weights [16][Cin][Cout] (another plan's if U_borrowed) */
+    int U_shared, U_borrowed;
     int bwd_w_ref;         /* oneDNN has only a reference kernel for the weight gradient */
 };
 
@@ -64,10 +70,13 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
     *Wo = (W - 1) / stride + 1;
 }
 
-/* The nine-tap GEMMs win (AVX2 Zen 3, two shards at once) at the U-Net's top
- * resolutions, where the frame's border rows cost little: at 28x28 and 32x32
- * the forward by 1.1-1.2x and the weight gradient by 1.2-1.8x; at 16x16 and
- * below oneDNN's kernels are as fast or faster. Measured by bench/bench_conv.c. */
+/* Where the GEMM-based algorithms beat oneDNN's kernels (AVX2 Zen 3, two
+ * shards at once; bench/bench_conv.c): the Winograd forward from 14x14 up
+ * (1.1-2x; at 8x8 and below the tiles' overhead loses), the nine-tap weight
+ * gradient at the top resolutions (28x28, 32x32: 1.2-1.8x; at 16x16 and
+ * below it is not faster). */
+#define WINO_MIN_PIXELS 196
+#define WINO_CHUNK 256 /* tiles transformed and multiplied at a time */
 #define TAPS_MIN_PIXELS 576
 
 #define TRY(call, what)                                                         \
@@ -184,7 +193,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
     TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
     TRY(mem_user(&p->x, &x_md), "memory");
     TRY(mem_user(&p->y, &y_md), "memory");
-    if (!p->taps_fwd) { /* else the forward descriptor is only the backward's hint */
+    if (!p->wino) { /* else the forward descriptor is only the backward's hint */
         TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
         *any_ref |= is_ref(&p->fwd);
         TRY(mem_user(&p->bias, &b_md), "memory");
@@ -228,11 +237,18 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
     p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
     p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
     conv_out_size(H, W, stride, &p->Ho, &p->Wo);
-    int taps = stride == 1 && Cin >= 8 && Cout >= 8;
-    int fast_isa = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
-    p->taps_fwd = taps && (conv_algorithm == CONV_ALG_TAPS || (conv_algorithm == CONV_ALG_AUTO && !fast_isa && H * W >= TAPS_MIN_PIXELS));
-    p->taps_bwd_w = training && taps && (conv_algorithm == CONV_ALG_TAPS || (conv_algorithm == CONV_ALG_AUTO && !fast_isa && H * W >= TAPS_MIN_PIXELS));
-    if (p->taps_fwd && !(p->wt = ddpm_alloc_floats((size_t)9 * Cin * Cout, err))) goto fail;
+    int gemm_ok = stride == 1 && Cin >= 8 && Cout >= 8;
+    int avx512 = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
+    int any = conv_algorithm == CONV_ALG_GEMM, autopick = conv_algorithm == CONV_ALG_AUTO && !avx512;
+    p->wino = gemm_ok && (any || (autopick && H * W >= WINO_MIN_PIXELS));
+    p->taps_bwd_w = training && gemm_ok && (any || (autopick && H * W >= TAPS_MIN_PIXELS));
+    /* Not zeroed: wino_weights writes it all before use, and a plan that ends
+     * up borrowing another's frees it untouched (no resident pages). */
+    if (p->wino && posix_memalign((void **)&p->U, 64, sizeof(float) * 16 * Cin * Cout) != 0) {
+        p->U = NULL;
+        ddpm_fail(err, "out of memory for a convolution's Winograd weights");
+        goto fail;
+    }
 
     /* oneDNN's fast kernels may not take row-strided activations (channel
      * slices of a concat buffer) on every CPU: then the plan works on dense
@@ -255,7 +271,7 @@ fail:
 void conv_plan_free(conv_plan *p) {
     if (!p) return;
     free_prims(p);
-    if (!p->wt_borrowed) free(p->wt);
+    if (!p->U_borrowed) free(p->U);
     free(p);
 }
 
@@ -376,29 +392,46 @@ static void share_reorder(reorder *r, reorder *owner) {
 void conv_plan_share(conv_plan *p, conv_plan *owner) {
     share_reorder(&p->w_fwd, &owner->w_fwd);
     share_reorder(&p->w_bwd, &owner->w_bwd);
-    if (p->taps_fwd && owner->taps_fwd) {
+    if (p->wino && owner->wino) {
         if (p != owner) {
-            if (!p->wt_borrowed) free(p->wt);
-            p->wt = owner->wt;
-            p->wt_borrowed = 1;
+            if (!p->U_borrowed) free(p->U);
+            p->U = owner->U;
+            p->U_borrowed = 1;
         }
-        p->wt_shared = owner->wt_shared = 1;
+        p->U_shared = owner->U_shared = 1;
     }
 }
 
-/* wt[ky][kx][ci][co] = w[co][ci][ky][kx]. */
-static void tap_weights(conv_plan *p, const float *w) {
+/* U[i][j][ci][co] = (G g G^T)[i][j] for each 3x3 kernel g = w[co][ci],
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+static void wino_weights(conv_plan *p, const float *w) {
     int Cin = p->Cin, Cout = p->Cout;
+    size_t plane = (size_t)Cin * Cout;
     for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
-            for (int k = 0; k < 9; k++) p->wt[((size_t)k * Cin + ci) * Cout + co] = w[((size_t)co * Cin + ci) * 9 + k];
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *g = w + ((size_t)co * Cin + ci) * 9;
+            float a[4][3], u[4][4];
+            for (int j = 0; j < 3; j++) {
+                a[0][j] = g[j];
+                a[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                a[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                a[3][j] = g[6 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                u[i][0] = a[i][0];
+                u[i][1] = 0.5f * (a[i][0] + a[i][1] + a[i][2]);
+                u[i][2] = 0.5f * (a[i][0] - a[i][1] + a[i][2]);
+                u[i][3] = a[i][2];
+            }
+            for (int k = 0; k < 16; k++) p->U[k * plane + (size_t)ci * Cout + co] = u[k / 4][k % 4];
+        }
 }
 
 void conv_prepare(conv_plan *p, const float *w) {
     reorder *rs[] = {&p->w_fwd, &p->w_bwd};
     for (int i = 0; i < 2; i++)
         if (rs[i]->shared && !rs[i]->borrowed) run_reorder(rs[i], w);
-    if (p->wt_shared && !p->wt_borrowed) tap_weights(p, w);
+    if (p->U_shared && !p->U_borrowed) wino_weights(p, w);
     dnnl_stream_wait(stream);
 }
 
@@ -425,21 +458,79 @@ static float *to_frame(int slot, const conv_plan *p, const float *x, int ld, int
     return f;
 }
 
-static void conv_forward_taps(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
-    int H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, Q = p->B * (H + 2) * (W + 2);
-    if (!p->wt_shared) tap_weights(p, w);
-    const float *xf = to_frame(TBUF_CONV_XF, p, x, p->ld_x, Cin, 1);
-    float *yf = thread_buffer(TBUF_CONV_YF, sizeof(float) * Q * Cout);
-    for (int k = 0; k < 9; k++)
-        gemm(0, 0, Q, Cout, Cin, 1.0f, xf + (size_t)((k / 3) * (W + 2) + k % 3) * Cin, Cin,
-             p->wt + (size_t)k * Cin * Cout, Cout, k ? 1.0f : 0.0f, yf, Cout);
-    for (int n = 0; n < p->B; n++)
-        for (int r = 0; r < H; r++)
-            for (int c = 0; c < W; c++) {
-                const float *src = yf + ((size_t)(n * (H + 2) + r) * (W + 2) + c) * Cout;
-                float *dst = y + ((size_t)(n * H + r) * W + c) * p->ld_y;
-                for (int o = 0; o < Cout; o++) dst[o] = src[o] + (b ? b[o] : 0.0f);
+/* y (=) conv(x) + bias, stride 1, pad 1, by Winograd F(2x2, 3x3) with the plan's U. */
+static void wino_forward(const conv_plan *p, float *y, const float *x, const float *bias) {
+    int Ci = p->Cin, Co = p->Cout, ldx = p->ld_x, ldy = p->ld_y;
+    int H = p->H, W = p->W, TH = (H + 1) / 2, TW = (W + 1) / 2;
+    size_t T = (size_t)p->B * TH * TW;
+    /* Tiles go through in chunks, so that the transformed tiles stay small. */
+    size_t chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
+    float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
+    float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
+    float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * Ci);
+    float *scrap = thread_buffer(TBUF_WINO_SCRAP, sizeof(float) * Co);
+    memset(zero, 0, sizeof(float) * Ci);
+    for (size_t t0 = 0; t0 < T; t0 += chunk) {
+        size_t nt = T - t0 < chunk ? T - t0 : chunk, vplane = nt * Ci, mplane = nt * Co;
+        /* V[i][j][tile][c] = (B^T d B)[i][j], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
+        for (size_t t = 0; t < nt; t++) {
+            size_t tt = t0 + t;
+            int n = (int)(tt / ((size_t)TH * TW)), ty = (int)(tt / TW % TH), tx = (int)(tt % TW);
+            const float *d[16];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) {
+                    int iy = 2 * ty - 1 + i, ix = 2 * tx - 1 + j;
+                    d[4 * i + j] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + ((size_t)(n * H + iy) * W + ix) * ldx
+                                                                          : zero;
+                }
+            float *v = V + t * Ci;
+            #pragma omp simd
+            for (int c = 0; c < Ci; c++) {
+                float r[4][4];
+                for (int j = 0; j < 4; j++) {
+                    r[0][j] = d[j][c] - d[8 + j][c];
+                    r[1][j] = d[4 + j][c] + d[8 + j][c];
+                    r[2][j] = d[8 + j][c] - d[4 + j][c];
+                    r[3][j] = d[4 + j][c] - d[12 + j][c];
+                }
+                for (int i = 0; i < 4; i++) {
+                    v[(4 * i) * vplane + c] = r[i][0] - r[i][2];
+                    v[(4 * i + 1) * vplane + c] = r[i][1] + r[i][2];
+                    v[(4 * i + 2) * vplane + c] = r[i][2] - r[i][1];
+                    v[(4 * i + 3) * vplane + c] = r[i][1] - r[i][3];
+                }
             }
+        }
+        /* M[k] = V[k] U[k]: 16 GEMMs. */
+        for (int k = 0; k < 16; k++)
+            gemm(0, 0, (int)nt, Co, Ci, 1.0f, V + k * vplane, Ci, p->U + (size_t)k * Ci * Co, Co, 0.0f,
+                 M + k * mplane, Co);
+        /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]; outputs past the image go to a scrap row. */
+        for (size_t t = 0; t < nt; t++) {
+            size_t tt = t0 + t;
+            int n = (int)(tt / ((size_t)TH * TW)), ty = (int)(tt / TW % TH), tx = (int)(tt % TW);
+            float *o[4];
+            for (int r = 0; r < 2; r++)
+                for (int s = 0; s < 2; s++) {
+                    int oy = 2 * ty + r, ox = 2 * tx + s;
+                    o[2 * r + s] = oy < H && ox < W ? y + ((size_t)(n * H + oy) * W + ox) * ldy : scrap;
+                }
+            const float *m = M + t * Co;
+            #pragma omp simd
+            for (int c = 0; c < Co; c++) {
+                float s[2][4];
+                for (int j = 0; j < 4; j++) {
+                    s[0][j] = m[j * mplane + c] + m[(4 + j) * mplane + c] + m[(8 + j) * mplane + c];
+                    s[1][j] = m[(4 + j) * mplane + c] - m[(8 + j) * mplane + c] - m[(12 + j) * mplane + c];
+                }
+                float b = bias ? bias[c] : 0.0f;
+                o[0][c] = s[0][0] + s[0][1] + s[0][2] + b;
+                o[1][c] = s[0][1] - s[0][2] - s[0][3] + b;
+                o[2][c] = s[1][0] + s[1][1] + s[1][2] + b;
+                o[3][c] = s[1][1] - s[1][2] - s[1][3] + b;
+            }
+        }
+    }
 }
 
 /* dw [Cout,Cin,3,3], db [Cout] (=) the weight and bias gradients. */
@@ -476,8 +567,9 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
         conv_forward_ref(p, y, x, w, b);
         return;
     }
-    if (p->taps_fwd) {
-        conv_forward_taps(p, y, x, w, b);
+    if (p->wino) {
+        if (!p->U_shared) wino_weights(p, w);
+        wino_forward(p, y, x, b);
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;

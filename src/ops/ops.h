@@ -48,11 +48,13 @@ enum conv_pad {
     CONV_PAD_TF = 1    /* stride 2 only: zero padding 1 at the bottom and right (TF "SAME") */
 };
 
-/* How plans made from now on compute the forward and weight gradient of
- * stride-1 convolutions with at least 8 channels in and out: AUTO picks
- * nine-tap GEMMs where they are faster (on CPUs without AVX-512, by shape)
- * and oneDNN's kernels otherwise. The other two force one (tests, benchmarks). */
-enum conv_alg { CONV_ALG_AUTO, CONV_ALG_DIRECT, CONV_ALG_TAPS };
+/* How plans made from now on compute stride-1 convolutions with at least 8
+ * channels in and out: AUTO uses, on CPUs without AVX-512, Winograd F(2x2,3x3)
+ * for the forward and nine-tap GEMMs for the weight gradient where they are
+ * faster there, oneDNN's kernels otherwise. DIRECT
+ * (oneDNN only) and GEMM (the GEMM-based ones wherever they apply) are for
+ * tests and benchmarks. */
+enum conv_alg { CONV_ALG_AUTO, CONV_ALG_DIRECT, CONV_ALG_GEMM };
 void conv_set_algorithm(int alg);
 
 /* One convolution shape: its oneDNN primitives and reorder buffers, made once. */
