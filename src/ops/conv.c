@@ -1,15 +1,17 @@
 /* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
  * (forward, backward-data, backward-weights, and the weight reorders between
  * PyTorch's OIHW and the primitive's blocked layout); on CPUs without AVX-512,
- * Winograd F(2x2, 3x3) for the forward and nine-tap GEMMs for the weight
- * gradient of stride-1 convolutions; and a plain-loop reference used when
- * ops_reference() is on.
+ * Winograd F(2x2, 3x3) for the forward and input gradient and nine-tap GEMMs
+ * for the weight gradient of stride-1 convolutions; and a plain-loop
+ * reference used when ops_reference() is on.
  *
  * Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output tile is
  * A^T [(G g G^T) . (B^T d B)] A over its 4x4 input tile d, so the convolution
  * is 16 GEMMs [tiles x Cin] x [Cin x Cout], 2.25x fewer multiplies than the
- * direct form, with rounding errors of the same order. (The input gradient
- * could be done the same way; oneDNN's kernel for it is as fast here.)
+ * direct form, with rounding errors of the same order. The input gradient is
+ * the same convolution of dy with the flipped, transposed kernel, whose
+ * transform is a permutation of the forward one's (no second copy). Tiles go
+ * through in chunks, so that their transforms stay in cache.
  *
  * Nine-tap GEMMs: the input is copied into a zero-bordered frame
  * [B, H+2, W+2, C]. Output pixel (y, x) of image n is frame row
@@ -44,7 +46,7 @@ struct conv_plan {
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
-    int wino;              /* forward by Winograd F(2x2, 3x3) */
+    int wino, wino_bwd;    /* forward / input gradient by Winograd F(2x2, 3x3) */
     int taps_bwd_w;        /* weight gradient by nine-tap GEMMs */
     float *U;              /* Winograd weights [16][Cin][Cout] (another plan's if U_borrowed) */
     int U_shared, U_borrowed;
@@ -71,8 +73,9 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
 }
 
 /* Where the GEMM-based algorithms beat oneDNN's kernels (AVX2 Zen 3, two
- * shards at once; bench/bench_conv.c): the Winograd forward from 14x14 up
- * (1.1-2x; at 8x8 and below the tiles' overhead loses), the nine-tap weight
+ * shards at once; bench/bench_conv.c): Winograd from 14x14 up (forward
+ * 1.1-2x, input gradient 1.3-2x; at 8x8 and below the tiles' overhead
+ * loses), the nine-tap weight
  * gradient at the top resolutions (28x28, 32x32: 1.2-1.8x; at 16x16 and
  * below it is not faster). */
 #define WINO_MIN_PIXELS 196
@@ -203,13 +206,15 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
 
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
-        TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
-                                                     &y_md, strides, pl, pr), "conv bwd-data desc");
-        TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
-        TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
-        *any_ref |= is_ref(&p->bwd_data);
-        const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
-        if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
+        if (!p->wino_bwd) {
+            TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
+                                                         &y_md, strides, pl, pr), "conv bwd-data desc");
+            TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
+            TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
+            *any_ref |= is_ref(&p->bwd_data);
+            const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
+            if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
+        }
         TRY(mem_user(&p->dx, &x_md), "memory");
         TRY(mem_user(&p->dy, &y_md), "memory");
         if (p->taps_bwd_w) return 0;
@@ -241,6 +246,7 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
     int avx512 = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
     int any = conv_algorithm == CONV_ALG_GEMM, autopick = conv_algorithm == CONV_ALG_AUTO && !avx512;
     p->wino = gemm_ok && (any || (autopick && H * W >= WINO_MIN_PIXELS));
+    p->wino_bwd = training && p->wino;
     p->taps_bwd_w = training && gemm_ok && (any || (autopick && H * W >= TAPS_MIN_PIXELS));
     /* Not zeroed: wino_weights writes it all before use, and a plan that ends
      * up borrowing another's frees it untouched (no resident pages). */
@@ -458,12 +464,17 @@ static float *to_frame(int slot, const conv_plan *p, const float *x, int ld, int
     return f;
 }
 
-/* y (=) conv(x) + bias, stride 1, pad 1, by Winograd F(2x2, 3x3) with the plan's U. */
-static void wino_forward(const conv_plan *p, float *y, const float *x, const float *bias) {
-    int Ci = p->Cin, Co = p->Cout, ldx = p->ld_x, ldy = p->ld_y;
+/* y[B,H,W,Co] (row stride ldy) (=) the stride-1 pad-1 convolution of
+ * x[B,H,W,Ci] (row stride ldx) + bias (may be NULL), by Winograd F(2x2, 3x3)
+ * with the plan's U. back: the input gradient (x is dy, y is dx; Ci = Cout,
+ * Co = Cin): the kernel flipped and transposed, whose transform is U at the
+ * positions (pi(i), pi(j)), pi swapping 0 and 3 (G J = P G for the reversal
+ * J), read transposed. */
+static void wino_conv(const conv_plan *p, float *y, int ldy, const float *x, int ldx, int Ci, int Co,
+                      const float *bias, int back) {
     int H = p->H, W = p->W, TH = (H + 1) / 2, TW = (W + 1) / 2;
     size_t T = (size_t)p->B * TH * TW;
-    /* Tiles go through in chunks, so that the transformed tiles stay small. */
+    /* Tiles go through in chunks (WINO_CHUNK), so that their transforms stay in cache. */
     size_t chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
     float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
@@ -502,9 +513,12 @@ static void wino_forward(const conv_plan *p, float *y, const float *x, const flo
             }
         }
         /* M[k] = V[k] U[k]: 16 GEMMs. */
-        for (int k = 0; k < 16; k++)
-            gemm(0, 0, (int)nt, Co, Ci, 1.0f, V + k * vplane, Ci, p->U + (size_t)k * Ci * Co, Co, 0.0f,
-                 M + k * mplane, Co);
+        static const int pi[4] = {3, 1, 2, 0};
+        for (int k = 0; k < 16; k++) {
+            int ku = back ? 4 * pi[k / 4] + pi[k % 4] : k;
+            gemm(0, back, (int)nt, Co, Ci, 1.0f, V + k * vplane, Ci, p->U + (size_t)ku * Ci * Co, back ? Ci : Co,
+                 0.0f, M + k * mplane, Co);
+        }
         /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]; outputs past the image go to a scrap row. */
         for (size_t t = 0; t < nt; t++) {
             size_t tt = t0 + t;
@@ -569,7 +583,7 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
     }
     if (p->wino) {
         if (!p->U_shared) wino_weights(p, w);
-        wino_forward(p, y, x, b);
+        wino_conv(p, y, p->ld_y, x, p->ld_x, p->Cin, p->Cout, b, 0);
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
@@ -605,7 +619,10 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         lddy = p->ld_y;
     }
     dnnl_memory_set_data_handle(p->dy, (void *)dy);
-    if (dx) {
+    if (dx && p->wino_bwd) {
+        if (!p->U_shared) wino_weights(p, w);
+        wino_conv(p, dx, p->ld_x, dy, lddy, p->Cout, p->Cin, NULL, 1);
+    } else if (dx) {
         float *dxs = xs ? xs + nx * p->Cin : dx;
         dnnl_memory_set_data_handle(p->dx, dxs);
         dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, weights(&p->w_bwd, w)},
