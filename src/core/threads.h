@@ -20,8 +20,7 @@ enum thread_buffer_slot {
     TBUF_GN_PARTIAL, TBUF_GN_DZ,                    /* GroupNorm backward */
     TBUF_LINEAR_DW,                                 /* linear backward: the weight and bias gradients */
     TBUF_CONV_X, TBUF_CONV_Y, TBUF_CONV_DW,         /* convolution staging and weight gradient */
-    TBUF_CONV_XF, TBUF_CONV_YF, TBUF_CONV_TAPS,     /* convolution by nine-tap GEMMs */
-    TBUF_WINO_V, TBUF_WINO_M, TBUF_WINO_ZERO, TBUF_WINO_SCRAP, /* convolution by Winograd */
+    TBUF_WINO_V, TBUF_WINO_M, TBUF_WINO_DU, TBUF_WINO_ZERO, TBUF_WINO_SCRAP, /* convolution by Winograd */
     TBUF_NET_DOUT, TBUF_NET_DACT, TBUF_NET_SCRATCH, /* U-Net backward: output and activation gradients, temporaries */
     TBUF_SLOTS
 };

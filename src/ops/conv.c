@@ -1,23 +1,17 @@
 /* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
  * (forward, backward-data, backward-weights, and the weight reorders between
  * PyTorch's OIHW and the primitive's blocked layout); on CPUs without AVX-512,
- * Winograd F(2x2, 3x3) for the forward and input gradient and nine-tap GEMMs
- * for the weight gradient of stride-1 convolutions; and a plain-loop
- * reference used when ops_reference() is on.
+ * Winograd F(2x2, 3x3) for stride-1 convolutions; and a plain-loop reference
+ * used when ops_reference() is on.
  *
  * Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output tile is
  * A^T [(G g G^T) . (B^T d B)] A over its 4x4 input tile d, so the convolution
  * is 16 GEMMs [tiles x Cin] x [Cin x Cout], 2.25x fewer multiplies than the
  * direct form, with rounding errors of the same order. The input gradient is
  * the same convolution of dy with the flipped, transposed kernel, whose
- * transform is a permutation of the forward one's (no second copy). Tiles go
- * through in chunks, so that their transforms stay in cache.
- *
- * Nine-tap GEMMs: the input is copied into a zero-bordered frame
- * [B, H+2, W+2, C]. Output pixel (y, x) of image n is frame row
- * q = (n (H+2) + y) (W+2) + x, and its tap (ky, kx) reads frame row
- * q + ky (W+2) + kx: a convolution is nine GEMMs over all frame rows at once
- * (the rows outside the image compute values that are thrown away). */
+ * transform is a permutation of the forward one's (no second copy); the
+ * weight gradient is the gradient of the forward's GEMMs, transformed back.
+ * Tiles go through in chunks, so that their transforms stay in cache. */
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +40,8 @@ struct conv_plan {
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
-    int wino, wino_bwd;    /* forward / input gradient by Winograd F(2x2, 3x3) */
-    int taps_bwd_w;        /* weight gradient by nine-tap GEMMs */
+    int wino;              /* forward and input gradient by Winograd F(2x2, 3x3) */
+    int wino_dw;           /* weight gradient by Winograd */
     float *U;              /* Winograd weights [16][Cin][Cout] (another plan's if U_borrowed) */
     int U_shared, U_borrowed;
     int bwd_w_ref;         /* oneDNN has only a reference kernel for the weight gradient */
@@ -72,15 +66,13 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
     *Wo = (W - 1) / stride + 1;
 }
 
-/* Where the GEMM-based algorithms beat oneDNN's kernels (AVX2 Zen 3, two
- * shards at once; bench/bench_conv.c): Winograd from 14x14 up (forward
- * 1.1-2x, input gradient 1.3-2x; at 8x8 and below the tiles' overhead
- * loses), the nine-tap weight
- * gradient at the top resolutions (28x28, 32x32: 1.2-1.8x; at 16x16 and
- * below it is not faster). */
+/* Where Winograd beats oneDNN's kernels (AVX2 Zen 3, two shards at once;
+ * bench/bench_conv.c): the forward and input gradient from 14x14 up (1.2-2.5x;
+ * at 8x8 and below the tiles' overhead loses), the weight gradient from 7x7
+ * up (1.4-3x; at 4x4 it is not faster). */
 #define WINO_MIN_PIXELS 196
+#define WINO_DW_MIN_PIXELS 49
 #define WINO_CHUNK 256 /* tiles transformed and multiplied at a time */
-#define TAPS_MIN_PIXELS 576
 
 #define TRY(call, what)                                                         \
     do {                                                                        \
@@ -206,7 +198,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
 
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
-        if (!p->wino_bwd) {
+        if (!p->wino) {
             TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                          &y_md, strides, pl, pr), "conv bwd-data desc");
             TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
@@ -217,7 +209,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         }
         TRY(mem_user(&p->dx, &x_md), "memory");
         TRY(mem_user(&p->dy, &y_md), "memory");
-        if (p->taps_bwd_w) return 0;
+        if (p->wino_dw) return 0;
 
         TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
@@ -246,8 +238,7 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
     int avx512 = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
     int any = conv_algorithm == CONV_ALG_GEMM, autopick = conv_algorithm == CONV_ALG_AUTO && !avx512;
     p->wino = gemm_ok && (any || (autopick && H * W >= WINO_MIN_PIXELS));
-    p->wino_bwd = training && p->wino;
-    p->taps_bwd_w = training && gemm_ok && (any || (autopick && H * W >= TAPS_MIN_PIXELS));
+    p->wino_dw = training && gemm_ok && (any || (autopick && H * W >= WINO_DW_MIN_PIXELS));
     /* Not zeroed: wino_weights writes it all before use, and a plan that ends
      * up borrowing another's frees it untouched (no resident pages). */
     if (p->wino && posix_memalign((void **)&p->U, 64, sizeof(float) * 16 * Cin * Cout) != 0) {
@@ -441,27 +432,67 @@ void conv_prepare(conv_plan *p, const float *w) {
     dnnl_stream_wait(stream);
 }
 
-/* ---- nine-tap GEMMs -------------------------------------------------------- */
-
-/* Rows of a frame (with the tail that the last taps read past the last image). */
-static size_t frame_rows(const conv_plan *p) {
-    return (size_t)p->B * (p->H + 2) * (p->W + 2) + 2 * (size_t)(p->W + 2) + 2;
+/* The weights in the forward (or backward-data) primitive's layout. */
+static dnnl_memory_t weights(reorder *r, const float *w) {
+    return r->shared ? r->prim : run_reorder(r, w);
 }
 
-/* x [B,H,W,C] (row stride ld) into a zero frame [B,H+2,W+2,C]: pixel (y, x)
- * at frame position (y + shift, x + shift). */
-static float *to_frame(int slot, const conv_plan *p, const float *x, int ld, int C, int shift) {
+/* ---- Winograd F(2x2, 3x3) ------------------------------------------------- */
+
+/* Tile t of the batch: image n, tile row ty, tile column tx (2x2 outputs each). */
+static void wino_tile(const conv_plan *p, size_t t, int *n, int *ty, int *tx) {
+    int TH = (p->H + 1) / 2, TW = (p->W + 1) / 2;
+    *n = (int)(t / ((size_t)TH * TW));
+    *ty = (int)(t / TW % TH);
+    *tx = (int)(t % TW);
+}
+
+/* V[i][j][t][c] (plane = nt * C floats per (i, j)) = (B^T d B)[i][j] for the
+ * 4x4 input patches d of tiles t0 .. t0 + nt - 1 of x (row stride ld),
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; pixels outside read zero. */
+static void wino_input(float *V, const conv_plan *p, const float *x, int ld, int C, size_t t0, size_t nt,
+                       const float *zero) {
     int H = p->H, W = p->W;
-    size_t rows = frame_rows(p);
-    float *f = thread_buffer(slot, sizeof(float) * rows * C);
-    memset(f, 0, sizeof(float) * rows * C);
-    for (int n = 0; n < p->B; n++)
-        for (int y = 0; y < H; y++) {
-            float *dst = f + ((size_t)(n * (H + 2) + y + shift) * (W + 2) + shift) * C;
-            const float *src = x + (size_t)(n * H + y) * W * ld;
-            for (int i = 0; i < W; i++) memcpy(dst + (size_t)i * C, src + (size_t)i * ld, sizeof(float) * C);
+    size_t plane = nt * C;
+    for (size_t t = 0; t < nt; t++) {
+        int n, ty, tx;
+        wino_tile(p, t0 + t, &n, &ty, &tx);
+        const float *d[16];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) {
+                int iy = 2 * ty - 1 + i, ix = 2 * tx - 1 + j;
+                d[4 * i + j] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + ((size_t)(n * H + iy) * W + ix) * ld : zero;
+            }
+        float *v = V + t * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float r[4][4];
+            for (int j = 0; j < 4; j++) {
+                r[0][j] = d[j][c] - d[8 + j][c];
+                r[1][j] = d[4 + j][c] + d[8 + j][c];
+                r[2][j] = d[8 + j][c] - d[4 + j][c];
+                r[3][j] = d[4 + j][c] - d[12 + j][c];
+            }
+            for (int i = 0; i < 4; i++) {
+                v[(4 * i) * plane + c] = r[i][0] - r[i][2];
+                v[(4 * i + 1) * plane + c] = r[i][1] + r[i][2];
+                v[(4 * i + 2) * plane + c] = r[i][2] - r[i][1];
+                v[(4 * i + 3) * plane + c] = r[i][1] - r[i][3];
+            }
         }
-    return f;
+    }
+}
+
+/* The 2x2 output pixels of tile t as row pointers into y (row stride ld);
+ * those past the image point at scrap. */
+static void wino_outputs(float *o[4], const conv_plan *p, size_t t, float *y, int ld, float *scrap) {
+    int n, ty, tx;
+    wino_tile(p, t, &n, &ty, &tx);
+    for (int r = 0; r < 2; r++)
+        for (int s = 0; s < 2; s++) {
+            int oy = 2 * ty + r, ox = 2 * tx + s;
+            o[2 * r + s] = oy < p->H && ox < p->W ? y + ((size_t)(n * p->H + oy) * p->W + ox) * ld : scrap;
+        }
 }
 
 /* y[B,H,W,Co] (row stride ldy) (=) the stride-1 pad-1 convolution of
@@ -472,63 +503,26 @@ static float *to_frame(int slot, const conv_plan *p, const float *x, int ld, int
  * J), read transposed. */
 static void wino_conv(const conv_plan *p, float *y, int ldy, const float *x, int ldx, int Ci, int Co,
                       const float *bias, int back) {
-    int H = p->H, W = p->W, TH = (H + 1) / 2, TW = (W + 1) / 2;
-    size_t T = (size_t)p->B * TH * TW;
-    /* Tiles go through in chunks (WINO_CHUNK), so that their transforms stay in cache. */
-    size_t chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
+    size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
     float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
     float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * Ci);
     float *scrap = thread_buffer(TBUF_WINO_SCRAP, sizeof(float) * Co);
     memset(zero, 0, sizeof(float) * Ci);
+    static const int pi[4] = {3, 1, 2, 0};
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
-        size_t nt = T - t0 < chunk ? T - t0 : chunk, vplane = nt * Ci, mplane = nt * Co;
-        /* V[i][j][tile][c] = (B^T d B)[i][j], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
-        for (size_t t = 0; t < nt; t++) {
-            size_t tt = t0 + t;
-            int n = (int)(tt / ((size_t)TH * TW)), ty = (int)(tt / TW % TH), tx = (int)(tt % TW);
-            const float *d[16];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) {
-                    int iy = 2 * ty - 1 + i, ix = 2 * tx - 1 + j;
-                    d[4 * i + j] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + ((size_t)(n * H + iy) * W + ix) * ldx
-                                                                          : zero;
-                }
-            float *v = V + t * Ci;
-            #pragma omp simd
-            for (int c = 0; c < Ci; c++) {
-                float r[4][4];
-                for (int j = 0; j < 4; j++) {
-                    r[0][j] = d[j][c] - d[8 + j][c];
-                    r[1][j] = d[4 + j][c] + d[8 + j][c];
-                    r[2][j] = d[8 + j][c] - d[4 + j][c];
-                    r[3][j] = d[4 + j][c] - d[12 + j][c];
-                }
-                for (int i = 0; i < 4; i++) {
-                    v[(4 * i) * vplane + c] = r[i][0] - r[i][2];
-                    v[(4 * i + 1) * vplane + c] = r[i][1] + r[i][2];
-                    v[(4 * i + 2) * vplane + c] = r[i][2] - r[i][1];
-                    v[(4 * i + 3) * vplane + c] = r[i][1] - r[i][3];
-                }
-            }
-        }
+        size_t nt = T - t0 < chunk ? T - t0 : chunk, mplane = nt * Co;
+        wino_input(V, p, x, ldx, Ci, t0, nt, zero);
         /* M[k] = V[k] U[k]: 16 GEMMs. */
-        static const int pi[4] = {3, 1, 2, 0};
         for (int k = 0; k < 16; k++) {
             int ku = back ? 4 * pi[k / 4] + pi[k % 4] : k;
-            gemm(0, back, (int)nt, Co, Ci, 1.0f, V + k * vplane, Ci, p->U + (size_t)ku * Ci * Co, back ? Ci : Co,
+            gemm(0, back, (int)nt, Co, Ci, 1.0f, V + k * nt * Ci, Ci, p->U + (size_t)ku * Ci * Co, back ? Ci : Co,
                  0.0f, M + k * mplane, Co);
         }
-        /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]; outputs past the image go to a scrap row. */
+        /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. */
         for (size_t t = 0; t < nt; t++) {
-            size_t tt = t0 + t;
-            int n = (int)(tt / ((size_t)TH * TW)), ty = (int)(tt / TW % TH), tx = (int)(tt % TW);
             float *o[4];
-            for (int r = 0; r < 2; r++)
-                for (int s = 0; s < 2; s++) {
-                    int oy = 2 * ty + r, ox = 2 * tx + s;
-                    o[2 * r + s] = oy < H && ox < W ? y + ((size_t)(n * H + oy) * W + ox) * ldy : scrap;
-                }
+            wino_outputs(o, p, t0 + t, y, ldy, scrap);
             const float *m = M + t * Co;
             #pragma omp simd
             for (int c = 0; c < Co; c++) {
@@ -547,26 +541,69 @@ static void wino_conv(const conv_plan *p, float *y, int ldy, const float *x, int
     }
 }
 
-/* dw [Cout,Cin,3,3], db [Cout] (=) the weight and bias gradients. */
-static void conv_bwd_w_taps(conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
-    int H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, Q = p->B * (H + 2) * (W + 2);
-    const float *dyf = to_frame(TBUF_CONV_YF, p, dy, lddy, Cout, 0);
-    const float *xf = to_frame(TBUF_CONV_XF, p, x, ldx, Cin, 1);
-    float *d9 = thread_buffer(TBUF_CONV_TAPS, sizeof(float) * 9 * Cin * Cout); /* [ky][kx][co][ci] */
-    for (int k = 0; k < 9; k++)
-        gemm(1, 0, Cout, Cin, Q, 1.0f, dyf, Cout, xf + (size_t)((k / 3) * (W + 2) + k % 3) * Cin, Cin, 0.0f,
-             d9 + (size_t)k * Cin * Cout, Cin);
-    for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
-            for (int k = 0; k < 9; k++) dw[((size_t)co * Cin + ci) * 9 + k] = d9[((size_t)k * Cout + co) * Cin + ci];
-    memset(db, 0, sizeof(float) * Cout);
-    for (size_t m = 0; m < (size_t)p->B * H * W; m++)
-        for (int o = 0; o < Cout; o++) db[o] += dy[m * lddy + o];
-}
-
-/* The weights in the forward (or backward-data) primitive's layout. */
-static dnnl_memory_t weights(reorder *r, const float *w) {
-    return r->shared ? r->prim : run_reorder(r, w);
+/* dw [Cout,Cin,3,3], db [Cout] (=) the weight and bias gradients, as the
+ * gradient of the Winograd forward: with Z = A dy_tile A^T and V the input
+ * transform, dU[k] = sum over tiles of Z[k]^T V[k] (16 GEMMs accumulated over
+ * the chunks), and dw = G^T dU G. */
+static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
+    int Ci = p->Cin, Co = p->Cout;
+    size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
+    float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
+    float *Z = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
+    float *dU = thread_buffer(TBUF_WINO_DU, sizeof(float) * 16 * Co * Ci);
+    int zl = Ci > Co ? Ci : Co;
+    float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * zl);
+    memset(zero, 0, sizeof(float) * zl);
+    for (size_t t0 = 0; t0 < T; t0 += chunk) {
+        size_t nt = T - t0 < chunk ? T - t0 : chunk, zplane = nt * Co;
+        wino_input(V, p, x, ldx, Ci, t0, nt, zero);
+        /* Z[i][j][t][c] = (A z A^T)[i][j] for the 2x2 dy tile z, A = [1 0; 1 1; 1 -1; 0 -1]. */
+        for (size_t t = 0; t < nt; t++) {
+            float *o[4];
+            wino_outputs(o, p, t0 + t, (float *)dy, lddy, zero); /* read-only here: past the image reads zero */
+            float *z = Z + t * Co;
+            #pragma omp simd
+            for (int c = 0; c < Co; c++) {
+                float a[4][2];
+                for (int s = 0; s < 2; s++) {
+                    a[0][s] = o[s][c];
+                    a[1][s] = o[s][c] + o[2 + s][c];
+                    a[2][s] = o[s][c] - o[2 + s][c];
+                    a[3][s] = -o[2 + s][c];
+                }
+                for (int i = 0; i < 4; i++) {
+                    z[(4 * i) * zplane + c] = a[i][0];
+                    z[(4 * i + 1) * zplane + c] = a[i][0] + a[i][1];
+                    z[(4 * i + 2) * zplane + c] = a[i][0] - a[i][1];
+                    z[(4 * i + 3) * zplane + c] = -a[i][1];
+                }
+            }
+        }
+        for (int k = 0; k < 16; k++)
+            gemm(1, 0, Co, Ci, (int)nt, 1.0f, Z + k * zplane, Co, V + k * nt * Ci, Ci, t0 ? 1.0f : 0.0f,
+                 dU + (size_t)k * Co * Ci, Ci);
+    }
+    /* dw = G^T dU G, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+    size_t plane = (size_t)Co * Ci;
+    for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++) {
+            const float *u = dU + (size_t)co * Ci + ci;
+            float b[3][4], *g = dw + ((size_t)co * Ci + ci) * 9;
+            for (int j = 0; j < 4; j++) {
+                float u0 = u[j * plane], u1 = u[(4 + j) * plane], u2 = u[(8 + j) * plane], u3 = u[(12 + j) * plane];
+                b[0][j] = u0 + 0.5f * (u1 + u2);
+                b[1][j] = 0.5f * (u1 - u2);
+                b[2][j] = 0.5f * (u1 + u2) + u3;
+            }
+            for (int r = 0; r < 3; r++) {
+                g[3 * r] = b[r][0] + 0.5f * (b[r][1] + b[r][2]);
+                g[3 * r + 1] = 0.5f * (b[r][1] - b[r][2]);
+                g[3 * r + 2] = 0.5f * (b[r][1] + b[r][2]) + b[r][3];
+            }
+        }
+    memset(db, 0, sizeof(float) * Co);
+    for (size_t m = 0; m < (size_t)p->B * p->H * p->W; m++)
+        for (int o = 0; o < Co; o++) db[o] += dy[m * lddy + o];
 }
 
 /* ---- dispatch ------------------------------------------------------------- */
@@ -619,7 +656,7 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         lddy = p->ld_y;
     }
     dnnl_memory_set_data_handle(p->dy, (void *)dy);
-    if (dx && p->wino_bwd) {
+    if (dx && p->wino) {
         if (!p->U_shared) wino_weights(p, w);
         wino_conv(p, dx, p->ld_x, dy, lddy, p->Cout, p->Cin, NULL, 1);
     } else if (dx) {
@@ -632,14 +669,14 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         if (xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
-        if (xs && !p->taps_bwd_w) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin), x = xs;
+        if (xs && !p->wino_dw) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin), x = xs;
         else ldx = p->ld_x;
         /* This call's gradients: [OIHW weights | bias | primitive-layout weights]. */
         size_t nw = (size_t)p->Cout * p->Cin * 9, head = (nw + p->Cout + 15) / 16 * 16;
         size_t prim_bytes = p->dw.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
         float *dwt = thread_buffer(TBUF_CONV_DW, sizeof(float) * head + prim_bytes), *dbt = dwt + nw;
-        if (p->taps_bwd_w) {
-            conv_bwd_w_taps(p, dwt, dbt, dy, lddy, x, ldx);
+        if (p->wino_dw) {
+            wino_bwd_w(p, dwt, dbt, dy, lddy, x, ldx);
         } else if (p->bwd_w_ref) {
             conv_bwd_w_direct(p, dwt, dbt, dy, lddy, x, ldx);
         } else {

@@ -49,11 +49,10 @@ enum conv_pad {
 };
 
 /* How plans made from now on compute stride-1 convolutions with at least 8
- * channels in and out: AUTO uses, on CPUs without AVX-512, Winograd F(2x2,3x3)
- * for the forward and input gradient and nine-tap GEMMs for the weight
- * gradient where they are faster there, oneDNN's kernels otherwise. DIRECT
- * (oneDNN only) and GEMM (the GEMM-based ones wherever they apply) are for
- * tests and benchmarks. */
+ * channels in and out: AUTO uses, on CPUs without AVX-512, Winograd
+ * F(2x2, 3x3) (GEMMs on transformed tiles) where it is faster there, oneDNN's
+ * kernels otherwise. DIRECT (oneDNN only) and GEMM (Winograd wherever it
+ * applies) are for tests and benchmarks. */
 enum conv_alg { CONV_ALG_AUTO, CONV_ALG_DIRECT, CONV_ALG_GEMM };
 void conv_set_algorithm(int alg);
 
