@@ -454,6 +454,7 @@ static void wino_input(float *V, const conv_plan *p, const float *x, int ld, int
                        const float *zero) {
     int H = p->H, W = p->W;
     size_t plane = nt * C;
+    #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
     for (size_t t = 0; t < nt; t++) {
         int n, ty, tx;
         wino_tile(p, t0 + t, &n, &ty, &tx);
@@ -507,7 +508,6 @@ static void wino_conv(const conv_plan *p, float *y, int ldy, const float *x, int
     float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
     float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * Ci);
-    float *scrap = thread_buffer(TBUF_WINO_SCRAP, sizeof(float) * Co);
     memset(zero, 0, sizeof(float) * Ci);
     static const int pi[4] = {3, 1, 2, 0};
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
@@ -520,8 +520,9 @@ static void wino_conv(const conv_plan *p, float *y, int ldy, const float *x, int
                  0.0f, M + k * mplane, Co);
         }
         /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. */
+        #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
         for (size_t t = 0; t < nt; t++) {
-            float *o[4];
+            float *o[4], *scrap = thread_buffer(TBUF_WINO_SCRAP, sizeof(float) * Co); /* this thread's */
             wino_outputs(o, p, t0 + t, y, ldy, scrap);
             const float *m = M + t * Co;
             #pragma omp simd
@@ -558,6 +559,7 @@ static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy
         size_t nt = T - t0 < chunk ? T - t0 : chunk, zplane = nt * Co;
         wino_input(V, p, x, ldx, Ci, t0, nt, zero);
         /* Z[i][j][t][c] = (A z A^T)[i][j] for the 2x2 dy tile z, A = [1 0; 1 1; 1 -1; 0 -1]. */
+        #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
         for (size_t t = 0; t < nt; t++) {
             float *o[4];
             wino_outputs(o, p, t0 + t, (float *)dy, lddy, zero); /* read-only here: past the image reads zero */
