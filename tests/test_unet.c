@@ -11,12 +11,17 @@
 #include "ops/ops.h"
 #include "unet_pass.h"
 
-static void check_model(const char *name, int reference) {
+/* tier: 1 plain loops, 0 the fast path as chosen for this CPU, 2 the fast
+ * path with Winograd in every convolution it applies to (the fixtures' 8x8
+ * images are below its automatic threshold). */
+static void check_model(const char *name, int tier) {
     char dir[256], io[256];
     snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
     snprintf(io, sizeof io, "tests/fixtures/%s_io.safetensors", name);
-    printf("  %s, %s kernels\n", name, reference ? "reference" : "oneDNN");
-    ops_set_reference(reference);
+    const char *tier_name[] = {"fast (automatic choice)", "reference", "fast, Winograd forced"};
+    printf("  %s, %s kernels\n", name, tier_name[tier]);
+    ops_set_reference(tier == 1);
+    conv_set_algorithm(tier == 2 ? CONV_ALG_GEMM : CONV_ALG_AUTO);
     ddpm_err err;
     unet *u;
     int rc = model_load(&u, dir, 2, 1, &err);
@@ -66,12 +71,15 @@ static void check_model(const char *name, int reference) {
     st_close(&f);
     unet_free(u);
     ops_set_reference(0);
+    conv_set_algorithm(CONV_ALG_AUTO);
 }
 
 static void test_unet_a_fast(void) { check_model("unet_a", 0); }
 static void test_unet_a_reference(void) { check_model("unet_a", 1); }
 static void test_unet_b_fast(void) { check_model("unet_b", 0); }
 static void test_unet_b_reference(void) { check_model("unet_b", 1); }
+static void test_unet_a_winograd(void) { check_model("unet_a", 2); }
+static void test_unet_b_winograd(void) { check_model("unet_b", 2); }
 
 /* A folder written here loads back with identical parameters and config. */
 static void test_save_load_roundtrip(void) {
@@ -94,4 +102,5 @@ static void test_save_load_roundtrip(void) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
-TEST_MAIN(test_unet_a_fast, test_unet_b_fast, test_unet_a_reference, test_unet_b_reference, test_save_load_roundtrip)
+TEST_MAIN(test_unet_a_fast, test_unet_b_fast, test_unet_a_reference, test_unet_b_reference, test_unet_a_winograd,
+          test_unet_b_winograd, test_save_load_roundtrip)
