@@ -498,12 +498,13 @@ static void wino_outputs(float *o[4], const conv_plan *p, size_t t, float *y, in
 
 /* y[B,H,W,Co] (row stride ldy) (=) the stride-1 pad-1 convolution of
  * x[B,H,W,Ci] (row stride ldx) + bias (may be NULL), by Winograd F(2x2, 3x3)
- * with the plan's U. back: the input gradient (x is dy, y is dx; Ci = Cout,
+ * with the plan's U (from w). back: the input gradient (x is dy, y is dx; Ci = Cout,
  * Co = Cin): the kernel flipped and transposed, whose transform is U at the
  * positions (pi(i), pi(j)), pi swapping 0 and 3 (G J = P G for the reversal
  * J), read transposed. */
-static void wino_conv(const conv_plan *p, float *y, int ldy, const float *x, int ldx, int Ci, int Co,
-                      const float *bias, int back) {
+static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, int Ci, int Co,
+                      const float *w, const float *bias, int back) {
+    if (!p->U_shared) wino_weights(p, w); /* else conv_prepare made them */
     size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
     float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
@@ -621,8 +622,7 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
         return;
     }
     if (p->wino) {
-        if (!p->U_shared) wino_weights(p, w);
-        wino_conv(p, y, p->ld_y, x, p->ld_x, p->Cin, p->Cout, b, 0);
+        wino_conv(p, y, p->ld_y, x, p->ld_x, p->Cin, p->Cout, w, b, 0);
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
@@ -659,8 +659,7 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
     }
     dnnl_memory_set_data_handle(p->dy, (void *)dy);
     if (dx && p->wino) {
-        if (!p->U_shared) wino_weights(p, w);
-        wino_conv(p, dx, p->ld_x, dy, lddy, p->Cout, p->Cin, NULL, 1);
+        wino_conv(p, dx, p->ld_x, dy, lddy, p->Cout, p->Cin, w, NULL, 1);
     } else if (dx) {
         float *dxs = xs ? xs + nx * p->Cin : dx;
         dnnl_memory_set_data_handle(p->dx, dxs);
