@@ -26,7 +26,8 @@ WERROR  ?= -Werror
 # vectorise clamps written as a < b ? b : a (src/ops/vmath.h).
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra -Wpointer-arith $(WERROR) \
            -Wno-unused-parameter -Isrc -MMD -MP
-LDLIBS  := -ldnnl -lcjson -lpng -lz -lm -fopenmp $(LDSAN)
+# OpenBLAS (OpenMP build): double-precision BLAS/LAPACK for the FID statistics.
+LDLIBS  := -ldnnl -lopenblas -lcjson -lpng -lz -lm -fopenmp $(LDSAN)
 
 SRC       := $(wildcard src/*/*.c)
 OBJ       := $(SRC:%.c=$(BUILD)/%.o)
@@ -48,6 +49,9 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The built-in F-MNIST feature network's weights are assembled into its object (.incbin).
+$(BUILD)/src/eval/fmnist_net.o: src/eval/fmnist_features.safetensors
+
 $(LIB): $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -66,7 +70,8 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 test-build: $(TEST_BIN) $(BUILD)/ddpm
 
 # From scratch: dependencies, a clean build directory, every test.
-test: deps
+test:
+	@scripts/install-deps.sh --test
 	rm -rf $(BUILD)
 	$(MAKE) --no-print-directory test-build SAN=$(SAN)
 	scripts/run-tests.sh $(BUILD)

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "common.h"
 #include "core/threads.h"
 #include "data/dataset.h"
@@ -179,7 +180,12 @@ done:
 int cmd_eval(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "nll")) return eval_nll(argc - 1, argv + 1);
-    fprintf(stderr, "ddpm eval: %s\nusage: ddpm eval nll --model DIR [--data SRC] [--n N] [--batch B] (see "
-                    "'ddpm eval nll --help')\n", argc >= 2 ? "unknown evaluation" : "which evaluation?");
+    if (argc >= 2 && !strcmp(argv[1], "fid")) return eval_fid(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "stats")) return eval_stats(argc - 1, argv + 1);
+    fprintf(stderr, "ddpm eval: %s\nusage:\n"
+                    "  ddpm eval nll --model DIR [--data SRC] [--n N]      the variational bound in bits/dim\n"
+                    "  ddpm eval fid --samples X [--ref Y] [--n N]         FID, IS, precision/recall\n"
+                    "  ddpm eval stats --data SRC --out S.npz              reference statistics for eval fid\n"
+                    "(see 'ddpm eval nll|fid|stats --help')\n", argc >= 2 ? "unknown evaluation" : "which evaluation?");
     return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : EXIT_USAGE;
 }

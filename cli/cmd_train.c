@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "eval/quality.h"
 #include "core/threads.h"
 #include "io/fileio.h"
 #include "model/config.h"
@@ -67,6 +68,66 @@ static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddp
     return rc ? -1 : 0;
 }
 
+/* FID during training: eval_n images from the EMA weights (DDIM, 50 steps,
+ * the same noise every time) against the training data's statistics, one
+ * metrics.jsonl line {"step", "fid", "features", "precision", "recall",
+ * "eval_n", "eval_s"}. The network, features and reference are made on first use. */
+typedef struct fid_eval {
+    int every, n;
+    const char *inception;
+    unet *u;
+    featnet *net;
+    quality_ref ref;
+    float *x;
+} fid_eval;
+
+/* The feature network and the reference statistics (the first 10,000
+ * training images), before training starts, so a missing Inception file
+ * stops the run at once. */
+static int fid_eval_init(fid_eval *e, const trainer *tr, const dataset *d, ddpm_err *err) {
+    const unet_config *c = &tr->u->cfg;
+    int kind = c->sample_size == 28 && c->in_channels == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
+    int nref = d->n < 10000 ? d->n : 10000;
+    image_set real = {nref, d->h, d->w, d->c, d->pixels, NULL};
+    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    double t0 = ddpm_now();
+    if (featnet_open(&e->net, kind, e->inception, 50, err) ||
+        quality_ref_from_images(&e->ref, e->net, &real, 1, NULL, NULL, NULL, err) ||
+        unet_create(&e->u, c, e->n < 64 ? e->n : 64, 0, err) || !(e->x = ddpm_alloc_floats((size_t)e->n * D, err)))
+        return ddpm_wrap(err, "--eval-every");
+    fprintf(stderr, "ddpm train: --eval-every: %s of %d EMA samples against %d training images (%.0f s to set up)\n",
+            featnet_fid_label(e->net), e->n, nref, ddpm_now() - t0);
+    return 0;
+}
+
+static int eval_during_training(fid_eval *e, const trainer *tr, FILE *mf, ddpm_err *err) {
+    const unet_config *c = &tr->u->cfg;
+    double t0 = ddpm_now();
+    memcpy(e->u->params, tr->ema, tr->u->nparams * sizeof(float));
+    sampler_opts so = {.ddim = 1, .steps = tr->sched.T < 50 ? tr->sched.T : 50, .eta = 0.0f, .seed = 0};
+    image_set s = {e->n, c->sample_size, c->sample_size, c->in_channels, NULL, e->x};
+    quality q;
+    if (quality_sample(e->u, &tr->sched, &so, e->n, e->x, NULL, NULL, err) ||
+        quality_measure(&q, e->net, &s, &e->ref, NULL, NULL, err))
+        return ddpm_wrap(err, "FID evaluation");
+    double secs = ddpm_now() - t0;
+    fprintf(mf, "{\"step\":%lld,\"fid\":%.6g,\"features\":\"%s\",\"precision\":%.4g,\"recall\":%.4g,"
+                "\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step, q.fid,
+            featnet_kind_name(featnet_kind_of(e->net)), q.precision, q.recall, e->n, secs);
+    fflush(mf);
+    fprintf(stderr, "%sstep %lld  %s %.3f  precision %.3f  recall %.3f  (%d EMA samples, %.0f s)\n",
+            isatty(2) ? "\n" : "", (long long)tr->step, featnet_fid_label(e->net), q.fid, q.precision, q.recall,
+            e->n, secs);
+    return 0;
+}
+
+static void fid_eval_free(fid_eval *e) {
+    unet_free(e->u);
+    featnet_free(e->net);
+    quality_ref_free(&e->ref);
+    free(e->x);
+}
+
 static void fmt_eta(char *b, size_t n, double s) {
     if (!isfinite(s) || s < 0) snprintf(b, n, "?");
     else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
@@ -79,7 +140,9 @@ int cmd_train(int argc, char **argv)
     const char *data = NULL, *preset = "fmnist-small", *config = NULL, *out = "runs/fmnist";
     const char *schedule_kind = "linear", *variance = "fixed_small";
     long long steps = 800000, batch = o.batch, warmup = o.warmup, seed = 0, limit = 0, threads = 0;
-    long long save_every = 1000, log_every = 100, T = 1000, sample_every = 0, sample_n = 16;
+    long long save_every = 1000, log_every = 100, T = 1000, sample_every = 0, sample_n = 16, eval_every = 0;
+    long long eval_n = 1000;
+    const char *inception = NULL;
     double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
     int resume = 0, flip = 0, no_ema_warmup = 0;
     arg_spec specs[] = {
@@ -116,6 +179,12 @@ int cmd_train(int argc, char **argv)
          "write RUN/samples/step_N.png (EMA weights, DDIM 50 steps) every N steps and at the end; 0 = never",
          0, 1e12, NULL, 0, 0},
         {"sample-n", ARG_INT, &sample_n, "N", "images in those grids", 1, 1024, NULL, 0, 0},
+        {"eval-every", ARG_INT, &eval_every, "N",
+         "log the FID of EMA samples (DDIM 50 steps, fixed noise) against the training data in metrics.jsonl "
+         "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 1e12, NULL, 0, 0},
+        {"eval-n", ARG_INT, &eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
+        {"inception", ARG_STR, &inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",
+         0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
         {0},
     };
@@ -205,6 +274,7 @@ int cmd_train(int argc, char **argv)
     }
     trainer tr;
     unet *su = NULL; /* inference network for the sample grids, made on first use */
+    fid_eval fe = {.every = (int)eval_every, .n = (int)eval_n, .inception = inception};
     if (trainer_init(&tr, &cfg, &sched, &d, &o, &err)) {
         schedule_free(&sched);
         dataset_free(&d);
@@ -238,6 +308,11 @@ int cmd_train(int argc, char **argv)
             nthreads, out, resume ? " (resumed)" : "");
     if (resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", (long long)tr.step);
 
+    if (fe.every > 0 && fid_eval_init(&fe, &tr, &d, &err)) {
+        fclose(mf);
+        rc = strstr(err.msg, "out of memory") ? cli_fail(&cmd, &err) : cli_bad_input(&cmd, &err);
+        goto done;
+    }
     int tty = isatty(2);
     double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, smooth = NAN;
     long long start = tr.step, last_log = tr.step, last_save = tr.step;
@@ -282,6 +357,11 @@ int cmd_train(int argc, char **argv)
             rc = EXIT_RUNTIME;
             break;
         }
+        if (fe.every > 0 && tr.step % fe.every == 0 && eval_during_training(&fe, &tr, mf, &err)) {
+            fprintf(stderr, "%sddpm train: %s\n", tty ? "\n" : "", err.msg);
+            rc = EXIT_RUNTIME;
+            break;
+        }
     }
     if (tty) fputc('\n', stderr);
     fclose(mf);
@@ -304,6 +384,7 @@ int cmd_train(int argc, char **argv)
     }
 done:
     unet_free(su);
+    fid_eval_free(&fe);
     trainer_free(&tr);
     dataset_free(&d);
     return rc;

@@ -7,6 +7,9 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+/* `eval fid` and `eval stats` (cmd_fid.c), dispatched by cmd_eval. */
+int eval_fid(int argc, char **argv);
+int eval_stats(int argc, char **argv);
 int cmd_figure(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_eps(int argc, char **argv);

@@ -11,7 +11,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"train", cmd_train, "train a noise-prediction U-Net on images (Algorithm 1)"},
-    {"eval", cmd_eval, "evaluate a model: 'eval nll' = the variational bound in bits/dim"},
+    {"eval", cmd_eval, "evaluate: 'eval nll' (bits/dim), 'eval fid' (FID, IS, precision/recall), 'eval stats'"},
     {"figure", cmd_figure, "the paper's figures: 'figure progressive|shared|interpolate' (Figs. 6, 7, 8)"},
     {"info", cmd_info, "summarise a model folder or training run"},
     {"sample", cmd_sample, "draw images with the DDPM or DDIM sampler (PNG grid, PNGs, .npy)"},

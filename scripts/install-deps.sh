@@ -2,14 +2,24 @@
 # install-deps.sh -- install ddpm's Debian 12 build and data dependencies (idempotent).
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
-pkgs=(gcc make libdnnl-dev libcjson-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
+pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
+# --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid from PyPI).
+if [ "${1:-}" = "--test" ]; then
+    pkgs+=(python3-torch python3-torchvision python3-scipy python3-numpy python3-pil python3-pip)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "install-deps: installing ${missing[*]}"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The real reference packages, pinned, beside Debian's torch (their other imports are Debian's).
+if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c 'import pytorch_fid' 2>/dev/null; then
+    echo "install-deps: installing pytorch-fid==0.3.0 from PyPI"
+    $sudo /usr/bin/python3 -m pip install -q --break-system-packages --no-deps pytorch-fid==0.3.0
+fi

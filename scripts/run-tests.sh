@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# run-tests.sh BUILD -- run every test binary in BUILD/tests from the repository root,
-# print a summary, exit non-zero if any failed.
+# run-tests.sh BUILD -- run every test binary in BUILD/tests, then every tests/py/test_*.py
+# (parity against the Python references, with /usr/bin/python3 and DDPM_BUILD=BUILD),
+# from the repository root; print a summary, exit non-zero if any failed.
 set -u
 # Threads sleep rather than spin while waiting: a busy machine must not slow the tests 50x.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 build=${1:-build}
 pass=0; fail=0; failed=()
-for t in "$build"/tests/test_*; do
-    [ -x "$t" ] || continue
+export DDPM_BUILD=$build
+for t in "$build"/tests/test_* tests/py/test_*.py; do
+    [ -f "$t" ] || continue
+    case "$t" in
+        *.log) continue ;;
+        *.py) run=(/usr/bin/python3 "$t") ;;
+        *) [ -x "$t" ] || continue; run=("$t") ;;
+    esac
     name=$(basename "$t")
     start=$(date +%s%N)
-    if "$t" > "$build/tests/$name.log" 2>&1; then
+    if "${run[@]}" > "$build/tests/$name.log" 2>&1; then
         pass=$((pass + 1)); status=PASS
     else
         fail=$((fail + 1)); failed+=("$name"); status=FAIL

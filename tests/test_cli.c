@@ -444,7 +444,7 @@ static void test_eval(void) {
     snprintf(path, sizeof path, "%s/nll_rd.svg", tmp);
     CHECK(count_lines(path) > 5, "the rate-distortion SVG %s is missing", path);
     expect("eval", 2, "which evaluation");
-    expect("eval fid", 2, "unknown evaluation");
+    expect("eval bogus", 2, "unknown evaluation");
     expect("eval nll", 2, "--model is required");
     snprintf(a, sizeof a, "eval nll --model %s --n 2 --threads 1", MODEL);
     expect(a, 2, "data are 28x28x1 images but the model takes 8x8x1");
@@ -494,6 +494,70 @@ static void test_figure(void) {
     expect("figure progressive --out x.png", 2, "--model is required");
 }
 
+/* A file's whole text (static buffer; "" if unreadable). */
+static const char *slurp(const char *path) {
+    static char buf[1 << 16];
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+/* eval fid / eval stats: every kind of source, the JSON, the statistics file
+ * read back, and each bad input with exit 2; FID during training. */
+static void test_fid(void) {
+    char a[2048], p[400], q[450], r[400];
+    expect("eval fid", 2, "--samples is required");
+    expect("eval stats --out x.npz", 2, "--data is required");
+    /* Real images against real images, F-MNIST features picked automatically. */
+    snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 120 --ref fashion-mnist --ref-split test "
+             "--ref-n 150 --json %s --threads 1", tpath(p, sizeof p, "fid.json"));
+    expect(a, 0, "FID (F-MNIST features): ");
+    const char *js = slurp(p);
+    CHECK(strstr(js, "\"fid\": ") && strstr(js, "\"features\": \"fmnist\"") && strstr(js, "\"inception_score\": null") &&
+              strstr(js, "\"n\": 120"), "fid.json: %s", js);
+    /* Statistics with features, then samples (.npy) against them: precision/recall. */
+    snprintf(a, sizeof a, "eval stats --data fashion-mnist --split test --n 100 --out %s --save-features --threads 1",
+             tpath(q, sizeof q, "ref.npz"));
+    expect(a, 0, "mu [256], sigma [256, 256], features, logits of 100 images");
+    float *x = malloc(sizeof(float) * 30 * 784);
+    rng_normal(x, 30 * 784, 5, 1, 0);
+    write_npy(tpath(r, sizeof r, "noise.npy"), x, 30, 1, 28, 28);
+    snprintf(a, sizeof a, "eval fid --samples %s --ref %s --threads 1", r, q);
+    expect(a, 0, "precision: ");
+    x[784 * 3 + 5] = NAN;
+    write_npy(r, x, 30, 1, 28, 28);
+    expect(a, 2, "not finite");
+    write_npy(r, x, 10, 3, 28, 28); /* RGB 28x28: not for the F-MNIST network */
+    snprintf(a, sizeof a, "eval fid --samples %s --ref %s --features fmnist --threads 1", r, q);
+    expect(a, 2, "28x28 gray");
+    free(x);
+    /* Inception without its weights: the message says how to get them. */
+    snprintf(a, sizeof a, "eval fid --samples %s --ref %s --features inception --inception %s/none.safetensors", r, q,
+             tmp);
+    expect(a, 2, "tools/convert_inception.py");
+    /* Statistics of the wrong size, or not a statistics file. */
+    snprintf(a, sizeof a, "eval stats --data %s/png8 --out %s --features inception --inception /nonexistent", tmp, p);
+    expect(a, 2, "Inception weights not found");
+    write_text(tpath(p, sizeof p, "bad.npz"), "not a zip file");
+    snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s", p);
+    expect(a, 2, "bad.npz");
+    /* A model folder: N images sampled first (8x8 images: Inception, whose weights are missing). */
+    snprintf(a, sizeof a, "eval fid --samples %s --n 3 --steps 2 --ref %s --inception %s/none.safetensors "
+             "--threads 1", MODEL, q, tmp);
+    expect(a, 2, "Inception weights not found");
+    /* FID during training, in metrics.jsonl. */
+    snprintf(a, sizeof a, "train --out %s --limit 16 --batch 4 --steps 2 --eval-every 2 --eval-n 10 --threads 1",
+             tpath(p, sizeof p, "fidrun"));
+    expect(a, 0, "FID (F-MNIST features) ");
+    snprintf(q, sizeof q, "%s/metrics.jsonl", p);
+    CHECK(strstr(slurp(q), "\"fid\":") && strstr(slurp(q), "\"eval_n\":10"), "metrics.jsonl: %s", slurp(q));
+    snprintf(a, sizeof a, "train --out %s/fid8 --config %s/config.json --data %s/png8 --steps 2 --batch 2 "
+             "--eval-every 1 --eval-n 10 --inception %s/none --threads 1", tmp, MODEL, tmp, tmp);
+    expect(a, 2, "Inception weights not found");
+}
+
 /* Removes the scratch folder (ours alone); runs last. */
 static void test_cleanup(void) {
     char a[300];
@@ -501,4 +565,5 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_figure, test_cleanup)
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_figure, test_fid,
+          test_cleanup)

@@ -1,5 +1,7 @@
-/* npy.c -- NumPy .npy reader (v1/v2/v3 headers; '<f4', '<f8', '|u1' to float)
- * and writer (v1.0, 64-byte aligned data, atomic).
+/* npy.c -- NumPy .npy reader (v1/v2/v3 headers; '<f4', '<f8', '|u1' to float
+ * or double) and writer (v1.0, 64-byte aligned data, atomic). The parser works
+ * on bytes in memory (a whole file, or the start of an npz entry), so npz.c
+ * shares it.
  *
  * The header is a Python dict literal such as
  *   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
@@ -168,159 +170,212 @@ static uint64_t load_le64(const unsigned char *p) {
     return v;
 }
 
-enum { NPY_F4, NPY_F8, NPY_U1 };
+static uint32_t load_le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
-int npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
-    int rc = -1, kind, elsize;
-    unsigned char *buf = NULL;
-    size_t len, hstart, hlen, numel = 1, need, have;
-    const unsigned char *p;
-    float *out = NULL;
+size_t npy_type_size(npy_type t) { return t == NPY_F64 ? 8 : t == NPY_F32 ? 4 : 1; }
+
+int npy_parse_header(const char *name, const unsigned char *buf, size_t len, size_t total, npy_info *info,
+                     ddpm_err *err) {
+    size_t hstart, hlen, numel = 1, need, have;
     npy_header h;
 
-    *data = NULL;
-    *ndim = 0;
+    memset(info, 0, sizeof *info);
     memset(&h, 0, sizeof h);
-    if (file_read_all(path, &buf, &len, err) != 0) goto done;
-    if (len < 10 || memcmp(buf, npy_magic, sizeof npy_magic) != 0) {
-        ddpm_fail(err, "%s: not a .npy file (bad magic)", path);
-        goto done;
-    }
+    DDPM_ASSERT(len <= total);
+    if (total < 10 || memcmp(buf, npy_magic, sizeof npy_magic) != 0)
+        return ddpm_fail(err, "%s: not a .npy file (bad magic)", name);
+    DDPM_ASSERT(len >= 10);
     if (buf[6] == 1) {
         hstart = 10;
         hlen = (size_t)buf[8] | (size_t)buf[9] << 8;
     } else if (buf[6] == 2 || buf[6] == 3) {
-        if (len < 12) {
-            ddpm_fail(err, "%s: truncated .npy header", path);
-            goto done;
-        }
+        if (total < 12) return ddpm_fail(err, "%s: truncated .npy header", name);
+        DDPM_ASSERT(len >= 12);
         hstart = 12;
-        hlen = (size_t)buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 | (size_t)buf[11] << 24;
+        hlen = load_le32(buf + 8);
     } else {
-        ddpm_fail(err, "%s: unsupported .npy format version %d.%d", path, buf[6], buf[7]);
-        goto done;
+        return ddpm_fail(err, "%s: unsupported .npy format version %d.%d", name, buf[6], buf[7]);
     }
-    if (hlen > len - hstart) {
-        ddpm_fail(err, "%s: truncated .npy header (%zu header bytes declared, file has %zu bytes)", path, hlen, len);
-        goto done;
-    }
-    if (parse_header(path, (const char *)buf + hstart, hlen, &h, err) != 0) goto done;
+    if (hlen > total - hstart)
+        return ddpm_fail(err, "%s: truncated .npy header (%zu header bytes declared, file has %zu bytes)", name, hlen,
+                         total);
+    DDPM_ASSERT(len >= hstart + hlen);
+    if (parse_header(name, (const char *)buf + hstart, hlen, &h, err) != 0) return -1;
     if (strcmp(h.descr, "<f4") == 0) {
-        kind = NPY_F4;
-        elsize = 4;
+        info->type = NPY_F32;
     } else if (strcmp(h.descr, "<f8") == 0) {
-        kind = NPY_F8;
-        elsize = 8;
+        info->type = NPY_F64;
     } else if (strcmp(h.descr, "|u1") == 0 || strcmp(h.descr, "<u1") == 0) {
-        kind = NPY_U1;
-        elsize = 1;
+        info->type = NPY_U8;
     } else if (h.descr[0] == '>') {
-        ddpm_fail(err, "%s: big-endian dtype '%s' is not supported (need '<f4', '<f8' or '|u1')", path, h.descr);
-        goto done;
+        return ddpm_fail(err, "%s: big-endian dtype '%s' is not supported (need '<f4', '<f8' or '|u1')", name,
+                         h.descr);
     } else {
-        ddpm_fail(err, "%s: unsupported dtype '%s' (need '<f4', '<f8' or '|u1')", path, h.descr);
-        goto done;
+        return ddpm_fail(err, "%s: unsupported dtype '%s' (need '<f4', '<f8' or '|u1')", name, h.descr);
     }
-    if (h.fortran) {
-        ddpm_fail(err, "%s: fortran_order True (column-major) arrays are not supported; save a C-order array", path);
-        goto done;
-    }
+    if (h.fortran)
+        return ddpm_fail(err, "%s: fortran_order True (column-major) arrays are not supported; save a C-order array",
+                         name);
     for (int i = 0; i < h.ndim; i++) {
         size_t d = (size_t)h.shape[i];
-        if ((uint64_t)h.shape[i] > SIZE_MAX || (d != 0 && numel > SIZE_MAX / 8 / d)) {
-            ddpm_fail(err, "%s: array shape is too large", path);
-            goto done;
-        }
+        if ((uint64_t)h.shape[i] > SIZE_MAX || (d != 0 && numel > SIZE_MAX / 8 / d))
+            return ddpm_fail(err, "%s: array shape is too large", name);
         numel *= d;
     }
-    need = numel * (size_t)elsize;
-    have = len - hstart - hlen;
-    if (have < need) {
-        ddpm_fail(err, "%s: truncated data: %zu elements need %zu bytes but only %zu are present", path, numel, need,
-                  have);
-        goto done;
-    }
-    if (have > need) {
-        ddpm_fail(err, "%s: %zu unexpected bytes after the array data", path, have - need);
-        goto done;
-    }
-    out = ddpm_alloc_floats(numel, err);
-    if (!out) {
-        ddpm_wrap(err, "%s", path);
-        goto done;
-    }
-    p = buf + hstart + hlen;
-    for (size_t i = 0; i < numel; i++) {
-        if (kind == NPY_U1) {
-            out[i] = (float)p[i];
-        } else if (kind == NPY_F4) {
-            uint32_t u = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
-                         (uint32_t)p[4 * i + 3] << 24;
-            memcpy(&out[i], &u, sizeof u);
-        } else {
-            uint64_t u = load_le64(p + 8 * i);
-            double d;
-            memcpy(&d, &u, sizeof d);
-            /* 2^128 - 2^103: the smallest magnitude that rounds to infinity */
-            out[i] = d >= 3.4028235677973366e38 ? INFINITY : d <= -3.4028235677973366e38 ? -INFINITY : (float)d;
+    need = numel * npy_type_size(info->type);
+    have = total - hstart - hlen;
+    if (have < need)
+        return ddpm_fail(err, "%s: truncated data: %zu elements need %zu bytes but only %zu are present", name, numel,
+                         need, have);
+    if (have > need) return ddpm_fail(err, "%s: %zu unexpected bytes after the array data", name, have - need);
+    info->ndim = h.ndim;
+    for (int i = 0; i < h.ndim; i++) info->shape[i] = h.shape[i];
+    info->numel = numel;
+    info->data_offset = hstart + hlen;
+    info->data_bytes = need;
+    return 0;
+}
+
+void npy_convert(void *dst, npy_type to, const unsigned char *src, npy_type from, size_t n) {
+    if (to == from) { /* little-endian host: the bytes are the values */
+        memcpy(dst, src, n * npy_type_size(to));
+    } else if (to == NPY_F32) {
+        float *out = dst;
+        for (size_t i = 0; i < n; i++) {
+            if (from == NPY_U8) {
+                out[i] = (float)src[i];
+            } else {
+                uint64_t u = load_le64(src + 8 * i);
+                double d;
+                memcpy(&d, &u, sizeof d);
+                /* 2^128 - 2^103: the smallest magnitude that rounds to infinity */
+                out[i] = d >= 3.4028235677973366e38 ? INFINITY : d <= -3.4028235677973366e38 ? -INFINITY : (float)d;
+            }
+        }
+    } else {
+        DDPM_ASSERT(to == NPY_F64);
+        double *out = dst;
+        for (size_t i = 0; i < n; i++) {
+            if (from == NPY_U8) {
+                out[i] = (double)src[i];
+            } else {
+                uint32_t u = load_le32(src + 4 * i);
+                float f;
+                memcpy(&f, &u, sizeof f);
+                out[i] = (double)f;
+            }
         }
     }
+}
+
+int npy_parse(const char *name, const unsigned char *buf, size_t len, npy_type as, void **data, int *ndim,
+              int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+    npy_info info;
+    void *out;
+
+    DDPM_ASSERT(as == NPY_F32 || as == NPY_F64);
+    *data = NULL;
+    *ndim = 0;
+    if (npy_parse_header(name, buf, len, len, &info, err) != 0) return -1;
+    /* numel * 8 fits in size_t (npy_parse_header), so the float count does too */
+    out = ddpm_alloc_floats(as == NPY_F64 ? 2 * info.numel : info.numel, err);
+    if (!out) return ddpm_wrap(err, "%s", name);
+    npy_convert(out, as, buf + info.data_offset, info.type, info.numel);
     *data = out;
-    out = NULL;
-    *ndim = h.ndim;
-    for (int i = 0; i < h.ndim; i++) shape[i] = h.shape[i];
-    rc = 0;
-done:
-    free(out);
+    *ndim = info.ndim;
+    for (int i = 0; i < info.ndim; i++) shape[i] = info.shape[i];
+    return 0;
+}
+
+static int npy_read(const char *path, npy_type as, void **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
+                    ddpm_err *err) {
+    unsigned char *buf = NULL;
+    size_t len;
+    int rc;
+
+    *data = NULL;
+    *ndim = 0;
+    if (file_read_all(path, &buf, &len, err) != 0) return -1;
+    rc = npy_parse(path, buf, len, as, data, ndim, shape, err);
     free(buf);
+    return rc;
+}
+
+int npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+    void *p = NULL;
+    int rc = npy_read(path, NPY_F32, &p, ndim, shape, err);
+    *data = p;
+    return rc;
+}
+
+int npy_read_f64(const char *path, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+    void *p = NULL;
+    int rc = npy_read(path, NPY_F64, &p, ndim, shape, err);
+    *data = p;
     return rc;
 }
 
 /* ---------------------------------------------------------------- writer */
 
-static int npy_write(const char *path, const void *data, int elsize, const char *descr, int ndim,
-                     const int64_t *shape, ddpm_err *err) {
-    char hdr[512];
-    size_t hl, numel = 1;
-    const void *chunks[2];
-    size_t lens[2];
+int npy_encode_header(const char *path, unsigned char hdr[NPY_HEADER_MAX], size_t *hlen, npy_type type, int ndim,
+                      const int64_t *shape, size_t *nbytes, ddpm_err *err) {
+    static const char *const descr[] = {[NPY_F32] = "<f4", [NPY_F64] = "<f8", [NPY_U8] = "|u1"};
+    size_t elsize = npy_type_size(type), hl, numel = 1;
+    char *h = (char *)hdr;
 
+    DDPM_ASSERT(type == NPY_F32 || type == NPY_F64 || type == NPY_U8);
     if (ndim < 0 || ndim > NPY_MAX_DIMS)
         return ddpm_fail(err, "cannot write %s: %d dimensions (0..%d allowed)", path, ndim, NPY_MAX_DIMS);
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (uint64_t)shape[i] > SIZE_MAX ||
-            (shape[i] != 0 && numel > SIZE_MAX / (size_t)elsize / (size_t)shape[i]))
+            (shape[i] != 0 && numel > SIZE_MAX / elsize / (size_t)shape[i]))
             return ddpm_fail(err, "cannot write %s: invalid shape (dimension %d is %lld)", path, i,
                              (long long)shape[i]);
         numel *= (size_t)shape[i];
     }
-    if (numel > 0 && !data) return ddpm_fail(err, "cannot write %s: no data", path);
 
-    memcpy(hdr, npy_magic, sizeof npy_magic);
-    hdr[6] = 1;
-    hdr[7] = 0;
+    memcpy(h, npy_magic, sizeof npy_magic);
+    h[6] = 1;
+    h[7] = 0;
     hl = 10;
-    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
+    hl += (size_t)snprintf(h + hl, NPY_HEADER_MAX - hl, "{'descr': '%s', 'fortran_order': False, 'shape': (",
+                           descr[type]);
     for (int i = 0; i < ndim; i++)
-        hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s), }", ndim == 1 ? "," : "");
-    while ((hl + 1) % 64 != 0) hdr[hl++] = ' ';
-    hdr[hl++] = '\n';
-    DDPM_ASSERT(hl < sizeof hdr);
-    hdr[8] = (char)((hl - 10) & 0xff);
-    hdr[9] = (char)((hl - 10) >> 8);
+        hl += (size_t)snprintf(h + hl, NPY_HEADER_MAX - hl, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    hl += (size_t)snprintf(h + hl, NPY_HEADER_MAX - hl, "%s), }", ndim == 1 ? "," : "");
+    while ((hl + 1) % 64 != 0) h[hl++] = ' ';
+    h[hl++] = '\n';
+    DDPM_ASSERT(hl <= NPY_HEADER_MAX);
+    h[8] = (char)((hl - 10) & 0xff);
+    h[9] = (char)((hl - 10) >> 8);
+    *hlen = hl;
+    *nbytes = numel * elsize;
+    return 0;
+}
 
+static int npy_write(const char *path, const void *data, npy_type type, int ndim, const int64_t *shape,
+                     ddpm_err *err) {
+    unsigned char hdr[NPY_HEADER_MAX];
+    const void *chunks[2];
+    size_t lens[2];
+
+    if (npy_encode_header(path, hdr, &lens[0], type, ndim, shape, &lens[1], err) != 0) return -1;
+    if (lens[1] > 0 && !data) return ddpm_fail(err, "cannot write %s: no data", path);
     chunks[0] = hdr;
-    lens[0] = hl;
     chunks[1] = data;
-    lens[1] = numel * (size_t)elsize;
     return file_write_atomic(path, chunks, lens, 2, err);
 }
 
 int npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape, ddpm_err *err) {
-    return npy_write(path, data, 4, "<f4", ndim, shape, err);
+    return npy_write(path, data, NPY_F32, ndim, shape, err);
+}
+
+int npy_write_f64(const char *path, const double *data, int ndim, const int64_t *shape, ddpm_err *err) {
+    return npy_write(path, data, NPY_F64, ndim, shape, err);
 }
 
 int npy_write_u8(const char *path, const uint8_t *data, int ndim, const int64_t *shape, ddpm_err *err) {
-    return npy_write(path, data, 1, "|u1", ndim, shape, err);
+    return npy_write(path, data, NPY_U8, ndim, shape, err);
 }

@@ -171,6 +171,14 @@ static int json_uint(const cJSON *j, uint64_t *out) {
 
 /* ---------------------------------------------------------------- reader */
 
+static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_t len, ddpm_err *err);
+
+int st_open(st_file *f, const char *path, ddpm_err *err) { return open_file_or_mem(f, path, NULL, 0, err); }
+
+int st_open_mem(st_file *f, const char *name, const void *bytes, size_t len, ddpm_err *err) {
+    return open_file_or_mem(f, name, bytes, len, err);
+}
+
 void st_close(st_file *f) {
     if (!f) return;
     if (f->tensors)
@@ -282,7 +290,9 @@ static int cmp_by_offset(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-int st_open(st_file *f, const char *path, ddpm_err *err) {
+/* Opens the file at path, or (mem != NULL) a copy of the len bytes at mem
+ * with path as its name in messages. */
+static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_t len, ddpm_err *err) {
     int rc = -1, n_entries = 0, have_meta = 0;
     cJSON *root = NULL;
     const cJSON *c;
@@ -296,7 +306,16 @@ int st_open(st_file *f, const char *path, ddpm_err *err) {
         ddpm_fail(err, "%s: out of memory", path);
         goto done;
     }
-    if (file_read_all(path, &f->buf, &f->buf_len, err) != 0) goto done;
+    if (mem) {
+        if (!(f->buf = malloc(len ? len : 1))) {
+            ddpm_fail(err, "%s: out of memory", path);
+            goto done;
+        }
+        memcpy(f->buf, mem, len);
+        f->buf_len = len;
+    } else if (file_read_all(path, &f->buf, &f->buf_len, err) != 0) {
+        goto done;
+    }
     if (f->buf_len == 0) {
         ddpm_fail(err, "%s: file is empty (0 bytes), not a safetensors file", path);
         goto done;

@@ -96,6 +96,10 @@ typedef struct st_file {
  */
 int st_open(st_file *f, const char *path, ddpm_err *err);
 
+/* As st_open, on a copy of the len bytes at bytes (e.g. weights built into the
+ * program); name stands for the file in messages. */
+int st_open_mem(st_file *f, const char *name, const void *bytes, size_t len, ddpm_err *err);
+
 /* Frees everything f owns and zeroes it. Safe on a zeroed or already closed f. */
 void st_close(st_file *f);
 

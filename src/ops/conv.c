@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "dnnl_engine.h"
 #include "ops.h"
 
 /* One primitive with the memories it reads and writes. */
@@ -58,6 +59,12 @@ static int dnnl_init(ddpm_err *err) {
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success)
         return ddpm_fail(err, "oneDNN: cannot create the CPU engine");
+    return 0;
+}
+
+int ops_dnnl_engine(dnnl_engine_t *e, dnnl_stream_t *s, ddpm_err *err) {
+    if (dnnl_init(err)) return -1;
+    *e = engine, *s = stream;
     return 0;
 }
 

@@ -80,6 +80,34 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
 void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
                    const float *x, const float *w);
 
+/* ---- convolution of any kernel, inference only (feature networks) ---------
+ * y[B,Ho,Wo,Cout] (=) act(conv(x[B,H,W,Cin], w) + b), kernel kh x kw, strides
+ * sh, sw, zero padding ph (top and bottom), pw (left and right), act = ReLU if
+ * relu else identity; Ho = (H + 2 ph - kh) / sh + 1 (floor, as PyTorch). The
+ * plan copies w [Cout,Cin,kh,kw] and b [Cout] (NULL = zero) when it is made. */
+typedef struct conv2d_shape {
+    int B, H, W, Cin, Cout, kh, kw, sh, sw, ph, pw;
+} conv2d_shape;
+typedef struct conv2d_plan conv2d_plan;
+void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo);
+int conv2d_plan_create(conv2d_plan **p, const conv2d_shape *s, int ld_x, int ld_y, int relu, const float *w,
+                       const float *b, ddpm_err *err);
+void conv2d_plan_free(conv2d_plan *p);
+void conv2d_forward(conv2d_plan *p, float *y, const float *x);
+
+/* ---- pooling and resizing (feature networks) ------------------------------
+ * k x k max (max != 0) or average pooling, PyTorch's floor mode; padding pad
+ * on every side is ignored (the average divides by the pixels inside the
+ * image: count_include_pad=False). y (=) [B,Ho,Wo,C] with row stride ldy. */
+void pool2d_out_size(int H, int W, int k, int stride, int pad, int *Ho, int *Wo);
+void pool2d_forward(float *y, int ldy, const float *x, int ldx, int B, int H, int W, int C, int k, int stride,
+                    int pad, int max);
+/* y[B, C] (=) the mean over the HW pixels of each image. */
+void global_avgpool(float *y, const float *x, int ldx, int B, int HW, int C);
+/* y[B,Ho,Wo,C] (=) bilinear resize of x[B,H,W,C] (both dense), as PyTorch's
+ * F.interpolate(mode='bilinear', align_corners=False, antialias=False). */
+void resize_bilinear(float *y, const float *x, int B, int H, int W, int C, int Ho, int Wo);
+
 /* ---- GroupNorm, optionally fused with SiLU --------------------------------
  * y = act(gamma * (x - mean_g) * rstd_g + beta), act = SiLU if silu else identity.
  * mean/rstd [B*G] are saved for the backward. */

@@ -1,0 +1,154 @@
+/* quality.c -- FID, IS and precision/recall of an image set against a
+ * reference (quality.h): features from a feature network, statistics from
+ * stats.c, reference files in pytorch-fid's .npz layout. */
+#include "quality.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/npz.h"
+
+void quality_ref_free(quality_ref *r) {
+    fid_stats_free(&r->st);
+    free(r->feats);
+    memset(r, 0, sizeof *r);
+}
+
+int quality_ref_from_images(quality_ref *r, featnet *net, const image_set *s, int keep_feats, float **logits_out,
+                            quality_progress cb, void *ctx, ddpm_err *err) {
+    memset(r, 0, sizeof *r);
+    if (logits_out) *logits_out = NULL;
+    if (s->n < 2) return ddpm_fail(err, "statistics need at least 2 images, got %d", s->n);
+    const int d = featnet_dim(net), k = featnet_classes(net);
+    float *f = ddpm_alloc_floats((size_t)s->n * d, err), *l = NULL;
+    if (!f || (logits_out && !(l = ddpm_alloc_floats((size_t)s->n * k, err)))) goto fail;
+    if (featnet_extract(net, s, f, l, cb, ctx, err) || fid_stats_compute(&r->st, f, s->n, d, err)) goto fail;
+    if (keep_feats) r->feats = f, r->n = s->n;
+    else free(f);
+    if (logits_out) *logits_out = l;
+    return 0;
+fail:
+    free(f), free(l);
+    quality_ref_free(r);
+    return -1;
+}
+
+int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, ddpm_err *err) {
+    const int d = r->st.d;
+    npz_entry e[4] = {
+        {"mu", NPY_F64, 1, {d}, r->st.mu},
+        {"sigma", NPY_F64, 2, {d, d}, r->st.sigma},
+        {"features", NPY_F32, 2, {r->n, d}, r->feats},
+        {"logits", NPY_F32, 2, {r->n, classes}, logits},
+    };
+    int n = r->feats ? (logits ? 4 : 3) : 2;
+    return npz_write(path, e, n, err);
+}
+
+static int all_finite(const double *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+int quality_ref_load(quality_ref *r, const char *path, ddpm_err *err) {
+    memset(r, 0, sizeof *r);
+    npz_file f;
+    int ndim;
+    int64_t shape[NPY_MAX_DIMS];
+    if (npz_open(&f, path, err)) return -1;
+    if (npz_read_f64(&f, "mu", &r->st.mu, &ndim, shape, err)) goto fail;
+    if (ndim != 1 || shape[0] < 1 || shape[0] > 65536) {
+        ddpm_fail(err, "%s: 'mu' must be a vector of 1 to 65536 values", path);
+        goto fail;
+    }
+    int d = r->st.d = (int)shape[0];
+    if (npz_read_f64(&f, "sigma", &r->st.sigma, &ndim, shape, err)) goto fail;
+    if (ndim != 2 || shape[0] != d || shape[1] != d) {
+        ddpm_fail(err, "%s: 'sigma' must be [%d, %d] to match 'mu'", path, d, d);
+        goto fail;
+    }
+    if (!all_finite(r->st.mu, (size_t)d) || !all_finite(r->st.sigma, (size_t)d * d)) {
+        ddpm_fail(err, "%s: 'mu' or 'sigma' holds values that are not finite", path);
+        goto fail;
+    }
+    if (npz_find(&f, "features")) {
+        if (npz_read_f32(&f, "features", &r->feats, &ndim, shape, err)) goto fail;
+        if (ndim != 2 || shape[1] != d || shape[0] < 1) {
+            ddpm_fail(err, "%s: 'features' must be [n, %d] to match 'mu'", path, d);
+            goto fail;
+        }
+        r->n = shape[0];
+        for (size_t i = 0; i < (size_t)r->n * d; i++)
+            if (!isfinite(r->feats[i])) {
+                ddpm_fail(err, "%s: 'features' holds values that are not finite", path);
+                goto fail;
+            }
+    }
+    npz_close(&f);
+    return 0;
+fail:
+    npz_close(&f);
+    quality_ref_free(r);
+    return -1;
+}
+
+int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,
+                    void *ctx, ddpm_err *err) {
+    memset(q, 0, sizeof *q);
+    const int d = featnet_dim(net);
+    if (ref->st.d != d)
+        return ddpm_fail(err, "the reference statistics are %d-dimensional, but the %s network's features are %d-d "
+                              "(was the reference made with other features?)", ref->st.d,
+                         featnet_kind_name(featnet_kind_of(net)), d);
+    const int want_is = featnet_kind_of(net) == FEATNET_INCEPTION && s->n >= QUALITY_IS_SPLITS;
+    quality_ref mine;
+    float *logits = NULL;
+    if (quality_ref_from_images(&mine, net, s, 1, want_is ? &logits : NULL, cb, ctx, err)) return -1;
+    int rc = -1;
+    q->n = s->n, q->n_ref = ref->st.n;
+    if (fid_distance(&q->fid, &mine.st, &ref->st, err)) goto done;
+    if (want_is) {
+        if (inception_score(&q->is_mean, &q->is_std, logits, s->n, featnet_classes(net), QUALITY_IS_SPLITS, err))
+            goto done;
+        q->has_is = 1;
+    }
+    long long m = ref->n < mine.n ? ref->n : mine.n;
+    if (ref->feats && m > QUALITY_PR_K) {
+        if (precision_recall(&q->precision, &q->recall, ref->feats, m, mine.feats, m, d, QUALITY_PR_K, err))
+            goto done;
+        q->has_pr = 1, q->n_pr = m;
+    }
+    rc = 0;
+done:
+    quality_ref_free(&mine);
+    free(logits);
+    return rc;
+}
+
+typedef struct sample_progress {
+    quality_progress cb;
+    void *ctx;
+    int base, total;
+} sample_progress;
+
+static void on_sampler_step(void *ctx, int done, int total) {
+    sample_progress *p = ctx;
+    (void)total;
+    if (p->cb) p->cb(p->ctx, p->base + done, p->total);
+}
+
+int quality_sample(unet *u, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
+                   void *ctx, ddpm_err *err) {
+    const unet_config *c = &u->cfg;
+    const size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    const int B = u->batch;
+    sample_progress p = {cb, ctx, 0, ((n + B - 1) / B) * o->steps};
+    for (int first = 0; first < n; first += B) {
+        int m = n - first < B ? n - first : B;
+        if (sampler_run(u, s, o, first, m, x + (size_t)first * D, NULL, on_sampler_step, &p, err)) return -1;
+        p.base += o->steps;
+    }
+    return 0;
+}

@@ -1,0 +1,204 @@
+/* conv2d.c -- inference-only convolution of any kernel size, stride and zero
+ * padding on NHWC, with bias and an optional fused ReLU: the layers of the
+ * feature networks (Inception-v3's 1x1, 3x3, 5x5, 1x7, 7x1, 1x3, 3x1, strided
+ * and unpadded kernels; the F-MNIST classifier's 3x3). One oneDNN primitive per
+ * shape (the engine the U-Net's convolutions use), weights reordered into the
+ * primitive's layout once when the plan is made, since they never change; a
+ * plain-loop reference when ops_reference() is on. The U-Net's trainable 3x3
+ * convolutions (forward, backward, Winograd) stay in conv.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "dnnl_engine.h"
+#include "ops.h"
+
+struct conv2d_plan {
+    conv2d_shape s;
+    int Ho, Wo, ld_x, ld_y, relu;
+    float *w, *b;            /* OIHW weights and bias as given (the reference tier reads them) */
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t fwd;
+    dnnl_memory_t x, y, wm, bm; /* x, y: handles set per call; wm: weights in the primitive's layout */
+    int stage_x, stage_y;    /* the fast kernel wants dense rows: copy through per-thread buffers */
+};
+
+void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo) {
+    *Ho = (s->H + 2 * s->ph - s->kh) / s->sh + 1;
+    *Wo = (s->W + 2 * s->pw - s->kw) / s->sw + 1;
+}
+
+#define TRY(call, what)                                                     \
+    do {                                                                    \
+        dnnl_status_t s_ = (call);                                          \
+        if (s_ != dnnl_success) {                                           \
+            ddpm_fail(err, "oneDNN: %s failed (status %d)", what, (int)s_); \
+            goto fail;                                                      \
+        }                                                                   \
+    } while (0)
+
+static void md_nhwc(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld) {
+    dnnl_dims_t dims = {B, C, H, W}, strides = {(dnnl_dim_t)H * W * ld, 1, (dnnl_dim_t)W * ld, ld};
+    dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
+}
+
+static void free_prim(conv2d_plan *p) {
+    if (p->fwd) dnnl_primitive_destroy(p->fwd);
+    dnnl_memory_t *ms[] = {&p->x, &p->y, &p->wm, &p->bm};
+    for (int i = 0; i < 4; i++)
+        if (*ms[i]) dnnl_memory_destroy(*ms[i]);
+    p->fwd = NULL, p->x = p->y = p->wm = p->bm = NULL;
+}
+
+/* The primitive for activations with row strides ldx / ldy; *ref says whether
+ * oneDNN could only offer its slow reference kernel. */
+static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
+    const conv2d_shape *s = &p->s;
+    dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t wu = NULL;
+    md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
+    md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
+    dnnl_dims_t wd = {s->Cout, s->Cin, s->kh, s->kw}, bd = {s->Cout};
+    dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
+    dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x);
+    dnnl_dims_t strides = {s->sh, s->sw}, pl = {s->ph, s->pw};
+    /* Right/bottom padding that yields exactly Ho x Wo (PyTorch drops the rest). */
+    dnnl_dims_t pr = {(p->Ho - 1) * s->sh + s->kh - s->H - s->ph, (p->Wo - 1) * s->sw + s->kw - s->W - s->pw};
+    dnnl_convolution_desc_t cd;
+    TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &x_md, &w_any,
+                                           &b_md, &y_md, strides, pl, pr), "conv2d descriptor");
+    TRY(dnnl_primitive_attr_create(&attr), "primitive attributes");
+    if (p->relu) {
+        TRY(dnnl_post_ops_create(&po), "post-ops");
+        TRY(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "ReLU post-op");
+        TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
+    }
+    TRY(dnnl_primitive_desc_create(&pd, &cd, attr, p->engine, NULL), "conv2d primitive descriptor");
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    *ref = impl && !strncmp(impl, "ref", 3);
+    TRY(dnnl_primitive_create(&p->fwd, pd), "conv2d primitive");
+    TRY(dnnl_memory_create(&p->x, &x_md, p->engine, DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&p->y, &y_md, p->engine, DNNL_MEMORY_NONE), "memory");
+    TRY(dnnl_memory_create(&p->bm, &b_md, p->engine, p->b), "memory");
+    /* The weights, once, into the layout the primitive chose. */
+    const dnnl_memory_desc_t *wp = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    TRY(dnnl_memory_create(&p->wm, wp, p->engine, DNNL_MEMORY_ALLOCATE), "weight memory");
+    TRY(dnnl_memory_create(&wu, &w_user, p->engine, p->w), "memory");
+    TRY(dnnl_reorder_primitive_desc_create(&rpd, &w_user, p->engine, wp, p->engine, NULL), "weight reorder");
+    TRY(dnnl_primitive_create(&reorder, rpd), "weight reorder");
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, p->wm}};
+    TRY(dnnl_primitive_execute(reorder, p->stream, 2, a), "weight reorder");
+    dnnl_stream_wait(p->stream);
+    int rc = 0;
+    goto done;
+fail:
+    rc = -1;
+done:
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (wu) dnnl_memory_destroy(wu);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+int conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int ld_y, int relu, const float *w,
+                       const float *b, ddpm_err *err) {
+    *out = NULL;
+    conv2d_plan *p = ddpm_calloc(1, sizeof *p, err);
+    if (!p) return -1;
+    p->s = *s, p->ld_x = ld_x, p->ld_y = ld_y, p->relu = relu;
+    conv2d_out_size(s, &p->Ho, &p->Wo);
+    DDPM_ASSERT(s->B > 0 && s->Cin > 0 && s->Cout > 0 && s->sh > 0 && s->sw > 0 && p->Ho > 0 && p->Wo > 0 &&
+                ld_x >= s->Cin && ld_y >= s->Cout);
+    size_t nw = (size_t)s->Cout * s->Cin * s->kh * s->kw;
+    p->w = ddpm_alloc_floats(nw, err);
+    p->b = ddpm_alloc_floats((size_t)s->Cout, err);
+    if (!p->w || !p->b) goto fail;
+    memcpy(p->w, w, sizeof(float) * nw);
+    if (b) memcpy(p->b, b, sizeof(float) * s->Cout);
+    else memset(p->b, 0, sizeof(float) * s->Cout);
+    if (ops_dnnl_engine(&p->engine, &p->stream, err)) goto fail;
+    int ref;
+    if (build(p, ld_x, ld_y, &ref, err)) goto fail;
+    if (ref && (ld_x != s->Cin || ld_y != s->Cout)) {
+        free_prim(p);
+        if (build(p, s->Cin, s->Cout, &ref, err)) goto fail;
+        p->stage_x = ld_x != s->Cin, p->stage_y = ld_y != s->Cout;
+    }
+    *out = p;
+    return 0;
+fail:
+    conv2d_plan_free(p);
+    return -1;
+}
+
+void conv2d_plan_free(conv2d_plan *p) {
+    if (!p) return;
+    free_prim(p);
+    free(p->w), free(p->b);
+    free(p);
+}
+
+static void conv2d_forward_ref(const conv2d_plan *p, float *y, const float *x) {
+    const conv2d_shape *s = &p->s;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < s->B; n++)
+        for (int oy = 0; oy < p->Ho; oy++)
+            for (int ox = 0; ox < p->Wo; ox++) {
+                float *o = y + ((size_t)(n * p->Ho + oy) * p->Wo + ox) * p->ld_y;
+                for (int co = 0; co < s->Cout; co++) {
+                    double acc = p->b[co];
+                    for (int ky = 0; ky < s->kh; ky++) {
+                        int iy = oy * s->sh + ky - s->ph;
+                        if (iy < 0 || iy >= s->H) continue;
+                        for (int kx = 0; kx < s->kw; kx++) {
+                            int ix = ox * s->sw + kx - s->pw;
+                            if (ix < 0 || ix >= s->W) continue;
+                            const float *in = x + ((size_t)(n * s->H + iy) * s->W + ix) * p->ld_x;
+                            const float *wk = p->w + (size_t)co * s->Cin * s->kh * s->kw + (size_t)ky * s->kw + kx;
+                            for (int ci = 0; ci < s->Cin; ci++) acc += (double)in[ci] * wk[(size_t)ci * s->kh * s->kw];
+                        }
+                    }
+                    o[co] = p->relu && acc < 0 ? 0.0f : (float)acc;
+                }
+            }
+}
+
+/* Copies M rows of C floats between row strides. */
+static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t M, int C) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < M; i++) memcpy(dst + i * ldd, src + i * lds, sizeof(float) * C);
+}
+
+void conv2d_forward(conv2d_plan *p, float *y, const float *x) {
+    if (ops_reference()) {
+        conv2d_forward_ref(p, y, x);
+        return;
+    }
+    const conv2d_shape *s = &p->s;
+    size_t Mx = (size_t)s->B * s->H * s->W, My = (size_t)s->B * p->Ho * p->Wo;
+    const float *xs = x;
+    float *ys = y;
+    if (p->stage_x) {
+        float *t = thread_buffer(TBUF_CONV_X, sizeof(float) * Mx * s->Cin);
+        copy_rows(t, s->Cin, x, p->ld_x, Mx, s->Cin);
+        xs = t;
+    }
+    if (p->stage_y) ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * My * s->Cout);
+    dnnl_memory_set_data_handle(p->x, (void *)xs);
+    dnnl_memory_set_data_handle(p->y, ys);
+    dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, p->wm}, {DNNL_ARG_BIAS, p->bm},
+                           {DNNL_ARG_DST, p->y}};
+    DDPM_ASSERT(dnnl_primitive_execute(p->fwd, p->stream, 4, a) == dnnl_success);
+    dnnl_stream_wait(p->stream);
+    if (p->stage_y) copy_rows(y, p->ld_y, ys, s->Cout, My, s->Cout);
+}
