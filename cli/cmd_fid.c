@@ -333,11 +333,21 @@ int eval_fid(int argc, char **argv) {
         args_error(&cmd, "--samples must be images, not statistics (FID needs the samples' features)");
         goto done;
     }
-    if (!R.is_stats && (R.img.c != S.img.c))
-        fprintf(stderr, "ddpm eval fid: note: samples have %d channel(s), the reference %d\n", S.img.c, R.img.c);
+    if (!R.is_stats && (R.img.h != S.img.h || R.img.w != S.img.w || R.img.c != S.img.c)) {
+        args_error(&cmd, "the samples are %dx%dx%d images but the reference %dx%dx%d: compare like with like",
+                   S.img.h, S.img.w, S.img.c, R.img.h, R.img.w, R.img.c);
+        rc = EXIT_USAGE;
+        goto done;
+    }
     int kind = pick_features(features, &S, &R);
     int nmax = S.img.n > R.img.n ? S.img.n : R.img.n; /* R.img.n = 0 for a statistics file */
     if ((rc = open_net(&cmd, kind, inception, batch < nmax ? (int)batch : nmax, &net))) goto done;
+    if (R.is_stats && R.ref.st.d != featnet_dim(net)) {
+        args_error(&cmd, "--ref %s holds %d-dimensional statistics, but the %s network's features are %d-d "
+                         "(made with other features?)", ref, R.ref.st.d, featnet_kind_name(kind), featnet_dim(net));
+        rc = EXIT_USAGE;
+        goto done;
+    }
     if ((rc = source_stats(&cmd, net, &R, "reference"))) goto done;
     if (featnet_check(net, &S.img, &err)) {
         args_error(&cmd, "--samples: %s", err.msg);
@@ -348,7 +358,7 @@ int eval_fid(int argc, char **argv) {
     quality q;
     progress pg = {"sample features", isatty(2), -1, ddpm_now()};
     if (quality_measure(&q, net, &S.img, &R.ref, on_progress, &pg, &err)) {
-        rc = strstr(err.msg, "dimensional") ? cli_bad_input(&cmd, &err) : cli_fail(&cmd, &err);
+        rc = cli_fail(&cmd, &err);
         goto done;
     }
     double secs = ddpm_now() - t0;

@@ -26,6 +26,7 @@
 #include "diffusion/sampler.h"
 #include "io/fileio.h"
 #include "io/npy.h"
+#include "io/npz.h"
 #include "io/png.h"
 #include "ops/ops.h"
 
@@ -540,6 +541,17 @@ static void test_fid(void) {
     /* Statistics of the wrong size, or not a statistics file. */
     snprintf(a, sizeof a, "eval stats --data %s/png8 --out %s --features inception --inception /nonexistent", tmp, p);
     expect(a, 2, "Inception weights not found");
+    snprintf(a, sizeof a, "eval fid --samples %s --ref fashion-mnist --ref-n 20 --features inception", r);
+    expect(a, 2, "the samples are 28x28x3 images but the reference 28x28x1");
+    ddpm_err err;
+    double mu[10] = {0}, sigma[100] = {0};
+    npz_entry e[2] = {{"mu", NPY_F64, 1, {10}, mu}, {"sigma", NPY_F64, 2, {10, 9}, sigma}};
+    CHECK(npz_write(tpath(p, sizeof p, "shape.npz"), e, 2, &err) == 0, "%s", err.msg);
+    snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s", p);
+    expect(a, 2, "'sigma' must be [10, 10]");
+    e[1].shape[1] = 10;
+    CHECK(npz_write(p, e, 2, &err) == 0, "%s", err.msg);
+    expect(a, 2, "10-dimensional statistics, but the fmnist network's features are 256-d");
     write_text(tpath(p, sizeof p, "bad.npz"), "not a zip file");
     snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s", p);
     expect(a, 2, "bad.npz");

@@ -66,6 +66,9 @@ static void test_conv2d(void) {
     conv_case("7x1 padding (3,0)", (conv2d_shape){2, 17, 17, 16, 16, 7, 1, 1, 1, 3, 0}, 1);
     conv_case("1x3 / 3x1", (conv2d_shape){1, 8, 8, 32, 16, 3, 1, 1, 1, 1, 0}, 1);
     conv_case("1 input channel", (conv2d_shape){3, 28, 28, 1, 32, 3, 3, 1, 1, 1, 1}, 1);
+    /* Large enough for Winograd on CPUs without AVX-512 (through conv.c's plan). */
+    conv_case("3x3 padding 1, 16x16", (conv2d_shape){2, 16, 16, 8, 16, 3, 3, 1, 1, 1, 1}, 1);
+    conv_case("3x3 no padding, 17x15 (cropped)", (conv2d_shape){2, 17, 15, 16, 8, 3, 3, 1, 1, 0, 0}, 1);
 }
 
 static void test_pool(void) {

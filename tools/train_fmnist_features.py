@@ -28,7 +28,7 @@ Files (safetensors, written with tools/st.py):
              and rounded to float32 once.
 
 Usage:
-    /usr/bin/python3 tools/train_fmnist_features.py                 # train (default 3 epochs), then fixture
+    /usr/bin/python3 tools/train_fmnist_features.py                 # train (default 5 epochs, BatchNorm folded), then fixture
     /usr/bin/python3 tools/train_fmnist_features.py --fixture       # fixture only, from the weights file
 """
 import argparse
@@ -103,8 +103,14 @@ def augment(x, rng, shift):
 
 # ---------------------------------------------------------------------------------------------- model
 class FeatNet(nn.Module):
-    def __init__(self, dropout=0.3):
+    """The network ddpm runs. With bn=True (training only) each convolution is
+    followed by a BatchNorm2d, which folded() merges into the convolution's
+    weight and bias, so the exported network is exactly the architecture above."""
+
+    def __init__(self, dropout=0.3, bn=False):
         super().__init__()
+        chans = [32, 32, 64, 64, 128, 256]
+        self.bn = nn.ModuleList(nn.BatchNorm2d(c) for c in chans) if bn else None
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
         self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
@@ -123,14 +129,35 @@ class FeatNet(nn.Module):
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
 
+    def layer(self, i, x):
+        y = getattr(self, f"conv{i}")(x)
+        return F.relu(self.bn[i - 1](y) if self.bn is not None else y)
+
     def features(self, x):
-        x = F.relu(self.conv1(x))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.conv3(x))
-        x = F.max_pool2d(F.relu(self.conv4(x)), 2)
-        x = F.relu(self.conv5(x))
-        x = F.relu(self.conv6(x))
+        x = self.layer(1, x)
+        x = F.max_pool2d(self.layer(2, x), 2)
+        x = self.layer(3, x)
+        x = F.max_pool2d(self.layer(4, x), 2)
+        x = self.layer(5, x)
+        x = self.layer(6, x)
         return x.mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def folded(self):
+        """The same function without BatchNorm: w' = w g / s, b' = (b - mean) g / s + beta, s = sqrt(var + eps)."""
+        plain = FeatNet()
+        for i in range(1, 7):
+            conv, dst = getattr(self, f"conv{i}"), getattr(plain, f"conv{i}")
+            w, b = conv.weight.double(), conv.bias.double()
+            if self.bn is not None:
+                bn = self.bn[i - 1]
+                scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+                w = w * scale[:, None, None, None]
+                b = (b - bn.running_mean.double()) * scale + bn.bias.double()
+            dst.weight.copy_(w.float())
+            dst.bias.copy_(b.float())
+        plain.fc.load_state_dict(self.fc.state_dict())
+        return plain.eval()
 
     def forward(self, x):
         f = self.features(x)
@@ -175,7 +202,7 @@ def train(args):
     xte, yte = to_input(xte_u8), torch.from_numpy(yte)
     print(f"data: train {tuple(xtr.shape)}, test {tuple(xte.shape)}", flush=True)
 
-    model = FeatNet(dropout=args.dropout)
+    model = FeatNet(dropout=args.dropout, bn=not args.no_bn)
     model.init_weights()
     nparams = sum(p.numel() for p in model.parameters())
     print(f"model: {ARCH}, {nparams} parameters ({nparams * 4} bytes of float32)", flush=True)
@@ -223,6 +250,7 @@ def train(args):
         print(f"== epoch {epoch + 1}: test_accuracy {acc:.4f} ({time.time() - t0:.0f}s)", flush=True)
 
     train_s = time.time() - t0
+    model = model.eval().folded()
     acc = evaluate(model, xte, yte)
     print(f"final: test_accuracy {acc:.4f}, {step} steps, {train_s:.0f}s training", flush=True)
 
@@ -265,9 +293,10 @@ def main():
     ap.add_argument("--data", type=pathlib.Path, default=DATA_DIR)
     ap.add_argument("--weights", type=pathlib.Path, default=WEIGHTS)
     ap.add_argument("--fixture-out", type=pathlib.Path, default=FIXTURE)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--no-bn", action="store_true", help="train without BatchNorm (by default it is folded away)")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--shift", type=int, default=1, help="max random translation in pixels (<= 2)")

@@ -81,20 +81,6 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
 #define WINO_DW_MIN_PIXELS 49
 #define WINO_CHUNK 256 /* tiles transformed and multiplied at a time */
 
-#define TRY(call, what)                                                         \
-    do {                                                                        \
-        dnnl_status_t s_ = (call);                                              \
-        if (s_ != dnnl_success) {                                               \
-            ddpm_fail(err, "oneDNN: %s failed (status %d)", what, (int)s_);     \
-            goto fail;                                                          \
-        }                                                                       \
-    } while (0)
-
-/* NHWC with a row stride: dims are logical NCHW, strides say where things are. */
-static void nhwc_md(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld) {
-    dnnl_dims_t dims = {B, C, H, W}, strides = {(dnnl_dim_t)H * W * ld, 1, (dnnl_dim_t)W * ld, ld};
-    dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
-}
 
 static dnnl_status_t mem_user(dnnl_memory_t *m, const dnnl_memory_desc_t *md) {
     return dnnl_memory_create(m, md, engine, DNNL_MEMORY_NONE);
@@ -106,16 +92,16 @@ static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnn
                         int to_prim, int alloc, ddpm_err *err) {
     dnnl_primitive_desc_t pd = NULL;
     r->to_prim = to_prim;
-    TRY(mem_user(&r->user, user_md), "memory");
+    DNNL_TRY(mem_user(&r->user, user_md), "memory");
     if (dnnl_memory_desc_equal(user_md, prim_md)) {
         r->prim = r->user;
         return 0;
     }
-    TRY(dnnl_memory_create(&r->prim, prim_md, engine, alloc ? DNNL_MEMORY_ALLOCATE : DNNL_MEMORY_NONE),
+    DNNL_TRY(dnnl_memory_create(&r->prim, prim_md, engine, alloc ? DNNL_MEMORY_ALLOCATE : DNNL_MEMORY_NONE),
         "weight memory");
-    TRY(dnnl_reorder_primitive_desc_create(&pd, to_prim ? user_md : prim_md, engine,
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, to_prim ? user_md : prim_md, engine,
                                            to_prim ? prim_md : user_md, engine, NULL), "reorder");
-    TRY(dnnl_primitive_create(&r->p, pd), "reorder primitive");
+    DNNL_TRY(dnnl_primitive_create(&r->p, pd), "reorder primitive");
     dnnl_primitive_desc_destroy(pd);
     return 0;
 fail:
@@ -172,8 +158,8 @@ static void free_prims(conv_plan *p) {
 static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *err) {
     int B = p->B, H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, stride = p->stride, pad = p->pad;
     dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
-    nhwc_md(&x_md, B, Cin, H, W, ldx);
-    nhwc_md(&y_md, B, Cout, p->Ho, p->Wo, ldy);
+    dnnl_md_nhwc(&x_md, B, Cin, H, W, ldx);
+    dnnl_md_nhwc(&y_md, B, Cout, p->Ho, p->Wo, ldy);
     dnnl_dims_t wd = {Cout, Cin, 3, 3}, bd = {Cout};
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
@@ -189,16 +175,16 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
     *any_ref = 0;
 
     dnnl_convolution_desc_t cd;
-    TRY(dnnl_convolution_forward_desc_init(&cd, p->training ? dnnl_forward_training : dnnl_forward_inference,
+    DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, p->training ? dnnl_forward_training : dnnl_forward_inference,
                                            dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
                                            strides, pl, pr), "conv forward desc");
-    TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
-    TRY(mem_user(&p->x, &x_md), "memory");
-    TRY(mem_user(&p->y, &y_md), "memory");
+    DNNL_TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
+    DNNL_TRY(mem_user(&p->x, &x_md), "memory");
+    DNNL_TRY(mem_user(&p->y, &y_md), "memory");
     if (!p->wino) { /* else the forward descriptor is only the backward's hint */
-        TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
+        DNNL_TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
         *any_ref |= is_ref(&p->fwd);
-        TRY(mem_user(&p->bias, &b_md), "memory");
+        DNNL_TRY(mem_user(&p->bias, &b_md), "memory");
         const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
         if (make_reorder(&p->w_fwd, &w_user, wf, 1, 1, err)) goto fail;
     }
@@ -206,26 +192,26 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
         if (!p->wino) {
-            TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
+            DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                          &y_md, strides, pl, pr), "conv bwd-data desc");
-            TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
-            TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
+            DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
+            DNNL_TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
             *any_ref |= is_ref(&p->bwd_data);
             const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
             if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
         }
-        TRY(mem_user(&p->dx, &x_md), "memory");
-        TRY(mem_user(&p->dy, &y_md), "memory");
+        DNNL_TRY(mem_user(&p->dx, &x_md), "memory");
+        DNNL_TRY(mem_user(&p->dy, &y_md), "memory");
         if (p->wino_dw) return 0;
 
-        TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
+        DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
-        TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, NULL, engine, p->fwd.pd), "conv bwd-weights pd");
-        TRY(dnnl_primitive_create(&p->bwd_w.p, p->bwd_w.pd), "conv bwd-weights");
+        DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, NULL, engine, p->fwd.pd), "conv bwd-weights pd");
+        DNNL_TRY(dnnl_primitive_create(&p->bwd_w.p, p->bwd_w.pd), "conv bwd-weights");
         p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
         if (make_reorder(&p->dw, &w_user, dwm, 0, 0, err)) goto fail;
-        TRY(mem_user(&p->dbias, &b_md), "memory");
+        DNNL_TRY(mem_user(&p->dbias, &b_md), "memory");
     }
     return 0;
 fail:
@@ -271,6 +257,8 @@ fail:
     conv_plan_free(p);
     return -1;
 }
+
+int conv_plan_winograd(const conv_plan *p) { return p->wino; }
 
 void conv_plan_free(conv_plan *p) {
     if (!p) return;

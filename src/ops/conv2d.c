@@ -4,8 +4,11 @@
  * and unpadded kernels; the F-MNIST classifier's 3x3). One oneDNN primitive per
  * shape (the engine the U-Net's convolutions use), weights reordered into the
  * primitive's layout once when the plan is made, since they never change; a
- * plain-loop reference when ops_reference() is on. The U-Net's trainable 3x3
- * convolutions (forward, backward, Winograd) stay in conv.c. */
+ * plain-loop reference when ops_reference() is on. Stride-1 3x3 convolutions
+ * (padding 1, or 0 computed as padding 1 and cropped) go to conv.c's plans
+ * where those pick Winograd F(2x2, 3x3), which is faster than oneDNN's direct
+ * kernels there (CPUs without AVX-512; bench/bench_conv.c); their Winograd
+ * weights are made once too. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +25,7 @@ struct conv2d_plan {
     dnnl_primitive_t fwd;
     dnnl_memory_t x, y, wm, bm; /* x, y: handles set per call; wm: weights in the primitive's layout */
     int stage_x, stage_y;    /* the fast kernel wants dense rows: copy through per-thread buffers */
+    conv_plan *wino;         /* a 3x3 stride-1 convolution by Winograd (conv.c), or NULL */
 };
 
 void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo) {
@@ -29,19 +33,6 @@ void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo) {
     *Wo = (s->W + 2 * s->pw - s->kw) / s->sw + 1;
 }
 
-#define TRY(call, what)                                                     \
-    do {                                                                    \
-        dnnl_status_t s_ = (call);                                          \
-        if (s_ != dnnl_success) {                                           \
-            ddpm_fail(err, "oneDNN: %s failed (status %d)", what, (int)s_); \
-            goto fail;                                                      \
-        }                                                                   \
-    } while (0)
-
-static void md_nhwc(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld) {
-    dnnl_dims_t dims = {B, C, H, W}, strides = {(dnnl_dim_t)H * W * ld, 1, (dnnl_dim_t)W * ld, ld};
-    dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
-}
 
 static void free_prim(conv2d_plan *p) {
     if (p->fwd) dnnl_primitive_destroy(p->fwd);
@@ -61,8 +52,8 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_t reorder = NULL;
     dnnl_memory_t wu = NULL;
-    md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
-    md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
+    dnnl_md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
+    dnnl_md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
     dnnl_dims_t wd = {s->Cout, s->Cin, s->kh, s->kw}, bd = {s->Cout};
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
@@ -71,30 +62,30 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     /* Right/bottom padding that yields exactly Ho x Wo (PyTorch drops the rest). */
     dnnl_dims_t pr = {(p->Ho - 1) * s->sh + s->kh - s->H - s->ph, (p->Wo - 1) * s->sw + s->kw - s->W - s->pw};
     dnnl_convolution_desc_t cd;
-    TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &x_md, &w_any,
+    DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &x_md, &w_any,
                                            &b_md, &y_md, strides, pl, pr), "conv2d descriptor");
-    TRY(dnnl_primitive_attr_create(&attr), "primitive attributes");
+    DNNL_TRY(dnnl_primitive_attr_create(&attr), "primitive attributes");
     if (p->relu) {
-        TRY(dnnl_post_ops_create(&po), "post-ops");
-        TRY(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "ReLU post-op");
-        TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
+        DNNL_TRY(dnnl_post_ops_create(&po), "post-ops");
+        DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "ReLU post-op");
+        DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
     }
-    TRY(dnnl_primitive_desc_create(&pd, &cd, attr, p->engine, NULL), "conv2d primitive descriptor");
+    DNNL_TRY(dnnl_primitive_desc_create(&pd, &cd, attr, p->engine, NULL), "conv2d primitive descriptor");
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     *ref = impl && !strncmp(impl, "ref", 3);
-    TRY(dnnl_primitive_create(&p->fwd, pd), "conv2d primitive");
-    TRY(dnnl_memory_create(&p->x, &x_md, p->engine, DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&p->y, &y_md, p->engine, DNNL_MEMORY_NONE), "memory");
-    TRY(dnnl_memory_create(&p->bm, &b_md, p->engine, p->b), "memory");
+    DNNL_TRY(dnnl_primitive_create(&p->fwd, pd), "conv2d primitive");
+    DNNL_TRY(dnnl_memory_create(&p->x, &x_md, p->engine, DNNL_MEMORY_NONE), "memory");
+    DNNL_TRY(dnnl_memory_create(&p->y, &y_md, p->engine, DNNL_MEMORY_NONE), "memory");
+    DNNL_TRY(dnnl_memory_create(&p->bm, &b_md, p->engine, p->b), "memory");
     /* The weights, once, into the layout the primitive chose. */
     const dnnl_memory_desc_t *wp = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    TRY(dnnl_memory_create(&p->wm, wp, p->engine, DNNL_MEMORY_ALLOCATE), "weight memory");
-    TRY(dnnl_memory_create(&wu, &w_user, p->engine, p->w), "memory");
-    TRY(dnnl_reorder_primitive_desc_create(&rpd, &w_user, p->engine, wp, p->engine, NULL), "weight reorder");
-    TRY(dnnl_primitive_create(&reorder, rpd), "weight reorder");
+    DNNL_TRY(dnnl_memory_create(&p->wm, wp, p->engine, DNNL_MEMORY_ALLOCATE), "weight memory");
+    DNNL_TRY(dnnl_memory_create(&wu, &w_user, p->engine, p->w), "memory");
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &w_user, p->engine, wp, p->engine, NULL), "weight reorder");
+    DNNL_TRY(dnnl_primitive_create(&reorder, rpd), "weight reorder");
     dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, p->wm}};
-    TRY(dnnl_primitive_execute(reorder, p->stream, 2, a), "weight reorder");
+    DNNL_TRY(dnnl_primitive_execute(reorder, p->stream, 2, a), "weight reorder");
     dnnl_stream_wait(p->stream);
     int rc = 0;
     goto done;
@@ -126,6 +117,22 @@ int conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int l
     memcpy(p->w, w, sizeof(float) * nw);
     if (b) memcpy(p->b, b, sizeof(float) * s->Cout);
     else memset(p->b, 0, sizeof(float) * s->Cout);
+    /* A 3x3 stride-1 convolution with padding 1 or 0: conv.c's plan (padding 1,
+     * into a dense buffer when the output is cropped), where it picks Winograd. */
+    if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->ph == s->pw && (s->ph == 0 || s->ph == 1)) {
+        int dense = s->ph == 0;
+        if (conv_plan_create(&p->wino, s->B, s->H, s->W, s->Cin, s->Cout, 1, CONV_PAD_SAME, ld_x,
+                             dense ? s->Cout : ld_y, 0, err))
+            goto fail;
+        if (conv_plan_winograd(p->wino)) {
+            conv_plan_share(p->wino, p->wino);
+            conv_prepare(p->wino, p->w);
+            *out = p;
+            return 0;
+        }
+        conv_plan_free(p->wino);
+        p->wino = NULL;
+    }
     if (ops_dnnl_engine(&p->engine, &p->stream, err)) goto fail;
     int ref;
     if (build(p, ld_x, ld_y, &ref, err)) goto fail;
@@ -144,6 +151,7 @@ fail:
 void conv2d_plan_free(conv2d_plan *p) {
     if (!p) return;
     free_prim(p);
+    conv_plan_free(p->wino);
     free(p->w), free(p->b);
     free(p);
 }
@@ -179,9 +187,31 @@ static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t M, 
     for (size_t i = 0; i < M; i++) memcpy(dst + i * ldd, src + i * lds, sizeof(float) * C);
 }
 
+/* By conv.c's Winograd plan: padding 1 straight into y, padding 0 as the
+ * interior of the padding-1 result; then the ReLU. */
+static void conv2d_forward_wino(conv2d_plan *p, float *y, const float *x) {
+    const conv2d_shape *s = &p->s;
+    const int crop = s->ph == 0, C = s->Cout, relu = p->relu;
+    float *full = crop ? thread_buffer(TBUF_CONV_Y, sizeof(float) * s->B * s->H * s->W * C) : y;
+    conv_forward(p->wino, full, x, p->w, p->b);
+    const int ldf = crop ? C : p->ld_y;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < s->B; n++)
+        for (int oy = 0; oy < p->Ho; oy++)
+            for (int ox = 0; ox < p->Wo; ox++) {
+                const float *src = full + ((size_t)(n * s->H + oy + crop) * s->W + ox + crop) * ldf;
+                float *dst = y + ((size_t)(n * p->Ho + oy) * p->Wo + ox) * p->ld_y;
+                for (int c = 0; c < C; c++) dst[c] = relu && src[c] < 0 ? 0.0f : src[c];
+            }
+}
+
 void conv2d_forward(conv2d_plan *p, float *y, const float *x) {
     if (ops_reference()) {
         conv2d_forward_ref(p, y, x);
+        return;
+    }
+    if (p->wino) {
+        conv2d_forward_wino(p, y, x);
         return;
     }
     const conv2d_shape *s = &p->s;

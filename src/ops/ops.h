@@ -73,6 +73,8 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo);
  * and conv_prepare(owner, w) must then fill it from w before the plans run. */
 void conv_plan_share(conv_plan *p, conv_plan *owner);
 void conv_prepare(conv_plan *owner, const float *w);
+/* Whether the plan computes its forward by Winograd. */
+int conv_plan_winograd(const conv_plan *p);
 
 /* y (=) conv(x, w) + b. */
 void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);
