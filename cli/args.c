@@ -191,3 +191,9 @@ int args_parse(arg_cmd *cmd, int argc, char **argv)
         }
     return 0;
 }
+
+int args_seen(const arg_spec *specs, const char *name) {
+    for (const arg_spec *s = specs; s->name; s++)
+        if (strcmp(s->name, name) == 0) return s->seen;
+    return 0;
+}

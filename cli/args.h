@@ -44,6 +44,9 @@ int args_parse(arg_cmd *cmd, int argc, char **argv);
 
 void args_help(const arg_cmd *cmd);
 
+/* Whether flag `name` was given on the command line (after args_parse). */
+int args_seen(const arg_spec *specs, const char *name);
+
 /* Prints "ddpm CMD: message" to stderr. */
 void args_error(const arg_cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

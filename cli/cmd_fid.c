@@ -72,7 +72,7 @@ static int load_npy(source *s, const char *path, long long limit, ddpm_err *err)
     int64_t shape[NPY_MAX_DIMS];
     if (file_read_all(path, &buf, &len, err) || npy_parse_header(path, buf, len, len, &info, err)) goto done;
     if (info.ndim != 4 || info.shape[0] < 1 || (info.shape[1] != 1 && info.shape[1] != 3) || info.shape[2] < 1 ||
-        info.shape[3] < 1 || info.shape[0] > INT32_MAX || info.shape[2] > 65536 || info.shape[3] > 65536) {
+        info.shape[3] < 1 || info.shape[0] > INT32_MAX || info.shape[2] * info.shape[3] > (1 << 26)) {
         ddpm_fail(err, "%s: expected images [n, C, H, W] with C = 1 or 3 (NCHW, as `ddpm sample` writes)", path);
         goto done;
     }
@@ -208,12 +208,13 @@ static int source_open(const arg_cmd *cmd, const char *flag, const char *spec, i
     return 0;
 }
 
-/* --features auto: F-MNIST features for 28x28 gray images (or 256-d statistics), else Inception. */
-static int pick_features(const char *name, const source *a, const source *b) {
+/* --features auto: a statistics reference decides by its dimension (256:
+ * F-MNIST, else Inception); otherwise 28x28 gray images get F-MNIST features. */
+static int pick_features(const char *name, const source *samples, const source *ref) {
     if (strcmp(name, "auto")) return featnet_kind_from_name(name);
-    const source *s = !a->is_stats ? a : b && !b->is_stats ? b : a;
-    if (!s->is_stats) return s->img.h == 28 && s->img.w == 28 && s->img.c == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
-    return s->ref.st.d == 256 ? FEATNET_FMNIST : FEATNET_INCEPTION;
+    if (ref && ref->is_stats) return ref->ref.st.d == 256 ? FEATNET_FMNIST : FEATNET_INCEPTION;
+    const image_set *i = &samples->img;
+    return i->h == 28 && i->w == 28 && i->c == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
 }
 
 static int open_net(const arg_cmd *cmd, int kind, const char *inception, int batch, featnet **net) {
@@ -230,6 +231,10 @@ static int open_net(const arg_cmd *cmd, int kind, const char *inception, int bat
 static int source_stats(const arg_cmd *cmd, featnet *net, source *s, const char *what) {
     ddpm_err err = {0};
     if (s->is_stats) return 0;
+    if (s->img.n < 2) {
+        args_error(cmd, "%s: statistics need at least 2 images, got %d", what, s->img.n);
+        return EXIT_USAGE;
+    }
     if (featnet_check(net, &s->img, &err)) {
         args_error(cmd, "%s: %s", what, err.msg);
         return EXIT_USAGE;
@@ -254,11 +259,13 @@ static int write_json(const char *path, const char *features, const char *label,
     char is[4][40], buf[1024];
     json_num(is[0], 40, q->has_is, q->is_mean), json_num(is[1], 40, q->has_is, q->is_std);
     json_num(is[2], 40, q->has_pr, q->precision), json_num(is[3], 40, q->has_pr, q->recall);
+    char nref[40];
+    json_num(nref, sizeof nref, q->n_ref > 0, (double)q->n_ref);
     size_t len = (size_t)snprintf(buf, sizeof buf,
                                   "{\"features\": \"%s\", \"label\": \"%s\", \"fid\": %.17g, \"inception_score\": %s, "
                                   "\"inception_score_std\": %s, \"precision\": %s, \"recall\": %s, \"pr_k\": %d, "
-                                  "\"n\": %lld, \"n_ref\": %lld, \"n_pr\": %lld, \"seconds\": %.3f}\n",
-                                  features, label, q->fid, is[0], is[1], is[2], is[3], QUALITY_PR_K, q->n, q->n_ref,
+                                  "\"n\": %lld, \"n_ref\": %s, \"n_pr\": %lld, \"seconds\": %.3f}\n",
+                                  features, label, q->fid, is[0], is[1], is[2], is[3], QUALITY_PR_K, q->n, nref,
                                   q->n_pr, secs);
     const void *chunk = buf;
     return file_write_atomic(path, &chunk, &len, 1, err);
@@ -290,9 +297,9 @@ int eval_fid(int argc, char **argv) {
     arg_spec specs[] = {
         {"samples", ARG_STR, &samples, "X", "the images to measure (see below)", 0, 0, NULL, 1, 0},
         {"ref", ARG_STR, &ref, "Y", "the reference (see below) [fashion-mnist]", 0, 0, NULL, 0, 0},
-        {"n", ARG_INT, &n, "N", "use the first N samples (a model: sample N; default all, 1000 for a model)", 1, 1e9,
+        {"n", ARG_INT, &n, "N", "use the first N samples (a model: sample N; default all, 1000 for a model)", 2, 1e9,
          NULL, 0, 0},
-        {"ref-n", ARG_INT, &ref_n, "N", "use the first N reference images (default all)", 1, 1e9, NULL, 0, 0},
+        {"ref-n", ARG_INT, &ref_n, "N", "use the first N reference images (default all)", 2, 1e9, NULL, 0, 0},
         {"ref-split", ARG_CHOICE, &ref_split, "train|test", "split of a data-set reference [train]", 0, 0,
          "train|test", 0, 0},
         {"samples-split", ARG_CHOICE, &samples_split, "train|test", "split of data-set samples [train]", 0, 0,
@@ -314,7 +321,7 @@ int eval_fid(int argc, char **argv) {
                    fid_usage, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    sa.steps_seen = specs[11].seen;
+    sa.steps_seen = args_seen(specs, "steps");
     sa.batch = (int)batch;
     if (!strcmp(sa.sampler, "ddpm") && sa.eta != 0) {
         args_error(&cmd, "--eta applies to --sampler ddim only");
@@ -348,12 +355,12 @@ int eval_fid(int argc, char **argv) {
         rc = EXIT_USAGE;
         goto done;
     }
-    if ((rc = source_stats(&cmd, net, &R, "reference"))) goto done;
-    if (featnet_check(net, &S.img, &err)) {
+    if (featnet_check(net, &S.img, &err) || (S.img.n < 2 && ddpm_fail(&err, "FID needs at least 2 samples"))) {
         args_error(&cmd, "--samples: %s", err.msg);
         rc = EXIT_USAGE;
         goto done;
     }
+    if ((rc = source_stats(&cmd, net, &R, "reference"))) goto done;
     fprintf(stderr, "ddpm eval fid: samples: %s\nddpm eval fid: reference: %s\n", S.desc, R.desc);
     quality q;
     progress pg = {"sample features", isatty(2), -1, ddpm_now()};
@@ -367,10 +374,13 @@ int eval_fid(int argc, char **argv) {
     if (q.has_is) printf("Inception Score: %.4f +- %.4f (10 splits)\n", q.is_mean, q.is_std);
     if (q.has_pr)
         printf("precision: %.4f  recall: %.4f (k = 3, %lld images per side)\n", q.precision, q.recall, q.n_pr);
-    else
+    else if (!R.ref.feats)
         printf("precision/recall: not computed (the reference has no features; make it with `ddpm eval stats "
                "--save-features`)\n");
-    printf("N: %lld samples, %lld reference images; %.1f s\n", q.n, q.n_ref, secs);
+    else
+        printf("precision/recall: not computed (needs more than %d images on each side)\n", QUALITY_PR_K);
+    if (q.n_ref > 0) printf("N: %lld samples, %lld reference images; %.1f s\n", q.n, q.n_ref, secs);
+    else printf("N: %lld samples, reference statistics of an unknown number of images; %.1f s\n", q.n, secs);
     if (json && write_json(json, featnet_kind_name(kind), label, &q, secs, &err)) {
         rc = cli_fail(&cmd, &err);
         goto done;
@@ -393,7 +403,7 @@ int eval_stats(int argc, char **argv) {
         {"data", ARG_STR, &data, "SRC", "images: a data source as --data takes it, or a samples .npy", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "S.npz", "statistics file to write (pytorch-fid's layout)", 0, 0, NULL, 1, 0},
         {"split", ARG_CHOICE, &split, "train|test", "split of a data set [train]", 0, 0, "train|test", 0, 0},
-        {"n", ARG_INT, &n, "N", "use the first N images (default all)", 1, 1e9, NULL, 0, 0},
+        {"n", ARG_INT, &n, "N", "use the first N images (default all)", 2, 1e9, NULL, 0, 0},
         {"features", ARG_CHOICE, &features, "auto|inception|fmnist", "feature network [auto]", 0, 0,
          "auto|inception|fmnist", 0, 0},
         {"inception", ARG_STR, &inception, "FILE", "Inception weights (see `ddpm eval fid --help`)", 0, 0, NULL, 0, 0},
@@ -419,6 +429,11 @@ int eval_stats(int argc, char **argv) {
     if ((rc = source_open(&cmd, "--data", data, !strcmp(split, "test"), n, NULL, &S))) return rc;
     if (S.is_stats) {
         args_error(&cmd, "--data %s is a statistics file, not images", data);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if (S.img.n < 2) {
+        args_error(&cmd, "--data: statistics need at least 2 images, got %d", S.img.n);
         rc = EXIT_USAGE;
         goto done;
     }

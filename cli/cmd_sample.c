@@ -69,13 +69,6 @@ static void progress_cb(void *ctx, int done, int total) {
     }
 }
 
-/* Whether the flag `name` was given. */
-static int seen(const arg_spec *specs, const char *name) {
-    for (const arg_spec *s = specs; s->name; s++)
-        if (strcmp(s->name, name) == 0) return s->seen;
-    return 0;
-}
-
 /* Writes images [m, h, w, c] (global indices first..) as OUT/samples/%06d.png. */
 static int write_pngs(const char *dir, const float *x, int first, int m, int h, int w, int c, ddpm_err *err) {
     size_t D = (size_t)h * w * c;
@@ -120,7 +113,7 @@ int cmd_sample(int argc, char **argv)
     arg_cmd cmd = {"sample", "Sample images from a model with the DDPM or DDIM sampler.", sample_usage, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    const int n_seen = seen(specs, "n"), steps_seen = seen(specs, "steps"), eta_seen = seen(specs, "eta");
+    const int n_seen = args_seen(specs, "n"), steps_seen = args_seen(specs, "steps"), eta_seen = args_seen(specs, "eta");
     const int ddim = strcmp(sampler, "ddim") == 0;
     if (!ddim && eta_seen && eta != 0) {
         args_error(&cmd, "--eta applies to --sampler ddim only");

@@ -82,8 +82,7 @@ typedef struct fid_eval {
 } fid_eval;
 
 /* The feature network and the reference statistics (the first 10,000
- * training images), before training starts, so a missing Inception file
- * stops the run at once. */
+ * training images), made before training starts. */
 static int fid_eval_init(fid_eval *e, const trainer *tr, const dataset *d, ddpm_err *err) {
     const unet_config *c = &tr->u->cfg;
     int kind = c->sample_size == 28 && c->in_channels == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
@@ -91,7 +90,7 @@ static int fid_eval_init(fid_eval *e, const trainer *tr, const dataset *d, ddpm_
     image_set real = {nref, d->h, d->w, d->c, d->pixels, NULL};
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
     double t0 = ddpm_now();
-    if (featnet_open(&e->net, kind, e->inception, 50, err) ||
+    if (featnet_open(&e->net, kind, e->inception, 16, err) ||
         quality_ref_from_images(&e->ref, e->net, &real, 1, NULL, NULL, NULL, err) ||
         unet_create(&e->u, c, e->n < 64 ? e->n : 64, 0, err) || !(e->x = ddpm_alloc_floats((size_t)e->n * D, err)))
         return ddpm_wrap(err, "--eval-every");
@@ -181,7 +180,7 @@ int cmd_train(int argc, char **argv)
         {"sample-n", ARG_INT, &sample_n, "N", "images in those grids", 1, 1024, NULL, 0, 0},
         {"eval-every", ARG_INT, &eval_every, "N",
          "log the FID of EMA samples (DDIM 50 steps, fixed noise) against the training data in metrics.jsonl "
-         "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 1e12, NULL, 0, 0},
+         "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 2e9, NULL, 0, 0},
         {"eval-n", ARG_INT, &eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
         {"inception", ARG_STR, &inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",
          0, 0, NULL, 0, 0},
@@ -282,9 +281,15 @@ int cmd_train(int argc, char **argv)
         return EXIT_USAGE;
     }
     schedule_free(&sched);
+    int rc = 0;
+    /* Before anything is written: a missing Inception file leaves no run folder behind. */
+    if (fe.every > 0 && fid_eval_init(&fe, &tr, &d, &err)) {
+        rc = strstr(err.msg, "out of memory") || strstr(err.msg, "oneDNN") ? cli_fail(&cmd, &err)
+                                                                            : cli_bad_input(&cmd, &err);
+        goto done;
+    }
     char metrics[4200];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
-    int rc = 0;
     if (resume) {
         if (trainer_load(&tr, out, &err) || trim_metrics(metrics, tr.step, &err)) {
             rc = cli_fail(&cmd, &err);
@@ -308,11 +313,6 @@ int cmd_train(int argc, char **argv)
             nthreads, out, resume ? " (resumed)" : "");
     if (resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", (long long)tr.step);
 
-    if (fe.every > 0 && fid_eval_init(&fe, &tr, &d, &err)) {
-        fclose(mf);
-        rc = strstr(err.msg, "out of memory") ? cli_fail(&cmd, &err) : cli_bad_input(&cmd, &err);
-        goto done;
-    }
     int tty = isatty(2);
     double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, smooth = NAN;
     long long start = tr.step, last_log = tr.step, last_save = tr.step;
@@ -357,10 +357,12 @@ int cmd_train(int argc, char **argv)
             rc = EXIT_RUNTIME;
             break;
         }
+        /* A failed evaluation (e.g. non-finite samples early in training) is
+         * reported and logged; training goes on. */
         if (fe.every > 0 && tr.step % fe.every == 0 && eval_during_training(&fe, &tr, mf, &err)) {
-            fprintf(stderr, "%sddpm train: %s\n", tty ? "\n" : "", err.msg);
-            rc = EXIT_RUNTIME;
-            break;
+            fprintf(stderr, "%sddpm train: step %lld: %s\n", tty ? "\n" : "", (long long)tr.step, err.msg);
+            fprintf(mf, "{\"step\":%lld,\"fid\":null}\n", (long long)tr.step);
+            fflush(mf);
         }
     }
     if (tty) fputc('\n', stderr);

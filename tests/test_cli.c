@@ -540,14 +540,14 @@ static void test_fid(void) {
     expect(a, 2, "tools/convert_inception.py");
     /* Statistics of the wrong size, or not a statistics file. */
     snprintf(a, sizeof a, "eval stats --data %s/png8 --out %s --features inception --inception /nonexistent", tmp, p);
-    expect(a, 2, "Inception weights not found");
+    expect(a, 2, "cannot read the Inception weights");
     snprintf(a, sizeof a, "eval fid --samples %s --ref fashion-mnist --ref-n 20 --features inception", r);
     expect(a, 2, "the samples are 28x28x3 images but the reference 28x28x1");
     ddpm_err err;
     double mu[10] = {0}, sigma[100] = {0};
     npz_entry e[2] = {{"mu", NPY_F64, 1, {10}, mu}, {"sigma", NPY_F64, 2, {10, 9}, sigma}};
     CHECK(npz_write(tpath(p, sizeof p, "shape.npz"), e, 2, &err) == 0, "%s", err.msg);
-    snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s", p);
+    snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s --features fmnist", p);
     expect(a, 2, "'sigma' must be [10, 10]");
     e[1].shape[1] = 10;
     CHECK(npz_write(p, e, 2, &err) == 0, "%s", err.msg);
@@ -555,10 +555,11 @@ static void test_fid(void) {
     write_text(tpath(p, sizeof p, "bad.npz"), "not a zip file");
     snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s", p);
     expect(a, 2, "bad.npz");
-    /* A model folder: N images sampled first (8x8 images: Inception, whose weights are missing). */
-    snprintf(a, sizeof a, "eval fid --samples %s --n 3 --steps 2 --ref %s --inception %s/none.safetensors "
-             "--threads 1", MODEL, q, tmp);
-    expect(a, 2, "Inception weights not found");
+    /* A model folder: N images sampled first; 8x8 samples against F-MNIST statistics (picked by
+     * the reference's dimension) are refused. */
+    snprintf(a, sizeof a, "eval fid --samples %s --n 3 --steps 2 --ref %s --threads 1", MODEL, q);
+    expect(a, 2, "sampling 3 images from tests/fixtures/unet_b");
+    expect(a, 2, "takes 28x28 gray images, not 8x8x1");
     /* FID during training, in metrics.jsonl. */
     snprintf(a, sizeof a, "train --out %s --limit 16 --batch 4 --steps 2 --eval-every 2 --eval-n 10 --threads 1",
              tpath(p, sizeof p, "fidrun"));
@@ -567,7 +568,7 @@ static void test_fid(void) {
     CHECK(strstr(slurp(q), "\"fid\":") && strstr(slurp(q), "\"eval_n\":10"), "metrics.jsonl: %s", slurp(q));
     snprintf(a, sizeof a, "train --out %s/fid8 --config %s/config.json --data %s/png8 --steps 2 --batch 2 "
              "--eval-every 1 --eval-n 10 --inception %s/none --threads 1", tmp, MODEL, tmp, tmp);
-    expect(a, 2, "Inception weights not found");
+    expect(a, 2, "cannot read the Inception weights");
 }
 
 /* Removes the scratch folder (ours alone); runs last. */

@@ -102,7 +102,8 @@ t4 nb_conv(featnet *n, const char *prefix, const char *name, t4 x, kern k, t4 y)
     conv2d_out_size(&s, &Ho, &Wo);
     DDPM_ASSERT(Ho == y.H && Wo == y.W && n->cursor < NB_MAX_CONV);
     int i = n->cursor++;
-    if (!n->conv[i]) { /* build pass */
+    DDPM_ASSERT(n->building == !n->conv[i]);
+    if (n->building) {
         char full[200];
         if (prefix) snprintf(full, sizeof full, "%s.%s", prefix, name);
         else snprintf(full, sizeof full, "%s", name);
@@ -164,10 +165,10 @@ int featnet_open(featnet **out, int kind, const char *weights, int batch, ddpm_e
         else featnet_default_inception(path, sizeof path);
         struct stat sb;
         if (stat(path, &sb) != 0) {
-            ddpm_fail(err, "Inception weights not found at %s (%s). Make them once from pytorch-fid's "
+            ddpm_fail(err, "cannot read the Inception weights %s (%s). Make them once from pytorch-fid's "
                            "pt_inception-2015-12-05-6726825d.pth with `python3 tools/convert_inception.py "
                            "pt_inception-2015-12-05-6726825d.pth %s` (docs/fid.md), pass --inception FILE, "
-                           "or use --features fmnist for 28x28 gray images", path, strerror(errno), path);
+                           "or, for 28x28 gray images, the built-in F-MNIST features", path, strerror(errno), path);
             goto fail;
         }
         if (st_open(&st, path, err)) goto fail;

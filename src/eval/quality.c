@@ -79,7 +79,7 @@ int quality_ref_load(quality_ref *r, const char *path, ddpm_err *err) {
             ddpm_fail(err, "%s: 'features' must be [n, %d] to match 'mu'", path, d);
             goto fail;
         }
-        r->n = shape[0];
+        r->n = r->st.n = shape[0];
         for (size_t i = 0; i < (size_t)r->n * d; i++)
             if (!isfinite(r->feats[i])) {
                 ddpm_fail(err, "%s: 'features' holds values that are not finite", path);
@@ -116,8 +116,19 @@ int quality_measure(quality *q, featnet *net, const image_set *s, const quality_
     }
     long long m = ref->n < mine.n ? ref->n : mine.n;
     if (ref->feats && m > QUALITY_PR_K) {
-        if (precision_recall(&q->precision, &q->recall, ref->feats, m, mine.feats, m, d, QUALITY_PR_K, err))
-            goto done;
+        /* Equal sizes: the first m samples, and m reference rows spread evenly
+         * over the reference (which may be sorted, e.g. by class). */
+        const float *real = ref->feats;
+        float *picked = NULL;
+        if (ref->n > m) {
+            if (!(picked = ddpm_alloc_floats((size_t)m * d, err))) goto done;
+            for (long long i = 0; i < m; i++)
+                memcpy(picked + (size_t)i * d, ref->feats + (size_t)(i * ref->n / m) * d, sizeof(float) * d);
+            real = picked;
+        }
+        int bad = precision_recall(&q->precision, &q->recall, real, m, mine.feats, m, d, QUALITY_PR_K, err);
+        free(picked);
+        if (bad) goto done;
         q->has_pr = 1, q->n_pr = m;
     }
     rc = 0;

@@ -44,8 +44,9 @@ int quality_ref_load(quality_ref *r, const char *path, ddpm_err *err);
 void quality_ref_free(quality_ref *r);
 
 /* Measures s against ref: FID always; IS with Inception features (n >= 10);
- * precision/recall when ref has features, on the first min(n, ref n) rows of
- * each side (equal sizes, as the method expects). */
+ * precision/recall when ref has features, on m = min(n, ref n) rows of each
+ * side (equal sizes, as the method expects): the first m samples, and m
+ * reference rows spread evenly over the reference. */
 int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,
                     void *ctx, ddpm_err *err);
 

@@ -59,8 +59,8 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
     dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x);
     dnnl_dims_t strides = {s->sh, s->sw}, pl = {s->ph, s->pw};
-    /* Right/bottom padding that yields exactly Ho x Wo (PyTorch drops the rest). */
-    dnnl_dims_t pr = {(p->Ho - 1) * s->sh + s->kh - s->H - s->ph, (p->Wo - 1) * s->sw + s->kw - s->W - s->pw};
+    /* Padding ph / pw on both sides; oneDNN's output size is then PyTorch's floor. */
+    dnnl_dims_t pr = {s->ph, s->pw};
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &x_md, &w_any,
                                            &b_md, &y_md, strides, pl, pr), "conv2d descriptor");

@@ -73,6 +73,8 @@ void conv_out_size(int H, int W, int stride, int *Ho, int *Wo);
  * and conv_prepare(owner, w) must then fill it from w before the plans run. */
 void conv_plan_share(conv_plan *p, conv_plan *owner);
 void conv_prepare(conv_plan *owner, const float *w);
+/* (A plan shared with itself, then prepared, makes its weights once: fixed
+ * weights for inference, as conv2d.c uses it.) */
 /* Whether the plan computes its forward by Winograd. */
 int conv_plan_winograd(const conv_plan *p);
 
