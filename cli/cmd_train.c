@@ -45,6 +45,12 @@ static int trim_metrics(const char *path, long long step, ddpm_err *err) {
     return rc;
 }
 
+/* How training looks at its EMA weights (grids and FID): DDIM, min(T, 50)
+ * steps, eta 0, seed 0 -- the same noise every time. */
+static sampler_opts ema_sampler(const trainer *tr) {
+    return (sampler_opts){.ddim = 1, .steps = tr->sched.T < 50 ? tr->sched.T : 50, .eta = 0.0f, .seed = 0};
+}
+
 /* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights (DDIM, 50 steps,
  * the same noise every time, so the grids show the model's progress). */
 static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddpm_err *err) {
@@ -54,7 +60,7 @@ static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddp
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
     float *x = malloc((size_t)n * D * sizeof *x);
     if (!x) return ddpm_fail(err, "out of memory");
-    sampler_opts so = {.ddim = 1, .steps = tr->sched.T < 50 ? tr->sched.T : 50, .eta = 0.0f, .seed = 0};
+    sampler_opts so = ema_sampler(tr);
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", run);
     int rc = make_dirs(path, err) || sampler_run(*su, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);
@@ -103,7 +109,7 @@ static int eval_during_training(fid_eval *e, const trainer *tr, FILE *mf, ddpm_e
     const unet_config *c = &tr->u->cfg;
     double t0 = ddpm_now();
     memcpy(e->u->params, tr->ema, tr->u->nparams * sizeof(float));
-    sampler_opts so = {.ddim = 1, .steps = tr->sched.T < 50 ? tr->sched.T : 50, .eta = 0.0f, .seed = 0};
+    sampler_opts so = ema_sampler(tr);
     image_set s = {e->n, c->sample_size, c->sample_size, c->in_channels, NULL, e->x};
     quality q;
     if (quality_sample(e->u, &tr->sched, &so, e->n, e->x, NULL, NULL, err) ||

@@ -8,6 +8,7 @@
 #ifndef DDPM_CHECK_H
 #define DDPM_CHECK_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,19 @@ static inline int check_close(const char *what, const float *got, const float *r
         check_failures++;
     }
     return bad == 0;
+}
+
+/* Number of entries in dir whose name contains ".tmp." (left-over atomic-write
+ * temporaries), or -1 if dir cannot be read. */
+static inline int count_temp_files(const char *dir) {
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d) return -1;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) n++;
+    closedir(d);
+    return n;
 }
 
 typedef void (*check_fn)(void);

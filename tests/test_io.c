@@ -89,18 +89,6 @@ static int file_equals(const char *path, const char *content) {
     return eq;
 }
 
-/* Number of entries in dir whose name contains ".tmp." */
-static int count_temp_files(const char *dir) {
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    if (!d) return -1;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 /* ---------------------------------------------------------------- fileio */
 
 static void test_path_join(void) {

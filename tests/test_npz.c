@@ -320,17 +320,6 @@ static void check_roundtrip(const char *path, const npz_entry *e, int n) {
     npz_close(&f);
 }
 
-static int count_temp_files(void) {
-    int n = 0;
-    DIR *d = opendir(tmpdir);
-    struct dirent *e;
-    if (!d) return -1;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 static void test_roundtrip(void) {
     rt_arrays a;
     ddpm_err err;
@@ -342,7 +331,7 @@ static void test_roundtrip(void) {
     snprintf(path, sizeof path, "%s", tp("rt.npz"));
     CHECK(npz_write(path, a.e, RT_COUNT, &err) == 0, "%s", err.msg);
     check_roundtrip(path, a.e, RT_COUNT);
-    CHECK(count_temp_files() == 0, "no temp files left");
+    CHECK(count_temp_files(tmpdir) == 0, "no temp files left");
 
     /* layout: ZIP64 everywhere, data right after each local header, deterministic bytes */
     b = slurp(path, &n);
@@ -913,7 +902,7 @@ static void test_write_errors(void) {
     snprintf(missing, sizeof missing, "%s/no/such/dir/x.npz", tmpdir);
     EXPECT_FAIL(npz_write(missing, e, 2, &err), err, missing, "cannot create temporary file");
     CHECK(access(p, F_OK) != 0, "nothing written");
-    CHECK(count_temp_files() == 0, "no temp files left");
+    CHECK(count_temp_files(tmpdir) == 0, "no temp files left");
 }
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {

@@ -134,7 +134,6 @@ t4 nb_pool(featnet *n, t4 x, int k, int stride, int pad, int max, t4 y) {
 void featnet_free(featnet *n) {
     if (!n) return;
     for (int i = 0; i < NB_MAX_CONV; i++) conv2d_plan_free(n->conv[i]);
-    nb_reset(n);
     free(n->fc_w), free(n->fc_b), free(n->input), free(n->staged), free(n->act[0]), free(n->act[1]);
     free(n->scratch);
     free(n);
