@@ -30,15 +30,14 @@ typedef struct source {
     float *f32;      /* images as floats in [-1, 1], NHWC (float .npy, samples of a model) */
     image_set img;
     quality_ref ref; /* is_stats: a statistics file */
+    sample_range range; /* float images: values beyond [-1, 1] (range.images = 0: not measured) */
     char desc[700];
 } source;
 
 /* Sampling options for a model given as --samples. */
 typedef struct sample_args {
-    const char *sampler;
-    long long steps, seed;
-    double eta;
-    int steps_seen, batch;
+    cli_sampler s;
+    int batch;
 } sample_args;
 
 static void source_free(source *s) {
@@ -92,6 +91,7 @@ static int load_npy(source *s, const char *path, long long limit, ddpm_err *err)
         if (!(s->f32 = ddpm_alloc_floats((size_t)n * D, err))) goto done;
         nchw_to_nhwc(s->f32, raw, n, C, (int)HW);
         s->img = (image_set){n, H, W, C, NULL, s->f32};
+        sample_range_add(&s->range, s->f32, n, D);
     }
     snprintf(s->desc, sizeof s->desc, "%d images %dx%dx%d from %s", n, H, W, C, path);
     rc = 0;
@@ -129,15 +129,12 @@ static int sample_model(const arg_cmd *cmd, source *s, const char *path, int n, 
     int rc = cli_read_schedule(cmd, dir, &sch);
     if (rc) return rc;
     unet *u = NULL;
+    sampler_opts o;
+    denoiser den;
+    if ((rc = cli_sampler_opts(cmd, &a->s, &sch, &o))) goto done;
+    o.range = &s->range;
     rc = EXIT_USAGE;
-    sampler_opts o = {.ddim = !strcmp(a->sampler, "ddim"), .steps = (int)a->steps, .eta = (float)a->eta,
-                      .seed = (uint64_t)a->seed};
-    if (!a->steps_seen) o.steps = o.ddim ? (sch.T < 50 ? sch.T : 50) : sch.T;
-    if (sampler_check(&sch, &o, &err)) {
-        args_error(cmd, "%s", err.msg);
-        goto done;
-    }
-    if (model_load(&u, dir, a->batch < n ? a->batch : n, 0, &err)) {
+    if (model_load(&u, dir, a->batch < n ? a->batch : n, 0, &err) || sampler_unet(&den, u, &err)) {
         rc = cli_bad_input(cmd, &err);
         goto done;
     }
@@ -152,16 +149,17 @@ static int sample_model(const arg_cmd *cmd, source *s, const char *path, int n, 
         cli_fail(cmd, &err);
         goto done;
     }
-    fprintf(stderr, "ddpm %s: sampling %d images from %s (%s, %d steps, seed %lld)\n", cmd->name, n, dir,
-            o.ddim ? "ddim" : "ddpm", o.steps, a->seed);
+    char desc[256];
+    cli_sampler_desc(&o, &sch, desc, sizeof desc);
+    fprintf(stderr, "ddpm %s: sampling %d images from %s (%s, seed %llu)\n", cmd->name, n, dir, desc,
+            (unsigned long long)o.seed);
     progress pg = {"sampling (network calls)", isatty(2), -1, ddpm_now()};
-    if (quality_sample(u, &sch, &o, n, s->f32, on_progress, &pg, &err)) {
+    if (quality_sample(&den, &sch, &o, n, s->f32, on_progress, &pg, &err)) {
         cli_fail(cmd, &err);
         goto done;
     }
     s->img = (image_set){n, c->sample_size, c->sample_size, c->in_channels, NULL, s->f32};
-    snprintf(s->desc, sizeof s->desc, "%d samples of %.500s (%s, %d steps, seed %lld)", n, dir, o.ddim ? "ddim" : "ddpm",
-             o.steps, a->seed);
+    snprintf(s->desc, sizeof s->desc, "%d samples of %.400s (%s, seed %llu)", n, dir, desc, (unsigned long long)o.seed);
     rc = 0;
 done:
     unet_free(u);
@@ -254,9 +252,12 @@ static void json_num(char *b, size_t n, int has, double v) {
     else snprintf(b, n, "null");
 }
 
-static int write_json(const char *path, const char *features, const char *label, const quality *q, double secs,
-                      ddpm_err *err) {
-    char is[4][40], buf[1024];
+static int write_json(const char *path, const char *features, const char *label, const quality *q,
+                      const sample_range *r, double secs, ddpm_err *err) {
+    char is[4][40], buf[1024], rng[3][40];
+    json_num(rng[0], 40, r->images > 0, r->images > 0 ? (double)r->out_pixels / (double)r->pixels : 0);
+    json_num(rng[1], 40, r->images > 0, r->images > 0 ? (double)r->broken / (double)r->images : 0);
+    json_num(rng[2], 40, r->images > 0, r->max_abs);
     json_num(is[0], 40, q->has_is, q->is_mean), json_num(is[1], 40, q->has_is, q->is_std);
     json_num(is[2], 40, q->has_pr, q->precision), json_num(is[3], 40, q->has_pr, q->recall);
     char nref[40];
@@ -264,9 +265,10 @@ static int write_json(const char *path, const char *features, const char *label,
     size_t len = (size_t)snprintf(buf, sizeof buf,
                                   "{\"features\": \"%s\", \"label\": \"%s\", \"fid\": %.17g, \"inception_score\": %s, "
                                   "\"inception_score_std\": %s, \"precision\": %s, \"recall\": %s, \"pr_k\": %d, "
-                                  "\"n\": %lld, \"n_ref\": %s, \"n_pr\": %lld, \"seconds\": %.3f}\n",
+                                  "\"n\": %lld, \"n_ref\": %s, \"n_pr\": %lld, \"out_of_range\": %s, "
+                                  "\"broken\": %s, \"max_abs\": %s, \"seconds\": %.3f}\n",
                                   features, label, q->fid, is[0], is[1], is[2], is[3], QUALITY_PR_K, q->n, nref,
-                                  q->n_pr, secs);
+                                  q->n_pr, rng[0], rng[1], rng[2], secs);
     const void *chunk = buf;
     return file_write_atomic(path, &chunk, &len, 1, err);
 }
@@ -274,12 +276,15 @@ static int write_json(const char *path, const char *features, const char *label,
 static const char fid_usage[] =
     "--samples and --ref are each one of:\n"
     "  a samples .npy: [n, C, H, W] float in [-1, 1] (as `ddpm sample` writes; values outside\n"
-    "    are clipped) or uint8 0..255;\n"
+    "    are clipped, and counted as below) or uint8 0..255;\n"
     "  a data source as `ddpm train --data` takes it: an IDX file or MNIST-layout folder, a\n"
     "    CIFAR-10 binary folder or .bin batch, a folder of PNGs, or \"fashion-mnist\";\n"
     "  a statistics .npz (`ddpm eval stats`, or pytorch-fid's --save-stats);\n"
     "  --samples only: a model or run folder, from which --n images (default 1000) are\n"
-    "    sampled first with --sampler/--steps/--eta/--seed as `ddpm sample` takes them.\n"
+    "    sampled first with the sampler flags of `ddpm sample`.\n"
+    "Float samples are also checked for broken images: the share of pixels beyond +-1.05\n"
+    "before the clamp to [-1, 1], and of images with more than 1% of such pixels (a model's\n"
+    "samples are measured before the clamp; use --raw in `ddpm sample` to keep them).\n"
     "Features: --features inception is pytorch-fid's Inception-v3 (weights from --inception,\n"
     "see docs/fid.md); --features fmnist is ddpm's built-in F-MNIST classifier for 28x28 gray\n"
     "images, reported as \"FID (F-MNIST features)\", not comparable with Inception FID. auto\n"
@@ -293,7 +298,7 @@ int eval_fid(int argc, char **argv) {
     const char *samples = NULL, *ref = "fashion-mnist", *features = "auto", *inception = NULL, *json = NULL;
     const char *ref_split = "train", *samples_split = "train";
     long long n = 0, ref_n = 0, batch = 50, threads = 0;
-    sample_args sa = {"ddim", 0, 0, 0, 0, 0};
+    sample_args sa = {CLI_SAMPLER_INIT, 0};
     arg_spec specs[] = {
         {"samples", ARG_STR, &samples, "X", "the images to measure (see below)", 0, 0, NULL, 1, 0},
         {"ref", ARG_STR, &ref, "Y", "the reference (see below) [fashion-mnist]", 0, 0, NULL, 0, 0},
@@ -310,10 +315,7 @@ int eval_fid(int argc, char **argv) {
                                                    "~/.cache/ddpm/inception-2015-12-05.safetensors)", 0, 0, NULL, 0, 0},
         {"batch", ARG_INT, &batch, "B", "images per network call [50]", 1, 4096, NULL, 0, 0},
         {"json", ARG_STR, &json, "FILE", "also write the results as JSON", 0, 0, NULL, 0, 0},
-        {"sampler", ARG_CHOICE, &sa.sampler, "ddpm|ddim", "sampler for a model [ddim]", 0, 0, "ddpm|ddim", 0, 0},
-        {"steps", ARG_INT, &sa.steps, "K", "sampler steps (default: 50 for ddim, T for ddpm)", 1, 100000, NULL, 0, 0},
-        {"eta", ARG_FLOAT, &sa.eta, "X", "DDIM noise scale in [0, 1] [0]", 0, 1, NULL, 0, 0},
-        {"seed", ARG_INT, &sa.seed, "S", "sampler seed [0]", 0, 9.2e18, NULL, 0, 0},
+        CLI_SAMPLER_SPECS(&sa.s),
         ARG_THREADS(&threads),
         {0},
     };
@@ -321,12 +323,7 @@ int eval_fid(int argc, char **argv) {
                    fid_usage, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    sa.steps_seen = args_seen(specs, "steps");
     sa.batch = (int)batch;
-    if (!strcmp(sa.sampler, "ddpm") && sa.eta != 0) {
-        args_error(&cmd, "--eta applies to --sampler ddim only");
-        return EXIT_USAGE;
-    }
     ddpm_set_threads((int)threads);
     double t0 = ddpm_now();
     ddpm_err err = {0};
@@ -381,7 +378,12 @@ int eval_fid(int argc, char **argv) {
         printf("precision/recall: not computed (needs more than %d images on each side)\n", QUALITY_PR_K);
     if (q.n_ref > 0) printf("N: %lld samples, %lld reference images; %.1f s\n", q.n, q.n_ref, secs);
     else printf("N: %lld samples, reference statistics of an unknown number of images; %.1f s\n", q.n, secs);
-    if (json && write_json(json, featnet_kind_name(kind), label, &q, secs, &err)) {
+    const sample_range *sr = &S.range;
+    if (sr->images > 0)
+        printf("out of range: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g); broken: %lld of %lld images (%.1f%%)\n",
+               100.0 * (double)sr->out_pixels / (double)sr->pixels, (double)SAMPLE_RANGE_TOL, sr->max_abs, sr->broken,
+               sr->images, 100.0 * (double)sr->broken / (double)sr->images);
+    if (json && write_json(json, featnet_kind_name(kind), label, &q, sr, secs, &err)) {
         rc = cli_fail(&cmd, &err);
         goto done;
     }

@@ -66,7 +66,8 @@ static int figure_progressive(int argc, char **argv)
         return EXIT_USAGE;
     }
     unet *u = NULL;
-    if (model_load(&u, dir, (int)n, 0, &err)) {
+    denoiser den;
+    if (model_load(&u, dir, (int)n, 0, &err) || sampler_unet(&den, u, &err)) {
         schedule_free(&s);
         return cli_bad_input(&cmd, &err);
     }
@@ -79,9 +80,9 @@ static int figure_progressive(int argc, char **argv)
         fprintf(stderr, "ddpm figure: out of memory\n");
         goto done;
     }
-    sampler_opts so = {.ddim = 0, .steps = s.T, .eta = 0.0f, .seed = (uint64_t)seed, .ntrack = nt, .track_t = ts, .track_x0 = track};
+    sampler_opts so = {.kind = SAMPLER_DDPM, .steps = s.T, .eta = 0.0f, .seed = (uint64_t)seed, .ntrack = nt, .track_t = ts, .track_x0 = track};
     fprintf(stderr, "ddpm figure progressive: %lld samples, %d columns, %d network calls\n", n, nt, s.T);
-    if (sampler_run(u, &s, &so, 0, (int)n, x, NULL, NULL, NULL, &err)) {
+    if (sampler_run(&den, &s, &so, 0, (int)n, x, NULL, NULL, NULL, &err)) {
         rc = cli_fail(&cmd, &err);
         goto done;
     }
@@ -143,13 +144,14 @@ static int figure_interpolate(int argc, char **argv)
     }
     int L = (int)steps_l, P = (int)pairs, n = P * L, cols = L + 2;
     unet *u = NULL;
+    denoiser den;
     float *xt = NULL, *x = NULL, *grid = NULL, *a = NULL, *b = NULL, *eps = NULL;
     int rc = EXIT_USAGE;
     if (d.n < 2 * P) {
         args_error(&cmd, "--data holds %d images; %d pairs need %d", d.n, P, 2 * P);
         goto done;
     }
-    if (model_load(&u, dir, n, 0, &err)) {
+    if (model_load(&u, dir, n, 0, &err) || sampler_unet(&den, u, &err)) {
         rc = cli_bad_input(&cmd, &err);
         goto done;
     }
@@ -178,9 +180,9 @@ static int figure_interpolate(int argc, char **argv)
             for (size_t k = 0; k < D; k++) o[k] = (1.0f - lam) * a[k] + lam * b[k];
         }
     }
-    sampler_opts so = {.ddim = 0, .steps = s.T, .seed = (uint64_t)seed, .start_from = (int)t + 1};
+    sampler_opts so = {.kind = SAMPLER_DDPM, .steps = s.T, .seed = (uint64_t)seed, .start_from = (int)t + 1};
     fprintf(stderr, "ddpm figure interpolate: %d pairs x %d lambdas, denoising from t = %lld\n", P, L, t);
-    if (sampler_run(u, &s, &so, 0, n, x, xt, NULL, NULL, &err)) {
+    if (sampler_run(&den, &s, &so, 0, n, x, xt, NULL, NULL, &err)) {
         rc = cli_fail(&cmd, &err);
         goto done;
     }
@@ -239,12 +241,13 @@ static int figure_shared(int argc, char **argv)
     }
     int N = (int)n, cols = N + 1, rc = EXIT_USAGE;
     unet *u = NULL;
+    denoiser den;
     float *xt = NULL, *x = NULL, *grid = NULL, *eps = NULL;
     if (d.n <= index) {
         args_error(&cmd, "--index %lld: the data hold %d images", index, d.n);
         goto done;
     }
-    if (model_load(&u, dir, N, 0, &err)) {
+    if (model_load(&u, dir, N, 0, &err) || sampler_unet(&den, u, &err)) {
         rc = cli_bad_input(&cmd, &err);
         goto done;
     }
@@ -263,8 +266,8 @@ static int figure_shared(int argc, char **argv)
         rng_normal(eps, D, (uint64_t)seed, RNG_EVAL, (uint64_t)ts[j]);
         q_sample(&s, ts[j], row, eps, xt, D);
         for (int i = 1; i < N; i++) memcpy(xt + (size_t)i * D, xt, sizeof(float) * D); /* the shared latent */
-        sampler_opts so = {.ddim = 0, .steps = s.T, .seed = (uint64_t)seed, .start_from = ts[j] + 1};
-        if (sampler_run(u, &s, &so, 0, N, x, xt, NULL, NULL, &err)) {
+        sampler_opts so = {.kind = SAMPLER_DDPM, .steps = s.T, .seed = (uint64_t)seed, .start_from = ts[j] + 1};
+        if (sampler_run(&den, &s, &so, 0, N, x, xt, NULL, NULL, &err)) {
             rc = cli_fail(&cmd, &err);
             goto done;
         }

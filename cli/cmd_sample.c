@@ -1,6 +1,6 @@
 /* cmd_sample.c -- `ddpm sample`: draw images from a model folder with the DDPM
- * (ancestral, paper Algorithm 2) or DDIM sampler, and write a PNG grid, one
- * PNG per image and all samples as an .npy. */
+ * (ancestral, paper Algorithm 2), DDIM or DPM-Solver++ 2M sampler, and write a
+ * PNG grid, one PNG per image and all samples as an .npy. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +22,15 @@
 
 static const char sample_usage[] =
     "Starts from x_T ~ N(0, I) (or --noise) and runs the network --steps times.\n"
-    "  ddpm: ancestral sampling (DDPMScheduler): sigma_t^2 from the scheduler's variance_type\n"
-    "        (fixed_small = posterior variance, fixed_large = beta_t), predicted x_0 clipped\n"
-    "        to [-1, 1] when clip_sample; K < T steps use set_timesteps' spacing (\"leading\":\n"
-    "        t = (K-1)r, ..., r, 0 with r = T/K). Default K = T.\n"
+    "  dpm++2m: DPM-Solver++ (2M), as diffusers' DPMSolverMultistepScheduler (dpmsolver++,\n"
+    "        order 2, lower_order_final); deterministic. Default, 20 steps: the best FID per\n"
+    "        network call in docs/quality.md.\n"
     "  ddim: DDIMScheduler, K steps (default 50), --eta 0 deterministic, 1 ~ DDPM variance.\n"
+    "  ddpm: ancestral sampling (DDPMScheduler): sigma_t^2 from the scheduler's variance_type\n"
+    "        (fixed_small = posterior variance, fixed_large = beta_t). Default K = T.\n"
+    "K < T steps use the --spacing of set_timesteps (default: the scheduler_config's).\n"
+    "Each predicted x_0 is processed as --x0 says: clip_sample, dynamic thresholding\n"
+    "(Saharia et al. 2022, diffusers' thresholding) or nothing.\n"
     "The noise schedule comes from the model folder's scheduler_config.json; without one\n"
     "the diffusers DDPMScheduler defaults are used: linear betas 1e-4..0.02, T = 1000,\n"
     "variance fixed_small, clip_sample true.\n"
@@ -34,8 +38,11 @@ static const char sample_usage[] =
     "depend on --batch or --threads.\n"
     "Writes OUT/grid.png (the first up to 1024 images, ~sqrt(n) columns, 2 px gaps),\n"
     "OUT/samples/000000.png ... (one PNG per image; 1- or 3-channel models) and\n"
-    "OUT/samples.npy: float32 [n, C, H, W] (NCHW, as PyTorch), values in [-1, 1]\n"
-    "(pixel = round((x + 1) / 2 * 255) as diffusers saves images).";
+    "OUT/samples.npy: float32 [n, C, H, W] (NCHW, as PyTorch), values in [-1, 1]: the\n"
+    "samples are clamped there, as diffusers' pipelines do, unless --raw\n"
+    "(pixel = round((x + 1) / 2 * 255) as diffusers saves images). Reports the share of\n"
+    "pixels beyond +-1.05 before that clamp, and the images with more than 1% of them\n"
+    "(broken samples).";
 
 typedef struct progress {
     int tty;
@@ -92,33 +99,25 @@ static int write_pngs(const char *dir, const float *x, int first, int m, int h, 
 
 int cmd_sample(int argc, char **argv)
 {
-    const char *model = NULL, *out = NULL, *sampler = "ddpm", *noise = NULL;
-    long long n = 64, batch = 64, steps = 0, seed = 0, threads = 0;
-    double eta = 0;
+    const char *model = NULL, *out = NULL, *noise = NULL;
+    long long n = 64, batch = 64, threads = 0;
+    cli_sampler sa = CLI_SAMPLER_INIT;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder (diffusers layout) or run folder", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "DIR", "output folder (created if missing)", 0, 0, NULL, 1, 0},
         {"n", ARG_INT, &n, "N", "number of images", 1, SAMPLE_MAX_N, NULL, 0, 0},
         {"batch", ARG_INT, &batch, "B", "images per network call", 1, 4096, NULL, 0, 0},
-        {"sampler", ARG_CHOICE, &sampler, "ddpm|ddim", "sampling algorithm", 0, 0, "ddpm|ddim", 0, 0},
-        {"steps", ARG_INT, &steps, "K", "network calls in 1..T; unset (0): T for ddpm, 50 for ddim", 1,
-         SCHED_MAX_T, NULL, 0, 0},
-        {"eta", ARG_FLOAT, &eta, "X", "DDIM noise scale in [0, 1] (0 = deterministic) [0]", 0, 1, NULL, 0, 0},
-        {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
+        CLI_SAMPLER_SPECS(&sa),
         {"noise", ARG_STR, &noise, "X_T.npy",
          "start from this x_T instead of drawing it: float32 [n, C, H, W] (sets --n)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
         {0},
     };
-    arg_cmd cmd = {"sample", "Sample images from a model with the DDPM or DDIM sampler.", sample_usage, specs};
+    arg_cmd cmd = {"sample", "Sample images from a model with the DPM-Solver++, DDIM or DDPM sampler.", sample_usage,
+                   specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    const int n_seen = args_seen(specs, "n"), steps_seen = args_seen(specs, "steps"), eta_seen = args_seen(specs, "eta");
-    const int ddim = strcmp(sampler, "ddim") == 0;
-    if (!ddim && eta_seen && eta != 0) {
-        args_error(&cmd, "--eta applies to --sampler ddim only");
-        return EXIT_USAGE;
-    }
+    const int n_seen = args_seen(specs, "n");
     int nthreads = ddpm_set_threads((int)threads);
 
     ddpm_err err = {0};
@@ -151,18 +150,13 @@ int cmd_sample(int argc, char **argv)
                         "(linear 1e-4..0.02, T = 1000, fixed_small, clip_sample)\n", dir);
     }
 
-    sampler_opts o = {.ddim = ddim, .steps = (int)steps, .eta = (float)eta, .seed = (uint64_t)seed};
-    if (!steps_seen) o.steps = ddim ? (sch.T < 50 ? sch.T : 50) : sch.T;
-    if (o.steps > sch.T) {
-        args_error(&cmd, "--steps %d is out of range [1, %d] (the schedule's num_train_timesteps)", o.steps, sch.T);
+    sampler_opts o;
+    sample_range range = {0};
+    if (cli_sampler_opts(&cmd, &sa, &sch, &o)) {
         schedule_free(&sch);
         return EXIT_USAGE;
     }
-    if (sampler_check(&sch, &o, &err)) {
-        args_error(&cmd, "%s", err.msg);
-        schedule_free(&sch);
-        return EXIT_USAGE;
-    }
+    o.range = &range;
 
     /* Optional x_T: NCHW on disk -> NHWC here. */
     float *xT = NULL;
@@ -225,21 +219,23 @@ int cmd_sample(int argc, char **argv)
         fprintf(stderr, "ddpm sample: out of memory for %d images\n", N);
         goto done;
     }
-    if (model_load(&u, dir, B, 0, &err)) {
+    denoiser den;
+    if (model_load(&u, dir, B, 0, &err) || sampler_unet(&den, u, &err)) {
         rc = cli_bad_input(&cmd, &err);
         goto done;
     }
     if (!png_ok) fprintf(stderr, "ddpm sample: %d-channel images: writing samples.npy only (no PNGs)\n", C);
-    fprintf(stderr, "ddpm sample: %d image(s) of %dx%dx%d, %s, %d step(s)%s, %s, clip_sample %s, batch %d, seed %llu, "
-                    "%d thread(s)\n", N, H, W, C, ddim ? "ddim" : "ddpm", o.steps, ddim ? (eta > 0 ? ", eta > 0" : ", eta 0") : "",
-            sch.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large", sch.clip_sample ? "on" : "off", B,
-            (unsigned long long)o.seed, nthreads);
+    char desc[256];
+    cli_sampler_desc(&o, &sch, desc, sizeof desc);
+    fprintf(stderr, "ddpm sample: %d image(s) of %dx%dx%d, %s, %s, batch %d, seed %llu, %d thread(s)\n", N, H, W, C,
+            desc, sch.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large", B, (unsigned long long)o.seed,
+            nthreads);
 
     progress pg = {isatty(2), ddpm_now(), 0, (long long)((N + B - 1) / B) * o.steps, 0, 0, -1};
     for (int first = 0; first < N; first += B) {
         int m = N - first < B ? N - first : B;
         float *xb = all + (size_t)first * D;
-        if (sampler_run(u, &sch, &o, first, m, xb, xT ? xT + (size_t)first * D : NULL, progress_cb, &pg, &err)) {
+        if (sampler_run(&den, &sch, &o, first, m, xb, xT ? xT + (size_t)first * D : NULL, progress_cb, &pg, &err)) {
             if (pg.tty) fputc('\n', stderr);
             cli_fail(&cmd, &err);
             goto done;
@@ -279,6 +275,10 @@ int cmd_sample(int argc, char **argv)
         goto done;
     }
     fprintf(stderr, "ddpm sample: %d image(s) in %.2f s (%.3f s per image)\n", N, secs, secs / N);
+    fprintf(stderr, "ddpm sample: before the clamp to [-1, 1]: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g), "
+                    "%lld of %d image(s) broken (more than %.0f%% of their pixels)%s\n",
+            100.0 * (double)range.out_pixels / (double)range.pixels, (double)SAMPLE_RANGE_TOL, range.max_abs,
+            range.broken, N, 100 * SAMPLE_BROKEN_FRAC, o.raw ? "; --raw: not clamped" : "");
     if (png_ok) printf("%s/grid.png\n%s/000000.png .. %06d.png\n", out, sdir, N - 1);
     printf("%s [%d, %d, %d, %d] float32 NCHW\n", path, N, C, H, W);
     rc = 0;

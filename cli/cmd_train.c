@@ -19,6 +19,15 @@
 #include "io/png.h"
 #include "train/trainer.h"
 
+/* --recipe short: the best FID at 15 and 30 minutes on 2 CPU cores among the
+ * recipes measured in docs/quality.md (the paper's recipe stays the default). */
+#define RECIPE_SHORT_BATCH 32
+#define RECIPE_SHORT_LR 1e-3
+#define RECIPE_SHORT_WARMUP 200
+#define RECIPE_SHORT_EMA 0.999
+#define RECIPE_SHORT_DROPOUT 0.0
+#define RECIPE_SHORT_TEXT "32, 1e-3, 200, 0.999, 0"
+
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) { stop_signal = sig; }
@@ -45,13 +54,14 @@ static int trim_metrics(const char *path, long long step, ddpm_err *err) {
     return rc;
 }
 
-/* How training looks at its EMA weights (grids and FID): DDIM, min(T, 50)
- * steps, eta 0, seed 0 -- the same noise every time. */
+/* How training looks at its EMA weights (grids and FID): `ddpm sample`'s
+ * default sampler (DPM-Solver++ 2M, min(20, T-1) steps), seed 0 -- the same
+ * noise every time. */
 static sampler_opts ema_sampler(const trainer *tr) {
-    return (sampler_opts){.ddim = 1, .steps = tr->sched.T < 50 ? tr->sched.T : 50, .eta = 0.0f, .seed = 0};
+    return (sampler_opts){.kind = SAMPLER_DPMPP, .steps = tr->sched.T <= 20 ? tr->sched.T - 1 : 20, .seed = 0};
 }
 
-/* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights (DDIM, 50 steps,
+/* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights (`ddpm sample`'s default sampler,
  * the same noise every time, so the grids show the model's progress). */
 static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddpm_err *err) {
     const unet_config *c = &tr->u->cfg;
@@ -63,7 +73,8 @@ static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddp
     sampler_opts so = ema_sampler(tr);
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", run);
-    int rc = make_dirs(path, err) || sampler_run(*su, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);
+    denoiser d;
+    int rc = make_dirs(path, err) || sampler_unet(&d, *su, err) || sampler_run(&d, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);
     if (!rc) {
         snprintf(path, sizeof path, "%s/samples/step_%08lld.png", run, (long long)tr->step);
         int cols = 1;
@@ -74,7 +85,7 @@ static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddp
     return rc ? -1 : 0;
 }
 
-/* FID during training: eval_n images from the EMA weights (DDIM, 50 steps,
+/* FID during training: eval_n images from the EMA weights (`ddpm sample`'s default sampler,
  * the same noise every time) against the training data's statistics, one
  * metrics.jsonl line {"step", "fid", "features", "precision", "recall",
  * "eval_n", "eval_s"}. The network, features and reference are made on first use. */
@@ -110,19 +121,23 @@ static int eval_during_training(fid_eval *e, const trainer *tr, FILE *mf, ddpm_e
     double t0 = ddpm_now();
     memcpy(e->u->params, tr->ema, tr->u->nparams * sizeof(float));
     sampler_opts so = ema_sampler(tr);
+    sample_range range = {0};
+    so.range = &range;
     image_set s = {e->n, c->sample_size, c->sample_size, c->in_channels, NULL, e->x};
     quality q;
-    if (quality_sample(e->u, &tr->sched, &so, e->n, e->x, NULL, NULL, err) ||
+    denoiser d;
+    if (sampler_unet(&d, e->u, err) || quality_sample(&d, &tr->sched, &so, e->n, e->x, NULL, NULL, err) ||
         quality_measure(&q, e->net, &s, &e->ref, NULL, NULL, err))
         return ddpm_wrap(err, "FID evaluation");
     double secs = ddpm_now() - t0;
+    const double broken = (double)range.broken / (double)range.images;
     fprintf(mf, "{\"step\":%lld,\"fid\":%.6g,\"features\":\"%s\",\"precision\":%.4g,\"recall\":%.4g,"
-                "\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step, q.fid,
-            featnet_kind_name(featnet_kind_of(e->net)), q.precision, q.recall, e->n, secs);
+                "\"broken\":%.4g,\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step, q.fid,
+            featnet_kind_name(featnet_kind_of(e->net)), q.precision, q.recall, broken, e->n, secs);
     fflush(mf);
-    fprintf(stderr, "%sstep %lld  %s %.3f  precision %.3f  recall %.3f  (%d EMA samples, %.0f s)\n",
+    fprintf(stderr, "%sstep %lld  %s %.3f  precision %.3f  recall %.3f  broken %.1f%%  (%d EMA samples, %.0f s)\n",
             isatty(2) ? "\n" : "", (long long)tr->step, featnet_fid_label(e->net), q.fid, q.precision, q.recall,
-            e->n, secs);
+            100 * broken, e->n, secs);
     return 0;
 }
 
@@ -147,13 +162,16 @@ int cmd_train(int argc, char **argv)
     long long steps = 800000, batch = o.batch, warmup = o.warmup, seed = 0, limit = 0, threads = 0;
     long long save_every = 1000, log_every = 100, T = 1000, sample_every = 0, sample_n = 16, eval_every = 0;
     long long eval_n = 1000;
-    const char *inception = NULL;
+    const char *inception = NULL, *recipe = "paper";
     double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
     int resume = 0, flip = 0, no_ema_warmup = 0;
     arg_spec specs[] = {
         {"data", ARG_STR, &data, "SRC", "images: IDX file or MNIST-layout dir, CIFAR-10 dir or .bin, PNG dir "
                                          "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
         {"limit", ARG_INT, &limit, "N", "use only the first N images (0 = all)", 0, 2e9, NULL, 0, 0},
+        {"recipe", ARG_CHOICE, &recipe, NULL, "training recipe: the defaults of --batch --lr --warmup --ema "
+         "--dropout; paper: 128, 2e-4, 5000, 0.9999, the config's (0.1); short, for budgets of minutes to hours on a "
+         "CPU (docs/quality.md): " RECIPE_SHORT_TEXT, 0, 0, "paper|short", 0, 0},
         {"preset", ARG_CHOICE, &preset, NULL, "network preset", 0, 0, "fmnist-small|fmnist|cifar10", 0, 0},
         {"config", ARG_STR, &config, "FILE", "network config.json (diffusers UNet2DModel keys) instead of a preset",
          0, 0, NULL, 0, 0},
@@ -181,11 +199,11 @@ int cmd_train(int argc, char **argv)
         {"save-every", ARG_INT, &save_every, "N", "checkpoint every N steps (and at the end)", 1, 1e12, NULL, 0, 0},
         {"log-every", ARG_INT, &log_every, "N", "metrics line every N steps", 1, 1e12, NULL, 0, 0},
         {"sample-every", ARG_INT, &sample_every, "N",
-         "write RUN/samples/step_N.png (EMA weights, DDIM 50 steps) every N steps and at the end; 0 = never",
+         "write RUN/samples/step_N.png (EMA weights, DPM-Solver++ 20 steps) every N steps and at the end; 0 = never",
          0, 1e12, NULL, 0, 0},
         {"sample-n", ARG_INT, &sample_n, "N", "images in those grids", 1, 1024, NULL, 0, 0},
         {"eval-every", ARG_INT, &eval_every, "N",
-         "log the FID of EMA samples (DDIM 50 steps, fixed noise) against the training data in metrics.jsonl "
+         "log the FID of EMA samples (DPM-Solver++ 20 steps, fixed noise) against the training data in metrics.jsonl "
          "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 2e9, NULL, 0, 0},
         {"eval-n", ARG_INT, &eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
         {"inception", ARG_STR, &inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",
@@ -201,6 +219,13 @@ int cmd_train(int argc, char **argv)
                    specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
+    if (!strcmp(recipe, "short")) { /* the recipe's values, where the flag itself is not given */
+        if (!args_seen(specs, "batch")) batch = RECIPE_SHORT_BATCH;
+        if (!args_seen(specs, "lr")) lr = RECIPE_SHORT_LR;
+        if (!args_seen(specs, "warmup")) warmup = RECIPE_SHORT_WARMUP;
+        if (!args_seen(specs, "ema")) ema = RECIPE_SHORT_EMA;
+        if (!args_seen(specs, "dropout")) dropout = RECIPE_SHORT_DROPOUT;
+    }
     int nthreads = ddpm_set_threads((int)threads);
     ddpm_err err = {0};
     struct sigaction sa = {0};
@@ -215,7 +240,7 @@ int cmd_train(int argc, char **argv)
     struct stat st;
     int have_state = stat(state, &st) == 0;
     if (resume) {
-        static const char *fixed[] = {"data", "limit", "preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
+        static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
                                       "dropout", "flip", "seed", "T", "schedule", "beta-start", "beta-end",
                                       "variance", NULL};
         for (arg_spec *s = specs; s->name; s++)

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "data/dataset.h"
@@ -61,4 +62,56 @@ int cli_load_images(const arg_cmd *cmd, const char *dir, const char *src, int li
         return EXIT_USAGE;
     }
     return 0;
+}
+
+int cli_sampler_opts(const arg_cmd *cmd, const cli_sampler *a, const schedule *s, sampler_opts *o)
+{
+    ddpm_err err = {0};
+    *o = (sampler_opts){.eta = (float)a->eta, .seed = (uint64_t)a->seed, .raw = a->raw,
+                        .threshold_ratio = (float)a->threshold, .threshold_max = (float)a->threshold_max};
+    if (sampler_parse(a->sampler, &o->kind, &err)) {
+        args_error(cmd, "--sampler: %s", err.msg);
+        return EXIT_USAGE;
+    }
+    static const char *const modes[] = {"config", "none", "clip", "threshold"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(a->x0, modes[i])) o->x0 = (x0_mode)i;
+    if (strcmp(a->spacing, "config")) o->spacing = a->spacing;
+    if (a->steps) {
+        o->steps = (int)a->steps;
+    } else {
+        int def = o->kind == SAMPLER_DDPM ? s->T : o->kind == SAMPLER_DDIM ? 50 : 20;
+        o->steps = def < s->T ? def : o->kind == SAMPLER_DPMPP ? s->T - 1 : s->T;
+    }
+    if (o->steps > s->T) {
+        args_error(cmd, "--steps %d is out of range [1, %d] (the schedule's num_train_timesteps)", o->steps, s->T);
+        return EXIT_USAGE;
+    }
+    if (o->kind != SAMPLER_DDIM && a->eta != 0) {
+        args_error(cmd, "--eta applies to --sampler ddim only");
+        return EXIT_USAGE;
+    }
+    if ((a->threshold || a->threshold_max) && o->x0 != X0_THRESHOLD && !(o->x0 == X0_CONFIG && s->thresholding)) {
+        args_error(cmd, "--threshold and --threshold-max apply to --x0 threshold only");
+        return EXIT_USAGE;
+    }
+    if (sampler_check(s, o, &err)) {
+        args_error(cmd, "%s", err.msg);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+void cli_sampler_desc(const sampler_opts *o, const schedule *s, char *buf, size_t len)
+{
+    x0_mode m = o->x0 != X0_CONFIG ? o->x0 : s->thresholding ? X0_THRESHOLD : s->clip_sample ? X0_CLIP : X0_NONE;
+    char x0[64];
+    if (m == X0_THRESHOLD)
+        snprintf(x0, sizeof x0, "threshold %g max %g", (double)(o->threshold_ratio > 0 ? o->threshold_ratio : s->threshold_ratio),
+                 (double)(o->threshold_max > 0 ? o->threshold_max : s->sample_max));
+    else
+        snprintf(x0, sizeof x0, "%s", m == X0_CLIP ? "clip" : "none");
+    snprintf(buf, len, "%s, %d steps%s, %s spacing, x0 %s%s", sampler_name(o->kind), o->steps,
+             o->kind == SAMPLER_DDIM && o->eta > 0 ? ", eta > 0" : "", o->spacing ? o->spacing : s->timestep_spacing, x0,
+             o->raw ? ", raw" : "");
 }

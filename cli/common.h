@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "core/status.h"
+#include "diffusion/sampler.h"
 
 /* The --threads flag every compute command takes (0 = every CPU we may use). */
 #define ARG_THREADS(dst) {"threads", ARG_INT, (dst), "N", "CPU threads (0 = all available)", 0, 4096, NULL, 0, 0}
@@ -32,5 +33,43 @@ int cli_load_images(const arg_cmd *cmd, const char *dir, const char *src, int li
  * which must exist) into s. Returns 0, or EXIT_USAGE after a message. */
 struct schedule;
 int cli_read_schedule(const arg_cmd *cmd, const char *dir, struct schedule *s);
+
+/* The sampler flags of `ddpm sample` and `ddpm eval fid` (sampling a model):
+ * --sampler --steps --eta --seed --spacing --x0 --threshold --threshold-max
+ * --raw. Declare a cli_sampler with CLI_SAMPLER_INIT, put CLI_SAMPLER_SPECS in
+ * the flag table, and after args_parse turn it into options with
+ * cli_sampler_opts. */
+typedef struct cli_sampler {
+    const char *sampler, *spacing, *x0;
+    long long steps, seed;
+    double eta, threshold, threshold_max;
+    int raw;
+} cli_sampler;
+
+#define CLI_SAMPLER_DEFAULT "dpm++2m" /* see docs/quality.md for why */
+#define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "config", 0, 0, 0.0, 0.0, 0.0, 0}
+#define CLI_SAMPLER_SPECS(a)                                                                                         \
+    {"sampler", ARG_CHOICE, &(a)->sampler, "ddpm|ddim|dpm++2m", "sampling algorithm", 0, 0, "ddpm|ddim|dpm++2m", 0, 0}, \
+    {"steps", ARG_INT, &(a)->steps, "K", "network calls in 1..T (default: T for ddpm, 50 for ddim, 20 for dpm++2m)", \
+     1, SCHED_MAX_T, NULL, 0, 0},                                                                                     \
+    {"eta", ARG_FLOAT, &(a)->eta, "X", "DDIM noise scale in [0, 1] (0 = deterministic)", 0, 1, NULL, 0, 0},          \
+    {"seed", ARG_INT, &(a)->seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},                                     \
+    {"spacing", ARG_CHOICE, &(a)->spacing, "config|leading|trailing|linspace",                                       \
+     "timestep spacing (config: the scheduler_config's timestep_spacing)", 0, 0, "config|leading|trailing|linspace", 0, 0}, \
+    {"x0", ARG_CHOICE, &(a)->x0, "config|none|clip|threshold",                                                       \
+     "what is done to each predicted x0: config (scheduler_config: thresholding, else clip_sample), none, clip "    \
+     "(to +-clip_sample_range) or threshold (dynamic thresholding)", 0, 0, "config|none|clip|threshold", 0, 0},    \
+    {"threshold", ARG_FLOAT, &(a)->threshold, "P", "--x0 threshold: percentile of |x0| (default: the config's "   \
+     "dynamic_thresholding_ratio, 0.995)", 1e-6, 1, NULL, 0, 0},                                                   \
+    {"threshold-max", ARG_FLOAT, &(a)->threshold_max, "X", "--x0 threshold: largest threshold (default: the "     \
+     "config's sample_max_value, 1 = plain clipping)", 1, 1e6, NULL, 0, 0},                                        \
+    {"raw", ARG_FLAG, &(a)->raw, NULL, "keep the final samples as computed (default: clamped to [-1, 1])", 0, 0, NULL, 0, 0}
+
+/* The sampler options the flags ask for, checked against the schedule s
+ * (steps at most T, eta for DDIM only). Returns 0, or EXIT_USAGE after a message. */
+int cli_sampler_opts(const arg_cmd *cmd, const cli_sampler *a, const schedule *s, sampler_opts *o);
+
+/* "dpm++2m, 20 steps, x0 clip" and the like, for logs. */
+void cli_sampler_desc(const sampler_opts *o, const schedule *s, char *buf, size_t len);
 
 #endif

@@ -3,9 +3,11 @@
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
 pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
-# --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid from PyPI).
+# --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid and diffusers
+# from PyPI, with the Debian packages diffusers imports).
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(python3-torch python3-torchvision python3-scipy python3-numpy python3-pil python3-pip)
+    pkgs+=(python3-torch python3-torchvision python3-scipy python3-numpy python3-pil python3-pip
+           python3-packaging python3-filelock python3-requests python3-regex python3-yaml python3-tqdm)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -18,8 +20,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The real reference packages, pinned, beside Debian's torch (their other imports are Debian's).
+# The real reference packages, pinned, beside Debian's torch (their other imports are Debian's;
+# huggingface_hub and safetensors, which Debian 12 lacks, pinned from PyPI too).
 if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c 'import pytorch_fid' 2>/dev/null; then
     echo "install-deps: installing pytorch-fid==0.3.0 from PyPI"
     $sudo /usr/bin/python3 -m pip install -q --break-system-packages --no-deps pytorch-fid==0.3.0
+fi
+if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c 'import diffusers' 2>/dev/null; then
+    echo "install-deps: installing diffusers==0.31.0 (huggingface_hub==0.26.2, safetensors==0.4.5) from PyPI"
+    $sudo /usr/bin/python3 -m pip install -q --break-system-packages --no-deps diffusers==0.31.0 \
+        huggingface_hub==0.26.2 safetensors==0.4.5
 fi

@@ -143,7 +143,13 @@ static void test_usage_errors(void) {
     expect("sample --model " MODEL " --out /tmp/x --eta 0.x --sampler ddim", 2, "--eta expects a number");
     expect("sample --model " MODEL " --out /tmp/x --n 0", 2, "--n 0 is out of range");
     expect("sample --model " MODEL " --out /tmp/x --batch -1", 2, "--batch -1 is out of range");
-    expect("sample --model " MODEL " --out /tmp/x --sampler foo", 2, "--sampler must be one of ddpm|ddim, got 'foo'");
+    expect("sample --model " MODEL " --out /tmp/x --sampler foo", 2, "--sampler must be one of ddpm|ddim|dpm++2m, got 'foo'");
+    expect("sample --model " MODEL " --out /tmp/x --sampler dpm++2m --eta 0.5", 2, "--eta applies to --sampler ddim only");
+    expect("sample --model " MODEL " --out /tmp/x --sampler dpm++2m --steps 1000", 2, "need N < num_train_timesteps");
+    expect("sample --model " MODEL " --out /tmp/x --x0 foo", 2, "--x0 must be one of config|none|clip|threshold");
+    expect("sample --model " MODEL " --out /tmp/x --x0 none --threshold 0.9", 2, "apply to --x0 threshold only");
+    expect("sample --model " MODEL " --out /tmp/x --x0 threshold --threshold-max 0.5", 2, "--threshold-max 0.5 is out of range");
+    expect("sample --model " MODEL " --out /tmp/x --spacing foo", 2, "--spacing must be one of");
     expect("sample --model " MODEL " --out /tmp/x --steps 0", 2, "--steps 0 is out of range");
     expect("sample --model " MODEL " --out /tmp/x --steps 1001", 2, "--steps 1001 is out of range [1, 1000]");
     expect("sample --model " MODEL " --out /tmp/x --sampler ddim --steps 5000", 2, "out of range [1, 1000]");
@@ -371,6 +377,16 @@ static void test_train(void) {
     expect(a, 0, "training step          5");
     snprintf(a, sizeof a, "sample --model %s --out %s/s --n 2 --sampler ddim --steps 2 --threads 1", run, tmp);
     expect(a, 0, "samples.npy");
+
+    /* --recipe short sets the defaults it names; a flag given explicitly wins, and resuming keeps them. */
+    snprintf(a, sizeof a, "train --out %s/short --recipe short --batch 4 --limit 16 --steps 1 --threads 1", tmp);
+    expect(a, 0, "done at step 1");
+    snprintf(a, sizeof a, "info --model %s/short", tmp);
+    expect(a, 0, "\"batch\":4,\"lr\":0.001,\"warmup\":200");
+    expect(a, 0, "\"ema\":0.999,");
+    expect(a, 0, "dropout                0\n");
+    snprintf(a, sizeof a, "train --out %s/short --resume --recipe paper", tmp);
+    expect(a, 2, "--recipe cannot change when resuming");
 
     /* Ctrl-C: the step finishes, the checkpoint is saved, the status is 130. */
     char cmd[9000];

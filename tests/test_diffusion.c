@@ -1,5 +1,6 @@
-/* test_diffusion.c -- the schedule tables, q_sample, L_simple, DDPM / DDIM
- * steps, timestep lists and bits/dim terms against the PyTorch reference
+/* test_diffusion.c -- the schedule tables, q_sample, L_simple, the x0
+ * prediction (x0_from_eps, clip, dynamic thresholding), DDPM / DDIM steps,
+ * timestep lists and bits/dim terms against the PyTorch reference
  * (tests/fixtures/diffusion.safetensors, written by tools/fixtures_diffusion.py;
  * see tools/FIXTURES_DIFFUSION.md), the scheduler values of DIFFUSERS.md
  * section 6, and every user error of the scheduler config and timestep API.
@@ -45,6 +46,14 @@ static void cmp(st_file *f, const char *name, const float *got, size_t n, double
     float *ref = get(f, name, n);
     if (ref) check_close(name, got, ref, n, atol, rtol);
     free(ref);
+}
+
+/* The x0 the steps take, as the samplers make it from eps: x0_from_eps, then
+ * clipped to +-clip_range when the schedule has clip_sample (the fixtures'
+ * DDPM/DDIM steps clip unless named "noclip"). */
+static void pred_x0(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
+    x0_from_eps(s, t, eps, xt, x0, n);
+    if (s->clip_sample) x0_clip(x0, n, s->clip_range);
 }
 
 static void check_tables(st_file *f, const char *prefix, const schedule *s) {
@@ -122,12 +131,13 @@ static void test_section6_table(void) {
                   got[k], ref[k]);
     }
     /* the DDPM step's own sigma (fixed_small / fixed_large) at t = 500: x_prev - mean = sigma * z */
-    float xt = 0.3f, e = -0.2f, z = 1.0f, out1, out0;
-    ddpm_step(&s, 500, 499, &e, &xt, &z, &out1, NULL, 1);
-    ddpm_step(&s, 500, 499, &e, &xt, NULL, &out0, NULL, 1);
+    float xt = 0.3f, e = -0.2f, z = 1.0f, x0, out1, out0;
+    pred_x0(&s, 500, &e, &xt, &x0, 1);
+    ddpm_step(&s, 500, 499, &x0, &xt, &z, &out1, 1);
+    ddpm_step(&s, 500, 499, &x0, &xt, NULL, &out0, 1);
     CHECK(fabs((out1 - out0) - 0.1002564) < 2e-6, "fixed_small sigma(500) = %.8g", (double)(out1 - out0));
     s.variance_type = SCHED_FIXED_LARGE;
-    ddpm_step(&s, 500, 499, &e, &xt, &z, &out1, NULL, 1);
+    ddpm_step(&s, 500, 499, &x0, &xt, &z, &out1, 1);
     CHECK(fabs((out1 - out0) - 0.1002994) < 2e-6, "fixed_large sigma(500) = %.8g", (double)(out1 - out0));
     schedule_free(&s);
 }
@@ -167,6 +177,184 @@ static void test_q_sample_and_loss(void) {
     schedule_free(&s);
 }
 
+/* x0_from_eps is diffusers' pred_original_sample (xt - sqrt(1-ab) eps) / sqrt(ab),
+ * unclipped, also in place; x0_clip clamps to +-r. */
+static void test_x0_from_eps(void) {
+    schedule s;
+    ddpm_err err;
+    CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
+    st_file f = {0};
+    if (open_fixture(&f)) {
+        schedule_free(&s);
+        return;
+    }
+    float *xt = get(&f, "step.xt", NX), *eps = get(&f, "step.eps", NX);
+    float x0[NX], buf[NX];
+    if (xt && eps) {
+        const int ts[4] = {0, 1, 500, 999};
+        for (int k = 0; k < 4; k++) {
+            int t = ts[k];
+            double ab = s.alphas_cumprod[t];
+            x0_from_eps(&s, t, eps, xt, x0, NX);
+            double maxerr = 0;
+            for (int i = 0; i < NX; i++) {
+                double ref = ((double)xt[i] - sqrt(1.0 - ab) * (double)eps[i]) / sqrt(ab);
+                double mag = (fabs(xt[i]) + sqrt(1.0 - ab) * fabs(eps[i])) / sqrt(ab); /* the terms' size */
+                double e = fabs(x0[i] - ref) / (mag + 1e-30);
+                maxerr = e > maxerr ? e : maxerr;
+            }
+            /* float arithmetic, a few roundings, relative to the terms (the
+             * difference cancels: at t = 999 x0 = 157 (xt - 0.99998 eps)) */
+            CHECK(maxerr < 1e-6, "x0_from_eps(t=%d) vs the formula: max rel err %.3g", t, maxerr);
+            memcpy(buf, xt, sizeof buf);
+            x0_from_eps(&s, t, eps, buf, buf, NX);
+            CHECK(!memcmp(buf, x0, sizeof buf), "x0_from_eps(t=%d) in place on xt differs", t);
+        }
+        /* the fixture's unclipped prediction, and its clip */
+        x0_from_eps(&s, 500, eps, xt, x0, NX);
+        cmp(&f, "ddpm.fixed_small.noclip.t500.x0_pred", x0, NX, 1e-5, 1e-5);
+        x0_clip(x0, NX, 1.0f);
+        cmp(&f, "ddpm.fixed_small.t500.x0_pred", x0, NX, 1e-5, 1e-5);
+    }
+    float v[5] = {-3.0f, -0.5f, 0.0f, 2.5f, 2.4f};
+    x0_clip(v, 5, 2.4f);
+    CHECK(v[0] == -2.4f && v[1] == -0.5f && v[2] == 0.0f && v[3] == 2.4f && v[4] == 2.4f,
+          "x0_clip(2.4): %g %g %g %g %g", (double)v[0], (double)v[1], (double)v[2], (double)v[3], (double)v[4]);
+    free(xt), free(eps);
+    st_close(&f);
+    schedule_free(&s);
+}
+
+/* Runs x0_threshold on a copy of x[n] and checks the scale s and the result
+ * against hand-computed values (relative tolerance 1e-6). */
+static void expect_threshold(const char *what, const float *x, size_t n, float ratio, float smax, double want_s,
+                             const double *want) {
+    float y[16], scr[16];
+    DDPM_ASSERT(n <= 16);
+    memcpy(y, x, n * sizeof *x);
+    float got = x0_threshold(y, n, ratio, smax, scr);
+    CHECK(fabs(got - want_s) <= 1e-6 * want_s, "%s: s = %.9g, expected %.9g", what, (double)got, want_s);
+    for (size_t i = 0; i < n; i++)
+        CHECK(fabs(y[i] - want[i]) <= 1e-6 * (fabs(want[i]) + 1e-30), "%s: x[%zu] = %.9g, expected %.9g", what, i,
+              (double)y[i], want[i]);
+}
+
+/* torch.quantile of |x0| over the image, clamped to [1, smax], sorted by a
+ * plain qsort: an independent order statistic for the quickselect. */
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+static float ref_quantile(const float *x, size_t n, float ratio) {
+    float *a = malloc(n * sizeof *a);
+    for (size_t i = 0; i < n; i++) a[i] = fabsf(x[i]);
+    qsort(a, n, sizeof *a, cmp_float);
+    float rank = ratio * (float)(n - 1);
+    size_t lo = (size_t)rank, hi = (size_t)ceilf(rank);
+    float w = rank - (float)lo, lo_v = a[lo], hi_v = a[hi < n ? hi : n - 1];
+    free(a);
+    return w < 0.5f ? lo_v + w * (hi_v - lo_v) : hi_v - (hi_v - lo_v) * (1.0f - w);
+}
+
+/* Dynamic thresholding: s = torch.quantile(|x0|, ratio) (rank ratio*(n-1) in
+ * float, linear interpolation), clamped to [1, smax]; x0 = clamp(x0, +-s) / s.
+ * Hand-computed values, then the quickselect against a sort on larger images
+ * with many ties. */
+static void test_x0_threshold(void) {
+    /* |x| sorted: 0.5 1.5 2 3 4 */
+    const float a[5] = {-4.0f, 3.0f, 0.5f, -2.0f, 1.5f};
+    /* ratio 0.6: rank 2.4, s = 2 + 0.4 (3 - 2) = 2.4 (the lerp's w < 0.5 branch) */
+    const double r06[5] = {-1, 1, 0.5 / 2.4, -2 / 2.4, 1.5 / 2.4};
+    expect_threshold("ratio 0.6", a, 5, 0.6f, 10.0f, 2.4, r06);
+    /* ratio 0.9: rank 3.6, s = 4 - (4 - 3) 0.4 = 3.6 (the w >= 0.5 branch) */
+    const double r09[5] = {-1, 3 / 3.6, 0.5 / 3.6, -2 / 3.6, 1.5 / 3.6};
+    expect_threshold("ratio 0.9", a, 5, 0.9f, 10.0f, 3.6, r09);
+    /* ... with smax = 3 the scale is clamped to 3 */
+    const double r09m3[5] = {-1, 1, 0.5 / 3, -2.0 / 3, 0.5};
+    expect_threshold("ratio 0.9, smax 3", a, 5, 0.9f, 3.0f, 3.0, r09m3);
+    /* ratio 1: the max (rank n-1 exactly, no upper neighbour) */
+    const double r1[5] = {-1, 0.75, 0.125, -0.5, 0.375};
+    expect_threshold("ratio 1", a, 5, 1.0f, 10.0f, 4.0, r1);
+    /* a quantile below 1: s = 1, the image is only clipped to [-1, 1]
+     * (|x| sorted 0.1 0.2 0.5 3, ratio 0.5: rank 1.5, q = 0.35) */
+    const float b[4] = {0.1f, -0.2f, 0.5f, 3.0f};
+    const double rb[4] = {0.1f, -0.2f, 0.5f, 1.0};
+    expect_threshold("quantile < 1", b, 4, 0.5f, 5.0f, 1.0, rb);
+    /* n = 1: s = |x| clamped to [1, smax] */
+    const float c1 = -2.5f, c2 = 0.3f, c3 = 5.0f;
+    const double rc1 = -1, rc2 = 0.3f, rc3 = 1;
+    expect_threshold("n=1, |x| = 2.5", &c1, 1, 0.995f, 10.0f, 2.5, &rc1);
+    expect_threshold("n=1, |x| = 0.3", &c2, 1, 0.995f, 10.0f, 1.0, &rc2);
+    expect_threshold("n=1, |x| = 5, smax 2", &c3, 1, 0.995f, 2.0f, 2.0, &rc3);
+    /* ties: |x| sorted 0 1.5 1.5 3 3 3, ratio 0.5: rank 2.5 between the tied 1.5
+     * and the tied 3, s = 3 - 1.5 * 0.5 = 2.25 */
+    const float d[6] = {1.5f, -3.0f, 0.0f, 3.0f, -1.5f, -3.0f};
+    const double rd[6] = {1.5 / 2.25, -1, 0, 1, -1.5 / 2.25, -1};
+    expect_threshold("ties", d, 6, 0.5f, 10.0f, 2.25, rd);
+    /* all equal: s = 2 whatever the ratio */
+    const float e[6] = {2, -2, 2, -2, 2, 2};
+    const double re[6] = {1, -1, 1, -1, 1, 1};
+    expect_threshold("all tied", e, 6, 0.3f, 10.0f, 2.0, re);
+
+    /* bit for bit with torch.quantile (values from torch 1.13): its lerp is
+     * a + w (b - a) for w < 0.5 but b - (b - a) (1 - w) above, which here
+     * differs from the first form by an ulp (4.4000001 vs 4.3999996) */
+    {
+        float y[5] = {-2.375f, -4.875f, 2.5f}, scr[5];
+        float sc = x0_threshold(y, 3, 0.9f, 10.0f, scr);
+        CHECK(sc == 0x1.19999ap+2f && y[0] == -0.5397726893424988f && y[1] == -1.0f && y[2] == 0.5681818127632141f,
+              "torch.quantile bits (w = 0.8): s = %a, x = %.9g %.9g %.9g", (double)sc, (double)y[0], (double)y[1],
+              (double)y[2]);
+        float z[5] = {1.875f, -4.125f, -2.0f, -1.25f, 2.5f};
+        sc = x0_threshold(z, 5, 0.995f, 10.0f, scr);
+        CHECK(sc == 0x1.05eb86p+2f && z[0] == 0.4581551253795624f && z[1] == -1.0f && z[2] == -0.488698810338974f &&
+                  z[3] == -0.30543676018714905f && z[4] == 0.6108735203742981f,
+              "torch.quantile bits (w = 0.98): s = %a", (double)sc);
+    }
+
+    /* smax = 1 is clip_sample to [-1, 1], bit for bit */
+    enum { N = 1000 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y), *scr = malloc(N * sizeof *scr);
+    uint32_t st = 12345;
+    for (int i = 0; i < N; i++) {
+        st = st * 1664525u + 1013904223u;
+        x[i] = ((float)(st >> 8) / 16777216.0f - 0.5f) * 6.0f; /* uniform in [-3, 3) */
+    }
+    memcpy(y, x, N * sizeof *x);
+    float sc = x0_threshold(y, N, 0.995f, 1.0f, scr);
+    x0_clip(x, N, 1.0f);
+    CHECK(sc == 1.0f && !memcmp(x, y, N * sizeof *x), "smax = 1 differs from x0_clip(1) (s = %g)", (double)sc);
+
+    /* the quickselect against a sort, on values with many ties (multiples of
+     * 0.25 in [-4, 4]) and on distinct ones, for several sizes and ratios */
+    const float ratios[5] = {0.995f, 0.5f, 0.9f, 0.01f, 1.0f};
+    const size_t sizes[4] = {2, 7, 48, N};
+    int bad = 0;
+    for (int tie = 0; tie < 2; tie++)
+        for (int si = 0; si < 4; si++)
+            for (int ri = 0; ri < 5; ri++) {
+                size_t n = sizes[si];
+                for (size_t i = 0; i < n; i++) {
+                    st = st * 1664525u + 1013904223u;
+                    float u = (float)(st >> 8) / 16777216.0f; /* [0, 1) */
+                    x[i] = tie ? (float)((int)(u * 33.0f) - 16) * 0.25f : (u - 0.5f) * 10.0f;
+                }
+                memcpy(y, x, n * sizeof *x);
+                float q = ref_quantile(x, n, ratios[ri]), want = q < 1 ? 1 : q > 3.5f ? 3.5f : q;
+                float got = x0_threshold(y, n, ratios[ri], 3.5f, scr);
+                int ok = got == want;
+                for (size_t i = 0; i < n && ok; i++) {
+                    float v = x[i] < -want ? -want : x[i] > want ? want : x[i];
+                    ok = y[i] == v / want;
+                }
+                if (!ok && bad++ < 5)
+                    CHECK(0, "threshold %s n=%zu ratio %g: s = %.9g, sorted reference %.9g", tie ? "ties" : "distinct",
+                          n, (double)ratios[ri], (double)got, (double)want);
+            }
+    CHECK(bad == 0, "%d threshold cases differ from the sorted reference", bad);
+    free(x), free(y), free(scr);
+}
+
 static void test_ddpm_step(void) {
     schedule s;
     ddpm_err err;
@@ -186,7 +374,8 @@ static void test_ddpm_step(void) {
             for (int k = 0; k < 2; k++) {
                 int t = k ? 0 : 500, prev = t - 1;
                 /* z is ignored at t == 0 (pass it anyway to check that) */
-                ddpm_step(&s, t, prev, eps, xt, z, xp, x0, NX);
+                pred_x0(&s, t, eps, xt, x0, NX);
+                ddpm_step(&s, t, prev, x0, xt, z, xp, NX);
                 snprintf(name, sizeof name, "ddpm.%s.t%d.x_prev", vts[v], t);
                 cmp(&f, name, xp, NX, 1e-5, 1e-5);
                 snprintf(name, sizeof name, "ddpm.%s.t%d.x0_pred", vts[v], t);
@@ -194,17 +383,26 @@ static void test_ddpm_step(void) {
             }
         }
         s.variance_type = SCHED_FIXED_SMALL;
-        /* in place on the xt buffer, no x0 output */
+        /* in place on the xt buffer */
         float buf[NX];
         memcpy(buf, xt, sizeof buf);
-        ddpm_step(&s, 500, 499, eps, buf, z, buf, NULL, NX);
+        pred_x0(&s, 500, eps, buf, x0, NX);
+        ddpm_step(&s, 500, 499, x0, buf, z, buf, NX);
+        cmp(&f, "ddpm.fixed_small.t500.x_prev", buf, NX, 1e-5, 1e-5);
+        /* in place on the x0 buffer, and x0_from_eps in place on the eps buffer */
+        memcpy(buf, eps, sizeof buf);
+        x0_from_eps(&s, 500, buf, xt, buf, NX);
+        x0_clip(buf, NX, s.clip_range);
+        ddpm_step(&s, 500, 499, buf, xt, z, buf, NX);
         cmp(&f, "ddpm.fixed_small.t500.x_prev", buf, NX, 1e-5, 1e-5);
         /* strided step (set_timesteps(50): 500 -> 480) */
-        ddpm_step(&s, 500, 480, eps, xt, z, xp, NULL, NX);
+        pred_x0(&s, 500, eps, xt, x0, NX);
+        ddpm_step(&s, 500, 480, x0, xt, z, xp, NX);
         cmp(&f, "ddpm.fixed_small.t500p480.x_prev", xp, NX, 1e-5, 1e-5);
         /* without clipping the predicted x0 leaves [-1, 1] */
         s.clip_sample = 0;
-        ddpm_step(&s, 500, 499, eps, xt, z, xp, x0, NX);
+        pred_x0(&s, 500, eps, xt, x0, NX);
+        ddpm_step(&s, 500, 499, x0, xt, z, xp, NX);
         cmp(&f, "ddpm.fixed_small.noclip.t500.x_prev", xp, NX, 1e-5, 1e-5);
         cmp(&f, "ddpm.fixed_small.noclip.t500.x0_pred", x0, NX, 1e-5, 1e-5);
         float mx = 0;
@@ -236,7 +434,8 @@ static void test_ddim_step(void) {
         for (int e = 0; e < 2; e++) {
             for (int k = 0; k < 2; k++) {
                 int t = k ? 0 : 500;
-                ddim_step(&s, t, ddim_prev_t(1000, 50, t), etas[e], eps, xt, e ? z : NULL, xp, x0, NX);
+                pred_x0(&s, t, eps, xt, x0, NX);
+                ddim_step(&s, t, ddim_prev_t(1000, 50, t), etas[e], x0, eps, xt, e ? z : NULL, xp, NX);
                 snprintf(name, sizeof name, "ddim.%s.n50.t%d.x_prev", en[e], t);
                 cmp(&f, name, xp, NX, 1e-5, 1e-5);
                 snprintf(name, sizeof name, "ddim.%s.n50.t%d.x0_pred", en[e], t);
@@ -245,10 +444,16 @@ static void test_ddim_step(void) {
         }
         /* eta = 0 ignores z; the last step (alphabar_prev = 1) returns x0_pred exactly */
         float xp2[NX];
-        ddim_step(&s, 500, 480, 0.0f, eps, xt, NULL, xp, NULL, NX);
-        ddim_step(&s, 500, 480, 0.0f, eps, xt, z, xp2, NULL, NX);
+        pred_x0(&s, 500, eps, xt, x0, NX);
+        ddim_step(&s, 500, 480, 0.0f, x0, eps, xt, NULL, xp, NX);
+        ddim_step(&s, 500, 480, 0.0f, x0, eps, xt, z, xp2, NX);
         CHECK(!memcmp(xp, xp2, sizeof xp), "eta=0 must not use z");
-        ddim_step(&s, 0, -20, 0.5f, eps, xt, z, xp, x0, NX);
+        /* in place on the xt buffer */
+        memcpy(xp2, xt, sizeof xp2);
+        ddim_step(&s, 500, 480, 0.0f, x0, eps, xp2, NULL, xp2, NX);
+        CHECK(!memcmp(xp, xp2, sizeof xp), "ddim_step in place on xt differs");
+        pred_x0(&s, 0, eps, xt, x0, NX);
+        ddim_step(&s, 0, -20, 0.5f, x0, eps, xt, z, xp, NX);
         CHECK(!memcmp(xp, x0, sizeof xp), "final DDIM step must return x0_pred");
     }
     free(xt), free(eps), free(z);
@@ -387,21 +592,58 @@ static void test_json(void) {
     /* round trip */
     char *txt = schedule_to_json(&s);
     CHECK(txt && strstr(txt, "\"_class_name\"") && strstr(txt, "\"DDPMScheduler\"") &&
-              strstr(txt, "\"fixed_large\""),
+              strstr(txt, "\"fixed_large\"") && strstr(txt, "\"thresholding\""),
           "to_json: %s", txt ? txt : "(null)");
     if (txt) {
         CHECK(!schedule_from_json(&s2, txt, &err), "%s", err.msg);
         CHECK(same_tables(&s, &s2) && s2.variance_type == s.variance_type && s2.clip_sample == s.clip_sample &&
-                  s2.beta_start == s.beta_start && s2.beta_end == s.beta_end,
+                  s2.beta_start == s.beta_start && s2.beta_end == s.beta_end && !s2.thresholding &&
+                  s2.threshold_ratio == 0.995f && s2.sample_max == 1.0f,
               "round trip");
         schedule_free(&s2);
     }
     free(txt);
     schedule_free(&s);
 
-    /* defaults */
+    /* defaults (thresholding off, diffusers' ratio 0.995 and sample_max_value 1) */
     CHECK(!schedule_from_json(&s, "{}", &err), "%s", err.msg);
     CHECK(s.variance_type == SCHED_FIXED_SMALL && s.clip_sample && same_tables(&s, &ref), "defaults");
+    CHECK(!s.thresholding && s.threshold_ratio == 0.995f && s.sample_max == 1.0f, "thresholding defaults %d %g %g",
+          s.thresholding, (double)s.threshold_ratio, (double)s.sample_max);
+    CHECK(!ref.thresholding && ref.threshold_ratio == 0.995f && ref.sample_max == 1.0f, "schedule_init defaults");
+    schedule_free(&s);
+
+    /* dynamic thresholding parses (alone, with the defaults; and with its
+     * parameters at and inside their bounds) and round-trips */
+    CHECK(!schedule_from_json(&s, "{\"thresholding\": true}", &err), "%s", err.msg);
+    CHECK(s.thresholding == 1 && s.threshold_ratio == 0.995f && s.sample_max == 1.0f && s.clip_sample,
+          "thresholding alone");
+    schedule_free(&s);
+    CHECK(!schedule_from_json(&s, "{\"dynamic_thresholding_ratio\": 1, \"sample_max_value\": 1e6}", &err), "%s",
+          err.msg);
+    CHECK(!s.thresholding && s.threshold_ratio == 1.0f && s.sample_max == 1e6f, "thresholding bounds");
+    schedule_free(&s);
+    CHECK(!schedule_from_json(&s,
+                              "{\"thresholding\": true, \"dynamic_thresholding_ratio\": 0.9, "
+                              "\"sample_max_value\": 2.5, \"clip_sample\": false}",
+                              &err),
+          "%s", err.msg);
+    CHECK(s.thresholding == 1 && s.threshold_ratio == 0.9f && s.sample_max == 2.5f && !s.clip_sample &&
+              same_tables(&s, &ref),
+          "thresholding fields %d %g %g", s.thresholding, (double)s.threshold_ratio, (double)s.sample_max);
+    txt = schedule_to_json(&s);
+    CHECK(txt && strstr(txt, "\"thresholding\"") && strstr(txt, "\"dynamic_thresholding_ratio\"") &&
+              strstr(txt, "\"sample_max_value\""),
+          "to_json with thresholding: %s", txt ? txt : "(null)");
+    if (txt) {
+        CHECK(!schedule_from_json(&s2, txt, &err), "%s", err.msg);
+        CHECK(s2.thresholding == 1 && s2.threshold_ratio == 0.9f && s2.sample_max == 2.5f && !s2.clip_sample &&
+                  same_tables(&s, &s2),
+              "thresholding round trip: %d %.9g %.9g", s2.thresholding, (double)s2.threshold_ratio,
+              (double)s2.sample_max);
+        schedule_free(&s2);
+    }
+    free(txt);
     schedule_free(&s);
 
     /* DDIM-style keys, cosine, options */
@@ -463,7 +705,14 @@ static void test_json(void) {
     expect_json_error("{\"beta_end\": 1.5}", "beta_end < 1");
     expect_json_error("{\"beta_start\": 0}", "0 < beta_start");
     expect_json_error("{\"clip_sample_range\": 0}", "clip_sample_range");
-    expect_json_error("{\"thresholding\": true}", "thresholding");
+    expect_json_error("{\"thresholding\": 1}", "\"thresholding\" must be true or false");
+    expect_json_error("{\"thresholding\": true, \"dynamic_thresholding_ratio\": 0}", "dynamic_thresholding_ratio");
+    expect_json_error("{\"dynamic_thresholding_ratio\": 1.5}", "dynamic_thresholding_ratio");
+    expect_json_error("{\"dynamic_thresholding_ratio\": -0.5}", "dynamic_thresholding_ratio");
+    expect_json_error("{\"dynamic_thresholding_ratio\": \"0.9\"}", "dynamic_thresholding_ratio");
+    expect_json_error("{\"sample_max_value\": 0.5}", "sample_max_value");
+    expect_json_error("{\"sample_max_value\": 2e6}", "sample_max_value");
+    expect_json_error("{\"sample_max_value\": null}", "sample_max_value");
     expect_json_error("{\"rescale_betas_zero_snr\": true}", "rescale_betas_zero_snr");
     expect_json_error("{\"timestep_spacing\": \"middle\"}", "timestep_spacing");
     expect_json_error("{\"steps_offset\": -1}", "steps_offset");
@@ -497,5 +746,6 @@ static void test_init_errors(void) {
     schedule_free(&s);
 }
 
-TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_ddpm_step, test_ddim_step, test_timesteps,
+TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_x0_threshold,
+          test_ddpm_step, test_ddim_step, test_timesteps,
           test_vlb_terms, test_json, test_init_errors)

@@ -60,20 +60,63 @@ int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out,
     return 0;
 }
 
-/* x0 = (xt - sb*eps)/sa, clamped to +-r if clip. */
-static inline float pred_x0(float xt, float e, float sa, float sb, int clip, float r) {
-    float x0 = (xt - sb * e) / sa;
-    if (clip) x0 = x0 < -r ? -r : x0 > r ? r : x0;
-    return x0;
+void x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
+    DDPM_ASSERT(t >= 0 && t < s->T);
+    const float sa = (float)sqrt((double)s->alphas_cumprod[t]), sb = (float)sqrt(1.0 - (double)s->alphas_cumprod[t]);
+    for (size_t i = 0; i < n; i++) x0[i] = (xt[i] - sb * eps[i]) / sa;
 }
 
-void ddpm_step(const schedule *s, int t, int prev_t, const float *eps, const float *xt, const float *z,
-               float *x_prev, float *x0_pred, size_t n) {
+void x0_clip(float *x0, size_t n, float r) {
+    for (size_t i = 0; i < n; i++) x0[i] = x0[i] < -r ? -r : x0[i] > r ? r : x0[i];
+}
+
+/* The k-th smallest of v[0..n-1] (0-based), reordering v so that every
+ * v[j] with j > k is >= it (quickselect with three-way partitions). */
+static float select_kth(float *v, size_t n, size_t k) {
+    size_t lo = 0, hi = n; /* v[k] lies in [lo, hi) */
+    while (hi - lo > 1) {
+        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1];
+        float p = a < b ? (b < c ? b : a < c ? c : a) : (a < c ? a : b < c ? c : b);
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            float x = v[i];
+            if (x < p) v[i++] = v[lt], v[lt++] = x;
+            else if (x > p) v[i] = v[--gt], v[gt] = x;
+            else i++;
+        }
+        if (k < lt) hi = lt;
+        else if (k >= gt) lo = gt;
+        else return p;
+    }
+    return v[k];
+}
+
+float x0_threshold(float *x0, size_t n, float ratio, float smax, float *scratch) {
+    DDPM_ASSERT(n >= 1 && ratio > 0 && ratio <= 1 && smax >= 1);
+    for (size_t i = 0; i < n; i++) scratch[i] = fabsf(x0[i]);
+    /* torch.quantile: rank = q (n-1) in float, lerp between the order statistics below and above it */
+    float rank = ratio * (float)(n - 1);
+    size_t below = (size_t)rank;
+    if (below > n - 1) below = n - 1;
+    float w = rank - (float)below;
+    float a = select_kth(scratch, n, below), b = below + 1 < n ? scratch[below + 1] : a;
+    for (size_t i = below + 2; i < n; i++)
+        if (scratch[i] < b) b = scratch[i];
+    float q = w < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
+    float sc = q < 1.0f ? 1.0f : q > smax ? smax : q;
+    for (size_t i = 0; i < n; i++) {
+        float v = x0[i] < -sc ? -sc : x0[i] > sc ? sc : x0[i];
+        x0[i] = v / sc;
+    }
+    return sc;
+}
+
+void ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
+               float *x_prev, size_t n) {
     DDPM_ASSERT(t >= 0 && t < s->T && prev_t >= -1 && prev_t < t);
     double ab = s->alphas_cumprod[t], ab_prev = prev_t >= 0 ? (double)s->alphas_cumprod[prev_t] : 1.0;
     double bt = 1.0 - ab, bt_prev = 1.0 - ab_prev;
     double cur_alpha = ab / ab_prev, cur_beta = 1.0 - cur_alpha;
-    const float sa = (float)sqrt(ab), sb = (float)sqrt(bt);
     const float c0 = (float)(sqrt(ab_prev) * cur_beta / bt);
     const float ct = (float)(sqrt(cur_alpha) * bt_prev / bt);
     double var;
@@ -84,14 +127,10 @@ void ddpm_step(const schedule *s, int t, int prev_t, const float *eps, const flo
         if (var < 1e-20) var = 1e-20;
     }
     const float sigma = (float)sqrt(var);
-    const int noise = t > 0 && z != NULL, clip = s->clip_sample;
-    const float r = s->clip_range;
+    const int noise = t > 0 && z != NULL;
     for (size_t i = 0; i < n; i++) {
-        float x = xt[i], e = eps[i], zi = noise ? z[i] : 0.0f;
-        float x0 = pred_x0(x, e, sa, sb, clip, r);
-        float mean = c0 * x0 + ct * x;
-        x_prev[i] = noise ? mean + sigma * zi : mean;
-        if (x0_pred) x0_pred[i] = x0;
+        float mean = c0 * x0[i] + ct * xt[i];
+        x_prev[i] = noise ? mean + sigma * z[i] : mean;
     }
 }
 
@@ -100,9 +139,10 @@ int ddim_prev_t(int T, int N, int t) {
     return t - T / N;
 }
 
-void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *eps, const float *xt,
-               const float *z, float *x_prev, float *x0_pred, size_t n) {
+void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *x0, const float *eps,
+               const float *xt, const float *z, float *x_prev, size_t n) {
     DDPM_ASSERT(t >= 0 && t < s->T && prev_t < t && eta >= 0);
+    (void)xt;
     double ab = s->alphas_cumprod[t];
     double ab_prev = prev_t >= 0 ? (double)s->alphas_cumprod[prev_t]
                                  : s->set_alpha_to_one ? 1.0 : (double)s->alphas_cumprod[0];
@@ -110,17 +150,86 @@ void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *eps
     double var = bt_prev / bt * (1.0 - ab / ab_prev);
     double std = (double)eta * sqrt(var);
     double dir2 = 1.0 - ab_prev - std * std;
-    const float sa = (float)sqrt(ab), sb = (float)sqrt(bt);
     const float cx = (float)sqrt(ab_prev), ce = (float)sqrt(dir2 > 0 ? dir2 : 0.0);
     const float sigma = (float)std;
-    const int noise = eta > 0 && z != NULL, clip = s->clip_sample;
-    const float r = s->clip_range;
+    const int noise = eta > 0 && z != NULL;
     for (size_t i = 0; i < n; i++) {
-        float x = xt[i], e = eps[i], zi = noise ? z[i] : 0.0f;
-        float x0 = pred_x0(x, e, sa, sb, clip, r);
-        float out = cx * x0 + ce * e;
-        x_prev[i] = noise ? out + sigma * zi : out;
-        if (x0_pred) x0_pred[i] = x0;
+        float out = cx * x0[i] + ce * eps[i];
+        x_prev[i] = noise ? out + sigma * z[i] : out;
+    }
+}
+
+float dpm_sigma(const schedule *s, int t) {
+    DDPM_ASSERT(t < s->T);
+    if (t < 0) return 0.0f;
+    float ab = s->alphas_cumprod[t];
+    return sqrtf((1.0f - ab) / ab);
+}
+
+int dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err) {
+    if (!spacing) spacing = "linspace";
+    if (!strcmp(spacing, "trailing")) return timesteps_set(T, N, spacing, steps_offset, out, err);
+    if (N < 1) return ddpm_fail(err, "timesteps: number of inference steps = %d must be >= 1", N);
+    if (N >= T)
+        return ddpm_fail(err, "timesteps: %d DPM-Solver steps with %s spacing need N < num_train_timesteps = %d", N,
+                         spacing, T);
+    if (steps_offset < 0) return ddpm_fail(err, "timesteps: steps_offset = %d must be >= 0", steps_offset);
+    if (!strcmp(spacing, "linspace")) {
+        /* np.linspace(0, T-1, N+1).round()[::-1][:-1]: i * ((T-1)/N), the last exactly T-1 */
+        for (int i = N; i >= 1; i--) {
+            double v = i == N ? (double)(T - 1) : (double)i * ((double)(T - 1) / N);
+            out[N - i] = (int)nearbyint(v);
+        }
+    } else if (!strcmp(spacing, "leading")) {
+        int r = T / (N + 1);
+        for (int i = N; i >= 1; i--) out[N - i] = i * r + steps_offset;
+    } else {
+        return ddpm_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
+                         spacing);
+    }
+    for (int i = 0; i < N; i++)
+        if (out[i] < 0 || out[i] >= T)
+            return ddpm_fail(err, "timesteps: %s spacing with T = %d, N = %d, steps_offset = %d gives t = %d "
+                                  "outside [0, %d)", spacing, T, N, steps_offset, out[i], T);
+    return 0;
+}
+
+/* _sigma_to_alpha_sigma_t in float32: alpha = 1/sqrt(sigma^2 + 1), sigma_t = sigma alpha. */
+static void dpm_alpha_sigma(float sigma, float *alpha, float *sig) {
+    *alpha = 1.0f / sqrtf(sigma * sigma + 1.0f);
+    *sig = sigma * *alpha;
+}
+
+void dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n) {
+    float a, sg;
+    dpm_alpha_sigma(sigma, &a, &sg);
+    for (size_t i = 0; i < n; i++) x0[i] = (x[i] - sg * eps[i]) / a;
+}
+
+void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,
+              float *out, size_t n) {
+    if (sigma_t == 0.0f) { /* lambda_t = +inf: the step lands on x0 */
+        if (out != m0) memcpy(out, m0, n * sizeof *out);
+        return;
+    }
+    float at, st, a0, s0;
+    dpm_alpha_sigma(sigma_t, &at, &st);
+    dpm_alpha_sigma(sigma_s0, &a0, &s0);
+    float lt = logf(at) - logf(st), l0 = logf(a0) - logf(s0);
+    float h = lt - l0;
+    const float cx = st / s0, cm = at * (expf(-h) - 1.0f);
+    if (!m1) {
+        for (size_t i = 0; i < n; i++) out[i] = cx * x[i] - cm * m0[i];
+        return;
+    }
+    float a1, s1;
+    dpm_alpha_sigma(sigma_s1, &a1, &s1);
+    float l1 = logf(a1) - logf(s1);
+    float r0 = (l0 - l1) / h;
+    const float cd = 1.0f / r0, half = 0.5f * cm;
+    for (size_t i = 0; i < n; i++) {
+        float d1 = cd * (m0[i] - m1[i]);
+        out[i] = cx * x[i] - cm * m0[i] - half * d1;
     }
 }
 

@@ -1,7 +1,9 @@
 /* diffusion.h -- the diffusion math on flat float arrays: the forward process
- * q(x_t | x_0), the L_simple loss value, inference timestep lists, one reverse
- * step of the DDPM and DDIM samplers (diffusers DDPMScheduler.step /
- * DDIMScheduler.step semantics, epsilon prediction), and the terms of the
+ * q(x_t | x_0), the L_simple loss value, inference timestep lists, the x0
+ * prediction with clip_sample and dynamic thresholding, one reverse step of
+ * the DDPM, DDIM and DPM-Solver++ samplers (diffusers DDPMScheduler.step /
+ * DDIMScheduler.step / DPMSolverMultistepScheduler.step semantics, epsilon
+ * prediction), and the terms of the
  * variational bound used for bits/dim (paper Sec. 3.3, Eq. 13).
  *
  * Conventions: timesteps are 0-based like diffusers (t = 0..T-1 is the paper's
@@ -40,40 +42,78 @@ double loss_simple(const float *eps_pred, const float *eps, size_t n);
  */
 int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err);
 
+/* The model's prediction of x_0 from its eps at timestep t (0 <= t < T),
+ * diffusers' pred_original_sample: x0 = (xt - sqrt(1 - ab) eps) / sqrt(ab),
+ * ab = alphas_cumprod[t]. Not clipped: see x0_clip and x0_threshold. */
+void x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n);
+
+/* clip_sample: clamps x0[0..n-1] to [-r, r]. */
+void x0_clip(float *x0, size_t n, float r);
+
+/* Dynamic thresholding (Saharia et al. 2022; diffusers _threshold_sample) of
+ * one image x0[0..n-1]: s = the ratio-quantile of |x0| (linear interpolation
+ * between order statistics, as torch.quantile), clamped to [1, smax]; then
+ * x0 = clamp(x0, -s, s) / s. scratch: n floats. Returns s. With smax = 1 it
+ * is clip_sample to [-1, 1]. Requires 0 < ratio <= 1, smax >= 1, n >= 1. */
+float x0_threshold(float *x0, size_t n, float ratio, float smax, float *scratch);
+
 /* One DDPM reverse step from x_t to x_prev (diffusers DDPMScheduler.step,
- * epsilon prediction). prev_t is the next inference timestep (t-1 without
- * set_timesteps, or any -1 <= prev_t < t; -1 after the last). With
+ * epsilon prediction), given the predicted x0 (x0_from_eps, then clipped or
+ * thresholded as configured). prev_t is the next inference timestep (t-1
+ * without set_timesteps, or any -1 <= prev_t < t; -1 after the last). With
  * ab = alphas_cumprod[t], ab_prev = alphas_cumprod[prev_t] (1 if prev_t < 0),
  * a' = ab/ab_prev, b' = 1 - a':
- *   x0_pred = (x_t - sqrt(1-ab) eps) / sqrt(ab), clamped to +-clip_range if
- *             s->clip_sample;
- *   mean    = sqrt(ab_prev) b'/(1-ab) x0_pred + sqrt(a') (1-ab_prev)/(1-ab) x_t;
+ *   mean    = sqrt(ab_prev) b'/(1-ab) x0 + sqrt(a') (1-ab_prev)/(1-ab) x_t;
  *   x_prev  = mean + sigma z when t > 0 and z != NULL, else mean, with
  *             sigma^2 = max((1-ab_prev)/(1-ab) b', 1e-20) (fixed_small) or b'
  *             (fixed_large).
- * z: standard normal noise [n] (NULL = no noise; it is ignored at t == 0).
- * x0_pred may be NULL.
- */
-void ddpm_step(const schedule *s, int t, int prev_t, const float *eps, const float *xt, const float *z,
-               float *x_prev, float *x0_pred, size_t n);
+ * z: standard normal noise [n] (NULL = no noise; it is ignored at t == 0). */
+void ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
+               float *x_prev, size_t n);
 
 /* DDIM's previous timestep (DIFFUSERS.md 3.4): t - T/N (integer division),
  * whatever the spacing; may be negative at the last step. Requires N >= 1. */
 int ddim_prev_t(int T, int N, int t);
 
 /* One DDIM step (diffusers DDIMScheduler.step, epsilon prediction,
- * use_clipped_model_output false). ab_prev = alphas_cumprod[prev_t], or for
- * prev_t < 0: 1 if s->set_alpha_to_one else alphas_cumprod[0]. x0_pred as in
- * ddpm_step (clipped if configured);
+ * use_clipped_model_output false) given the predicted (processed) x0 and the
+ * model's eps. ab_prev = alphas_cumprod[prev_t], or for prev_t < 0: 1 if
+ * s->set_alpha_to_one else alphas_cumprod[0];
  *   sigma  = eta sqrt((1-ab_prev)/(1-ab) (1 - ab/ab_prev));
- *   x_prev = sqrt(ab_prev) x0_pred + sqrt(1 - ab_prev - sigma^2) eps
+ *   x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps
  *            (+ sigma z when eta > 0 and z != NULL).
  * The square root's argument is clamped at 0 (it is only negative for
  * eta > 1, where diffusers returns NaN). Requires 0 <= t < T, prev_t < t,
- * eta >= 0. z may be NULL (no noise; always so for eta == 0); x0_pred may be NULL.
- */
-void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *eps, const float *xt,
-               const float *z, float *x_prev, float *x0_pred, size_t n);
+ * eta >= 0. z may be NULL (no noise; always so for eta == 0). */
+void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *x0, const float *eps,
+               const float *xt, const float *z, float *x_prev, size_t n);
+
+/* ---- DPM-Solver++ (Lu et al. 2022), diffusers DPMSolverMultistepScheduler
+ * with algorithm_type "dpmsolver++", solver_type "midpoint", final sigma 0 ----
+ * In the sigma parametrisation x_t = alpha (x0 + sigma eps) with
+ * sigma = sqrt((1 - ab)/ab), alpha = 1/sqrt(sigma^2 + 1): the scalar
+ * arithmetic is float32 in diffusers' operation order. */
+
+/* diffusers' sigma table: sqrt((1 - ab_t) / ab_t) in float32 (t < 0: 0). */
+float dpm_sigma(const schedule *s, int t);
+
+/* The N timesteps of DPMSolverMultistepScheduler.set_timesteps(N) into
+ * out[0..N-1] (descending): "linspace" round(linspace(0, T-1, N+1)) reversed
+ * without its last (0), "leading" k * (T / (N+1)) for k = N..1 plus
+ * steps_offset, "trailing" as timesteps_set. Errors: N < 1, N >= T for
+ * "leading" or "linspace" (N > T for "trailing"), a timestep outside [0, T). */
+int dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err);
+
+/* x0 from eps in that parametrisation (convert_model_output):
+ * x0 = (x - sigma_t eps) / alpha_t with sigma_t = sigma alpha_t. */
+void dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n);
+
+/* One DPM-Solver++ step from sigma s0 to sigma t (t = 0: the final step,
+ * which returns x0). m0 is the current x0 prediction; m1 the previous step's
+ * (at sigma s1), or NULL for the first-order update (the first and the last
+ * step). out may be x. */
+void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,
+              float *out, size_t n);
 
 /* ---- variational bound terms (nats; divide totals by D ln 2 for bits/dim) ---- */
 

@@ -1,4 +1,5 @@
-/* sampler.c -- DDPM and DDIM sampling loops over the U-Net (see sampler.h). */
+/* sampler.c -- DDPM, DDIM and DPM-Solver++ 2M sampling loops over a
+ * denoiser (see sampler.h). */
 #include "diffusion/sampler.h"
 
 #include <math.h>
@@ -9,25 +10,89 @@
 #include "core/rng.h"
 #include "diffusion/diffusion.h"
 
+static const char *const kind_names[SAMPLER_KINDS] = {"ddpm", "ddim", "dpm++2m"};
+
+const char *sampler_name(sampler_kind k) { return k >= 0 && k < SAMPLER_KINDS ? kind_names[k] : "?"; }
+
+int sampler_parse(const char *name, sampler_kind *k, ddpm_err *err) {
+    for (int i = 0; i < SAMPLER_KINDS; i++)
+        if (name && !strcmp(name, kind_names[i])) {
+            *k = (sampler_kind)i;
+            return 0;
+        }
+    return ddpm_fail(err, "unknown sampler '%.64s' (known: ddpm, ddim, dpm++2m)", name ? name : "");
+}
+
+void sample_range_add(sample_range *r, const float *x, int n, size_t D) {
+    for (int i = 0; i < n; i++) {
+        long long out = 0;
+        for (size_t j = 0; j < D; j++) {
+            float a = fabsf(x[(size_t)i * D + j]);
+            if (a > SAMPLE_RANGE_TOL) out++;
+            if (a > r->max_abs) r->max_abs = a;
+        }
+        r->images++;
+        r->pixels += (long long)D;
+        r->out_pixels += out;
+        if ((double)out > SAMPLE_BROKEN_FRAC * (double)D) r->broken++;
+    }
+}
+
+static int unet_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
+    (void)n, (void)err;
+    unet_forward(ctx, eps, x, t, NULL); /* all u->batch rows: the sampler's buffers have them */
+    return 0;
+}
+
+int sampler_unet(denoiser *d, unet *u, ddpm_err *err) {
+    const unet_config *c = &u->cfg;
+    if (c->out_channels != c->in_channels)
+        return ddpm_fail(err, "sampler: the model predicts %d channels for %d input channels (learned variance "
+                              "models are not supported)", c->out_channels, c->in_channels);
+    *d = (denoiser){.eps = unet_eps, .ctx = u, .batch = u->batch,
+                    .D = (size_t)c->sample_size * c->sample_size * c->in_channels};
+    return 0;
+}
+
+/* The x0 processing the options ask for, resolved against the schedule. */
+static x0_mode resolve_x0(const schedule *s, const sampler_opts *o, float *ratio, float *smax) {
+    *ratio = o->threshold_ratio > 0 ? o->threshold_ratio : s->threshold_ratio;
+    *smax = o->threshold_max > 0 ? o->threshold_max : s->sample_max;
+    if (o->x0 != X0_CONFIG) return o->x0;
+    return s->thresholding ? X0_THRESHOLD : s->clip_sample ? X0_CLIP : X0_NONE;
+}
+
 int sampler_check(const schedule *s, const sampler_opts *o, ddpm_err *err) {
     return sampler_timesteps(s, o, NULL, NULL, err);
 }
 
 int sampler_timesteps(const schedule *s, const sampler_opts *o, int *ts, int *prev, ddpm_err *err) {
+    if (o->kind < 0 || o->kind >= SAMPLER_KINDS) return ddpm_fail(err, "sampler: unknown kind %d", (int)o->kind);
     if (o->steps < 1 || o->steps > s->T)
         return ddpm_fail(err, "steps must be in 1..%d (the schedule's num_train_timesteps), is %d", s->T, o->steps);
     if (!isfinite(o->eta) || o->eta < 0 || o->eta > 1)
         return ddpm_fail(err, "eta must be in [0, 1], is %g", (double)o->eta);
-    if (!o->ddim && o->eta != 0) return ddpm_fail(err, "eta applies to the DDIM sampler only (DDPM has eta = 1)");
+    if (o->kind != SAMPLER_DDIM && o->eta != 0)
+        return ddpm_fail(err, "eta applies to the DDIM sampler only (DDPM has eta = 1, DPM-Solver++ 0)");
+    if (o->x0 < X0_CONFIG || o->x0 > X0_THRESHOLD) return ddpm_fail(err, "sampler: unknown x0 mode %d", (int)o->x0);
+    if (!(o->threshold_ratio >= 0 && o->threshold_ratio <= 1))
+        return ddpm_fail(err, "the thresholding ratio must be in (0, 1], is %g", (double)o->threshold_ratio);
+    if (!(o->threshold_max == 0 || (o->threshold_max >= 1 && o->threshold_max <= 1e6)))
+        return ddpm_fail(err, "the thresholding maximum (sample_max_value) must be in [1, 1e6], is %g",
+                         (double)o->threshold_max);
+    const char *spacing = o->spacing ? o->spacing : s->timestep_spacing;
     int *buf = malloc(sizeof(int) * (size_t)o->steps);
     if (!buf) return ddpm_fail(err, "out of memory (%d timesteps)", o->steps);
-    if (timesteps_set(s->T, o->steps, s->timestep_spacing, s->steps_offset, buf, err)) {
+    int rc = o->kind == SAMPLER_DPMPP ? dpm_timesteps(s->T, o->steps, spacing, s->steps_offset, buf, err)
+                                      : timesteps_set(s->T, o->steps, spacing, s->steps_offset, buf, err);
+    if (rc) {
         free(buf);
         return ddpm_wrap(err, "timesteps");
     }
     for (int k = 0; k < o->steps; k++) {
         if (ts) ts[k] = buf[k];
-        if (prev) prev[k] = o->ddim ? ddim_prev_t(s->T, o->steps, buf[k]) : k + 1 < o->steps ? buf[k + 1] : -1;
+        if (prev)
+            prev[k] = o->kind == SAMPLER_DDIM ? ddim_prev_t(s->T, o->steps, buf[k]) : k + 1 < o->steps ? buf[k + 1] : -1;
     }
     free(buf);
     return 0;
@@ -51,70 +116,112 @@ int sampler_check_finite(const char *what, const float *x, int n, size_t D, int 
                      (long long)first_index + (long long)(first / D), first % D);
 }
 
-int sampler_run(unet *u, const schedule *s, const sampler_opts *o, int first_index, int n, float *x,
+/* One step of image i: x0 from eps, processed, then the sampler's update of xi
+ * in place. k: the step's index; m1: DPM's previous x0 (NULL: first order). */
+typedef struct step_ctx {
+    const schedule *s;
+    const sampler_opts *o;
+    x0_mode mode;
+    float ratio, smax;
+    const int *ts, *prev;
+    const float *sig; /* DPM: sigma of each timestep, sig[K] = 0 */
+} step_ctx;
+
+static void step_image(const step_ctx *c, int k, size_t D, uint64_t g, float *xi, const float *ei, float *x0,
+                       float *m1, float *scratch, float *z) {
+    const schedule *s = c->s;
+    const sampler_opts *o = c->o;
+    const int t = c->ts[k], K = o->steps;
+    if (o->kind == SAMPLER_DPMPP)
+        dpm_x0(c->sig[k], ei, xi, x0, D);
+    else
+        x0_from_eps(s, t, ei, xi, x0, D);
+    if (c->mode == X0_CLIP) x0_clip(x0, D, s->clip_range);
+    else if (c->mode == X0_THRESHOLD) x0_threshold(x0, D, c->ratio, c->smax, scratch);
+    switch (o->kind) {
+    case SAMPLER_DDPM:
+        if (t > 0) rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, g));
+        ddpm_step(s, t, c->prev[k], x0, xi, t > 0 ? z : NULL, xi, D);
+        break;
+    case SAMPLER_DDIM:
+        if (o->eta > 0) rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, g));
+        ddim_step(s, t, c->prev[k], o->eta, x0, ei, xi, o->eta > 0 ? z : NULL, xi, D);
+        break;
+    default: {
+        const int first_order = !m1 || k == K - 1;
+        dpm_step(c->sig[k + 1], c->sig[k], k > 0 ? c->sig[k - 1] : 0.0f, x0, first_order ? NULL : m1, xi, xi, D);
+        break;
+    }
+    }
+}
+
+int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int first_index, int n, float *x,
                 const float *x_T, sampler_progress cb, void *ctx, ddpm_err *err) {
-    const unet_config *c = &u->cfg;
-    if (n < 1 || n > u->batch) return ddpm_fail(err, "sampler: %d images for a network of batch %d", n, u->batch);
+    if (n < 1 || n > d->batch) return ddpm_fail(err, "sampler: %d images for a network of batch %d", n, d->batch);
     if (first_index < 0) return ddpm_fail(err, "sampler: negative image index %d", first_index);
-    if (c->out_channels != c->in_channels)
-        return ddpm_fail(err, "sampler: the model predicts %d channels for %d input channels (learned variance "
-                              "models are not supported)", c->out_channels, c->in_channels);
     if (sampler_check(s, o, err)) return -1;
 
-    const int B = u->batch, K = o->steps;
-    const size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    const int B = d->batch, K = o->steps, dpm = o->kind == SAMPLER_DPMPP;
+    const size_t D = d->D, nd = (size_t)n * D;
     int rc = -1;
     int *ts = malloc(sizeof(int) * (size_t)K), *prev = malloc(sizeof(int) * (size_t)K);
+    float *sig = malloc(sizeof(float) * (size_t)(K + 1)), *tt = malloc(sizeof(float) * (size_t)B);
+    /* x and eps with the denoiser's B rows (the padding rows stay zero), then
+     * per image: x0, DPM's previous x0, the thresholding scratch, the noise */
     float *xb = ddpm_alloc_floats((size_t)B * D, err);
     float *eb = xb ? ddpm_alloc_floats((size_t)B * D, err) : NULL;
-    float *zb = eb ? ddpm_alloc_floats((size_t)n * D, err) : NULL;
-    float *tt = malloc(sizeof(float) * (size_t)B);
-    if (!ts || !prev || !xb || !eb || !zb || !tt) {
-        if (xb && eb && zb) ddpm_fail(err, "sampler: out of memory");
+    float *work = eb ? ddpm_alloc_floats(4 * nd, err) : NULL;
+    if (!ts || !prev || !sig || !tt || !work) {
+        if (work) ddpm_fail(err, "sampler: out of memory");
         goto done;
     }
     if (sampler_timesteps(s, o, ts, prev, err)) goto done;
+    for (int k = 0; k < K; k++) sig[k] = dpm_sigma(s, ts[k]);
+    sig[K] = 0.0f;
+    float *x0b = work, *m1b = work + nd, *scr = work + 2 * nd, *zb = work + 3 * nd;
+    step_ctx sc = {.s = s, .o = o, .ts = ts, .prev = prev, .sig = sig};
+    sc.mode = resolve_x0(s, o, &sc.ratio, &sc.smax);
 
-    /* x_T into the first n rows; the padding rows stay zero. */
     memset(xb, 0, sizeof(float) * (size_t)B * D);
     if (x_T)
-        memcpy(xb, x_T, sizeof(float) * (size_t)n * D);
+        memcpy(xb, x_T, sizeof(float) * nd);
     else
         sampler_prior(o->seed, first_index, n, D, xb);
     if (sampler_check_finite("sampler: x_T", xb, n, D, first_index, err)) goto done;
 
+    int have_m1 = 0; /* DPM: m1b holds the previous step's x0 */
     for (int k = 0; k < K; k++) {
-        const int t = ts[k], pt = prev[k];
+        const int t = ts[k];
         if (o->start_from > 0 && t > o->start_from - 1) {
             if (cb) cb(ctx, k + 1, K);
             continue;
         }
         for (int i = 0; i < B; i++) tt[i] = (float)t;
-        unet_forward(u, eb, xb, tt, NULL);
+        if (d->eps(d->ctx, n, xb, tt, eb, err)) goto done;
         char what[96];
         snprintf(what, sizeof what, "sampler: network output at timestep %d (step %d of %d)", t, k + 1, K);
         if (sampler_check_finite(what, eb, n, D, first_index, err)) goto done;
-        const int noise = o->ddim ? o->eta > 0 : t > 0;
         int track = -1;
         for (int j = 0; j < o->ntrack; j++)
             if (o->track_t[j] == t) track = j;
 #pragma omp parallel for schedule(static) if (n > 1)
         for (int i = 0; i < n; i++) {
-            float *xi = xb + (size_t)i * D, *zi = noise ? zb + (size_t)i * D : NULL;
-            const float *ei = eb + (size_t)i * D;
-            if (zi) rng_normal(zi, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, (uint64_t)(first_index + i)));
-            float *x0 = track >= 0 ? o->track_x0 + ((size_t)track * n + i) * D : NULL;
-            if (o->ddim)
-                ddim_step(s, t, pt, o->eta, ei, xi, zi, xi, x0, D);
-            else
-                ddpm_step(s, t, pt, ei, xi, zi, xi, x0, D);
+            const size_t off = (size_t)i * D;
+            float *x0 = x0b + off;
+            step_image(&sc, k, D, (uint64_t)(first_index + i), xb + off, eb + off, x0, dpm && have_m1 ? m1b + off : NULL,
+                       scr + off, zb + off);
+            if (track >= 0) memcpy(o->track_x0 + ((size_t)track * n + i) * D, x0, D * sizeof *x0);
+            if (dpm) memcpy(m1b + off, x0, D * sizeof *x0);
         }
+        have_m1 = 1;
         if (cb) cb(ctx, k + 1, K);
     }
     if (sampler_check_finite("sampler: result", xb, n, D, first_index, err)) goto done;
-    memcpy(x, xb, sizeof(float) * (size_t)n * D);
+    if (o->range) sample_range_add(o->range, xb, n, D);
+    if (!o->raw) x0_clip(xb, nd, 1.0f);
+    memcpy(x, xb, sizeof(float) * nd);
     rc = 0;
 done:
-    free(ts), free(prev), free(xb), free(eb), free(zb), free(tt);
+    free(ts), free(prev), free(sig), free(tt), free(xb), free(eb), free(work);
     return rc;
 }

@@ -47,6 +47,9 @@ static void set_defaults(schedule *s) {
     s->variance_type = SCHED_FIXED_SMALL;
     s->clip_sample = 1;
     s->clip_range = 1.0f;
+    s->thresholding = 0;
+    s->threshold_ratio = 0.995f;
+    s->sample_max = 1.0f;
     s->set_alpha_to_one = 1;
     snprintf(s->timestep_spacing, sizeof s->timestep_spacing, "leading");
     s->steps_offset = 0;
@@ -221,7 +224,7 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
         return ddpm_fail(err, CFG ": not a JSON object");
     }
     int T = 1000, clip = 1, offset = 0, one = 1, thresholding = 0, rescale = 0;
-    double bs = 0.0001, be = 0.02, range = 1.0;
+    double bs = 0.0001, be = 0.02, range = 1.0, ratio = 0.995, smax = 1.0;
     const char *kind = "linear", *vt = "fixed_small", *pred = "epsilon", *spacing = "leading";
     if (get_int(root, "num_train_timesteps", &T, err) || get_num(root, "beta_start", &bs, err) ||
         get_num(root, "beta_end", &be, err) || get_str(root, "beta_schedule", &kind, err) ||
@@ -229,6 +232,7 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
         get_num(root, "clip_sample_range", &range, err) || get_str(root, "prediction_type", &pred, err) ||
         get_str(root, "timestep_spacing", &spacing, err) || get_int(root, "steps_offset", &offset, err) ||
         get_bool(root, "set_alpha_to_one", &one, err) || get_bool(root, "thresholding", &thresholding, err) ||
+        get_num(root, "dynamic_thresholding_ratio", &ratio, err) || get_num(root, "sample_max_value", &smax, err) ||
         get_bool(root, "rescale_betas_zero_snr", &rescale, err))
         goto fail;
     int var_type;
@@ -243,8 +247,12 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
         ddpm_fail(err, CFG ": prediction_type \"%.64s\" is not supported (only epsilon)", pred);
         goto fail;
     }
-    if (thresholding) {
-        ddpm_fail(err, CFG ": thresholding (dynamic thresholding) is not supported");
+    if (!(ratio > 0 && ratio <= 1)) {
+        ddpm_fail(err, CFG ": dynamic_thresholding_ratio = %g must be in (0, 1]", ratio);
+        goto fail;
+    }
+    if (!(smax >= 1 && smax <= 1e6)) {
+        ddpm_fail(err, CFG ": sample_max_value = %g must be in [1, 1e6]", smax);
         goto fail;
     }
     if (rescale) {
@@ -302,6 +310,9 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
     s->variance_type = var_type;
     s->clip_sample = clip;
     s->clip_range = (float)range;
+    s->thresholding = thresholding;
+    s->threshold_ratio = (float)ratio;
+    s->sample_max = (float)smax;
     s->set_alpha_to_one = one;
     snprintf(s->timestep_spacing, sizeof s->timestep_spacing, "%s", spacing);
     s->steps_offset = offset;
@@ -325,12 +336,14 @@ char *schedule_to_json(const schedule *s) {
              cJSON_AddNumberToObject(o, "beta_start", s->beta_start) &&
              cJSON_AddBoolToObject(o, "clip_sample", s->clip_sample) &&
              cJSON_AddNumberToObject(o, "clip_sample_range", (double)s->clip_range) &&
+             cJSON_AddNumberToObject(o, "dynamic_thresholding_ratio", (double)s->threshold_ratio) &&
              cJSON_AddNumberToObject(o, "num_train_timesteps", s->T) &&
              cJSON_AddStringToObject(o, "prediction_type", "epsilon") &&
              cJSON_AddFalseToObject(o, "rescale_betas_zero_snr") &&
              cJSON_AddBoolToObject(o, "set_alpha_to_one", s->set_alpha_to_one) &&
+             cJSON_AddNumberToObject(o, "sample_max_value", (double)s->sample_max) &&
              cJSON_AddNumberToObject(o, "steps_offset", s->steps_offset) &&
-             cJSON_AddFalseToObject(o, "thresholding") &&
+             cJSON_AddBoolToObject(o, "thresholding", s->thresholding) &&
              cJSON_AddStringToObject(o, "timestep_spacing", s->timestep_spacing);
     if (ok) {
         if (s->trained) {

@@ -32,6 +32,9 @@ typedef struct schedule {
     int variance_type;      /* SCHED_FIXED_SMALL | SCHED_FIXED_LARGE */
     int clip_sample;        /* clamp predicted x0 to [-clip_range, clip_range] when stepping */
     float clip_range;       /* clip_sample_range */
+    int thresholding;       /* dynamic thresholding of predicted x0 (wins over clip_sample), see x0_threshold */
+    float threshold_ratio;  /* dynamic_thresholding_ratio: the percentile of |x0| */
+    float sample_max;       /* sample_max_value: the largest threshold */
     int set_alpha_to_one;   /* DDIM: alphabar_prev = 1 (else alphas_cumprod[0]) when prev_t < 0 */
     char timestep_spacing[16]; /* "leading" | "trailing" | "linspace" (for timesteps_set) */
     int steps_offset;       /* added to "leading" timesteps */
@@ -62,7 +65,8 @@ typedef struct schedule {
  * vector blocks could in general leave the last value an ulp off, and we follow
  * torch there rather than the scalar formula of DIFFUSERS.md 3.1).
  * Options are set to the diffusers defaults (fixed_small, clip_sample on with
- * range 1, set_alpha_to_one, "leading", steps_offset 0); change the fields
+ * range 1, thresholding off with ratio 0.995 and sample_max_value 1,
+ * set_alpha_to_one, "leading", steps_offset 0); change the fields
  * afterwards if needed. Requires 2 <= T <= SCHED_MAX_T. On failure returns -1
  * with err set and leaves *s zeroed (schedule_free is harmless).
  */
@@ -86,12 +90,13 @@ void schedule_free(schedule *s);
  * which then wins over beta_schedule), variance_type "fixed_small" (or
  * "fixed_large"), clip_sample true, clip_sample_range 1.0 (> 0), prediction_type
  * "epsilon", timestep_spacing "leading" (or "trailing", "linspace"), steps_offset
- * 0 (>= 0), set_alpha_to_one true, thresholding false, rescale_betas_zero_snr
+ * 0 (>= 0), set_alpha_to_one true, thresholding false, dynamic_thresholding_ratio
+ * 0.995 (in (0, 1]), sample_max_value 1.0 (in [1, 1e6]), rescale_betas_zero_snr
  * false. Other keys are ignored (as diffusers does). Errors, each naming the key:
  * invalid JSON or not an object, a value of the wrong type (null included,
  * except for trained_betas), an unknown beta_schedule, variance_type other than
  * the two fixed ones (e.g. "learned"), prediction_type other than "epsilon"
- * (e.g. "v_prediction"), thresholding or rescale_betas_zero_snr true, values out
+ * (e.g. "v_prediction"), rescale_betas_zero_snr true, values out
  * of range. On failure *s is left zeroed.
  */
 int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err);

@@ -150,15 +150,14 @@ static void on_sampler_step(void *ctx, int done, int total) {
     if (p->cb) p->cb(p->ctx, p->base + done, p->total);
 }
 
-int quality_sample(unet *u, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
+int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
                    void *ctx, ddpm_err *err) {
-    const unet_config *c = &u->cfg;
-    const size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
-    const int B = u->batch;
+    const size_t D = d->D;
+    const int B = d->batch;
     sample_progress p = {cb, ctx, 0, ((n + B - 1) / B) * o->steps};
     for (int first = 0; first < n; first += B) {
         int m = n - first < B ? n - first : B;
-        if (sampler_run(u, s, o, first, m, x + (size_t)first * D, NULL, on_sampler_step, &p, err)) return -1;
+        if (sampler_run(d, s, o, first, m, x + (size_t)first * D, NULL, on_sampler_step, &p, err)) return -1;
         p.base += o->steps;
     }
     return 0;

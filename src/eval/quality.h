@@ -50,10 +50,10 @@ void quality_ref_free(quality_ref *r);
 int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,
                     void *ctx, ddpm_err *err);
 
-/* Samples n images from u with the sampler options into x [n, H, W, C]
- * (NHWC, [-1, 1]), batch by batch (image indices 0..n-1, so the result does
- * not depend on u's batch). cb reports network calls done of the total. */
-int quality_sample(unet *u, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
+/* Samples n images from d with the sampler options into x [n, D] (NHWC),
+ * batch by batch (image indices 0..n-1, so the result does not depend on d's
+ * batch). cb reports network calls done of the total. */
+int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
                    void *ctx, ddpm_err *err);
 
 #endif
