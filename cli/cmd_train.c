@@ -25,8 +25,7 @@
 #define RECIPE_SHORT_LR 1e-3
 #define RECIPE_SHORT_WARMUP 200
 #define RECIPE_SHORT_EMA 0.999
-#define RECIPE_SHORT_DROPOUT 0.0
-#define RECIPE_SHORT_TEXT "32, 1e-3, 200, 0.999, 0"
+#define RECIPE_SHORT_TEXT "32, 1e-3, 200, 0.999"
 
 static volatile sig_atomic_t stop_signal;
 
@@ -169,9 +168,9 @@ int cmd_train(int argc, char **argv)
         {"data", ARG_STR, &data, "SRC", "images: IDX file or MNIST-layout dir, CIFAR-10 dir or .bin, PNG dir "
                                          "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
         {"limit", ARG_INT, &limit, "N", "use only the first N images (0 = all)", 0, 2e9, NULL, 0, 0},
-        {"recipe", ARG_CHOICE, &recipe, NULL, "training recipe: the defaults of --batch --lr --warmup --ema "
-         "--dropout; paper: 128, 2e-4, 5000, 0.9999, the config's (0.1); short, for budgets of minutes to hours on a "
-         "CPU (docs/quality.md): " RECIPE_SHORT_TEXT, 0, 0, "paper|short", 0, 0},
+        {"recipe", ARG_CHOICE, &recipe, NULL, "training recipe: the defaults of --batch --lr --warmup --ema; "
+         "paper: 128, 2e-4, 5000, 0.9999; short, for budgets of minutes to hours on a CPU (docs/quality.md): "
+         RECIPE_SHORT_TEXT, 0, 0, "paper|short", 0, 0},
         {"preset", ARG_CHOICE, &preset, NULL, "network preset", 0, 0, "fmnist-small|fmnist|cifar10", 0, 0},
         {"config", ARG_STR, &config, "FILE", "network config.json (diffusers UNet2DModel keys) instead of a preset",
          0, 0, NULL, 0, 0},
@@ -224,7 +223,6 @@ int cmd_train(int argc, char **argv)
         if (!args_seen(specs, "lr")) lr = RECIPE_SHORT_LR;
         if (!args_seen(specs, "warmup")) warmup = RECIPE_SHORT_WARMUP;
         if (!args_seen(specs, "ema")) ema = RECIPE_SHORT_EMA;
-        if (!args_seen(specs, "dropout")) dropout = RECIPE_SHORT_DROPOUT;
     }
     int nthreads = ddpm_set_threads((int)threads);
     ddpm_err err = {0};

@@ -2,7 +2,7 @@
 # demo.sh [DDPM_BIN] -- the README's main job: train the fmnist-small U-Net on
 # Fashion-MNIST for a bounded time, then sample 64 images to a grid.
 #   DEMO_OUT   run folder            (default runs/demo; an existing run is continued)
-#   DEMO_TIME  training time budget  (default 13m; the whole demo stays under 15 minutes on 2 cores)
+#   DEMO_TIME  training time budget  (default 12m; the whole demo stays under 15 minutes on 2 cores)
 # The recipe is --recipe short (docs/quality.md): the paper's network and loss with
 # the batch, learning rate, warm-up, EMA decay and dropout that measured best at 15
 # and 30 minutes on 2 CPU cores. Sampling uses `ddpm sample`'s default sampler

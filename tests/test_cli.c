@@ -384,7 +384,7 @@ static void test_train(void) {
     snprintf(a, sizeof a, "info --model %s/short", tmp);
     expect(a, 0, "\"batch\":4,\"lr\":0.001,\"warmup\":200");
     expect(a, 0, "\"ema\":0.999,");
-    expect(a, 0, "dropout                0\n");
+    expect(a, 0, "dropout                0.1\n");
     snprintf(a, sizeof a, "train --out %s/short --resume --recipe paper", tmp);
     expect(a, 2, "--recipe cannot change when resuming");
 
