@@ -22,12 +22,13 @@
 
 static const char sample_usage[] =
     "Starts from x_T ~ N(0, I) (or --noise) and runs the network --steps times.\n"
-    "  dpm++2m: DPM-Solver++ (2M), as diffusers' DPMSolverMultistepScheduler (dpmsolver++,\n"
-    "        order 2, lower_order_final); deterministic. Default, 20 steps: the best FID per\n"
-    "        network call in docs/quality.md.\n"
-    "  ddim: DDIMScheduler, K steps (default 50), --eta 0 deterministic, 1 ~ DDPM variance.\n"
     "  ddpm: ancestral sampling (DDPMScheduler): sigma_t^2 from the scheduler's variance_type\n"
-    "        (fixed_small = posterior variance, fixed_large = beta_t). Default K = T.\n"
+    "        (fixed_small = posterior variance, fixed_large = beta_t). The default, with 20\n"
+    "        steps and x0 as predicted: the best samples per network call on models trained\n"
+    "        for minutes to hours (docs/quality.md). --steps 1000 is the paper's sampler.\n"
+    "  ddim: DDIMScheduler, --eta 0 deterministic, 1 ~ DDPM variance.\n"
+    "  dpm++2m: DPM-Solver++ (2M), as diffusers' DPMSolverMultistepScheduler (dpmsolver++,\n"
+    "        order 2, lower_order_final); deterministic.\n"
     "K < T steps use the --spacing of set_timesteps (default: the scheduler_config's).\n"
     "Each predicted x_0 is processed as --x0 says: clip_sample, dynamic thresholding\n"
     "(Saharia et al. 2022, diffusers' thresholding) or nothing.\n"

@@ -54,10 +54,10 @@ static int trim_metrics(const char *path, long long step, ddpm_err *err) {
 }
 
 /* How training looks at its EMA weights (grids and FID): `ddpm sample`'s
- * default sampler (DPM-Solver++ 2M, min(20, T-1) steps), seed 0 -- the same
- * noise every time. */
+ * default sampler (ancestral, min(20, T) steps, x0 as predicted), seed 0 --
+ * the same noise every time. */
 static sampler_opts ema_sampler(const trainer *tr) {
-    return (sampler_opts){.kind = SAMPLER_DPMPP, .steps = tr->sched.T <= 20 ? tr->sched.T - 1 : 20, .seed = 0};
+    return (sampler_opts){.kind = SAMPLER_DDPM, .steps = tr->sched.T < 20 ? tr->sched.T : 20, .x0 = X0_NONE, .seed = 0};
 }
 
 /* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights (`ddpm sample`'s default sampler,
@@ -198,11 +198,11 @@ int cmd_train(int argc, char **argv)
         {"save-every", ARG_INT, &save_every, "N", "checkpoint every N steps (and at the end)", 1, 1e12, NULL, 0, 0},
         {"log-every", ARG_INT, &log_every, "N", "metrics line every N steps", 1, 1e12, NULL, 0, 0},
         {"sample-every", ARG_INT, &sample_every, "N",
-         "write RUN/samples/step_N.png (EMA weights, DPM-Solver++ 20 steps) every N steps and at the end; 0 = never",
+         "write RUN/samples/step_N.png (EMA weights, ancestral sampling, 20 steps) every N steps and at the end; 0 = never",
          0, 1e12, NULL, 0, 0},
         {"sample-n", ARG_INT, &sample_n, "N", "images in those grids", 1, 1024, NULL, 0, 0},
         {"eval-every", ARG_INT, &eval_every, "N",
-         "log the FID of EMA samples (DPM-Solver++ 20 steps, fixed noise) against the training data in metrics.jsonl "
+         "log the FID of EMA samples (ancestral sampling, 20 steps, fixed noise) against the training data in metrics.jsonl "
          "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 2e9, NULL, 0, 0},
         {"eval-n", ARG_INT, &eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
         {"inception", ARG_STR, &inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",

@@ -76,12 +76,12 @@ int cli_sampler_opts(const arg_cmd *cmd, const cli_sampler *a, const schedule *s
     static const char *const modes[] = {"config", "none", "clip", "threshold"};
     for (int i = 0; i < 4; i++)
         if (!strcmp(a->x0, modes[i])) o->x0 = (x0_mode)i;
+    if (!strcmp(a->x0, "auto")) o->x0 = o->kind == SAMPLER_DDPM ? X0_NONE : X0_CONFIG;
     if (strcmp(a->spacing, "config")) o->spacing = a->spacing;
     if (a->steps) {
         o->steps = (int)a->steps;
     } else {
-        int def = o->kind == SAMPLER_DDPM ? s->T : o->kind == SAMPLER_DDIM ? 50 : 20;
-        o->steps = def < s->T ? def : o->kind == SAMPLER_DPMPP ? s->T - 1 : s->T;
+        o->steps = 20 < s->T ? 20 : o->kind == SAMPLER_DPMPP ? s->T - 1 : s->T;
     }
     if (o->steps > s->T) {
         args_error(cmd, "--steps %d is out of range [1, %d] (the schedule's num_train_timesteps)", o->steps, s->T);

@@ -6,7 +6,7 @@
 # The recipe is --recipe short (docs/quality.md): the paper's network and loss with
 # the batch, learning rate, warm-up, EMA decay and dropout that measured best at 15
 # and 30 minutes on 2 CPU cores. Sampling uses `ddpm sample`'s default sampler
-# (DPM-Solver++ 2M, 20 network calls).
+# (ancestral, 20 network calls).
 set -euo pipefail
 bin=${1:-build/ddpm}
 out=${DEMO_OUT:-runs/demo}

@@ -146,7 +146,7 @@ static void test_usage_errors(void) {
     expect("sample --model " MODEL " --out /tmp/x --sampler foo", 2, "--sampler must be one of ddpm|ddim|dpm++2m, got 'foo'");
     expect("sample --model " MODEL " --out /tmp/x --sampler dpm++2m --eta 0.5", 2, "--eta applies to --sampler ddim only");
     expect("sample --model " MODEL " --out /tmp/x --sampler dpm++2m --steps 1000", 2, "need N < num_train_timesteps");
-    expect("sample --model " MODEL " --out /tmp/x --x0 foo", 2, "--x0 must be one of config|none|clip|threshold");
+    expect("sample --model " MODEL " --out /tmp/x --x0 foo", 2, "--x0 must be one of auto|config|none|clip|threshold");
     expect("sample --model " MODEL " --out /tmp/x --x0 none --threshold 0.9", 2, "apply to --x0 threshold only");
     expect("sample --model " MODEL " --out /tmp/x --x0 threshold --threshold-max 0.5", 2, "--threshold-max 0.5 is out of range");
     expect("sample --model " MODEL " --out /tmp/x --spacing foo", 2, "--spacing must be one of");
