@@ -25,6 +25,15 @@ double loss_simple(const float *eps_pred, const float *eps, size_t n) {
     return acc / (double)n;
 }
 
+/* The last check of both timestep lists: every t in [0, T). */
+static int timesteps_in_range(int T, int N, const char *spacing, int steps_offset, const int *out, ddpm_err *err) {
+    for (int i = 0; i < N; i++)
+        if (out[i] < 0 || out[i] >= T)
+            return ddpm_fail(err, "timesteps: %s spacing with T = %d, N = %d, steps_offset = %d gives t = %d "
+                                  "outside [0, %d)", spacing, T, N, steps_offset, out[i], T);
+    return 0;
+}
+
 int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err) {
     if (T < 1) return ddpm_fail(err, "timesteps: num_train_timesteps = %d must be >= 1", T);
     if (N < 1) return ddpm_fail(err, "timesteps: number of inference steps = %d must be >= 1", N);
@@ -53,11 +62,7 @@ int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out,
         return ddpm_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
                          spacing);
     }
-    for (int i = 0; i < N; i++)
-        if (out[i] < 0 || out[i] >= T)
-            return ddpm_fail(err, "timesteps: %s spacing with T = %d, N = %d, steps_offset = %d gives t = %d "
-                                  "outside [0, %d)", spacing, T, N, steps_offset, out[i], T);
-    return 0;
+    return timesteps_in_range(T, N, spacing, steps_offset, out, err);
 }
 
 void x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
@@ -187,11 +192,7 @@ int dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out,
         return ddpm_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
                          spacing);
     }
-    for (int i = 0; i < N; i++)
-        if (out[i] < 0 || out[i] >= T)
-            return ddpm_fail(err, "timesteps: %s spacing with T = %d, N = %d, steps_offset = %d gives t = %d "
-                                  "outside [0, %d)", spacing, T, N, steps_offset, out[i], T);
-    return 0;
+    return timesteps_in_range(T, N, spacing, steps_offset, out, err);
 }
 
 /* _sigma_to_alpha_sigma_t in float32: alpha = 1/sqrt(sigma^2 + 1), sigma_t = sigma alpha. */
