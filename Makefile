@@ -28,6 +28,13 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wa
            -Wno-unused-parameter -Isrc -MMD -MP
 # OpenBLAS (OpenMP build): double-precision BLAS/LAPACK for the FID statistics.
 LDLIBS  := -ldnnl -lopenblas -lcjson -lpng -lz -lm -fopenmp $(LDSAN)
+# MPI (src/dist): on when Open MPI's mpicc is installed, or with MPI=1; MPI=0 builds
+# a single-process ddpm. One binary serves plain runs and mpirun/srun.
+MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+CFLAGS  += -DDDPM_MPI $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile))
+LDLIBS  += $(shell mpicc --showme:link)
+endif
 
 SRC       := $(wildcard src/*/*.c)
 OBJ       := $(SRC:%.c=$(BUILD)/%.o)

@@ -42,7 +42,7 @@ static void bench(const char *preset, int B) {
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *t = malloc(B * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
     for (int i = 0; i < B; i++) t[i] = (float)(i * 37 % 1000);
-    unet_dropout dp = {1, 0};
+    unet_dropout dp = {1, 0, 0};
     double gf = unet_forward_flops(u) * B / 1e9, tf[7], tb[7];
     int reps = 5;
     for (int r = -1; r < reps; r++) {

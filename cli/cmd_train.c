@@ -13,6 +13,7 @@
 #include "common.h"
 #include "eval/quality.h"
 #include "core/threads.h"
+#include "dist/dist.h"
 #include "io/fileio.h"
 #include "model/config.h"
 #include "diffusion/sampler.h"
@@ -160,7 +161,7 @@ int cmd_train(int argc, char **argv)
     const char *schedule_kind = "linear", *variance = "fixed_small";
     long long steps = 800000, batch = o.batch, warmup = o.warmup, seed = 0, limit = 0, threads = 0;
     long long save_every = 1000, log_every = 100, T = 1000, sample_every = 0, sample_n = 16, eval_every = 0;
-    long long eval_n = 1000;
+    long long eval_n = 1000, shards = 0;
     const char *inception = NULL, *recipe = "paper";
     double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
     int resume = 0, flip = 0, no_ema_warmup = 0;
@@ -207,6 +208,10 @@ int cmd_train(int argc, char **argv)
         {"eval-n", ARG_INT, &eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
         {"inception", ARG_STR, &inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",
          0, 0, NULL, 0, 0},
+        {"shards", ARG_INT, &shards, "N",
+         "split each batch into N shards whose gradients are summed in a fixed tree: the weights are the same bits "
+         "with any thread count and any number of MPI processes dividing N (default: 8 or fewer for batches under "
+         "32, and at least the process count)", 0, 65536, NULL, 0, 0},
         ARG_THREADS(&threads),
         {0},
     };
@@ -214,7 +219,9 @@ int cmd_train(int argc, char **argv)
                    "The run folder gets model/ (EMA weights, diffusers layout: load it with `ddpm sample` or\n"
                    "diffusers), model-raw/ (raw weights), training_state.safetensors (to --resume),\n"
                    "metrics.jsonl (one JSON object per --log-every steps), samples/ (--sample-every). Ctrl-C or SIGTERM finishes the\n"
-                   "step, saves and exits (status 130 / 143).",
+                   "step, saves and exits (status 130 / 143).\n"
+                   "Over MPI (mpirun -np N ddpm train ...), the N processes (a power of two) share each --batch and\n"
+                   "make one run; rank 0 writes the run folder.",
                    specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
@@ -236,11 +243,13 @@ int cmd_train(int argc, char **argv)
     char state[4200];
     snprintf(state, sizeof state, "%s/%s", out, TRAIN_STATE_FILE);
     struct stat st;
+    const int rank0 = dist_rank() == 0;
     int have_state = stat(state, &st) == 0;
+    dist_bcast(&have_state, sizeof have_state); /* rank 0's view: it alone writes the folder */
     if (resume) {
         static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
                                       "dropout", "flip", "seed", "T", "schedule", "beta-start", "beta-end",
-                                      "variance", NULL};
+                                      "variance", "shards", NULL};
         for (arg_spec *s = specs; s->name; s++)
             for (int i = 0; fixed[i]; i++)
                 if (s->seen && !strcmp(s->name, fixed[i])) {
@@ -285,7 +294,7 @@ int cmd_train(int argc, char **argv)
         }
         sched.variance_type = strcmp(variance, "fixed_large") ? SCHED_FIXED_SMALL : SCHED_FIXED_LARGE;
         o.seed = (uint64_t)seed, o.batch = (int)batch, o.lr = lr, o.warmup = (int)warmup, o.clip = clip;
-        o.ema = ema, o.ema_warmup = !no_ema_warmup, o.flip = flip;
+        o.ema = ema, o.ema_warmup = !no_ema_warmup, o.flip = flip, o.shards = (int)shards;
         if (data && strlen(data) >= sizeof o.data) {
             args_error(&cmd, "--data: the path is too long");
             return EXIT_USAGE;
@@ -312,47 +321,61 @@ int cmd_train(int argc, char **argv)
     schedule_free(&sched);
     int rc = 0;
     /* Before anything is written: a missing Inception file leaves no run folder behind. */
-    if (fe.every > 0 && fid_eval_init(&fe, &tr, &d, &err)) {
+    if (rank0 && fe.every > 0 && fid_eval_init(&fe, &tr, &d, &err))
         rc = strstr(err.msg, "out of memory") || strstr(err.msg, "oneDNN") ? cli_fail(&cmd, &err)
                                                                             : cli_bad_input(&cmd, &err);
-        goto done;
-    }
     char metrics[4200];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
-    if (resume) {
-        if (trainer_load(&tr, out, &err) || trim_metrics(metrics, tr.step, &err)) {
-            rc = cli_fail(&cmd, &err);
-            goto done;
-        }
-    } else if (trainer_save(&tr, out, &err)) { /* step 0: the folder is usable (and writable) from the start */
+    FILE *mf = NULL;
+    /* Every rank reads the checkpoint; rank 0 alone writes. */
+    if (rc) {
+    } else if (resume ? trainer_load(&tr, out, &err) || (rank0 && trim_metrics(metrics, tr.step, &err))
+                      : rank0 && trainer_save(&tr, out, &err)) { /* step 0: the folder is usable (and writable) from the start */
         rc = cli_fail(&cmd, &err);
-        goto done;
-    } else {
-        remove(metrics);
+    } else if (rank0) {
+        if (!resume) remove(metrics);
+        if (!(mf = fopen(metrics, "a"))) {
+            fprintf(stderr, "ddpm train: cannot open %s: %s\n", metrics, strerror(errno));
+            rc = EXIT_RUNTIME;
+        }
     }
-    FILE *mf = fopen(metrics, "a");
-    if (!mf) {
-        fprintf(stderr, "ddpm train: cannot open %s: %s\n", metrics, strerror(errno));
-        rc = EXIT_RUNTIME;
+    if (dist_or(rc != 0)) { /* one rank failed: all stop, with its status */
+        if (!rc) rc = EXIT_RUNTIME;
+        if (mf) fclose(mf);
         goto done;
     }
 
-    fprintf(stderr, "ddpm train: %s\n", d.desc);
-    fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads, run folder %s%s\n", tr.u->nparams, o.batch,
-            nthreads, out, resume ? " (resumed)" : "");
-    if (resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", (long long)tr.step);
+    if (rank0) {
+        fprintf(stderr, "ddpm train: %s\n", d.desc);
+        if (tr.nranks > 1)
+            fprintf(stderr, "ddpm train: %d processes x %d images of batch %d, %d threads each, %d shards\n",
+                    tr.nranks, tr.local, o.batch, nthreads, tr.o.shards);
+        fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads, run folder %s%s\n", tr.u->nparams, o.batch,
+                nthreads, out, resume ? " (resumed)" : "");
+        if (resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", (long long)tr.step);
+    }
 
-    int tty = isatty(2);
+    int tty = rank0 && isatty(2), stopped = 0;
     double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, smooth = NAN;
     long long start = tr.step, last_log = tr.step, last_save = tr.step;
-    while (tr.step < steps && !stop_signal && !(time_limit > 0 && ddpm_now() - t0 >= time_limit)) {
-        if (trainer_step(&tr, &err)) {
-            fprintf(stderr, "%sddpm train: %s\n", tty ? "\n" : "", err.msg);
+    for (;;) {
+        /* Every rank takes the same turn: stop on a signal or the time limit
+         * seen by any rank, or on a failure of rank 0's saves and grids. */
+        int flags = dist_or(stop_signal << 2 | (time_limit > 0 && ddpm_now() - t0 >= time_limit) | (rc != 0) << 1);
+        if (flags & 2) {
+            if (!rc) rc = EXIT_RUNTIME;
+            break;
+        }
+        if (flags >> 2) stopped = flags >> 2;
+        if (flags || tr.step >= steps) break;
+        if (trainer_step(&tr, &err)) { /* the same failure on every rank: the loss and gradient are global */
+            if (rank0) fprintf(stderr, "%sddpm train: %s\n", tty ? "\n" : "", err.msg);
             rc = EXIT_RUNTIME;
             break;
         }
         loss_sum += tr.loss;
         smooth = isnan(smooth) ? tr.loss : 0.98 * smooth + 0.02 * tr.loss;
+        if (!rank0) continue;
         double now = ddpm_now(), ips = (double)(tr.step - start) * o.batch / (now - t0);
         if (tr.step % log_every == 0) {
             double ips_int = (double)(tr.step - last_log) * o.batch / (now - tlast);
@@ -377,14 +400,14 @@ int cmd_train(int argc, char **argv)
             if (trainer_save(&tr, out, &err)) {
                 fprintf(stderr, "%sddpm train: saving the checkpoint failed: %s\n", tty ? "\n" : "", err.msg);
                 rc = EXIT_RUNTIME;
-                break;
+                continue; /* the other ranks hear of it at the top */
             }
             last_save = tr.step;
         }
         if (sample_every > 0 && tr.step % sample_every == 0 && sample_grid(&tr, &su, (int)sample_n, out, &err)) {
             fprintf(stderr, "%sddpm train: sample grid: %s\n", tty ? "\n" : "", err.msg);
             rc = EXIT_RUNTIME;
-            break;
+            continue;
         }
         /* A failed evaluation (e.g. non-finite samples early in training) is
          * reported and logged; training goes on. */
@@ -395,23 +418,24 @@ int cmd_train(int argc, char **argv)
         }
     }
     if (tty) fputc('\n', stderr);
-    fclose(mf);
-    if (rc == 0 && tr.step != last_save) {
-        if (trainer_save(&tr, out, &err)) {
-            fprintf(stderr, "ddpm train: saving the checkpoint failed: %s\n", err.msg);
-            rc = EXIT_RUNTIME;
-        }
+    if (mf) fclose(mf);
+    if (rank0 && rc == 0 && tr.step != last_save && trainer_save(&tr, out, &err)) {
+        fprintf(stderr, "ddpm train: saving the checkpoint failed: %s\n", err.msg);
+        rc = EXIT_RUNTIME;
     }
-    if (rc == 0 && sample_every > 0 && tr.step % sample_every != 0 && sample_grid(&tr, &su, (int)sample_n, out, &err)) {
+    if (rank0 && rc == 0 && sample_every > 0 && tr.step % sample_every != 0 &&
+        sample_grid(&tr, &su, (int)sample_n, out, &err)) {
         fprintf(stderr, "ddpm train: sample grid: %s\n", err.msg);
         rc = EXIT_RUNTIME;
     }
+    if (dist_or(rc != 0) && !rc) rc = EXIT_RUNTIME;
     if (rc == 0) {
         double el = ddpm_now() - t0;
-        fprintf(stderr, "ddpm train: %s at step %lld after %.0f s (%.1f img/s); model in %s/model\n",
-                stop_signal ? "interrupted, saved" : "done", (long long)tr.step, el,
-                el > 0 ? (double)(tr.step - start) * o.batch / el : 0.0, out);
-        if (stop_signal) rc = 128 + stop_signal;
+        if (rank0)
+            fprintf(stderr, "ddpm train: %s at step %lld after %.0f s (%.1f img/s); model in %s/model\n",
+                    stopped ? "interrupted, saved" : "done", (long long)tr.step, el,
+                    el > 0 ? (double)(tr.step - start) * o.batch / el : 0.0, out);
+        if (stopped) rc = 128 + (stop_signal ? stop_signal : stopped);
     }
 done:
     unet_free(su);

@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "dist/dist.h"
 
 static const struct {
     const char *name;
@@ -37,7 +38,20 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            /* One rank of an MPI job when a launcher started us (src/dist). */
+            ddpm_err err = {0};
+            if (dist_init(&err)) {
+                fprintf(stderr, "ddpm: %s\n", err.msg);
+                return EXIT_RUNTIME;
+            }
+            int rc = commands[i].run(argc - 1, argv + 1);
+            /* A failed rank of a job may have left the others waiting in a
+             * collective: end the whole job rather than hang in MPI_Finalize. */
+            if (rc != 0 && dist_size() > 1) dist_abort(rc);
+            dist_finalize();
+            return rc;
+        }
     fprintf(stderr, "ddpm: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

@@ -757,21 +757,21 @@ static void test_loader(void) {
     float xa[B * IMG], xb[B * IMG], ref[STEPS][B * IMG];
 
     /* Values: exactly p / 127.5 - 1, no flips. */
-    loader_batch(&a, 0, B, xa);
+    loader_batch(&a, 0, B, 0, B, xa);
     int m = 0, i0 = decode(xa, &m);
     CHECK(i0 >= 0 && i0 < LN && m == 0, "decode %d mirrored %d", i0, m);
     CHECK(xa[1] == (float)(20 * i0 + 1) / 127.5f - 1.0f, "scaling");
 
     /* In order on a, in reverse on b: the same batches. Same step twice: equal. */
-    for (int s = 0; s < STEPS; s++) loader_batch(&a, s, B, ref[s]);
+    for (int s = 0; s < STEPS; s++) loader_batch(&a, s, B, 0, B, ref[s]);
     int same = 1;
     for (int s = STEPS - 1; s >= 0; s--) {
-        loader_batch(&b, s, B, xb);
+        loader_batch(&b, s, B, 0, B, xb);
         same &= memcmp(xb, ref[s], sizeof xb) == 0;
     }
     CHECK(same, "batches depend on call order");
-    loader_batch(&a, 3, B, xa);
-    loader_batch(&a, 3, B, xb);
+    loader_batch(&a, 3, B, 0, B, xa);
+    loader_batch(&a, 3, B, 0, B, xb);
     CHECK(memcmp(xa, xb, sizeof xa) == 0 && memcmp(xa, ref[3], sizeof xa) == 0, "same step twice differs");
 
     /* Every image exactly once per epoch; the epochs are shuffled differently. */
@@ -808,7 +808,7 @@ static void test_loader(void) {
 
     /* A batch larger than the dataset spans several epochs. */
     float big[25 * IMG];
-    loader_batch(&a, 1, 25, big);
+    loader_batch(&a, 1, 25, 0, 25, big);
     int ok = 1;
     for (int i = 0; i < 25; i++) ok &= decode(big + i * IMG, &m) == (int)loader_index(&b, 25 + (uint64_t)i);
     CHECK(ok, "batch of 25");
@@ -826,7 +826,7 @@ static void test_loader(void) {
     CHECK(loader_init(&f, &d, 1234, 1, &err) == 0, "%s", err.msg);
     int nflip = 0, nkeep = 0;
     for (int s = 0; s < STEPS; s++) {
-        loader_batch(&f, s, B, xa);
+        loader_batch(&f, s, B, 0, B, xa);
         for (int i = 0; i < B; i++) {
             int idx = decode(xa + i * IMG, &m);
             int want = rng_below(2, 1234, RNG_FLIP, s, i) == 1;

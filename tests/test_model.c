@@ -459,7 +459,7 @@ static int fd_net_create(fd_net *f, const fd_case *fc) {
     if (rc) return -1;
     rng_state = 0x1234567 + (uint64_t)fc->batch;
     random_params(c->u);
-    c->drop = (unet_dropout){42, 7};
+    c->drop = (unet_dropout){42, 7, 0};
     c->dp = fc->dropout > 0 ? &c->drop : NULL;
     int S = cfg.sample_size;
     c->nx = (size_t)fc->batch * S * S * cfg.in_channels;
@@ -530,7 +530,7 @@ static void run_fd_case(const fd_case *fc) {
         unet_forward(u, o1, c->x, c->t, &c->drop);
         unet_forward(u, o2, c->x, c->t, &c->drop);
         CHECK(!memcmp(o1, o2, c->nout * sizeof(float)), "dropout: the same (seed, step) gave another output");
-        unet_dropout other = {c->drop.seed, c->drop.step + 1};
+        unet_dropout other = {c->drop.seed, c->drop.step + 1, 0};
         unet_forward(u, o2, c->x, c->t, &other);
         CHECK(memcmp(o1, o2, c->nout * sizeof(float)) != 0, "dropout: another step gave the same output");
         unet_forward(u, o2, c->x, c->t, NULL);
@@ -667,8 +667,9 @@ static void test_fd_sensitivity(void) {
 
 /* A sharded batch gives the same bits with one thread as with all of them
  * (output, input gradient, parameter gradients), dropout included. 22 images
- * make 5 shards of 5, 5, 4, 4, 4: shards of two sizes take turns in the
- * workers' arenas, and the last round has fewer shards than threads. */
+ * in 5 shards of 4, 4, 5, 4, 5: shards of two sizes take turns in the
+ * workers' arenas, the last round has fewer shards than threads, and the
+ * gradient tree is not a complete one. */
 static void test_shard_threads(void) {
     const int B = 22;
     char json[4096];
@@ -682,7 +683,7 @@ static void test_shard_threads(void) {
     for (size_t i = 0; i < nx; i++) x[i] = urand();
     for (size_t i = 0; i < no; i++) r[i] = urand();
     for (int b = 0; b < B; b++) t[b] = (float)(b * 123 % 1000);
-    unet_dropout dp = {5, 11};
+    unet_dropout dp = {5, 11, 0};
     /* [algorithm][thread count]: oneDNN's kernels, then the GEMM-based ones (whose
      * weights the shards share: a wrong share would show as a mismatch). */
     float *out[2][2], *dx[2][2], *g[2][2];
@@ -691,7 +692,7 @@ static void test_shard_threads(void) {
     for (int a = 0; a < 2; a++) {
         conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
         unet *u;
-        int rc = unet_create(&u, &cfg, B, 1, &err);
+        int rc = unet_create_sharded(&u, &cfg, B, 5, 1, &err);
         CHECK(rc == 0, "unet_create: %s", err.msg);
         if (rc) break;
         np = u->nparams;
@@ -712,7 +713,7 @@ static void test_shard_threads(void) {
         }
         omp_set_num_threads(threads);
         printf("  %s: batch %d in %d shards, %d vs %d threads\n", a ? "GEMM-based algorithms" : "oneDNN kernels", B,
-               unet_shard_count(B), counts[0], counts[1]);
+               u->nshards, counts[0], counts[1]);
         CHECK(!memcmp(out[a][0], out[a][1], no * sizeof(float)), "output depends on the thread count");
         CHECK(!memcmp(dx[a][0], dx[a][1], nx * sizeof(float)), "dx depends on the thread count");
         CHECK(!memcmp(g[a][0], g[a][1], np * sizeof(float)), "parameter gradients depend on the thread count");
@@ -727,5 +728,76 @@ static void test_shard_threads(void) {
     free(x); free(r); free(params);
 }
 
+/* What data-parallel training relies on: a batch of 16 in 4 shards gives
+ * exactly (subtree of shards 0-1) + (subtree of shards 2-3), each subtree
+ * computed by its own network of 8 images in 2 shards with the dropout masks
+ * of its place in the batch (image0) -- the sum two processes make. And the
+ * output and dx of each half are those of the whole batch. */
+static void test_shard_subtrees(void) {
+    enum { B = 16, H = B / 2 };
+    char json[4096];
+    make_json(json, sizeof json, NULL, 0);
+    unet_config cfg;
+    ddpm_err err;
+    CHECK(unet_config_from_json(&cfg, json, &err) == 0, "%s", err.msg);
+    cfg.dropout = 0.2f;
+    size_t per_x = (size_t)8 * 8 * cfg.in_channels, per_o = (size_t)8 * 8 * cfg.out_channels;
+    float *x = malloc(B * per_x * sizeof(float)), *r = malloc(B * per_o * sizeof(float)), t[B];
+    for (size_t i = 0; i < B * per_x; i++) x[i] = urand();
+    for (size_t i = 0; i < B * per_o; i++) r[i] = urand();
+    for (int b = 0; b < B; b++) t[b] = (float)(b * 61 % 1000);
+    unet *whole, *half;
+    if (unet_create_sharded(&whole, &cfg, B, 4, 1, &err) || unet_create_sharded(&half, &cfg, H, 2, 1, &err)) {
+        CHECK(0, "unet_create_sharded: %s", err.msg);
+        return;
+    }
+    random_params(whole);
+    memcpy(half->params, whole->params, whole->nparams * sizeof(float));
+    size_t P = whole->nparams;
+    float *out = malloc(B * per_o * sizeof(float)), *dx = malloc(B * per_x * sizeof(float));
+    float *out2 = malloc(B * per_o * sizeof(float)), *dx2 = malloc(B * per_x * sizeof(float));
+    float *sum = calloc(P, sizeof(float));
+    unet_dropout dp = {9, 3, 0};
+    memset(whole->grads, 0, P * sizeof(float));
+    pass_with_dout(whole, out, dx, x, t, &dp, r);
+    for (int k = 0; k < 2; k++) {
+        unet_dropout dk = {9, 3, (uint64_t)k * H};
+        memset(half->grads, 0, P * sizeof(float));
+        pass_with_dout(half, out2 + k * H * per_o, dx2 + k * H * per_x, x + k * H * per_x, t + k * H, &dk,
+                       r + k * H * per_o);
+        for (size_t i = 0; i < P; i++) sum[i] = k ? sum[i] + half->grads[i] : half->grads[i];
+    }
+    CHECK(!memcmp(out, out2, B * per_o * sizeof(float)), "the halves' outputs differ from the whole batch's");
+    CHECK(!memcmp(dx, dx2, B * per_x * sizeof(float)), "the halves' dx differ from the whole batch's");
+    CHECK(!memcmp(sum, whole->grads, P * sizeof(float)), "left subtree + right subtree != the 4-shard gradient");
+    /* Leaf by leaf: four networks of one shard of 4 images. The tree
+     * ((g0 + g1) + (g2 + g3)) matches; the left fold ((g0 + g1) + g2) + g3,
+     * the order before the tree, does not: the check can fail. */
+    unet *q;
+    CHECK(unet_create_sharded(&q, &cfg, 4, 1, 1, &err) == 0, "%s", err.msg);
+    memcpy(q->params, whole->params, P * sizeof(float));
+    float *leaf[4];
+    for (int k = 0; k < 4; k++) {
+        unet_dropout dk = {9, 3, (uint64_t)k * 4};
+        memset(q->grads, 0, P * sizeof(float));
+        pass_with_dout(q, out2, dx2, x + k * 4 * per_x, t + k * 4, &dk, r + k * 4 * per_o);
+        leaf[k] = malloc(P * sizeof(float));
+        memcpy(leaf[k], q->grads, P * sizeof(float));
+    }
+    int tree_ok = 1, fold_same = 1;
+    for (size_t i = 0; i < P; i++) {
+        float tree = (leaf[0][i] + leaf[1][i]) + (leaf[2][i] + leaf[3][i]);
+        float fold = ((leaf[0][i] + leaf[1][i]) + leaf[2][i]) + leaf[3][i];
+        tree_ok &= memcmp(&tree, &whole->grads[i], sizeof tree) == 0;
+        fold_same &= memcmp(&fold, &whole->grads[i], sizeof fold) == 0;
+    }
+    CHECK(tree_ok, "(g0 + g1) + (g2 + g3) from single-shard networks != the 4-shard gradient");
+    CHECK(!fold_same, "the left fold gives the same bits as the tree: the check above could not fail");
+    for (int k = 0; k < 4; k++) free(leaf[k]);
+    unet_free(q);
+    unet_free(whole), unet_free(half);
+    free(x), free(r), free(out), free(dx), free(out2), free(dx2), free(sum);
+}
+
 TEST_MAIN(test_preset_counts, test_config_errors, test_fd_config_a, test_fd_config_b, test_fd_dropout,
-          test_fd_sharded, test_fd_sensitivity, test_shard_threads)
+          test_fd_sharded, test_fd_sensitivity, test_shard_threads, test_shard_subtrees)

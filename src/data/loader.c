@@ -40,15 +40,16 @@ uint32_t loader_index(loader *l, uint64_t g) {
     return l->perm[g % n];
 }
 
-void loader_batch(loader *l, uint64_t step, int batch, float *x) {
-    DDPM_ASSERT(l && l->perm && l->d && batch >= 0);
+void loader_batch(loader *l, uint64_t step, int batch, int first, int n, float *x) {
+    DDPM_ASSERT(l && l->perm && l->d && batch >= 0 && first >= 0 && n >= 0 && first + n <= batch);
     const dataset *d = l->d;
     const int h = d->h, w = d->w, c = d->c;
     const size_t img = (size_t)h * w * c;
-    for (int i = 0; i < batch; i++) {
-        const uint8_t *src = d->pixels + (size_t)loader_index(l, step * (uint64_t)batch + (uint64_t)i) * img;
-        float *dst = x + (size_t)i * img;
-        int mirror = l->flip && rng_below(2, l->seed, RNG_FLIP, step, (uint64_t)i) == 1;
+    for (int j = 0; j < n; j++) {
+        const uint64_t i = (uint64_t)(first + j); /* the image's place in the global batch */
+        const uint8_t *src = d->pixels + (size_t)loader_index(l, step * (uint64_t)batch + i) * img;
+        float *dst = x + (size_t)j * img;
+        int mirror = l->flip && rng_below(2, l->seed, RNG_FLIP, step, i) == 1;
         if (!mirror) {
             for (size_t k = 0; k < img; k++) dst[k] = (float)src[k] / 127.5f - 1.0f;
             continue;

@@ -30,13 +30,15 @@ int loader_init(loader *l, const dataset *d, uint64_t seed, int flip, ddpm_err *
  * Recomputes the cached permutation when the epoch changes. */
 uint32_t loader_index(loader *l, uint64_t g);
 
-/* Fills x [batch, h, w, c] (NHWC) with images g = step*batch + i, i in
- * [0, batch), as described for loader_index, each pixel p mapped to
- * p / 127.5 - 1 (so 0..255 -> [-1, 1]). If l->flip, image i is mirrored
- * left-right when rng_below(2, seed, RNG_FLIP, step, i) == 1. The result
- * depends only on (seed, flip, step, batch, dataset), never on earlier calls.
- * Not thread-safe on one loader (it updates the cached permutation). */
-void loader_batch(loader *l, uint64_t step, int batch, float *x);
+/* Fills x [n, h, w, c] (NHWC) with images first..first+n-1 of the global batch
+ * of `batch` at `step` (a process of a data-parallel run asks for its share):
+ * image i is dataset image loader_index(step*batch + i), as described there,
+ * each pixel p mapped to p / 127.5 - 1 (so 0..255 -> [-1, 1]). If l->flip,
+ * image i is mirrored left-right when rng_below(2, seed, RNG_FLIP, step, i) == 1.
+ * The result depends only on (seed, flip, step, batch, i, dataset), never on
+ * earlier calls or on how the batch is split. Not thread-safe on one loader
+ * (it updates the cached permutation). */
+void loader_batch(loader *l, uint64_t step, int batch, int first, int n, float *x);
 
 /* Frees l's permutation and zeroes *l. Safe on a zeroed loader. */
 void loader_free(loader *l);

@@ -6,23 +6,24 @@
 #include <math.h>
 #include <string.h>
 
+#include "ops/ops.h"
+
 void q_sample(const schedule *s, int t, const float *x0, const float *eps, float *xt, size_t n) {
-    DDPM_ASSERT(t >= 0 && t < s->T);
-    const float a = s->sqrt_ac[t], b = s->sqrt_1m_ac[t];
-    for (size_t i = 0; i < n; i++) {
-        float x = x0[i], e = eps[i];
-        xt[i] = a * x + b * e;
-    }
+    q_sample_batch(s, &t, 1, x0, eps, xt, n);
 }
 
-double loss_simple(const float *eps_pred, const float *eps, size_t n) {
-    DDPM_ASSERT(n > 0);
-    double acc = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)eps_pred[i] - (double)eps[i];
-        acc += d * d;
+void q_sample_batch(const schedule *s, const int *t, int n, const float *x0, const float *eps, float *xt, size_t D) {
+    enum { ROWS = 256 };
+    float a[ROWS], b[ROWS];
+    for (int r0 = 0; r0 < n; r0 += ROWS) {
+        int m = n - r0 < ROWS ? n - r0 : ROWS;
+        for (int i = 0; i < m; i++) {
+            DDPM_ASSERT(t[r0 + i] >= 0 && t[r0 + i] < s->T);
+            a[i] = s->sqrt_ac[t[r0 + i]], b[i] = s->sqrt_1m_ac[t[r0 + i]];
+        }
+        size_t o = (size_t)r0 * D;
+        q_sample_rows(xt + o, x0 + o, eps + o, a, b, m, D);
     }
-    return acc / (double)n;
 }
 
 /* The last check of both timestep lists: every t in [0, T). */

@@ -27,9 +27,8 @@
  * sqrt(1 - alphabar_t) eps, for 0 <= t < T. */
 void q_sample(const schedule *s, int t, const float *x0, const float *eps, float *xt, size_t n);
 
-/* L_simple for one prediction: mean over n of (eps_pred - eps)^2, accumulated
- * in double (the value torch.nn.functional.mse_loss gives). n > 0. */
-double loss_simple(const float *eps_pred, const float *eps, size_t n);
+/* The same for n images of D values, image i at timestep t[i] (the op q_sample_rows). */
+void q_sample_batch(const schedule *s, const int *t, int n, const float *x0, const float *eps, float *xt, size_t D);
 
 /* The N inference timesteps of diffusers' set_timesteps(N), descending, into
  * out[0..N-1], for spacing "leading" ((N-1-i)*(T/N) + steps_offset, integer

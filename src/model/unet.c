@@ -11,6 +11,7 @@
 
 #include "core/rng.h"
 #include "core/threads.h"
+#include "exec/executor.h"
 #include "ops/ops.h"
 
 /* A tensor in the activation arena: offset of its first row and its row stride. */
@@ -340,17 +341,27 @@ fail:
 }
 
 int unet_shard_count(int batch) {
-    int s = batch / 4;
-    return s < 1 ? 1 : s > 8 ? 8 : s;
+    int s = 1;
+    while (2 * s <= 8 && 2 * s <= batch / 4) s *= 2;
+    return s;
 }
 
 int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddpm_err *err) {
+    int S = unet_shard_count(batch);
+    if (S == 1) {
+        *out = NULL;
+        if (unet_config_check(cfg, err)) return -1;
+        if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
+        return net_create(out, cfg, batch, training, NULL, 0, 0, err);
+    }
+    return unet_create_sharded(out, cfg, batch, S, training, err);
+}
+
+int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, int training, ddpm_err *err) {
     *out = NULL;
     if (unet_config_check(cfg, err)) return -1;
     if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
-    int S = unet_shard_count(batch);
-    if (S == 1) return net_create(out, cfg, batch, training, NULL, 0, 0, err);
-
+    if (S < 1 || S > batch) return ddpm_fail(err, "%d shards for a batch of %d images", S, batch);
     unet *u = ddpm_calloc(1, sizeof *u, err);
     if (!u) return -1;
     u->cfg = *cfg;
@@ -363,10 +374,9 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
      * count it sees at creation, and each shard runs on one thread. */
     int threads = omp_get_max_threads(), rc = 0;
     omp_set_num_threads(1);
-    for (int s = 0, b0 = 0; s < S && rc == 0; s++) {
-        int bs = batch / S + (s < batch % S);
-        rc = net_create(&u->shards[s], cfg, bs, training, s ? u->shards[0]->params : NULL, b0, 1, err);
-        b0 += bs;
+    for (int s = 0; s < S && rc == 0; s++) {
+        int b0 = (int)((long long)s * batch / S), b1 = (int)((long long)(s + 1) * batch / S);
+        rc = net_create(&u->shards[s], cfg, b1 - b0, training, s ? u->shards[0]->params : NULL, b0, 1, err);
     }
     omp_set_num_threads(threads);
     if (rc) goto fail;
@@ -384,17 +394,11 @@ int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddp
     if (!u->table) goto fail;
     memcpy(u->table, s0->table, sizeof *u->table * u->ntensors);
     if (training && !(u->grads = ddpm_alloc_floats(u->nparams, err))) goto fail;
-
-    /* Workers: the arenas (and gradient buffers) shards run in, one per thread
-     * that can run a shard at a time. Shard 0 is the largest. */
-    u->nworkers = S < threads ? S : threads;
-    u->worker_len = s0->act_len + s0->saved_len;
-    u->wmem = ddpm_calloc(2 * (size_t)u->nworkers, sizeof *u->wmem, err);
-    if (!u->wmem) goto fail;
-    for (int w = 0; w < u->nworkers; w++) {
-        if (!(u->wmem[2 * w] = ddpm_alloc_floats(u->worker_len, err))) goto fail;
-        if (training && w && !(u->wmem[2 * w + 1] = ddpm_alloc_floats(u->nparams, err))) goto fail;
-    }
+    /* The arena of the largest shard fits every shard. */
+    size_t arena = 0;
+    for (int s = 0; s < S; s++)
+        if (u->shards[s]->act_len + u->shards[s]->saved_len > arena) arena = u->shards[s]->act_len + u->shards[s]->saved_len;
+    if (exec_create(&u->exec, S, threads, arena, training ? u->nparams : 0, err)) goto fail;
     *out = u;
     return 0;
 fail:
@@ -405,12 +409,11 @@ fail:
 void unet_free(unet *u) {
     if (!u) return;
     for (int s = 0; s < u->nshards; s++) {
-        if (u->shards[s]) u->shards[s]->act = u->shards[s]->saved = u->shards[s]->grads = NULL; /* workers' */
+        if (u->shards[s]) u->shards[s]->act = u->shards[s]->saved = u->shards[s]->grads = NULL; /* the executor's */
         unet_free(u->shards[s]);
     }
     free(u->shards);
-    for (int w = 0; u->wmem && w < 2 * u->nworkers; w++) free(u->wmem[w]);
-    free(u->wmem);
+    exec_free(u->exec);
     if (u->nshards) u->params = NULL; /* owned by shard 0 */
     for (int i = 0; i < u->nunits; i++) {
         conv_plan_free(u->units[i].c1);
@@ -433,8 +436,7 @@ int unet_param_index(const unet *u, const char *name) {
 }
 
 size_t unet_arena_bytes(const unet *u) {
-    if (u->nshards)
-        return sizeof(float) * ((size_t)u->nworkers * u->worker_len + (u->training ? (u->nworkers - 1) * u->nparams : 0));
+    if (u->nshards) return exec_bytes(u->exec);
     return sizeof(float) * (u->act_len + u->saved_len);
 }
 
@@ -484,7 +486,7 @@ static void resnet_forward(unet *u, unet_unit *r, const unet_dropout *dp) {
     groupnorm_forward(SV(r->s[2]), r->cout, SV(r->s[6]), SV(r->s[7]), SV(r->s[1]), r->cout, P(r->p[6]),
                       P(r->p[7]), B, HW, r->cout, G, eps, 1);
     if (dp) dropout_forward(SV(r->s[2]), B, (size_t)HW * r->cout, u->cfg.dropout, dp->seed,
-                            rng_stream(dp->step, (uint64_t)r->layer << 16) + (uint64_t)u->image0);
+                            rng_stream(dp->step, (uint64_t)r->layer << 16) + dp->image0 + (uint64_t)u->image0);
     conv_forward(r->c2, A(r->out), SV(r->s[2]), P(r->p[8]), P(r->p[9]));
     if (r->cin != r->cout)
         linear_forward(A(r->out), r->out.ld, A(r->in), r->in.ld, P(r->p[10]), P(r->p[11]), B * HW, r->cin, r->cout, 1);
@@ -556,7 +558,7 @@ static void net_forward(unet *u, float *out, const float *x, const float *t, con
             break;
         }
     }
-    u->last_dropout = dp ? *dp : (unet_dropout){0, 0};
+    u->last_dropout = dp ? *dp : (unet_dropout){0, 0, 0};
     u->last_had_dropout = dp != NULL;
 }
 
@@ -574,7 +576,8 @@ static void resnet_backward(unet *u, unet_unit *r) {
     conv_backward(r->c2, dh2, GR(r->p[8]), GR(r->p[9]), D(r->out), SV(r->s[2]), P(r->p[8]));
     if (u->last_had_dropout)
         dropout_backward(dh2, dh2, B, (size_t)HW * r->cout, u->cfg.dropout, u->last_dropout.seed,
-                         rng_stream(u->last_dropout.step, (uint64_t)r->layer << 16) + (uint64_t)u->image0);
+                         rng_stream(u->last_dropout.step, (uint64_t)r->layer << 16) + u->last_dropout.image0 +
+                             (uint64_t)u->image0);
     groupnorm_backward(dc1, r->cout, GR(r->p[6]), GR(r->p[7]), dh2, r->cout, SV(r->s[1]), r->cout, SV(r->s[6]),
                        SV(r->s[7]), P(r->p[6]), P(r->p[7]), B, HW, r->cout, G, 1, 0);
     sum_per_sample(dtp, dc1, B, HW, r->cout);
@@ -646,6 +649,7 @@ typedef struct pass {
     const unet_dropout *dropout;
     unet_loss_grad loss; /* NULL: forward only */
     void *ctx;
+    unet *u;             /* the sharded network */
 } pass;
 
 /* One network's part of a pass: the forward of its images, then (training)
@@ -661,44 +665,26 @@ static void net_pass(unet *u, const pass *a) {
     net_backward(u, a->dx ? a->dx + b0 * hw * c->in_channels : NULL, dout);
 }
 
-/* A pass over the shards, as many at a time as there are workers (and
- * threads), each in a worker's arena. The gradients reach u->grads in shard
- * order whatever the thread count: worker 0's shard adds its gradients to
- * u->grads directly (every operator adds each parameter's gradient once,
- * computed whole: see ops.h), the other workers' shards into their own
- * buffers, added after the round. So u->grads = ((G + g_0) + g_1) + ...
- * bit for bit with 1 or N threads. The team always has W threads, so that the
- * operators inside a shard stay single-threaded (nested regions are inactive). */
-static void shards_pass(unet *u, const pass *a) {
+static void shard_pass(void *ctx, int shard, float *arena, float *grads) {
+    const pass *a = ctx;
+    unet *sh = a->u->shards[shard];
+    sh->act = arena;
+    sh->saved = arena + sh->act_len;
+    sh->grads = grads;
+    net_pass(sh, a);
+}
+
+/* A pass over the shards on the executor: each shard in a worker's arena, the
+ * gradients (+=) u->grads summed in the executor's fixed tree. */
+static void shards_pass(unet *u, pass *a) {
     unet *s0 = u->shards[0];
     for (int i = 0; i < s0->nunits; i++) {
         unet_unit *r = &s0->units[i];
         if (r->c1) conv_prepare(r->c1, u->params + conv_weights(r, 0));
         if (r->c2) conv_prepare(r->c2, u->params + conv_weights(r, 1));
     }
-    int threads = omp_get_max_threads(), W = u->nworkers < threads ? u->nworkers : threads;
-    for (int first = 0; first < u->nshards; first += W) {
-        int n = u->nshards - first < W ? u->nshards - first : W;
-        #pragma omp parallel num_threads(W)
-        {
-            int k = omp_get_thread_num();
-            if (k < n) {
-                unet *sh = u->shards[first + k];
-                sh->act = u->wmem[2 * k];
-                sh->saved = sh->act + sh->act_len;
-                sh->grads = k ? u->wmem[2 * k + 1] : u->grads;
-                if (a->loss && k) memset(sh->grads, 0, sizeof(float) * sh->nparams);
-                net_pass(sh, a);
-            }
-        }
-        if (!a->loss || n == 1) continue;
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < u->nparams; i++) {
-            float g = u->grads[i];
-            for (int k = 1; k < n; k++) g += u->wmem[2 * k + 1][i];
-            u->grads[i] = g;
-        }
-    }
+    a->u = u;
+    exec_run(u->exec, shard_pass, a, a->loss ? u->grads : NULL);
 }
 
 void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
@@ -710,7 +696,7 @@ void unet_forward(unet *u, float *out, const float *x, const float *t, const une
 void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const unet_dropout *dropout,
                      unet_loss_grad loss, void *ctx) {
     DDPM_ASSERT(u->training && loss != NULL);
-    pass a = {out, dx, x, t, dropout, loss, ctx};
+    pass a = {out, dx, x, t, dropout, loss, ctx, NULL};
     if (u->nshards) shards_pass(u, &a);
     else net_pass(u, &a);
 }

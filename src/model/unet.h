@@ -8,14 +8,16 @@
  * the two producers of its halves (the running activation and the popped skip)
  * write straight into their channel slices.
  *
- * Thread-count independence: a batch of B >= 8 images is split into
- * unet_shard_count(B) shards, each a complete network over its images that
- * shares the parameters, built and run on one thread (shards run in parallel,
- * as many at a time as there are threads, each in one of the workers' arenas).
- * The arithmetic of every image, and the fixed-order sum of the shards'
- * gradients, are then the same with 1 or N threads: training is bitwise
- * reproducible across thread counts. Smaller batches run as one network with
- * multi-threaded operators (faster at tiny batches, not bitwise thread-invariant). */
+ * Thread-count independence: a batch is split into shards (unet_shard_count(B)
+ * of them by default, or as many as unet_create_sharded asks), each a complete
+ * network over its images that shares the parameters and runs on one thread;
+ * a CPU executor (exec/executor.h) runs them on a team of workers and sums
+ * their gradients in a fixed tree. The arithmetic of every image, and the
+ * gradient sum, are then the same with 1 or N threads, and a process that runs
+ * an aligned block of a batch's shards computes a subtree of the same sum
+ * (data-parallel training over MPI, see train/trainer.h). A default-built
+ * network of fewer than 8 images runs unsharded, with multi-threaded operators
+ * (faster at tiny batches, not bitwise thread-invariant). */
 #ifndef DDPM_UNET_H
 #define DDPM_UNET_H
 
@@ -38,6 +40,7 @@ typedef struct unet_unit unet_unit;
 /* Dropout randomness for one forward: masks are a function of (seed, step, layer). */
 typedef struct unet_dropout {
     uint64_t seed, step;
+    uint64_t image0; /* index of the pass's first image in the global batch (the masks are keyed by it) */
 } unet_dropout;
 
 typedef struct unet {
@@ -66,14 +69,12 @@ typedef struct unet {
     int image0;           /* index of this network's first image in the whole batch (dropout streams) */
     int nshards;          /* > 0: the work is done by shards[] (this network then has no units) */
     struct unet **shards;
-    int nworkers;         /* arenas the shards run in, one per thread running a shard */
-    size_t worker_len;    /* floats of a worker's arena (a shard's act | saved) */
-    float **wmem;         /* per worker: [2w] arena, [2w+1] the running shard's gradients (training,
-                           * w > 0; worker 0's shard adds to grads directly) */
+    struct executor *exec; /* runs the shards, each in a worker's arena (a shard's act | saved) */
     int own_params;
 } unet;
 
-/* Shards a batch of `batch` images is split into: min(8, batch / 4), at least 1. */
+/* Shards a batch of `batch` images is split into by default: the largest
+ * power of two <= min(8, batch / 4), at least 1. */
 int unet_shard_count(int batch);
 
 /* Builds the network for `batch` images (all primitives and the arenas that
@@ -81,6 +82,11 @@ int unet_shard_count(int batch);
  * convolution is in per-thread buffers, grown at the first call). Parameters start at zero: load them or call
  * unet_init_official. training != 0 adds what the backward needs. */
 int unet_create(unet **u, const unet_config *cfg, int batch, int training, ddpm_err *err);
+
+/* As unet_create, with the batch split into exactly `shards` shards (1..batch;
+ * shard s holds images [s*batch/shards, (s+1)*batch/shards)), each on one
+ * thread, even when there is one: bitwise the same with any thread count. */
+int unet_create_sharded(unet **u, const unet_config *cfg, int batch, int shards, int training, ddpm_err *err);
 void unet_free(unet *u);
 
 /* The official DDPM initialisation (variance scaling, fan_avg, uniform; the

@@ -125,17 +125,6 @@ void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_t
     }
 }
 
-double mse_loss(float *dpred, const float *pred, const float *target, size_t n) {
-    double acc = 0;
-    float g = 2.0f / (float)n;
-    for (size_t i = 0; i < n; i++) {
-        float d = pred[i] - target[i];
-        acc += (double)d * d;
-        if (dpred) dpred[i] = g * d;
-    }
-    return acc / (double)n;
-}
-
 void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW) {
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)

@@ -158,10 +158,6 @@ void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, fl
 /* Sinusoidal timestep embedding as diffusers' Timesteps: out[B, D] from t[B]. */
 void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
 
-/* Mean squared error: returns mean((pred-target)^2) over n; dpred (=, may be
- * NULL) = its gradient 2 (pred-target) / n. */
-double mse_loss(float *dpred, const float *pred, const float *target, size_t n);
-
 /* ---- single-head self-attention block (diffusers Attention, one head) -----
  * out = x + Wo softmax(q k^T / sqrt(C)) v + bo with q,k,v = W{q,k,v} GN(x) + b.
  * Parameters: the 10 arrays of group_norm, to_q, to_k, to_v, to_out.0 (weight, bias). */
@@ -184,5 +180,37 @@ void attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ldx, c
 void attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, int lddo, const attn_saved *s,
                    const float *x, int ldx, const attn_params *p, int B, int HW, int C, int G,
                    float *scratch);
+
+/* ---- training arithmetic (src/ops/optim.c) --------------------------------
+ * Whole-buffer loops of the training step. Results do not depend on the thread
+ * count: sums run over fixed chunks added in order. */
+
+/* Squared error: returns sum((pred - target)^2) over n, each difference taken
+ * in float and squared and summed in double; dpred (=, may be NULL, may be
+ * pred) = gscale * (pred - target). The MSE over N values and its gradient are
+ * the sum / N with gscale = 2 / N. */
+double sq_error(float *dpred, const float *pred, const float *target, size_t n, float gscale);
+/* Mean squared error: returns mean((pred-target)^2) over n; dpred (=, may be
+ * NULL) = its gradient 2 (pred-target) / n. */
+double mse_loss(float *dpred, const float *pred, const float *target, size_t n);
+
+/* The sum of x[i]^2 in double (the global gradient norm's square). */
+double sum_squares(const float *x, size_t n);
+
+/* x_t of the forward process for `rows` images of `per` values:
+ * xt[i] (=) a[i] x0[i] + b[i] eps[i] (xt may be x0 or eps). */
+void q_sample_rows(float *xt, const float *x0, const float *eps, const float *a, const float *b, int rows,
+                   size_t per);
+
+/* One step of Adam (torch.optim.Adam, bias corrections folded into c1, c2)
+ * with the gradient scaled first (global-norm clipping), then the EMA of the
+ * new weights, fused in one pass over the parameters:
+ *   g = scale grad;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ *   p -= c1 m / (c2 sqrt(v) + eps);  ema = decay ema + (1-decay) p
+ * with c1 = lr / (1 - beta1^k), c2 = 1 / sqrt(1 - beta2^k) at step k. */
+typedef struct adam_ema_coef {
+    float scale, b1, b2, c1, c2, eps, decay;
+} adam_ema_coef;
+void adam_ema_update(float *p, float *m, float *v, float *ema, const float *grad, size_t n, const adam_ema_coef *c);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "dist/dist.h"
 #include "diffusion/diffusion.h"
 #include "io/fileio.h"
 #include "io/modelfolder.h"
@@ -50,11 +51,19 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     if (cfg->out_channels != cfg->in_channels)
         return ddpm_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
                          cfg->out_channels, cfg->in_channels);
+    if (train_split(o->batch, o->shards, dist_size(), &tr->o.shards, err)) return -1;
     if (copy_schedule(&tr->sched, sched, err)) return -1;
+    tr->nranks = dist_size();
+    tr->local = o->batch / tr->nranks;
+    tr->first = dist_rank() * tr->local;
     if (loader_init(&tr->ld, d, o->seed, o->flip, err)) goto fail;
-    if (unet_create(&tr->u, cfg, o->batch, 1, err)) goto fail;
+    int k = tr->o.shards / tr->nranks; /* this rank's shards: global shards [rank k, (rank+1) k) */
+    if ((tr->o.shards > 1 ? unet_create_sharded(&tr->u, cfg, tr->local, k, 1, err)
+                          : unet_create(&tr->u, cfg, tr->local, 1, err)))
+        goto fail;
+    if (dist_reserve(tr->u->nparams, err)) goto fail;
     unet_init_official(tr->u, o->seed);
-    size_t P = tr->u->nparams, n = (size_t)o->batch * cfg->sample_size * cfg->sample_size * cfg->in_channels;
+    size_t P = tr->u->nparams, n = (size_t)tr->local * cfg->sample_size * cfg->sample_size * cfg->in_channels;
     tr->m = ddpm_alloc_floats(P, err);
     tr->v = ddpm_alloc_floats(P, err);
     tr->ema = ddpm_alloc_floats(P, err);
@@ -62,8 +71,10 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->eps = ddpm_alloc_floats(n, err);
     tr->xt = ddpm_alloc_floats(n, err);
     tr->out = ddpm_alloc_floats(n, err);
-    tr->t = ddpm_alloc_floats((size_t)o->batch, err);
-    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t)
+    tr->t = ddpm_alloc_floats((size_t)tr->local, err);
+    tr->ti = ddpm_calloc((size_t)tr->local, sizeof *tr->ti, err);
+    tr->sq = ddpm_calloc((size_t)o->batch, sizeof *tr->sq, err);
+    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq)
         goto fail;
     memset(tr->m, 0, P * sizeof(float));
     memset(tr->v, 0, P * sizeof(float));
@@ -79,59 +90,75 @@ void trainer_free(trainer *tr) {
     schedule_free(&tr->sched);
     loader_free(&tr->ld);
     free(tr->m), free(tr->v), free(tr->ema);
-    free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t);
+    free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t), free(tr->ti), free(tr->sq);
     memset(tr, 0, sizeof *tr);
 }
 
-/* Sum of squares of g in double, in fixed chunks summed in order (the same bits
- * for any thread count). */
-static double sum_squares(const float *g, size_t n) {
-    enum { CHUNK = 1 << 16 };
-    size_t nc = (n + CHUNK - 1) / CHUNK;
-    double *part = malloc(nc * sizeof *part), total = 0;
-    DDPM_ASSERT(part != NULL);
-    #pragma omp parallel for schedule(static)
-    for (size_t c = 0; c < nc; c++) {
-        size_t e = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
-        double s = 0;
-        for (size_t i = c * CHUNK; i < e; i++) s += (double)g[i] * g[i];
-        part[c] = s;
+static int is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
+
+int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err) {
+    if (batch < 1) return ddpm_fail(err, "batch size must be at least 1");
+    if (!is_pow2(nranks))
+        return ddpm_fail(err, "%d processes: a data-parallel run needs a power of two (1, 2, 4, 8, ...)", nranks);
+    if (batch % nranks)
+        return ddpm_fail(err, "the batch of %d images does not split evenly over %d processes "
+                              "(pick a --batch that is a multiple of %d)", batch, nranks, nranks);
+    int g = shards;
+    if (g == 0) {
+        g = unet_shard_count(batch);
+        if (g < nranks) g = nranks;
     }
-    for (size_t c = 0; c < nc; c++) total += part[c];
-    free(part);
-    return total;
+    if (!is_pow2(g) || g > batch)
+        return ddpm_fail(err, "%d shards: the shard count must be a power of two no larger than the batch (%d)", g,
+                         batch);
+    if (g % nranks)
+        return ddpm_fail(err, "the run sums its gradients over %d shards, which %d processes cannot share "
+                              "(use at most %d processes, a power of two)", g, nranks, g);
+    *out = g;
+    return 0;
 }
 
-/* d L_simple / d out for a group of the batch's images: L_simple is the mean
- * of (out - eps)^2 over the whole batch. */
+/* L_simple's gradient for a group of this rank's images, and their squared
+ * errors: L_simple is the mean of (out - eps)^2 over the whole global batch. */
 static void simple_loss_grad(void *ctx, int image0, int n, const float *out, float *dout) {
-    const trainer *tr = ctx;
+    trainer *tr = ctx;
     const unet_config *c = &tr->u->cfg;
-    size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels, m = per * (size_t)n;
-    const float *eps = tr->eps + (size_t)image0 * per;
+    size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels;
     float g = 2.0f / (float)(per * (size_t)tr->o.batch);
-    for (size_t i = 0; i < m; i++) dout[i] = g * (out[i] - eps[i]);
+    for (int i = image0; i < image0 + n; i++)
+        tr->sq[tr->first + i] = sq_error(dout + (size_t)(i - image0) * per, out + (size_t)(i - image0) * per,
+                                         tr->eps + (size_t)i * per, per, g);
 }
 
 int trainer_step(trainer *tr, ddpm_err *err) {
     const train_opts *o = &tr->o;
     unet *u = tr->u;
-    int B = o->batch, T = tr->sched.T;
-    size_t per = (size_t)u->cfg.sample_size * u->cfg.sample_size * u->cfg.in_channels, n = per * B;
+    int b = tr->local, T = tr->sched.T;
+    size_t per = (size_t)u->cfg.sample_size * u->cfg.sample_size * u->cfg.in_channels;
     uint64_t step = (uint64_t)tr->step;
 
-    /* Algorithm 1: x0 ~ data, t ~ U{1..T}, eps ~ N(0, I), x_t = q_sample(x0, t, eps). */
-    loader_batch(&tr->ld, step, B, tr->x0);
-    rng_normal(tr->eps, n, o->seed, RNG_NOISE, step);
-    for (int i = 0; i < B; i++) {
-        int ti = (int)rng_below((uint32_t)T, o->seed, RNG_TIMESTEP, step, (uint64_t)i);
-        tr->t[i] = (float)ti;
-        q_sample(&tr->sched, ti, tr->x0 + i * per, tr->eps + i * per, tr->xt + i * per, per);
+    /* Algorithm 1 on this rank's images first..first+b-1 of the global batch:
+     * x0 ~ data, t ~ U{1..T}, eps ~ N(0, I), x_t = q_sample(x0, t, eps); every
+     * draw keyed by the image's global index. */
+    loader_batch(&tr->ld, step, o->batch, tr->first, b, tr->x0);
+    #pragma omp parallel for schedule(static)
+    for (int i = 0; i < b; i++) {
+        uint64_t g = (uint64_t)(tr->first + i);
+        rng_normal(tr->eps + (size_t)i * per, per, o->seed, RNG_NOISE, rng_stream(step, g));
+        tr->ti[i] = (int)rng_below((uint32_t)T, o->seed, RNG_TIMESTEP, step, g);
+        tr->t[i] = (float)tr->ti[i];
     }
-    unet_dropout dp = {o->seed, step};
+    q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
+    unet_dropout dp = {o->seed, step, (uint64_t)tr->first};
     memset(u->grads, 0, u->nparams * sizeof(float));
     unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, &dp, simple_loss_grad, tr);
-    double loss = loss_simple(tr->out, tr->eps, n);
+
+    /* The global gradient and loss, the same bits on every rank. */
+    dist_sum_tree(u->grads, u->nparams);
+    dist_allgather(tr->sq + tr->first, tr->sq, sizeof(double) * (size_t)b);
+    double loss = 0;
+    for (int i = 0; i < o->batch; i++) loss += tr->sq[i];
+    loss /= (double)per * o->batch;
     if (!isfinite(loss))
         return ddpm_fail(err, "the loss is not finite at step %lld (%g): stopping; the last checkpoint is kept",
                          (long long)step + 1, loss);
@@ -141,23 +168,15 @@ int trainer_step(trainer *tr, ddpm_err *err) {
                          (long long)step + 1);
 
     /* Clipping as tf.clip_by_global_norm (the official code), Adam as torch.optim.Adam. */
-    float scale = o->clip > 0 && gnorm > o->clip ? (float)(o->clip / gnorm) : 1.0f;
     double k = (double)step + 1;
     double lr = o->lr * (o->warmup > 0 && k < o->warmup ? k / o->warmup : 1.0);
-    float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->adam_eps;
-    float c1 = (float)(lr / (1.0 - pow(o->beta1, k))), c2 = (float)(1.0 / sqrt(1.0 - pow(o->beta2, k)));
     double d = o->ema;
     if (o->ema_warmup && (1.0 + k) / (10.0 + k) < d) d = (1.0 + k) / (10.0 + k);
-    float fd = (float)d;
-    float *p = u->params, *g = u->grads, *m = tr->m, *v = tr->v, *e = tr->ema;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < u->nparams; i++) {
-        float gi = g[i] * scale;
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        p[i] -= c1 * m[i] / (sqrtf(v[i]) * c2 + eps);
-        e[i] = fd * e[i] + (1.0f - fd) * p[i];
-    }
+    adam_ema_coef c = {.scale = o->clip > 0 && gnorm > o->clip ? (float)(o->clip / gnorm) : 1.0f,
+                       .b1 = (float)o->beta1, .b2 = (float)o->beta2, .eps = (float)o->adam_eps,
+                       .c1 = (float)(lr / (1.0 - pow(o->beta1, k))), .c2 = (float)(1.0 / sqrt(1.0 - pow(o->beta2, k))),
+                       .decay = (float)d};
+    adam_ema_update(u->params, tr->m, tr->v, tr->ema, u->grads, u->nparams, &c);
     tr->loss = loss;
     tr->grad_norm = gnorm;
     tr->lr = lr;
@@ -184,6 +203,7 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddBoolToObject(j, "flip", o->flip);
     cJSON_AddStringToObject(j, "data", o->data);
     cJSON_AddNumberToObject(j, "limit", o->limit);
+    cJSON_AddNumberToObject(j, "shards", o->shards);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -220,6 +240,8 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
     cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data"), *limit = cJSON_GetObjectItemCaseSensitive(j, "limit");
     if (cJSON_IsString(data)) snprintf(o->data, sizeof o->data, "%s", data->valuestring);
     if (cJSON_IsNumber(limit)) o->limit = limit->valueint;
+    cJSON *shards = cJSON_GetObjectItemCaseSensitive(j, "shards"); /* absent before data-parallel runs */
+    if (cJSON_IsNumber(shards)) o->shards = shards->valueint;
     cJSON_Delete(j);
     return 0;
 }

@@ -2,10 +2,16 @@
  * t ~ U{1..T} (0-based here), eps ~ N(0, I), the U-Net's eps prediction, L_simple,
  * global-norm clipping, Adam with linear warm-up, and an EMA of the weights.
  *
- * Every random choice is a pure function of (seed, step), and the network's
- * arithmetic does not depend on the thread count (see unet.h), so the weights
- * after step k are the same bits whatever the thread count, and a run resumed
- * from a checkpoint continues exactly as if it had never stopped.
+ * Data parallel (dist/dist.h): with N processes (a power of two), each runs
+ * batch/N images of the global batch on its threads; the gradients of the
+ * global batch's shards are summed in one fixed tree (exec/executor.h, then
+ * dist_sum_tree), and every process makes the same Adam/EMA update. Every
+ * random choice is a pure function of (seed, step, global image index), and
+ * the network's arithmetic depends neither on the thread count nor on the
+ * process count (for a fixed shard count, opts.shards), so the weights after
+ * step k are the same bits with any threads and any N that divides the shard
+ * count, and a run resumed from a checkpoint, with any such N, continues
+ * exactly as if it had never stopped.
  *
  * Checkpoint: RUN/training_state.safetensors holds everything needed to go on
  * (raw weights, EMA weights, Adam m and v; metadata: step, options, model
@@ -36,6 +42,8 @@ typedef struct train_opts {
     int flip;           /* random horizontal flips */
     char data[1024];    /* the data source as given ("" = the default), recorded for --resume */
     int limit;          /* images used (0 = all), recorded for --resume */
+    int shards;         /* the global batch's shards, whose gradients are summed in a fixed tree
+                         * (0 = the default, see train_split); recorded for --resume */
 } train_opts;
 
 /* The paper's recipe (flips off: set it for CIFAR-10). */
@@ -49,8 +57,17 @@ typedef struct trainer {
     float *m, *v, *ema;   /* [nparams] each */
     int64_t step;         /* steps done */
     double loss, grad_norm, lr; /* of the last step */
-    float *x0, *eps, *xt, *out, *t; /* per-step buffers */
+    int nranks, first, local; /* processes in the run; this one's images: first..first+local-1 of the batch */
+    float *x0, *eps, *xt, *out, *t; /* per-step buffers, [local] images */
+    int *ti;              /* [local] timesteps */
+    double *sq;           /* [batch] the squared error of each image of the global batch */
 } trainer;
+
+/* The shard count of a run of `batch` images per step over nranks processes:
+ * `shards`, or by default unet_shard_count(batch) and at least nranks. Fails
+ * unless nranks is a power of two dividing the batch and the shard count a
+ * power of two (<= batch) that nranks divides. */
+int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err);
 
 /* Builds a trainer for a network of config cfg on dataset d (borrowed; its
  * image size must match cfg), with schedule sched (copied), initialising the
