@@ -7,6 +7,7 @@
 #   make bench      forward / forward+backward throughput of the presets
 #   make bench-torch  ddpm and PyTorch side by side on the same models (ratios, peak RSS)
 #   make bench-scaling  img/s against batch, threads and image size (docs/perf.md)
+#   make bench-mpi  one process with every thread against one process per CPU (MPI), same batch (docs/scaling.md)
 #   make fixtures   regenerate tests/fixtures with the PyTorch reference (needs python3-torch)
 
 CC      := gcc
@@ -46,7 +47,7 @@ TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-build deps demo bench bench-torch bench-scaling fixtures clean
+.PHONY: all test test-build deps demo bench bench-torch bench-scaling bench-mpi fixtures clean
 all: $(BUILD)/ddpm
 
 deps:
@@ -96,6 +97,9 @@ bench-torch: deps $(BENCH_BIN)
 
 bench-scaling: deps $(BENCH_BIN)
 	bench/scaling.sh $(BUILD)
+
+bench-mpi: deps $(BENCH_BIN) $(BUILD)/ddpm
+	bench/mpi.sh $(BUILD)
 
 fixtures:
 	/usr/bin/python3 tools/make_fixtures.py tests/fixtures

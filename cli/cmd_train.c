@@ -356,7 +356,7 @@ int cmd_train(int argc, char **argv)
     }
 
     int tty = rank0 && isatty(2), stopped = 0;
-    double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, smooth = NAN;
+    double t0 = ddpm_now(), tlast = t0, tdraw = 0, loss_sum = 0, reduce_sum = 0, smooth = NAN;
     long long start = tr.step, last_log = tr.step, last_save = tr.step;
     for (;;) {
         /* Every rank takes the same turn: stop on a signal or the time limit
@@ -374,19 +374,23 @@ int cmd_train(int argc, char **argv)
             break;
         }
         loss_sum += tr.loss;
+        reduce_sum += tr.reduce_s;
         smooth = isnan(smooth) ? tr.loss : 0.98 * smooth + 0.02 * tr.loss;
         if (!rank0) continue;
         double now = ddpm_now(), ips = (double)(tr.step - start) * o.batch / (now - t0);
         if (tr.step % log_every == 0) {
             double ips_int = (double)(tr.step - last_log) * o.batch / (now - tlast);
             fprintf(mf, "{\"step\":%lld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"img_per_s\":%.4g,"
-                        "\"elapsed_s\":%.3f}\n", (long long)tr.step, loss_sum / (double)(tr.step - last_log),
+                        "\"elapsed_s\":%.3f", (long long)tr.step, loss_sum / (double)(tr.step - last_log),
                     tr.lr, tr.grad_norm, ips_int, now - t0);
+            if (tr.nranks > 1) /* seconds per step spent in the sum over the processes */
+                fprintf(mf, ",\"reduce_s\":%.4g", reduce_sum / (double)(tr.step - last_log));
+            fputs("}\n", mf);
             fflush(mf);
             if (!tty)
                 fprintf(stderr, "step %lld  loss %.4f  lr %.3g  grad-norm %.3g  %.1f img/s\n", (long long)tr.step,
                         loss_sum / (double)(tr.step - last_log), tr.lr, tr.grad_norm, ips_int);
-            loss_sum = 0, last_log = tr.step, tlast = now;
+            loss_sum = 0, reduce_sum = 0, last_log = tr.step, tlast = now;
         }
         if (tty && now - tdraw > 0.25) {
             double left = (double)(steps - tr.step) * o.batch / ips;

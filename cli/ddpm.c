@@ -47,8 +47,9 @@ int main(int argc, char **argv)
             }
             int rc = commands[i].run(argc - 1, argv + 1);
             /* A failed rank of a job may have left the others waiting in a
-             * collective: end the whole job rather than hang in MPI_Finalize. */
-            if (rc != 0 && dist_size() > 1) dist_abort(rc);
+             * collective: end the whole job rather than hang in MPI_Finalize.
+             * (128 + signal is a stop every rank agreed on, see cmd_train.) */
+            if (rc != 0 && rc < 128 && dist_size() > 1) dist_abort(rc);
             dist_finalize();
             return rc;
         }

@@ -2,7 +2,8 @@
 # install-deps.sh -- install ddpm's Debian 12 build and data dependencies (idempotent).
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
-pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
+pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev dataset-fashion-mnist
+      openmpi-bin libopenmpi-dev)
 # --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid and diffusers
 # from PyPI, with the Debian packages diffusers imports).
 if [ "${1:-}" = "--test" ]; then

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "core/threads.h"
 #include "dist/dist.h"
 #include "diffusion/diffusion.h"
 #include "io/fileio.h"
@@ -154,8 +155,10 @@ int trainer_step(trainer *tr, ddpm_err *err) {
     unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, &dp, simple_loss_grad, tr);
 
     /* The global gradient and loss, the same bits on every rank. */
+    double t0 = ddpm_now();
     dist_sum_tree(u->grads, u->nparams);
     dist_allgather(tr->sq + tr->first, tr->sq, sizeof(double) * (size_t)b);
+    tr->reduce_s = ddpm_now() - t0;
     double loss = 0;
     for (int i = 0; i < o->batch; i++) loss += tr->sq[i];
     loss /= (double)per * o->batch;

@@ -57,6 +57,7 @@ typedef struct trainer {
     float *m, *v, *ema;   /* [nparams] each */
     int64_t step;         /* steps done */
     double loss, grad_norm, lr; /* of the last step */
+    double reduce_s;      /* seconds the last step spent summing over the processes */
     int nranks, first, local; /* processes in the run; this one's images: first..first+local-1 of the batch */
     float *x0, *eps, *xt, *out, *t; /* per-step buffers, [local] images */
     int *ti;              /* [local] timesteps */
