@@ -23,8 +23,9 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# 256 random CIFAR-10 records (1 label byte + 3072 pixel bytes).
-head -c $((256 * 3073)) /dev/urandom > "$TMP/cifar.bin"
+# 256 random CIFAR-10 records (label 0, then 3072 pixel bytes).
+i=0
+while [ $i -lt 256 ]; do printf '\000'; head -c 3072 /dev/urandom; i=$((i + 1)); done > "$TMP/cifar.bin"
 
 median() { # median FIELD RUN: the median of FIELD over metrics lines 2..
     sed -n "2,\$s/.*\"$1\":\([0-9.e+-]*\).*/\1/p" "$2/metrics.jsonl" | sort -g |
@@ -41,8 +42,9 @@ for spec in "fmnist 128" "cifar10 32"; do
     data=""
     [ "$preset" = cifar10 ] && data="--data $TMP/cifar.bin"
     args="train --preset $preset --batch $B --steps $STEPS --log-every 1 --save-every 1000000 $data --limit 256"
-    $DDPM $args --out "$TMP/$preset-1" --threads "$T" >/dev/null 2>&1
-    mpirun -np "$T" --bind-to core $DDPM $args --out "$TMP/$preset-$T" --threads 1 >/dev/null 2>&1
+    $DDPM $args --out "$TMP/$preset-1" --threads "$T" >"$TMP/log" 2>&1 || { cat "$TMP/log" >&2; exit 1; }
+    mpirun -np "$T" --bind-to core $DDPM $args --out "$TMP/$preset-$T" --threads 1 >"$TMP/log" 2>&1 ||
+        { cat "$TMP/log" >&2; exit 1; }
     a=$(median img_per_s "$TMP/$preset-1") b=$(median img_per_s "$TMP/$preset-$T") r=$(median reduce_s "$TMP/$preset-$T")
     echo "| $preset | $B | $a | $b | $(echo "$b $a" | awk '{printf "%.3f", $1 / $2}') | $r |"
 done

@@ -11,6 +11,7 @@
 #include "core/threads.h"
 #include "data/dataset.h"
 #include "diffusion/bound.h"
+#include "dist/dist.h"
 #include "io/modelfolder.h"
 
 typedef struct progress {
@@ -29,6 +30,117 @@ static void on_step(void *ctx, int done, int total) {
     else if (pct / 10 != p->last_pct / 10)
         fprintf(stderr, "ddpm eval nll: %3d%%  %.0f s elapsed\n", pct, el);
     p->last_pct = pct;
+}
+
+/* The bound's terms of this rank's images [first, first + count) of d:
+ * terms[count, T + 1] and mse[count, T], in the batches of B a plain run uses
+ * (x holds one batch). Progress lines come from rank 0 alone and count only
+ * rank 0's own share. Returns 0, or -1 after a message. */
+static int nll_share(const arg_cmd *cmd, unet *u, const schedule *s, const dataset *d, int first, int count, int B,
+                     uint64_t seed, float *x, double *terms, double *mse)
+{
+    ddpm_err err = {0};
+    const int T = s->T, root = dist_rank() == 0;
+    const size_t D = (size_t)d->h * d->w * d->c;
+    progress pr = {isatty(2), 0, (count + B - 1) / B, -1, ddpm_now()};
+    for (int i = 0; i < count; i += B) {
+        int nb = count - i < B ? count - i : B;
+        const uint8_t *px = d->pixels + (size_t)(first + i) * D;
+        for (size_t k = 0; k < (size_t)nb * D; k++) x[k] = px[k] / 127.5f - 1.0f;
+        pr.batch0 = i / B;
+        if (bound_terms(u, s, x, nb, first + i, seed, terms + (size_t)i * (T + 1), mse + (size_t)i * T,
+                        root ? on_step : NULL, &pr, &err)) {
+            if (root && pr.tty) fputc('\n', stderr);
+            cli_fail(cmd, &err);
+            return -1;
+        }
+    }
+    if (root && pr.tty) fputc('\n', stderr);
+    return 0;
+}
+
+/* The rate-distortion curve (rate[t], dist[t] for t < T, of N images) as an SVG.
+ * Returns 0, or -1 if it could not be written. */
+static int write_rd_svg(const char *svg, const double *rate, const double *dist, int T, int N)
+{
+    FILE *g = fopen(svg, "w");
+    if (!g) return -1;
+    double rmax = rate[0] > 0 ? rate[0] : 1, dmax = 0;
+    for (int t = 0; t < T; t++) dmax = dist[t] > dmax ? dist[t] : dmax;
+    if (dmax <= 0) dmax = 1;
+    const double W = 480, H = 320, L = 60, B = 40;
+    fprintf(g, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+               "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W + L + 20, H + B + 30);
+    fprintf(g, "<text x=\"%.0f\" y=\"18\">Rate-distortion (%d images): distortion vs rate</text>\n", L, N);
+    fprintf(g, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H + 25, L + W, H + 25);
+    fprintf(g, "<line x1=\"%.0f\" y1=\"25\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, L, H + 25);
+    fprintf(g, "<text x=\"%.0f\" y=\"%.0f\">rate (bits/dim), 0 .. %.3g</text>\n", L + W / 3, H + 55, rmax);
+    fprintf(g, "<text x=\"4\" y=\"40\">RMSE</text><text x=\"4\" y=\"54\">%.3g</text>"
+               "<text x=\"4\" y=\"%.0f\">0</text>\n", dmax, H + 25);
+    fprintf(g, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
+    for (int t = T - 1; t >= 0; t--)
+        fprintf(g, "%.1f,%.1f ", L + W * rate[t] / rmax, 25 + H * (1 - dist[t] / dmax));
+    fprintf(g, "\"/>\n</svg>\n");
+    return fclose(g) == 0 ? 0 : -1;
+}
+
+/* From every image's terms[N, T + 1] and mse[N, T] (images of D values): the
+ * per-t CSV at path, its rate-distortion SVG next to it, and the summary line.
+ * Returns 0, or EXIT_RUNTIME after a message. */
+static int nll_report(const char *path, const double *terms, const double *mse, int N, int T, size_t D)
+{
+    /* Bits/dim per image, then the mean and its standard error over images. */
+    double to_bpd = 1.0 / ((double)D * log(2.0)), sum = 0, sum2 = 0, prior = 0, dec = 0;
+    for (int i = 0; i < N; i++) {
+        double tot = 0;
+        for (int t = 0; t <= T; t++) tot += terms[(size_t)i * (T + 1) + t];
+        tot *= to_bpd;
+        sum += tot, sum2 += tot * tot;
+        prior += terms[(size_t)i * (T + 1) + T] * to_bpd / N;
+        dec += terms[(size_t)i * (T + 1)] * to_bpd / N;
+    }
+    double mean = sum / N, var = N > 1 ? (sum2 - N * mean * mean) / (N - 1) : 0;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "ddpm eval nll: cannot write %s\n", path);
+        return EXIT_RUNTIME;
+    }
+    /* Per t: the mean term, the x0 MSE, and the rate-distortion pair of the
+     * paper's Sec. 4.3 -- rate = bits/dim sent from T down to t (prior and the
+     * KL terms L_s for s >= max(t, 1)), distortion = RMSE of the x0 prediction
+     * on the [0, 255] scale. */
+    double *lt = calloc((size_t)T, sizeof *lt), *rate = calloc((size_t)T, sizeof *rate);
+    double *dist = calloc((size_t)T, sizeof *dist);
+    if (!lt || !rate || !dist) {
+        free(lt), free(rate), free(dist);
+        fclose(f);
+        fprintf(stderr, "ddpm eval nll: out of memory\n");
+        return EXIT_RUNTIME;
+    }
+    for (int t = 0; t < T; t++) {
+        double m = 0;
+        for (int i = 0; i < N; i++) lt[t] += terms[(size_t)i * (T + 1) + t] * to_bpd / N, m += mse[(size_t)i * T + t] / N;
+        dist[t] = sqrt(m) * 127.5;
+    }
+    for (int t = T - 1; t >= 0; t--) rate[t] = (t == T - 1 ? prior : rate[t + 1]) + (t >= 1 ? lt[t] : 0.0);
+    fprintf(f, "t,L_t_bits_per_dim,x0_mse,rate_bits_per_dim,distortion_rmse_0_255\n");
+    for (int t = 0; t < T; t++)
+        fprintf(f, "%d,%.9g,%.9g,%.9g,%.9g\n", t, lt[t], dist[t] * dist[t] / (127.5 * 127.5), rate[t], dist[t]);
+    fprintf(f, "prior,%.9g,,,\n", prior);
+    int wrote = fclose(f) == 0;
+    /* The rate-distortion curve as an SVG next to the CSV. */
+    char svg[4400];
+    snprintf(svg, sizeof svg, "%.*s_rd.svg", (int)(strlen(path) > 4 && !strcmp(path + strlen(path) - 4, ".csv")
+                                                     ? strlen(path) - 4 : strlen(path)), path);
+    wrote = wrote && write_rd_svg(svg, rate, dist, T, N) == 0;
+    free(lt), free(rate), free(dist);
+    if (!wrote) {
+        fprintf(stderr, "ddpm eval nll: writing %s or %s failed\n", path, svg);
+        return EXIT_RUNTIME;
+    }
+    printf("NLL bound %.4f bits/dim (standard error %.4f, %d images; prior %.5f, decoder %.4f); per-t terms and rate-distortion in %s, curve in %s\n",
+           mean, sqrt(var / N), N, prior, dec, path, svg);
+    return 0;
 }
 
 static int eval_nll(int argc, char **argv)
@@ -50,7 +162,8 @@ static int eval_nll(int argc, char **argv)
     arg_cmd cmd = {"eval nll", "The variational bound (negative log-likelihood) in bits/dim: L_T + sum of L_{t-1} + L_0.",
                    "Every one of the T terms is evaluated for every image (no subsampling), with the model's\n"
                    "fixed variance from scheduler_config.json and x0 predictions clipped to [-1, 1] as the\n"
-                   "paper's code. Cost: T network calls per batch.", specs};
+                   "paper's code. Cost: T network calls per batch. Under mpirun the processes share the\n"
+                   "batches, and rank 0 writes the same numbers as one process would.", specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
@@ -64,111 +177,40 @@ static int eval_nll(int argc, char **argv)
         schedule_free(&s);
         return r;
     }
-    int N = d.n, B = batch < N ? (int)batch : N, T = s.T;
-    size_t D = (size_t)d.h * d.w * d.c;
+    const int N = d.n, B = batch < N ? (int)batch : N, T = s.T, root = dist_rank() == 0;
+    const size_t D = (size_t)d.h * d.w * d.c;
+    int first, count; /* this rank's images (all of them in a plain run) */
+    cli_share(N, B, dist_rank(), &first, &count);
+    /* Rank 0 holds every image's terms, its own share first; the other ranks their share. */
+    const size_t held = root ? (size_t)N : (size_t)count + 1;
     unet *u = NULL;
-    double *terms = malloc(sizeof(double) * (size_t)N * (T + 1)), *mse = malloc(sizeof(double) * (size_t)N * T);
+    double *terms = malloc(sizeof(double) * held * (T + 1)), *mse = malloc(sizeof(double) * held * T);
     float *x = malloc(sizeof(float) * (size_t)B * D);
-    int rc = EXIT_RUNTIME;
+    int rc = 0;
+    /* Setting up may fail on one rank alone: every rank learns it before the evaluation. */
     if (!terms || !mse || !x) {
         fprintf(stderr, "ddpm eval nll: out of memory\n");
-        goto done;
-    }
-    if (model_load(&u, dir, B, 0, &err)) {
+        rc = EXIT_RUNTIME;
+    } else if (model_load(&u, dir, B, 0, &err)) {
         rc = cli_bad_input(&cmd, &err);
+    }
+    if (dist_or(rc != 0)) {
+        rc = rc ? rc : EXIT_RUNTIME;
         goto done;
     }
-    fprintf(stderr, "ddpm eval nll: %s; %d images, T = %d, batch %d\n", d.desc, N, T, B);
-    progress pr = {isatty(2), 0, (N + B - 1) / B, -1, ddpm_now()};
-    for (int b0 = 0; b0 < N; b0 += B) {
-        int nb = N - b0 < B ? N - b0 : B;
-        for (size_t k = 0; k < (size_t)nb * D; k++) x[k] = d.pixels[(size_t)b0 * D + k] / 127.5f - 1.0f;
-        pr.batch0 = b0 / B;
-        if (bound_terms(u, &s, x, nb, b0, (uint64_t)seed, terms + (size_t)b0 * (T + 1), mse + (size_t)b0 * T,
-                        on_step, &pr, &err)) {
-            if (pr.tty) fputc('\n', stderr);
-            rc = cli_fail(&cmd, &err);
-            goto done;
-        }
-    }
-    if (pr.tty) fputc('\n', stderr);
-    /* Bits/dim per image, then the mean and its standard error over images. */
-    double to_bpd = 1.0 / ((double)D * log(2.0)), sum = 0, sum2 = 0, prior = 0, dec = 0;
-    for (int i = 0; i < N; i++) {
-        double tot = 0;
-        for (int t = 0; t <= T; t++) tot += terms[(size_t)i * (T + 1) + t];
-        tot *= to_bpd;
-        sum += tot, sum2 += tot * tot;
-        prior += terms[(size_t)i * (T + 1) + T] * to_bpd / N;
-        dec += terms[(size_t)i * (T + 1)] * to_bpd / N;
-    }
-    double mean = sum / N, var = N > 1 ? (sum2 - N * mean * mean) / (N - 1) : 0;
+    if (root)
+        fprintf(stderr, "ddpm eval nll: %s; %d images, T = %d, batch %d%s\n", d.desc, N, T, B,
+                dist_size() > 1 ? ", split over the processes" : "");
+    int failed = nll_share(&cmd, u, &s, &d, first, count, B, (uint64_t)seed, x, terms, mse);
+    /* On rank 0 the gathers are in place: its share already lies at the start. */
+    if ((rc = cli_gather_share(failed, terms, terms, N, B, sizeof(double) * (T + 1))) ||
+        (rc = cli_gather_share(0, mse, mse, N, B, sizeof(double) * T)) || !root)
+        goto done;
     char path[4300];
     if (csv) snprintf(path, sizeof path, "%s", csv);
     else if (strcmp(dir, model)) snprintf(path, sizeof path, "%s/nll.csv", model);
     else snprintf(path, sizeof path, "nll.csv");
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "ddpm eval nll: cannot write %s\n", path);
-        goto done;
-    }
-    /* Per t: the mean term, the x0 MSE, and the rate-distortion pair of the
-     * paper's Sec. 4.3 -- rate = bits/dim sent from T down to t (prior and the
-     * KL terms L_s for s >= max(t, 1)), distortion = RMSE of the x0 prediction
-     * on the [0, 255] scale. */
-    double *lt = calloc((size_t)T, sizeof *lt), *rate = calloc((size_t)T, sizeof *rate);
-    double *dist = calloc((size_t)T, sizeof *dist);
-    if (!lt || !rate || !dist) {
-        free(lt), free(rate), free(dist);
-        fclose(f);
-        fprintf(stderr, "ddpm eval nll: out of memory\n");
-        goto done;
-    }
-    for (int t = 0; t < T; t++) {
-        double m = 0;
-        for (int i = 0; i < N; i++) lt[t] += terms[(size_t)i * (T + 1) + t] * to_bpd / N, m += mse[(size_t)i * T + t] / N;
-        dist[t] = sqrt(m) * 127.5;
-    }
-    for (int t = T - 1; t >= 0; t--) rate[t] = (t == T - 1 ? prior : rate[t + 1]) + (t >= 1 ? lt[t] : 0.0);
-    fprintf(f, "t,L_t_bits_per_dim,x0_mse,rate_bits_per_dim,distortion_rmse_0_255\n");
-    for (int t = 0; t < T; t++)
-        fprintf(f, "%d,%.9g,%.9g,%.9g,%.9g\n", t, lt[t], dist[t] * dist[t] / (127.5 * 127.5), rate[t], dist[t]);
-    fprintf(f, "prior,%.9g,,,\n", prior);
-    int wrote = fclose(f) == 0;
-    /* The rate-distortion curve as an SVG next to the CSV. */
-    char svg[4400];
-    snprintf(svg, sizeof svg, "%.*s_rd.svg", (int)(strlen(path) > 4 && !strcmp(path + strlen(path) - 4, ".csv")
-                                                     ? strlen(path) - 4 : strlen(path)), path);
-    FILE *g = wrote ? fopen(svg, "w") : NULL;
-    if (g) {
-        double rmax = rate[0] > 0 ? rate[0] : 1, dmax = 0;
-        for (int t = 0; t < T; t++) dmax = dist[t] > dmax ? dist[t] : dmax;
-        if (dmax <= 0) dmax = 1;
-        const double W = 480, H = 320, L = 60, B = 40;
-        fprintf(g, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
-                   "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W + L + 20, H + B + 30);
-        fprintf(g, "<text x=\"%.0f\" y=\"18\">Rate-distortion (%d images): distortion vs rate</text>\n", L, N);
-        fprintf(g, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H + 25, L + W, H + 25);
-        fprintf(g, "<line x1=\"%.0f\" y1=\"25\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, L, H + 25);
-        fprintf(g, "<text x=\"%.0f\" y=\"%.0f\">rate (bits/dim), 0 .. %.3g</text>\n", L + W / 3, H + 55, rmax);
-        fprintf(g, "<text x=\"4\" y=\"40\">RMSE</text><text x=\"4\" y=\"54\">%.3g</text>"
-                   "<text x=\"4\" y=\"%.0f\">0</text>\n", dmax, H + 25);
-        fprintf(g, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
-        for (int t = T - 1; t >= 0; t--)
-            fprintf(g, "%.1f,%.1f ", L + W * rate[t] / rmax, 25 + H * (1 - dist[t] / dmax));
-        fprintf(g, "\"/>\n</svg>\n");
-        wrote = fclose(g) == 0;
-    } else {
-        wrote = 0;
-    }
-    free(lt), free(rate), free(dist);
-    if (!wrote) {
-        fprintf(stderr, "ddpm eval nll: writing %s or %s failed\n", path, svg);
-        goto done;
-    }
-    printf("NLL bound %.4f bits/dim (standard error %.4f, %d images; prior %.5f, decoder %.4f); per-t terms and rate-distortion in %s, curve in %s\n",
-           mean, sqrt(var / N), N, prior, dec, path, svg);
-    rc = 0;
+    rc = nll_report(path, terms, mse, N, T, D);
 done:
     unet_free(u);
     free(terms), free(mse), free(x);

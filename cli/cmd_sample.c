@@ -11,6 +11,7 @@
 #include "core/threads.h"
 #include "diffusion/sampler.h"
 #include "diffusion/schedule.h"
+#include "dist/dist.h"
 #include "io/fileio.h"
 #include "io/modelfolder.h"
 #include "io/npy.h"
@@ -36,7 +37,8 @@ static const char sample_usage[] =
     "the diffusers DDPMScheduler defaults are used: linear betas 1e-4..0.02, T = 1000,\n"
     "variance fixed_small, clip_sample true.\n"
     "Randomness depends only on (--seed, image index, timestep), so the result does not\n"
-    "depend on --batch or --threads.\n"
+    "depend on --batch or --threads. Under mpirun the processes share the batches, and\n"
+    "rank 0 writes the same files as one process would.\n"
     "Writes OUT/grid.png (the first up to 1024 images, ~sqrt(n) columns, 2 px gaps),\n"
     "OUT/samples/000000.png ... (one PNG per image; 1- or 3-channel models) and\n"
     "OUT/samples.npy: float32 [n, C, H, W] (NCHW, as PyTorch), values in [-1, 1]: the\n"
@@ -77,14 +79,14 @@ static void progress_cb(void *ctx, int done, int total) {
     }
 }
 
-/* Writes images [m, h, w, c] (global indices first..) as OUT/samples/%06d.png. */
-static int write_pngs(const char *dir, const float *x, int first, int m, int h, int w, int c, ddpm_err *err) {
+/* Writes images [m, h, w, c] as OUT/samples/%06d.png. */
+static int write_pngs(const char *dir, const float *x, int m, int h, int w, int c, ddpm_err *err) {
     size_t D = (size_t)h * w * c;
     uint8_t *pix = malloc(D);
     if (!pix) return ddpm_fail(err, "out of memory");
     char path[4200];
     for (int i = 0; i < m; i++) {
-        if (snprintf(path, sizeof path, "%s/%06d.png", dir, first + i) >= (int)sizeof path) {
+        if (snprintf(path, sizeof path, "%s/%06d.png", dir, i) >= (int)sizeof path) {
             free(pix);
             return ddpm_fail(err, "output path too long: %s", dir);
         }
@@ -96,6 +98,67 @@ static int write_pngs(const char *dir, const float *x, int first, int m, int h, 
     }
     free(pix);
     return 0;
+}
+
+/* Samples this rank's images [first, first + count) into x, in the batches of
+ * B a plain run uses. Progress lines come from rank 0 alone and count only
+ * rank 0's own share (the other ranks run silently). Returns 0, or -1 after a
+ * message. */
+static int sample_share(const arg_cmd *cmd, const denoiser *den, const schedule *sch, const sampler_opts *o,
+                        int first, int count, int B, size_t D, const float *xT, float *x)
+{
+    ddpm_err err = {0};
+    const int root = dist_rank() == 0;
+    progress pg = {isatty(2), ddpm_now(), 0, (long long)((count + B - 1) / B) * o->steps, 0, 0, -1};
+    for (int i = 0; i < count; i += B) {
+        int m = count - i < B ? count - i : B;
+        if (sampler_run(den, sch, o, first + i, m, x + (size_t)i * D, xT ? xT + (size_t)(first + i) * D : NULL,
+                        root ? progress_cb : NULL, &pg, &err)) {
+            if (root && pg.tty) fputc('\n', stderr);
+            cli_fail(cmd, &err);
+            return -1;
+        }
+        pg.base += o->steps;
+    }
+    return 0;
+}
+
+/* *r (=) the sum of every rank's range statistics, through ranks[dist_size()]. */
+static void range_sum(sample_range *r, sample_range *ranks)
+{
+    dist_allgather(r, ranks, sizeof *r);
+    *r = (sample_range){0};
+    for (int q = 0; q < dist_size(); q++) {
+        r->images += ranks[q].images, r->pixels += ranks[q].pixels;
+        r->out_pixels += ranks[q].out_pixels, r->broken += ranks[q].broken;
+        r->max_abs = ranks[q].max_abs > r->max_abs ? ranks[q].max_abs : r->max_abs;
+    }
+}
+
+/* Writes the n images x[n, H, W, C] as sdir/%06d.png and OUT/grid.png (1- or
+ * 3-channel images), then turns x into NCHW in place and writes
+ * OUT/samples.npy. Returns 0, or -1 (err set). */
+static int write_samples(const char *out, const char *sdir, float *x, int n, int H, int W, int C, ddpm_err *err)
+{
+    const size_t D = (size_t)H * W * C;
+    char path[4200];
+    if (C == 1 || C == 3) {
+        if (write_pngs(sdir, x, n, H, W, C, err)) return -1;
+        int g = n < GRID_MAX ? n : GRID_MAX, cols = (int)ceil(sqrt((double)g));
+        snprintf(path, sizeof path, "%s/grid.png", out);
+        if (png_write_grid(path, x, g, H, W, C, cols, 2, err)) return -1;
+    }
+    /* NHWC -> NCHW one image at a time (in place through a one-image buffer). */
+    float *tmp = malloc(sizeof(float) * D);
+    if (!tmp) return ddpm_fail(err, "out of memory");
+    for (int i = 0; i < n; i++) {
+        nhwc_to_nchw(tmp, x + (size_t)i * D, 1, C, H * W);
+        memcpy(x + (size_t)i * D, tmp, sizeof(float) * D);
+    }
+    free(tmp);
+    snprintf(path, sizeof path, "%s/samples.npy", out);
+    int64_t shape[4] = {n, C, H, W};
+    return npy_write_f32(path, x, 4, shape, err);
 }
 
 int cmd_sample(int argc, char **argv)
@@ -147,8 +210,9 @@ int cmd_sample(int argc, char **argv)
         }
     } else {
         if (schedule_init(&sch, "linear", 1000, 1e-4, 0.02, &err)) return cli_fail(&cmd, &err);
-        fprintf(stderr, "ddpm sample: %s has no scheduler_config.json; using the DDPMScheduler defaults "
-                        "(linear 1e-4..0.02, T = 1000, fixed_small, clip_sample)\n", dir);
+        if (dist_rank() == 0)
+            fprintf(stderr, "ddpm sample: %s has no scheduler_config.json; using the DDPMScheduler defaults "
+                            "(linear 1e-4..0.02, T = 1000, fixed_small, clip_sample)\n", dir);
     }
 
     sampler_opts o;
@@ -204,75 +268,50 @@ int cmd_sample(int argc, char **argv)
         }
     }
 
-    const int N = (int)n, B = (int)(batch < n ? batch : n);
-    int rc = EXIT_RUNTIME;
+    const int N = (int)n, B = (int)(batch < n ? batch : n), root = dist_rank() == 0;
+    int first, count; /* this rank's images (all of them in a plain run) */
+    cli_share(N, B, dist_rank(), &first, &count);
+    int rc = 0;
     unet *u = NULL;
-    float *all = NULL;
+    float *x = NULL; /* rank 0: all N images, its own share first; other ranks: their share (+1: never malloc(0)) */
+    sample_range *ranks = NULL; /* every rank's range statistics */
     char sdir[4200];
     snprintf(sdir, sizeof sdir, "%s/samples", out);
     const int png_ok = C == 1 || C == 3;
-    if (png_ok ? make_dirs(sdir, &err) : make_dirs(out, &err)) {
-        cli_fail(&cmd, &err);
-        goto done;
-    }
-    all = malloc(sizeof(float) * (size_t)N * D);
-    if (!all) {
-        fprintf(stderr, "ddpm sample: out of memory for %d images\n", N);
-        goto done;
-    }
     denoiser den;
-    if (model_load(&u, dir, B, 0, &err) || sampler_unet(&den, u, &err)) {
+    /* Setting up may fail on one rank alone: every rank learns it before sampling. */
+    if (root && (png_ok ? make_dirs(sdir, &err) : make_dirs(out, &err))) {
+        rc = cli_fail(&cmd, &err);
+    } else if (!(x = malloc(sizeof(float) * (size_t)(root ? N : count + 1) * D)) ||
+               !(ranks = malloc(sizeof *ranks * (size_t)dist_size()))) {
+        fprintf(stderr, "ddpm sample: out of memory for %d images\n", root ? N : count);
+        rc = EXIT_RUNTIME;
+    } else if (model_load(&u, dir, B, 0, &err) || sampler_unet(&den, u, &err)) {
         rc = cli_bad_input(&cmd, &err);
+    }
+    if (dist_or(rc != 0)) {
+        rc = rc ? rc : EXIT_RUNTIME;
         goto done;
     }
-    if (!png_ok) fprintf(stderr, "ddpm sample: %d-channel images: writing samples.npy only (no PNGs)\n", C);
-    char desc[256];
+    if (root && !png_ok) fprintf(stderr, "ddpm sample: %d-channel images: writing samples.npy only (no PNGs)\n", C);
+    char desc[256], procs[64] = "";
     cli_sampler_desc(&o, &sch, desc, sizeof desc);
-    fprintf(stderr, "ddpm sample: %d image(s) of %dx%dx%d, %s, %s, batch %d, seed %llu, %d thread(s)\n", N, H, W, C,
-            desc, sch.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large", B, (unsigned long long)o.seed,
-            nthreads);
+    if (dist_size() > 1) snprintf(procs, sizeof procs, " in each of %d processes", dist_size());
+    if (root)
+        fprintf(stderr, "ddpm sample: %d image(s) of %dx%dx%d, %s, %s, batch %d, seed %llu, %d thread(s)%s\n", N, H,
+                W, C, desc, sch.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large", B,
+                (unsigned long long)o.seed, nthreads, procs);
 
-    progress pg = {isatty(2), ddpm_now(), 0, (long long)((N + B - 1) / B) * o.steps, 0, 0, -1};
-    for (int first = 0; first < N; first += B) {
-        int m = N - first < B ? N - first : B;
-        float *xb = all + (size_t)first * D;
-        if (sampler_run(&den, &sch, &o, first, m, xb, xT ? xT + (size_t)first * D : NULL, progress_cb, &pg, &err)) {
-            if (pg.tty) fputc('\n', stderr);
-            cli_fail(&cmd, &err);
-            goto done;
-        }
-        pg.base += o.steps;
-        if (png_ok && write_pngs(sdir, xb, first, m, H, W, C, &err)) {
-            cli_fail(&cmd, &err);
-            goto done;
-        }
-    }
-    double secs = ddpm_now() - pg.t0;
+    double t0 = ddpm_now();
+    int failed = sample_share(&cmd, &den, &sch, &o, first, count, B, D, xT, x);
+    /* On rank 0 the gather is in place: its share already lies at the start of x. */
+    if ((rc = cli_gather_share(failed, x, x, N, B, sizeof(float) * D))) goto done;
+    range_sum(&range, ranks);
+    double secs = ddpm_now() - t0;
+    if (!root) goto done;
 
-    char path[4200];
-    if (png_ok) {
-        int g = N < GRID_MAX ? N : GRID_MAX, cols = (int)ceil(sqrt((double)g));
-        snprintf(path, sizeof path, "%s/grid.png", out);
-        if (png_write_grid(path, all, g, H, W, C, cols, 2, &err)) {
-            cli_fail(&cmd, &err);
-            goto done;
-        }
-    }
-    /* NHWC -> NCHW one image at a time (in place through a one-image buffer). */
-    float *tmp = malloc(sizeof(float) * D);
-    if (!tmp) {
-        fprintf(stderr, "ddpm sample: out of memory\n");
-        goto done;
-    }
-    for (int i = 0; i < N; i++) {
-        nhwc_to_nchw(tmp, all + (size_t)i * D, 1, C, HW);
-        memcpy(all + (size_t)i * D, tmp, sizeof(float) * D);
-    }
-    free(tmp);
-    snprintf(path, sizeof path, "%s/samples.npy", out);
-    int64_t shape[4] = {N, C, H, W};
-    if (npy_write_f32(path, all, 4, shape, &err)) {
-        cli_fail(&cmd, &err);
+    if (write_samples(out, sdir, x, N, H, W, C, &err)) {
+        rc = cli_fail(&cmd, &err);
         goto done;
     }
     fprintf(stderr, "ddpm sample: %d image(s) in %.2f s (%.3f s per image)\n", N, secs, secs / N);
@@ -281,11 +320,11 @@ int cmd_sample(int argc, char **argv)
             100.0 * (double)range.out_pixels / (double)range.pixels, (double)SAMPLE_RANGE_TOL, range.max_abs,
             range.broken, N, 100 * SAMPLE_BROKEN_FRAC, o.raw ? "; --raw: not clamped" : "");
     if (png_ok) printf("%s/grid.png\n%s/000000.png .. %06d.png\n", out, sdir, N - 1);
-    printf("%s [%d, %d, %d, %d] float32 NCHW\n", path, N, C, H, W);
-    rc = 0;
+    printf("%s/samples.npy [%d, %d, %d, %d] float32 NCHW\n", out, N, C, H, W);
 done:
     unet_free(u);
-    free(all);
+    free(x);
+    free(ranks);
     free(xT);
     schedule_free(&sch);
     return rc;

@@ -8,6 +8,7 @@
 
 #include "data/dataset.h"
 #include "diffusion/schedule.h"
+#include "dist/dist.h"
 #include "io/modelfolder.h"
 
 void cli_model_dir(const char *dir, char *buf, size_t len)
@@ -44,6 +45,32 @@ int cli_read_schedule(const arg_cmd *cmd, const char *dir, schedule *s)
     int bad = schedule_from_json(s, sj, &err);
     free(sj);
     return bad ? cli_bad_input(cmd, &err) : 0;
+}
+
+void cli_share(int n, int batch, int rank, int *first, int *count)
+{
+    long long nb = (n + (long long)batch - 1) / batch, size = dist_size();
+    long long b0 = rank * nb / size, b1 = (rank + 1) * nb / size;
+    long long i0 = b0 * batch, i1 = b1 * batch < n ? b1 * batch : n;
+    *first = (int)i0;
+    *count = (int)(i1 - i0);
+}
+
+int cli_gather_share(int failed, const void *mine, void *all, int n, int batch, size_t item)
+{
+    size_t *bytes = malloc(sizeof *bytes * (size_t)dist_size());
+    if (!bytes && !failed) fprintf(stderr, "ddpm: out of memory\n");
+    if (dist_or(failed || !bytes)) {
+        free(bytes);
+        return EXIT_RUNTIME;
+    }
+    for (int r = 0, first, count; r < dist_size(); r++) {
+        cli_share(n, batch, r, &first, &count);
+        bytes[r] = (size_t)count * item;
+    }
+    dist_gather(mine, all, bytes);
+    free(bytes);
+    return 0;
 }
 
 int cli_load_images(const arg_cmd *cmd, const char *dir, const char *src, int limit, dataset *d)

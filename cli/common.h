@@ -23,6 +23,24 @@ int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
  * (model folder, data, .npy) is missing, malformed or of the wrong shape. */
 int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err);
 
+/* Splitting a command's images over the ranks of an MPI job (src/dist/dist.h).
+ * The n images are cut into the batches one process computes, [0, B), [B, 2B),
+ * ... (the last one partial), and rank r of N takes the whole batches
+ * [r nb / N, (r+1) nb / N) of the nb there are: every image is computed in the
+ * same batch as in a plain run (the network's rounding may depend on the
+ * batch), so the results are the same bits with any number of ranks. */
+
+/* Rank rank's share: images [*first, *first + *count) (count 0 when it gets no
+ * batch; rank 0's share starts at 0). Not collective. */
+void cli_share(int n, int batch, int rank, int *first, int *count);
+
+/* Collective: the or over the ranks of failed (a rank that failed has printed
+ * why); if any rank failed, returns EXIT_RUNTIME on every rank and gathers
+ * nothing. Else gathers every rank's share (mine: its count records of item
+ * bytes each) into all[n records] on rank 0 (ignored elsewhere), in image
+ * order, and returns 0. */
+int cli_gather_share(int failed, const void *mine, void *all, int n, int batch, size_t item);
+
 /* Loads up to limit images (0 = all) of src's test split (NULL: Fashion-MNIST)
  * into d and checks they have the size of model folder dir's network.
  * Returns 0, or EXIT_USAGE after a message (d then needs no freeing). */

@@ -3,14 +3,10 @@
  * runtime) and a message that names the problem; `info`, `eps` and `sample`
  * succeed on the tiny fixture model and write what they promise.
  *
- * The binary is found next to this test: tests live in BUILD/tests/, the
- * program is BUILD/ddpm (build/ or build-san/), located through
- * /proc/self/exe. Build both first (make test-build, or make BUILD/ddpm).
- * Run from the repository root (the fixtures are tests/fixtures/...).
- *
- * run_cli() is the reusable helper for new cases: it runs "BUILD/ddpm ARGS"
- * through the shell with stderr merged into stdout and returns the exit
- * status; expect() checks status and message in one line. */
+ * The binary is found next to this test (BUILD/ddpm, BUILD/tests/test_cli)
+ * by the helpers of cli_run.h: run_cli() runs "BUILD/ddpm ARGS" and returns
+ * the exit status, expect() checks status and message in one line. Run from
+ * the repository root (the fixtures are tests/fixtures/...). */
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli_run.h"
 #include "core/rng.h"
 #include "diffusion/sampler.h"
 #include "io/fileio.h"
@@ -32,67 +29,7 @@
 
 #define MODEL "tests/fixtures/unet_b" /* 8x8x1, T = 1000 */
 
-static char cli_bin[PATH_MAX + 16]; /* BUILD/ddpm */
-static char tmp[64];                /* this run's scratch folder */
-
-/* Finds BUILD/ddpm from /proc/self/exe (BUILD/tests/test_cli); exits if absent. */
-static const char *cli_path(void) {
-    if (cli_bin[0]) return cli_bin;
-    char self[PATH_MAX];
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (k <= 0) {
-        fprintf(stderr, "test_cli: cannot read /proc/self/exe\n");
-        exit(1);
-    }
-    self[k] = 0;
-    char *slash = strrchr(self, '/'); /* BUILD/tests/test_cli -> BUILD/tests */
-    if (slash) *slash = 0;
-    slash = strrchr(self, '/'); /* -> BUILD */
-    if (slash) *slash = 0;
-    snprintf(cli_bin, sizeof cli_bin, "%s/ddpm", self);
-    if (access(cli_bin, X_OK) != 0) {
-        fprintf(stderr, "test_cli: %s not found: build it first (make %s)\n", cli_bin, self);
-        exit(1);
-    }
-    return cli_bin;
-}
-
-/* Runs "BUILD/ddpm <args> 2>&1" through /bin/sh (quote arguments as in a
- * shell), stores up to len-1 bytes of its output NUL-terminated in out, and
- * returns the exit status: 0..255, 128+N when killed by signal N, -1 if it
- * could not be started. */
-static int run_cli(const char *args, char *out, size_t len) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", cli_path(), args);
-    fflush(NULL);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = 0;
-    char buf[4096];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, p)) > 0) {
-        size_t take = n + got < len ? got : (len > n + 1 ? len - n - 1 : 0);
-        if (out && take) memcpy(out + n, buf, take), n += take;
-    }
-    if (out && len) out[n] = 0;
-    int st = pclose(p);
-    if (st == -1) return -1;
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
-    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
-    return -1;
-}
-
-/* Runs args and checks the exit status and that the output contains needle
- * (NULL: anything). Prints the output when a check fails. Returns the status. */
-static int expect(const char *args, int code, const char *needle) {
-    static char out[1 << 16];
-    int rc = run_cli(args, out, sizeof out);
-    int ok = rc == code && (!needle || strstr(out, needle));
-    CHECK(ok, "ddpm %s: exit %d (want %d), output%s%s%s:\n%s", args, rc, code, needle ? " should contain '" : "",
-          needle ? needle : "", needle ? "'" : "", out);
-    if (ok) printf("  ok  exit %d  ddpm %s\n", rc, args);
-    return rc;
-}
+static char tmp[64]; /* this run's scratch folder */
 
 /* tmp/name into buf. */
 static const char *tpath(char *buf, size_t len, const char *name) {
@@ -126,7 +63,7 @@ static void setup(void) {
         exit(1);
     }
     cli_path();
-    printf("  binary %s, scratch %s\n", cli_bin, tmp);
+    printf("  binary %s, scratch %s\n", cli_path(), tmp);
 }
 
 static void test_usage_errors(void) {
