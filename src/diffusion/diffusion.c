@@ -69,7 +69,7 @@ int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out,
 void x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
     DDPM_ASSERT(t >= 0 && t < s->T);
     const float sa = (float)sqrt((double)s->alphas_cumprod[t]), sb = (float)sqrt(1.0 - (double)s->alphas_cumprod[t]);
-    for (size_t i = 0; i < n; i++) x0[i] = (xt[i] - sb * eps[i]) / sa;
+    unmix(x0, xt, sb, eps, sa, n);
 }
 
 void x0_clip(float *x0, size_t n, float r) {
@@ -133,11 +133,7 @@ void ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const floa
         if (var < 1e-20) var = 1e-20;
     }
     const float sigma = (float)sqrt(var);
-    const int noise = t > 0 && z != NULL;
-    for (size_t i = 0; i < n; i++) {
-        float mean = c0 * x0[i] + ct * xt[i];
-        x_prev[i] = noise ? mean + sigma * z[i] : mean;
-    }
+    lincomb(x_prev, c0, x0, ct, xt, sigma, t > 0 ? z : NULL, n); /* mean, + sigma z */
 }
 
 int ddim_prev_t(int T, int N, int t) {
@@ -158,11 +154,7 @@ void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *x0,
     double dir2 = 1.0 - ab_prev - std * std;
     const float cx = (float)sqrt(ab_prev), ce = (float)sqrt(dir2 > 0 ? dir2 : 0.0);
     const float sigma = (float)std;
-    const int noise = eta > 0 && z != NULL;
-    for (size_t i = 0; i < n; i++) {
-        float out = cx * x0[i] + ce * eps[i];
-        x_prev[i] = noise ? out + sigma * z[i] : out;
-    }
+    lincomb(x_prev, cx, x0, ce, eps, sigma, eta > 0 ? z : NULL, n);
 }
 
 float dpm_sigma(const schedule *s, int t) {
@@ -205,7 +197,7 @@ static void dpm_alpha_sigma(float sigma, float *alpha, float *sig) {
 void dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n) {
     float a, sg;
     dpm_alpha_sigma(sigma, &a, &sg);
-    for (size_t i = 0; i < n; i++) x0[i] = (x[i] - sg * eps[i]) / a;
+    unmix(x0, x, sg, eps, a, n);
 }
 
 void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,
@@ -221,7 +213,7 @@ void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, co
     float h = lt - l0;
     const float cx = st / s0, cm = at * (expf(-h) - 1.0f);
     if (!m1) {
-        for (size_t i = 0; i < n; i++) out[i] = cx * x[i] - cm * m0[i];
+        lincomb(out, cx, x, -cm, m0, 0.0f, NULL, n); /* cx x - cm m0 (negation is exact) */
         return;
     }
     float a1, s1;

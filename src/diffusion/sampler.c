@@ -116,8 +116,7 @@ int sampler_check_finite(const char *what, const float *x, int n, size_t D, int 
                      (long long)first_index + (long long)(first / D), first % D);
 }
 
-/* One step of image i: x0 from eps, processed, then the sampler's update of xi
- * in place. k: the step's index; m1: DPM's previous x0 (NULL: first order). */
+/* What the step loop needs besides the options: timesteps, x0 processing. */
 typedef struct step_ctx {
     const schedule *s;
     const sampler_opts *o;
@@ -127,31 +126,41 @@ typedef struct step_ctx {
     const float *sig; /* DPM: sigma of each timestep, sig[K] = 0 */
 } step_ctx;
 
-static void step_image(const step_ctx *c, int k, size_t D, uint64_t g, float *xi, const float *ei, float *x0,
-                       float *m1, float *scratch, float *z) {
+/* Step k of the sampler on n images of D values, each a whole-batch call but
+ * for what is per image (x0 thresholding, the noise of image first_index + i):
+ * x0 (=) the prediction from eps, processed; x (=) the sampler's update;
+ * m1: DPM's previous x0 (NULL: first order); z, scratch: [n D] temporaries. */
+static void step_batch(const step_ctx *c, int k, int n, size_t D, int first_index, float *x, const float *eps,
+                       float *x0, const float *m1, float *scratch, float *z) {
     const schedule *s = c->s;
     const sampler_opts *o = c->o;
     const int t = c->ts[k], K = o->steps;
+    const size_t nd = (size_t)n * D;
     if (o->kind == SAMPLER_DPMPP)
-        dpm_x0(c->sig[k], ei, xi, x0, D);
+        dpm_x0(c->sig[k], eps, x, x0, nd);
     else
-        x0_from_eps(s, t, ei, xi, x0, D);
-    if (c->mode == X0_CLIP) x0_clip(x0, D, s->clip_range);
-    else if (c->mode == X0_THRESHOLD) x0_threshold(x0, D, c->ratio, c->smax, scratch);
+        x0_from_eps(s, t, eps, x, x0, nd);
+    if (c->mode == X0_CLIP) x0_clip(x0, nd, s->clip_range);
+    if (c->mode == X0_THRESHOLD) {
+#pragma omp parallel for schedule(static) if (n > 1)
+        for (int i = 0; i < n; i++) x0_threshold(x0 + (size_t)i * D, D, c->ratio, c->smax, scratch + (size_t)i * D);
+    }
+    const int noise = (o->kind == SAMPLER_DDPM && t > 0) || (o->kind == SAMPLER_DDIM && o->eta > 0);
+    if (noise) {
+#pragma omp parallel for schedule(static) if (n > 1)
+        for (int i = 0; i < n; i++)
+            rng_normal(z + (size_t)i * D, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, (uint64_t)(first_index + i)));
+    }
     switch (o->kind) {
     case SAMPLER_DDPM:
-        if (t > 0) rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, g));
-        ddpm_step(s, t, c->prev[k], x0, xi, t > 0 ? z : NULL, xi, D);
+        ddpm_step(s, t, c->prev[k], x0, x, noise ? z : NULL, x, nd);
         break;
     case SAMPLER_DDIM:
-        if (o->eta > 0) rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)t, g));
-        ddim_step(s, t, c->prev[k], o->eta, x0, ei, xi, o->eta > 0 ? z : NULL, xi, D);
+        ddim_step(s, t, c->prev[k], o->eta, x0, eps, x, noise ? z : NULL, x, nd);
         break;
-    default: {
-        const int first_order = !m1 || k == K - 1;
-        dpm_step(c->sig[k + 1], c->sig[k], k > 0 ? c->sig[k - 1] : 0.0f, x0, first_order ? NULL : m1, xi, xi, D);
+    default:
+        dpm_step(c->sig[k + 1], c->sig[k], k > 0 ? c->sig[k - 1] : 0.0f, x0, k == K - 1 ? NULL : m1, x, x, nd);
         break;
-    }
     }
 }
 
@@ -201,18 +210,10 @@ int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int
         char what[96];
         snprintf(what, sizeof what, "sampler: network output at timestep %d (step %d of %d)", t, k + 1, K);
         if (sampler_check_finite(what, eb, n, D, first_index, err)) goto done;
-        int track = -1;
+        step_batch(&sc, k, n, D, first_index, xb, eb, x0b, dpm && have_m1 ? m1b : NULL, scr, zb);
         for (int j = 0; j < o->ntrack; j++)
-            if (o->track_t[j] == t) track = j;
-#pragma omp parallel for schedule(static) if (n > 1)
-        for (int i = 0; i < n; i++) {
-            const size_t off = (size_t)i * D;
-            float *x0 = x0b + off;
-            step_image(&sc, k, D, (uint64_t)(first_index + i), xb + off, eb + off, x0, dpm && have_m1 ? m1b + off : NULL,
-                       scr + off, zb + off);
-            if (track >= 0) memcpy(o->track_x0 + ((size_t)track * n + i) * D, x0, D * sizeof *x0);
-            if (dpm) memcpy(m1b + off, x0, D * sizeof *x0);
-        }
+            if (o->track_t[j] == t) memcpy(o->track_x0 + (size_t)j * nd, x0b, nd * sizeof *x0b);
+        if (dpm) memcpy(m1b, x0b, nd * sizeof *x0b);
         have_m1 = 1;
         if (cb) cb(ctx, k + 1, K);
     }

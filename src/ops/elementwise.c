@@ -125,6 +125,26 @@ void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_t
     }
 }
 
+enum { PAR_MIN = 1 << 15 }; /* element-wise loops shorter than this stay on one thread */
+
+void lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n) {
+    if (!z) {
+        #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t i = 0; i < n; i++) out[i] = a * u[i] + b * w[i];
+        return;
+    }
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float v = a * u[i] + b * w[i];
+        out[i] = v + c * z[i];
+    }
+}
+
+void unmix(float *out, const float *x, float b, const float *e, float a, size_t n) {
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = (x[i] - b * e[i]) / a;
+}
+
 void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW) {
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)

@@ -155,6 +155,16 @@ void dropout_forward(float *x, int B, size_t n_per_sample, float p, uint64_t see
 void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, float p,
                       uint64_t seed, uint64_t stream);
 
+/* The sampler steps' arithmetic over a whole batch (element-wise; threads over
+ * the elements, so the bits do not depend on their number):
+ * out[i] (=) a u[i] + b w[i], then + c z[i] when z is not NULL (out may alias
+ * u, w or z). The DDPM and DDIM updates (diffusion.h) are this with their
+ * coefficients. */
+void lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n);
+/* out[i] (=) (x[i] - b e[i]) / a (out may alias x or e): x0 from x_t and the
+ * predicted noise. */
+void unmix(float *out, const float *x, float b, const float *e, float a, size_t n);
+
 /* Sinusoidal timestep embedding as diffusers' Timesteps: out[B, D] from t[B]. */
 void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
 
