@@ -45,6 +45,17 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ddpm: %s\n", err.msg);
                 return EXIT_RUNTIME;
             }
+            /* What splits over processes: train, sample, eval nll. */
+            int parallel = !strcmp(argv[1], "train") || !strcmp(argv[1], "sample") ||
+                           (!strcmp(argv[1], "eval") && argc > 2 && !strcmp(argv[2], "nll"));
+            if (dist_size() > 1 && !parallel) {
+                if (dist_rank() == 0)
+                    fprintf(stderr, "ddpm %s%s%s: does not run over MPI (train, sample and eval nll do); "
+                                    "run it as one process\n", argv[1], argc > 2 && !strcmp(argv[1], "eval") ? " " : "",
+                            argc > 2 && !strcmp(argv[1], "eval") ? argv[2] : "");
+                dist_finalize();
+                return EXIT_USAGE;
+            }
             int rc = commands[i].run(argc - 1, argv + 1);
             /* A failed rank of a job may have left the others waiting in a
              * collective: end the whole job rather than hang in MPI_Finalize.

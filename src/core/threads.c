@@ -2,6 +2,7 @@
 #include "threads.h"
 
 #include <omp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,14 +23,32 @@ int ddpm_set_threads(int n) {
     return n;
 }
 
-static _Thread_local struct {
+typedef struct tbuf_slot {
     void *p;
     size_t n;
-} tbuf[TBUF_SLOTS];
+} tbuf_slot;
+static _Thread_local tbuf_slot tbuf[TBUF_SLOTS];
+
+/* A thread's buffers are freed when it ends (OpenMP teams of other sizes come
+ * and go): the key's destructor runs at thread exit with the thread's array. */
+static pthread_key_t tbuf_key;
+static pthread_once_t tbuf_once = PTHREAD_ONCE_INIT;
+
+static void tbuf_release(void *arg) {
+    tbuf_slot *t = arg;
+    for (int i = 0; i < TBUF_SLOTS; i++) {
+        free(t[i].p);
+        t[i].p = NULL, t[i].n = 0;
+    }
+}
+
+static void tbuf_key_make(void) { DDPM_ASSERT(pthread_key_create(&tbuf_key, tbuf_release) == 0); }
 
 void *thread_buffer(int slot, size_t bytes) {
     DDPM_ASSERT(slot >= 0 && slot < TBUF_SLOTS);
     if (bytes > tbuf[slot].n) {
+        pthread_once(&tbuf_once, tbuf_key_make);
+        if (!pthread_getspecific(tbuf_key)) pthread_setspecific(tbuf_key, tbuf);
         free(tbuf[slot].p);
         size_t n = bytes + bytes / 4 + 64;
         tbuf[slot].p = NULL;

@@ -7,7 +7,8 @@ With Open MPI's mpirun (Debian's openmpi-bin; --oversubscribe, as CI has two cor
     so are the logged losses and gradient norms;
   * resume across np: a run started with np = 4 resumes with one process, one started with one
     process resumes with np = 2, and both end byte-identical to the uninterrupted run;
-  * a process count or batch that cannot be split fails with a message and a non-zero status;
+  * a process count or batch that cannot be split fails with a message and a non-zero status,
+    and so does a command that does not run over MPI (info);
   * a dead rank: SIGKILL to rank 1 stops the job within a bound with a message naming rank 1;
     the last checkpoint is intact and --resume continues exactly;
   * SIGTERM to mpirun: the ranks finish the step, save once, and the run continues exactly.
@@ -140,6 +141,11 @@ def main():
     check(rc != 0 and "does not split evenly over 2 processes" in log, f"batch 15 over np 2 is refused (rc {rc})")
     rc, log = run(2, tmp / "shards", *base, "--steps", "1", "--shards", "1")
     check(rc != 0 and "cannot share" in log, f"1 shard over np 2 is refused (rc {rc})")
+
+    p = subprocess.run(["mpirun", "-np", "2", DDPM, "info", "--model", "tests/fixtures/unet_b"], env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode != 0 and "run it as one process" in p.stdout + p.stderr,
+          f"a command that does not split over processes refuses mpirun (rc {p.returncode})")
 
     long_run = [*base, "--steps", "1000000", "--save-every", "7", "--log-every", "1"]
 
