@@ -47,9 +47,9 @@ static void bench(const char *preset, int B) {
     int reps = 5;
     for (int r = -1; r < reps; r++) {
         double t0 = ddpm_now();
-        unet_forward(u, y, x, t, NULL);
+        unet_forward(u, y, x, t, NULL, NULL);
         double t1 = ddpm_now();
-        unet_train_pass(u, y, NULL, x, t, &dp, dout_is_out, &per);
+        unet_train_pass(u, y, NULL, x, t, NULL, &dp, dout_is_out, &per);
         double t2 = ddpm_now();
         if (r >= 0) { tf[r] = t1 - t0; tb[r] = t2 - t1; }
     }

@@ -77,7 +77,7 @@ int cmd_eps(int argc, char **argv)
     } else {
         for (int i = 0; i < n; i++) tt[i] = (float)t;
         nchw_to_nhwc(xh, x, n, cfg.in_channels, hw);
-        unet_forward(u, eh, xh, tt, NULL);
+        unet_forward(u, eh, xh, tt, NULL, NULL);
         nhwc_to_nchw(e, eh, n, cfg.out_channels, hw);
         int64_t oshape[4] = {n, cfg.out_channels, cfg.sample_size, cfg.sample_size};
         if (npy_write_f32(out, e, 4, oshape, &err)) rc = cli_fail(&cmd, &err);

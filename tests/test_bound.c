@@ -25,7 +25,7 @@ static unet_config tiny_config(void) {
 }
 
 static dataset blobs(int n) {
-    dataset d = {n, 8, 8, 1, malloc((size_t)n * 64), "blobs"};
+    dataset d = {.n = n, .h = 8, .w = 8, .c = 1, .pixels = malloc((size_t)n * 64), .desc = "blobs"};
     for (int i = 0; i < n; i++)
         for (int p = 0; p < 64; p++) {
             double cx = 2 + (i * 3) % 5, cy = 2 + (i * 5) % 5, x = p % 8, y = p / 8;

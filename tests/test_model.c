@@ -292,7 +292,7 @@ typedef struct net_ctx {
 } net_ctx;
 
 static double net_loss(net_ctx *c) {
-    unet_forward(c->u, c->out, c->x, c->t, c->dp);
+    unet_forward(c->u, c->out, c->x, c->t, NULL, c->dp);
     double s = 0;
     for (size_t i = 0; i < c->nout; i++) s += (double)c->r[i] * c->out[i];
     return s;
@@ -474,7 +474,7 @@ static int fd_net_create(fd_net *f, const fd_case *fc) {
     f->dx = malloc(c->nx * sizeof(float));
     for (size_t i = 0; i < c->nx; i++) f->dx[i] = NAN;
     memset(c->u->grads, 0, c->u->nparams * sizeof(float));
-    pass_with_dout(c->u, c->out, f->dx, c->x, c->t, c->dp, c->r);
+    pass_with_dout(c->u, c->out, f->dx, c->x, c->t, NULL, c->dp, c->r);
     f->g = malloc(c->u->nparams * sizeof(float));
     memcpy(f->g, c->u->grads, c->u->nparams * sizeof(float));
     c->noise = fd_noise(c, f->dx);
@@ -514,26 +514,26 @@ static void run_fd_case(const fd_case *fc) {
 
     /* A second forward/backward: parameter gradients accumulate (now twice), dx is the same. */
     float *dx2 = malloc(c->nx * sizeof(float));
-    pass_with_dout(u, c->out, dx2, c->x, c->t, c->dp, c->r);
+    pass_with_dout(u, c->out, dx2, c->x, c->t, NULL, c->dp, c->r);
     size_t bad = 0;
     float gm = maxabs(f.g, u->nparams);
     for (size_t i = 0; i < u->nparams; i++)
         bad += !(fabsf(u->grads[i] - 2 * f.g[i]) <= 1e-5f * fabsf(f.g[i]) + 1e-7f * gm);
     CHECK(bad == 0, "%zu parameter gradients did not accumulate", bad);
     CHECK(!memcmp(f.dx, dx2, c->nx * sizeof(float)), "dx differs on a second backward (not overwritten?)");
-    pass_with_dout(u, c->out, NULL, c->x, c->t, c->dp, c->r); /* dx may be NULL */
+    pass_with_dout(u, c->out, NULL, c->x, c->t, NULL, c->dp, c->r); /* dx may be NULL */
     free(dx2);
 
     if (fc->dropout > 0) {
         /* Masks are a function of (seed, step): the same again, others for another step. */
         float *o1 = malloc(c->nout * sizeof(float)), *o2 = malloc(c->nout * sizeof(float));
-        unet_forward(u, o1, c->x, c->t, &c->drop);
-        unet_forward(u, o2, c->x, c->t, &c->drop);
+        unet_forward(u, o1, c->x, c->t, NULL, &c->drop);
+        unet_forward(u, o2, c->x, c->t, NULL, &c->drop);
         CHECK(!memcmp(o1, o2, c->nout * sizeof(float)), "dropout: the same (seed, step) gave another output");
         unet_dropout other = {c->drop.seed, c->drop.step + 1, 0};
-        unet_forward(u, o2, c->x, c->t, &other);
+        unet_forward(u, o2, c->x, c->t, NULL, &other);
         CHECK(memcmp(o1, o2, c->nout * sizeof(float)) != 0, "dropout: another step gave the same output");
-        unet_forward(u, o2, c->x, c->t, NULL);
+        unet_forward(u, o2, c->x, c->t, NULL, NULL);
         CHECK(memcmp(o1, o2, c->nout * sizeof(float)) != 0, "dropout: no dropout gave the same output");
         free(o1); free(o2);
     }
@@ -708,7 +708,7 @@ static void test_shard_threads(void) {
             dx[a][k] = malloc(nx * sizeof(float));
             g[a][k] = malloc(np * sizeof(float));
             memset(u->grads, 0, np * sizeof(float));
-            pass_with_dout(u, out[a][k], dx[a][k], x, t, &dp, r);
+            pass_with_dout(u, out[a][k], dx[a][k], x, t, NULL, &dp, r);
             memcpy(g[a][k], u->grads, np * sizeof(float));
         }
         omp_set_num_threads(threads);
@@ -759,12 +759,11 @@ static void test_shard_subtrees(void) {
     float *sum = calloc(P, sizeof(float));
     unet_dropout dp = {9, 3, 0};
     memset(whole->grads, 0, P * sizeof(float));
-    pass_with_dout(whole, out, dx, x, t, &dp, r);
+    pass_with_dout(whole, out, dx, x, t, NULL, &dp, r);
     for (int k = 0; k < 2; k++) {
         unet_dropout dk = {9, 3, (uint64_t)k * H};
         memset(half->grads, 0, P * sizeof(float));
-        pass_with_dout(half, out2 + k * H * per_o, dx2 + k * H * per_x, x + k * H * per_x, t + k * H, &dk,
-                       r + k * H * per_o);
+        pass_with_dout(half, out2 + k * H * per_o, dx2 + k * H * per_x, x + k * H * per_x, t + k * H, NULL, &dk, r + k * H * per_o);
         for (size_t i = 0; i < P; i++) sum[i] = k ? sum[i] + half->grads[i] : half->grads[i];
     }
     CHECK(!memcmp(out, out2, B * per_o * sizeof(float)), "the halves' outputs differ from the whole batch's");
@@ -780,7 +779,7 @@ static void test_shard_subtrees(void) {
     for (int k = 0; k < 4; k++) {
         unet_dropout dk = {9, 3, (uint64_t)k * 4};
         memset(q->grads, 0, P * sizeof(float));
-        pass_with_dout(q, out2, dx2, x + k * 4 * per_x, t + k * 4, &dk, r + k * 4 * per_o);
+        pass_with_dout(q, out2, dx2, x + k * 4 * per_x, t + k * 4, NULL, &dk, r + k * 4 * per_o);
         leaf[k] = malloc(P * sizeof(float));
         memcpy(leaf[k], q->grads, P * sizeof(float));
     }

@@ -240,7 +240,7 @@ static void manual(unet *u, const sampler_opts *o, int first, int n, float *x) {
     for (int i = 0; i < n; i++) rng_normal(xb + i * D, D, o->seed, RNG_PRIOR, (uint64_t)(first + i));
     for (int k = 0; k < K; k++) {
         for (size_t i = 0; i < B; i++) tt[i] = (float)ts[k];
-        unet_forward(u, eb, xb, tt, NULL);
+        unet_forward(u, eb, xb, tt, NULL, NULL);
         for (int i = 0; i < n; i++) {
             float *xi = xb + i * D, *ei = eb + i * D, *x0i = x0 + i * D, *m1i = m1 + i * D;
             /* drawn at every step: DDPM ignores it at t = 0, DDIM at eta = 0, DPM++ always */

@@ -33,7 +33,7 @@ static unet_config tiny_config(float dropout) {
 
 /* n images of smooth blobs, 8x8x1. */
 static dataset tiny_data(int n) {
-    dataset d = {n, 8, 8, 1, malloc((size_t)n * 64), "tiny"};
+    dataset d = {.n = n, .h = 8, .w = 8, .c = 1, .pixels = malloc((size_t)n * 64), .desc = "tiny"};
     for (int i = 0; i < n; i++)
         for (int y = 0; y < 8; y++)
             for (int x = 0; x < 8; x++) {

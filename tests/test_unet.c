@@ -24,26 +24,30 @@ static void check_model(const char *name, int tier) {
     conv_set_algorithm(tier == 2 ? CONV_ALG_GEMM : CONV_ALG_AUTO);
     ddpm_err err;
     unet *u;
-    int rc = model_load(&u, dir, 2, 1, &err);
-    CHECK(rc == 0, "%s", err.msg);
-    if (rc) return;
     st_file f = fx_open(io);
     int N, C, H, W;
+    size_t ny = 0;
+    float *yf = st_find(&f, "y") ? fx_get(&f, "y", &ny) : NULL; /* class labels (conditional model) */
+    int32_t y[16];
+    for (size_t i = 0; i < ny && i < 16; i++) y[i] = (int32_t)yf[i];
+    int rc = model_load(&u, dir, yf ? (int)ny : 2, 1, &err);
+    CHECK(rc == 0, "%s", err.msg);
+    if (rc) return;
     float *x = fx_get_nhwc(&f, "x", &N, &C, &H, &W);
     float *eps = fx_get_nhwc(&f, "eps", &N, &C, &H, &W);
     float *ref = fx_get_nhwc(&f, "out", &N, &C, &H, &W);
     float *gx = fx_get_nhwc(&f, "grad.x", &N, &C, &H, &W);
     float *t = fx_get(&f, "t", NULL), *loss_ref = fx_get(&f, "loss", NULL);
     size_t n = (size_t)N * C * H * W;
-    CHECK(N == 2, "batch %d", N);
+    CHECK(N == u->batch, "batch %d", N);
     float *out = malloc(n * sizeof(float)), *dout = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float));
-    unet_forward(u, out, x, t, NULL);
+    unet_forward(u, out, x, t, yf ? y : NULL, NULL);
     check_close("forward output", out, ref, n, 1e-5, 1e-4);
     double loss = mse_loss(dout, out, eps, n);
     printf("  loss %.9f (reference %.9f)\n", loss, loss_ref[0]);
     CHECK(fabs(loss - loss_ref[0]) <= 1e-6 * fabs(loss_ref[0]) + 1e-8, "loss %.9g vs %.9g", loss, loss_ref[0]);
     memset(u->grads, 0, u->nparams * sizeof(float));
-    pass_with_dout(u, out, dx, x, t, NULL, dout);
+    pass_with_dout(u, out, dx, x, t, yf ? y : NULL, NULL, dout);
     check_close("grad.x", dx, gx, n, 1e-4 * fx_maxabs(gx, n), 1e-3);
     double worst = 0;
     const char *worst_name = "";
@@ -67,7 +71,7 @@ static void check_model(const char *name, int tier) {
     printf("  %d parameter gradients: max error relative to each tensor's max %.3e (%s)\n", u->ntensors, worst,
            worst_name);
     CHECK(bad == 0, "%d gradient elements outside tolerance", bad);
-    free(x); free(eps); free(ref); free(gx); free(t); free(loss_ref); free(out); free(dout); free(dx);
+    free(x); free(eps); free(ref); free(gx); free(t); free(loss_ref); free(out); free(dout); free(dx); free(yf);
     st_close(&f);
     unet_free(u);
     ops_set_reference(0);
@@ -80,6 +84,9 @@ static void test_unet_b_fast(void) { check_model("unet_b", 0); }
 static void test_unet_b_reference(void) { check_model("unet_b", 1); }
 static void test_unet_a_winograd(void) { check_model("unet_a", 2); }
 static void test_unet_b_winograd(void) { check_model("unet_b", 2); }
+/* Class-conditional, made by the real diffusers (tools/fixtures_class.py). */
+static void test_unet_c_fast(void) { check_model("unet_c", 0); }
+static void test_unet_c_reference(void) { check_model("unet_c", 1); }
 
 /* A folder written here loads back with identical parameters and config. */
 static void test_save_load_roundtrip(void) {
@@ -103,4 +110,4 @@ static void test_save_load_roundtrip(void) {
 }
 
 TEST_MAIN(test_unet_a_fast, test_unet_b_fast, test_unet_a_reference, test_unet_b_reference, test_unet_a_winograd,
-          test_unet_b_winograd, test_save_load_roundtrip)
+          test_unet_b_winograd, test_unet_c_fast, test_unet_c_reference, test_save_load_roundtrip)

@@ -13,11 +13,27 @@ enum { DATASET_TRAIN = 0, DATASET_TEST = 1 };
 /* Where Debian's dataset-fashion-mnist package installs the data. */
 #define DATASET_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
+/* Longest class name kept (longer ones are cut). */
+#define DATASET_NAME_LEN 64
+
 typedef struct dataset {
     int n, h, w, c;    /* n images of h x w pixels with c (1 or 3) channels */
     uint8_t *pixels;   /* n*h*w*c bytes, NHWC: image i, pixel (y,x), channel k at ((i*h+y)*w+x)*c+k */
+    /* Class labels, when the source has them (else labels == NULL, nclasses == 0):
+     * labels[i] in [0, nclasses) is image i's class, names[k] class k's name
+     * (never empty: "0", "1", ... when the source names none). */
+    int32_t *labels;
+    int nclasses;
+    char (*names)[DATASET_NAME_LEN];
     char desc[256];    /* one line saying what was loaded and from where */
 } dataset;
+
+/* Fashion-MNIST's class names, in label order. */
+extern const char *const dataset_fashion_mnist_names[10];
+
+/* The class index of `name` (a class name, or a decimal index < nclasses) in
+ * d, or -1. */
+int dataset_class_index(const dataset *d, const char *name);
 
 /* Loads a dataset into *d (which need not be initialised). src may be:
  *   NULL, "" or "fashion-mnist": DATASET_FASHION_MNIST_DIR;

@@ -40,7 +40,7 @@ void sample_range_add(sample_range *r, const float *x, int n, size_t D) {
 
 static int unet_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
     (void)n, (void)err;
-    unet_forward(ctx, eps, x, t, NULL); /* all u->batch rows: the sampler's buffers have them */
+    unet_forward(ctx, eps, x, t, NULL, NULL); /* all u->batch rows: the sampler's buffers have them */
     return 0;
 }
 

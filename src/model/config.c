@@ -68,6 +68,8 @@ int unet_config_check(const unet_config *c, ddpm_err *err) {
         return ddpm_fail(err, "config: block_out_channels[0] = %d must be even (timestep embedding)", c->block_out[0]);
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return ddpm_fail(err, "config: norm_eps must be in (0, 1)");
     if (!(c->dropout >= 0 && c->dropout < 1)) return ddpm_fail(err, "config: dropout must be in [0, 1), is %g", c->dropout);
+    if (c->num_class_embeds < 0 || c->num_class_embeds > UNET_MAX_CLASSES)
+        return ddpm_fail(err, "config: num_class_embeds must be in 0..%d, is %d", UNET_MAX_CLASSES, c->num_class_embeds);
     if (c->downsample_padding != 0 && c->downsample_padding != 1)
         return ddpm_fail(err, "config: downsample_padding must be 0 or 1, is %d", c->downsample_padding);
     return 0;
@@ -77,7 +79,7 @@ int unet_config_check(const unet_config *c, ddpm_err *err) {
 
 static int get_int(const cJSON *o, const char *key, int def, int *out, ddpm_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v) { *out = def; return 0; }
+    if (!v || cJSON_IsNull(v)) { *out = def; return 0; }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9)
         return ddpm_fail(err, "config: '%s' must be an integer", key);
     *out = (int)v->valuedouble;
@@ -169,7 +171,7 @@ int unet_config_from_json(unet_config *c, const char *json, ddpm_err *err) {
         expect_str(o, "time_embedding_type", positional, 0, err) ||
         expect_str(o, "resnet_time_scale_shift", deflt, 0, err) || expect_str(o, "downsample_type", conv, 0, err) ||
         expect_str(o, "upsample_type", conv, 0, err) || expect_str(o, "mid_block_type", mid, 0, err) ||
-        must_be_null(o, "class_embed_type", err) || must_be_null(o, "num_class_embeds", err) ||
+        must_be_null(o, "class_embed_type", err) || get_int(o, "num_class_embeds", 0, &c->num_class_embeds, err) ||
         must_be_null(o, "time_embedding_dim", err) || must_be_null(o, "attn_norm_num_groups", err))
         goto done;
     if (center) { ddpm_fail(err, "config: center_input_sample true is not supported"); goto done; }
@@ -248,6 +250,7 @@ char *unet_config_to_json(const unet_config *c) {
     cJSON_AddNumberToObject(o, "layers_per_block", c->layers_per_block);
     cJSON_AddNumberToObject(o, "mid_block_scale_factor", 1);
     cJSON_AddNumberToObject(o, "norm_eps", tidy(c->norm_eps));
+    if (c->num_class_embeds > 0) cJSON_AddNumberToObject(o, "num_class_embeds", c->num_class_embeds);
     cJSON_AddNumberToObject(o, "norm_num_groups", c->norm_groups);
     cJSON_AddNumberToObject(o, "out_channels", c->out_channels);
     cJSON_AddNumberToObject(o, "sample_size", c->sample_size);

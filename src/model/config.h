@@ -7,6 +7,7 @@
 #include "core/status.h"
 
 #define UNET_MAX_LEVELS 8
+#define UNET_MAX_CLASSES 65536
 
 typedef struct unet_config {
     int sample_size, in_channels, out_channels;
@@ -21,6 +22,10 @@ typedef struct unet_config {
     float freq_shift;
     float dropout;
     int downsample_padding;              /* 0: TF-style bottom/right pad; 1: symmetric */
+    int num_class_embeds;                /* class-conditional (diffusers' num_class_embeds): that many learned
+                                          * class embeddings added to the time embedding; 0 = unconditional.
+                                          * ddpm's own conditional models have K + 1: class K is the null
+                                          * class, the unconditional model (classifier-free guidance) */
 } unet_config;
 
 /* Parses config.json text. Absent keys take diffusers' UNet2DModel defaults;

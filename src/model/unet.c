@@ -213,6 +213,10 @@ static int build(builder *b) {
     if (make_plan(b, &x->c1, S, S, c->in_channels, D0, 1, CONV_PAD_SAME, c->in_channels, skips[0].v.ld)) return -1;
     add_linear(b, &w, &bias, Dt, D0, "time_embedding.linear_1");
     add_linear(b, &w, &bias, Dt, Dt, "time_embedding.linear_2");
+    if (c->num_class_embeds > 0) {
+        int cs[2] = {c->num_class_embeds, Dt};
+        u->class_emb = add_param(b, 2, cs, "class_embedding.weight");
+    }
     for (int i = 0; i < 6; i++) u->temb[i] = take(&b->saved, (size_t)B * Dt);
     u->x_in = take(&b->saved, (size_t)B * S * S * c->in_channels);
     b->saved_base = b->saved_max = b->saved;
@@ -323,6 +327,7 @@ static int net_create(unet **out, const unet_config *cfg, int batch, int trainin
     u->own_params = params == NULL;
     u->params = params ? params : ddpm_alloc_floats(u->nparams, err);
     if (!u->params) goto fail;
+    if (cfg->num_class_embeds > 0 && !(u->labels = ddpm_calloc((size_t)batch, sizeof *u->labels, err))) goto fail;
     if (!shard) {
         u->act = ddpm_alloc_floats(b.act, err);
         u->saved = ddpm_alloc_floats(b.saved, err);
@@ -390,6 +395,7 @@ int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, in
     u->ntensors = s0->ntensors;
     u->nparams = s0->nparams;
     u->params = s0->params;
+    u->class_emb = s0->class_emb;
     u->table = ddpm_malloc(sizeof *u->table * u->ntensors, err);
     if (!u->table) goto fail;
     memcpy(u->table, s0->table, sizeof *u->table * u->ntensors);
@@ -426,6 +432,7 @@ void unet_free(unet *u) {
     free(u->act);
     free(u->saved);
     free(u->dtemb_act);
+    free(u->labels);
     free(u);
 }
 
@@ -513,11 +520,17 @@ static size_t conv_weights(const unet_unit *r, int second) {
 }
 
 /* The forward of one network (no shards). */
-static void net_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
+static void net_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y,
+                        const unet_dropout *dropout) {
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
     const unet_dropout *dp = c->dropout > 0 ? dropout : NULL;
     memcpy(SV(u->x_in), x, sizeof(float) * (size_t)B * c->sample_size * c->sample_size * c->in_channels);
+    if (c->num_class_embeds > 0) /* the backward needs them too; no labels: the null class */
+        for (int b = 0; b < B; b++) {
+            u->labels[b] = y ? y[b] : c->num_class_embeds - 1;
+            DDPM_ASSERT(u->labels[b] >= 0 && u->labels[b] < c->num_class_embeds);
+        }
 
     /* Timestep embedding -> linear_1 -> SiLU -> linear_2; every resnet uses SiLU of it. */
     int ti = unet_param_index(u, "time_embedding.linear_1.weight");
@@ -526,6 +539,7 @@ static void net_forward(unet *u, float *out, const float *x, const float *t, con
     linear_forward(SV(u->temb[1]), Dt, SV(u->temb[0]), D0, P(tp[0].offset), P(tp[1].offset), B, D0, Dt, 0);
     silu_forward(SV(u->temb[2]), SV(u->temb[1]), (size_t)B * Dt);
     linear_forward(SV(u->temb[3]), Dt, SV(u->temb[2]), Dt, P(tp[2].offset), P(tp[3].offset), B, Dt, Dt, 0);
+    if (c->num_class_embeds > 0) embedding_forward(SV(u->temb[3]), P(u->class_emb), u->labels, B, Dt);
     silu_forward(SV(u->temb[4]), SV(u->temb[3]), (size_t)B * Dt);
 
     for (int i = 0; i < u->nunits; i++) {
@@ -635,6 +649,7 @@ static void net_backward(unet *u, float *dx, const float *dout) {
     const param_info *tp = &u->table[ti];
     float *d3 = u->scratch, *d2 = d3 + (size_t)B * Dt, *d1 = d2 + (size_t)B * Dt;
     silu_backward(d3, u->dtemb_act, SV(u->temb[3]), (size_t)B * Dt);
+    if (u->cfg.num_class_embeds > 0) embedding_backward(GR(u->class_emb), d3, u->labels, B, Dt);
     memset(d2, 0, sizeof(float) * (size_t)B * Dt);
     linear_backward(d2, Dt, GR(tp[2].offset), GR(tp[3].offset), d3, Dt, SV(u->temb[2]), Dt, P(tp[2].offset), B, Dt, Dt);
     silu_backward(d1, d2, SV(u->temb[1]), (size_t)B * Dt);
@@ -646,6 +661,7 @@ static void net_backward(unet *u, float *dx, const float *dout) {
 typedef struct pass {
     float *out, *dx;
     const float *x, *t;
+    const int32_t *y;    /* class labels, NULL: the null class (conditional models) */
     const unet_dropout *dropout;
     unet_loss_grad loss; /* NULL: forward only */
     void *ctx;
@@ -658,7 +674,7 @@ static void net_pass(unet *u, const pass *a) {
     const unet_config *c = &u->cfg;
     size_t hw = (size_t)c->sample_size * c->sample_size, b0 = (size_t)u->image0;
     float *out = a->out + b0 * hw * c->out_channels;
-    net_forward(u, out, a->x + b0 * hw * c->in_channels, a->t + b0, a->dropout);
+    net_forward(u, out, a->x + b0 * hw * c->in_channels, a->t + b0, a->y ? a->y + b0 : NULL, a->dropout);
     if (!a->loss) return;
     float *dout = thread_buffer(TBUF_NET_DOUT, sizeof(float) * u->batch * hw * c->out_channels);
     a->loss(a->ctx, u->image0, u->batch, out, dout);
@@ -687,16 +703,16 @@ static void shards_pass(unet *u, pass *a) {
     exec_run(u->exec, shard_pass, a, a->loss ? u->grads : NULL);
 }
 
-void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout) {
-    pass a = {.out = out, .x = x, .t = t, .dropout = dropout};
+void unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout) {
+    pass a = {.out = out, .x = x, .t = t, .y = y, .dropout = dropout};
     if (u->nshards) shards_pass(u, &a);
-    else net_forward(u, out, x, t, dropout);
+    else net_forward(u, out, x, t, y, dropout);
 }
 
-void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const unet_dropout *dropout,
-                     unet_loss_grad loss, void *ctx) {
+void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
+                     const unet_dropout *dropout, unet_loss_grad loss, void *ctx) {
     DDPM_ASSERT(u->training && loss != NULL);
-    pass a = {out, dx, x, t, dropout, loss, ctx, NULL};
+    pass a = {out, dx, x, t, y, dropout, loss, ctx, NULL};
     if (u->nshards) shards_pass(u, &a);
     else net_pass(u, &a);
 }

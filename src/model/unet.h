@@ -67,6 +67,8 @@ typedef struct unet {
     unet_dropout last_dropout; /* the masks the last forward used */
     int last_had_dropout;
     int image0;           /* index of this network's first image in the whole batch (dropout streams) */
+    size_t class_emb;     /* offset of class_embedding.weight (conditional models) */
+    int32_t *labels;      /* [batch] the last forward's class labels (conditional models) */
     int nshards;          /* > 0: the work is done by shards[] (this network then has no units) */
     struct unet **shards;
     struct executor *exec; /* runs the shards, each in a worker's arena (a shard's act | saved) */
@@ -94,10 +96,12 @@ void unet_free(unet *u);
  * at scale 1e-10; biases 0; GroupNorm 1/0), from seed. */
 void unet_init_official(unet *u, uint64_t seed);
 
-/* out[B,H,W,out_channels] = eps_theta(x[B,H,W,in_channels], t[B]) (NHWC).
- * t holds 0-based timesteps as floats. dropout == NULL (or cfg.dropout == 0)
- * means no dropout (inference). */
-void unet_forward(unet *u, float *out, const float *x, const float *t, const unet_dropout *dropout);
+/* out[B,H,W,out_channels] = eps_theta(x[B,H,W,in_channels], t[B], y[B]) (NHWC).
+ * t holds 0-based timesteps as floats. y: the class labels of a conditional
+ * model (cfg.num_class_embeds > 0), each in [0, num_class_embeds); NULL means
+ * the last class (ddpm's null class); unconditional models ignore y.
+ * dropout == NULL (or cfg.dropout == 0) means no dropout (inference). */
+void unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout);
 
 /* The gradient of a loss of the network's output, asked for group by group:
  * dout[n,H,W,out_channels] (=) d loss / d out for the n images from image0 of
@@ -109,8 +113,8 @@ typedef void (*unet_loss_grad)(void *ctx, int image0, int n, const float *out, f
  * unet_forward, then grads (+=) d loss / d params and dx (=, may be NULL)
  * d loss / d x, with the loss's gradient from loss(ctx, ...). A shard's
  * backward runs right after its forward, so shards can share arenas. */
-void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const unet_dropout *dropout,
-                     unet_loss_grad loss, void *ctx);
+void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
+                     const unet_dropout *dropout, unet_loss_grad loss, void *ctx);
 
 /* Index of the parameter named `name` in u->table, or -1. */
 int unet_param_index(const unet *u, const char *name);

@@ -108,6 +108,22 @@ void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, fl
     dropout_apply(dx, dy, B, n_per_sample, p, seed, stream);
 }
 
+void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D) {
+    for (int b = 0; b < B; b++) {
+        const float *w = W + (size_t)idx[b] * D;
+        float *yb = y + (size_t)b * D;
+        for (int j = 0; j < D; j++) yb[j] += w[j];
+    }
+}
+
+void embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, int D) {
+    for (int b = 0; b < B; b++) {
+        float *g = dW + (size_t)idx[b] * D;
+        const float *d = dy + (size_t)b * D;
+        for (int j = 0; j < D; j++) g[j] += d[j];
+    }
+}
+
 void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift) {
     int half = D / 2;
     for (int b = 0; b < B; b++) {

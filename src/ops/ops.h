@@ -165,6 +165,13 @@ void lincomb(float *out, float a, const float *u, float b, const float *w, float
  * predicted noise. */
 void unmix(float *out, const float *x, float b, const float *e, float a, size_t n);
 
+/* Embedding lookup added to rows (class conditioning): y[b, :] += W[idx[b], :]
+ * for b < B, rows of D (contiguous). */
+void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D);
+/* dW[idx[b], :] += dy[b, :], b in increasing order (a row used by several
+ * images gets their sum added in that order). */
+void embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, int D);
+
 /* Sinusoidal timestep embedding as diffusers' Timesteps: out[B, D] from t[B]. */
 void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
 

@@ -152,7 +152,7 @@ int trainer_step(trainer *tr, ddpm_err *err) {
     q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
     unet_dropout dp = {o->seed, step, (uint64_t)tr->first};
     memset(u->grads, 0, u->nparams * sizeof(float));
-    unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, &dp, simple_loss_grad, tr);
+    unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, NULL, &dp, simple_loss_grad, tr);
 
     /* The global gradient and loss, the same bits on every rank. */
     double t0 = ddpm_now();
