@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
     if (info) {
         unet *u;
         if (unet_create(&u, &cfg, 1, 0, &err)) die(&err);
-        char *pretty = unet_config_to_json(&cfg);
+        char *pretty = unet_config_to_json(&cfg, NULL);
         cJSON *cj = pretty ? cJSON_Parse(pretty) : NULL;
         char *j = cj ? cJSON_PrintUnformatted(cj) : NULL; /* one line */
         free(pretty);

@@ -12,13 +12,15 @@
 
 int cmd_eps(int argc, char **argv)
 {
-    const char *model = NULL, *xpath = NULL, *out = NULL;
+    const char *model = NULL, *xpath = NULL, *out = NULL, *classes = NULL;
     long long t = 0, threads = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder (or run folder)", 0, 0, NULL, 1, 0},
         {"x", ARG_STR, &xpath, "IN.npy", "x_t, float32 [N, C, H, W]", 0, 0, NULL, 1, 0},
         {"t", ARG_INT, &t, "T", "timestep, 0-based as in diffusers", 0, 1e9, NULL, 1, 0},
         {"out", ARG_STR, &out, "OUT.npy", "where to write eps, float32 [N, C, H, W]", 0, 0, NULL, 1, 0},
+        {"class", ARG_STR, &classes, "NAME|INDEX[,...]", "conditional models: the class of each image, in turn "
+         "(default: the null class)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
         {0},
     };
@@ -33,6 +35,13 @@ int cmd_eps(int argc, char **argv)
     cli_model_dir(model, dir, sizeof dir);
     unet_config cfg;
     if (model_read_config(dir, &cfg, &err)) return cli_bad_input(&cmd, &err);
+    int32_t pick[CLI_MAX_PICK];
+    int npick, nclasses, null_class;
+    if ((r = cli_classes(&cmd, dir, &cfg, classes, pick, &npick, &nclasses, &null_class))) return r;
+    if (cfg.num_class_embeds > 0 && !npick && null_class < 0) {
+        args_error(&cmd, "%s is class-conditional without a null class: give --class", dir);
+        return EXIT_USAGE;
+    }
     char *sj = NULL;
     if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
     if (sj) { /* with a schedule, t must be one of its timesteps */
@@ -70,19 +79,20 @@ int cmd_eps(int argc, char **argv)
     size_t nin = (size_t)n * hw * cfg.in_channels, nout = (size_t)n * hw * cfg.out_channels;
     float *xh = malloc(nin * sizeof *xh), *eh = malloc(nout * sizeof *eh), *e = malloc(nout * sizeof *e);
     float *tt = malloc(n * sizeof *tt);
+    int32_t *y = malloc(n * sizeof *y);
     int rc = 0;
-    if (!xh || !eh || !e || !tt) {
+    if (!xh || !eh || !e || !tt || !y) {
         fprintf(stderr, "ddpm eps: out of memory\n");
         rc = EXIT_RUNTIME;
     } else {
-        for (int i = 0; i < n; i++) tt[i] = (float)t;
+        for (int i = 0; i < n; i++) tt[i] = (float)t, y[i] = npick ? pick[i % npick] : null_class;
         nchw_to_nhwc(xh, x, n, cfg.in_channels, hw);
-        unet_forward(u, eh, xh, tt, NULL, NULL);
+        unet_forward(u, eh, xh, tt, cfg.num_class_embeds > 0 ? y : NULL, NULL);
         nhwc_to_nchw(e, eh, n, cfg.out_channels, hw);
         int64_t oshape[4] = {n, cfg.out_channels, cfg.sample_size, cfg.sample_size};
         if (npy_write_f32(out, e, 4, oshape, &err)) rc = cli_fail(&cmd, &err);
     }
-    free(x), free(xh), free(eh), free(e), free(tt);
+    free(x), free(xh), free(eh), free(e), free(tt), free(y);
     unet_free(u);
     return rc;
 }

@@ -45,7 +45,13 @@ static const char sample_usage[] =
     "samples are clamped there, as diffusers' pipelines do, unless --raw\n"
     "(pixel = round((x + 1) / 2 * 255) as diffusers saves images). Reports the share of\n"
     "pixels beyond +-1.05 before that clamp, and the images with more than 1% of them\n"
-    "(broken samples).";
+    "(broken samples).\n"
+    "Class-conditional models (ddpm train --classes): --class picks the classes (names or\n"
+    "indices, given to the images in turn), --per-class K draws K of every class (one grid\n"
+    "row per class), and --guidance W mixes in the unconditional model (classifier-free\n"
+    "guidance): eps = eps_uncond + W (eps_class - eps_uncond), both in one batched pass;\n"
+    "W = 1 is plain conditioning, W = 0 the unconditional model. Without --class or\n"
+    "--per-class a conditional model samples unconditionally (its null class).";
 
 typedef struct progress {
     int tty;
@@ -104,14 +110,16 @@ static int write_pngs(const char *dir, const float *x, int m, int h, int w, int 
  * B a plain run uses. Progress lines come from rank 0 alone and count only
  * rank 0's own share (the other ranks run silently). Returns 0, or -1 after a
  * message. */
-static int sample_share(const arg_cmd *cmd, const denoiser *den, const schedule *sch, const sampler_opts *o,
-                        int first, int count, int B, size_t D, const float *xT, float *x)
+static int sample_share(const arg_cmd *cmd, const denoiser *den, guided *g, const int32_t *labels,
+                        const schedule *sch, const sampler_opts *o, int first, int count, int B, size_t D,
+                        const float *xT, float *x)
 {
     ddpm_err err = {0};
     const int root = dist_rank() == 0;
     progress pg = {isatty(2), ddpm_now(), 0, (long long)((count + B - 1) / B) * o->steps, 0, 0, -1};
     for (int i = 0; i < count; i += B) {
         int m = count - i < B ? count - i : B;
+        if (g) g->y = labels + first + i; /* the batch's classes */
         if (sampler_run(den, sch, o, first + i, m, x + (size_t)i * D, xT ? xT + (size_t)(first + i) * D : NULL,
                         root ? progress_cb : NULL, &pg, &err)) {
             if (root && pg.tty) fputc('\n', stderr);
@@ -138,13 +146,15 @@ static void range_sum(sample_range *r, sample_range *ranks)
 /* Writes the n images x[n, H, W, C] as sdir/%06d.png and OUT/grid.png (1- or
  * 3-channel images), then turns x into NCHW in place and writes
  * OUT/samples.npy. Returns 0, or -1 (err set). */
-static int write_samples(const char *out, const char *sdir, float *x, int n, int H, int W, int C, ddpm_err *err)
+static int write_samples(const char *out, const char *sdir, float *x, int n, int H, int W, int C, int cols,
+                         ddpm_err *err)
 {
     const size_t D = (size_t)H * W * C;
     char path[4200];
     if (C == 1 || C == 3) {
         if (write_pngs(sdir, x, n, H, W, C, err)) return -1;
-        int g = n < GRID_MAX ? n : GRID_MAX, cols = (int)ceil(sqrt((double)g));
+        int g = n < GRID_MAX ? n : GRID_MAX;
+        if (cols <= 0) cols = (int)ceil(sqrt((double)g));
         snprintf(path, sizeof path, "%s/grid.png", out);
         if (png_write_grid(path, x, g, H, W, C, cols, 2, err)) return -1;
     }
@@ -163,8 +173,9 @@ static int write_samples(const char *out, const char *sdir, float *x, int n, int
 
 int cmd_sample(int argc, char **argv)
 {
-    const char *model = NULL, *out = NULL, *noise = NULL;
-    long long n = 64, batch = 64, threads = 0;
+    const char *model = NULL, *out = NULL, *noise = NULL, *classes = NULL;
+    long long n = 64, batch = 64, threads = 0, per_class = 0;
+    double guidance = 1;
     cli_sampler sa = CLI_SAMPLER_INIT;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder (diffusers layout) or run folder", 0, 0, NULL, 1, 0},
@@ -172,6 +183,12 @@ int cmd_sample(int argc, char **argv)
         {"n", ARG_INT, &n, "N", "number of images", 1, SAMPLE_MAX_N, NULL, 0, 0},
         {"batch", ARG_INT, &batch, "B", "images per network call", 1, 4096, NULL, 0, 0},
         CLI_SAMPLER_SPECS(&sa),
+        {"class", ARG_STR, &classes, "NAME|INDEX[,...]", "conditional models: the classes to draw, in turn",
+         0, 0, NULL, 0, 0},
+        {"per-class", ARG_INT, &per_class, "K", "conditional models: K images of every class, one grid row per class",
+         1, 10000, NULL, 0, 0},
+        {"guidance", ARG_FLOAT, &guidance, "W", "classifier-free guidance weight: 0 unconditional, 1 plain "
+         "conditioning [1]", 0, 100, NULL, 0, 0},
         {"noise", ARG_STR, &noise, "X_T.npy",
          "start from this x_T instead of drawing it: float32 [n, C, H, W] (sets --n)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
@@ -196,6 +213,29 @@ int cmd_sample(int argc, char **argv)
     }
     const int H = cfg.sample_size, W = cfg.sample_size, C = cfg.in_channels, HW = H * W;
     const size_t D = (size_t)HW * C;
+    /* Classes: which to draw (pick), and the guidance weight w. */
+    int32_t pick[CLI_MAX_PICK];
+    int npick = 0, nclasses, null_class, bad = 1, conditional = cfg.num_class_embeds > 0;
+    if ((r = cli_classes(&cmd, dir, &cfg, classes, pick, &npick, &nclasses, &null_class))) return r;
+    if (!conditional && (classes || per_class || args_seen(specs, "guidance")))
+        args_error(&cmd, "--class, --per-class and --guidance need a class-conditional model (ddpm train "
+                         "--classes); %s is unconditional", dir);
+    else if (classes && per_class)
+        args_error(&cmd, "--class and --per-class exclude each other");
+    else if (per_class && n_seen && n != per_class * nclasses)
+        args_error(&cmd, "--per-class %lld draws %lld images (%d classes), not --n %lld", per_class,
+                   per_class * nclasses, nclasses, n);
+    else
+        bad = 0;
+    if (bad) return EXIT_USAGE;
+    if (per_class) n = per_class * nclasses;
+    /* No classes asked: the null class, with guidance 0 (one evaluation). */
+    const float w = conditional && !classes && !per_class ? 0.0f : (float)guidance;
+    if (conditional && null_class < 0 && w != 1.0f) {
+        args_error(&cmd, "%s has no null class (not trained by ddpm --classes): give --class or --per-class, with "
+                         "--guidance 1", dir);
+        return EXIT_USAGE;
+    }
 
     /* The noise schedule. */
     schedule sch;
@@ -274,6 +314,8 @@ int cmd_sample(int argc, char **argv)
     int rc = 0;
     unet *u = NULL;
     float *x = NULL; /* rank 0: all N images, its own share first; other ranks: their share (+1: never malloc(0)) */
+    int32_t *labels = NULL; /* conditional models: every image's class */
+    guided g = {0};
     sample_range *ranks = NULL; /* every rank's range statistics */
     char sdir[4200];
     snprintf(sdir, sizeof sdir, "%s/samples", out);
@@ -286,9 +328,15 @@ int cmd_sample(int argc, char **argv)
                !(ranks = malloc(sizeof *ranks * (size_t)dist_size()))) {
         fprintf(stderr, "ddpm sample: out of memory for %d images\n", root ? N : count);
         rc = EXIT_RUNTIME;
-    } else if (model_load(&u, dir, B, 0, &err) || sampler_unet(&den, u, &err)) {
+    } else if (conditional && !(labels = malloc(sizeof *labels * (size_t)N))) {
+        fprintf(stderr, "ddpm sample: out of memory\n");
+        rc = EXIT_RUNTIME;
+    } else if (model_load(&u, dir, conditional ? guided_rows(w, B) : B, 0, &err) ||
+               (conditional ? sampler_guided(&den, &g, u, B, null_class, w, &err) : sampler_unet(&den, u, &err))) {
         rc = cli_bad_input(&cmd, &err);
     }
+    for (int i = 0; labels && i < N; i++)
+        labels[i] = per_class ? i / (int)per_class : npick ? pick[i % npick] : null_class;
     if (dist_or(rc != 0)) {
         rc = rc ? rc : EXIT_RUNTIME;
         goto done;
@@ -303,14 +351,14 @@ int cmd_sample(int argc, char **argv)
                 (unsigned long long)o.seed, nthreads, procs);
 
     double t0 = ddpm_now();
-    int failed = sample_share(&cmd, &den, &sch, &o, first, count, B, D, xT, x);
+    int failed = sample_share(&cmd, &den, conditional ? &g : NULL, labels, &sch, &o, first, count, B, D, xT, x);
     /* On rank 0 the gather is in place: its share already lies at the start of x. */
     if ((rc = cli_gather_share(failed, x, x, N, B, sizeof(float) * D))) goto done;
     range_sum(&range, ranks);
     double secs = ddpm_now() - t0;
     if (!root) goto done;
 
-    if (write_samples(out, sdir, x, N, H, W, C, &err)) {
+    if (write_samples(out, sdir, x, N, H, W, C, per_class ? (int)per_class : 0, &err)) {
         rc = cli_fail(&cmd, &err);
         goto done;
     }
@@ -322,7 +370,9 @@ int cmd_sample(int argc, char **argv)
     if (png_ok) printf("%s/grid.png\n%s/000000.png .. %06d.png\n", out, sdir, N - 1);
     printf("%s/samples.npy [%d, %d, %d, %d] float32 NCHW\n", out, N, C, H, W);
 done:
+    guided_free(&g);
     unet_free(u);
+    free(labels);
     free(x);
     free(ranks);
     free(xT);

@@ -164,7 +164,8 @@ int cmd_train(int argc, char **argv)
     long long eval_n = 1000, shards = 0;
     const char *inception = NULL, *recipe = "paper";
     double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
-    int resume = 0, flip = 0, no_ema_warmup = 0;
+    double p_uncond = o.p_uncond;
+    int resume = 0, flip = 0, no_ema_warmup = 0, classes = 0;
     arg_spec specs[] = {
         {"data", ARG_STR, &data, "SRC", "images: IDX file or MNIST-layout dir, CIFAR-10 dir or .bin, PNG dir "
                                          "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
@@ -189,6 +190,11 @@ int cmd_train(int argc, char **argv)
         {"dropout", ARG_FLOAT, &dropout, "P", "dropout probability (default: the config's, 0.1 for presets)",
          0, 0.99, NULL, 0, 0},
         {"flip", ARG_FLAG, &flip, NULL, "random horizontal flips (the paper's CIFAR-10 recipe)", 0, 0, NULL, 0, 0},
+        {"classes", ARG_FLAG, &classes, NULL,
+         "class-conditional model (diffusers num_class_embeds) on the data's labels, for classifier-free guidance",
+         0, 0, NULL, 0, 0},
+        {"p-uncond", ARG_FLOAT, &p_uncond, "P", "with --classes: probability of training an image as the null "
+         "class (the unconditional model guidance needs) [0.1]", 0, 1, NULL, 0, 0},
         {"seed", ARG_INT, &seed, "N", "seed of every random choice", 0, 9.2e18, NULL, 0, 0},
         {"T", ARG_INT, &T, "N", "diffusion steps", 2, 100000, NULL, 0, 0},
         {"schedule", ARG_CHOICE, &schedule_kind, NULL, "beta schedule", 0, 0, "linear|cosine", 0, 0},
@@ -249,7 +255,7 @@ int cmd_train(int argc, char **argv)
     if (resume) {
         static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
                                       "dropout", "flip", "seed", "T", "schedule", "beta-start", "beta-end",
-                                      "variance", "shards", NULL};
+                                      "variance", "shards", "classes", "p-uncond", NULL};
         for (arg_spec *s = specs; s->name; s++)
             for (int i = 0; fixed[i]; i++)
                 if (s->seen && !strcmp(s->name, fixed[i])) {
@@ -295,6 +301,7 @@ int cmd_train(int argc, char **argv)
         sched.variance_type = strcmp(variance, "fixed_large") ? SCHED_FIXED_SMALL : SCHED_FIXED_LARGE;
         o.seed = (uint64_t)seed, o.batch = (int)batch, o.lr = lr, o.warmup = (int)warmup, o.clip = clip;
         o.ema = ema, o.ema_warmup = !no_ema_warmup, o.flip = flip, o.shards = (int)shards;
+        o.classes = classes, o.p_uncond = p_uncond;
         if (data && strlen(data) >= sizeof o.data) {
             args_error(&cmd, "--data: the path is too long");
             return EXIT_USAGE;
@@ -307,6 +314,20 @@ int cmd_train(int argc, char **argv)
     if (dataset_load(&d, o.data[0] ? o.data : NULL, DATASET_TRAIN, o.limit, &err)) {
         schedule_free(&sched);
         args_error(&cmd, "--data: %s", err.msg);
+        return EXIT_USAGE;
+    }
+    if (!resume && o.classes) {
+        if (!d.labels) {
+            args_error(&cmd, "--classes: %s has no class labels (an IDX label file next to the images, CIFAR-10 "
+                             "batches, or a PNG folder with one subfolder per class)", d.desc);
+            dataset_free(&d), schedule_free(&sched);
+            return EXIT_USAGE;
+        }
+        cfg.num_class_embeds = d.nclasses + 1; /* the last: the null class */
+    }
+    if (!o.classes && args_seen(specs, "p-uncond")) {
+        args_error(&cmd, "--p-uncond applies to --classes only");
+        dataset_free(&d), schedule_free(&sched);
         return EXIT_USAGE;
     }
     trainer tr;

@@ -142,3 +142,58 @@ void cli_sampler_desc(const sampler_opts *o, const schedule *s, char *buf, size_
              o->kind == SAMPLER_DDIM && o->eta > 0 ? ", eta > 0" : "", o->spacing ? o->spacing : s->timestep_spacing, x0,
              o->raw ? ", raw" : "");
 }
+
+/* Parses "a,b,..." (names of cls, or indices < nclasses) into pick[*m]. */
+static int parse_class_list(const arg_cmd *cmd, const char *list, int nclasses, const unet_classes *cls,
+                            int32_t *pick, int *m)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", list);
+    *m = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int k = -1;
+        for (int j = 0; j < cls->n && k < 0; j++)
+            if (!strcmp(cls->names[j], tok)) k = j;
+        char *end;
+        long v = strtol(tok, &end, 10);
+        if (k < 0 && !*end && v >= 0 && v < nclasses) k = (int)v;
+        if (k < 0) {
+            if (cls->n)
+                args_error(cmd, "--class: no class '%s' (the model's %d: %s, %s, ..., or their indices 0..%d)", tok,
+                           nclasses, cls->names[0], cls->n > 1 ? cls->names[1] : "", nclasses - 1);
+            else
+                args_error(cmd, "--class: no class '%s' (the model's classes are 0..%d)", tok, nclasses - 1);
+            return EXIT_USAGE;
+        }
+        if (*m == CLI_MAX_PICK) {
+            args_error(cmd, "--class: at most %d classes", CLI_MAX_PICK);
+            return EXIT_USAGE;
+        }
+        pick[(*m)++] = k;
+    }
+    if (!*m) {
+        args_error(cmd, "--class: empty list");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_classes(const arg_cmd *cmd, const char *dir, const unet_config *cfg, const char *list, int32_t *pick,
+                int *npick, int *nclasses, int *null_class)
+{
+    ddpm_err err = {0};
+    unet_classes cls;
+    if (model_read_classes(dir, &cls, &err)) return cli_bad_input(cmd, &err);
+    *null_class = unet_null_class(cfg, &cls);
+    *nclasses = *null_class >= 0 ? *null_class : cfg->num_class_embeds;
+    *npick = 0;
+    int rc = 0;
+    if (list && cfg->num_class_embeds <= 0) {
+        args_error(cmd, "--class needs a class-conditional model (ddpm train --classes); %s is unconditional", dir);
+        rc = EXIT_USAGE;
+    } else if (list) {
+        rc = parse_class_list(cmd, list, *nclasses, &cls, pick, npick);
+    }
+    unet_classes_free(&cls);
+    return rc;
+}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "args.h"
+#include "model/config.h"
 #include "core/status.h"
 #include "diffusion/sampler.h"
 
@@ -40,6 +41,15 @@ void cli_share(int n, int batch, int rank, int *first, int *count);
  * bytes each) into all[n records] on rank 0 (ignored elsewhere), in image
  * order, and returns 0. */
 int cli_gather_share(int failed, const void *mine, void *all, int n, int batch, size_t item);
+
+/* The classes of the model in folder dir (config cfg): *nclasses classes to
+ * draw (without ddpm's null class), *null_class (-1: none), and when list is
+ * not NULL the classes it names ("a,b,...": names, or indices < *nclasses)
+ * into pick[*npick] (at most CLI_MAX_PICK). Returns 0, or EXIT_USAGE / the
+ * bad-input status after a message. */
+#define CLI_MAX_PICK 256
+int cli_classes(const arg_cmd *cmd, const char *dir, const unet_config *cfg, const char *list, int32_t *pick,
+                int *npick, int *nclasses, int *null_class);
 
 /* Loads up to limit images (0 = all) of src's test split (NULL: Fashion-MNIST)
  * into d and checks they have the size of model folder dir's network.

@@ -85,7 +85,7 @@ static void test_preset_counts(void) {
         unet_free(u);
 
         /* config.json written for the preset reads back as the same config. */
-        char *json = unet_config_to_json(&c);
+        char *json = unet_config_to_json(&c, NULL);
         unet_config back;
         rc = unet_config_from_json(&back, json, &err);
         CHECK(rc == 0, "%s: its own config.json does not parse: %s", want[i].name, err.msg);

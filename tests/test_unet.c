@@ -97,7 +97,7 @@ static void test_save_load_roundtrip(void) {
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char sub[512];
     snprintf(sub, sizeof sub, "%s/model", dir);
-    CHECK(model_save(u, u->params, sub, "{\"_class_name\": \"DDPMScheduler\"}", &err) == 0, "%s", err.msg);
+    CHECK(model_save(u, u->params, sub, "{\"_class_name\": \"DDPMScheduler\"}", NULL, &err) == 0, "%s", err.msg);
     CHECK(model_load(&v, sub, 1, 0, &err) == 0, "%s", err.msg);
     CHECK(v->nparams == u->nparams && !memcmp(v->params, u->params, u->nparams * sizeof(float)),
           "parameters differ after a round trip");

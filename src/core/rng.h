@@ -22,7 +22,8 @@ enum rng_purpose {
     RNG_SHUFFLE,     /* data order; stream = epoch */
     RNG_SAMPLE,      /* sampler noise; stream = rng_stream(t, sample) */
     RNG_PRIOR,       /* sampler x_T; stream = sample */
-    RNG_EVAL         /* evaluation noise; stream = rng_stream(t, sample) */
+    RNG_EVAL,        /* evaluation noise; stream = rng_stream(t, sample) */
+    RNG_UNCOND       /* label dropout (class-conditional training); stream = rng_stream(step, image) */
 };
 
 /* Combines two 32-bit indices into one stream id. */

@@ -63,6 +63,11 @@ void loader_batch(loader *l, uint64_t step, int batch, int first, int n, float *
     }
 }
 
+void loader_labels(loader *l, uint64_t step, int batch, int first, int n, int32_t *y) {
+    DDPM_ASSERT(l && l->d && l->d->labels && first >= 0 && n >= 0 && first + n <= batch);
+    for (int j = 0; j < n; j++) y[j] = l->d->labels[loader_index(l, step * (uint64_t)batch + (uint64_t)(first + j))];
+}
+
 void loader_free(loader *l) {
     if (!l) return;
     free(l->perm);

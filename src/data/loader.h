@@ -40,6 +40,10 @@ uint32_t loader_index(loader *l, uint64_t g);
  * (it updates the cached permutation). */
 void loader_batch(loader *l, uint64_t step, int batch, int first, int n, float *x);
 
+/* y[n] (=) the class labels (d->labels, which must exist) of the images
+ * loader_batch gives for the same arguments. */
+void loader_labels(loader *l, uint64_t step, int batch, int first, int n, int32_t *y);
+
 /* Frees l's permutation and zeroes *l. Safe on a zeroed loader. */
 void loader_free(loader *l);
 

@@ -115,6 +115,32 @@ typedef struct denoiser {
  * learned variance); returns -1 with a message otherwise. */
 int sampler_unet(denoiser *d, unet *u, ddpm_err *err);
 
+/* Classifier-free guidance (Ho & Salimans 2021) over a class-conditional
+ * U-Net, as diffusers' pipelines compute it:
+ *   eps = eps(x, t, null) + w (eps(x, t, y) - eps(x, t, null))
+ * with both evaluations in one forward pass of 2B rows (the unconditional
+ * half after the conditional one). w = 1 is plain conditioning and w = 0 the
+ * unconditional model: each is one evaluation of B rows. The labels of the
+ * rows of the next calls are y[0..B-1] (set g->y before each sampler_run:
+ * the batch's labels). */
+typedef struct guided {
+    unet *u;          /* batch guided_rows(w, B); ctx of the denoiser */
+    const int32_t *y; /* the labels of the batch's images */
+    int null_class;   /* the model's null class */
+    float w;
+    int B;
+    float *xin, *tin, *out; /* [2B] rows of scratch */
+    int32_t *yin;
+} guided;
+
+/* Rows the network of a guided denoiser of batch B needs: 2B, or B when w is 0 or 1. */
+int guided_rows(float w, int B);
+
+/* A guided denoiser of batch B over u (which has guided_rows(w, B) rows and
+ * null_class in range); the caller keeps g alive and calls guided_free. */
+int sampler_guided(denoiser *d, guided *g, unet *u, int B, int null_class, float w, ddpm_err *err);
+void guided_free(guided *g);
+
 /* Called after every network evaluation: done of total (total = K). */
 typedef void (*sampler_progress)(void *ctx, int done, int total);
 

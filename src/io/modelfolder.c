@@ -53,6 +53,15 @@ int model_read_config(const char *dir, unet_config *cfg, ddpm_err *err) {
     return rc ? ddpm_wrap(err, "%s", path) : 0;
 }
 
+int model_read_classes(const char *dir, unet_classes *cls, ddpm_err *err) {
+    char path[4096], *text = NULL;
+    memset(cls, 0, sizeof *cls);
+    if (locate(path, sizeof path, dir, "unet", "config.json", 1, err) || read_text(path, &text, err)) return -1;
+    int rc = unet_classes_from_json(cls, text, err);
+    free(text);
+    return rc ? ddpm_wrap(err, "%s", path) : 0;
+}
+
 int model_read_scheduler(const char *dir, char **json, ddpm_err *err) {
     char path[4096];
     *json = NULL;
@@ -163,10 +172,11 @@ static int write_text(const char *dir, const char *name, const char *text, ddpm_
     return file_write_atomic(path, chunks, lens, 2, err);
 }
 
-int model_save(const unet *u, const float *params, const char *dir, const char *sched_json, ddpm_err *err) {
+int model_save(const unet *u, const float *params, const char *dir, const char *sched_json, const unet_classes *cls,
+               ddpm_err *err) {
     char path[4096];
     if (make_dirs(dir, err)) return -1;
-    char *cfg = unet_config_to_json(&u->cfg);
+    char *cfg = unet_config_to_json(&u->cfg, cls);
     if (!cfg) return ddpm_fail(err, "out of memory");
     int rc = write_text(dir, "config.json", cfg, err);
     free(cfg);

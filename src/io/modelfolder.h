@@ -15,6 +15,10 @@
 /* Reads the U-Net config of the folder dir into cfg. */
 int model_read_config(const char *dir, unet_config *cfg, ddpm_err *err);
 
+/* Reads the class names of dir's config.json (cls->n = 0 when it has none);
+ * free with unet_classes_free. */
+int model_read_classes(const char *dir, unet_classes *cls, ddpm_err *err);
+
 /* Reads the scheduler_config.json text of dir (malloc'd into *json), or sets
  * *json = NULL when the folder has none. */
 int model_read_scheduler(const char *dir, char **json, ddpm_err *err);
@@ -33,8 +37,10 @@ int model_load(unet **u, const char *dir, int batch, int training, ddpm_err *err
 /* Writes the weights params (laid out by u's table) as F32 safetensors at path. */
 int model_save_weights_file(const unet *u, const float *params, const char *path, ddpm_err *err);
 
-/* Writes a flat model folder: config.json, the weights params, and
- * scheduler_config.json when sched_json is not NULL. Each file is atomic. */
-int model_save(const unet *u, const float *params, const char *dir, const char *sched_json, ddpm_err *err);
+/* Writes a flat model folder: config.json (with the class names cls, which
+ * may be NULL), the weights params, and scheduler_config.json when sched_json
+ * is not NULL. Each file is atomic. */
+int model_save(const unet *u, const float *params, const char *dir, const char *sched_json, const unet_classes *cls,
+               ddpm_err *err);
 
 #endif

@@ -227,8 +227,46 @@ static double tidy(float f) {
     return strtod(b, NULL);
 }
 
-char *unet_config_to_json(const unet_config *c) {
+int unet_classes_from_json(unet_classes *c, const char *json, ddpm_err *err) {
+    memset(c, 0, sizeof *c);
+    cJSON *o = cJSON_ParseWithOpts(json, NULL, 1);
+    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "_class_names") : NULL;
+    int rc = 0;
+    if (v && !cJSON_IsNull(v)) {
+        int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+        if (n < 1 || n > UNET_MAX_CLASSES) {
+            rc = ddpm_fail(err, "config: '_class_names' must be an array of 1 to %d strings", UNET_MAX_CLASSES);
+        } else if (!(c->names = ddpm_calloc((size_t)n, sizeof *c->names, err))) {
+            rc = -1;
+        } else {
+            c->n = n;
+            for (int i = 0; i < n && rc == 0; i++) {
+                const cJSON *e = cJSON_GetArrayItem(v, i);
+                if (!cJSON_IsString(e) || !e->valuestring[0]) rc = ddpm_fail(err, "config: '_class_names'[%d] must be a non-empty string", i);
+                else snprintf(c->names[i], UNET_NAME_LEN, "%s", e->valuestring);
+            }
+        }
+    }
+    cJSON_Delete(o);
+    if (rc) unet_classes_free(c);
+    return rc;
+}
+
+void unet_classes_free(unet_classes *c) {
+    free(c->names);
+    memset(c, 0, sizeof *c);
+}
+
+int unet_null_class(const unet_config *cfg, const unet_classes *c) {
+    return c && c->n > 0 && cfg->num_class_embeds == c->n + 1 ? c->n : -1;
+}
+
+char *unet_config_to_json(const unet_config *c, const unet_classes *cls) {
     cJSON *o = cJSON_CreateObject();
+    if (cls && cls->n > 0) {
+        cJSON *names = cJSON_AddArrayToObject(o, "_class_names");
+        for (int i = 0; i < cls->n; i++) cJSON_AddItemToArray(names, cJSON_CreateString(cls->names[i]));
+    }
     cJSON_AddStringToObject(o, "_class_name", "UNet2DModel");
     cJSON_AddStringToObject(o, "_diffusers_version", "0.21.0");
     cJSON_AddStringToObject(o, "act_fn", "silu");

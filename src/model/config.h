@@ -33,8 +33,28 @@ typedef struct unet_config {
  * are errors that name the key. Runs unet_config_check. */
 int unet_config_from_json(unet_config *c, const char *json, ddpm_err *err);
 
-/* config.json text for c (malloc'd, diffusers keys, every key written). NULL on OOM. */
-char *unet_config_to_json(const unet_config *c);
+/* The class names of a conditional model: config.json's "_class_names" (a
+ * ddpm key; diffusers ignores keys that start with '_'). names[k] is class k's
+ * name for k < n; with n + 1 == num_class_embeds, class n is the null class
+ * (the unconditional model of classifier-free guidance). */
+#define UNET_NAME_LEN 64
+typedef struct unet_classes {
+    int n;
+    char (*names)[UNET_NAME_LEN];
+} unet_classes;
+
+/* Reads "_class_names" from config.json text into c (n = 0, names NULL when
+ * absent; at most UNET_MAX_CLASSES strings, each cut to UNET_NAME_LEN - 1). */
+int unet_classes_from_json(unet_classes *c, const char *json, ddpm_err *err);
+void unet_classes_free(unet_classes *c);
+
+/* The null class of a model with config cfg and classes c: c->n when
+ * cfg->num_class_embeds == c->n + 1 (c->n > 0), else -1 (no guidance). */
+int unet_null_class(const unet_config *cfg, const unet_classes *c);
+
+/* config.json text for c (malloc'd, diffusers keys, every key written), with
+ * "_class_names" when cls is not NULL and has names. NULL on OOM. */
+char *unet_config_to_json(const unet_config *c, const unet_classes *cls);
 
 /* Fills c with a preset: "fmnist-small", "fmnist" or "cifar10". */
 int unet_config_preset(unet_config *c, const char *name, ddpm_err *err);

@@ -1,11 +1,14 @@
-/* elementwise.c -- SiLU, adds, nearest upsampling, dropout, the timestep
- * embedding and the MSE loss: plain loops parallelised with OpenMP. */
+/* elementwise.c -- SiLU, adds, nearest upsampling, dropout, the timestep and
+ * class embeddings, the sampler steps' arithmetic and the guidance mix: plain
+ * loops parallelised with OpenMP. */
 #include <math.h>
 #include <string.h>
 
 #include "core/rng.h"
 #include "ops.h"
 #include "vmath.h"
+
+enum { PAR_MIN = 1 << 15 }; /* element-wise loops shorter than this stay on one thread */
 
 void silu_forward(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
@@ -108,6 +111,11 @@ void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, fl
     dropout_apply(dx, dy, B, n_per_sample, p, seed, stream);
 }
 
+void guidance_mix(float *out, const float *c, const float *u, float w, size_t n) {
+    #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = u[i] + w * (c[i] - u[i]);
+}
+
 void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D) {
     for (int b = 0; b < B; b++) {
         const float *w = W + (size_t)idx[b] * D;
@@ -140,8 +148,6 @@ void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_t
         if (D % 2) o[D - 1] = 0.0f;
     }
 }
-
-enum { PAR_MIN = 1 << 15 }; /* element-wise loops shorter than this stay on one thread */
 
 void lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n) {
     if (!z) {

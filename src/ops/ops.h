@@ -165,6 +165,10 @@ void lincomb(float *out, float a, const float *u, float b, const float *w, float
  * predicted noise. */
 void unmix(float *out, const float *x, float b, const float *e, float a, size_t n);
 
+/* Classifier-free guidance: out[i] (=) u[i] + w (c[i] - u[i]) (diffusers'
+ * order of operations; out may alias u or c). */
+void guidance_mix(float *out, const float *c, const float *u, float w, size_t n);
+
 /* Embedding lookup added to rows (class conditioning): y[b, :] += W[idx[b], :]
  * for b < B, rows of D (contiguous). */
 void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D);

@@ -29,6 +29,7 @@ train_opts train_opts_default(void) {
     o.ema = 0.9999;
     o.ema_warmup = 1;
     o.flip = 0;
+    o.p_uncond = 0.1;
     return o;
 }
 
@@ -53,6 +54,16 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
         return ddpm_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
                          cfg->out_channels, cfg->in_channels);
     if (train_split(o->batch, o->shards, dist_size(), &tr->o.shards, err)) return -1;
+    if (o->classes && !d->labels)
+        return ddpm_fail(err, "--classes: %s has no class labels (an IDX label file, CIFAR-10 batches or a PNG "
+                              "folder with one subfolder per class)", d->desc);
+    if (o->classes && cfg->num_class_embeds != d->nclasses + 1)
+        return ddpm_fail(err, "--classes: the model has %d class embeddings, the data %d classes (+1 null class)",
+                         cfg->num_class_embeds, d->nclasses);
+    if (!o->classes && cfg->num_class_embeds > 0)
+        return ddpm_fail(err, "the model is class-conditional (num_class_embeds %d): train it with --classes",
+                         cfg->num_class_embeds);
+    if (!(o->p_uncond >= 0 && o->p_uncond <= 1)) return ddpm_fail(err, "--p-uncond must be in [0, 1]");
     if (copy_schedule(&tr->sched, sched, err)) return -1;
     tr->nranks = dist_size();
     tr->local = o->batch / tr->nranks;
@@ -74,6 +85,12 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->out = ddpm_alloc_floats(n, err);
     tr->t = ddpm_alloc_floats((size_t)tr->local, err);
     tr->ti = ddpm_calloc((size_t)tr->local, sizeof *tr->ti, err);
+    tr->y = ddpm_calloc((size_t)tr->local, sizeof *tr->y, err);
+    if (o->classes && tr->y && (tr->cls.names = ddpm_calloc((size_t)d->nclasses, sizeof *tr->cls.names, err))) {
+        tr->cls.n = d->nclasses;
+        for (int k = 0; k < d->nclasses; k++) snprintf(tr->cls.names[k], UNET_NAME_LEN, "%s", d->names[k]);
+    }
+    if (o->classes && !tr->cls.names) goto fail;
     tr->sq = ddpm_calloc((size_t)o->batch, sizeof *tr->sq, err);
     if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq)
         goto fail;
@@ -91,7 +108,8 @@ void trainer_free(trainer *tr) {
     schedule_free(&tr->sched);
     loader_free(&tr->ld);
     free(tr->m), free(tr->v), free(tr->ema);
-    free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t), free(tr->ti), free(tr->sq);
+    free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t), free(tr->ti), free(tr->sq), free(tr->y);
+    unet_classes_free(&tr->cls);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -150,9 +168,17 @@ int trainer_step(trainer *tr, ddpm_err *err) {
         tr->t[i] = (float)tr->ti[i];
     }
     q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
+    if (o->classes) { /* the image's class, or with probability p_uncond the null class */
+        loader_labels(&tr->ld, step, o->batch, tr->first, b, tr->y);
+        for (int i = 0; i < b; i++) {
+            float r;
+            rng_uniform(&r, 1, o->seed, RNG_UNCOND, rng_stream(step, (uint64_t)(tr->first + i)));
+            if (r < o->p_uncond) tr->y[i] = tr->cls.n;
+        }
+    }
     unet_dropout dp = {o->seed, step, (uint64_t)tr->first};
     memset(u->grads, 0, u->nparams * sizeof(float));
-    unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, NULL, &dp, simple_loss_grad, tr);
+    unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, o->classes ? tr->y : NULL, &dp, simple_loss_grad, tr);
 
     /* The global gradient and loss, the same bits on every rank. */
     double t0 = ddpm_now();
@@ -207,6 +233,8 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddStringToObject(j, "data", o->data);
     cJSON_AddNumberToObject(j, "limit", o->limit);
     cJSON_AddNumberToObject(j, "shards", o->shards);
+    cJSON_AddBoolToObject(j, "classes", o->classes);
+    cJSON_AddNumberToObject(j, "p_uncond", o->p_uncond);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -245,6 +273,9 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
     if (cJSON_IsNumber(limit)) o->limit = limit->valueint;
     cJSON *shards = cJSON_GetObjectItemCaseSensitive(j, "shards"); /* absent before data-parallel runs */
     if (cJSON_IsNumber(shards)) o->shards = shards->valueint;
+    cJSON *classes = cJSON_GetObjectItemCaseSensitive(j, "classes"), *pu = cJSON_GetObjectItemCaseSensitive(j, "p_uncond");
+    o->classes = cJSON_IsTrue(classes);
+    if (cJSON_IsNumber(pu)) o->p_uncond = pu->valuedouble;
     cJSON_Delete(j);
     return 0;
 }
@@ -254,7 +285,7 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
 int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err) {
     char path[4096], stepbuf[32];
     const unet *u = tr->u;
-    char *sj = schedule_to_json(&tr->sched), *cj = unet_config_to_json(&u->cfg), *oj = train_opts_to_json(&tr->o);
+    char *sj = schedule_to_json(&tr->sched), *cj = unet_config_to_json(&u->cfg, &tr->cls), *oj = train_opts_to_json(&tr->o);
     int rc = -1;
     if (!sj || !cj || !oj) {
         ddpm_fail(err, "out of memory");
@@ -271,9 +302,9 @@ int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err) {
     snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_STATE_FILE);
     if (st_write(path, e, 4, meta, err)) goto done;
     snprintf(path, sizeof path, "%s/model", run_dir);
-    if (model_save(u, tr->ema, path, sj, err)) goto done;
+    if (model_save(u, tr->ema, path, sj, &tr->cls, err)) goto done;
     snprintf(path, sizeof path, "%s/model-raw", run_dir);
-    rc = model_save(u, u->params, path, sj, err);
+    rc = model_save(u, u->params, path, sj, &tr->cls, err);
 done:
     free(sj), free(cj), free(oj);
     return rc;

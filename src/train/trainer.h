@@ -42,6 +42,8 @@ typedef struct train_opts {
     int flip;           /* random horizontal flips */
     char data[1024];    /* the data source as given ("" = the default), recorded for --resume */
     int limit;          /* images used (0 = all), recorded for --resume */
+    int classes;        /* class-conditional: labels from the data, null class = the last embedding */
+    double p_uncond;    /* probability that an image's label is replaced by the null class (label dropout) */
     int shards;         /* the global batch's shards, whose gradients are summed in a fixed tree
                          * (0 = the default, see train_split); recorded for --resume */
 } train_opts;
@@ -61,6 +63,8 @@ typedef struct trainer {
     int nranks, first, local; /* processes in the run; this one's images: first..first+local-1 of the batch */
     float *x0, *eps, *xt, *out, *t; /* per-step buffers, [local] images */
     int *ti;              /* [local] timesteps */
+    int32_t *y;           /* [local] class labels (conditional runs) */
+    unet_classes cls;     /* the class names (conditional runs) */
     double *sq;           /* [batch] the squared error of each image of the global batch */
 } trainer;
 
@@ -72,7 +76,9 @@ int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err);
 
 /* Builds a trainer for a network of config cfg on dataset d (borrowed; its
  * image size must match cfg), with schedule sched (copied), initialising the
- * weights as the official code (seed) and the EMA to them. */
+ * weights as the official code (seed) and the EMA to them. With o->classes,
+ * d must have labels and cfg->num_class_embeds == d->nclasses + 1 (the last
+ * is the null class); without, cfg must be unconditional. */
 int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, const dataset *d,
                  const train_opts *o, ddpm_err *err);
 void trainer_free(trainer *tr);
