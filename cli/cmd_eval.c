@@ -48,7 +48,8 @@ static int nll_share(const arg_cmd *cmd, unet *u, const schedule *s, const datas
         const uint8_t *px = d->pixels + (size_t)(first + i) * D;
         for (size_t k = 0; k < (size_t)nb * D; k++) x[k] = px[k] / 127.5f - 1.0f;
         pr.batch0 = i / B;
-        if (bound_terms(u, s, x, nb, first + i, seed, terms + (size_t)i * (T + 1), mse + (size_t)i * T,
+        const int32_t *y = u->cfg.num_class_embeds > 0 && d->labels ? d->labels + first + i : NULL;
+        if (bound_terms(u, s, x, y, nb, first + i, seed, terms + (size_t)i * (T + 1), mse + (size_t)i * T,
                         root ? on_step : NULL, &pr, &err)) {
             if (root && pr.tty) fputc('\n', stderr);
             cli_fail(cmd, &err);
@@ -193,14 +194,20 @@ static int eval_nll(int argc, char **argv)
         rc = EXIT_RUNTIME;
     } else if (model_load(&u, dir, B, 0, &err)) {
         rc = cli_bad_input(&cmd, &err);
+    } else if (u->cfg.num_class_embeds > 0 && d.labels && d.nclasses >= u->cfg.num_class_embeds) {
+        args_error(&cmd, "the data have %d classes, the conditional model %d class embeddings", d.nclasses,
+                   u->cfg.num_class_embeds);
+        rc = EXIT_USAGE;
     }
     if (dist_or(rc != 0)) {
         rc = rc ? rc : EXIT_RUNTIME;
         goto done;
     }
+    const char *given = !u->cfg.num_class_embeds ? "" : d.labels ? ", conditional on the data's labels"
+                                                                  : ", unlabelled data: the null class (unconditional)";
     if (root)
-        fprintf(stderr, "ddpm eval nll: %s; %d images, T = %d, batch %d%s\n", d.desc, N, T, B,
-                dist_size() > 1 ? ", split over the processes" : "");
+        fprintf(stderr, "ddpm eval nll: %s; %d images, T = %d, batch %d%s%s\n", d.desc, N, T, B,
+                dist_size() > 1 ? ", split over the processes" : "", given);
     int failed = nll_share(&cmd, u, &s, &d, first, count, B, (uint64_t)seed, x, terms, mse);
     /* On rank 0 the gathers are in place: its share already lies at the start. */
     if ((rc = cli_gather_share(failed, terms, terms, N, B, sizeof(double) * (T + 1))) ||

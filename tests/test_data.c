@@ -706,6 +706,335 @@ static void test_pngdir(void) {
     remove_tree(dir);
 }
 
+/* ---- class labels ---- */
+
+static const uint8_t MAGIC1[4] = {0, 0, 8, 1};
+
+/* Writes an IDX image file of n 2x2 images (image i filled with i) and, unless
+ * labels is NULL, an IDX label file holding labels[0..nlab). */
+static void write_labelled(const char *images, int gz_images, const char *labels_path, int gz_labels,
+                           const uint8_t *labels, uint32_t nlab, uint32_t n) {
+    uint8_t pix[64 * 4];
+    for (uint32_t i = 0; i < n * 4; i++) pix[i] = (uint8_t)(i / 4);
+    uint32_t dims[3] = {n, 2, 2};
+    write_idx(images, gz_images, MAGIC3, dims, pix, (size_t)n * 4);
+    if (labels) write_idx(labels_path, gz_labels, MAGIC1, &nlab, labels, nlab);
+}
+
+/* d has n labels equal to want[0..n) and nclasses classes. */
+static int labels_are(const dataset *d, const int32_t *want, int n, int nclasses) {
+    if (!d->labels || d->n != n || d->nclasses != nclasses || !d->names) return 0;
+    for (int i = 0; i < n; i++)
+        if (d->labels[i] != want[i]) return 0;
+    return 1;
+}
+
+/* Names k of d are "0", "1", ... */
+static int names_are_numbers(const dataset *d) {
+    char want[16];
+    for (int k = 0; k < d->nclasses; k++) {
+        snprintf(want, sizeof want, "%d", k);
+        if (strcmp(d->names[k], want) != 0) return 0;
+    }
+    return d->nclasses > 0;
+}
+
+static void test_idx_labels(void) {
+    char dir[64], sub[4096], p[4096], q[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    dataset d;
+    /* MNIST layout: raw train labels (preferred over a junk .gz), gzip test labels. */
+    join(sub, dir, "mnist");
+    mkdir(sub, 0700);
+    const uint8_t ltr[6] = {2, 0, 1, 2, 1, 0}, lte[2] = {1, 0};
+    write_labelled(join(p, sub, "train-images-idx3-ubyte"), 0, join(q, sub, "train-labels-idx1-ubyte"), 0, ltr, 6, 6);
+    write_bytes(join(q, sub, "train-labels-idx1-ubyte.gz"), "junk", 4);
+    write_labelled(join(p, sub, "t10k-images-idx3-ubyte.gz"), 1, join(q, sub, "t10k-labels-idx1-ubyte.gz"), 1, lte, 2,
+                   2);
+    int rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    const int32_t wtr[6] = {2, 0, 1, 2, 1, 0}, wte[2] = {1, 0};
+    CHECK(rc == 0 && labels_are(&d, wtr, 6, 3) && names_are_numbers(&d), "raw labels: rc=%d n=%d nclasses=%d %s", rc,
+          d.n, d.nclasses, err.msg);
+    CHECK(rc != 0 || d.pixels[3 * 4] == 3, "images still loaded");
+    CHECK(strstr(d.desc, "IDX train") && strstr(d.desc, ", 3 classes"), "desc '%s'", d.desc);
+    dataset_free(&d);
+    CHECK(d.labels == NULL && d.names == NULL && d.nclasses == 0, "dataset_free clears labels");
+    rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+    CHECK(rc == 0 && labels_are(&d, wte, 2, 2) && names_are_numbers(&d), "gz labels: rc=%d %s", rc, err.msg);
+    dataset_free(&d);
+    /* limit keeps the first labels; nclasses comes from the whole file. */
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 2, &err);
+    CHECK(rc == 0 && labels_are(&d, wtr, 2, 3), "limit 2: rc=%d n=%d nclasses=%d %s", rc, d.n, d.nclasses, err.msg);
+    dataset_free(&d);
+    /* Without a label file: unlabelled, not an error. */
+    remove(join(q, sub, "train-labels-idx1-ubyte"));
+    remove(join(q, sub, "train-labels-idx1-ubyte.gz"));
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.n == 6 && !d.labels && d.nclasses == 0 && !d.names && !strstr(d.desc, "classes"),
+          "unlabelled: rc=%d nclasses=%d desc '%s' %s", rc, d.nclasses, d.desc, err.msg);
+    dataset_free(&d);
+
+    /* Single image files: the label file by name, .gz or not either way. */
+    const uint8_t l4[4] = {1, 1, 0, 1};
+    const int32_t w4[4] = {1, 1, 0, 1};
+    for (int gz = 0; gz < 4; gz++) {
+        char iname[64], lname[64];
+        snprintf(iname, sizeof iname, "s%d-images-idx3-ubyte%s", gz, gz & 1 ? ".gz" : "");
+        snprintf(lname, sizeof lname, "s%d-labels-idx1-ubyte%s", gz, gz & 2 ? ".gz" : "");
+        write_labelled(join(p, dir, iname), gz & 1, join(q, dir, lname), gz & 2 ? 1 : 0, l4, 4, 4);
+        rc = dataset_load(&d, p, DATASET_TEST, 0, &err);
+        CHECK(rc == 0 && labels_are(&d, w4, 4, 2) && strstr(d.desc, ", 2 classes"), "%s + %s: rc=%d %s", iname,
+              lname, rc, err.msg);
+        dataset_free(&d);
+    }
+    /* Fashion-MNIST names when the directory says so and there are 10 classes. */
+    uint8_t l10[10];
+    for (int k = 0; k < 10; k++) l10[k] = (uint8_t)(9 - k);
+    join(sub, dir, "My-FASHION-data");
+    mkdir(sub, 0700);
+    write_labelled(join(p, sub, "train-images-idx3-ubyte"), 0, join(q, sub, "train-labels-idx1-ubyte"), 0, l10, 10,
+                   10);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.nclasses == 10 && d.labels && d.labels[0] == 9, "fashion dir: rc=%d %s", rc, err.msg);
+    for (int k = 0; rc == 0 && d.names && k < 10; k++)
+        CHECK(strcmp(d.names[k], dataset_fashion_mnist_names[k]) == 0, "name %d '%s'", k, d.names[k]);
+    dataset_free(&d);
+    /* ... but not with another number of classes, nor when only the file name says so. */
+    write_labelled(join(p, sub, "train-images-idx3-ubyte"), 0, join(q, sub, "train-labels-idx1-ubyte"), 0, ltr, 6, 6);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.nclasses == 3 && names_are_numbers(&d), "fashion dir, 3 classes: %s", err.msg);
+    dataset_free(&d);
+    write_labelled(join(p, dir, "fashion-images-idx3-ubyte"), 0, join(q, dir, "fashion-labels-idx1-ubyte"), 0, l10,
+                   10, 10);
+    rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.nclasses == 10 && names_are_numbers(&d), "fashion file name: %s", err.msg);
+    dataset_free(&d);
+    remove_tree(dir);
+}
+
+/* Loading images must fail with a message naming the label file and want. */
+static void expect_label_error(const char *images, const char *labels, const char *want) {
+    ddpm_err err = {{0}};
+    dataset d;
+    int rc = dataset_load(&d, images, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1, "%s: loaded although %s is bad", images, labels);
+    CHECK(strstr(err.msg, labels) != NULL, "message does not name the label file: %s", err.msg);
+    CHECK(strstr(err.msg, want) != NULL, "message lacks '%s': %s", want, err.msg);
+    CHECK(d.pixels == NULL && d.labels == NULL && d.names == NULL && d.n == 0, "not zeroed on failure");
+    printf("  expected error: %s\n", err.msg);
+}
+
+static void test_idx_label_errors(void) {
+    char dir[64], p[4096], q[4096];
+    make_tmpdir(dir);
+    const uint8_t lab[6] = {0, 1, 2, 0, 1, 2};
+    for (int gz = 0; gz < 2; gz++) {
+        join(p, dir, gz ? "e1-images-idx3-ubyte.gz" : "e0-images-idx3-ubyte");
+        join(q, dir, gz ? "e1-labels-idx1-ubyte.gz" : "e0-labels-idx1-ubyte");
+        write_labelled(p, gz, q, gz, lab, 6, 5); /* 6 labels for 5 images */
+        expect_label_error(p, q, "has 6 labels but");
+        write_labelled(p, gz, q, gz, lab, 5, 6); /* 5 labels for 6 images */
+        expect_label_error(p, q, "has 5 labels but");
+        uint32_t six = 6, five = 5;
+        write_idx(q, gz, MAGIC1, &six, lab, 5); /* header says 6, 5 bytes follow */
+        expect_label_error(p, q, "truncated");
+        write_labelled(p, gz, q, gz, lab, 5, 5);
+        write_idx(q, gz, MAGIC1, &five, lab, 6); /* header says 5, 6 bytes follow */
+        expect_label_error(p, q, "trailing");
+        uint32_t five3[3] = {5, 1, 1};
+        write_idx(q, gz, MAGIC3, five3, lab, 5); /* an image file in the label file's place */
+        expect_label_error(p, q, "not an IDX label file");
+        const uint8_t bad[4] = {0, 0, 9, 1};
+        write_idx(q, gz, bad, &five, lab, 5);
+        expect_label_error(p, q, "expected 00 00 08 01");
+        const uint8_t gap[5] = {0, 3, 0, 3, 2}; /* class 1 never occurs */
+        write_idx(q, gz, MAGIC1, &five, gap, 5);
+        expect_label_error(p, q, "class 1 has no images");
+        write_bytes(q, "\0\0\x08", 3);
+        expect_label_error(p, q, "not an IDX label file");
+    }
+    remove_tree(dir);
+}
+
+static void test_cifar_labels(void) {
+    char dir[64], p[4096], q[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    dataset d;
+    write_cifar(join(p, dir, "b.bin"), 12, 5); /* labels (5 + r) % 10 */
+    int rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+    int32_t want[12];
+    for (int r = 0; r < 12; r++) want[r] = (5 + r) % 10;
+    CHECK(rc == 0 && labels_are(&d, want, 12, 10) && names_are_numbers(&d), "labels: rc=%d %s", rc, err.msg);
+    CHECK(strstr(d.desc, ", 10 classes"), "desc '%s'", d.desc);
+    dataset_free(&d);
+    rc = dataset_load(&d, p, DATASET_TRAIN, 3, &err);
+    CHECK(rc == 0 && labels_are(&d, want, 3, 10), "limit 3: %s", err.msg);
+    dataset_free(&d);
+    /* A path too long for desc: the class count still ends the line. */
+    char deep[4096], part[201];
+    memset(part, 'd', 200);
+    part[200] = '\0';
+    mkdir(join(deep, dir, part), 0700);
+    mkdir(join(q, deep, part), 0700);
+    write_cifar(join(deep, q, "b.bin"), 1, 0);
+    rc = dataset_load(&d, deep, DATASET_TRAIN, 0, &err);
+    size_t dl = strlen(d.desc), sl = strlen(", 10 classes");
+    CHECK(rc == 0 && dl == sizeof d.desc - 1 && strcmp(d.desc + dl - sl, ", 10 classes") == 0, "long desc: '%s' %s",
+          d.desc, err.msg);
+    dataset_free(&d);
+
+    /* batches.meta.txt: CR LF, trailing blanks, blank lines, a long name, extra lines. */
+    char meta[1024];
+    char long_name[101];
+    memset(long_name, 'x', 100);
+    long_name[100] = '\0';
+    snprintf(meta, sizeof meta,
+             "airplane\r\nautomobile  \n\n   \nbird\ncat\t\ndeer\ndog\nfrog\nhorse\nship\n%s\nextra\n", long_name);
+    write_bytes(join(q, dir, "batches.meta.txt"), meta, strlen(meta));
+    rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
+    const char *names[10] = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", NULL};
+    CHECK(rc == 0 && d.nclasses == 10 && d.names, "meta: rc=%d %s", rc, err.msg);
+    if (rc == 0 && !d.names) rc = -1;
+    for (int k = 0; rc == 0 && k < 9; k++) CHECK(strcmp(d.names[k], names[k]) == 0, "name %d '%s'", k, d.names[k]);
+    CHECK(rc != 0 || (strlen(d.names[9]) == DATASET_NAME_LEN - 1 && strncmp(d.names[9], long_name, 63) == 0),
+          "long name cut: '%s'", d.names[9]);
+    CHECK(rc != 0 || (dataset_class_index(&d, "cat") == 3 && dataset_class_index(&d, "7") == 7), "class lookup");
+    dataset_free(&d);
+    /* The directory layout reads the meta file next to the batches. */
+    char sub[4096];
+    join(sub, dir, "cifar");
+    mkdir(sub, 0700);
+    write_cifar(join(q, sub, "test_batch.bin"), 4, 0);
+    const char *ten = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj"; /* no final newline */
+    write_bytes(join(q, sub, "batches.meta.txt"), ten, strlen(ten));
+    rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+    CHECK(rc == 0 && d.nclasses == 10 && d.names && d.labels && strcmp(d.names[0], "a") == 0 && strcmp(d.names[9], "j") == 0 &&
+              d.labels[3] == 3 && strstr(d.desc, "CIFAR-10 test") && strstr(d.desc, ", 10 classes"),
+          "dir meta: rc=%d %s", rc, err.msg);
+    dataset_free(&d);
+    /* Fewer than 10 names. */
+    const char *nine = "a\nb\nc\n\nd\ne\nf\ng\nh\ni\n\n\n";
+    write_bytes(q, nine, strlen(nine));
+    rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, q) && strstr(err.msg, "has 9 class names"), "short meta: %s", err.msg);
+    CHECK(d.pixels == NULL && d.labels == NULL && d.names == NULL, "zeroed on failure");
+    printf("  expected error: %s\n", err.msg);
+    write_bytes(q, "a\nb\0c\n", 6);
+    rc = dataset_load(&d, sub, DATASET_TEST, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, q) && strstr(err.msg, "NUL"), "NUL in meta: %s", err.msg);
+    remove_tree(dir);
+}
+
+/* Writes a w x 2 gray PNG whose pixels all equal v. */
+static void write_flat_png(const char *path, int w, uint8_t v) {
+    uint8_t px[2 * 16];
+    memset(px, v, sizeof px);
+    ddpm_err err = {{0}};
+    if (png_write_u8(path, px, w, 2, 1, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(2);
+    }
+}
+
+static void test_png_classes(void) {
+    char dir[64], p[4096], sub[4096];
+    make_tmpdir(dir);
+    ddpm_err err = {{0}};
+    dataset d;
+    join(sub, dir, "classes");
+    mkdir(sub, 0700);
+    /* Classes "dog" and "cat" (made in that order), a hidden folder with another
+     * shape and a stray text file: order cat/z, dog/a, dog/b. */
+    mkdir(join(p, sub, "dog"), 0700);
+    mkdir(join(p, sub, "cat"), 0700);
+    mkdir(join(p, sub, ".hidden"), 0700);
+    write_flat_png(join(p, sub, "dog/b.png"), 3, 30);
+    write_flat_png(join(p, sub, "dog/a.png"), 3, 20);
+    write_flat_png(join(p, sub, "cat/z.png"), 3, 10);
+    write_flat_png(join(p, sub, ".hidden/odd.png"), 5, 99);
+    write_bytes(join(p, sub, "readme.txt"), "x", 1);
+    write_bytes(join(p, sub, "dog/notes.txt"), "x", 1);
+    int rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    const int32_t want[3] = {0, 1, 1};
+    CHECK(rc == 0 && labels_are(&d, want, 3, 2) && d.w == 3 && d.h == 2 && d.c == 1, "classes: rc=%d n=%d %s", rc,
+          d.n, err.msg);
+    CHECK(rc != 0 || (d.pixels[0] == 10 && d.pixels[6] == 20 && d.pixels[12] == 30), "image order");
+    CHECK(rc != 0 || !d.names || (strcmp(d.names[0], "cat") == 0 && strcmp(d.names[1], "dog") == 0), "names");
+    CHECK(strstr(d.desc, "PNG folder: 3 images") && strstr(d.desc, ", 2 classes"), "desc '%s'", d.desc);
+    dataset_free(&d);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 2, &err);
+    CHECK(rc == 0 && labels_are(&d, want, 2, 2), "limit 2: rc=%d n=%d %s", rc, d.n, err.msg);
+    dataset_free(&d);
+    /* A class name longer than DATASET_NAME_LEN - 1 is cut. */
+    char longdir[128];
+    memset(longdir, 'q', 100);
+    longdir[100] = '\0';
+    mkdir(join(p, sub, longdir), 0700);
+    char f[4096];
+    join(f, p, "one.png");
+    write_flat_png(f, 3, 40);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.nclasses == 3 && d.n == 4 && d.labels && d.names && d.labels[3] == 2 && strlen(d.names[2]) == DATASET_NAME_LEN - 1 &&
+              strncmp(d.names[2], longdir, DATASET_NAME_LEN - 1) == 0,
+          "long class name: rc=%d %s", rc, err.msg);
+    dataset_free(&d);
+    /* An empty class folder is an error naming it. */
+    mkdir(join(p, sub, "empty"), 0700);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, p) && strstr(err.msg, "no .png"), "empty class: %s", err.msg);
+    CHECK(d.pixels == NULL && d.labels == NULL && d.names == NULL, "zeroed on failure");
+    printf("  expected error: %s\n", err.msg);
+    remove(p);
+    /* Shapes must match across classes. */
+    write_flat_png(join(p, sub, "dog/c.png"), 4, 50);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, "dog/c.png") && strstr(err.msg, "4x2x1") && strstr(err.msg, "cat/z.png"),
+          "shape mismatch: %s", err.msg);
+    printf("  expected error: %s\n", err.msg);
+    remove(p);
+    /* Only empty subdirectories: no PNGs at all. */
+    join(sub, dir, "hollow");
+    mkdir(sub, 0700);
+    mkdir(join(p, sub, "a"), 0700);
+    mkdir(join(p, sub, "b"), 0700);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == -1 && strstr(err.msg, sub) && strstr(err.msg, "no .png"), "hollow: %s", err.msg);
+    /* PNGs directly in the folder: unlabelled, subfolders ignored. */
+    write_flat_png(join(p, sub, "a/in-sub.png"), 3, 1);
+    write_flat_png(join(p, sub, "top.png"), 5, 2);
+    rc = dataset_load(&d, sub, DATASET_TRAIN, 0, &err);
+    CHECK(rc == 0 && d.n == 1 && d.w == 5 && !d.labels && !d.names && d.nclasses == 0 && !strstr(d.desc, "classes"),
+          "flat folder: rc=%d n=%d %s", rc, d.n, err.msg);
+    dataset_free(&d);
+    remove_tree(dir);
+}
+
+static void test_class_index(void) {
+    char names[4][DATASET_NAME_LEN] = {"cat", "10", "dog", "T-shirt/top"};
+    int32_t labels[1] = {0};
+    dataset d = {0};
+    d.labels = labels;
+    d.nclasses = 4;
+    d.names = names;
+    CHECK(dataset_class_index(&d, "cat") == 0, "cat");
+    CHECK(dataset_class_index(&d, "dog") == 2, "dog");
+    CHECK(dataset_class_index(&d, "T-shirt/top") == 3, "T-shirt/top");
+    CHECK(dataset_class_index(&d, "10") == 1, "name before index");
+    CHECK(dataset_class_index(&d, "0") == 0 && dataset_class_index(&d, "3") == 3, "indices");
+    CHECK(dataset_class_index(&d, "03") == 3, "leading zero");
+    const char *bad[] = {"4", "-1", "", "Cat", "cat ", " 1", "1x", "+1", "99999999999999999999", "dog\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(dataset_class_index(&d, bad[i]) == -1, "'%s' -> %d", bad[i], dataset_class_index(&d, bad[i]));
+    CHECK(dataset_class_index(&d, NULL) == -1 && dataset_class_index(NULL, "cat") == -1, "NULL");
+    dataset none = {0};
+    CHECK(dataset_class_index(&none, "0") == -1, "unlabelled dataset");
+    CHECK(strcmp(dataset_fashion_mnist_names[0], "T-shirt/top") == 0 &&
+              strcmp(dataset_fashion_mnist_names[9], "Ankle boot") == 0,
+          "Fashion-MNIST names");
+}
+
 /* ---- loader ---- */
 
 enum { LN = 10, LH = 2, LW = 3, LC = 2 };
@@ -851,6 +1180,22 @@ static void test_loader(void) {
 
 /* ---- the real Fashion-MNIST, if installed ---- */
 
+/* d is labelled Fashion-MNIST: 10 classes with their names, `each` images
+ * per class, and desc says so. */
+static int class_sizes_are(const dataset *d, int each) {
+    int count[10] = {0}, ok = d->labels && d->names && d->nclasses == 10 && strstr(d->desc, ", 10 classes");
+    for (int i = 0; ok && i < d->n; i++) {
+        ok &= d->labels[i] >= 0 && d->labels[i] < 10;
+        if (ok) count[d->labels[i]]++;
+    }
+    for (int k = 0; ok && k < 10; k++) {
+        if (count[k] != each || strcmp(d->names[k], dataset_fashion_mnist_names[k]) != 0)
+            printf("  class %d '%s': %d images, want %d\n", k, d->names[k], count[k], each);
+        ok &= count[k] == each && strcmp(d->names[k], dataset_fashion_mnist_names[k]) == 0;
+    }
+    return ok;
+}
+
 static void test_fashion_mnist(void) {
     struct stat st;
     if (stat(DATASET_FASHION_MNIST_DIR, &st) != 0) {
@@ -869,14 +1214,20 @@ static void test_fashion_mnist(void) {
         printf("  mean pixel %.3f\n", mean);
         CHECK(mean > 60 && mean < 90, "mean pixel %.3f (Fashion-MNIST train is about 72.9)", mean);
     }
+    int32_t first[100] = {0};
+    CHECK(rc != 0 || class_sizes_are(&d, 6000), "train labels");
+    if (rc == 0 && d.labels) memcpy(first, d.labels, sizeof first);
     dataset_free(&d);
     rc = dataset_load(&d, "fashion-mnist", DATASET_TEST, 0, &err);
     CHECK(rc == 0 && d.n == 10000 && d.h == 28 && d.w == 28 && d.c == 1, "test: rc=%d n=%d %s", rc, d.n, err.msg);
+    CHECK(rc != 0 || class_sizes_are(&d, 1000), "test labels");
     dataset_free(&d);
     rc = dataset_load(&d, "", DATASET_TRAIN, 100, &err);
     CHECK(rc == 0 && d.n == 100, "limit 100: n=%d %s", d.n, err.msg);
+    CHECK(rc != 0 || labels_are(&d, first, 100, 10), "limit 100 keeps the first 100 labels");
     dataset_free(&d);
 }
 
 TEST_MAIN(test_idx_roundtrip, test_idx_errors, test_cifar, test_png_roundtrip, test_png_corrupt,
-          test_png_write_errors, test_image_to_u8, test_grid, test_pngdir, test_loader, test_fashion_mnist)
+          test_png_write_errors, test_image_to_u8, test_grid, test_pngdir, test_idx_labels, test_idx_label_errors,
+          test_cifar_labels, test_png_classes, test_class_index, test_loader, test_fashion_mnist)

@@ -1,6 +1,7 @@
 /* dataset.c -- dataset_load: decides from a path what kind of dataset it is
  * (IDX directory or file, CIFAR-10 directory or file, PNG folder) and hands it
- * to the matching loader in idx.c, cifar.c or imagefolder.c. */
+ * to the matching loader in idx.c, cifar.c or imagefolder.c, which also load
+ * the class labels where the source has them. */
 #include "data/dataset.h"
 
 #include <errno.h>
@@ -8,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "data/labels.h"
 
 static int is_file(const char *path) {
     struct stat st;
@@ -104,9 +107,11 @@ int dataset_load(dataset *d, const char *src, int split, int limit, ddpm_err *er
         } else {
             rc = dataset_load_pngdir(d, src, limit, err);
         }
-        if (rc == 0 && kind)
+        if (rc == 0 && kind) {
             snprintf(d->desc, sizeof d->desc, "%s %s: %d images %dx%dx%d from %s", kind,
                      split == DATASET_TRAIN ? "train" : "test", d->n, d->h, d->w, d->c, src);
+            dataset_desc_classes(d);
+        }
     } else if (ends_with(src, ".bin")) {
         rc = dataset_load_cifar(d, &src, 1, limit, err);
     } else {
@@ -120,5 +125,7 @@ done:
 void dataset_free(dataset *d) {
     if (!d) return;
     free(d->pixels);
+    free(d->labels);
+    free(d->names);
     memset(d, 0, sizeof *d);
 }

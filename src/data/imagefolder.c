@@ -1,5 +1,7 @@
-/* imagefolder.c -- a dataset made of every *.png file in one directory,
- * sorted by name, all of the same size and channel count. */
+/* imagefolder.c -- a dataset made of PNG files, all of the same size and
+ * channel count: every *.png in one directory, sorted by name (unlabelled),
+ * or, for a directory with no PNGs of its own, every *.png in each of its
+ * subdirectories, one class per subdirectory (class-labelled). */
 #include "data/dataset.h"
 
 #include <dirent.h>
@@ -10,9 +12,37 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "data/labels.h"
 #include "io/png.h"
 
 #define PATH_BUF 4096
+
+/* A growing list of strings. */
+typedef struct strlist {
+    char **v;
+    size_t n, cap;
+} strlist;
+
+static void strlist_free(strlist *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* Appends a copy of s; dir names the directory in the out-of-memory message. */
+static int strlist_add(strlist *l, const char *s, const char *dir, ddpm_err *err) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 256;
+        char **bigger = realloc(l->v, cap * sizeof *bigger);
+        if (!bigger) return ddpm_fail(err, "%s: out of memory listing files", dir);
+        l->v = bigger;
+        l->cap = cap;
+    }
+    l->v[l->n] = strdup(s);
+    if (!l->v[l->n]) return ddpm_fail(err, "%s: out of memory listing files", dir);
+    l->n++;
+    return 0;
+}
 
 static int cmp_names(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -23,18 +53,12 @@ static int is_png_name(const char *name) {
     return n > 4 && strcasecmp(name + n - 4, ".png") == 0;
 }
 
-int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err) {
-    DIR *dp = NULL;
-    char **names = NULL, path[PATH_BUF], first[PATH_BUF];
-    size_t nnames = 0, cap = 0;
-    uint8_t *img = NULL;
+/* Lists dir: its *.png regular files into pngs and, when subdirs is not NULL,
+ * its subdirectories not starting with '.' into subdirs; both sorted by name. */
+static int list_dir(const char *dir, strlist *pngs, strlist *subdirs, ddpm_err *err) {
+    char path[PATH_BUF];
     int rc = -1;
-    memset(d, 0, sizeof *d);
-    if (limit < 0) {
-        ddpm_fail(err, "%s: limit must be >= 0, got %d", dir, limit);
-        goto done;
-    }
-    dp = opendir(dir);
+    DIR *dp = opendir(dir);
     if (!dp) {
         ddpm_fail(err, "%s: cannot open directory: %s", dir, strerror(errno));
         goto done;
@@ -49,43 +73,95 @@ int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err) {
             }
             break;
         }
-        if (!is_png_name(e->d_name)) continue;
-        struct stat st;
+        int png = is_png_name(e->d_name), sub = subdirs && e->d_name[0] != '.';
+        if (!png && !sub) continue;
         if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) {
             ddpm_fail(err, "%s: path too long", dir);
             goto done;
         }
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        if (nnames == cap) {
-            cap = cap ? 2 * cap : 256;
-            char **bigger = realloc(names, cap * sizeof *names);
-            if (!bigger) {
-                ddpm_fail(err, "%s: out of memory listing files", dir);
-                goto done;
-            }
-            names = bigger;
+        struct stat st;
+        if (stat(path, &st) != 0) continue;
+        if (png && S_ISREG(st.st_mode) && strlist_add(pngs, e->d_name, dir, err)) goto done;
+        if (sub && S_ISDIR(st.st_mode) && strlist_add(subdirs, e->d_name, dir, err)) goto done;
+    }
+    if (pngs->n) qsort(pngs->v, pngs->n, sizeof *pngs->v, cmp_names);
+    if (subdirs && subdirs->n) qsort(subdirs->v, subdirs->n, sizeof *subdirs->v, cmp_names);
+    rc = 0;
+done:
+    if (dp) closedir(dp);
+    return rc;
+}
+
+/* The class layout: every subdirectory in classes must hold PNGs; appends
+ * "class/file.png" to files in class-then-name order, with the class index
+ * of each in *labels. */
+static int list_classes(const char *dir, const strlist *classes, strlist *per, strlist *files, int32_t **labels,
+                        ddpm_err *err) {
+    char path[PATH_BUF];
+    size_t total = 0;
+    for (size_t k = 0; k < classes->n; k++) {
+        if (per[k].n == 0)
+            return ddpm_fail(err, "%s/%s: class folder has no .png files (in %s every subdirectory is a class)", dir,
+                             classes->v[k], dir);
+        total += per[k].n;
+    }
+    if (total > 0x7fffffff) return ddpm_fail(err, "%s: too many files", dir);
+    *labels = ddpm_malloc(total * sizeof **labels, err);
+    if (!*labels) return -1;
+    for (size_t k = 0; k < classes->n; k++)
+        for (size_t j = 0; j < per[k].n; j++) {
+            if (snprintf(path, sizeof path, "%s/%s", classes->v[k], per[k].v[j]) >= (int)sizeof path)
+                return ddpm_fail(err, "%s/%s: path too long", dir, classes->v[k]);
+            (*labels)[files->n] = (int32_t)k;
+            if (strlist_add(files, path, dir, err)) return -1;
         }
-        names[nnames] = strdup(e->d_name);
-        if (!names[nnames]) {
-            ddpm_fail(err, "%s: out of memory listing files", dir);
+    return 0;
+}
+
+/* The PNGs to load, relative to dir, in order: dir's own, or (when it has
+ * none) those of its subdirectories, named in classes, with *labels set. */
+static int list_images(const char *dir, strlist *files, strlist *classes, int32_t **labels, ddpm_err *err) {
+    char path[PATH_BUF];
+    strlist *per = NULL;
+    size_t nonempty = 0;
+    int rc = -1;
+    if (list_dir(dir, files, classes, err)) goto done;
+    if (files->n > 0) {
+        strlist_free(classes);
+        rc = 0;
+        goto done;
+    }
+    per = ddpm_calloc(classes->n, sizeof *per, err);
+    if (!per) goto done;
+    for (size_t k = 0; k < classes->n; k++) {
+        if (snprintf(path, sizeof path, "%s/%s", dir, classes->v[k]) >= (int)sizeof path) {
+            ddpm_fail(err, "%s: path too long", dir);
             goto done;
         }
-        nnames++;
+        if (list_dir(path, &per[k], NULL, err)) goto done;
+        nonempty += per[k].n > 0;
     }
-    if (nnames == 0) {
-        ddpm_fail(err, "%s: no .png files (and no IDX or CIFAR-10 files) in this directory", dir);
+    if (nonempty == 0) {
+        ddpm_fail(err, "%s: no .png files (and no IDX or CIFAR-10 files) in this directory or its subdirectories",
+                  dir);
         goto done;
     }
-    if (nnames > 0x7fffffff) {
-        ddpm_fail(err, "%s: too many files", dir);
-        goto done;
-    }
-    qsort(names, nnames, sizeof *names, cmp_names);
-    size_t keep = limit > 0 && (size_t)limit < nnames ? (size_t)limit : nnames;
+    rc = list_classes(dir, classes, per, files, labels, err);
+done:
+    for (size_t k = 0; per && k < classes->n; k++) strlist_free(&per[k]);
+    free(per);
+    return rc;
+}
+
+/* Reads dir/files[0..keep) into d->pixels, checking they share one shape. */
+static int load_images(dataset *d, const char *dir, const strlist *files, size_t keep, ddpm_err *err) {
+    char path[PATH_BUF], first[PATH_BUF];
+    uint8_t *img = NULL;
     size_t img_bytes = 0;
+    int rc = -1;
     for (size_t i = 0; i < keep; i++) {
         int w, h, c;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, files->v[i]); /* fits: listing checked it */
         if (png_read_u8(path, &img, &w, &h, &c, err)) goto done;
         if (i == 0) {
             img_bytes = (size_t)w * h * c;
@@ -108,14 +184,42 @@ int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err) {
         free(img);
         img = NULL;
     }
-    d->n = (int)keep;
-    snprintf(d->desc, sizeof d->desc, "PNG folder: %d images %dx%dx%d from %s", d->n, d->h, d->w, d->c, dir);
     rc = 0;
 done:
-    if (dp) closedir(dp);
-    for (size_t i = 0; i < nnames; i++) free(names[i]);
-    free(names);
     free(img);
+    return rc;
+}
+
+int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err) {
+    strlist files = {0}, classes = {0};
+    int32_t *labels = NULL;
+    int rc = -1;
+    memset(d, 0, sizeof *d);
+    if (limit < 0) {
+        ddpm_fail(err, "%s: limit must be >= 0, got %d", dir, limit);
+        goto done;
+    }
+    if (list_images(dir, &files, &classes, &labels, err)) goto done;
+    if (files.n > 0x7fffffff) {
+        ddpm_fail(err, "%s: too many files", dir);
+        goto done;
+    }
+    size_t keep = limit > 0 && (size_t)limit < files.n ? (size_t)limit : files.n;
+    if (load_images(d, dir, &files, keep, err)) goto done;
+    d->n = (int)keep;
+    if (labels) {
+        d->labels = labels;
+        labels = NULL;
+        if (dataset_names_init(d, (int)classes.n, dir, err)) goto done;
+        for (size_t k = 0; k < classes.n; k++) dataset_name_set(d, (int)k, classes.v[k], strlen(classes.v[k]));
+    }
+    snprintf(d->desc, sizeof d->desc, "PNG folder: %d images %dx%dx%d from %s", d->n, d->h, d->w, d->c, dir);
+    dataset_desc_classes(d);
+    rc = 0;
+done:
+    strlist_free(&files);
+    strlist_free(&classes);
+    free(labels);
     if (rc != 0) dataset_free(d);
     return rc;
 }
