@@ -4,6 +4,7 @@
 #   make test       install missing Debian packages, build from scratch, run every test
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make demo       train on Fashion-MNIST with the default preset, then sample a grid
+#   make demo-classes  the same, class-conditional: a grid with one row per class (guidance 3)
 #   make bench      forward / forward+backward throughput of the presets
 #   make bench-torch  ddpm and PyTorch side by side on the same models (ratios, peak RSS)
 #   make bench-scaling  img/s against batch, threads and image size (docs/perf.md)
@@ -47,7 +48,7 @@ TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-build deps demo bench bench-torch bench-scaling bench-mpi fixtures clean
+.PHONY: all test test-build deps demo demo-classes bench bench-torch bench-scaling bench-mpi fixtures clean
 all: $(BUILD)/ddpm
 
 deps:
@@ -87,6 +88,10 @@ test:
 demo: deps
 	$(MAKE) --no-print-directory $(BUILD)/ddpm
 	scripts/demo.sh $(BUILD)/ddpm
+
+demo-classes: deps
+	$(MAKE) --no-print-directory $(BUILD)/ddpm
+	DEMO_CLASSES=1 scripts/demo.sh $(BUILD)/ddpm
 
 bench: deps $(BENCH_BIN)
 	$(BUILD)/bench/bench_unet

@@ -346,6 +346,31 @@ static void test_train(void) {
     printf("  ok  Ctrl-C after step 2: exit %d, checkpoint at step %lld\n", code, steps);
 }
 
+/* Class-conditional models: every misuse of the class flags is a usage error
+ * naming the problem. unet_c (diffusers-made, 5 classes, no _class_names, so
+ * no null class) and png8 (two unlabelled 8x8 images, made by test_eval). */
+#define CMODEL "tests/fixtures/unet_c"
+static void test_classes(void) {
+    char a[1024];
+    expect("sample --model " MODEL " --out /tmp/x --class 1", 2, "is unconditional");
+    expect("sample --model " MODEL " --out /tmp/x --guidance 2", 2, "is unconditional");
+    expect("sample --model " CMODEL " --out /tmp/x --class foo", 2, "no class 'foo' (the model's classes are 0..4)");
+    expect("sample --model " CMODEL " --out /tmp/x --class 5", 2, "no class '5'");
+    expect("sample --model " CMODEL " --out /tmp/x --class 1 --per-class 2", 2, "exclude each other");
+    expect("sample --model " CMODEL " --out /tmp/x --per-class 2 --n 7", 2, "draws 10 images (5 classes), not --n 7");
+    expect("sample --model " CMODEL " --out /tmp/x --class 1 --guidance 3", 2, "has no null class");
+    expect("sample --model " CMODEL " --out /tmp/x --guidance -1", 2, "--guidance -1 is out of range");
+    expect("eps --model " CMODEL " --x a.npy --out b.npy --t 3", 2, "without a null class: give --class");
+    snprintf(a, sizeof a, "train --out %s/cls --config " MODEL "/config.json --data %s/png8 --classes --steps 1", tmp,
+             tmp);
+    expect(a, 2, "has no class labels");
+    snprintf(a, sizeof a, "train --out %s/cls --config " MODEL "/config.json --data %s/png8 --p-uncond 0.2 --steps 1",
+             tmp, tmp);
+    expect(a, 2, "--p-uncond applies to --classes only");
+    snprintf(a, sizeof a, "sample --model " CMODEL " --out %s/c --per-class 2 --steps 2 --threads 1", tmp);
+    expect(a, 0, "samples.npy [10, 1, 8, 8]");
+}
+
 /* A full disk: a 40 MB tmpfs holds one fmnist-small checkpoint (27 MB) but not
  * the temporary copy of the next one. The save fails with a clear message and
  * exit 1, and the previous checkpoint is still whole. Needs root (mount);
@@ -531,5 +556,6 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_figure, test_fid,
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_classes, test_figure,
+          test_fid,
           test_cleanup)

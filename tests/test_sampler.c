@@ -702,5 +702,50 @@ static void test_names(void) {
     CHECK(!strcmp(sampler_name(SAMPLER_KINDS), "?"), "sampler_name(out of range)");
 }
 
-TEST_MAIN(test_timesteps, test_errors, test_matches_manual_loop, test_determinism, test_batch_independence,
+/* Classifier-free guidance as a denoiser, on the diffusers-made conditional
+ * fixture (5 class embeddings; class 4 taken as the null class): w = 0 is the
+ * null class alone and w = 1 the labels alone, bit for bit (the same B-row
+ * network); w = 3 is eps_u + 3 (eps_c - eps_u) from separate B-row
+ * evaluations, to rounding (the one 2B-row pass rounds as its batch size says). */
+static void test_guidance(void) {
+    enum { B = 3 };
+    ddpm_err err;
+    const size_t D = 64;
+    float x[B * 64], t[B] = {999, 500, 3}, out[B * 64], ec[B * 64], eu[B * 64], want[B * 64];
+    int32_t y[B] = {0, 2, 3}, nul[B] = {4, 4, 4};
+    for (size_t i = 0; i < B * D; i++) x[i] = (float)sin(0.37 * (double)i);
+    unet *u1;
+    CHECK(model_load(&u1, "tests/fixtures/unet_c", B, 0, &err) == 0, "%s", err.msg);
+    unet_forward(u1, ec, x, t, y, NULL);
+    unet_forward(u1, eu, x, t, nul, NULL);
+    CHECK(memcmp(ec, eu, sizeof ec) != 0, "the labels do not change eps: the checks below could not fail");
+    const float ws[3] = {0.0f, 1.0f, 3.0f};
+    for (int k = 0; k < 3; k++) {
+        unet *u;
+        denoiser d;
+        guided g;
+        CHECK(model_load(&u, "tests/fixtures/unet_c", guided_rows(ws[k], B), 0, &err) == 0, "%s", err.msg);
+        CHECK(sampler_guided(&d, &g, u, B, 4, ws[k], &err) == 0, "%s", err.msg);
+        g.y = y;
+        CHECK(d.eps(d.ctx, B, x, t, out, &err) == 0, "%s", err.msg);
+        for (size_t i = 0; i < B * D; i++) want[i] = k == 0 ? eu[i] : k == 1 ? ec[i] : eu[i] + ws[k] * (ec[i] - eu[i]);
+        if (k < 2)
+            CHECK(!memcmp(out, want, sizeof out), "guidance %g: not eps_u + w (eps_c - eps_u) bit for bit", (double)ws[k]);
+        else
+            check_close("guidance 3 against eps_u + 3 (eps_c - eps_u)", out, want, B * D, 1e-5f, 1e-4f);
+        guided_free(&g);
+        unet_free(u);
+    }
+    /* Guidance other than 1 needs a null class. */
+    unet *u;
+    denoiser d;
+    guided g;
+    CHECK(model_load(&u, "tests/fixtures/unet_c", 2 * B, 0, &err) == 0, "%s", err.msg);
+    CHECK(sampler_guided(&d, &g, u, B, -1, 2.0f, &err) != 0 && strstr(err.msg, "null class"), "no null class: '%s'",
+          err.msg);
+    unet_free(u);
+    unet_free(u1);
+}
+
+TEST_MAIN(test_timesteps, test_guidance, test_errors, test_matches_manual_loop, test_determinism, test_batch_independence,
           test_track_x0, test_dpm_parity, test_sample_range, test_raw_and_range, test_names)
