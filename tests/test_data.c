@@ -1228,6 +1228,41 @@ static void test_fashion_mnist(void) {
     dataset_free(&d);
 }
 
+/* Class-conditional training draws labels with its images: over one epoch the
+ * labels loader_labels gives are exactly the data set's histogram (a batch's
+ * classes follow the data), each one the label of the very image loader_batch
+ * gives (its pixels encode its index), and a process's share of the batch gets
+ * the same labels as the whole batch's slice. */
+static void test_loader_labels(void) {
+    enum { N = 35, B = 7, K = 3 };
+    uint8_t pix[N];
+    int32_t lab[N];
+    int want[K] = {0}, got[K] = {0};
+    for (int i = 0; i < N; i++) pix[i] = (uint8_t)(i * 7), lab[i] = (i * i) % K, want[lab[i]]++;
+    dataset d = {.n = N, .h = 1, .w = 1, .c = 1, .pixels = pix, .labels = lab, .nclasses = K};
+    loader l;
+    ddpm_err err;
+    CHECK(loader_init(&l, &d, 11, 0, &err) == 0, "%s", err.msg);
+    int bad = 0;
+    for (int step = 0; step < N / B; step++) {
+        float x[B];
+        int32_t y[B], y2[B];
+        loader_batch(&l, step, B, 0, B, x);
+        loader_labels(&l, step, B, 0, B, y);
+        loader_labels(&l, step, B, 3, 4, y2);
+        for (int i = 0; i < B; i++) {
+            int img = (int)lrintf((x[i] + 1.0f) * 127.5f) / 7;
+            bad += img < 0 || img >= N || lab[img] != y[i];
+            got[y[i]]++;
+        }
+        bad += memcmp(y + 3, y2, 4 * sizeof *y2) != 0;
+    }
+    CHECK(bad == 0, "%d labels do not belong to their images (or to the share)", bad);
+    CHECK(!memcmp(want, got, sizeof want), "one epoch's label histogram %d/%d/%d, the data's %d/%d/%d", got[0], got[1],
+          got[2], want[0], want[1], want[2]);
+    loader_free(&l);
+}
+
 TEST_MAIN(test_idx_roundtrip, test_idx_errors, test_cifar, test_png_roundtrip, test_png_corrupt,
           test_png_write_errors, test_image_to_u8, test_grid, test_pngdir, test_idx_labels, test_idx_label_errors,
-          test_cifar_labels, test_png_classes, test_class_index, test_loader, test_fashion_mnist)
+          test_cifar_labels, test_png_classes, test_class_index, test_loader, test_loader_labels, test_fashion_mnist)
