@@ -44,6 +44,19 @@ int cmd_info(int argc, char **argv)
     printf("%-22s %d\n", "layers_per_block", c.layers_per_block);
     printf("%-22s %d groups, eps %g\n", "group norm", c.norm_groups, c.norm_eps);
     printf("%-22s %g\n", "dropout", c.dropout);
+    if (c.num_class_embeds > 0) {
+        unet_classes cls;
+        if (model_read_classes(dir, &cls, &err)) {
+            unet_free(u);
+            return cli_bad_input(&cmd, &err);
+        }
+        int null_class = unet_null_class(&c, &cls);
+        printf("%-22s %d class embeddings%s", "classes", c.num_class_embeds,
+               null_class >= 0 ? " (the last: the null class, for guidance)" : " (no null class)");
+        for (int k = 0; k < cls.n; k++) printf("%s%s", k ? ", " : ": ", cls.names[k]);
+        printf("\n");
+        unet_classes_free(&cls);
+    }
     printf("%-22s %zu\n", "parameters", u->nparams);
     printf("%-22s %.3f GFLOP per image\n", "forward cost", unet_forward_flops(u) / 1e9);
     unet_free(u);
