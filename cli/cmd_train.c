@@ -62,26 +62,38 @@ static sampler_opts ema_sampler(const trainer *tr) {
 }
 
 /* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights (`ddpm sample`'s default sampler,
- * the same noise every time, so the grids show the model's progress). */
+ * the same noise every time, so the grids show the model's progress). A
+ * conditional model draws the classes in turn, plainly conditioned (guidance
+ * 1): one column per class. */
 static int sample_grid(const trainer *tr, unet **su, int n, const char *run, ddpm_err *err) {
     const unet_config *c = &tr->u->cfg;
     if (!*su && unet_create(su, c, n, 0, err)) return -1;
     memcpy((*su)->params, tr->ema, tr->u->nparams * sizeof(float));
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
     float *x = malloc((size_t)n * D * sizeof *x);
-    if (!x) return ddpm_fail(err, "out of memory");
+    int32_t *y = malloc((size_t)n * sizeof *y);
+    if (!x || !y) {
+        free(x), free(y);
+        return ddpm_fail(err, "out of memory");
+    }
+    const int K = tr->cls.n;
+    for (int i = 0; i < n; i++) y[i] = K ? i % K : 0;
     sampler_opts so = ema_sampler(tr);
     char path[4300];
     snprintf(path, sizeof path, "%s/samples", run);
     denoiser d;
-    int rc = make_dirs(path, err) || sampler_unet(&d, *su, err) || sampler_run(&d, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);
+    guided g = {0};
+    int rc = make_dirs(path, err) || (K ? sampler_guided(&d, &g, *su, n, K, 1.0f, err) : sampler_unet(&d, *su, err));
+    g.y = y;
+    rc = rc || sampler_run(&d, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err);
     if (!rc) {
         snprintf(path, sizeof path, "%s/samples/step_%08lld.png", run, (long long)tr->step);
         int cols = 1;
         while (cols * cols < n) cols++;
-        rc = png_write_grid(path, x, n, c->sample_size, c->sample_size, c->in_channels, cols, 2, err);
+        rc = png_write_grid(path, x, n, c->sample_size, c->sample_size, c->in_channels, K && K <= n ? K : cols, 2, err);
     }
-    free(x);
+    guided_free(&g);
+    free(x), free(y);
     return rc ? -1 : 0;
 }
 
