@@ -74,7 +74,7 @@ int cmd_eps(int argc, char **argv)
     unet *u = NULL;
     if (model_load(&u, dir, n, 0, &err)) {
         free(x);
-        return cli_fail(&cmd, &err);
+        return cli_bad_input(&cmd, &err);
     }
     size_t nin = (size_t)n * hw * cfg.in_channels, nout = (size_t)n * hw * cfg.out_channels;
     float *xh = malloc(nin * sizeof *xh), *eh = malloc(nout * sizeof *eh), *e = malloc(nout * sizeof *e);

@@ -30,7 +30,7 @@ int cli_fail(const arg_cmd *cmd, const ddpm_err *err)
 int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err)
 {
     fprintf(stderr, "ddpm %s: %s\n", cmd->name, err->msg);
-    return EXIT_USAGE;
+    return err->oom ? EXIT_RUNTIME : EXIT_USAGE;
 }
 
 int cli_read_schedule(const arg_cmd *cmd, const char *dir, schedule *s)

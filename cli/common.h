@@ -21,7 +21,8 @@ void cli_model_dir(const char *dir, char *buf, size_t len);
 int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
 
 /* Prints "ddpm CMD: <err>" and returns EXIT_USAGE: an input the user named
- * (model folder, data, .npy) is missing, malformed or of the wrong shape. */
+ * (model folder, data, .npy) is missing, malformed or of the wrong shape --
+ * or EXIT_RUNTIME when err says memory ran out (err->oom) while reading it. */
 int cli_bad_input(const arg_cmd *cmd, const ddpm_err *err);
 
 /* Splitting a command's images over the ranks of an MPI job (src/dist/dist.h).

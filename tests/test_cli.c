@@ -375,6 +375,47 @@ static void test_classes(void) {
  * the temporary copy of the next one. The save fails with a clear message and
  * exit 1, and the previous checkpoint is still whole. Needs root (mount);
  * skipped otherwise. */
+/* The exit contract for model files: a malformed weights file is a bad input
+ * (exit 2) for every command that loads one; a config (within its caps) that
+ * asks for more memory than there is gives "out of memory" and exit 1, never an
+ * abort. The memory case runs under `ulimit -v` (4 GB), which AddressSanitizer
+ * builds cannot take: skipped there. */
+static void test_model_exit_codes(void) {
+    char a[2048], p[512], q[512];
+    tpath(p, sizeof p, "badweights");
+    mkdir(p, 0777);
+    unsigned char *txt;
+    size_t len;
+    ddpm_err err;
+    CHECK(!file_read_all(MODEL "/config.json", &txt, &len, &err), "%s", err.msg);
+    const void *chunks[1] = {txt};
+    CHECK(!file_write_atomic(tpath(q, sizeof q, "badweights/config.json"), chunks, &len, 1, &err), "%s", err.msg);
+    free(txt);
+    write_text(tpath(q, sizeof q, "badweights/diffusion_pytorch_model.safetensors"), "\xff\xff\xff\xff not a header");
+    write_text(tpath(q, sizeof q, "badweights/scheduler_config.json"), "{\"_class_name\": \"DDPMScheduler\"}");
+    float x[64] = {0};
+    write_npy(tpath(q, sizeof q, "x1.npy"), x, 1, 1, 8, 8);
+    snprintf(a, sizeof a, "sample --model %s --out %s/o --n 1 --steps 1", p, tmp);
+    expect(a, 2, "diffusion_pytorch_model.safetensors");
+    snprintf(a, sizeof a, "eps --model %s --x %s --t 3 --out %s/e.npy", p, q, tmp);
+    expect(a, 2, "diffusion_pytorch_model.safetensors");
+    snprintf(a, sizeof a, "figure progressive --model %s --out %s/f.png --n 1", p, tmp);
+    expect(a, 2, "diffusion_pytorch_model.safetensors");
+#if defined(__SANITIZE_ADDRESS__)
+    printf("  skipped: the out-of-memory case (ulimit -v and AddressSanitizer do not mix)\n");
+#else
+    tpath(p, sizeof p, "huge");
+    mkdir(p, 0777);
+    write_text(tpath(q, sizeof q, "huge/config.json"),
+               "{\"sample_size\": 4096, \"in_channels\": 1, \"out_channels\": 1, \"block_out_channels\": [2048, 2048, 2048], "
+               "\"down_block_types\": [\"DownBlock2D\", \"DownBlock2D\", \"AttnDownBlock2D\"], "
+               "\"up_block_types\": [\"AttnUpBlock2D\", \"UpBlock2D\", \"UpBlock2D\"], \"norm_num_groups\": 4, "
+               "\"attention_head_dim\": null}");
+    snprintf(a, sizeof a, "sample --model %s --out %s/o --n 1 --steps 1", p, tmp);
+    expect_with("ulimit -v 4000000;", a, 1, "out of memory");
+#endif
+}
+
 static void test_disk_full(void) {
     char mnt[300], a[1024], cmd[1024];
     snprintf(mnt, sizeof mnt, "%s/small", tmp);
@@ -556,6 +597,6 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_classes, test_figure,
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_classes, test_model_exit_codes, test_figure,
           test_fid,
           test_cleanup)

@@ -12,6 +12,17 @@ int ddpm_fail(ddpm_err *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
+    err->oom = 0;
+    return -1;
+}
+
+int ddpm_oom(ddpm_err *err, const char *fmt, ...) {
+    if (!err) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    err->oom = 1;
     return -1;
 }
 
@@ -42,13 +53,13 @@ void ddpm_assert_fail(const char *expr, const char *file, int line) {
 
 void *ddpm_malloc(size_t n, ddpm_err *err) {
     void *p = malloc(n ? n : 1);
-    if (!p) ddpm_fail(err, "out of memory allocating %zu bytes", n);
+    if (!p) ddpm_oom(err, "out of memory allocating %zu bytes", n);
     return p;
 }
 
 void *ddpm_calloc(size_t n, size_t size, ddpm_err *err) {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) ddpm_fail(err, "out of memory allocating %zu x %zu bytes", n, size);
+    if (!p) ddpm_oom(err, "out of memory allocating %zu x %zu bytes", n, size);
     return p;
 }
 
@@ -56,7 +67,7 @@ float *ddpm_alloc_floats(size_t n, ddpm_err *err) {
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
-        ddpm_fail(err, "out of memory allocating %zu floats", n);
+        ddpm_oom(err, "out of memory allocating %zu floats", n);
         return NULL;
     }
     memset(p, 0, bytes);

@@ -12,10 +12,15 @@
 
 typedef struct ddpm_err {
     char msg[1024];
+    int oom;   /* the failure is an allocation that did not succeed (ddpm_oom), not a bad input */
 } ddpm_err;
 
 /* Formats a message into err (if err is not NULL) and returns -1. */
 int ddpm_fail(ddpm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The same for running out of memory: also sets err->oom, so that callers can
+ * tell it from a bad input (the CLI exits 1 for it, 2 for bad input). */
+int ddpm_oom(ddpm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Prefixes err->msg with "<fmt>: " (for adding context while unwinding); returns -1. */
 int ddpm_wrap(ddpm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -20,7 +20,7 @@ int bound_terms(unet *u, const schedule *s, const float *x0, const int32_t *y, i
     float *x0p = malloc(D * sizeof *x0p), *mq = malloc(D * sizeof *mq), *mp = malloc(D * sizeof *mp);
     if (!xt || !eps || !out || !tt || !x0p || !mq || !mp || !yb) {
         free(xt), free(eps), free(out), free(tt), free(x0p), free(mq), free(mp), free(yb);
-        return ddpm_fail(err, "out of memory");
+        return ddpm_oom(err, "out of memory");
     }
     int rc = 0;
     for (int i = 0; i < B; i++) yb[i] = y && i < n ? y[i] : c->num_class_embeds - 1;

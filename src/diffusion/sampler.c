@@ -129,7 +129,7 @@ int sampler_timesteps(const schedule *s, const sampler_opts *o, int *ts, int *pr
                          (double)o->threshold_max);
     const char *spacing = o->spacing ? o->spacing : s->timestep_spacing;
     int *buf = malloc(sizeof(int) * (size_t)o->steps);
-    if (!buf) return ddpm_fail(err, "out of memory (%d timesteps)", o->steps);
+    if (!buf) return ddpm_oom(err, "out of memory (%d timesteps)", o->steps);
     int rc = o->kind == SAMPLER_DPMPP ? dpm_timesteps(s->T, o->steps, spacing, s->steps_offset, buf, err)
                                       : timesteps_set(s->T, o->steps, spacing, s->steps_offset, buf, err);
     if (rc) {

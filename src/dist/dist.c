@@ -63,7 +63,7 @@ int dist_reserve(size_t n, ddpm_err *err) {
     size_t need = n / 2 + (size_t)g_size;
     if (g_size == 1 || g_buf_len >= need) return 0;
     float *b = realloc(g_buf, need * sizeof *b);
-    if (!b) return ddpm_fail(err, "out of memory (%zu MB for the gradient reduction)", need * 4 >> 20);
+    if (!b) return ddpm_oom(err, "out of memory (%zu MB for the gradient reduction)", need * 4 >> 20);
     g_buf = b, g_buf_len = need;
     return 0;
 }

@@ -112,7 +112,7 @@ static int sync_parent_dir(const char *path, ddpm_err *err) {
 
     dir = malloc(dl + 2);
     if (!dir) {
-        ddpm_fail(err, "out of memory syncing the directory of %s", path);
+        ddpm_oom(err, "out of memory syncing the directory of %s", path);
         goto done;
     }
     if (!slash) {

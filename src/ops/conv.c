@@ -236,7 +236,7 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
      * up borrowing another's frees it untouched (no resident pages). */
     if (p->wino && posix_memalign((void **)&p->U, 64, sizeof(float) * 16 * Cin * Cout) != 0) {
         p->U = NULL;
-        ddpm_fail(err, "out of memory for a convolution's Winograd weights");
+        ddpm_oom(err, "out of memory for a convolution's Winograd weights");
         goto fail;
     }
 

@@ -10,10 +10,15 @@
 /* Creates them on first use. Returns 0, or -1 with err set. */
 int ops_dnnl_engine(dnnl_engine_t *e, dnnl_stream_t *s, ddpm_err *err);
 
-/* Runs a oneDNN call; on failure sets err (in scope) and jumps to `fail`. */
+/* Runs a oneDNN call; on failure sets err (in scope; running out of memory
+ * as ddpm_oom) and jumps to `fail`. */
 #define DNNL_TRY(call, what)                                                    \
     do {                                                                        \
         dnnl_status_t s_ = (call);                                              \
+        if (s_ == dnnl_out_of_memory) {                                         \
+            ddpm_oom(err, "out of memory (oneDNN: %s)", what);                  \
+            goto fail;                                                          \
+        }                                                                       \
         if (s_ != dnnl_success) {                                               \
             ddpm_fail(err, "oneDNN: %s failed (status %d)", what, (int)s_);     \
             goto fail;                                                          \
