@@ -10,6 +10,8 @@
 #   make bench-scaling  img/s against batch, threads and image size (docs/perf.md)
 #   make bench-mpi  one process with every thread against one process per CPU (MPI), same batch (docs/scaling.md)
 #   make fixtures   regenerate tests/fixtures with the PyTorch reference (needs python3-torch)
+#   make fuzz FUZZ_S=60  build the libFuzzer harnesses (fuzz/, clang-14, build-fuzz/) and run each
+#                   FUZZ_S seconds (scripts/fuzz.sh: logs and crash inputs in runs/fuzz/)
 
 CC      := gcc
 SAN     ?= 0
@@ -29,7 +31,7 @@ WERROR  ?= -Werror
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra -Wpointer-arith $(WERROR) \
            -Wno-unused-parameter -Isrc -MMD -MP
 # OpenBLAS (OpenMP build): double-precision BLAS/LAPACK for the FID statistics.
-LDLIBS  := -ldnnl -lopenblas -lcjson -lpng -lz -lm -fopenmp $(LDSAN)
+LDLIBS  := -ldnnl -lopenblas -lcjson -lpng -lz -lxxhash -lm -fopenmp $(LDSAN)
 # MPI (src/dist): on when Open MPI's mpicc is installed, or with MPI=1; MPI=0 builds
 # a single-process ddpm. One binary serves plain runs and mpirun/srun.
 MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
@@ -110,6 +112,46 @@ fixtures:
 	/usr/bin/python3 tools/make_fixtures.py tests/fixtures
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+# ---- fuzzing: one libFuzzer harness per parser of untrusted input (fuzz/fuzz_NAME.c),
+# built with clang-14 under ASan+UBSan together with just the sources it needs (all
+# compiled with the same flags; none of them uses OpenMP), into build-fuzz/.
+FUZZ_CC     ?= clang-14
+FUZZ_BUILD  := build-fuzz
+FUZZ_S      ?= 60
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unused-parameter -Isrc -Icli -MMD -MP
+FUZZ_LIBS   := -lcjson -lpng -lz -lxxhash -lm
+FUZZ_NAMES  := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_DATA   := src/data/dataset.c src/data/idx.c src/data/cifar.c src/data/imagefolder.c src/data/labels.c src/io/png.c
+fuzz_safetensors_SRC := src/io/safetensors.c src/io/fileio.c
+fuzz_config_SRC      := src/model/config.c
+fuzz_schedule_SRC    := src/diffusion/schedule.c
+fuzz_npy_SRC         := src/io/npy.c src/io/fileio.c
+fuzz_npz_SRC         := src/io/npz.c src/io/npy.c src/io/fileio.c
+fuzz_idx_SRC         := $(FUZZ_DATA)
+fuzz_cifar_SRC       := $(FUZZ_DATA)
+fuzz_pngdir_SRC      := $(FUZZ_DATA)
+fuzz_args_SRC        := cli/args.c
+FUZZ_BIN    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_OBJ    := $(sort $(foreach f,$(FUZZ_NAMES),$(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,fuzz/fuzz_$(f).c $(fuzz_$(f)_SRC) src/core/status.c)))
+
+.PHONY: fuzz fuzz-build
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+define FUZZ_LINK
+$(FUZZ_BUILD)/fuzz_$(1): $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,fuzz/fuzz_$(1).c $(fuzz_$(1)_SRC) src/core/status.c)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $$^ -o $$@ $(FUZZ_LIBS)
+endef
+$(foreach f,$(FUZZ_NAMES),$(eval $(call FUZZ_LINK,$(f))))
+
+fuzz-build: $(FUZZ_BIN)
+
+# Every harness for FUZZ_S seconds, one after another; fails on any crash.
+fuzz: fuzz-build
+	scripts/fuzz.sh -b $(FUZZ_BUILD) -t $(FUZZ_S)
+
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)

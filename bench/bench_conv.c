@@ -58,8 +58,8 @@ static void run(int alg, int T, int B, int H, int Cin, int Cout) {
 }
 
 int main(int argc, char **argv) {
-    int T = argc > 1 ? atoi(argv[1]) : 2;
-    if (T < 1 || T > 64 || (argc - 2) % 4) {
+    int T = argc > 1 ? atoi(argv[1]) : 2, nargs = argc > 2 ? argc - 2 : 0; /* shape numbers given */
+    if (T < 1 || T > 64 || nargs % 4) {
         fprintf(stderr, "usage: bench_conv [threads] [B H Cin Cout]...\n");
         return 2;
     }
@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     int presets[][4] = {{8, 28, 32, 32},   {8, 28, 96, 32},   {8, 14, 64, 64},   {8, 28, 64, 64},
                         {8, 28, 192, 64},  {8, 14, 128, 128}, {8, 7, 256, 128},  {4, 32, 128, 128},
                         {4, 32, 256, 128}, {4, 16, 256, 256}, {4, 8, 512, 256},  {4, 4, 256, 256}};
-    int n = (argc - 2) / 4, (*shapes)[4] = presets;
+    int n = nargs / 4, (*shapes)[4] = presets;
     if (n == 0) n = sizeof presets / sizeof presets[0];
     else {
         shapes = calloc((size_t)n, sizeof *shapes);

@@ -42,8 +42,12 @@ void args_help(const arg_cmd *cmd)
         else
             snprintf(left, sizeof left, "--%s %s", s->name, type_meta(s));
         printf("  %-26s %s", left, s->help);
+        /* The default, from the value -- once: not where the help text states it
+         * itself ("[2e-4]", or "default: ..." in words, for sentinel values). */
+        int stated = strchr(s->help, '[') || strstr(s->help, "(default");
         if (s->required) printf(" (required)");
-        else if (s->type == ARG_INT && s->dst) printf(" [%lld]", *(long long *)s->dst);
+        else if (stated) {
+        } else if (s->type == ARG_INT && s->dst) printf(" [%lld]", *(long long *)s->dst);
         else if ((s->type == ARG_FLOAT || s->type == ARG_SECONDS) && s->dst && *(double *)s->dst != 0)
             printf(" [%g]", *(double *)s->dst);
         else if ((s->type == ARG_STR || s->type == ARG_CHOICE) && *(const char **)s->dst)

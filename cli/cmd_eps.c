@@ -14,6 +14,7 @@ int cmd_eps(int argc, char **argv)
 {
     const char *model = NULL, *xpath = NULL, *out = NULL, *classes = NULL;
     long long t = 0, threads = 0;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder (or run folder)", 0, 0, NULL, 1, 0},
         {"x", ARG_STR, &xpath, "IN.npy", "x_t, float32 [N, C, H, W]", 0, 0, NULL, 1, 0},
@@ -22,6 +23,7 @@ int cmd_eps(int argc, char **argv)
         {"class", ARG_STR, &classes, "NAME|INDEX[,...]", "conditional models: the class of each image, in turn "
          "(default: the null class)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"eps", "Predict the noise eps_theta(x_t, t) of a batch (NCHW .npy in, NCHW .npy out).",
@@ -29,6 +31,7 @@ int cmd_eps(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
 
     ddpm_err err = {0};
     char dir[4096];

@@ -148,6 +148,7 @@ static int eval_nll(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *csv = NULL;
     long long n = 256, batch = 64, seed = 0, threads = 0;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
         {"data", ARG_STR, &data, "SRC", "images (default: Fashion-MNIST's test split)", 0, 0, NULL, 0, 0},
@@ -158,6 +159,7 @@ static int eval_nll(int argc, char **argv)
                                        "distortion (RMSE, 0..255); the rate-distortion curve goes to FILE_rd.svg "
                                        "(default: MODEL/../nll.csv for a run folder, else ./nll.csv)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"eval nll", "The variational bound (negative log-likelihood) in bits/dim: L_T + sum of L_{t-1} + L_0.",
@@ -168,6 +170,7 @@ static int eval_nll(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);

@@ -37,6 +37,7 @@ static int figure_progressive(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *tlist = NULL;
     long long n = 8, seed = 0, threads = 0;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "FILE.png", "where to write the figure", 0, 0, NULL, 1, 0},
@@ -45,6 +46,7 @@ static int figure_progressive(int argc, char **argv)
          NULL, 0, 0},
         {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"figure progressive", "Progressive generation (paper Fig. 6): predicted x0 along one DDPM sampling run.",
@@ -52,6 +54,7 @@ static int figure_progressive(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
@@ -111,6 +114,7 @@ static int figure_interpolate(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *data = NULL;
     long long t = 500, pairs = 4, steps_l = 9, seed = 0, threads = 0;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "FILE.png", "where to write the figure", 0, 0, NULL, 1, 0},
@@ -120,6 +124,7 @@ static int figure_interpolate(int argc, char **argv)
         {"lambdas", ARG_INT, &steps_l, "N", "mixing weights 0, 1/(N-1), ..., 1 (columns)", 2, 64, NULL, 0, 0},
         {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"figure interpolate", "Interpolation in x_t (paper Fig. 8): mix two diffused images, denoise.",
@@ -127,6 +132,7 @@ static int figure_interpolate(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);
@@ -208,6 +214,7 @@ static int figure_shared(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *data = NULL, *tlist = "999,750,500,250";
     long long n = 8, index = 0, seed = 0, threads = 0;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "FILE.png", "where to write the figure", 0, 0, NULL, 1, 0},
@@ -217,6 +224,7 @@ static int figure_shared(int argc, char **argv)
         {"n", ARG_INT, &n, "N", "samples per row", 1, 64, NULL, 0, 0},
         {"seed", ARG_INT, &seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"figure shared", "Samples sharing a latent x_t (paper Fig. 7): one image, several t, several x_0 each.",
@@ -224,6 +232,7 @@ static int figure_shared(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
     ddpm_err err = {0};
     char dir[4096];
     cli_model_dir(model, dir, sizeof dir);

@@ -20,13 +20,16 @@ static void print_ints(const char *label, const int *v, int n)
 int cmd_info(int argc, char **argv)
 {
     const char *model = NULL;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"info", "Summarise a model folder (diffusers layout) or a training run folder.", NULL, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
+    st_set_verify(!no_verify);
 
     ddpm_err err = {0};
     char dir[4096];
@@ -35,6 +38,10 @@ int cmd_info(int argc, char **argv)
     if (model_read_config(dir, &c, &err)) return cli_bad_input(&cmd, &err);
     unet *u = NULL;
     if (unet_create(&u, &c, 1, 0, &err)) return cli_bad_input(&cmd, &err);
+    if (model_load_weights(u, dir, &err)) { /* the weights fit the config (and their checksums) */
+        unet_free(u);
+        return cli_bad_input(&cmd, &err);
+    }
 
     printf("%-22s %s\n", "model folder", dir);
     printf("%-22s %d x %d x %d -> %d channels\n", "image", c.sample_size, c.sample_size, c.in_channels,
@@ -82,7 +89,10 @@ int cmd_info(int argc, char **argv)
     snprintf(state, sizeof state, "%s/training_state.safetensors", model);
     if (stat(state, &stt) == 0) {
         st_file f;
-        if (st_open(&f, state, &err)) return cli_bad_input(&cmd, &err);
+        if (st_open(&f, state, &err) || st_verify(&f, &err)) {
+            st_close(&f);
+            return cli_bad_input(&cmd, &err);
+        }
         const char *step = st_meta(&f, "step"), *opts = st_meta(&f, "options");
         printf("%-22s %s\n", "training step", step ? step : "?");
         if (opts) printf("%-22s %s\n", "training options", opts);

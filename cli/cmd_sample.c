@@ -177,6 +177,7 @@ int cmd_sample(int argc, char **argv)
     long long n = 64, batch = 64, threads = 0, per_class = 0;
     double guidance = 1;
     cli_sampler sa = CLI_SAMPLER_INIT;
+    int no_verify = 0;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder (diffusers layout) or run folder", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "DIR", "output folder (created if missing)", 0, 0, NULL, 1, 0},
@@ -185,13 +186,13 @@ int cmd_sample(int argc, char **argv)
         CLI_SAMPLER_SPECS(&sa),
         {"class", ARG_STR, &classes, "NAME|INDEX[,...]", "conditional models: the classes to draw, in turn",
          0, 0, NULL, 0, 0},
-        {"per-class", ARG_INT, &per_class, "K", "conditional models: K images of every class, one grid row per class",
+        {"per-class", ARG_INT, &per_class, "K", "conditional models: K images of every class, one grid row per class (default: off)",
          1, 10000, NULL, 0, 0},
-        {"guidance", ARG_FLOAT, &guidance, "W", "classifier-free guidance weight: 0 unconditional, 1 plain "
-         "conditioning [1]", 0, 100, NULL, 0, 0},
+        {"guidance", ARG_FLOAT, &guidance, "W", CLI_GUIDANCE_HELP, 0, 100, NULL, 0, 0},
         {"noise", ARG_STR, &noise, "X_T.npy",
          "start from this x_T instead of drawing it: float32 [n, C, H, W] (sets --n)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"sample", "Sample images from a model with the DPM-Solver++, DDIM or DDPM sampler.", sample_usage,
@@ -200,6 +201,7 @@ int cmd_sample(int argc, char **argv)
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     const int n_seen = args_seen(specs, "n");
     int nthreads = ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
 
     ddpm_err err = {0};
     char dir[4096];
@@ -230,6 +232,7 @@ int cmd_sample(int argc, char **argv)
     if (bad) return EXIT_USAGE;
     if (per_class) n = per_class * nclasses;
     /* No classes asked: the null class, with guidance 0 (one evaluation). */
+    if (!args_seen(specs, "guidance")) guidance = null_class >= 0 ? CLI_GUIDANCE : 1.0;
     const float w = conditional && !classes && !per_class ? 0.0f : (float)guidance;
     if (conditional && null_class < 0 && w != 1.0f) {
         args_error(&cmd, "%s has no null class (not trained by ddpm --classes): give --class or --per-class, with "

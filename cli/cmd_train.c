@@ -172,12 +172,12 @@ int cmd_train(int argc, char **argv)
     const char *data = NULL, *preset = "fmnist-small", *config = NULL, *out = "runs/fmnist";
     const char *schedule_kind = "linear", *variance = "fixed_small";
     long long steps = 800000, batch = o.batch, warmup = o.warmup, seed = 0, limit = 0, threads = 0;
-    long long save_every = 1000, log_every = 100, T = 1000, sample_every = 0, sample_n = 16, eval_every = 0;
-    long long eval_n = 1000, shards = 0;
+    long long save_every = o.save_every, log_every = o.log_every, T = 1000, sample_every = o.sample_every;
+    long long sample_n = o.sample_n, eval_every = o.eval_every, eval_n = o.eval_n, shards = 0;
     const char *inception = NULL, *recipe = "paper";
     double time_limit = 0, lr = o.lr, clip = o.clip, ema = o.ema, dropout = -1, beta_start = 1e-4, beta_end = 0.02;
     double p_uncond = o.p_uncond;
-    int resume = 0, flip = 0, no_ema_warmup = 0, classes = 0;
+    int resume = 0, flip = 0, no_ema_warmup = 0, classes = 0, no_verify = 0;
     arg_spec specs[] = {
         {"data", ARG_STR, &data, "SRC", "images: IDX file or MNIST-layout dir, CIFAR-10 dir or .bin, PNG dir "
                                          "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
@@ -231,11 +231,14 @@ int cmd_train(int argc, char **argv)
          "with any thread count and any number of MPI processes dividing N (default: 8 or fewer for batches under "
          "32, and at least the process count)", 0, 65536, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_NO_VERIFY(&no_verify),
         {0},
     };
     arg_cmd cmd = {"train", "Train a noise-prediction U-Net (Algorithm 1 of Ho et al. 2020).",
                    "The run folder gets model/ (EMA weights, diffusers layout: load it with `ddpm sample` or\n"
-                   "diffusers), model-raw/ (raw weights), training_state.safetensors (to --resume),\n"
+                   "diffusers), model-raw/ (raw weights), training_state.safetensors (to --resume; the one\n"
+                   "before it stays as training_state.prev.safetensors, which --resume falls back on when the\n"
+                   "latest is corrupt; --save-every, --log-every, --sample-every/-n and --eval-every/-n are kept),\n"
                    "metrics.jsonl (one JSON object per --log-every steps), samples/ (--sample-every). Ctrl-C or SIGTERM finishes the\n"
                    "step, saves and exits (status 130 / 143).\n"
                    "Over MPI (mpirun -np N ddpm train ...), the N processes (a power of two) share each --batch and\n"
@@ -250,6 +253,7 @@ int cmd_train(int argc, char **argv)
         if (!args_seen(specs, "ema")) ema = RECIPE_SHORT_EMA;
     }
     int nthreads = ddpm_set_threads((int)threads);
+    st_set_verify(!no_verify);
     ddpm_err err = {0};
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -258,11 +262,13 @@ int cmd_train(int argc, char **argv)
 
     unet_config cfg;
     schedule sched = {0};
-    char state[4200];
+    char state[4200], prev[4200];
     snprintf(state, sizeof state, "%s/%s", out, TRAIN_STATE_FILE);
+    snprintf(prev, sizeof prev, "%s/%s", out, TRAIN_STATE_PREV_FILE);
     struct stat st;
     const int rank0 = dist_rank() == 0;
-    int have_state = stat(state, &st) == 0;
+    int have_state = stat(state, &st) == 0 || stat(prev, &st) == 0;
+    ddpm_err why = {0}; /* with --resume: what is wrong with the latest state, when the previous one is used */
     dist_bcast(&have_state, sizeof have_state); /* rank 0's view: it alone writes the folder */
     if (resume) {
         static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema", "no-ema-warmup",
@@ -278,9 +284,20 @@ int cmd_train(int argc, char **argv)
             args_error(&cmd, "--resume: %s does not exist", state);
             return EXIT_USAGE;
         }
+        if (trainer_find_state(out, state, sizeof state, &why, &err)) return cli_bad_input(&cmd, &err);
+        if (rank0 && why.msg[0])
+            fprintf(stderr, "ddpm train: %s\nddpm train: resuming from the previous state, %s\n", why.msg, state);
         char *cj, *sj;
         int64_t done;
-        if (trainer_read_run(out, &o, &done, &cj, &sj, &err)) return cli_fail(&cmd, &err);
+        if (trainer_read_run(state, &o, &done, &cj, &sj, &err)) return cli_fail(&cmd, &err);
+        /* The run's cadence, unless given again. */
+        long long *mine[] = {&save_every, &log_every, &sample_every, &sample_n, &eval_every, &eval_n};
+        long long *run[] = {&o.save_every, &o.log_every, &o.sample_every, &o.sample_n, &o.eval_every, &o.eval_n};
+        const char *flag[] = {"save-every", "log-every", "sample-every", "sample-n", "eval-every", "eval-n"};
+        for (int i = 0; i < 6; i++) {
+            if (args_seen(specs, flag[i])) *run[i] = *mine[i];
+            else *mine[i] = *run[i];
+        }
         int bad = unet_config_from_json(&cfg, cj, &err) || schedule_from_json(&sched, sj, &err);
         free(cj), free(sj);
         if (bad) return cli_fail(&cmd, &err);
@@ -314,6 +331,8 @@ int cmd_train(int argc, char **argv)
         o.seed = (uint64_t)seed, o.batch = (int)batch, o.lr = lr, o.warmup = (int)warmup, o.clip = clip;
         o.ema = ema, o.ema_warmup = !no_ema_warmup, o.flip = flip, o.shards = (int)shards;
         o.classes = classes, o.p_uncond = p_uncond;
+        o.save_every = save_every, o.log_every = log_every, o.sample_every = sample_every, o.sample_n = sample_n;
+        o.eval_every = eval_every, o.eval_n = eval_n;
         if (data && strlen(data) >= sizeof o.data) {
             args_error(&cmd, "--data: the path is too long");
             return EXIT_USAGE;
@@ -361,7 +380,7 @@ int cmd_train(int argc, char **argv)
     FILE *mf = NULL;
     /* Every rank reads the checkpoint; rank 0 alone writes. */
     if (rc) {
-    } else if (resume ? trainer_load(&tr, out, &err) || (rank0 && trim_metrics(metrics, tr.step, &err))
+    } else if (resume ? trainer_load(&tr, state, &err) || (rank0 && trim_metrics(metrics, tr.step, &err))
                       : rank0 && trainer_save(&tr, out, &err)) { /* step 0: the folder is usable (and writable) from the start */
         rc = cli_fail(&cmd, &err);
     } else if (rank0) {
@@ -376,6 +395,9 @@ int cmd_train(int argc, char **argv)
         if (mf) fclose(mf);
         goto done;
     }
+    /* Resumed from the previous state: every rank has read it; it becomes the
+     * latest again, so the next save keeps it rather than the corrupt file. */
+    if (rank0 && why.msg[0] && trainer_restore_prev(out, &err)) rc = cli_fail(&cmd, &err);
 
     if (rank0) {
         fprintf(stderr, "ddpm train: %s\n", d.desc);

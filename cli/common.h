@@ -9,9 +9,16 @@
 #include "model/config.h"
 #include "core/status.h"
 #include "diffusion/sampler.h"
+#include "io/safetensors.h"
 
 /* The --threads flag every compute command takes (0 = every CPU we may use). */
 #define ARG_THREADS(dst) {"threads", ARG_INT, (dst), "N", "CPU threads (0 = all available)", 0, 4096, NULL, 0, 0}
+
+/* --no-verify, the flag of every command that loads weights or resumes a run:
+ * after args_parse, st_set_verify(!flag) (io/safetensors.h). */
+#define ARG_NO_VERIFY(dst)                                                                                          \
+    {"no-verify", ARG_FLAG, (dst), NULL, "skip checking the weights against the checksums ddpm stores in its files " \
+     "(faster loads; a corrupt file is then not noticed)", 0, 0, NULL, 0, 0}
 
 /* A run folder holds its model in RUN/model; a model folder is used as it is.
  * Writes the folder to use into buf. */
@@ -49,6 +56,12 @@ int cli_gather_share(int failed, const void *mine, void *all, int n, int batch, 
  * into pick[*npick] (at most CLI_MAX_PICK). Returns 0, or EXIT_USAGE / the
  * bad-input status after a message. */
 #define CLI_MAX_PICK 256
+
+/* --guidance when not given: the best FID of docs/classes.md's table for
+ * models with a null class; plain conditioning (1) for those without. */
+#define CLI_GUIDANCE 3.0
+#define CLI_GUIDANCE_HELP "classifier-free guidance weight: 0 unconditional, 1 plain conditioning " \
+                          "(default: 3; 1 for a model without a null class)"
 int cli_classes(const arg_cmd *cmd, const char *dir, const unet_config *cfg, const char *list, int32_t *pick,
                 int *npick, int *nclasses, int *null_class);
 

@@ -2,13 +2,15 @@
 # install-deps.sh -- install ddpm's Debian 12 build and data dependencies (idempotent).
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
-pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev dataset-fashion-mnist
+pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libxxhash-dev dataset-fashion-mnist
       openmpi-bin libopenmpi-dev)
 # --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid and diffusers
-# from PyPI, with the Debian packages diffusers imports).
+# from PyPI, with the Debian packages diffusers imports), and clang-14 with its libFuzzer
+# (libclang-rt-14-dev) for the fuzz smoke test.
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3-torch python3-torchvision python3-scipy python3-numpy python3-pil python3-pip
-           python3-packaging python3-filelock python3-requests python3-regex python3-yaml python3-tqdm)
+           python3-packaging python3-filelock python3-requests python3-regex python3-yaml python3-tqdm
+           clang-14 libclang-rt-14-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # run-tests.sh BUILD -- run every test binary in BUILD/tests, then every tests/py/test_*.py
-# (parity against the Python references, with /usr/bin/python3 and DDPM_BUILD=BUILD),
-# from the repository root; print a summary, exit non-zero if any failed.
+# (parity against the Python references, with /usr/bin/python3 and DDPM_BUILD=BUILD), then
+# every tests/test_*.sh (the fuzz smoke test), from the repository root; print a summary,
+# exit non-zero if any failed.
 set -u
 # Threads sleep rather than spin while waiting: a busy machine must not slow the tests 50x.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 build=${1:-build}
 pass=0; fail=0; failed=()
 export DDPM_BUILD=$build
-for t in "$build"/tests/test_* tests/py/test_*.py; do
+for t in "$build"/tests/test_* tests/py/test_*.py tests/test_*.sh; do
     [ -f "$t" ] || continue
     case "$t" in
         *.log) continue ;;
         *.py) run=(/usr/bin/python3 "$t") ;;
+        *.sh) run=(bash "$t") ;;
         *) [ -x "$t" ] || continue; run=("$t") ;;
     esac
     name=$(basename "$t")

@@ -25,6 +25,7 @@
 #include "io/npy.h"
 #include "io/npz.h"
 #include "io/png.h"
+#include "io/safetensors.h"
 #include "ops/ops.h"
 
 #define MODEL "tests/fixtures/unet_b" /* 8x8x1, T = 1000 */
@@ -94,6 +95,22 @@ static void test_usage_errors(void) {
     expect("sample --model " MODEL " --out /tmp/x --eta 0.5", 2, "--eta applies to --sampler ddim only");
     expect("sample --model " MODEL " --out /tmp/x stray", 2, "unexpected argument 'stray'");
     expect("sample --help", 0, "samples.npy");
+    /* --help shows each default once, and no sentinel value as a default. */
+    const char *helps[] = {"train", "sample", "eval nll", "eval fid", "eval stats", "eps", "info",
+                           "figure progressive", "figure shared", "figure interpolate"};
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        static char out[1 << 16];
+        char a[64];
+        snprintf(a, sizeof a, "%s --help", helps[i]);
+        int rc = run_cli(a, out, sizeof out);
+        CHECK(rc == 0 && !strstr(out, "] [") && !strstr(out, "[-1]"), "ddpm %s: a default twice or a sentinel:\n%s",
+              a, out);
+        for (char *l = out; (l = strstr(l, "(default")) != NULL; l++) {
+            char *e = strchr(l, '\n');
+            CHECK(!e || !memchr(l, '[', (size_t)(e - l)) || strstr(l, "[-1, 1]") < e,
+                  "ddpm %s: a default in words and in brackets: %.120s", a, l);
+        }
+    }
     expect("eps --model " MODEL " --x a.npy --out b.npy --t -1", 2, "--t -1 is out of range");
 }
 
@@ -590,6 +607,157 @@ static void test_fid(void) {
     expect(a, 2, "cannot read the Inception weights");
 }
 
+/* Flips a bit in the middle of tensor name's data in the safetensors file at path. */
+static void corrupt_tensor(const char *path, const char *name) {
+    st_file f;
+    ddpm_err err;
+    unsigned char *b = NULL;
+    size_t n = 0;
+    CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
+    const st_tensor *t = st_find(&f, name);
+    size_t off = t ? (size_t)(f.data - f.buf) + (t->begin + t->end) / 2 : 0;
+    CHECK(t != NULL, "%s: no tensor %s", path, name);
+    st_close(&f);
+    CHECK(file_read_all(path, &b, &n, &err) == 0 && off < n, "%s", err.msg);
+    if (b && off < n) b[off] ^= 0x04;
+    const void *chunks[1] = {b};
+    CHECK(file_write_atomic(path, chunks, &n, 1, &err) == 0, "%s", err.msg);
+    free(b);
+}
+
+/* The step of the training state file at path (-1 if unreadable). */
+static long long state_step(const char *path) {
+    st_file f;
+    ddpm_err err;
+    if (st_open(&f, path, &err)) return -1;
+    long long k = st_meta(&f, "step") ? atoll(st_meta(&f, "step")) : -1;
+    st_close(&f);
+    return k;
+}
+
+/* 1 if the two files hold the same bytes. */
+static int same_file(const char *a, const char *b) {
+    unsigned char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    ddpm_err err;
+    int same = !file_read_all(a, &x, &nx, &err) && !file_read_all(b, &y, &ny, &err) && nx == ny && !memcmp(x, y, nx);
+    free(x), free(y);
+    return same;
+}
+
+/* tmp/name: an IDX file of n 8x8 gray images (for tests/fixtures/unet_b's config); its path into buf. */
+static const char *tiny_idx(char *buf, size_t len, const char *name, int n) {
+    unsigned char *b = malloc(16 + (size_t)n * 64);
+    const unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 8, 0, 0, 0, 8};
+    memcpy(b, hdr, 16);
+    for (int i = 0; i < n * 64; i++) b[16 + i] = (unsigned char)((i * 7919 + 13) % 256);
+    ddpm_err err;
+    const void *chunks[1] = {b};
+    size_t l = 16 + (size_t)n * 64;
+    CHECK(file_write_atomic(tpath(buf, len, name), chunks, &l, 1, &err) == 0, "%s", err.msg);
+    free(b);
+    return buf;
+}
+
+/* Checksums: a model file with a flipped bit in a tensor's data is refused
+ * by every command that loads it (exit 2, naming the file and the tensor),
+ * and read with --no-verify; a corrupt latest training state makes --resume
+ * continue from the previous one, ending the same bits as a run never
+ * interrupted; with both corrupt, exit 2 naming both files. */
+static void test_checksums(void) {
+    char a[2048], run[300], ref[300], bad[300], w[400], latest[400], prev[400], x[400], data[400];
+    snprintf(run, sizeof run, "%s/ck", tmp);
+    snprintf(ref, sizeof ref, "%s/ckref", tmp);
+    tiny_idx(data, sizeof data, "ck-images-idx3-ubyte", 16);
+    snprintf(a, sizeof a, "train --out %s --config " MODEL "/config.json --data %s --batch 4 --steps 3 --save-every 1 "
+             "--log-every 1 --threads 1", run, data);
+    expect(a, 0, "done at step 3");
+    snprintf(bad, sizeof bad, "%s/ck/model", tmp);
+    snprintf(w, sizeof w, "%s/diffusion_pytorch_model.safetensors", bad);
+    unsigned char *good = NULL;
+    size_t good_len = 0;
+    ddpm_err err;
+    CHECK(file_read_all(w, &good, &good_len, &err) == 0, "%s", err.msg);
+    corrupt_tensor(w, "conv_in.weight");
+    float zero[64] = {0};
+    write_npy(tpath(x, sizeof x, "ck_x.npy"), zero, 1, 1, 8, 8);
+    snprintf(a, sizeof a, "sample --model %s --out %s/ck_s --n 1 --steps 1 --threads 1", run, tmp);
+    expect(a, 2, "diffusion_pytorch_model.safetensors: tensor 'conv_in.weight' fails its checksum: the file is corrupt");
+    snprintf(a, sizeof a, "eps --model %s --x %s --t 3 --out %s/ck_e.npy --threads 1", bad, x, tmp);
+    expect(a, 2, "tensor 'conv_in.weight' fails its checksum");
+    snprintf(a, sizeof a, "info --model %s", run);
+    expect(a, 2, "tensor 'conv_in.weight' fails its checksum");
+    snprintf(a, sizeof a, "figure progressive --model %s --out %s/ck.png --n 1 --t 5 --threads 1", run, tmp);
+    expect(a, 2, "tensor 'conv_in.weight' fails its checksum");
+    snprintf(a, sizeof a, "sample --model %s --out %s/ck_s --n 1 --steps 1 --threads 1 --no-verify", run, tmp);
+    expect(a, 0, "samples.npy");
+    snprintf(a, sizeof a, "eps --model %s --x %s --t 3 --out %s/ck_e.npy --threads 1 --no-verify", bad, x, tmp);
+    expect(a, 0, NULL);
+    snprintf(a, sizeof a, "info --model %s --no-verify", run);
+    expect(a, 0, "training step          3");
+    const void *chunks[1] = {good};
+    CHECK(file_write_atomic(w, chunks, &good_len, 1, &err) == 0, "%s", err.msg);
+    free(good);
+
+    /* The latest state corrupt: --resume goes on from the previous one (step 2). */
+    snprintf(latest, sizeof latest, "%s/training_state.safetensors", run);
+    snprintf(prev, sizeof prev, "%s/training_state.prev.safetensors", run);
+    CHECK(state_step(latest) == 3 && state_step(prev) == 2, "steps %lld and %lld", state_step(latest), state_step(prev));
+    corrupt_tensor(latest, "ema");
+    snprintf(a, sizeof a, "info --model %s", run);
+    expect(a, 2, "training_state.safetensors: tensor 'ema' fails its checksum");
+    snprintf(a, sizeof a, "train --out %s --resume --steps 6 --threads 1", run);
+    expect(a, 0, "resuming from the previous state");
+    snprintf(a, sizeof a, "train --out %s --config " MODEL "/config.json --data %s --batch 4 --steps 6 --save-every 1 "
+             "--log-every 1 --threads 1", ref, data);
+    expect(a, 0, "done at step 6");
+    char rl[400];
+    snprintf(rl, sizeof rl, "%s/training_state.safetensors", ref);
+    CHECK(same_file(latest, rl), "resumed past a corrupt latest state: not the bits of the uninterrupted run");
+    snprintf(a, sizeof a, "%s/metrics.jsonl", run);
+    CHECK(count_lines(a) == 6, "metrics.jsonl: %d lines, want 6 (steps 1..6)", count_lines(a));
+
+    /* Both corrupt, or the latest corrupt and no previous: exit 2 naming both files. */
+    corrupt_tensor(latest, "params");
+    corrupt_tensor(prev, "adam.m");
+    snprintf(a, sizeof a, "train --out %s --resume --steps 9 --threads 1", run);
+    expect(a, 2, "training_state.safetensors: tensor 'params' fails its checksum");
+    expect(a, 2, "training_state.prev.safetensors: tensor 'adam.m' fails its checksum");
+    remove(prev);
+    expect(a, 2, "cannot open");
+    expect(a, 2, "training_state.safetensors: tensor 'params' fails");
+    snprintf(a, sizeof a, "train --out %s --resume --steps 7 --threads 1 --no-verify", run);
+    expect(a, 0, "done at step 7");
+}
+
+/* --resume keeps the run's --save-every, --log-every and the rest unless
+ * given again. */
+static void test_resume_cadence(void) {
+    char a[1024], run[300], latest[400], prev[400], metrics[400], data[400];
+    snprintf(run, sizeof run, "%s/cad", tmp);
+    snprintf(latest, sizeof latest, "%s/training_state.safetensors", run);
+    snprintf(prev, sizeof prev, "%s/training_state.prev.safetensors", run);
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", run);
+    tiny_idx(data, sizeof data, "cad-images-idx3-ubyte", 16);
+    snprintf(a, sizeof a, "train --out %s --config " MODEL "/config.json --data %s --batch 4 --steps 2 --save-every 3 "
+             "--log-every 2 --threads 1", run, data);
+    expect(a, 0, "done at step 2");
+    /* No flags: a save at step 5 (2 + 3), then the last at 7; lines at 4 and 6. */
+    snprintf(a, sizeof a, "train --out %s --resume --steps 7 --threads 1", run);
+    expect(a, 0, "done at step 7");
+    CHECK(state_step(latest) == 7 && state_step(prev) == 5, "saved at step %lld before the last (%lld), want 5",
+          state_step(prev), state_step(latest));
+    CHECK(count_lines(metrics) == 3, "metrics.jsonl: %d lines, want 3 (steps 2, 4, 6)", count_lines(metrics));
+    snprintf(a, sizeof a, "info --model %s", run);
+    expect(a, 0, "\"save_every\":3,\"log_every\":2,");
+    /* A flag given again wins, and is kept from then on. */
+    snprintf(a, sizeof a, "train --out %s --resume --steps 10 --save-every 2 --threads 1", run);
+    expect(a, 0, "done at step 10");
+    CHECK(state_step(prev) == 9, "saved at step %lld before the last, want 9", state_step(prev));
+    snprintf(a, sizeof a, "info --model %s", run);
+    expect(a, 0, "\"save_every\":2,\"log_every\":2,");
+}
+
 /* Removes the scratch folder (ours alone); runs last. */
 static void test_cleanup(void) {
     char a[300];
@@ -597,6 +765,6 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_disk_full, test_eval, test_classes, test_model_exit_codes, test_figure,
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_checksums, test_resume_cadence, test_disk_full, test_eval, test_classes, test_model_exit_codes, test_figure,
           test_fid,
           test_cleanup)

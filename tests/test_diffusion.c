@@ -569,7 +569,7 @@ static int same_tables(const schedule *a, const schedule *b) {
 /* Expects schedule_from_json(text) to fail with a message containing want. */
 static void expect_json_error(const char *text, const char *want) {
     schedule s;
-    ddpm_err err = {{0}};
+    ddpm_err err = {0};
     int rc = schedule_from_json(&s, text, &err);
     CHECK(rc == -1 && strstr(err.msg, want), "config %s: rc %d, message \"%s\", expected \"%s\"", text, rc,
           err.msg, want);
@@ -724,6 +724,31 @@ static void test_json(void) {
     schedule_free(&ref);
 }
 
+/* Inputs fuzz/fuzz_schedule found (fuzz/corpus/schedule/crash_*): values that
+ * are in range as doubles but not once kept as floats were accepted, and the
+ * scheduler_config.json that schedule_to_json wrote from them did not read
+ * back. They are refused now; the smallest float still reads and round-trips. */
+static void test_json_fuzz(void) {
+    /* the fuzzer's input, as found */
+    expect_json_error("{\"_clag\": true, \"dynamic_thresholding_ratio\": 0.1e-300, \"saping\": \"linspce\"}",
+                      "dynamic_thresholding_ratio");
+    expect_json_error("{\"clip_sample_range\": 1e-300}", "clip_sample_range");
+    expect_json_error("{\"clip_sample_range\": 1e39}", "clip_sample_range");
+    /* fuzz_schedule: trained_betas of one step -- the range error names the scheduler config too */
+    expect_json_error("{\"num_train_timesteps\": 1, \"trained_betas\": [-.4]}", "scheduler config: schedule: num_train_timesteps");
+    schedule s, s2;
+    ddpm_err err = {0};
+    CHECK(!schedule_from_json(&s, "{\"dynamic_thresholding_ratio\": 1.5e-45, \"clip_sample_range\": 3.4e38}", &err),
+          "%s", err.msg);
+    char *txt = schedule_to_json(&s);
+    CHECK(txt && !schedule_from_json(&s2, txt, &err), "round trip: %s", err.msg);
+    CHECK(s2.threshold_ratio == s.threshold_ratio && s2.threshold_ratio > 0 && s2.clip_range == s.clip_range,
+          "round trip: ratio %g, range %g", (double)s2.threshold_ratio, (double)s2.clip_range);
+    free(txt);
+    schedule_free(&s);
+    schedule_free(&s2);
+}
+
 static void test_init_errors(void) {
     schedule s;
     ddpm_err err;
@@ -749,4 +774,4 @@ static void test_init_errors(void) {
 
 TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_x0_threshold,
           test_ddpm_step, test_ddim_step, test_timesteps,
-          test_vlb_terms, test_json, test_init_errors)
+          test_vlb_terms, test_json, test_json_fuzz, test_init_errors)

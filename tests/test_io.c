@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "check.h"
 #include "io/fileio.h"
 #include "io/npy.h"
@@ -69,7 +71,7 @@ static void write_st_raw(const char *path, const char *header, long long hlen_ov
 
 static int st_open_expect_fail(const char *header, long long hlen, const void *data, size_t dlen, const char *want) {
     st_file f;
-    ddpm_err err = {{0}};
+    ddpm_err err = {0};
     const char *p = tp("bad.safetensors");
     write_st_raw(p, header, hlen, data, dlen);
     int rc = st_open(&f, p, &err);
@@ -216,6 +218,24 @@ static void test_atomic_keeps_old(void) {
 
 /* ---------------------------------------------------------------- safetensors */
 
+/* file_keep_previous: the old contents stay at prev after path is replaced;
+ * nothing to do without a file at path. */
+static void test_keep_previous(void) {
+    char a[512], prev[512];
+    ddpm_err err;
+    snprintf(a, sizeof a, "%s", tp("keep"));
+    snprintf(prev, sizeof prev, "%s", tp("keep.prev"));
+    const void *c1[1] = {"one"}, *c2[1] = {"two"}, *c3[1] = {"three"};
+    size_t l3 = 3, l5 = 5;
+    CHECK(file_keep_previous(a, prev, &err) == 0 && access(prev, F_OK) != 0, "no file yet: %s", err.msg);
+    CHECK(file_write_atomic(a, c1, &l3, 1, &err) == 0, "%s", err.msg);
+    CHECK(file_keep_previous(a, prev, &err) == 0 && file_equals(prev, "one"), "prev holds one: %s", err.msg);
+    CHECK(file_write_atomic(a, c2, &l3, 1, &err) == 0, "%s", err.msg);
+    CHECK(file_equals(a, "two") && file_equals(prev, "one"), "latest two, previous one");
+    CHECK(file_keep_previous(a, prev, &err) == 0 && file_write_atomic(a, c3, &l5, 1, &err) == 0, "%s", err.msg);
+    CHECK(file_equals(a, "three") && file_equals(prev, "two"), "latest three, previous two");
+}
+
 static void test_st_dtypes(void) {
     CHECK(st_dtype_from_name("F32") == ST_F32 && st_dtype_from_name("BF16") == ST_BF16, "lookup");
     CHECK(st_dtype_from_name("F8_E4M3FNUZ") == ST_F8_E4M3FNUZ && st_dtype_from_name("f32") == -1, "case");
@@ -257,8 +277,9 @@ static void test_st_roundtrip(void) {
         CHECK(n == 8 + hl + 32 + 4 * 6 + 4 + 4 + 5, "file size %zu", n);
         char *h = strndup((char *)b + 8, hl);
         printf("    header: %s\n", h);
-        const char *lit = "{\"__metadata__\":{\"format\":\"pt\",\"step\":\"100\",\"note\":\"tab\\there \\\"q\\\" \xc3\xa9\"},";
-        CHECK(strncmp(h, lit, strlen(lit)) == 0, "metadata first, escaped");
+        const char *lit = "{\"__metadata__\":{\"format\":\"pt\",\"step\":\"100\",\"note\":\"tab\\there \\\"q\\\" \xc3\xa9\","
+                          "\"ddpm.xxh64\":\"{\\\"__metadata__\\\":\\\"";
+        CHECK(strncmp(h, lit, strlen(lit)) == 0, "metadata first, escaped, then the checksums");
         char *ps = strstr(h, "\"steps\""), *pa = strstr(h, "\"a \\\"quoted"), *pe = strstr(h, "\"empty\""),
              *pw = strstr(h, "\"w\""), *pb = strstr(h, "\"bytes\"");
         CHECK(ps && pa && pe && pw && pb && ps < pa && pa < pe && pe < pw && pw < pb, "tensor order");
@@ -547,6 +568,127 @@ static void test_st_load_errors(void) {
     st_close(&f);
 }
 
+/* The file offset of the first byte of tensor name in the file at path. */
+static size_t tensor_offset(const char *path, const char *name) {
+    st_file f;
+    ddpm_err err;
+    CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
+    const st_tensor *t = st_find(&f, name);
+    size_t off = t ? (size_t)(f.data - f.buf) + t->begin : 0;
+    CHECK(t != NULL, "tensor %s", name);
+    st_close(&f);
+    return off;
+}
+
+static void flip_byte(const char *path, size_t off) {
+    unsigned char *b;
+    size_t n;
+    ddpm_err err;
+    CHECK(file_read_all(path, &b, &n, &err) == 0 && off < n, "%s", err.msg);
+    b[off] ^= 0x10;
+    write_bytes(path, b, n);
+    free(b);
+}
+
+/* The XXH64 checksums st_write stores: each tensor's, and the metadata's;
+ * verified when read, ignored with verification off, and a header whose
+ * checksum list is malformed is refused naming the file. */
+static void test_st_checksums(void) {
+    float w[6] = {1, 2, 3, 4, 5, 6}, v[3] = {7, 8, 9};
+    st_entry e[] = {{"w", ST_F32, 2, {2, 3}, w}, {"v", ST_F32, 1, {3}, v}, {"none", ST_F32, 1, {0}, NULL}};
+    const char *meta[] = {"step", "100", NULL};
+    ddpm_err err;
+    st_file f;
+    char path[512];
+    size_t numel;
+    snprintf(path, sizeof path, "%s", tp("sums.safetensors"));
+    CHECK(st_write(path, e, 3, meta, &err) == 0, "%s", err.msg);
+    CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
+    const st_tensor *t = st_find(&f, "w");
+    CHECK(t && t->has_sum && t->sum == XXH64(w, sizeof w, 0), "the checksum of 'w' is XXH64 of its bytes");
+    t = st_find(&f, "none");
+    CHECK(t && t->has_sum && t->sum == XXH64("", 0, 0), "an empty tensor has the checksum of no bytes");
+    CHECK(st_meta(&f, ST_SUM_KEY) && strstr(st_meta(&f, ST_SUM_KEY), "\"__metadata__\":\""), "%s",
+          st_meta(&f, ST_SUM_KEY));
+    CHECK(st_verify(&f, &err) == 0, "%s", err.msg);
+    st_close(&f);
+    const char *reserved[] = {ST_SUM_KEY, "x", NULL};
+    EXPECT_FAIL(st_write(tp("res.safetensors"), e, 1, reserved, &err), err, "reserved for the checksums");
+
+    /* A flipped bit in the data of 'v': 'v' fails, 'w' still reads. */
+    flip_byte(path, tensor_offset(path, "v") + 5);
+    CHECK(st_open(&f, path, &err) == 0, "the header is intact: %s", err.msg);
+    float *p = st_load_f32(&f, "w", 2, NULL, &numel, &err);
+    CHECK(p && memcmp(p, w, sizeof w) == 0, "w: %s", err.msg);
+    free(p);
+    p = st_load_f32(&f, "v", 1, NULL, &numel, &err);
+    EXPECT_FAIL(p ? 0 : -1, err, "sums.safetensors: tensor 'v' fails its checksum: the file is corrupt");
+    float out[3];
+    EXPECT_FAIL(st_read_f32(&f, st_find(&f, "v"), out, 3, &err), err, "tensor 'v' fails its checksum");
+    EXPECT_FAIL(st_read_raw(&f, st_find(&f, "v"), out, sizeof out, &err), err, "tensor 'v' fails its checksum");
+    EXPECT_FAIL(st_verify(&f, &err), err, "tensor 'v' fails its checksum");
+    st_close(&f);
+    /* Verification off: the same file reads, unchecked. */
+    st_set_verify(0);
+    CHECK(!st_verify_enabled(), "switch");
+    CHECK(st_open(&f, path, &err) == 0 && !st_find(&f, "v")->has_sum, "%s", err.msg);
+    p = st_load_f32(&f, "v", 1, NULL, &numel, &err);
+    CHECK(p && numel == 3 && p[0] == v[0] && p[1] != v[1], "--no-verify reads the corrupt tensor: %s", err.msg);
+    free(p);
+    st_close(&f);
+    st_set_verify(1);
+
+    /* The metadata: a changed value of the same length fails the metadata's checksum. */
+    CHECK(st_write(path, e, 3, meta, &err) == 0, "%s", err.msg);
+    {
+        unsigned char *b;
+        size_t n;
+        CHECK(file_read_all(path, &b, &n, &err) == 0, "%s", err.msg);
+        char *at = memmem(b, n, "\"100\"", 5);
+        CHECK(at != NULL, "step in the header");
+        if (at) at[3] = '1';
+        write_bytes(path, b, n);
+        free(b);
+    }
+    EXPECT_FAIL(st_open(&f, path, &err), err, "sums.safetensors: the metadata fails its checksum: the file is corrupt");
+    st_set_verify(0);
+    CHECK(st_open(&f, path, &err) == 0 && strcmp(st_meta(&f, "step"), "101") == 0, "unchecked: %s", err.msg);
+    st_close(&f);
+    st_set_verify(1);
+
+    /* Malformed checksum lists: refused naming the file (read as before when unchecked). */
+    static const struct {
+        const char *sums, *want;
+    } bad[] = {
+        {"[1]", "'ddpm.xxh64' is not a JSON object"},
+        {"{\\\"y\\\":\\\"0123456789abcdef\\\"}", "names tensor 'y', which the file does not hold"},
+        {"{}", "tensor 'x' has no checksum"},
+        {"{\\\"x\\\":\\\"0123456789abcde\\\"}", "the checksum of tensor 'x' is not 16 hex digits"},
+        {"{\\\"x\\\":\\\"0123456789abcdeg\\\"}", "is not 16 hex digits"},
+        {"{\\\"x\\\":12}", "is not 16 hex digits"},
+        {"{\\\"x\\\":\\\"0123456789abcdef\\\",\\\"x\\\":\\\"0123456789abcdef\\\"}", "two checksums of tensor 'x'"},
+        {"{\\\"__metadata__\\\":\\\"zz\\\"}", "the metadata's checksum is repeated or not 16 hex digits"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char hdr[512];
+        snprintf(hdr, sizeof hdr, "{\"__metadata__\":{\"ddpm.xxh64\":\"%s\"},\"x\":{\"dtype\":\"U8\",\"shape\":[2],"
+                 "\"data_offsets\":[0,2]}}", bad[i].sums);
+        st_open_expect_fail(hdr, -1, NULL, 2, bad[i].want);
+        st_set_verify(0);
+        CHECK(st_open(&f, tp("bad.safetensors"), &err) == 0, "unchecked, the file opens: %s", err.msg);
+        st_close(&f);
+        st_set_verify(1);
+    }
+    /* Without checksums (diffusers, older ddpm): read as before. */
+    write_st_raw(tp("plain.safetensors"), "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", -1, w, 4);
+    CHECK(st_open(&f, tp("plain.safetensors"), &err) == 0 && !f.tensors[0].has_sum && st_verify(&f, &err) == 0,
+          "%s", err.msg);
+    p = st_load_f32(&f, "x", 1, NULL, &numel, &err);
+    CHECK(p && p[0] == 1, "%s", err.msg);
+    free(p);
+    st_close(&f);
+}
+
 /* ---------------------------------------------------------------- npy */
 
 /* An .npy v1 file with header dict text (padded) and data bytes. */
@@ -701,6 +843,6 @@ static void test_cleanup(void) {
     CHECK(nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0, "removing %s: %s", tmpdir, strerror(errno));
 }
 
-TEST_MAIN(test_path_join, test_make_dirs, test_read_all, test_atomic_keeps_old, test_st_dtypes, test_st_roundtrip,
+TEST_MAIN(test_path_join, test_make_dirs, test_read_all, test_atomic_keeps_old, test_keep_previous, test_st_dtypes, test_st_roundtrip,
           test_st_write_errors, test_st_convert, test_st_corrupt, test_st_truncated, test_st_load_errors,
-          test_npy_roundtrip, test_npy_corrupt, test_cleanup)
+          test_st_checksums, test_npy_roundtrip, test_npy_corrupt, test_cleanup)

@@ -224,7 +224,9 @@ static void test_config_errors(void) {
         {{{"act_fn", "\"gelu\""}}, "act_fn", NULL},
         {{{"time_embedding_type", "\"fourier\""}}, "time_embedding_type", NULL},
         {{{"class_embed_type", "\"timestep\""}}, "class_embed_type", NULL},
-        {{{"num_class_embeds", "10"}}, "num_class_embeds", NULL},
+        {{{"num_class_embeds", "-1"}}, "num_class_embeds", "0..65536"},
+        {{{"num_class_embeds", "70000"}}, "num_class_embeds", NULL},
+        {{{"num_class_embeds", "\"ten\""}}, "num_class_embeds", NULL},
         {{{"center_input_sample", "true"}}, "center_input_sample", NULL},
         {{{"resnet_time_scale_shift", "\"scale_shift\""}}, "resnet_time_scale_shift", NULL},
         {{{"mid_block_scale_factor", "1.414"}}, "mid_block_scale_factor", NULL},
@@ -266,6 +268,47 @@ static void test_config_errors(void) {
     c.block_out[2] = 16;
     CHECK(unet_create(&u, &c, 1, 0, &err) != 0 && strstr(err.msg, "sample_size") && u == NULL,
           "sample 10, 3 levels: '%s'", err.msg);
+}
+
+/* Inputs fuzz/fuzz_config found (fuzz/corpus/config/crash_*): each is refused
+ * with a message naming the key, not undefined behaviour or a config that
+ * unet_config_to_json writes and unet_config_from_json cannot read back. */
+static void test_config_fuzz(void) {
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        /* a block_out_channels entry beyond int: was converted to int (undefined behaviour) */
+        {"{\"sample_size\": 8, \"attention_head_dim\": null, \"block_out_channels\": [8, 16, "
+         "5555555555555555555555555555555555555516], \"down_block_types\": [\"DownBlock2D\", \"DownBlock2D\", "
+         "\"AttnDownBlock2D\"], \"up_block_types\": [\"AttnUpBlock2D\", \"UpBlock2D\", \"UpBlock2D\"]}",
+         "block_out_channels"},
+        {"{\"sample_size\": 8, \"attention_head_dim\": null, \"block_out_channels\": [-1e300]}",
+         "block_out_channels"},
+        /* a float key beyond the float range: was kept as inf, which config.json then stored as null */
+        {"{\"sample_size\": 8, \"attention_head_dim\": null, \"block_out_channels\": [32], \"freq_shift\": 1e39, "
+         "\"down_block_types\": [\"DownBlock2D\"], \"up_block_types\": [\"UpBlock2D\"]}",
+         "freq_shift"},
+        {"{\"sample_size\": 8, \"attention_head_dim\": null, \"norm_eps\": -1e39}", "norm_eps"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unet_config c;
+        ddpm_err err = {0};
+        int rc = unet_config_from_json(&c, cases[i].json, &err);
+        printf("  case %zu -> %s\n", i, rc ? err.msg : "accepted");
+        CHECK(rc != 0 && strstr(err.msg, "config: ") && strstr(err.msg, cases[i].want), "case %zu: rc %d, '%s'", i,
+              rc, err.msg);
+    }
+    /* the largest finite float still reads, and round-trips through config.json */
+    unet_config c, c2;
+    ddpm_err err = {0};
+    const char *big = "{\"sample_size\": 8, \"attention_head_dim\": null, \"block_out_channels\": [32], "
+                      "\"freq_shift\": -3.4e38, \"down_block_types\": [\"DownBlock2D\"], "
+                      "\"up_block_types\": [\"UpBlock2D\"]}";
+    CHECK(unet_config_from_json(&c, big, &err) == 0, "freq_shift -3.4e38: %s", err.msg);
+    char *back = unet_config_to_json(&c, NULL);
+    CHECK(back && unet_config_from_json(&c2, back, &err) == 0 && c2.freq_shift == c.freq_shift, "round trip: %s",
+          err.msg);
+    free(back);
 }
 
 /* ---- finite differences through the whole network ---------------------------------- */
@@ -798,5 +841,5 @@ static void test_shard_subtrees(void) {
     free(x), free(r), free(out), free(dx), free(out2), free(dx2), free(sum);
 }
 
-TEST_MAIN(test_preset_counts, test_config_errors, test_fd_config_a, test_fd_config_b, test_fd_dropout,
-          test_fd_sharded, test_fd_sensitivity, test_shard_threads, test_shard_subtrees)
+TEST_MAIN(test_preset_counts, test_config_errors, test_config_fuzz, test_fd_config_a, test_fd_config_b,
+          test_fd_dropout, test_fd_sharded, test_fd_sensitivity, test_shard_threads, test_shard_subtrees)

@@ -134,7 +134,7 @@ done:
 
 /* Writes the n bytes at b to a file, reads it, expects failure with a message naming the file and want. */
 static void expect_corrupt(const char *what, const unsigned char *b, size_t n, const char *want) {
-    ddpm_err err = {{0}};
+    ddpm_err err = {0};
     const char *p = tp("corrupt.npz");
     printf("  %s\n", what);
     write_bytes(p, b, n);
@@ -650,7 +650,7 @@ static void test_truncated(void) {
         unsigned char *b = slurp(files[k], &n);
         write_bytes(p, b, n);
         for (size_t len = n; len-- > 0;) { /* shrinking in place is cheap */
-            ddpm_err err = {{0}};
+            ddpm_err err = {0};
             if (truncate(p, (off_t)len) != 0) {
                 CHECK(0, "truncate %s: %s", p, strerror(errno));
                 break;

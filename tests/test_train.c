@@ -11,6 +11,7 @@
 #include "check.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "io/safetensors.h"
 #include "model/config.h"
 #include "train/trainer.h"
 
@@ -141,8 +142,9 @@ static void test_resume(void) {
 
     train_opts o;
     int64_t step;
-    char *cj = NULL, *sj = NULL;
-    int rc = trainer_read_run(dir, &o, &step, &cj, &sj, &err);
+    char *cj = NULL, *sj = NULL, path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
+    int rc = trainer_read_run(path, &o, &step, &cj, &sj, &err);
     CHECK(rc == 0, "read run: %s", err.msg);
     if (rc) return;
     CHECK(step == 3 && o.batch == 8 && o.seed == 7 && o.lr == 2e-3 && o.flip == 1, "options round trip");
@@ -150,20 +152,113 @@ static void test_resume(void) {
     schedule s;
     CHECK(unet_config_from_json(&c, cj, &err) == 0 && schedule_from_json(&s, sj, &err) == 0, "json: %s", err.msg);
     CHECK(trainer_init(&resumed, &c, &s, &d, &o, &err) == 0, "init: %s", err.msg);
-    CHECK(trainer_load(&resumed, dir, &err) == 0, "load: %s", err.msg);
+    CHECK(trainer_load(&resumed, path, &err) == 0, "load: %s", err.msg);
     run(&resumed, 3);
     check_same_state(&full, &resumed, "6 steps vs 3 + resume + 3");
 
     /* A corrupt state is an error, not a crash. */
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
     FILE *f = fopen(path, "r+b");
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
     fclose(f);
     CHECK(truncate(path, len / 2) == 0, "truncate");
-    CHECK(trainer_load(&resumed, dir, &err) == -1, "a truncated state should fail to load");
+    CHECK(trainer_load(&resumed, path, &err) == -1, "a truncated state should fail to load");
     printf("  truncated state: %s\n", err.msg);
+
+    free(cj), free(sj);
+    schedule_free(&s);
+    trainer_free(&full);
+    trainer_free(&resumed);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    dataset_free(&d);
+}
+
+/* Flips a bit in the middle of tensor name's data in the safetensors file at path. */
+static void corrupt_tensor(const char *path, const char *name) {
+    st_file f;
+    ddpm_err err;
+    CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
+    const st_tensor *t = st_find(&f, name);
+    long off = t ? (long)(f.data - f.buf) + (long)(t->begin + t->end) / 2 : 0;
+    st_close(&f);
+    FILE *fp = fopen(path, "r+b");
+    int c = fp && fseek(fp, off, SEEK_SET) == 0 ? fgetc(fp) : EOF;
+    CHECK(t && c != EOF && fseek(fp, off, SEEK_SET) == 0 && fputc(c ^ 0x04, fp) != EOF, "corrupting %s", path);
+    if (fp) fclose(fp);
+}
+
+static int64_t state_step(const char *path) {
+    train_opts o;
+    int64_t step = -1;
+    char *cj = NULL, *sj = NULL;
+    ddpm_err err;
+    CHECK(trainer_read_run(path, &o, &step, &cj, &sj, &err) == 0, "%s", err.msg);
+    free(cj), free(sj);
+    return step;
+}
+
+/* The previous state: each save keeps the one before; a corrupt latest
+ * state (checksum) is passed over for it, and the run resumed from it ends
+ * the same bits as one never interrupted; with both corrupt, the error names
+ * both files. */
+static void test_prev_state(void) {
+    dataset d = tiny_data(10);
+    char dir[] = "/tmp/ddpm_test_train_XXXXXX", latest[512], prev[512], path[512];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(latest, sizeof latest, "%s/%s", dir, TRAIN_STATE_FILE);
+    snprintf(prev, sizeof prev, "%s/%s", dir, TRAIN_STATE_PREV_FILE);
+    trainer full, tr, resumed;
+    ddpm_err err, why;
+    make(&full, &d, 8, 0.1f);
+    run(&full, 6);
+    make(&tr, &d, 8, 0.1f);
+    run(&tr, 2);
+    CHECK(trainer_save(&tr, dir, &err) == 0, "save: %s", err.msg);
+    CHECK(access(prev, F_OK) != 0, "the first save has no previous state");
+    run(&tr, 1);
+    CHECK(trainer_save(&tr, dir, &err) == 0, "save: %s", err.msg);
+    CHECK(state_step(latest) == 3 && state_step(prev) == 2, "latest at step 3, previous at step 2");
+    trainer_free(&tr);
+
+    CHECK(trainer_find_state(dir, path, sizeof path, &why, &err) == 0 && !strcmp(path, latest) && !why.msg[0],
+          "a whole latest state is used: %s", err.msg);
+    corrupt_tensor(latest, "adam.v");
+    CHECK(trainer_find_state(dir, path, sizeof path, &why, &err) == 0 && !strcmp(path, prev), "falls back: %s",
+          err.msg);
+    printf("  latest passed over: %s\n", why.msg);
+    CHECK(strstr(why.msg, latest) && strstr(why.msg, "tensor 'adam.v' fails its checksum: the file is corrupt"),
+          "why: %s", why.msg);
+    train_opts o;
+    int64_t step;
+    char *cj = NULL, *sj = NULL;
+    unet_config c;
+    schedule s;
+    CHECK(trainer_read_run(path, &o, &step, &cj, &sj, &err) == 0 && step == 2, "read: %s", err.msg);
+    CHECK(unet_config_from_json(&c, cj, &err) == 0 && schedule_from_json(&s, sj, &err) == 0, "json: %s", err.msg);
+    CHECK(trainer_init(&resumed, &c, &s, &d, &o, &err) == 0 && trainer_load(&resumed, path, &err) == 0, "%s",
+          err.msg);
+    CHECK(trainer_restore_prev(dir, &err) == 0 && access(prev, F_OK) != 0 && state_step(latest) == 2,
+          "the previous state is the latest again: %s", err.msg);
+    run(&resumed, 4);
+    check_same_state(&full, &resumed, "6 steps vs 3 + corrupt latest + resumed from step 2 + 4");
+    CHECK(trainer_save(&resumed, dir, &err) == 0 && state_step(latest) == 6 && state_step(prev) == 2, "%s", err.msg);
+
+    /* Both corrupt, or the latest corrupt and no previous: an error naming both files. */
+    corrupt_tensor(latest, "params");
+    corrupt_tensor(prev, "ema");
+    CHECK(trainer_find_state(dir, path, sizeof path, &why, &err) == -1 && strstr(err.msg, latest) &&
+              strstr(err.msg, prev) && strstr(err.msg, "'params' fails") && strstr(err.msg, "'ema' fails"),
+          "both corrupt: %s", err.msg);
+    printf("  both corrupt: %s\n", err.msg);
+    remove(prev);
+    CHECK(trainer_find_state(dir, path, sizeof path, &why, &err) == -1 && strstr(err.msg, latest) &&
+              strstr(err.msg, prev), "no previous: %s", err.msg);
+    /* Unchecked (--no-verify), the corrupt latest is used. */
+    st_set_verify(0);
+    CHECK(trainer_find_state(dir, path, sizeof path, &why, &err) == 0 && !strcmp(path, latest), "%s", err.msg);
+    st_set_verify(1);
 
     free(cj), free(sj);
     schedule_free(&s);
@@ -207,6 +302,25 @@ static void test_opts_json(void) {
     CHECK(train_opts_from_json(&back, "{\"batch\": 3}", &err) == -1 && strstr(err.msg, "lr"), "missing key: %s",
           err.msg);
     CHECK(train_opts_from_json(&back, "[1]", &err) == -1, "not an object");
+    /* The run's cadence: round trip; absent (an older state): the defaults; out of range: an error. */
+    o.save_every = 7, o.log_every = 3, o.sample_every = 5, o.sample_n = 4, o.eval_every = 9, o.eval_n = 20;
+    j = train_opts_to_json(&o);
+    CHECK(train_opts_from_json(&back, j, &err) == 0 && back.save_every == 7 && back.log_every == 3 &&
+              back.sample_every == 5 && back.sample_n == 4 && back.eval_every == 9 && back.eval_n == 20,
+          "cadence round trip: %s", j);
+    free(j);
+    const char *old = "{\"seed\":\"0\",\"batch\":4,\"lr\":1,\"warmup\":1,\"beta1\":0.9,\"beta2\":0.9,\"adam_eps\":1,"
+                      "\"clip\":1,\"ema\":0.9,\"ema_warmup\":true,\"flip\":false%s}";
+    char buf[512];
+    snprintf(buf, sizeof buf, old, "");
+    train_opts def = train_opts_default();
+    CHECK(train_opts_from_json(&back, buf, &err) == 0 && back.save_every == def.save_every &&
+              back.log_every == def.log_every && back.sample_n == def.sample_n && back.eval_n == def.eval_n,
+          "an older state: the default cadence: %s", err.msg);
+    snprintf(buf, sizeof buf, old, ",\"log_every\":0");
+    CHECK(train_opts_from_json(&back, buf, &err) == -1 && strstr(err.msg, "'log_every'"), "log_every 0: %s", err.msg);
+    snprintf(buf, sizeof buf, old, ",\"sample_n\":1.5");
+    CHECK(train_opts_from_json(&back, buf, &err) == -1 && strstr(err.msg, "'sample_n'"), "sample_n 1.5: %s", err.msg);
 }
 
-TEST_MAIN(test_overfit, test_threads, test_resume, test_nonfinite, test_opts_json)
+TEST_MAIN(test_overfit, test_threads, test_resume, test_prev_state, test_nonfinite, test_opts_json)

@@ -6,23 +6,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ddpm_fail(ddpm_err *err, const char *fmt, ...) {
+static int set_error(ddpm_err *err, int oom, const char *fmt, va_list ap) {
     if (!err) return -1;
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    err->oom = oom;
+    return -1;
+}
+
+int ddpm_fail(ddpm_err *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    set_error(err, 0, fmt, ap);
     va_end(ap);
-    err->oom = 0;
     return -1;
 }
 
 int ddpm_oom(ddpm_err *err, const char *fmt, ...) {
-    if (!err) return -1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    set_error(err, 1, fmt, ap);
     va_end(ap);
-    err->oom = 1;
     return -1;
 }
 

@@ -4,6 +4,7 @@
 #include "diffusion/schedule.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,8 +248,8 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
         ddpm_fail(err, CFG ": prediction_type \"%.64s\" is not supported (only epsilon)", pred);
         goto fail;
     }
-    if (!(ratio > 0 && ratio <= 1)) {
-        ddpm_fail(err, CFG ": dynamic_thresholding_ratio = %g must be in (0, 1]", ratio);
+    if (!(ratio > 0 && ratio <= 1 && (float)ratio > 0)) { /* kept as a float: 1e-300 would be 0 */
+        ddpm_fail(err, CFG ": dynamic_thresholding_ratio = %g must be in (0, 1] (as a float32)", ratio);
         goto fail;
     }
     if (!(smax >= 1 && smax <= 1e6)) {
@@ -263,8 +264,8 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
         ddpm_fail(err, CFG ": timestep_spacing \"%.64s\" unknown (expected leading, trailing or linspace)", spacing);
         goto fail;
     }
-    if (!(range > 0)) {
-        ddpm_fail(err, CFG ": clip_sample_range = %g must be > 0", range);
+    if (!(range > 0 && range <= FLT_MAX && (float)range > 0)) { /* kept as a float */
+        ddpm_fail(err, CFG ": clip_sample_range = %g must be > 0 and a finite float32", range);
         goto fail;
     }
     if (offset < 0) {
@@ -283,7 +284,10 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
             ddpm_fail(err, CFG ": trained_betas has %d entries, num_train_timesteps is %d", n, T);
             goto fail;
         }
-        if (check_T(T, err)) goto fail;
+        if (check_T(T, err)) {
+            ddpm_wrap(err, CFG);
+            goto fail;
+        }
         tb = ddpm_malloc((size_t)n * sizeof *tb, err);
         if (!tb) goto fail;
         int i = 0;

@@ -1,6 +1,7 @@
 /* quality.c -- FID, IS and precision/recall of an image set against a
- * reference (quality.h): features from a feature network, statistics from
- * stats.c, reference files in pytorch-fid's .npz layout. */
+ * reference (quality.h), overall and per class: features from a feature
+ * network, statistics from stats.c, reference files in pytorch-fid's .npz
+ * layout. */
 #include "quality.h"
 
 #include <math.h>
@@ -106,36 +107,110 @@ int quality_measure(quality *q, featnet *net, const image_set *s, const quality_
     quality_ref mine;
     float *logits = NULL;
     if (quality_ref_from_images(&mine, net, s, 1, want_is ? &logits : NULL, cb, ctx, err)) return -1;
-    int rc = -1;
-    q->n = s->n, q->n_ref = ref->st.n;
-    if (fid_distance(&q->fid, &mine.st, &ref->st, err)) goto done;
-    if (want_is) {
-        if (inception_score(&q->is_mean, &q->is_std, logits, s->n, featnet_classes(net), QUALITY_IS_SPLITS, err))
-            goto done;
-        q->has_is = 1;
-    }
-    long long m = ref->n < mine.n ? ref->n : mine.n;
-    if (ref->feats && m > QUALITY_PR_K) {
-        /* Equal sizes: the first m samples, and m reference rows spread evenly
-         * over the reference (which may be sorted, e.g. by class). */
-        const float *real = ref->feats;
-        float *picked = NULL;
-        if (ref->n > m) {
-            if (!(picked = ddpm_alloc_floats((size_t)m * d, err))) goto done;
-            for (long long i = 0; i < m; i++)
-                memcpy(picked + (size_t)i * d, ref->feats + (size_t)(i * ref->n / m) * d, sizeof(float) * d);
-            real = picked;
-        }
-        int bad = precision_recall(&q->precision, &q->recall, real, m, mine.feats, m, d, QUALITY_PR_K, err);
-        free(picked);
-        if (bad) goto done;
-        q->has_pr = 1, q->n_pr = m;
-    }
-    rc = 0;
-done:
+    int rc = quality_compare(q, net, &mine, logits, ref, err);
     quality_ref_free(&mine);
     free(logits);
     return rc;
+}
+
+/* Precision/recall of mine against ref on m = min(n, ref n) rows of each side:
+ * the first m samples, and m reference rows spread evenly over the reference
+ * (which may be sorted, e.g. by class). */
+static int compare_pr(quality *q, const quality_ref *mine, const quality_ref *ref, int d, ddpm_err *err) {
+    long long m = ref->n < mine->n ? ref->n : mine->n;
+    if (!ref->feats || !mine->feats || m <= QUALITY_PR_K) return 0;
+    const float *real = ref->feats;
+    float *picked = NULL;
+    if (ref->n > m) {
+        if (!(picked = ddpm_alloc_floats((size_t)m * d, err))) return -1;
+        for (long long i = 0; i < m; i++)
+            memcpy(picked + (size_t)i * d, ref->feats + (size_t)(i * ref->n / m) * d, sizeof(float) * d);
+        real = picked;
+    }
+    int bad = precision_recall(&q->precision, &q->recall, real, m, mine->feats, m, d, QUALITY_PR_K, err);
+    free(picked);
+    if (bad) return -1;
+    q->has_pr = 1, q->n_pr = m;
+    return 0;
+}
+
+int quality_compare(quality *q, featnet *net, const quality_ref *mine, const float *logits, const quality_ref *ref,
+                    ddpm_err *err) {
+    memset(q, 0, sizeof *q);
+    const int d = featnet_dim(net);
+    if (ref->st.d != d || mine->st.d != d)
+        return ddpm_fail(err, "the reference statistics are %d-dimensional, but the %s network's features are %d-d "
+                              "(was the reference made with other features?)", ref->st.d,
+                         featnet_kind_name(featnet_kind_of(net)), d);
+    q->n = mine->st.n, q->n_ref = ref->st.n;
+    if (fid_distance(&q->fid, &mine->st, &ref->st, err)) return -1;
+    if (logits && featnet_kind_of(net) == FEATNET_INCEPTION && q->n >= QUALITY_IS_SPLITS) {
+        if (inception_score(&q->is_mean, &q->is_std, logits, q->n, featnet_classes(net), QUALITY_IS_SPLITS, err))
+            return -1;
+        q->has_is = 1;
+    }
+    return compare_pr(q, mine, ref, d, err);
+}
+
+int quality_class_stats(fid_stats *s, const float *feats, long long n, int d, const int32_t *labels, int k,
+                        ddpm_err *err) {
+    memset(s, 0, sizeof *s);
+    long long m = 0;
+    for (long long i = 0; i < n; i++) m += labels[i] == k;
+    if (m < 2) return ddpm_fail(err, "statistics of class %d need at least 2 rows, got %lld", k, m);
+    float *rows = ddpm_alloc_floats((size_t)m * d, err);
+    if (!rows) return -1;
+    for (long long i = 0, j = 0; i < n; i++)
+        if (labels[i] == k) memcpy(rows + (size_t)j++ * d, feats + (size_t)i * d, sizeof(float) * d);
+    int rc = fid_stats_compute(s, rows, m, d, err);
+    free(rows);
+    return rc;
+}
+
+/* Index of the largest of x[0..k) (the first on ties). */
+static int argmax(const float *x, int k) {
+    int best = 0;
+    for (int j = 1; j < k; j++)
+        if (x[j] > x[best]) best = j;
+    return best;
+}
+
+/* c->fid: class c->k of mine against class c->ref_k of ref. */
+static int class_fid(quality_class *c, const quality_ref *mine, const int32_t *labels, const quality_ref *ref,
+                     const int32_t *ref_labels, ddpm_err *err) {
+    const int d = mine->st.d;
+    fid_stats a, b;
+    if (quality_class_stats(&a, mine->feats, mine->n, d, labels, c->k, err)) return -1;
+    if (quality_class_stats(&b, ref->feats, ref->n, d, ref_labels, c->ref_k, err)) {
+        fid_stats_free(&a);
+        return -1;
+    }
+    int rc = fid_distance(&c->fid, &a, &b, err);
+    fid_stats_free(&a);
+    fid_stats_free(&b);
+    if (rc) return -1;
+    c->has_fid = 1;
+    return 0;
+}
+
+int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int32_t *labels, const float *logits,
+                     int nlogits, const quality_ref *ref, const int32_t *ref_labels, ddpm_err *err) {
+    for (int j = 0; j < m; j++) {
+        quality_class *q = &c[j];
+        q->n = q->n_ref = q->correct = 0;
+        q->fid = 0, q->has_fid = 0;
+        q->has_acc = logits && q->k < nlogits;
+        for (long long i = 0; i < mine->n; i++)
+            if (labels[i] == q->k) {
+                q->n++;
+                if (q->has_acc) q->correct += argmax(logits + (size_t)i * nlogits, nlogits) == q->k;
+            }
+        for (long long i = 0; ref_labels && q->ref_k >= 0 && i < ref->n; i++) q->n_ref += ref_labels[i] == q->ref_k;
+        if (ref_labels && ref->feats && mine->feats && q->n >= 2 && q->n_ref >= 2 &&
+            class_fid(q, mine, labels, ref, ref_labels, err))
+            return ddpm_wrap(err, "class %d", q->k);
+    }
+    return 0;
 }
 
 typedef struct sample_progress {
@@ -152,11 +227,17 @@ static void on_sampler_step(void *ctx, int done, int total) {
 
 int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
                    void *ctx, ddpm_err *err) {
+    return quality_sample_classes(d, NULL, NULL, s, o, n, x, cb, ctx, err);
+}
+
+int quality_sample_classes(const denoiser *d, guided *g, const int32_t *labels, const schedule *s,
+                           const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, ddpm_err *err) {
     const size_t D = d->D;
     const int B = d->batch;
     sample_progress p = {cb, ctx, 0, ((n + B - 1) / B) * o->steps};
     for (int first = 0; first < n; first += B) {
         int m = n - first < B ? n - first : B;
+        if (g) g->y = labels + first; /* the batch's classes */
         if (sampler_run(d, s, o, first, m, x + (size_t)first * D, NULL, on_sampler_step, &p, err)) return -1;
         p.base += o->steps;
     }

@@ -4,7 +4,9 @@
  * stats.h; reference statistics saved and loaded as pytorch-fid's .npz
  * (float64 `mu`, `sigma`; ddpm may add float32 `features` [n, d], which
  * precision/recall need, and `logits` [n, k]). pytorch-fid reads ddpm's files
- * and ddpm reads pytorch-fid's.
+ * and ddpm reads pytorch-fid's. For labelled images, the same per class: FID
+ * against the reference rows of the class, and the feature network's accuracy
+ * as a classifier.
  */
 #ifndef DDPM_QUALITY_H
 #define DDPM_QUALITY_H
@@ -50,10 +52,50 @@ void quality_ref_free(quality_ref *r);
 int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,
                     void *ctx, ddpm_err *err);
 
+/* quality_measure on features computed already: mine holds the samples'
+ * statistics and features (mine->feats, for precision/recall), logits [mine->n,
+ * classes] or NULL (then no IS). Same results as quality_measure on the images. */
+int quality_compare(quality *q, featnet *net, const quality_ref *mine, const float *logits, const quality_ref *ref,
+                    ddpm_err *err);
+
+/* s (=) the statistics (fid_stats_compute) of the rows i of feats [n, d] with
+ * labels[i] == k; there must be at least 2. */
+int quality_class_stats(fid_stats *s, const float *feats, long long n, int d, const int32_t *labels, int k,
+                        ddpm_err *err);
+
+/* One class of a per-class report: the caller sets k and ref_k, quality_by_class the rest. */
+typedef struct quality_class {
+    int k;              /* the samples' label of this class (and the classifier's class index) */
+    int ref_k;          /* the reference's label of this class (-1: none) */
+    long long n, n_ref; /* samples labelled k; reference rows labelled ref_k */
+    long long correct;  /* of the n samples, those whose largest logit is logit k (has_acc) */
+    double fid;         /* has_fid: the samples labelled k against the reference rows labelled ref_k */
+    int has_fid, has_acc;
+} quality_class;
+
+/* Per-class measurements, for c[0..m-1] (k, ref_k set by the caller), of the
+ * samples' features mine->feats [mine->n, d] (with mine->st) and labels[mine->n]:
+ *   n, correct: over the samples i with labels[i] == k; correct
+ *     counts those whose logits [i, 0..nlogits) are largest at k (the first
+ *     largest on ties); has_acc when logits != NULL and k < nlogits;
+ *   fid: of quality_class_stats of mine->feats (class k) against those of
+ *     ref->feats with ref_labels[ref->n] (class ref_k); has_fid when
+ *     ref_labels and ref->feats are given, ref_k >= 0, and n >= 2 and n_ref >= 2.
+ * Samples of classes not in c are left out. Returns 0, or -1 (out of memory,
+ * fid_distance's errors) with a message naming the class. */
+int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int32_t *labels, const float *logits,
+                     int nlogits, const quality_ref *ref, const int32_t *ref_labels, ddpm_err *err);
+
 /* Samples n images from d with the sampler options into x [n, D] (NHWC),
  * batch by batch (image indices 0..n-1, so the result does not depend on d's
  * batch). cb reports network calls done of the total. */
 int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
                    void *ctx, ddpm_err *err);
+
+/* quality_sample for a class-conditional model: d is the guided denoiser g
+ * (sampler_guided), and image i gets the class labels[i] (g->y is set to each
+ * batch's labels, as `ddpm sample` does). */
+int quality_sample_classes(const denoiser *d, guided *g, const int32_t *labels, const schedule *s,
+                           const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, ddpm_err *err);
 
 #endif

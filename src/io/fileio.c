@@ -209,6 +209,27 @@ done:
     return rc;
 }
 
+int file_keep_previous(const char *path, const char *prev, ddpm_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return ddpm_fail(err, "cannot keep %s as %s: %s", path, prev, strerror(errno));
+    }
+    if (unlink(prev) != 0 && errno != ENOENT)
+        return ddpm_fail(err, "cannot replace %s: %s", prev, strerror(errno));
+    if (link(path, prev) == 0) return sync_parent_dir(prev, err);
+    if (errno != EPERM && errno != EXDEV && errno != EMLINK && errno != ENOSYS && errno != EOPNOTSUPP)
+        return ddpm_fail(err, "cannot keep %s as %s: %s", path, prev, strerror(errno));
+    /* no hard links on this file system: a copy */
+    unsigned char *buf;
+    size_t len;
+    if (file_read_all(path, &buf, &len, err) != 0) return -1;
+    const void *chunks[1] = {buf};
+    int rc = file_write_atomic(prev, chunks, &len, 1, err);
+    free(buf);
+    return rc;
+}
+
 /* mkdir of one path component; an existing directory is fine. */
 static int mkdir_one(const char *p, ddpm_err *err) {
     struct stat st;

@@ -27,6 +27,15 @@ int file_read_all(const char *path, unsigned char **buf, size_t *len, ddpm_err *
 int file_write_atomic(const char *path, const void *const *chunks, const size_t *lens, int nchunks,
                       ddpm_err *err);
 
+/* Keeps the file at path as prev before path is replaced: makes prev a second
+ * name (hard link) of it, replacing any file at prev, and fsyncs the
+ * directory; where the file system has no hard links, prev gets an atomic
+ * copy. Does nothing when there is no file at path. The file at path is not
+ * touched; prev is absent for a moment. A file_write_atomic of path after it
+ * leaves the old contents at prev: at no moment is neither a complete old nor
+ * a complete new file on disk. */
+int file_keep_previous(const char *path, const char *prev, ddpm_err *err);
+
 /* Creates the directory path and any missing parents (like mkdir -p, mode 0777
  * before umask). Succeeds if path already is a directory; fails if path or a
  * parent exists and is not a directory.

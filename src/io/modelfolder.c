@@ -38,7 +38,7 @@ static int read_text(const char *path, char **text, ddpm_err *err) {
     char *s = realloc(buf, len + 1);
     if (!s) {
         free(buf);
-        return ddpm_fail(err, "out of memory reading %s", path);
+        return ddpm_oom(err, "out of memory reading %s", path);
     }
     s[len] = 0;
     *text = s;
@@ -95,7 +95,7 @@ int model_load_weights_file(const unet *u, float *params, const char *path, ddpm
     if (st_open(&f, path, err)) return -1;
     char *used = calloc((size_t)f.n + 1, 1);
     int rc = -1;
-    if (!used) { ddpm_fail(err, "out of memory"); goto done; }
+    if (!used) { ddpm_oom(err, "out of memory"); goto done; }
     for (int i = 0; i < u->ntensors; i++) {
         const param_info *p = &u->table[i];
         const st_tensor *t = st_find(&f, p->name);
@@ -177,7 +177,7 @@ int model_save(const unet *u, const float *params, const char *dir, const char *
     char path[4096];
     if (make_dirs(dir, err)) return -1;
     char *cfg = unet_config_to_json(&u->cfg, cls);
-    if (!cfg) return ddpm_fail(err, "out of memory");
+    if (!cfg) return ddpm_oom(err, "out of memory");
     int rc = write_text(dir, "config.json", cfg, err);
     free(cfg);
     if (rc) return -1;

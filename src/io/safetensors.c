@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "io/fileio.h"
 
@@ -283,6 +284,137 @@ static int cmp_by_name(const void *a, const void *b) {
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
 
+/* ---------------------------------------------------------------- checksums */
+
+static int verify_on = 1;
+
+void st_set_verify(int on) { verify_on = on != 0; }
+
+int st_verify_enabled(void) { return verify_on; }
+
+static uint64_t tensor_sum(const unsigned char *p, size_t n) { return XXH64(n ? (const void *)p : "", n, 0); }
+
+/* 16 hex digits, exactly. */
+static int parse_hex64(const char *s, uint64_t *out) {
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        int c = (unsigned char)s[i], d = c >= '0' && c <= '9' ? c - '0'
+                                         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                                : -1;
+        if (d < 0) return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    if (s[16]) return -1;
+    *out = v;
+    return 0;
+}
+
+typedef struct kv {
+    const char *k, *v;
+} kv;
+
+static int cmp_kv(const void *a, const void *b) { return strcmp(((const kv *)a)->k, ((const kv *)b)->k); }
+
+/* The checksum of the metadata: XXH64 of its pairs but ST_SUM_KEY, in bytewise
+ * key order, each as key NUL value NUL. -1 when out of memory. */
+static int meta_sum(const char *const *keys, const char *const *vals, int n, uint64_t *out) {
+    kv *p = malloc(sizeof *p * (size_t)(n ? n : 1));
+    XXH64_state_t *h = XXH64_createState();
+    int m = 0, rc = -1;
+    if (!p || !h || XXH64_reset(h, 0) != XXH_OK) goto done;
+    for (int i = 0; i < n; i++)
+        if (strcmp(keys[i], ST_SUM_KEY) != 0) p[m++] = (kv){keys[i], vals[i]};
+    qsort(p, (size_t)m, sizeof *p, cmp_kv);
+    for (int i = 0; i < m; i++)
+        if (XXH64_update(h, p[i].k, strlen(p[i].k) + 1) != XXH_OK || XXH64_update(h, p[i].v, strlen(p[i].v) + 1) != XXH_OK)
+            goto done;
+    *out = XXH64_digest(h);
+    rc = 0;
+done:
+    free(p);
+    XXH64_freeState(h);
+    return rc;
+}
+
+/* Reads the ST_SUM_KEY metadata, if present, into the tensors (sorted by name,
+ * names unique): one 16-hex-digit checksum for each tensor, nothing else but
+ * the metadata's own (key "__metadata__", checked here). */
+static int parse_sums(const char *path, st_file *f, ddpm_err *err) {
+    const char *s = st_meta(f, ST_SUM_KEY);
+    cJSON *root;
+    const cJSON *c;
+    int rc = -1, have_meta = 0;
+
+    if (!s) return 0;
+    root = cJSON_ParseWithOpts(s, NULL, 1);
+    if (!cJSON_IsObject(root)) {
+        ddpm_fail(err, "%s: metadata '%s' is not a JSON object: the file is corrupt", path, ST_SUM_KEY);
+        goto done;
+    }
+    cJSON_ArrayForEach(c, root) {
+        st_tensor key = {.name = c->string};
+        st_tensor *t = f->n ? bsearch(&key, f->tensors, (size_t)f->n, sizeof *f->tensors, cmp_by_name) : NULL;
+        uint64_t v, m;
+        if (strcmp(c->string, "__metadata__") == 0) {
+            if (have_meta++ || !cJSON_IsString(c) || parse_hex64(c->valuestring, &v) != 0) {
+                ddpm_fail(err, "%s: metadata '%s': the metadata's checksum is repeated or not 16 hex digits: the "
+                               "file is corrupt", path, ST_SUM_KEY);
+                goto done;
+            }
+            if (meta_sum((const char *const *)f->meta_keys, (const char *const *)f->meta_vals, f->n_meta, &m) != 0) {
+                ddpm_oom(err, "%s: out of memory", path);
+                goto done;
+            }
+            if (m != v) {
+                ddpm_fail(err, "%s: the metadata fails its checksum: the file is corrupt", path);
+                goto done;
+            }
+            continue;
+        }
+        if (!t) {
+            ddpm_fail(err, "%s: metadata '%s' names tensor '%s', which the file does not hold: the file is corrupt",
+                      path, ST_SUM_KEY, c->string);
+            goto done;
+        }
+        if (t->has_sum) {
+            ddpm_fail(err, "%s: metadata '%s' holds two checksums of tensor '%s': the file is corrupt", path,
+                      ST_SUM_KEY, t->name);
+            goto done;
+        }
+        if (!cJSON_IsString(c) || parse_hex64(c->valuestring, &v) != 0) {
+            ddpm_fail(err, "%s: metadata '%s': the checksum of tensor '%s' is not 16 hex digits: the file is corrupt",
+                      path, ST_SUM_KEY, t->name);
+            goto done;
+        }
+        t->has_sum = 1;
+        t->sum = v;
+    }
+    for (int i = 0; i < f->n; i++) {
+        if (!f->tensors[i].has_sum) {
+            ddpm_fail(err, "%s: tensor '%s' has no checksum in metadata '%s': the file is corrupt", path,
+                      f->tensors[i].name, ST_SUM_KEY);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int check_sum(const st_file *f, const st_tensor *t, ddpm_err *err) {
+    if (t->has_sum && tensor_sum(f->data + t->begin, t->end - t->begin) != t->sum)
+        return ddpm_fail(err, "%s: tensor '%s' fails its checksum: the file is corrupt", f->path, t->name);
+    return 0;
+}
+
+int st_verify(const st_file *f, ddpm_err *err) {
+    for (int i = 0; i < f->n; i++)
+        if (check_sum(f, &f->tensors[i], err) != 0) return -1;
+    return 0;
+}
+
 static int cmp_by_offset(const void *a, const void *b) {
     const st_tensor *x = a, *y = b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
@@ -405,6 +537,7 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
             goto done;
         }
     }
+    if (verify_on && parse_sums(path, f, err) != 0) goto done;
     qsort(f->tensors, (size_t)f->n, sizeof *f->tensors, cmp_by_offset);
     pos = 0;
     for (int i = 0; i < f->n; i++) {
@@ -453,6 +586,7 @@ int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, 
     if (numel != t->numel)
         return ddpm_fail(err, "%s: tensor '%s' has %zu elements, caller expected %zu", f->path, t->name, t->numel,
                          numel);
+    if (check_sum(f, t, err) != 0) return -1;
     switch (t->dtype) {
     case ST_F32:
         for (size_t i = 0; i < numel; i++) out[i] = bits_to_float(load_le32(p + 4 * i));
@@ -484,6 +618,7 @@ int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, 
     if (nbytes != t->end - t->begin)
         return ddpm_fail(err, "%s: tensor '%s' has %zu bytes, caller expected %zu", f->path, t->name,
                          t->end - t->begin, nbytes);
+    if (check_sum(f, t, err) != 0) return -1;
     if (nbytes) memcpy(out, f->data + t->begin, nbytes);
     return 0;
 }
@@ -613,7 +748,7 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     wentry *w = NULL;
     const void **chunks = NULL;
     size_t *lens = NULL, off = 0;
-    sbuf hb = {0};
+    sbuf hb = {0}, sums = {0};
     unsigned char lenbuf[8];
 
     if (n < 0 || (n > 0 && !e)) {
@@ -637,6 +772,10 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
                     ddpm_fail(err, "cannot write %s: duplicate metadata key '%s'", path, k);
                     goto done;
                 }
+            }
+            if (strcmp(k, ST_SUM_KEY) == 0) {
+                ddpm_fail(err, "cannot write %s: metadata key '%s' is reserved for the checksums", path, k);
+                goto done;
             }
             if (strcmp(k, "format") == 0) user_format = 1;
         }
@@ -689,6 +828,31 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     }
     qsort(w, (size_t)n, sizeof *w, cmp_went_layout);
 
+    /* checksums: {"__metadata__":"<XXH64 as 16 hex digits>","name":"...",...}, tensors in layout order */
+    {
+        const char **keys = ddpm_calloc((size_t)nmeta + 1, 2 * sizeof *keys, err), **vals;
+        uint64_t m = 0;
+        int k = 0, bad = !keys;
+        if (keys) {
+            vals = keys + nmeta + 1;
+            if (!user_format) keys[k] = "format", vals[k++] = "pt";
+            for (int j = 0; j < nmeta; j++) keys[k] = meta_kv[2 * j], vals[k++] = meta_kv[2 * j + 1];
+            bad = meta_sum(keys, vals, k, &m) != 0;
+        }
+        free(keys);
+        if (bad) {
+            ddpm_oom(err, "cannot write %s: out of memory", path);
+            goto done;
+        }
+        sb_printf(&sums, "{\"__metadata__\":\"%016llx\"", (unsigned long long)m);
+    }
+    for (int i = 0; i < n; i++) {
+        sb_puts(&sums, ",");
+        sb_json_str(&sums, w[i].e->name);
+        sb_printf(&sums, ":\"%016llx\"", (unsigned long long)tensor_sum(w[i].e->data, w[i].nbytes));
+    }
+    sb_puts(&sums, "}");
+
     /* header */
     sb_puts(&hb, "{\"__metadata__\":{");
     if (!user_format) sb_puts(&hb, "\"format\":\"pt\"");
@@ -698,6 +862,8 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
         sb_puts(&hb, ":");
         sb_json_str(&hb, meta_kv[2 * j + 1]);
     }
+    sb_puts(&hb, ",\"" ST_SUM_KEY "\":");
+    if (!sums.oom) sb_json_str(&hb, sums.p);
     sb_puts(&hb, "}");
     for (int i = 0; i < n; i++) {
         const st_entry *x = w[i].e;
@@ -712,7 +878,7 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     }
     sb_puts(&hb, "}");
     while (hb.len % 8 != 0) sb_puts(&hb, " ");
-    if (hb.oom) {
+    if (hb.oom || sums.oom) {
         ddpm_fail(err, "cannot write %s: out of memory building the header", path);
         goto done;
     }
@@ -733,5 +899,6 @@ done:
     free(chunks);
     free(lens);
     free(hb.p);
+    free(sums.p);
     return rc;
 }

@@ -65,6 +65,8 @@ typedef struct st_tensor {
     int64_t shape[ST_MAX_DIMS];    /* outermost first */
     size_t numel;                  /* product of shape (1 for a scalar) */
     size_t begin, end;             /* byte offsets into the data buffer, end exclusive */
+    int has_sum;                   /* the file stores its checksum (and verification is on) */
+    uint64_t sum;                  /* XXH64 (seed 0) of its bytes, when has_sum */
 } st_tensor;
 
 /* An open safetensors file: the whole file in memory plus the parsed header. */
@@ -80,6 +82,31 @@ typedef struct st_file {
     int n_meta;
 } st_file;
 
+/* Checksums. st_write stores the XXH64 (seed 0, libxxhash) of every tensor's
+ * bytes in the metadata key ST_SUM_KEY: one compact JSON object, as a string
+ * (safetensors metadata is str -> str, so the file stays a plain safetensors
+ * file), mapping each tensor name to 16 hex digits, and "__metadata__" (never
+ * a tensor name) to the checksum of the other metadata pairs (XXH64 of
+ * key NUL value NUL for each, in bytewise key order):
+ *     "ddpm.xxh64": "{\"__metadata__\":\"0123456789abcdef\",\"w\":\"...\",...}"
+ * (about 24 bytes of header per tensor beside its name). With verification on
+ * (the default), st_open requires that object, when the key is present, to
+ * hold a 16-hex-digit string for every tensor of the file and for nothing
+ * else but "__metadata__" (optional; checked there: "<file>: the metadata
+ * fails its checksum: the file is corrupt"), and st_read_f32, st_read_raw and
+ * st_load_f32 check a tensor's bytes
+ * before reading them: "<file>: tensor 'x' fails its checksum: the file is
+ * corrupt". Files without the key (diffusers, older ddpm files) read as
+ * before. st_set_verify(0) (the CLI's --no-verify) makes the files opened
+ * after it ignore the key: nothing is hashed. Set it once, before loading. */
+#define ST_SUM_KEY "ddpm.xxh64"
+void st_set_verify(int on);
+int st_verify_enabled(void);
+
+/* Checks every tensor of f that has a checksum (a whole-file check, e.g.
+ * before trusting a checkpoint); 0 when all match or there are none. */
+int st_verify(const st_file *f, ddpm_err *err);
+
 /* Reads and validates the file at path. On success f owns everything (release
  * with st_close). On failure f is left closed (st_close is harmless) and err
  * names the file and the problem, e.g. "m.safetensors: tensor 'w': data_offsets
@@ -91,7 +118,8 @@ typedef struct st_file {
  * [begin, end] with begin <= end <= data length and end - begin ==
  * numel * element size (overflow-checked); tensors cover the data buffer
  * exactly (no gaps, no overlaps, no trailing bytes); no duplicate names;
- * "__metadata__", if present, is an object of string values. Unknown extra keys
+ * "__metadata__", if present, is an object of string values; its ST_SUM_KEY,
+ * if present and verification is on, as described above. Unknown extra keys
  * inside a tensor entry are ignored (as the reference reader does).
  */
 int st_open(st_file *f, const char *path, ddpm_err *err);
@@ -109,13 +137,13 @@ const st_tensor *st_find(const st_file *f, const char *name);
 /* The value of metadata key, or NULL if absent. Lives until st_close. */
 const char *st_meta(const st_file *f, const char *key);
 
-/* Converts tensor t (dtype F32, F16, BF16 or F64) into out[0..numel). numel must
- * equal t->numel. F16 handles subnormals, infinities and NaN; F64 values beyond
+/* Converts tensor t (dtype F32, F16, BF16 or F64) into out[0..numel), after
+ * checking its checksum (if it has one). numel must equal t->numel. F16 handles subnormals, infinities and NaN; F64 values beyond
  * the float range become +-inf. Other dtypes are an error naming the dtype.
  */
 int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, ddpm_err *err);
 
-/* Copies tensor t's raw little-endian bytes into out. nbytes must equal
+/* Copies tensor t's raw little-endian bytes (checksum checked) into out. nbytes must equal
  * t->end - t->begin. The caller checks t->dtype; sub-byte dtypes are refused.
  */
 int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, ddpm_err *err);
@@ -145,9 +173,10 @@ typedef struct st_entry {
  * out contiguously sorted by descending element size, then by name (bytewise);
  * "__metadata__" holds {"format": "pt"} plus the pairs of meta_kv, a
  * NULL-terminated list key, value, key, value, ..., NULL (or NULL for none; a
- * "format" key there replaces "pt"). Names and metadata must be valid UTF-8;
- * duplicate or empty tensor names, "__metadata__" as a name, duplicate metadata
- * keys, bad shapes and sub-byte dtypes are errors.
+ * "format" key there replaces "pt"), then ST_SUM_KEY with every tensor's
+ * checksum (see above). Names and metadata must be valid UTF-8; duplicate or
+ * empty tensor names, "__metadata__" as a name, duplicate metadata keys,
+ * ST_SUM_KEY in meta_kv, bad shapes and sub-byte dtypes are errors.
  */
 int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, ddpm_err *err);
 

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,8 @@ static int get_num(const cJSON *o, const char *key, double def, float *out, ddpm
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) { *out = (float)def; return 0; }
     if (!cJSON_IsNumber(v)) return ddpm_fail(err, "config: '%s' must be a number", key);
+    if (!(fabs(v->valuedouble) <= FLT_MAX)) /* inf in float: written back as null */
+        return ddpm_fail(err, "config: '%s' = %g is out of the float range", key, v->valuedouble);
     *out = (float)v->valuedouble;
     return 0;
 }
@@ -199,7 +202,7 @@ int unet_config_from_json(unet_config *c, const char *json, ddpm_err *err) {
         }
         for (int i = 0; i < c->levels; i++) {
             const cJSON *e = cJSON_GetArrayItem(boc, i);
-            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble)) {
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 1e9) {
                 ddpm_fail(err, "config: 'block_out_channels'[%d] must be an integer", i);
                 goto done;
             }

@@ -2,7 +2,9 @@
 #include "trainer.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +32,13 @@ train_opts train_opts_default(void) {
     o.ema_warmup = 1;
     o.flip = 0;
     o.p_uncond = 0.1;
+    o.save_every = 1000, o.log_every = 100, o.sample_every = 0, o.sample_n = 16, o.eval_every = 0, o.eval_n = 1000;
     return o;
 }
 
 static int copy_schedule(schedule *dst, const schedule *src, ddpm_err *err) {
     char *j = schedule_to_json(src);
-    if (!j) return ddpm_fail(err, "out of memory");
+    if (!j) return ddpm_oom(err, "out of memory");
     int rc = schedule_from_json(dst, j, err);
     free(j);
     return rc;
@@ -215,6 +218,23 @@ int trainer_step(trainer *tr, ddpm_err *err) {
 
 /* ---- options as JSON ------------------------------------------------------- */
 
+/* The cadence fields, with the ranges the CLI allows (a value from a file is checked). */
+static const struct {
+    const char *name;
+    size_t offset;
+    double min, max;
+} cadence[] = {
+    {"save_every", offsetof(train_opts, save_every), 1, 1e12},
+    {"log_every", offsetof(train_opts, log_every), 1, 1e12},
+    {"sample_every", offsetof(train_opts, sample_every), 0, 1e12},
+    {"sample_n", offsetof(train_opts, sample_n), 1, 1024},
+    {"eval_every", offsetof(train_opts, eval_every), 0, 2e9},
+    {"eval_n", offsetof(train_opts, eval_n), 10, 100000},
+};
+#define NCADENCE ((int)(sizeof cadence / sizeof cadence[0]))
+
+static long long *cadence_of(train_opts *o, int i) { return (long long *)((char *)o + cadence[i].offset); }
+
 char *train_opts_to_json(const train_opts *o) {
     cJSON *j = cJSON_CreateObject();
     char seed[32];
@@ -235,6 +255,7 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddNumberToObject(j, "shards", o->shards);
     cJSON_AddBoolToObject(j, "classes", o->classes);
     cJSON_AddNumberToObject(j, "p_uncond", o->p_uncond);
+    for (int i = 0; i < NCADENCE; i++) cJSON_AddNumberToObject(j, cadence[i].name, (double)*(const long long *)((const char *)o + cadence[i].offset));
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -276,31 +297,48 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
     cJSON *classes = cJSON_GetObjectItemCaseSensitive(j, "classes"), *pu = cJSON_GetObjectItemCaseSensitive(j, "p_uncond");
     o->classes = cJSON_IsTrue(classes);
     if (cJSON_IsNumber(pu)) o->p_uncond = pu->valuedouble;
+    for (int i = 0; i < NCADENCE; i++) { /* absent before --resume kept them: the defaults */
+        cJSON *x = cJSON_GetObjectItemCaseSensitive(j, cadence[i].name);
+        if (!x) continue;
+        double v = cJSON_IsNumber(x) ? x->valuedouble : -1;
+        if (!(v >= cadence[i].min && v <= cadence[i].max) || v != floor(v)) {
+            cJSON_Delete(j);
+            return ddpm_fail(err, "training options: '%s' is not an integer in [%.0f, %.0f]", cadence[i].name,
+                             cadence[i].min, cadence[i].max);
+        }
+        *cadence_of(o, i) = (long long)v;
+    }
     cJSON_Delete(j);
     return 0;
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */
 
+static const char *const state_tensors[4] = {"params", "ema", "adam.m", "adam.v"};
+
 int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err) {
-    char path[4096], stepbuf[32];
+    char path[4096], prev[4096], stepbuf[32];
     const unet *u = tr->u;
     char *sj = schedule_to_json(&tr->sched), *cj = unet_config_to_json(&u->cfg, &tr->cls), *oj = train_opts_to_json(&tr->o);
     int rc = -1;
     if (!sj || !cj || !oj) {
-        ddpm_fail(err, "out of memory");
+        ddpm_oom(err, "out of memory");
         goto done;
     }
     if (make_dirs(run_dir, err)) goto done;
     snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)tr->step);
     const char *meta[] = {"step", stepbuf, "options", oj, "config", cj, "scheduler", sj, NULL};
     int64_t P = (int64_t)u->nparams;
-    st_entry e[4] = {{"params", ST_F32, 1, {P}, u->params}, {"ema", ST_F32, 1, {P}, tr->ema},
-                     {"adam.m", ST_F32, 1, {P}, tr->m}, {"adam.v", ST_F32, 1, {P}, tr->v}};
+    st_entry e[4] = {{state_tensors[0], ST_F32, 1, {P}, u->params}, {state_tensors[1], ST_F32, 1, {P}, tr->ema},
+                     {state_tensors[2], ST_F32, 1, {P}, tr->m}, {state_tensors[3], ST_F32, 1, {P}, tr->v}};
     /* The state first: it alone is what --resume reads, so a save that fails
-     * later (a full disk) leaves model folders at most one save behind it. */
-    snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_STATE_FILE);
-    if (st_write(path, e, 4, meta, err)) goto done;
+     * later (a full disk) leaves model folders at most one save behind it. The
+     * latest state becomes the previous one (a second name: the latest stays
+     * whole), then the new one replaces the latest atomically. */
+    if (path_join(path, sizeof path, run_dir, TRAIN_STATE_FILE, err) ||
+        path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err) || file_keep_previous(path, prev, err) ||
+        st_write(path, e, 4, meta, err))
+        goto done;
     snprintf(path, sizeof path, "%s/model", run_dir);
     if (model_save(u, tr->ema, path, sj, &tr->cls, err)) goto done;
     snprintf(path, sizeof path, "%s/model-raw", run_dir);
@@ -317,57 +355,92 @@ static char *dup_meta(const st_file *f, const char *key, ddpm_err *err) {
         return NULL;
     }
     char *s = strdup(v);
-    if (!s) ddpm_fail(err, "out of memory");
+    if (!s) ddpm_oom(err, "out of memory");
     return s;
 }
 
-int trainer_read_run(const char *run_dir, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
+/* The step, options, model config and schedule JSON of an open state. */
+static int read_meta(const st_file *f, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
                      ddpm_err *err) {
-    char path[4096];
-    st_file f;
-    *cfg_json = *sched_json = NULL;
-    snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_STATE_FILE);
-    if (st_open(&f, path, err)) return -1;
-    const char *s = st_meta(&f, "step");
+    const char *s = st_meta(f, "step");
     char *end;
     long long k = s ? strtoll(s, &end, 10) : -1;
-    int rc = -1;
-    if (!s || *end || k < 0) {
-        ddpm_fail(err, "%s: metadata 'step' missing or malformed", path);
-        goto done;
-    }
+    *cfg_json = *sched_json = NULL;
+    if (!s || *end || k < 0) return ddpm_fail(err, "%s: metadata 'step' missing or malformed", f->path);
     *step = k;
-    const char *oj = st_meta(&f, "options");
-    if (!oj) {
-        ddpm_fail(err, "%s: metadata 'options' missing", path);
-        goto done;
-    }
-    if (train_opts_from_json(o, oj, err)) {
-        ddpm_wrap(err, "%s", path);
-        goto done;
-    }
-    if (!(*cfg_json = dup_meta(&f, "config", err)) || !(*sched_json = dup_meta(&f, "scheduler", err))) goto done;
-    rc = 0;
-done:
-    if (rc) {
+    const char *oj = st_meta(f, "options");
+    if (!oj) return ddpm_fail(err, "%s: metadata 'options' missing", f->path);
+    if (train_opts_from_json(o, oj, err)) return ddpm_wrap(err, "%s", f->path);
+    if (!(*cfg_json = dup_meta(f, "config", err)) || !(*sched_json = dup_meta(f, "scheduler", err))) {
         free(*cfg_json), free(*sched_json);
         *cfg_json = *sched_json = NULL;
+        return -1;
     }
+    return 0;
+}
+
+int trainer_read_run(const char *state, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
+                     ddpm_err *err) {
+    st_file f;
+    *cfg_json = *sched_json = NULL;
+    if (st_open(&f, state, err)) return -1;
+    int rc = read_meta(&f, o, step, cfg_json, sched_json, err);
     st_close(&f);
     return rc;
 }
 
-int trainer_load(trainer *tr, const char *run_dir, ddpm_err *err) {
-    char path[4096];
+/* 0 if the file at path is a whole training state: it opens, its metadata
+ * read, it holds the four tensors as float32 vectors of one length, and every
+ * checksum verifies (with verification on). */
+static int check_state(const char *path, ddpm_err *err) {
     st_file f;
-    snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_STATE_FILE);
+    train_opts o;
+    int64_t step;
+    char *cj = NULL, *sj = NULL;
     if (st_open(&f, path, err)) return -1;
+    int rc = read_meta(&f, &o, &step, &cj, &sj, err);
+    for (int i = 0; i < 4 && !rc; i++) {
+        const st_tensor *t = st_find(&f, state_tensors[i]), *t0 = st_find(&f, state_tensors[0]);
+        if (!t || t->dtype != ST_F32 || t->ndim != 1 || t->numel != t0->numel)
+            rc = ddpm_fail(err, "%s: tensor '%s' missing or not a float32 vector of the weights' length (not a "
+                                "ddpm training state?)", path, state_tensors[i]);
+    }
+    if (!rc) rc = st_verify(&f, err);
+    free(cj), free(sj);
+    st_close(&f);
+    return rc;
+}
+
+int trainer_find_state(const char *run_dir, char *path, size_t n, ddpm_err *why, ddpm_err *err) {
+    char prev[4096];
+    ddpm_err perr = {0};
+    why->msg[0] = 0;
+    if (path_join(path, n, run_dir, TRAIN_STATE_FILE, err)) return -1;
+    if (check_state(path, why) == 0) return 0;
+    if (path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err)) return -1;
+    if (check_state(prev, &perr) != 0)
+        return ddpm_fail(err, "no usable training state in %s: the latest: %s; the previous: %s", run_dir, why->msg,
+                         perr.msg);
+    return path_join(path, n, run_dir, TRAIN_STATE_PREV_FILE, err);
+}
+
+int trainer_restore_prev(const char *run_dir, ddpm_err *err) {
+    char path[4096], prev[4096];
+    if (path_join(path, sizeof path, run_dir, TRAIN_STATE_FILE, err) ||
+        path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err))
+        return -1;
+    if (rename(prev, path) != 0) return ddpm_fail(err, "cannot rename %s to %s: %s", prev, path, strerror(errno));
+    return 0;
+}
+
+int trainer_load(trainer *tr, const char *state, ddpm_err *err) {
+    st_file f;
+    if (st_open(&f, state, err)) return -1;
     int64_t P = (int64_t)tr->u->nparams;
-    const char *names[4] = {"params", "ema", "adam.m", "adam.v"};
     float *dst[4] = {tr->u->params, tr->ema, tr->m, tr->v};
     int rc = -1;
     for (int i = 0; i < 4; i++) {
-        float *x = st_load_f32(&f, names[i], 1, &P, NULL, err);
+        float *x = st_load_f32(&f, state_tensors[i], 1, &P, NULL, err);
         if (!x) goto done;
         memcpy(dst[i], x, (size_t)P * sizeof(float));
         free(x);

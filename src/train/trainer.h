@@ -15,8 +15,10 @@
  *
  * Checkpoint: RUN/training_state.safetensors holds everything needed to go on
  * (raw weights, EMA weights, Adam m and v; metadata: step, options, model
- * config and scheduler config as JSON); RUN/model/ (EMA weights) and
- * RUN/model-raw/ (raw weights) are model folders in the diffusers layout. */
+ * config and scheduler config as JSON, and every tensor's checksum, see
+ * io/safetensors.h); RUN/training_state.prev.safetensors is the state of the
+ * save before it; RUN/model/ (EMA weights) and RUN/model-raw/ (raw weights)
+ * are model folders in the diffusers layout. */
 #ifndef DDPM_TRAINER_H
 #define DDPM_TRAINER_H
 
@@ -29,6 +31,7 @@
 #include "model/unet.h"
 
 #define TRAIN_STATE_FILE "training_state.safetensors"
+#define TRAIN_STATE_PREV_FILE "training_state.prev.safetensors"
 
 typedef struct train_opts {
     uint64_t seed;
@@ -46,6 +49,11 @@ typedef struct train_opts {
     double p_uncond;    /* probability that an image's label is replaced by the null class (label dropout) */
     int shards;         /* the global batch's shards, whose gradients are summed in a fixed tree
                          * (0 = the default, see train_split); recorded for --resume */
+    /* The run's cadence, in steps and images (the CLI's --save-every, --log-every,
+     * --sample-every, --sample-n, --eval-every, --eval-n): the trainer does not use
+     * them; they are recorded so that --resume keeps them (defaults when a state
+     * from before them lacks them). */
+    long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
 } train_opts;
 
 /* The paper's recipe (flips off: set it for CIFAR-10). */
@@ -87,19 +95,41 @@ void trainer_free(trainer *tr);
  * loss or the gradient is not finite (err says which, at which step). */
 int trainer_step(trainer *tr, ddpm_err *err);
 
-/* Writes the checkpoint into run_dir (created if needed):
- * training_state.safetensors first, then model/ and model-raw/, each file
- * atomically (a failed save never leaves a torn file). */
+/* Writes the checkpoint into run_dir (created if needed): the training state
+ * first, then model/ and model-raw/, each file atomically (a failed save never
+ * leaves a torn file). The state that was the latest is kept as the previous
+ * one first (file_keep_previous: a hard link), then the new state replaces the
+ * latest (temporary file, fsync, rename). At every moment of a save, killed at
+ * any point, the latest file is a complete state (old or new), and after it
+ * the previous file holds the state before. A run resumed from the previous
+ * state (because the latest was corrupt) must call trainer_restore_prev
+ * before its first save, or that save would keep the corrupt file. */
 int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err);
 
-/* Reads the options, model config and schedule a run was started with. The
- * caller frees *cfg_json, *sched_json. */
-int trainer_read_run(const char *run_dir, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
+/* The state file to resume run_dir from, into path (n bytes): the latest,
+ * RUN/training_state.safetensors, when it is whole -- it opens, its checksums
+ * verify (unless verification is off, st_set_verify), it holds the metadata
+ * and tensors of a training state -- else RUN/training_state.prev.safetensors
+ * when that is whole, with why->msg saying what is wrong with the latest
+ * (why->msg is "" when the latest is used). When neither is, fails with an
+ * err naming both files and what is wrong with each. */
+int trainer_find_state(const char *run_dir, char *path, size_t n, ddpm_err *why, ddpm_err *err);
+
+/* After resuming from the previous state (trainer_find_state passed over the
+ * latest): makes it the latest again (one rename), so that the next save keeps
+ * it as the previous one rather than the corrupt file. */
+int trainer_restore_prev(const char *run_dir, ddpm_err *err);
+
+/* Reads the options, model config and schedule a run was started with from
+ * the training state file at state (trainer_find_state). The caller frees
+ * *cfg_json, *sched_json. */
+int trainer_read_run(const char *state, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
                      ddpm_err *err);
 
-/* Restores weights, EMA, Adam moments and step from run_dir into a trainer
- * built with the run's options and config (trainer_read_run). */
-int trainer_load(trainer *tr, const char *run_dir, ddpm_err *err);
+/* Restores weights, EMA, Adam moments and step from the training state file
+ * at state into a trainer built with the run's options and config
+ * (trainer_read_run); every tensor's checksum is checked. */
+int trainer_load(trainer *tr, const char *state, ddpm_err *err);
 
 /* Options as JSON (malloc'd), and back. */
 char *train_opts_to_json(const train_opts *o);

@@ -168,7 +168,7 @@ def main():
         k = saved_step(out)
         rc, log = run(2, out, "--resume", "--steps", str(k + 4))
         ref2 = tmp / "ref_killed"
-        run(1, ref2, *base, "--steps", str(k + 4))
+        run(1, ref2, *base, "--save-every", "7", "--steps", str(k + 4))  # the run's cadence is in its state
         check(rc == 0 and state(out) == state(ref2),
               f"after the kill the checkpoint (step {k}) resumes to step {k + 4} exactly (rc {rc})")
     else:
@@ -188,7 +188,7 @@ def main():
         check(f"interrupted, saved at step {k}" in log, f"the saved state is the step it reports ({k})")
         rc, log = run(2, out, "--resume", "--steps", str(k + 3))
         ref3 = tmp / "ref_term"
-        run(1, ref3, *base, "--steps", str(k + 3))
+        run(1, ref3, *base, "--save-every", "7", "--steps", str(k + 3))
         check(rc == 0 and state(out) == state(ref3), f"SIGTERM at step {k}, resumed to {k + 3}: byte-identical")
     except subprocess.TimeoutExpired:
         p.kill()
