@@ -13,7 +13,8 @@ int ddpm_set_threads(int n);
 
 /* Per-thread temporaries: the calling thread's buffer for `slot`, at least
  * `bytes` long and 64-byte aligned, contents undefined. Grown on demand, never
- * shrunk, kept for the thread's life; aborts if memory runs out. Operators use
+ * shrunk, kept for the thread's life; if memory runs out the process ends
+ * with a message and status 1 (there is no error path this deep). Operators use
  * them for what lives only during one call, so that U-Net shards running
  * concurrently need one copy per thread, not one per shard. */
 enum thread_buffer_slot {

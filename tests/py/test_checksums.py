@@ -16,20 +16,16 @@ says, and the files stay plain safetensors for the real safetensors (0.4.5) and 
 Exits non-zero on any failure.
 """
 import json
-import os
 import pathlib
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-BUILD = os.environ.get("DDPM_BUILD", "build")
-DDPM = str(pathlib.Path(BUILD, "ddpm").resolve())
-CONFIG = str(pathlib.Path("tests/fixtures/unet_b/config.json").resolve())
-failures = []
+from ddpmtest import CONFIG, check, ddpm, finish, tiny_idx  # noqa: E402
+
 
 M = (1 << 64) - 1
 P1, P2, P3 = 11400714785074694791, 14029467366897019727, 1609587929392839161
@@ -73,17 +69,6 @@ def xxh64(b, seed=0):
     return h ^ (h >> 32)
 
 
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def ddpm(*args):
-    p = subprocess.run([DDPM, *map(str, args)], capture_output=True, text=True, timeout=600)
-    return p.returncode, p.stdout + p.stderr
-
-
 def check_file(path):
     """The stored checksums of a ddpm safetensors file against the recomputed ones."""
     import safetensors.torch
@@ -113,9 +98,7 @@ def main():
 
     check(xxh64(b"") == 0xEF46DB3751D8E999, "the Python XXH64 gives the specification's value for no bytes")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddpm_checksums_"))
-    data = tmp / "images-idx3-ubyte"
-    data.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 16, 8, 8) + bytes((i * 7919 + 13) % 256
-                                                                                 for i in range(16 * 64)))
+    data = tiny_idx(tmp / "images-idx3-ubyte", 16)
     run = tmp / "run"
     rc, log = ddpm("train", "--out", run, "--config", CONFIG, "--data", data, "--batch", 4, "--steps", 2,
                    "--threads", 1)
@@ -153,10 +136,7 @@ def main():
     rc, log = ddpm("eps", "--model", tmp / "hf", "--x", x, "--t", 5, "--out", tmp / "e.npy", "--threads", 1)
     check(rc == 0, f"a diffusers save_pretrained folder (no checksums) loads (rc {rc})" + ("" if rc == 0 else "\n" + log))
 
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failure(s)" + (f"; scratch kept in {tmp}" if failures else ""))
-    return 1 if failures else 0
+    return finish(tmp)
 
 
 if __name__ == "__main__":

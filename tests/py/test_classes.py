@@ -17,34 +17,22 @@ tests/py/test_dpmsolver.py): a non-finite diffusers result is recomputed.
 Exits non-zero on any failure.
 """
 import json
-import os
 import pathlib
-import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import torch
 
-BUILD = os.environ.get("DDPM_BUILD", "build")
-DDPM = str(pathlib.Path(BUILD, "ddpm").resolve())
-CONFIG = str(pathlib.Path("tests/fixtures/unet_b/config.json").resolve())
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        failures.append(what)
+from ddpmtest import CONFIG, check, finish, write_idx  # noqa: E402
+from ddpmtest import ddpm as run  # noqa: E402
 
 
 def ddpm(*args):
-    p = subprocess.run([DDPM, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if p.returncode:
-        print(p.stdout + p.stderr)
-    return p.returncode
+    rc, log = run(*args)
+    if rc:
+        print(log)
+    return rc
 
 
 def finite(fn):
@@ -65,9 +53,7 @@ def main():
     labels = np.arange(n) % k
     # Each class a different brightness, so the classes mean something.
     img = np.clip(rng.normal(40 + 50 * labels[:, None, None], 30, (n, 8, 8)), 0, 255).astype(np.uint8)
-    (tmp / "tiny-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", n, 8, 8) + img.tobytes())
-    (tmp / "tiny-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", n) +
-                                                 labels.astype(np.uint8).tobytes())
+    write_idx(tmp / "tiny-images-idx3-ubyte", (img.tobytes(), n, 8, 8), labels.astype(np.uint8).tobytes())
     run = tmp / "run"
     rc = ddpm("train", "--config", CONFIG, "--data", tmp / "tiny-images-idx3-ubyte", "--classes", "--steps", 25,
               "--batch", 8, "--lr", "1e-2", "--warmup", 0, "--out", run, "--threads", 2)
@@ -120,10 +106,7 @@ def main():
     err = float(np.abs(ours - xs.numpy()).max())
     check(err < 1e-4, f"guided DDIM samples against diffusers' DDIMScheduler loop: max |diff| {err:.2e}")
 
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failure(s)" + (f"; scratch kept in {tmp}" if failures else ""))
-    return 1 if failures else 0
+    return finish(tmp)
 
 
 if __name__ == "__main__":

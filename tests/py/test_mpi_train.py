@@ -16,30 +16,20 @@ With Open MPI's mpirun (Debian's openmpi-bin; --oversubscribe, as CI has two cor
     DDPM_BUILD=build /usr/bin/python3 tests/py/test_mpi_train.py
 Exits non-zero on any failure; says SKIP (exit 0) when mpirun is not installed.
 """
-import json
 import os
 import pathlib
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-BUILD = os.environ.get("DDPM_BUILD", "build")
-DDPM = str(pathlib.Path(BUILD, "ddpm").resolve())
-CONFIG = str(pathlib.Path("tests/fixtures/unet_b/config.json").resolve())  # 8x8x1
+from ddpmtest import CONFIG, DDPM, check, finish, metrics, saved_step, tiny_idx  # noqa: E402
+
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1", ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""),
            OMP_WAIT_POLICY="passive")
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        failures.append(what)
 
 
 def train_cmd(np_, out, *args, threads=1):
@@ -55,17 +45,6 @@ def run(np_, out, *args, threads=1, timeout=300):
 
 def state(run_dir):
     return pathlib.Path(run_dir, "training_state.safetensors").read_bytes()
-
-
-def saved_step(run_dir):
-    raw = state(run_dir)
-    (n,) = struct.unpack("<Q", raw[:8])
-    return int(json.loads(raw[8:8 + n])["__metadata__"]["step"])
-
-
-def metrics(run_dir):
-    rows = [json.loads(l) for l in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["grad_norm"]) for r in rows if "loss" in r]
 
 
 def last_logged_step(run_dir):
@@ -104,9 +83,7 @@ def main():
         return 0
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddpm_mpi_train_"))
     # 40 images of 8x8 noise as an IDX file.
-    data = tmp / "images-idx3-ubyte"
-    data.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 40, 8, 8) + bytes((i * 7919 + 13) % 256
-                                                                                 for i in range(40 * 64)))
+    data = tiny_idx(tmp / "images-idx3-ubyte", 40)
     base = ["--config", CONFIG, "--data", str(data), "--batch", "16", "--dropout", "0.1", "--flip",
             "--log-every", "1", "--save-every", "1000"]
 
@@ -165,7 +142,7 @@ def main():
         except subprocess.TimeoutExpired:
             p.kill()
             check(False, "the job hangs after rank 1 is killed")
-        k = saved_step(out)
+        k = saved_step(pathlib.Path(out, "training_state.safetensors"))
         rc, log = run(2, out, "--resume", "--steps", str(k + 4))
         ref2 = tmp / "ref_killed"
         run(1, ref2, *base, "--save-every", "7", "--steps", str(k + 4))  # the run's cadence is in its state
@@ -184,7 +161,7 @@ def main():
         took = time.time() - t0
         check(p.returncode != 0 and took < 30, f"mpirun stops on SIGTERM (rc {p.returncode}, {took:.1f} s)")
         check(log.count("interrupted, saved at step") == 1, "the ranks finish the step and save once")
-        k = saved_step(out)
+        k = saved_step(pathlib.Path(out, "training_state.safetensors"))
         check(f"interrupted, saved at step {k}" in log, f"the saved state is the step it reports ({k})")
         rc, log = run(2, out, "--resume", "--steps", str(k + 3))
         ref3 = tmp / "ref_term"
@@ -194,10 +171,7 @@ def main():
         p.kill()
         check(False, "mpirun hangs after SIGTERM")
 
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failure(s)" + (f"; scratch kept in {tmp}" if failures else ""))
-    return 1 if failures else 0
+    return finish(tmp)
 
 
 if __name__ == "__main__":

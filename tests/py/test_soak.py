@@ -17,43 +17,22 @@ very first save), then continued with `--resume` and no other flags (the run kee
     DDPM_SOAK_KILLS=200 DDPM_SOAK_S=3600 DDPM_BUILD=build /usr/bin/python3 tests/py/test_soak.py   # long
 Exits non-zero on any failure.
 """
-import json
 import os
 import pathlib
 import random
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-BUILD = os.environ.get("DDPM_BUILD", "build")
-DDPM = str(pathlib.Path(BUILD, "ddpm").resolve())
-CONFIG = str(pathlib.Path("tests/fixtures/unet_b/config.json").resolve())  # 8x8x1
+from ddpmtest import CONFIG, DDPM, check, finish, metrics, saved_step, tiny_idx  # noqa: E402
+
 KILLS = int(os.environ.get("DDPM_SOAK_KILLS", "20"))
 SECONDS = float(os.environ.get("DDPM_SOAK_S", "60"))
 SEED = int(os.environ.get("DDPM_SOAK_SEED", str(random.randrange(1 << 30))))
 ENV = dict(os.environ, OMP_WAIT_POLICY="passive", ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
 STATE, PREV = "training_state.safetensors", "training_state.prev.safetensors"
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what, flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def saved_step(path):
-    """The step of a training state file, or None when there is none (or it is unreadable)."""
-    try:
-        raw = path.read_bytes()
-        (n,) = struct.unpack("<Q", raw[:8])
-        return int(json.loads(raw[8:8 + n])["__metadata__"]["step"])
-    except (OSError, ValueError, KeyError, struct.error):
-        return None
 
 
 def in_window(run, p, not_before):
@@ -71,17 +50,10 @@ def in_window(run, p, not_before):
     return False
 
 
-def metrics(run_dir):
-    rows = [json.loads(l) for l in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["grad_norm"]) for r in rows if "loss" in r]
-
-
 def main():
     rng = random.Random(SEED)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddpm_soak_"))
-    data = tmp / "images-idx3-ubyte"
-    data.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 40, 8, 8) + bytes((i * 7919 + 13) % 256
-                                                                                 for i in range(40 * 64)))
+    data = tiny_idx(tmp / "images-idx3-ubyte", 40)
     fresh = ["--config", CONFIG, "--data", str(data), "--batch", "4", "--dropout", "0.1", "--flip",
              "--save-every", "1", "--log-every", "1", "--threads", "1"]
     run = tmp / "run"
@@ -129,7 +101,7 @@ def main():
                             f"at step {last}; {aimed} aimed inside a state save; caught writing the state: {in_state}, the model folders: "
                             f"{in_models} (the rest: elsewhere in a save, or in a step)")
     if last is None:
-        return finish(tmp)
+        return finish(tmp, f" (seed {SEED})")
     final = last + 3
     p = subprocess.run([DDPM, "train", "--out", str(run), "--resume", "--steps", str(final), "--threads", "1"], env=ENV,
                        capture_output=True, text=True, timeout=300)
@@ -148,14 +120,7 @@ def main():
         got, want = metrics(run), metrics(ref)
         check([s for s, _, _ in got] == list(range(1, final + 1)), f"metrics.jsonl: steps 1..{final} once each")
         check(got == want, "metrics.jsonl: the uninterrupted run's loss and grad norm at every step")
-    return finish(tmp)
-
-
-def finish(tmp):
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failure(s)" + (f"; scratch kept in {tmp} (seed {SEED})" if failures else ""))
-    return 1 if failures else 0
+    return finish(tmp, f" (seed {SEED})")
 
 
 if __name__ == "__main__":
