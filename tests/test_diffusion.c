@@ -736,6 +736,10 @@ static void test_json_fuzz(void) {
     expect_json_error("{\"clip_sample_range\": 1e39}", "clip_sample_range");
     /* fuzz_schedule: trained_betas of one step -- the range error names the scheduler config too */
     expect_json_error("{\"num_train_timesteps\": 1, \"trained_betas\": [-.4]}", "scheduler config: schedule: num_train_timesteps");
+    /* fuzz_schedule (long run): a trained beta that is 0 once kept as a float32 -- the tables were built
+     * with beta 0 and the config written back could not be read */
+    expect_json_error("{\"num_train_timesteps\":4,\"trained_betas\": [0.1, 0.21e-300, 0.3, 0.4]}",
+                      "trained_betas[1]");
     schedule s, s2;
     ddpm_err err = {0};
     CHECK(!schedule_from_json(&s, "{\"dynamic_thresholding_ratio\": 1.5e-45, \"clip_sample_range\": 3.4e38}", &err),

@@ -152,8 +152,8 @@ int schedule_init_trained(schedule *s, const double *betas, int T, const char *k
     memset(s, 0, sizeof *s);
     if (check_T(T, err)) return -1;
     for (int t = 0; t < T; t++)
-        if (!(betas[t] > 0 && betas[t] < 1))
-            return ddpm_fail(err, "schedule: trained_betas[%d] = %g outside (0, 1)", t, betas[t]);
+        if (!(betas[t] > 0 && betas[t] < 1 && (float)betas[t] > 0 && (float)betas[t] < 1)) /* kept as floats */
+            return ddpm_fail(err, "schedule: trained_betas[%d] = %g outside (0, 1) as a float32", t, betas[t]);
     s->T = T;
     s->trained = 1;
     snprintf(s->kind, sizeof s->kind, "%.31s", kind ? kind : "linear");
