@@ -29,7 +29,7 @@ WERROR  ?= -Werror
 # -fno-trapping-math: no FP exception traps are used, and it lets GCC
 # vectorise clamps written as a < b ? b : a (src/ops/vmath.h).
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra -Wpointer-arith $(WERROR) \
-           -Wno-unused-parameter -Isrc -MMD -MP
+           -Wno-unused-parameter -Iinclude -Isrc -MMD -MP
 # OpenBLAS (OpenMP build): double-precision BLAS/LAPACK for the FID statistics.
 LDLIBS  := -ldnnl -lopenblas -lcjson -lpng -lz -lxxhash -lm -fopenmp $(LDSAN)
 # MPI (src/dist): on when Open MPI's mpicc is installed, or with MPI=1; MPI=0 builds
@@ -121,7 +121,7 @@ FUZZ_CC     ?= clang-14
 FUZZ_BUILD  := build-fuzz
 FUZZ_S      ?= 60
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-               -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unused-parameter -Isrc -Icli -MMD -MP
+               -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unused-parameter -Iinclude -Isrc -Icli -MMD -MP
 FUZZ_LIBS   := -lcjson -lpng -lz -lxxhash -lm
 FUZZ_NAMES  := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_DATA   := src/data/dataset.c src/data/idx.c src/data/cifar.c src/data/imagefolder.c src/data/labels.c src/io/png.c

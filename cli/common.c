@@ -1,6 +1,8 @@
 /* common.c -- helpers shared by the ddpm commands (see common.h). */
 #include "common.h"
 
+#include "ddpm.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,12 @@ void cli_model_dir(const char *dir, char *buf, size_t len)
         snprintf(buf, len, "%s/model", dir);
     else
         snprintf(buf, len, "%s", dir);
+}
+
+int cli_status(const arg_cmd *cmd, int status)
+{
+    fprintf(stderr, "ddpm %s: %s\n", cmd->name, ddpm_errmsg(NULL));
+    return status == DDPM_ERR_ARG || status == DDPM_ERR_INPUT ? EXIT_USAGE : EXIT_RUNTIME;
 }
 
 int cli_fail(const arg_cmd *cmd, const ddpm_err *err)

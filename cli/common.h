@@ -24,6 +24,12 @@
  * Writes the folder to use into buf. */
 void cli_model_dir(const char *dir, char *buf, size_t len);
 
+/* After a failed call of the public API (include/ddpm.h) that returned
+ * status: prints "ddpm CMD: <ddpm_errmsg(NULL)>" and returns the exit status:
+ * EXIT_USAGE for a bad argument or input (DDPM_ERR_ARG, DDPM_ERR_INPUT),
+ * EXIT_RUNTIME for everything else (out of memory, I/O, NaN, ...). */
+int cli_status(const arg_cmd *cmd, int status);
+
 /* Prints "ddpm CMD: <err>" and returns EXIT_RUNTIME (a failure while running). */
 int cli_fail(const arg_cmd *cmd, const ddpm_err *err);
 

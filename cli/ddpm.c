@@ -4,7 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
-#include "dist/dist.h"
+#include "ddpm.h"
 
 static const struct {
     const char *name;
@@ -18,6 +18,12 @@ static const struct {
     {"sample", cmd_sample, "draw images with the DDPM or DDIM sampler (PNG grid, PNGs, .npy)"},
     {"eps", cmd_eps, "predict the noise eps(x_t, t) for inputs in an .npy file"},
 };
+
+/* The library's notes (ddpm_set_log): "ddpm CMD: message" on stderr. */
+static void log_line(void *ctx, ddpm_log_level level, const char *msg)
+{
+    fprintf(stderr, "ddpm %s: %s%s\n", (const char *)ctx, level == DDPM_LOG_WARN ? "warning: " : "", msg);
+}
 
 static void usage(FILE *f)
 {
@@ -40,28 +46,30 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) {
             /* One rank of an MPI job when a launcher started us (src/dist). */
-            ddpm_err err = {0};
-            if (dist_init(&err)) {
-                fprintf(stderr, "ddpm: %s\n", err.msg);
+            if (ddpm_proc_init()) {
+                fprintf(stderr, "ddpm: %s\n", ddpm_errmsg(NULL));
                 return EXIT_RUNTIME;
             }
+            char name[64];
+            snprintf(name, sizeof name, "%s%s%s", argv[1], argc > 2 && !strcmp(argv[1], "eval") ? " " : "",
+                     argc > 2 && !strcmp(argv[1], "eval") ? argv[2] : "");
+            ddpm_set_log(log_line, name);
             /* What splits over processes: train, sample, eval nll. */
             int parallel = !strcmp(argv[1], "train") || !strcmp(argv[1], "sample") ||
                            (!strcmp(argv[1], "eval") && argc > 2 && !strcmp(argv[2], "nll"));
-            if (dist_size() > 1 && !parallel) {
-                if (dist_rank() == 0)
-                    fprintf(stderr, "ddpm %s%s%s: does not run over MPI (train, sample and eval nll do); "
-                                    "run it as one process\n", argv[1], argc > 2 && !strcmp(argv[1], "eval") ? " " : "",
-                            argc > 2 && !strcmp(argv[1], "eval") ? argv[2] : "");
-                dist_finalize();
+            if (ddpm_proc_size() > 1 && !parallel) {
+                if (ddpm_proc_rank() == 0)
+                    fprintf(stderr, "ddpm %s: does not run over MPI (train, sample and eval nll do); "
+                                    "run it as one process\n", name);
+                ddpm_proc_finalize();
                 return EXIT_USAGE;
             }
             int rc = commands[i].run(argc - 1, argv + 1);
             /* A failed rank of a job may have left the others waiting in a
              * collective: end the whole job rather than hang in MPI_Finalize.
              * (128 + signal is a stop every rank agreed on, see cmd_train.) */
-            if (rc != 0 && rc < 128 && dist_size() > 1) dist_abort(rc);
-            dist_finalize();
+            if (rc != 0 && rc < 128 && ddpm_proc_size() > 1) ddpm_proc_abort(rc);
+            ddpm_proc_finalize();
             return rc;
         }
     fprintf(stderr, "ddpm: unknown command '%s'\n", argv[1]);

@@ -4,12 +4,13 @@
 
 #include <stddef.h>
 
+#include "ddpm.h" /* ddpm_set_threads and ddpm_now are public */
+
 /* CPUs this process may run on (sched_getaffinity; CPUID topology is wrong in VMs). */
 int ddpm_cpu_count(void);
 
-/* Sets the OpenMP thread count used by ddpm's kernels and oneDNN; n <= 0 means
- * ddpm_cpu_count(). Returns the count in use. */
-int ddpm_set_threads(int n);
+/* ddpm_set_threads (ddpm.h) sets the OpenMP thread count used by ddpm's
+ * kernels and oneDNN; n <= 0 means ddpm_cpu_count(). */
 
 /* Per-thread temporaries: the calling thread's buffer for `slot`, at least
  * `bytes` long and 64-byte aligned, contents undefined. Grown on demand, never
@@ -27,7 +28,6 @@ enum thread_buffer_slot {
 };
 void *thread_buffer(int slot, size_t bytes);
 
-/* Wall-clock seconds from a monotonic clock. */
-double ddpm_now(void);
+/* ddpm_now (ddpm.h): wall-clock seconds from a monotonic clock. */
 
 #endif

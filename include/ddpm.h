@@ -1,0 +1,511 @@
+/* ddpm.h -- the public C API of ddpm: Denoising Diffusion Probabilistic Models
+ * (Ho, Jain, Abbeel 2020). Load a diffusers-layout model folder, predict the
+ * noise, sample (DDPM, DDIM, DPM-Solver++ 2M, with classifier-free guidance),
+ * train, and measure (bits/dim, FID). This is the only header a program that
+ * uses libddpm includes; the `ddpm` command-line program is written on it alone.
+ *
+ *   #include <ddpm.h>          cc app.c $(pkg-config --cflags --libs ddpm)
+ *
+ * CONVENTIONS (they hold for every function below unless its comment says otherwise)
+ *
+ * Images.  A batch of n images is float32, NCHW (PyTorch's layout): image i,
+ *   channel k, row y, column x at ((i*C + k)*H + y)*W + x, values in [-1, 1]
+ *   (pixel value p in 0..255 is p / 127.5 - 1; diffusers' convention).
+ *
+ * Status.  Every function that can fail returns an int: DDPM_OK (0) on
+ *   success, else one of enum ddpm_status. The message of a failure is
+ *   ddpm_errmsg(handle) for a call on a handle, and ddpm_errmsg(NULL) for any
+ *   call (the calling thread's last failure). Out-parameters are left
+ *   unspecified on failure unless the comment says otherwise.
+ *
+ * Ownership.  Handles are created by ddpm_X_load / _create / _open and freed by
+ *   ddpm_X_free (which accepts NULL). Memory the library returns to the caller
+ *   through a float ** or void ** is freed with ddpm_free. Strings returned as
+ *   const char * belong to the handle and live until it is freed (or until the
+ *   next call on it, where the comment says so). Input arrays are borrowed for
+ *   the duration of the call only.
+ *
+ * Output.  The library never prints and never exits. Progress goes to the
+ *   callbacks the caller passes; notes and warnings (e.g. "resuming from the
+ *   previous state") go to the log function of ddpm_set_log, if any.
+ *
+ * Threads.  ddpm runs its work on a pool of CPU threads (ddpm_set_threads).
+ *   The library is NOT reentrant: call it from one thread at a time (any
+ *   thread). The exceptions are marked "Thread-safe" (version, status names,
+ *   ddpm_errmsg(NULL), which is per thread).
+ *
+ * Processes (MPI).  When ddpm_proc_init finds an MPI launcher (mpirun, srun),
+ *   the calls marked "Collective" must be made by every rank in the same order:
+ *   they split their work over the ranks and give the same results, bit for
+ *   bit, as one process. Everything else is per process. Without MPI every
+ *   call is a plain local call.
+ */
+#ifndef DDPM_H
+#define DDPM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define DDPM_API __attribute__((visibility("default")))
+#else
+#define DDPM_API
+#endif
+
+/* ------------------------------------------------------------------ version */
+
+#define DDPM_VERSION_MAJOR 0
+#define DDPM_VERSION_MINOR 5
+#define DDPM_VERSION_PATCH 0
+#define DDPM_VERSION "0.5.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH: compare with ddpm_version_number(). */
+#define DDPM_VERSION_NUMBER (DDPM_VERSION_MAJOR * 10000 + DDPM_VERSION_MINOR * 100 + DDPM_VERSION_PATCH)
+
+/* The version of the library the program runs with ("0.5.0"), which may differ
+ * from the DDPM_VERSION it was compiled against. Thread-safe. */
+DDPM_API const char *ddpm_version(void);
+/* The same as DDPM_VERSION_NUMBER computes. Thread-safe. */
+DDPM_API int ddpm_version_number(void);
+
+/* ------------------------------------------------------------ status, log */
+
+typedef enum ddpm_status {
+    DDPM_OK = 0,
+    DDPM_ERR_ARG = 1,       /* an argument or option is invalid (NULL, out of range, contradictory) */
+    DDPM_ERR_INPUT = 2,     /* an input file or folder is missing, unreadable, malformed, corrupt or of the
+                             * wrong shape (model folder, data set, .npy, .png, statistics) */
+    DDPM_ERR_NOMEM = 3,     /* memory ran out */
+    DDPM_ERR_IO = 4,        /* an output could not be written (permissions, full disk); nothing torn is left */
+    DDPM_ERR_NONFINITE = 5, /* a computation gave NaN or infinity (the message names where) */
+    DDPM_ERR_CANCELLED = 6, /* a progress callback asked to stop */
+    DDPM_ERR_RUNTIME = 7    /* any other failure while running (the CPU backend, MPI) */
+} ddpm_status;
+
+/* "ok", "invalid argument", "bad input", "out of memory", "cannot write",
+ * "not finite", "cancelled", "runtime error"; "unknown status" otherwise.
+ * Thread-safe. */
+DDPM_API const char *ddpm_status_name(int status);
+
+/* The message of the last failure: of a call on `handle` (any ddpm handle:
+ * ddpm_model *, ddpm_trainer *, ddpm_dataset *, ddpm_features *, ddpm_stats *),
+ * or with handle NULL of the calling thread's last failed call of any
+ * function. "" when there was none. The string lives until the next failing
+ * call on that handle (or in that thread). Thread-safe for NULL. */
+DDPM_API const char *ddpm_errmsg(const void *handle);
+
+typedef enum ddpm_log_level { DDPM_LOG_INFO = 0, DDPM_LOG_WARN = 1 } ddpm_log_level;
+/* Receives the library's notes (one line, no newline). */
+typedef void (*ddpm_log_fn)(void *ctx, ddpm_log_level level, const char *msg);
+/* Sends the library's notes to fn (NULL: nowhere, the default). Under MPI
+ * only rank 0 logs. Call before other threads use the library. */
+DDPM_API void ddpm_set_log(ddpm_log_fn fn, void *ctx);
+
+/* Progress of a long call: done of total units (network evaluations unless
+ * said otherwise). Return 0 to go on, non-zero to cancel: the call then
+ * returns DDPM_ERR_CANCELLED as soon as it can (without writing its outputs). */
+typedef int (*ddpm_progress_fn)(void *ctx, long long done, long long total);
+
+/* --------------------------------------------------------------- settings */
+
+/* Uses n CPU threads for the work (0: every CPU this process may use).
+ * Returns the count in use. Call before other threads use the library. */
+DDPM_API int ddpm_set_threads(int n);
+
+/* Whether weights are checked against the XXH64 checksums ddpm stores in its
+ * safetensors files when they are read (on: the default; off is faster and
+ * does not notice a corrupt file). Call before other threads use the library. */
+DDPM_API void ddpm_set_verify(int on);
+
+/* Seconds on a monotonic clock (for timing and progress). Thread-safe. */
+DDPM_API double ddpm_now(void);
+
+/* ------------------------------------------------------- processes (MPI) */
+
+/* Joins the MPI job when a launcher started this process (the environment of
+ * mpirun or srun); otherwise does nothing. Call once, before any other
+ * collective call. Fails with DDPM_ERR_RUNTIME when several processes were
+ * launched but the library was built without MPI. */
+DDPM_API int ddpm_proc_init(void);
+/* This process's rank (0 without MPI) and the number of processes (1). */
+DDPM_API int ddpm_proc_rank(void);
+DDPM_API int ddpm_proc_size(void);
+/* Collective: the bitwise or of every rank's v (v itself without MPI); how
+ * ranks agree to stop. */
+DDPM_API int ddpm_proc_or(int v);
+/* Ends every process of the job with status (a failure one rank alone saw). */
+DDPM_API void ddpm_proc_abort(int status);
+/* Leaves the MPI job (call last; a no-op without MPI). */
+DDPM_API void ddpm_proc_finalize(void);
+
+/* ------------------------------------------------------------------ models */
+
+/* A U-Net (diffusers UNet2DModel) with its noise schedule and class names. */
+typedef struct ddpm_model ddpm_model;
+
+/* Loads the model folder dir (config.json, diffusion_pytorch_model.safetensors
+ * and scheduler_config.json, diffusers' layout), or the model of the training
+ * run folder dir (dir/model). Without scheduler_config.json the diffusers
+ * DDPMScheduler defaults are used (info.has_scheduler is then 0).
+ * Errors: DDPM_ERR_ARG (NULL), DDPM_ERR_INPUT (missing or malformed files,
+ * failed checksums), DDPM_ERR_NOMEM. On success *out is a new model. */
+DDPM_API int ddpm_model_load(const char *dir, ddpm_model **out);
+DDPM_API void ddpm_model_free(ddpm_model *m);
+
+typedef struct ddpm_model_info {
+    int sample_size;         /* H = W */
+    int in_channels, out_channels;
+    int num_class_embeds;    /* diffusers' num_class_embeds (0: unconditional) */
+    int num_classes;         /* classes to draw: num_class_embeds without the null class */
+    int null_class;          /* the class that means "no class" (ddpm train --classes), -1: none */
+    int num_train_timesteps; /* T */
+    int has_scheduler;       /* 0: no scheduler_config.json, the DDPMScheduler defaults are used */
+    size_t num_parameters;
+    double flops_per_image;  /* of one forward pass (a multiply-add counts 2) */
+    const char *dir;         /* the model folder loaded (dir/model for a run folder) */
+} ddpm_model_info;
+/* Fills *info. The strings belong to m. */
+DDPM_API int ddpm_model_get_info(const ddpm_model *m, ddpm_model_info *info);
+/* config.json and scheduler_config.json of m as ddpm writes them (JSON text). */
+DDPM_API const char *ddpm_model_config_json(const ddpm_model *m);
+DDPM_API const char *ddpm_model_scheduler_json(const ddpm_model *m);
+/* The name of class k (0 <= k < num_class_embeds): the config's _class_names
+ * entry, else its index as text; NULL when k is out of range. */
+DDPM_API const char *ddpm_model_class_name(const ddpm_model *m, int k);
+/* The class named name, or given by its index as text ("3"), among the
+ * num_classes classes to draw; -1 when there is none. */
+DDPM_API int ddpm_model_find_class(const ddpm_model *m, const char *name);
+
+/* The network's noise prediction eps(x_t, t) for n images x [n, C, H, W] at
+ * 0-based timesteps t[n] (in 0..T-1) into eps [n, out_channels, H, W];
+ * labels[n] are the classes of a conditional model (NULL: its null class, or
+ * none). Results do not depend on n beyond float rounding.
+ * Errors: DDPM_ERR_ARG (n < 1, t or a label out of range, non-finite x),
+ * DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (the network's output), DDPM_ERR_RUNTIME. */
+DDPM_API int ddpm_model_eps(ddpm_model *m, int n, const float *x, const int32_t *t, const int32_t *labels,
+                            float *eps);
+
+/* The forward process q(x_t | x_0) (Eq. 4): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise,
+ * for n images at timesteps t[n]; noise NULL draws it from (seed, image index
+ * first_index + i, t) as ddpm's evaluation does. x_t may be x0. */
+DDPM_API int ddpm_model_diffuse(const ddpm_model *m, int n, const float *x0, const int32_t *t, const float *noise,
+                                uint64_t seed, int first_index, float *x_t);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef enum ddpm_sampler {
+    DDPM_SAMPLER_DDPM = 0,  /* "ddpm": ancestral sampling (Algorithm 2, DDPMScheduler) */
+    DDPM_SAMPLER_DDIM = 1,  /* "ddim": DDIMScheduler (eta 0: deterministic) */
+    DDPM_SAMPLER_DPMPP_2M = 2 /* "dpm++2m": DPMSolverMultistepScheduler, dpmsolver++, order 2 */
+} ddpm_sampler;
+/* "ddpm", "ddim", "dpm++2m" (NULL for others); and back (DDPM_ERR_ARG for an unknown name). Thread-safe. */
+DDPM_API const char *ddpm_sampler_name(ddpm_sampler s);
+DDPM_API int ddpm_sampler_parse(const char *name, ddpm_sampler *s);
+
+/* What is done to each predicted x0 before a step uses it. */
+typedef enum ddpm_x0 {
+    DDPM_X0_AUTO = 0,  /* DDPM_X0_NONE for the ddpm sampler, DDPM_X0_CONFIG for the others */
+    DDPM_X0_CONFIG,    /* the scheduler_config's: thresholding if set, else clip_sample */
+    DDPM_X0_NONE,      /* as predicted */
+    DDPM_X0_CLIP,      /* clamped to +-clip_sample_range */
+    DDPM_X0_THRESHOLD  /* dynamic thresholding (Saharia et al. 2022, diffusers' thresholding) */
+} ddpm_x0;
+
+typedef struct ddpm_sample_options {
+    ddpm_sampler sampler;   /* default DDPM_SAMPLER_DDPM */
+    int steps;              /* network calls, 1..T (0: min(20, T), the default) */
+    float eta;              /* DDIM only, in [0, 1] */
+    uint64_t seed;          /* x_T and every step's noise depend only on (seed, image index, timestep) */
+    const char *spacing;    /* "leading" | "trailing" | "linspace"; NULL: the scheduler_config's */
+    ddpm_x0 x0;
+    float threshold_ratio;  /* DDPM_X0_THRESHOLD: percentile of |x0| (0: the config's) */
+    float threshold_max;    /* DDPM_X0_THRESHOLD: largest threshold (0: the config's) */
+    int raw;                /* 1: the final x as computed; 0: clamped to [-1, 1] (the default) */
+    int batch;              /* images per network call (default 64) */
+    /* Conditional models: classes[n] gives each image's class (NULL: the null
+     * class, an unconditional sample). guidance W mixes eps = eps_null + W
+     * (eps_class - eps_null) (classifier-free guidance, one batched pass);
+     * W < 0 (the default) means 3 for models with a null class, 1 otherwise;
+     * W != 1 needs a null class. */
+    const int32_t *classes;
+    float guidance;
+    /* Optional start: x_T [n, C, H, W] (NULL: drawn from the seed). With
+     * start_t > 0, noise is x_t at timestep start_t - 1 and only the steps
+     * from there run (the paper's Fig. 7 and 8). */
+    const float *noise;
+    int start_t;
+    /* Optional (progressive generation, Fig. 6): the x0 predicted at the
+     * ntrack timesteps track_t[j] (each must be one the sampler visits) go to
+     * track_x0 [ntrack][n][C][H][W]. Not with MPI. */
+    int ntrack;
+    const int *track_t;
+    float *track_x0;
+    int first_index;        /* index of the first image (its randomness); 0 by default */
+    ddpm_progress_fn progress; /* network calls done of total (rank 0 under MPI: its own share) */
+    void *progress_ctx;
+} ddpm_sample_options;
+
+/* The defaults (zeros, batch 64, guidance -1). Always start from these. */
+DDPM_API void ddpm_sample_options_init(ddpm_sample_options *o);
+
+/* Checks o against m without running anything (steps within 1..T, eta for DDIM
+ * only, threshold options with thresholding, classes and guidance against the
+ * model, ...). Returns DDPM_OK or DDPM_ERR_ARG with a message naming the
+ * option. ddpm_sample makes the same checks. */
+DDPM_API int ddpm_sample_check(const ddpm_model *m, const ddpm_sample_options *o);
+
+/* One line describing what o does on m ("ddpm, 20 steps, leading spacing, x0
+ * none") into buf (len bytes, truncated, always terminated). */
+DDPM_API void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, char *buf, size_t len);
+
+/* What ddpm_sample saw in the final samples before the clamp to [-1, 1]. */
+typedef struct ddpm_sample_report {
+    long long images, pixels;
+    long long out_pixels; /* |x| > 1.05 */
+    long long broken;     /* images with more than 1% of their pixels out */
+    double max_abs;       /* the largest |x| */
+} ddpm_sample_report;
+
+/* Collective. Draws n images into x [n, C, H, W] (C = in_channels, H = W =
+ * sample_size), in batches of o->batch, image i with index o->first_index + i:
+ * the same bits for any batch split over threads and processes (MPI: each
+ * rank computes whole batches; x is filled on rank 0 only and may be NULL
+ * elsewhere). report (may be NULL) gets the range statistics over all n.
+ * Errors: those of ddpm_sample_check, DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (a
+ * non-finite network output or sample: the message names the image and
+ * timestep), DDPM_ERR_CANCELLED, DDPM_ERR_RUNTIME. */
+DDPM_API int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, ddpm_sample_report *report);
+
+/* -------------------------------------------------------------- likelihood */
+
+/* Collective. The variational bound (Sec. 3.3) of n images x [n, C, H, W]
+ * with labels[n] (conditional models; NULL: the null class), every term
+ * evaluated, in batches of batch images (0: 64), noise from (seed, image
+ * index, t). Outputs, each may be NULL, filled on rank 0:
+ *   bpd[n]            the total in bits/dim;
+ *   terms[n * (T+1)]  image i's terms in nats: [i*(T+1) + t] is L_0 (t = 0) or
+ *                     the KL term of step t (t >= 1), [i*(T+1) + T] is the prior L_T;
+ *   mse[n * T]        the mean squared error of the clipped predicted x0 at each t.
+ * progress counts network evaluations (rank 0: its own share). */
+DDPM_API int ddpm_nll(ddpm_model *m, int n, const float *x, const int32_t *labels, int batch, uint64_t seed,
+                      double *bpd, double *terms, double *mse, ddpm_progress_fn progress, void *progress_ctx);
+
+/* --------------------------------------------------------------- data sets */
+
+typedef struct ddpm_dataset ddpm_dataset;
+enum { DDPM_SPLIT_TRAIN = 0, DDPM_SPLIT_TEST = 1 };
+
+/* Loads up to limit images (0: all) of split from src:
+ *   NULL or "fashion-mnist": Debian's Fashion-MNIST (/usr/share/datasets/fashion-mnist);
+ *   an IDX file (.gz or raw), or a folder in MNIST's layout;
+ *   a CIFAR-10 binary folder, or one .bin batch;
+ *   a folder of PNGs (one subfolder per class: labelled).
+ * Labels come from the IDX label file beside the images, CIFAR's records, or
+ * the subfolders. Errors: DDPM_ERR_INPUT naming the file, DDPM_ERR_NOMEM. */
+DDPM_API int ddpm_dataset_load(const char *src, int split, int limit, ddpm_dataset **out);
+DDPM_API void ddpm_dataset_free(ddpm_dataset *d);
+
+typedef struct ddpm_dataset_info {
+    int n, channels, height, width;
+    int num_classes;  /* 0: unlabelled */
+    const char *desc; /* one line: what was loaded and from where */
+} ddpm_dataset_info;
+DDPM_API int ddpm_dataset_get_info(const ddpm_dataset *d, ddpm_dataset_info *info);
+/* The name of class k, NULL out of range. */
+DDPM_API const char *ddpm_dataset_class_name(const ddpm_dataset *d, int k);
+/* Images first .. first+n-1 into x [n, C, H, W] and, if not NULL (and the data
+ * are labelled), their labels into labels[n]. DDPM_ERR_ARG out of range. */
+DDPM_API int ddpm_dataset_images(const ddpm_dataset *d, int first, int n, float *x, int32_t *labels);
+
+/* ---------------------------------------------------------------- training */
+
+typedef struct ddpm_trainer ddpm_trainer;
+
+/* What a run writes, and how often (in steps; 0 = never). Kept by the run:
+ * a resumed run uses its own unless told otherwise (ddpm_trainer_set_cadence). */
+typedef struct ddpm_train_cadence {
+    long long save_every;   /* checkpoint (RUN/training_state.safetensors, RUN/model, RUN/model-raw); default 5000 */
+    long long log_every;    /* a line of RUN/metrics.jsonl; default 100 */
+    long long sample_every; /* RUN/samples/step_NNNNNNNN.png from the EMA weights; default 5000 */
+    long long sample_n;     /* images in those grids; default 64 */
+    long long eval_every;   /* an FID of EMA samples against the training data in metrics.jsonl; default 0 */
+    long long eval_n;       /* samples per FID; default 1000 */
+} ddpm_train_cadence;
+
+typedef struct ddpm_train_options {
+    const char *data;       /* the images (ddpm_dataset_load's src; NULL: Fashion-MNIST), train split */
+    int limit;              /* use the first limit images (0: all) */
+    const char *preset;     /* network: "fmnist-small" (default), "fmnist", "cifar10" ... */
+    const char *config;     /* ... or a config.json file (diffusers UNet2DModel keys); overrides preset */
+    int batch;              /* images per step (paper: 128) */
+    double lr;              /* Adam's learning rate after warm-up (2e-4) */
+    int warmup;             /* steps of linear warm-up (5000) */
+    double clip;            /* global gradient-norm clip, 0 = off (1) */
+    double ema;             /* EMA decay (0.9999) */
+    int ema_warmup;         /* decay min(ema, (1+k)/(10+k)) at step k (1) */
+    double dropout;         /* < 0: the config's (0.1 for presets) */
+    int flip;               /* random horizontal flips (0) */
+    int classes;            /* class-conditional on the data's labels, with a null class (0) */
+    double p_uncond;        /* with classes: label dropout to the null class (0.1) */
+    uint64_t seed;          /* every random choice (0) */
+    int T;                  /* diffusion steps (1000) */
+    const char *schedule;   /* "linear" (default) | "cosine" */
+    double beta_start, beta_end; /* linear schedule (1e-4, 0.02) */
+    const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config */
+    int shards;             /* gradient shards summed in a fixed tree (0: the default) */
+    const char *inception;  /* Inception weights for eval_every on non-F-MNIST data (NULL: the default path) */
+    ddpm_train_cadence cadence;
+} ddpm_train_options;
+
+/* The paper's recipe (the defaults above). */
+DDPM_API void ddpm_train_options_init(ddpm_train_options *o);
+/* Sets the recipe's batch, lr, warmup and ema: "paper" (128, 2e-4, 5000,
+ * 0.9999) or "short" (32, 1e-3, 200, 0.999: the best FID per minute on a CPU,
+ * docs/quality.md). DDPM_ERR_ARG for another name. */
+DDPM_API int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe);
+
+/* Collective. Starts a new run in run_dir (created if missing): loads the
+ * data, builds the network with the official initialisation, and saves the
+ * step-0 checkpoint so the folder is usable from the start (rank 0 writes).
+ * Errors: DDPM_ERR_ARG (bad options; run_dir already holds a run),
+ * DDPM_ERR_INPUT (the data, the config file, the Inception weights),
+ * DDPM_ERR_NOMEM, DDPM_ERR_IO (run_dir not writable). */
+DDPM_API int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *o, ddpm_trainer **out);
+
+/* Collective. Continues the run in run_dir with its own options, from its
+ * latest checkpoint -- or from the previous one when the latest is corrupt
+ * (logged as a warning). The run goes on exactly as if it had never stopped,
+ * with any number of threads or processes dividing its shard count.
+ * Errors: DDPM_ERR_ARG (no run in run_dir), DDPM_ERR_INPUT (both states
+ * corrupt, the data changed), DDPM_ERR_NOMEM. */
+DDPM_API int ddpm_trainer_resume(const char *run_dir, ddpm_trainer **out);
+DDPM_API void ddpm_trainer_free(ddpm_trainer *t);
+
+/* Whether run_dir holds a run to resume (a training state file). */
+DDPM_API int ddpm_run_exists(const char *run_dir);
+
+/* The run's options (strings belong to t), e.g. to see a resumed run's. */
+DDPM_API int ddpm_trainer_get_options(const ddpm_trainer *t, ddpm_train_options *o);
+/* Changes what the run writes and how often from now on (kept by its checkpoints). */
+DDPM_API int ddpm_trainer_set_cadence(ddpm_trainer *t, const ddpm_train_cadence *c);
+
+typedef struct ddpm_train_metrics {
+    long long step;        /* steps done */
+    double loss;           /* this step's loss (mean over the global batch) */
+    double grad_norm;      /* before clipping */
+    double lr;
+    double img_per_s;      /* since create/resume */
+    double reduce_s;       /* seconds of this step spent summing over the processes (MPI) */
+    size_t num_parameters;
+    int batch, processes, shards, local_batch;
+    /* Set at a step that wrote a metrics.jsonl line (log_every): the mean loss
+     * and images per second since the previous line. */
+    int logged;
+    double log_loss, log_img_per_s;
+    /* Set at a step that ran an FID evaluation (eval_every); evaluated = -1
+     * when it failed (logged as a warning; training goes on). */
+    int evaluated;
+    double fid, precision, recall, broken, eval_s;
+    const char *fid_label; /* "FID" (Inception) or "FID (F-MNIST features)" */
+} ddpm_train_metrics;
+
+/* Collective. One step of Algorithm 1 (and the Adam/EMA update), then what
+ * the cadence asks for at the new step (rank 0): the metrics.jsonl line, the
+ * checkpoint, the sample grid, the FID. m (may be NULL) gets the metrics.
+ * Errors: DDPM_ERR_NONFINITE (the loss or gradient; the weights are left as
+ * they were), DDPM_ERR_IO or DDPM_ERR_NOMEM from rank 0's cadence writes
+ * (under MPI on rank 0 alone: agree with ddpm_proc_or before the next step). */
+DDPM_API int ddpm_trainer_step(ddpm_trainer *t, ddpm_train_metrics *m);
+
+/* Fills m with the state now (step, parameters, batch split; no step). */
+DDPM_API int ddpm_trainer_get_metrics(const ddpm_trainer *t, ddpm_train_metrics *m);
+
+/* Rank 0 writes the checkpoint now (crash-safe: at any moment the run folder
+ * holds a complete state; the one before stays as the previous state). */
+DDPM_API int ddpm_trainer_save(ddpm_trainer *t);
+
+/* Rank 0 writes RUN/samples/step_NNNNNNNN.png now (sample_n EMA samples, the
+ * ddpm sampler with 20 steps and fixed noise; one column per class). */
+DDPM_API int ddpm_trainer_sample_grid(ddpm_trainer *t);
+
+/* The end of a run: saves unless the last step was saved, and writes the
+ * grid unless this step has one (and sample_every > 0). */
+DDPM_API int ddpm_trainer_finish(ddpm_trainer *t);
+
+/* ------------------------------------------------------- sample quality (FID) */
+
+/* A feature network: the built-in Fashion-MNIST classifier's features (28x28
+ * gray images) or Inception-v3's pool3 (pytorch-fid's FID network), whose
+ * weights come from a file. */
+typedef struct ddpm_features ddpm_features;
+typedef enum ddpm_features_kind {
+    DDPM_FEATURES_FMNIST = 0,
+    DDPM_FEATURES_INCEPTION = 1
+} ddpm_features_kind;
+
+/* Opens the feature network kind (inception: the weights file, NULL: the
+ * default path), running batch images at a time. Errors: DDPM_ERR_INPUT (the
+ * weights), DDPM_ERR_NOMEM, DDPM_ERR_RUNTIME. */
+DDPM_API int ddpm_features_open(ddpm_features_kind kind, const char *inception, int batch, ddpm_features **out);
+DDPM_API void ddpm_features_free(ddpm_features *f);
+/* "FID" or "FID (F-MNIST features)": what the numbers are. */
+DDPM_API const char *ddpm_features_label(const ddpm_features *f);
+
+/* Statistics of a set of images in a feature space: mean and covariance
+ * (pytorch-fid's mu, sigma), and the features (for precision/recall) and
+ * labels when kept. */
+typedef struct ddpm_stats ddpm_stats;
+
+/* The statistics of n images x [n, C, H, W] (labels[n] may be NULL). */
+DDPM_API int ddpm_stats_compute(ddpm_features *f, int n, const float *x, const int32_t *labels,
+                                ddpm_progress_fn progress, void *ctx, ddpm_stats **out);
+/* pytorch-fid's .npz (float64 mu, sigma; ddpm adds features and logits). */
+DDPM_API int ddpm_stats_load(const char *path, ddpm_stats **out);
+DDPM_API int ddpm_stats_save(const ddpm_stats *s, const char *path);
+DDPM_API void ddpm_stats_free(ddpm_stats *s);
+
+typedef struct ddpm_quality {
+    double fid;
+    double is_mean, is_std;     /* Inception Score (Inception features only: has_is) */
+    double precision, recall;   /* improved precision/recall, k = 3 (both sides need features: has_pr) */
+    int has_is, has_pr;
+    long long n, n_ref;
+} ddpm_quality;
+/* Measures samples against ref. */
+DDPM_API int ddpm_quality_compare(ddpm_features *f, const ddpm_stats *samples, const ddpm_stats *ref,
+                                  ddpm_quality *q);
+
+/* ------------------------------------------------------------ image files */
+
+/* Writes n images x [n, C, H, W] (C 1 or 3) as one PNG grid of cols columns
+ * (cols <= 0: ~sqrt(n)) with gap-pixel gaps; pixel = round((x + 1) / 2 * 255),
+ * clamped. Crash-safe (temporary file, rename). DDPM_ERR_IO on failure. */
+DDPM_API int ddpm_png_write_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int gap);
+/* One image [C, H, W] as a PNG. */
+DDPM_API int ddpm_png_write(const char *path, const float *x, int c, int h, int w);
+/* Reads a PNG (gray or RGB, 8 bit) into *x [C, H, W] (ddpm_free it). */
+DDPM_API int ddpm_png_read(const char *path, float **x, int *c, int *h, int *w);
+
+#define DDPM_NPY_MAX_DIMS 8
+/* Reads a float32 .npy (little-endian, C order; float64 is converted) into
+ * *data (ddpm_free it), its rank into *ndim and shape into shape[].
+ * DDPM_ERR_INPUT for anything else, naming the file. */
+DDPM_API int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS]);
+/* Writes data as a float32 .npy of shape[ndim]. Crash-safe. */
+DDPM_API int ddpm_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
+
+/* Writes len bytes to path crash-safely (temporary file, fsync, rename). */
+DDPM_API int ddpm_file_write(const char *path, const void *data, size_t len);
+/* Creates the folder path and its parents (like mkdir -p). */
+DDPM_API int ddpm_make_dirs(const char *path);
+
+/* Frees memory the library returned (a float ** or void ** out-parameter). */
+DDPM_API void ddpm_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DDPM_H */

@@ -1,0 +1,99 @@
+/* api.c -- the public API's basics (include/ddpm.h): version, status names,
+ * error messages, the log function, settings and the process group. */
+#include "api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "dist/dist.h"
+#include "io/safetensors.h"
+
+static _Thread_local char last_msg[sizeof(((api_obj *)0)->msg)];
+static ddpm_log_fn log_fn;
+static void *log_ctx;
+
+const char *ddpm_version(void) { return DDPM_VERSION; }
+
+int ddpm_version_number(void) { return DDPM_VERSION_NUMBER; }
+
+const char *ddpm_status_name(int status)
+{
+    static const char *const names[] = {"ok", "invalid argument", "bad input", "out of memory",
+                                        "cannot write", "not finite", "cancelled", "runtime error"};
+    return status >= 0 && status < (int)(sizeof names / sizeof names[0]) ? names[status] : "unknown status";
+}
+
+const char *ddpm_errmsg(const void *handle)
+{
+    if (!handle) return last_msg;
+    const api_obj *h = handle;
+    return h->magic == API_MAGIC ? h->msg : "not a ddpm handle";
+}
+
+void api_obj_init(api_obj *h)
+{
+    h->magic = API_MAGIC;
+    h->msg[0] = 0;
+}
+
+static int record(api_obj *h, int status, const char *msg)
+{
+    snprintf(last_msg, sizeof last_msg, "%s", msg);
+    if (h) snprintf(h->msg, sizeof h->msg, "%s", msg);
+    return status;
+}
+
+int api_fail(api_obj *h, int status, const char *fmt, ...)
+{
+    char msg[sizeof last_msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return record(h, status, msg);
+}
+
+int api_status(api_obj *h, int status, const ddpm_err *e)
+{
+    return record(h, e->oom ? DDPM_ERR_NOMEM : status, e->msg[0] ? e->msg : ddpm_status_name(status));
+}
+
+void ddpm_set_log(ddpm_log_fn fn, void *ctx)
+{
+    log_fn = fn;
+    log_ctx = ctx;
+}
+
+void api_log(ddpm_log_level level, const char *fmt, ...)
+{
+    if (!log_fn || dist_rank() != 0) return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_fn(log_ctx, level, msg);
+}
+
+void ddpm_set_verify(int on) { st_set_verify(on); }
+
+void ddpm_free(void *p) { free(p); }
+
+int ddpm_proc_init(void)
+{
+    ddpm_err e = {0};
+    return dist_init(&e) ? api_status(NULL, DDPM_ERR_RUNTIME, &e) : DDPM_OK;
+}
+
+int ddpm_proc_rank(void) { return dist_rank(); }
+
+int ddpm_proc_size(void) { return dist_size(); }
+
+int ddpm_proc_or(int v) { return dist_or(v); }
+
+void ddpm_proc_abort(int status) { dist_abort(status); }
+
+void ddpm_proc_finalize(void) { dist_finalize(); }
