@@ -1,6 +1,11 @@
-# ddpm -- build, test, demo and benchmarks. See README.md.
+# ddpm -- the library, the CLI, install, tests, demo and benchmarks. See README.md.
 #
-#   make            build build/ddpm (the CLI) and build/libddpm.a
+#   make            build/libddpm.so (soname libddpm.so.MAJOR), build/libddpm.a (both export
+#                   only the public ddpm_* functions of include/ddpm.h), build/ddpm (the CLI)
+#                   and build/ddpm.1 (its man page, from the --help texts)
+#   make install PREFIX=/usr/local DESTDIR=  the header, both libraries, ddpm, ddpm.pc (pkg-config)
+#                   and ddpm.1; `make uninstall` (same PREFIX and DESTDIR) removes exactly those
+#   make examples   build/examples/{sample,train} (examples/*.c on the shared library)
 #   make test       install missing Debian packages, build from scratch, run every test
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make demo       train on Fashion-MNIST with the default preset, then sample a grid
@@ -28,30 +33,58 @@ ARCH    ?= -march=native
 WERROR  ?= -Werror
 # -fno-trapping-math: no FP exception traps are used, and it lets GCC
 # vectorise clamps written as a < b ? b : a (src/ops/vmath.h).
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra -Wpointer-arith $(WERROR) \
-           -Wno-unused-parameter -Iinclude -Isrc -MMD -MP
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Wall -Wextra -Wpointer-arith \
+               $(WERROR) -Wno-unused-parameter -MMD -MP
+# The library: position-independent, and every symbol hidden unless marked DDPM_API
+# (include/ddpm.h), so libddpm.so exports the public API alone.
+CFLAGS  := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Iinclude -Isrc
 # OpenBLAS (OpenMP build): double-precision BLAS/LAPACK for the FID statistics.
-LDLIBS  := -ldnnl -lopenblas -lcjson -lpng -lz -lxxhash -lm -fopenmp $(LDSAN)
+DEPLIBS := -ldnnl -lopenblas -lcjson -lpng -lz -lxxhash -lm -fopenmp
 # MPI (src/dist): on when Open MPI's mpicc is installed, or with MPI=1; MPI=0 builds
 # a single-process ddpm. One binary serves plain runs and mpirun/srun.
 MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
 ifeq ($(MPI),1)
 CFLAGS  += -DDDPM_MPI $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile))
-LDLIBS  += $(shell mpicc --showme:link)
+DEPLIBS += $(shell mpicc --showme:link)
 endif
+LDLIBS  := $(DEPLIBS) $(LDSAN)
+
+# The version, from include/ddpm.h.
+ver      = $(shell sed -n 's/^\#define DDPM_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' include/ddpm.h)
+MAJOR   := $(call ver,MAJOR)
+VERSION := $(MAJOR).$(call ver,MINOR).$(call ver,PATCH)
 
 SRC       := $(wildcard src/*/*.c)
 OBJ       := $(SRC:%.c=$(BUILD)/%.o)
-LIB       := $(BUILD)/libddpm.a
+SO_NAME   := libddpm.so.$(MAJOR)
+SO        := $(BUILD)/libddpm.so.$(VERSION)
+SO_LINKS  := $(BUILD)/$(SO_NAME) $(BUILD)/libddpm.so
+STATIC    := $(BUILD)/libddpm.a
+# Every object as it is, hidden symbols included: the tests and benchmarks use internal functions.
+INTERNAL  := $(BUILD)/libddpm-internal.a
 CLI_SRC   := $(wildcard cli/*.c)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all test test-build deps demo demo-classes bench bench-torch bench-scaling bench-mpi fixtures clean
-all: $(BUILD)/ddpm
+# The CLI sees include/ddpm.h and cli/ only (no -Isrc) and links against libddpm.so, which
+# exports the public API alone: the proof that the API is enough to write ddpm on.
+CLI_CFLAGS := $(BASE_CFLAGS) -Iinclude -Icli
+CLI_DEPS   := $(SO) $(SO_LINKS)
+CLI_LINK   := -L$(BUILD) -lddpm -Wl,-rpath,'$$ORIGIN' -Wl,-rpath,'$$ORIGIN/../lib' -lm $(LDSAN)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+PKGDIR  := $(DESTDIR)$(PREFIX)/lib/pkgconfig
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
+
+.PHONY: all libs examples test test-build deps install uninstall FORCE demo demo-classes bench bench-torch \
+        bench-scaling bench-mpi fixtures clean
+all: libs $(BUILD)/ddpm $(BUILD)/ddpm.1 $(BUILD)/ddpm.pc
+libs: $(SO) $(SO_LINKS) $(STATIC)
 
 deps:
 	@scripts/install-deps.sh
@@ -60,25 +93,72 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The compiler flags in use: objects built with other flags (e.g. before -fPIC) are rebuilt.
+flags_stamp = @mkdir -p $(dir $@); echo '$(CC) $(1)' | cmp -s - $@ || echo '$(CC) $(1)' > $@
+$(BUILD)/cflags.txt: FORCE
+	$(call flags_stamp,$(CFLAGS))
+$(BUILD)/cli/cflags.txt: FORCE
+	$(call flags_stamp,$(CLI_CFLAGS))
+$(OBJ): $(BUILD)/cflags.txt
+$(CLI_OBJ): $(BUILD)/cli/cflags.txt
+FORCE:
+
+$(BUILD)/cli/%.o: cli/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CLI_CFLAGS) -c $< -o $@
+
 # The built-in F-MNIST feature network's weights are assembled into its object (.incbin).
 $(BUILD)/src/eval/fmnist_net.o: src/eval/fmnist_features.safetensors
 
-$(LIB): $(OBJ)
+# The shared library; -z defs: a symbol no listed library defines fails the link.
+$(SO): $(OBJ)
+	$(CC) -shared -Wl,-soname,$(SO_NAME) -Wl,-z,defs $(OPT) $^ -o $@ $(LDLIBS)
+$(BUILD)/$(SO_NAME): $(SO)
+	ln -sf $(notdir $<) $@
+$(BUILD)/libddpm.so: $(BUILD)/$(SO_NAME)
+	ln -sf $(notdir $<) $@
+
+# The static library: the objects linked into one (ld -r), whose hidden symbols are then made
+# local, so it too exposes only ddpm_* (a program may define its own gemm or make_dirs).
+$(STATIC): $(OBJ)
+	@rm -f $@ $@.o
+	ld -r $^ -o $@.o
+	objcopy --localize-hidden $@.o
+	ar rcs $@ $@.o
+	@rm -f $@.o
+
+$(INTERNAL): $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/ddpm: $(CLI_OBJ) $(LIB)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/ddpm: $(CLI_OBJ) $(CLI_DEPS)
+	$(CC) $(OPT) $(CLI_OBJ) -o $@ $(CLI_LINK)
 
-$(BUILD)/tests/%: tests/%.c $(LIB)
+# The man page, from `ddpm --help` and every command's --help.
+$(BUILD)/ddpm.1: $(BUILD)/ddpm scripts/man.sh
+	scripts/man.sh $(BUILD)/ddpm $(VERSION) > $@.tmp && mv $@.tmp $@
+
+# pkg-config's file for the prefix PREFIX (install writes it again for the prefix it installs to).
+pcfile = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(DEPLIBS)|' ddpm.pc.in
+$(BUILD)/ddpm.pc: ddpm.pc.in include/ddpm.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $< $(LIB) -o $@ $(LDLIBS)
+	$(pcfile) > $@
 
-$(BUILD)/bench/%: bench/%.c $(LIB)
+$(BUILD)/tests/%: tests/%.c $(INTERNAL)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests $< $(INTERNAL) -o $@ $(LDLIBS)
 
-test-build: $(TEST_BIN) $(BUILD)/ddpm
+$(BUILD)/bench/%: bench/%.c $(INTERNAL)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(INTERNAL) -o $@ $(LDLIBS)
+
+# The examples as a program outside would build them: ddpm.h and libddpm.so only.
+$(BUILD)/examples/%: examples/%.c $(SO) $(SO_LINKS)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -Iinclude $< -o $@ -L$(BUILD) -lddpm -Wl,-rpath,'$$ORIGIN/..' $(LDSAN)
+examples: $(EXAMPLE_BIN)
+
+test-build: $(TEST_BIN) all
 
 # From scratch: dependencies, a clean build directory, every test.
 test:
@@ -86,6 +166,25 @@ test:
 	rm -rf $(BUILD)
 	$(MAKE) --no-print-directory test-build SAN=$(SAN)
 	scripts/run-tests.sh $(BUILD)
+
+# Installs what `make` built (building only what is missing).
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(PKGDIR) $(MANDIR)
+	install -m 644 include/ddpm.h $(DESTDIR)$(PREFIX)/include/ddpm.h
+	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/libddpm.so.$(VERSION)
+	ln -sf libddpm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SO_NAME)
+	ln -sf $(SO_NAME) $(DESTDIR)$(PREFIX)/lib/libddpm.so
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/libddpm.a
+	install -m 755 $(BUILD)/ddpm $(DESTDIR)$(PREFIX)/bin/ddpm
+	$(pcfile) > $(PKGDIR)/ddpm.pc
+	install -m 644 $(BUILD)/ddpm.1 $(MANDIR)/ddpm.1
+	@# The loader's cache, for programs linked against a system prefix (root, no DESTDIR).
+	@[ -n "$(DESTDIR)" ] || [ "$$(id -u)" != 0 ] || ! command -v ldconfig > /dev/null || ldconfig
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/ddpm.h $(DESTDIR)$(PREFIX)/lib/libddpm.so.$(VERSION) \
+	      $(DESTDIR)$(PREFIX)/lib/$(SO_NAME) $(DESTDIR)$(PREFIX)/lib/libddpm.so \
+	      $(DESTDIR)$(PREFIX)/lib/libddpm.a $(DESTDIR)$(PREFIX)/bin/ddpm $(PKGDIR)/ddpm.pc $(MANDIR)/ddpm.1
 
 demo: deps
 	$(MAKE) --no-print-directory $(BUILD)/ddpm

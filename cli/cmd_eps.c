@@ -1,14 +1,11 @@
 /* cmd_eps.c -- `ddpm eps`: the network's noise prediction eps_theta(x_t, t) for
  * a batch in an .npy file (float32, NCHW as PyTorch), for interop and debugging. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "common.h"
-#include "core/threads.h"
-#include "diffusion/schedule.h"
-#include "io/modelfolder.h"
-#include "io/npy.h"
-#include "ops/ops.h"
+#include "ddpm.h"
 
 int cmd_eps(int argc, char **argv)
 {
@@ -31,71 +28,58 @@ int cmd_eps(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
-    st_set_verify(!no_verify);
+    ddpm_set_verify(!no_verify);
 
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(model, dir, sizeof dir);
-    unet_config cfg;
-    if (model_read_config(dir, &cfg, &err)) return cli_bad_input(&cmd, &err);
-    int32_t pick[CLI_MAX_PICK];
-    int npick, nclasses, null_class;
-    if ((r = cli_classes(&cmd, dir, &cfg, classes, pick, &npick, &nclasses, &null_class))) return r;
-    if (cfg.num_class_embeds > 0 && !npick && null_class < 0) {
-        args_error(&cmd, "%s is class-conditional without a null class: give --class", dir);
-        return EXIT_USAGE;
+    ddpm_model *m = NULL;
+    ddpm_model_info mi;
+    float *x = NULL, *e = NULL;
+    int32_t *tt = NULL, *y = NULL, pick[CLI_MAX_PICK];
+    int npick = 0, ndim, st, rc = 0;
+    int64_t shape[DDPM_NPY_MAX_DIMS];
+    if ((st = ddpm_model_load(model, &m))) return cli_status(&cmd, st);
+    ddpm_model_get_info(m, &mi);
+    if ((rc = cli_pick_classes(&cmd, m, classes, pick, &npick))) goto done;
+    if (mi.num_class_embeds > 0 && !npick && mi.null_class < 0) {
+        args_error(&cmd, "%s is class-conditional without a null class: give --class", mi.dir);
+        rc = EXIT_USAGE;
+        goto done;
     }
-    char *sj = NULL;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
-    if (sj) { /* with a schedule, t must be one of its timesteps */
-        schedule s;
-        int bad = schedule_from_json(&s, sj, &err);
-        free(sj);
-        if (bad) return cli_bad_input(&cmd, &err);
-        int T = s.T;
-        schedule_free(&s);
-        if (t >= T) {
-            args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, T - 1);
-            return EXIT_USAGE;
-        }
+    if (mi.has_scheduler && t >= mi.num_train_timesteps) { /* t must be one of the schedule's timesteps */
+        args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, mi.num_train_timesteps - 1);
+        rc = EXIT_USAGE;
+        goto done;
     }
-
-    float *x = NULL;
-    int ndim;
-    int64_t shape[NPY_MAX_DIMS];
-    if (npy_read_f32(xpath, &x, &ndim, shape, &err)) return cli_bad_input(&cmd, &err);
-    if (ndim != 4 || shape[1] != cfg.in_channels || shape[2] != cfg.sample_size || shape[3] != cfg.sample_size ||
+    if ((st = ddpm_npy_read(xpath, &x, &ndim, shape))) {
+        rc = cli_status(&cmd, st);
+        goto done;
+    }
+    if (ndim != 4 || shape[1] != mi.in_channels || shape[2] != mi.sample_size || shape[3] != mi.sample_size ||
         shape[0] < 1) {
         fprintf(stderr, "ddpm eps: %s: expected shape [N, %d, %d, %d], got %d dims [%lld, %lld, %lld, %lld]\n",
-                xpath, cfg.in_channels, cfg.sample_size, cfg.sample_size, ndim, (long long)shape[0],
+                xpath, mi.in_channels, mi.sample_size, mi.sample_size, ndim, (long long)shape[0],
                 ndim > 1 ? (long long)shape[1] : 0, ndim > 2 ? (long long)shape[2] : 0,
                 ndim > 3 ? (long long)shape[3] : 0);
-        free(x);
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
+        goto done;
     }
-    int n = (int)shape[0], hw = cfg.sample_size * cfg.sample_size;
-    unet *u = NULL;
-    if (model_load(&u, dir, n, 0, &err)) {
-        free(x);
-        return cli_bad_input(&cmd, &err);
-    }
-    size_t nin = (size_t)n * hw * cfg.in_channels, nout = (size_t)n * hw * cfg.out_channels;
-    float *xh = malloc(nin * sizeof *xh), *eh = malloc(nout * sizeof *eh), *e = malloc(nout * sizeof *e);
-    float *tt = malloc(n * sizeof *tt);
-    int32_t *y = malloc(n * sizeof *y);
-    int rc = 0;
-    if (!xh || !eh || !e || !tt || !y) {
+    const int n = (int)shape[0];
+    const size_t nout = (size_t)n * mi.sample_size * mi.sample_size * mi.out_channels;
+    e = malloc(nout * sizeof *e), tt = malloc(n * sizeof *tt), y = malloc(n * sizeof *y);
+    if (!e || !tt || !y) {
         fprintf(stderr, "ddpm eps: out of memory\n");
         rc = EXIT_RUNTIME;
-    } else {
-        for (int i = 0; i < n; i++) tt[i] = (float)t, y[i] = npick ? pick[i % npick] : null_class;
-        nchw_to_nhwc(xh, x, n, cfg.in_channels, hw);
-        unet_forward(u, eh, xh, tt, cfg.num_class_embeds > 0 ? y : NULL, NULL);
-        nhwc_to_nchw(e, eh, n, cfg.out_channels, hw);
-        int64_t oshape[4] = {n, cfg.out_channels, cfg.sample_size, cfg.sample_size};
-        if (npy_write_f32(out, e, 4, oshape, &err)) rc = cli_fail(&cmd, &err);
+        goto done;
     }
-    free(x), free(xh), free(eh), free(e), free(tt), free(y);
-    unet_free(u);
+    for (int i = 0; i < n; i++) tt[i] = (int32_t)t, y[i] = npick ? pick[i % npick] : mi.null_class;
+    if ((st = ddpm_model_eps(m, n, x, tt, mi.num_class_embeds > 0 ? y : NULL, e))) {
+        rc = cli_status(&cmd, st);
+        goto done;
+    }
+    int64_t oshape[4] = {n, mi.out_channels, mi.sample_size, mi.sample_size};
+    if ((st = ddpm_npy_write(out, e, 4, oshape))) rc = cli_status(&cmd, st);
+done:
+    ddpm_free(x);
+    free(e), free(tt), free(y);
+    ddpm_model_free(m);
     return rc;
 }

@@ -8,20 +8,17 @@
 
 #include "commands.h"
 #include "common.h"
-#include "core/threads.h"
-#include "data/dataset.h"
-#include "diffusion/bound.h"
-#include "dist/dist.h"
-#include "io/modelfolder.h"
+#include "ddpm.h"
 
 typedef struct progress {
-    int tty, batch0, nbatches, last_pct;
+    int tty, last_pct;
     double t0;
 } progress;
 
-static void on_step(void *ctx, int done, int total) {
+static int on_step(void *ctx, long long done, long long total)
+{
     progress *p = ctx;
-    double frac = ((double)p->batch0 + (double)done / total) / p->nbatches;
+    double frac = (double)done / (double)total;
     int pct = (int)(100 * frac);
     double el = ddpm_now() - p->t0;
     if (p->tty)
@@ -30,33 +27,6 @@ static void on_step(void *ctx, int done, int total) {
     else if (pct / 10 != p->last_pct / 10)
         fprintf(stderr, "ddpm eval nll: %3d%%  %.0f s elapsed\n", pct, el);
     p->last_pct = pct;
-}
-
-/* The bound's terms of this rank's images [first, first + count) of d:
- * terms[count, T + 1] and mse[count, T], in the batches of B a plain run uses
- * (x holds one batch). Progress lines come from rank 0 alone and count only
- * rank 0's own share. Returns 0, or -1 after a message. */
-static int nll_share(const arg_cmd *cmd, unet *u, const schedule *s, const dataset *d, int first, int count, int B,
-                     uint64_t seed, float *x, double *terms, double *mse)
-{
-    ddpm_err err = {0};
-    const int T = s->T, root = dist_rank() == 0;
-    const size_t D = (size_t)d->h * d->w * d->c;
-    progress pr = {isatty(2), 0, (count + B - 1) / B, -1, ddpm_now()};
-    for (int i = 0; i < count; i += B) {
-        int nb = count - i < B ? count - i : B;
-        const uint8_t *px = d->pixels + (size_t)(first + i) * D;
-        for (size_t k = 0; k < (size_t)nb * D; k++) x[k] = px[k] / 127.5f - 1.0f;
-        pr.batch0 = i / B;
-        const int32_t *y = u->cfg.num_class_embeds > 0 && d->labels ? d->labels + first + i : NULL;
-        if (bound_terms(u, s, x, y, nb, first + i, seed, terms + (size_t)i * (T + 1), mse + (size_t)i * T,
-                        root ? on_step : NULL, &pr, &err)) {
-            if (root && pr.tty) fputc('\n', stderr);
-            cli_fail(cmd, &err);
-            return -1;
-        }
-    }
-    if (root && pr.tty) fputc('\n', stderr);
     return 0;
 }
 
@@ -170,62 +140,70 @@ static int eval_nll(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
-    st_set_verify(!no_verify);
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(model, dir, sizeof dir);
-    schedule s;
-    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
-    dataset d;
-    if ((r = cli_load_images(&cmd, dir, data, (int)n, &d))) {
-        schedule_free(&s);
-        return r;
+    ddpm_set_verify(!no_verify);
+    ddpm_model *m = NULL;
+    ddpm_dataset *d = NULL;
+    ddpm_model_info mi;
+    ddpm_dataset_info di;
+    float *x = NULL;
+    int32_t *labels = NULL;
+    double *terms = NULL, *mse = NULL;
+    const int root = ddpm_proc_rank() == 0;
+    int st, rc = 0;
+    if ((st = ddpm_model_load(model, &m))) return cli_status(&cmd, st);
+    ddpm_model_get_info(m, &mi);
+    if (!mi.has_scheduler) {
+        args_error(&cmd, "%s has no scheduler_config.json: this needs the model's noise schedule", mi.dir);
+        rc = EXIT_USAGE;
+        goto done;
     }
-    const int N = d.n, B = batch < N ? (int)batch : N, T = s.T, root = dist_rank() == 0;
-    const size_t D = (size_t)d.h * d.w * d.c;
-    int first, count; /* this rank's images (all of them in a plain run) */
-    cli_share(N, B, dist_rank(), &first, &count);
-    /* Rank 0 holds every image's terms, its own share first; the other ranks their share. */
-    const size_t held = root ? (size_t)N : (size_t)count + 1;
-    unet *u = NULL;
-    double *terms = malloc(sizeof(double) * held * (T + 1)), *mse = malloc(sizeof(double) * held * T);
-    float *x = malloc(sizeof(float) * (size_t)B * D);
-    int rc = 0;
+    if ((rc = cli_open_images(&cmd, m, data, (int)n, &d))) goto done;
+    ddpm_dataset_get_info(d, &di);
+    const int N = di.n, B = batch < N ? (int)batch : N, T = mi.num_train_timesteps;
+    const size_t D = (size_t)di.height * di.width * di.channels;
+    if (mi.num_class_embeds > 0 && di.num_classes && di.num_classes >= mi.num_class_embeds) {
+        args_error(&cmd, "the data have %d classes, the conditional model %d class embeddings", di.num_classes,
+                   mi.num_class_embeds);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    x = malloc(sizeof(float) * (size_t)N * D);
+    labels = di.num_classes ? malloc(sizeof *labels * (size_t)N) : NULL;
+    if (root) terms = malloc(sizeof(double) * (size_t)N * (T + 1)), mse = malloc(sizeof(double) * (size_t)N * T);
     /* Setting up may fail on one rank alone: every rank learns it before the evaluation. */
-    if (!terms || !mse || !x) {
+    if (!x || (di.num_classes && !labels) || (root && (!terms || !mse))) {
         fprintf(stderr, "ddpm eval nll: out of memory\n");
         rc = EXIT_RUNTIME;
-    } else if (model_load(&u, dir, B, 0, &err)) {
-        rc = cli_bad_input(&cmd, &err);
-    } else if (u->cfg.num_class_embeds > 0 && d.labels && d.nclasses >= u->cfg.num_class_embeds) {
-        args_error(&cmd, "the data have %d classes, the conditional model %d class embeddings", d.nclasses,
-                   u->cfg.num_class_embeds);
-        rc = EXIT_USAGE;
+    } else if ((st = ddpm_dataset_images(d, 0, N, x, labels))) {
+        rc = cli_status(&cmd, st);
     }
-    if (dist_or(rc != 0)) {
+    if (ddpm_proc_or(rc != 0)) {
         rc = rc ? rc : EXIT_RUNTIME;
         goto done;
     }
-    const char *given = !u->cfg.num_class_embeds ? "" : d.labels ? ", conditional on the data's labels"
-                                                                  : ", unlabelled data: the null class (unconditional)";
+    const char *given = !mi.num_class_embeds ? "" : labels ? ", conditional on the data's labels"
+                                                             : ", unlabelled data: the null class (unconditional)";
     if (root)
-        fprintf(stderr, "ddpm eval nll: %s; %d images, T = %d, batch %d%s%s\n", d.desc, N, T, B,
-                dist_size() > 1 ? ", split over the processes" : "", given);
-    int failed = nll_share(&cmd, u, &s, &d, first, count, B, (uint64_t)seed, x, terms, mse);
-    /* On rank 0 the gathers are in place: its share already lies at the start. */
-    if ((rc = cli_gather_share(failed, terms, terms, N, B, sizeof(double) * (T + 1))) ||
-        (rc = cli_gather_share(0, mse, mse, N, B, sizeof(double) * T)) || !root)
+        fprintf(stderr, "ddpm eval nll: %s; %d images, T = %d, batch %d%s%s\n", di.desc, N, T, B,
+                ddpm_proc_size() > 1 ? ", split over the processes" : "", given);
+    progress pr = {isatty(2), -1, ddpm_now()};
+    st = ddpm_nll(m, N, x, mi.num_class_embeds > 0 ? labels : NULL, B, (uint64_t)seed, NULL, terms, mse, on_step,
+                  &pr);
+    if (root && pr.tty) fputc('\n', stderr);
+    if (st) {
+        rc = cli_status_all(&cmd, st);
         goto done;
+    }
+    if (!root) goto done;
     char path[4300];
     if (csv) snprintf(path, sizeof path, "%s", csv);
-    else if (strcmp(dir, model)) snprintf(path, sizeof path, "%s/nll.csv", model);
+    else if (strcmp(mi.dir, model)) snprintf(path, sizeof path, "%s/nll.csv", model);
     else snprintf(path, sizeof path, "nll.csv");
     rc = nll_report(path, terms, mse, N, T, D);
 done:
-    unet_free(u);
-    free(terms), free(mse), free(x);
-    dataset_free(&d);
-    schedule_free(&s);
+    free(terms), free(mse), free(x), free(labels);
+    ddpm_dataset_free(d);
+    ddpm_model_free(m);
     return rc;
 }
 

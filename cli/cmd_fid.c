@@ -5,40 +5,42 @@
  * (samples only) a model or run folder to sample from. Samples with class
  * labels (a labelled data set, or a class-conditional model's samples, drawn
  * class by class) also get a per-class report: FID against the reference
- * images of the class, and the feature network's accuracy. */
+ * images of the class, and the feature network's accuracy. Written on the
+ * public API (ddpm.h) alone. */
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ddpm.h"
+
+#include "args.h"
 #include "commands.h"
 #include "common.h"
-#include "core/threads.h"
-#include "data/dataset.h"
-#include "eval/quality.h"
-#include "io/fileio.h"
-#include "io/modelfolder.h"
-#include "io/npy.h"
-#include "ops/ops.h"
 
 #define DEFAULT_MODEL_N 1000 /* images sampled from a model when --n is not given */
+#define NAME_LEN 64          /* class names are kept to 63 bytes, as the data sets keep theirs */
+#define NPY_MAX_PIXELS (1 << 26) /* H W of one image in a samples .npy */
 
 /* ---- sources ---------------------------------------------------------------- */
 
 typedef struct source {
-    int is_stats;
-    dataset d;       /* images as bytes (data sets, uint8 .npy); class labels, count and names (a labelled data
-                      * set, or the samples of a class-conditional model) */
-    float *f32;      /* images as floats in [-1, 1], NHWC (float .npy, samples of a model) */
-    image_set img;
-    quality_ref ref; /* is_stats: a statistics file */
-    sample_range range; /* float images: values beyond [-1, 1] (range.images = 0: not measured) */
-    int32_t *pick;   /* a conditional model's samples: the classes drawn, in turn (npick of them) */
+    int is_stats;            /* a statistics file: stats only */
+    ddpm_stats *stats;       /* the file's statistics, or the images' once computed */
+    float *x;                /* the images [n, c, h, w] in [-1, 1] (values outside: clipped by the features) */
+    int n, c, h, w;
+    int32_t *labels;         /* [n] class labels (a labelled data set, or the samples of a conditional model) */
+    int nclasses;            /* classes (names[nclasses]) when labelled */
+    char (*names)[NAME_LEN];
+    ddpm_sample_report range; /* float images: values beyond [-1, 1] (range.images = 0: not measured) */
+    int32_t *pick;           /* a conditional model's samples: the classes drawn, in turn (npick of them) */
     int npick;
-    double guidance; /* and the guidance weight */
+    double guidance;         /* and the guidance weight */
     char desc[700];
 } source;
 
@@ -52,10 +54,11 @@ typedef struct sample_args {
 } sample_args;
 
 static void source_free(source *s) {
-    dataset_free(&s->d);
-    free(s->f32);
+    ddpm_stats_free(s->stats);
+    free(s->x);
+    free(s->labels);
+    free(s->names);
     free(s->pick);
-    quality_ref_free(&s->ref);
     memset(s, 0, sizeof *s);
 }
 
@@ -73,43 +76,112 @@ static int is_model_dir(const char *path) {
     return stat(buf, &st) == 0;
 }
 
-/* A samples .npy: [n, C, H, W] float in [-1, 1] or uint8 0..255, C = 1 or 3. */
-static int load_npy(source *s, const char *path, long long limit, ddpm_err *err) {
-    unsigned char *buf = NULL;
-    size_t len;
-    npy_info info;
+/* Out-of-range counts of n float images of D values, as ddpm_sample reports them. */
+static void range_add(ddpm_sample_report *r, const float *x, int n, size_t D) {
+    for (int i = 0; i < n; i++) {
+        long long out = 0;
+        for (size_t j = 0; j < D; j++) {
+            float a = fabsf(x[(size_t)i * D + j]);
+            if (a > (float)DDPM_RANGE_TOL) out++;
+            if (a > r->max_abs) r->max_abs = a;
+        }
+        r->images++;
+        r->pixels += (long long)D;
+        r->out_pixels += out;
+        if ((double)out > DDPM_BROKEN_FRAC * (double)D) r->broken++;
+    }
+}
+
+/* Whether the .npy at path stores bytes ('|u1' or '<u1'): its header's descr. */
+static int npy_is_u8(const char *path) {
+    char head[1024] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t len = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+        if (!head[i]) head[i] = ' '; /* the binary length field before the dict */
+    const char *d = strstr(head, "'descr'");
+    if (!d || !(d = strchr(d + 7, '\''))) return 0;
+    return !strncmp(d, "'|u1'", 5) || !strncmp(d, "'<u1'", 5);
+}
+
+/* A samples .npy: [n, C, H, W] float in [-1, 1] or uint8 0..255, C = 1 or 3.
+ * Returns 0 or an exit status after a message. */
+static int load_npy(const arg_cmd *cmd, const char *flag, source *s, const char *path, long long limit) {
     float *raw = NULL;
-    int ndim, rc = -1;
-    int64_t shape[NPY_MAX_DIMS];
-    if (file_read_all(path, &buf, &len, err) || npy_parse_header(path, buf, len, len, &info, err)) goto done;
-    if (info.ndim != 4 || info.shape[0] < 1 || (info.shape[1] != 1 && info.shape[1] != 3) || info.shape[2] < 1 ||
-        info.shape[3] < 1 || info.shape[0] > INT32_MAX || info.shape[2] * info.shape[3] > (1 << 26)) {
-        ddpm_fail(err, "%s: expected images [n, C, H, W] with C = 1 or 3 (NCHW, as `ddpm sample` writes)", path);
+    int ndim, st, u8 = npy_is_u8(path);
+    int64_t sh[DDPM_NPY_MAX_DIMS];
+    if ((st = ddpm_npy_read(path, &raw, &ndim, sh))) {
+        if (st == DDPM_ERR_NOMEM) return cli_status(cmd, st);
+        args_error(cmd, "%s: %s", flag, ddpm_errmsg(NULL));
+        return EXIT_USAGE;
+    }
+    if (ndim != 4 || sh[0] < 1 || (sh[1] != 1 && sh[1] != 3) || sh[2] < 1 || sh[3] < 1 || sh[0] > INT32_MAX ||
+        sh[2] * sh[3] > NPY_MAX_PIXELS) {
+        args_error(cmd, "%s: %s: expected images [n, C, H, W] with C = 1 or 3 (NCHW, as `ddpm sample` writes)", flag,
+                   path);
+        ddpm_free(raw);
+        return EXIT_USAGE;
+    }
+    int n = (int)sh[0];
+    if (limit > 0 && limit < n) n = (int)limit;
+    s->n = n, s->c = (int)sh[1], s->h = (int)sh[2], s->w = (int)sh[3];
+    size_t D = (size_t)s->c * s->h * s->w;
+    if (!(s->x = malloc(sizeof(float) * (size_t)n * D))) {
+        ddpm_free(raw);
+        args_error(cmd, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] = u8 ? raw[i] / 127.5f - 1.0f : raw[i];
+    ddpm_free(raw);
+    if (!u8) range_add(&s->range, s->x, n, D);
+    snprintf(s->desc, sizeof s->desc, "%d images %dx%dx%d from %s", n, s->h, s->w, s->c, path);
+    return 0;
+}
+
+/* Room for the class names of K classes, and (n > 0) labels for n images.
+ * Returns 0 or an exit status after a message. */
+static int alloc_classes(const arg_cmd *cmd, source *s, int K, int n) {
+    s->nclasses = K;
+    if (!(s->names = calloc((size_t)K, sizeof *s->names)) || (n > 0 && !(s->labels = malloc(sizeof *s->labels * n)))) {
+        args_error(cmd, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* A data set as --data takes it (split, up to limit images). Returns 0 or an
+ * exit status after a message. */
+static int load_dataset(const arg_cmd *cmd, const char *flag, source *s, const char *spec, int split,
+                        long long limit) {
+    ddpm_dataset *d = NULL;
+    ddpm_dataset_info di;
+    int st = ddpm_dataset_load(spec, split, (int)limit, &d), rc = 0;
+    if (st) {
+        if (st == DDPM_ERR_NOMEM) return cli_status(cmd, st);
+        args_error(cmd, "%s: %s", flag, ddpm_errmsg(NULL));
+        return EXIT_USAGE;
+    }
+    if ((st = ddpm_dataset_get_info(d, &di))) {
+        rc = cli_status(cmd, st);
         goto done;
     }
-    int n = (int)info.shape[0], C = (int)info.shape[1], H = (int)info.shape[2], W = (int)info.shape[3];
-    if (limit > 0 && limit < n) n = (int)limit;
-    size_t HW = (size_t)H * W, D = HW * C;
-    if (info.type == NPY_U8) {
-        const unsigned char *src = buf + info.data_offset;
-        if (!(s->d.pixels = ddpm_malloc((size_t)n * D, err))) goto done;
-        for (size_t i = 0; i < (size_t)n; i++)
-            for (size_t p = 0; p < HW; p++)
-                for (int c = 0; c < C; c++) s->d.pixels[(i * HW + p) * C + c] = src[(i * C + c) * HW + p];
-        s->d.n = n, s->d.h = H, s->d.w = W, s->d.c = C;
-        s->img = (image_set){n, H, W, C, s->d.pixels, NULL};
-    } else {
-        if (npy_parse(path, buf, len, NPY_F32, (void **)&raw, &ndim, shape, err)) goto done;
-        if (!(s->f32 = ddpm_alloc_floats((size_t)n * D, err))) goto done;
-        nchw_to_nhwc(s->f32, raw, n, C, (int)HW);
-        s->img = (image_set){n, H, W, C, NULL, s->f32};
-        sample_range_add(&s->range, s->f32, n, D);
+    s->n = di.n, s->c = di.channels, s->h = di.height, s->w = di.width;
+    if (di.num_classes > 0 && (rc = alloc_classes(cmd, s, di.num_classes, di.n))) goto done;
+    for (int k = 0; k < s->nclasses; k++) snprintf(s->names[k], NAME_LEN, "%s", ddpm_dataset_class_name(d, k));
+    if (!(s->x = malloc(sizeof(float) * (size_t)s->n * s->c * s->h * s->w))) {
+        args_error(cmd, "out of memory");
+        rc = EXIT_RUNTIME;
+        goto done;
     }
-    snprintf(s->desc, sizeof s->desc, "%d images %dx%dx%d from %s", n, H, W, C, path);
-    rc = 0;
+    if ((st = ddpm_dataset_images(d, 0, s->n, s->x, s->labels))) {
+        rc = cli_status(cmd, st);
+        goto done;
+    }
+    snprintf(s->desc, sizeof s->desc, "%s", di.desc);
 done:
-    free(buf);
-    free(raw);
+    ddpm_dataset_free(d);
     return rc;
 }
 
@@ -119,125 +191,102 @@ typedef struct progress {
     double t0;
 } progress;
 
-static void on_progress(void *ctx, int done, int total) {
+static int on_progress(void *ctx, long long done, long long total) {
     progress *p = ctx;
-    int pct = (int)(100.0 * done / total);
+    int pct = (int)(100.0 * (double)done / (double)total);
     double el = ddpm_now() - p->t0;
     if (p->tty) {
-        fprintf(stderr, "\r%s: %3d%%  %d/%d  %.0f s   ", p->what, pct, done, total, el);
+        fprintf(stderr, "\r%s: %3d%%  %lld/%lld  %.0f s   ", p->what, pct, done, total, el);
         if (done == total) fputc('\n', stderr);
     } else if (pct / 25 != p->last / 25 || done == total) {
-        fprintf(stderr, "%s: %3d%%  %d/%d  %.0f s\n", p->what, pct, done, total, el);
+        fprintf(stderr, "%s: %3d%%  %lld/%lld  %.0f s\n", p->what, pct, done, total, el);
     }
     p->last = pct;
-}
-
-/* The names of model folder dir's K classes into d (config.json's
- * _class_names, else "0", "1", ...). */
-static int class_names(const arg_cmd *cmd, const char *dir, int K, dataset *d) {
-    ddpm_err err = {0};
-    unet_classes cls;
-    if (model_read_classes(dir, &cls, &err)) return cli_bad_input(cmd, &err);
-    if (!(d->names = ddpm_malloc(sizeof *d->names * (size_t)K, &err))) {
-        unet_classes_free(&cls);
-        return cli_fail(cmd, &err);
-    }
-    d->nclasses = K;
-    for (int k = 0; k < K; k++)
-        if (k < cls.n) snprintf(d->names[k], sizeof d->names[k], "%s", cls.names[k]);
-        else snprintf(d->names[k], sizeof d->names[k], "%d", k);
-    unet_classes_free(&cls);
     return 0;
 }
 
-/* A conditional model's classes (config c, folder dir): those drawn (--class,
- * else all) into s->pick, every class's name into s->d, and each of the n
- * images' class into s->d.labels (image i: pick[i mod npick]), the guidance
- * weight into s->guidance. An unconditional model: refuses --class and
- * --guidance. Returns 0 or an exit status after a message. */
-static int model_classes(const arg_cmd *cmd, const char *dir, const unet_config *c, const sample_args *a, int n,
-                         source *s, int *null_class) {
-    ddpm_err err = {0};
+/* A conditional model m's classes: those drawn (--class, else all) into
+ * s->pick, every class's name into s->names, and each of the n images' class
+ * into s->labels (image i: pick[i mod npick]), the guidance weight into
+ * s->guidance. An unconditional model: refuses --class and --guidance.
+ * Returns 0 or an exit status after a message. */
+static int model_classes(const arg_cmd *cmd, const ddpm_model *m, const ddpm_model_info *mi, const sample_args *a,
+                         int n, source *s) {
     int32_t pick[CLI_MAX_PICK];
-    int npick, K, r;
-    *null_class = -1;
-    if (c->num_class_embeds <= 0 && (a->classes || a->guidance_seen)) {
+    int npick = 0, r;
+    if (mi->num_class_embeds <= 0 && (a->classes || a->guidance_seen)) {
         args_error(cmd, "--class and --guidance need a class-conditional model (ddpm train --classes); %s is "
-                        "unconditional", dir);
+                        "unconditional", mi->dir);
         return EXIT_USAGE;
     }
-    if (c->num_class_embeds <= 0) return 0;
-    if ((r = cli_classes(cmd, dir, c, a->classes, pick, &npick, &K, null_class))) return r;
-    double w = a->guidance_seen ? a->guidance : *null_class >= 0 ? CLI_GUIDANCE : 1.0;
-    if (*null_class < 0 && w != 1) {
-        args_error(cmd, "%s has no null class (not trained by ddpm --classes): only --guidance 1", dir);
+    if (mi->num_class_embeds <= 0) return 0;
+    if (a->classes && (r = cli_pick_classes(cmd, m, a->classes, pick, &npick))) return r;
+    const int K = mi->num_classes;
+    double w = a->guidance_seen ? a->guidance : mi->null_class >= 0 ? CLI_GUIDANCE : 1.0;
+    if (mi->null_class < 0 && w != 1) {
+        args_error(cmd, "%s has no null class (not trained by ddpm --classes): only --guidance 1", mi->dir);
         return EXIT_USAGE;
     }
-    if ((r = class_names(cmd, dir, K, &s->d))) return r;
+    if ((r = alloc_classes(cmd, s, K, n))) return r;
+    for (int k = 0; k < K; k++) snprintf(s->names[k], NAME_LEN, "%s", ddpm_model_class_name(m, k));
     s->npick = a->classes ? npick : K, s->guidance = w;
-    if (!(s->pick = ddpm_malloc(sizeof *s->pick * (size_t)s->npick, &err)) ||
-        !(s->d.labels = ddpm_malloc(sizeof *s->d.labels * (size_t)n, &err)))
-        return cli_fail(cmd, &err);
+    if (!(s->pick = malloc(sizeof *s->pick * (size_t)s->npick))) {
+        args_error(cmd, "out of memory");
+        return EXIT_RUNTIME;
+    }
     for (int j = 0; j < s->npick; j++) s->pick[j] = a->classes ? pick[j] : j;
-    for (int i = 0; i < n; i++) s->d.labels[i] = s->pick[i % s->npick];
+    for (int i = 0; i < n; i++) s->labels[i] = s->pick[i % s->npick];
     return 0;
 }
 
-/* Samples n images from a model folder into s (floats); a conditional model's
- * images class by class (model_classes), with the guided denoiser of `ddpm sample`. */
+/* Samples n images from the model or run folder path into s; a conditional
+ * model's images class by class (model_classes), with guidance, as `ddpm
+ * sample` draws them. Returns 0 or an exit status after a message. */
 static int sample_model(const arg_cmd *cmd, source *s, const char *path, int n, const sample_args *a) {
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(path, dir, sizeof dir);
-    unet_config c;
-    if (model_read_config(dir, &c, &err)) return cli_bad_input(cmd, &err);
-    if (c.out_channels != c.in_channels || (c.in_channels != 1 && c.in_channels != 3)) {
-        args_error(cmd, "%s: only epsilon models of 1 or 3 channels can be sampled", dir);
-        return EXIT_USAGE;
-    }
-    int null_class, rc = model_classes(cmd, dir, &c, a, n, s, &null_class);
-    if (rc) return rc;
-    schedule sch;
-    if ((rc = cli_read_schedule(cmd, dir, &sch))) return rc;
-    unet *u = NULL;
-    sampler_opts o;
-    denoiser den;
-    guided g = {0};
-    const int B = a->batch < n ? a->batch : n, cond = s->d.labels != NULL;
-    const float w = (float)s->guidance;
-    if ((rc = cli_sampler_opts(cmd, &a->s, &sch, &o))) goto done;
-    o.range = &s->range;
-    rc = EXIT_USAGE;
-    if (model_load(&u, dir, cond ? guided_rows(w, B) : B, 0, &err) ||
-        (cond ? sampler_guided(&den, &g, u, B, null_class, w, &err) : sampler_unet(&den, u, &err))) {
-        rc = cli_bad_input(cmd, &err);
+    ddpm_model *m = NULL;
+    ddpm_model_info mi;
+    ddpm_sample_options o;
+    int rc, st = ddpm_model_load(path, &m);
+    if (st) return cli_status(cmd, st);
+    if ((st = ddpm_model_get_info(m, &mi))) {
+        rc = cli_status(cmd, st);
         goto done;
     }
-    rc = EXIT_RUNTIME;
-    size_t D = (size_t)c.sample_size * c.sample_size * c.in_channels;
-    if (!(s->f32 = ddpm_alloc_floats((size_t)n * D, &err))) {
-        cli_fail(cmd, &err);
+    if (mi.out_channels != mi.in_channels || (mi.in_channels != 1 && mi.in_channels != 3)) {
+        args_error(cmd, "%s: only epsilon models of 1 or 3 channels can be sampled", mi.dir);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    ddpm_sample_options_init(&o);
+    if ((rc = model_classes(cmd, m, &mi, a, n, s)) || (rc = cli_sample_options(cmd, &a->s, m, &o))) goto done;
+    o.batch = a->batch < n ? a->batch : n;
+    if (s->labels) o.classes = s->labels, o.guidance = (float)s->guidance;
+    if ((st = ddpm_sample_check(m, &o))) {
+        rc = cli_status(cmd, st);
+        goto done;
+    }
+    s->n = n, s->c = mi.in_channels, s->h = s->w = mi.sample_size;
+    if (!(s->x = malloc(sizeof(float) * (size_t)n * s->c * s->h * s->w))) {
+        args_error(cmd, "out of memory");
+        rc = EXIT_RUNTIME;
         goto done;
     }
     char desc[256], classes[96] = "";
-    cli_sampler_desc(&o, &sch, desc, sizeof desc);
-    if (cond) snprintf(classes, sizeof classes, "; %d class(es) in turn, guidance %g", s->npick, s->guidance);
-    fprintf(stderr, "ddpm %s: sampling %d images from %s (%s, seed %llu%s)\n", cmd->name, n, dir, desc,
+    ddpm_sample_describe(m, &o, desc, sizeof desc);
+    if (s->labels) snprintf(classes, sizeof classes, "; %d class(es) in turn, guidance %g", s->npick, s->guidance);
+    fprintf(stderr, "ddpm %s: sampling %d images from %s (%s, seed %llu%s)\n", cmd->name, n, mi.dir, desc,
             (unsigned long long)o.seed, classes);
     progress pg = {"sampling (network calls)", isatty(2), -1, ddpm_now()};
-    if (quality_sample_classes(&den, cond ? &g : NULL, s->d.labels, &sch, &o, n, s->f32, on_progress, &pg, &err)) {
-        cli_fail(cmd, &err);
+    o.progress = on_progress, o.progress_ctx = &pg;
+    if ((st = ddpm_sample(m, &o, n, s->x, &s->range))) {
+        rc = cli_status(cmd, st);
         goto done;
     }
-    s->d.n = n;
-    s->img = (image_set){n, c.sample_size, c.sample_size, c.in_channels, NULL, s->f32};
-    snprintf(s->desc, sizeof s->desc, "%d samples of %.400s (%.150s, seed %llu%s)", n, dir, desc,
+    snprintf(s->desc, sizeof s->desc, "%d samples of %.400s (%.150s, seed %llu%s)", n, mi.dir, desc,
              (unsigned long long)o.seed, classes);
     rc = 0;
 done:
-    guided_free(&g);
-    unet_free(u);
-    schedule_free(&sch);
+    ddpm_model_free(m);
     return rc;
 }
 
@@ -245,7 +294,7 @@ done:
  * allows a model folder (sampled). Returns 0 or an exit status after a message. */
 static int source_open(const arg_cmd *cmd, const char *flag, const char *spec, int split, long long limit,
                        const sample_args *sa, source *s) {
-    ddpm_err err = {0};
+    int r, st;
     memset(s, 0, sizeof *s);
     if (sa && (sa->classes || sa->guidance_seen) && !is_model_dir(spec)) {
         args_error(cmd, "--class and --guidance apply to sampling a class-conditional model (--samples MODEL_DIR); "
@@ -253,99 +302,73 @@ static int source_open(const arg_cmd *cmd, const char *flag, const char *spec, i
         return EXIT_USAGE;
     }
     if (ends_with(spec, ".npz")) {
-        if (quality_ref_load(&s->ref, spec, &err)) return cli_bad_input(cmd, &err);
+        ddpm_stats_info si;
+        if ((st = ddpm_stats_load(spec, &s->stats)) || (st = ddpm_stats_get_info(s->stats, &si)))
+            return cli_status(cmd, st);
         s->is_stats = 1;
-        snprintf(s->desc, sizeof s->desc, "statistics of %lld-d features from %s%s", (long long)s->ref.st.d, spec,
-                 s->ref.feats ? " (with features)" : "");
+        snprintf(s->desc, sizeof s->desc, "statistics of %lld-d features from %s%s", (long long)si.dim, spec,
+                 si.features ? " (with features)" : "");
         return 0;
     }
-    if (ends_with(spec, ".npy")) {
-        if (load_npy(s, spec, limit, &err)) {
-            args_error(cmd, "%s: %s", flag, err.msg);
-            source_free(s);
-            return EXIT_USAGE;
-        }
-        return 0;
+    if (ends_with(spec, ".npy")) r = load_npy(cmd, flag, s, spec, limit);
+    else if (!is_model_dir(spec)) r = load_dataset(cmd, flag, s, spec, split, limit);
+    else if (sa) r = sample_model(cmd, s, spec, limit > 0 ? (int)limit : DEFAULT_MODEL_N, sa);
+    else {
+        args_error(cmd, "%s %s is a model folder: only --samples can be sampled from a model", flag, spec);
+        r = EXIT_USAGE;
     }
-    if (is_model_dir(spec)) {
-        if (!sa) {
-            args_error(cmd, "%s %s is a model folder: only --samples can be sampled from a model", flag, spec);
-            return EXIT_USAGE;
-        }
-        int r = sample_model(cmd, s, spec, limit > 0 ? (int)limit : DEFAULT_MODEL_N, sa);
-        if (r) source_free(s);
-        return r;
-    }
-    if (dataset_load(&s->d, spec, split, (int)limit, &err)) {
-        args_error(cmd, "%s: %s", flag, err.msg);
-        return EXIT_USAGE;
-    }
-    s->img = (image_set){s->d.n, s->d.h, s->d.w, s->d.c, s->d.pixels, NULL};
-    snprintf(s->desc, sizeof s->desc, "%s", s->d.desc);
-    return 0;
+    if (r) source_free(s);
+    return r;
 }
 
-/* --features auto: a statistics reference decides by its dimension (256:
- * F-MNIST, else Inception); otherwise 28x28 gray images get F-MNIST features. */
-static int pick_features(const char *name, const source *samples, const source *ref) {
-    if (strcmp(name, "auto")) return featnet_kind_from_name(name);
-    if (ref && ref->is_stats) return ref->ref.st.d == 256 ? FEATNET_FMNIST : FEATNET_INCEPTION;
-    const image_set *i = &samples->img;
-    return i->h == 28 && i->w == 28 && i->c == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
+/* --features: a name, or auto (ddpm_features_auto: a statistics reference
+ * decides by its dimension; otherwise 28x28 gray images get F-MNIST features). */
+static ddpm_features_kind pick_features(const char *name, const source *samples, const source *ref) {
+    ddpm_features_kind k;
+    if (strcmp(name, "auto") && !ddpm_features_kind_parse(name, &k)) return k;
+    return ddpm_features_auto(samples->c, samples->h, samples->w, ref && ref->is_stats ? ref->stats : NULL);
 }
 
-static int open_net(const arg_cmd *cmd, int kind, const char *inception, int batch, featnet **net) {
-    ddpm_err err = {0};
-    if (featnet_open(net, kind, inception, batch, &err)) {
-        /* A missing or malformed weights file is bad input; anything else a failure. */
-        return strstr(err.msg, "out of memory") || strstr(err.msg, "oneDNN") ? cli_fail(cmd, &err)
-                                                                               : cli_bad_input(cmd, &err);
-    }
-    return 0;
-}
-
-/* The statistics of an image source (with features for precision/recall). */
-static int source_stats(const arg_cmd *cmd, featnet *net, source *s, const char *what) {
-    ddpm_err err = {0};
+/* The statistics of an image source (features and labels kept, for
+ * precision/recall and the per-class FID). */
+static int source_stats(const arg_cmd *cmd, ddpm_features *net, source *s, const char *what) {
     if (s->is_stats) return 0;
-    if (s->img.n < 2) {
-        args_error(cmd, "%s: statistics need at least 2 images, got %d", what, s->img.n);
+    if (s->n < 2) {
+        args_error(cmd, "%s: statistics need at least 2 images, got %d", what, s->n);
         return EXIT_USAGE;
     }
-    if (featnet_check(net, &s->img, &err)) {
-        args_error(cmd, "%s: %s", what, err.msg);
+    if (ddpm_features_check(net, s->n, s->c, s->h, s->w, s->x)) {
+        args_error(cmd, "%s: %s", what, ddpm_errmsg(net));
         return EXIT_USAGE;
     }
     char label[64];
     snprintf(label, sizeof label, "%s features", what);
     progress pg = {label, isatty(2), -1, ddpm_now()};
-    if (quality_ref_from_images(&s->ref, net, &s->img, 1, NULL, on_progress, &pg, &err)) return cli_fail(cmd, &err);
-    return 0;
+    int st = ddpm_stats_compute(net, s->n, s->c, s->h, s->w, s->x, s->labels, DDPM_STATS_FEATURES, on_progress, &pg,
+                                &s->stats);
+    return st ? cli_status(cmd, st) : 0;
 }
 
 /* ---- ddpm eval fid ---------------------------------------------------------- */
 
 /* Everything `eval fid` computes. */
 typedef struct fid_job {
-    source S, R;
-    featnet *net;
-    int kind;
-    quality_ref mine; /* the samples' statistics and features */
-    float *logits;    /* the samples' logits [n, featnet_classes] */
-    quality q;
-    quality_class *cls; /* per-class report (samples with labels), ncls classes */
+    source S, R;             /* S.stats: the samples' statistics, features and logits */
+    ddpm_features *net;
+    ddpm_features_info fi;
+    ddpm_quality q;
+    ddpm_quality_class *cls; /* per-class report (samples with labels), ncls classes */
     int ncls;
-    int has_acc;        /* the feature network's classes are the samples' classes: accuracy */
-    long long correct;  /* samples classified as their class */
+    int has_acc;             /* the feature network's classes are the samples' classes: accuracy */
+    long long correct;       /* samples classified as their class */
+    int ref_feats;           /* the reference's statistics keep features */
     double secs;
 } fid_job;
 
 static void fid_job_free(fid_job *j) {
-    featnet_free(j->net);
+    ddpm_features_free(j->net);
     source_free(&j->S);
     source_free(&j->R);
-    quality_ref_free(&j->mine);
-    free(j->logits);
     free(j->cls);
 }
 
@@ -405,21 +428,22 @@ static void json_classes(jbuf *b, const fid_job *j) {
     json_num(acc, sizeof acc, j->has_acc && n > 0, n > 0 ? (double)j->correct / (double)n : 0);
     jprintf(b, "\"guidance\": %s, \"accuracy\": %s, \"per_class\": [", g, acc);
     for (int c = 0; c < j->ncls; c++) {
-        const quality_class *q = &j->cls[c];
+        const ddpm_quality_class *q = &j->cls[c];
         json_num(fid, sizeof fid, q->has_fid, q->fid);
         json_num(a, sizeof a, q->has_acc && q->n > 0, q->n > 0 ? (double)q->correct / (double)q->n : 0);
         json_num(nref, sizeof nref, q->ref_k >= 0, (double)q->n_ref);
         jprintf(b, "%s{\"class\": ", c ? ", " : "");
-        jstr(b, j->S.d.names[q->k]);
+        jstr(b, j->S.names[q->k]);
         jprintf(b, ", \"index\": %d, \"n\": %lld, \"n_ref\": %s, \"fid\": %s, \"accuracy\": %s}", q->k, q->n, nref,
                 fid, a);
     }
     jprintf(b, "], ");
 }
 
-static int write_json(const char *path, const fid_job *j, ddpm_err *err) {
-    const quality *q = &j->q;
-    const sample_range *r = &j->S.range;
+/* Writes the results as JSON to path. Returns 0 or an exit status after a message. */
+static int write_json(const arg_cmd *cmd, const char *path, const fid_job *j) {
+    const ddpm_quality *q = &j->q;
+    const ddpm_sample_report *r = &j->S.range;
     char is[4][40], rng[3][40], nref[40];
     json_num(rng[0], 40, r->images > 0, r->images > 0 ? (double)r->out_pixels / (double)r->pixels : 0);
     json_num(rng[1], 40, r->images > 0, r->images > 0 ? (double)r->broken / (double)r->images : 0);
@@ -432,14 +456,16 @@ static int write_json(const char *path, const fid_job *j, ddpm_err *err) {
                 "\"inception_score_std\": %s, \"precision\": %s, \"recall\": %s, \"pr_k\": %d, "
                 "\"n\": %lld, \"n_ref\": %s, \"n_pr\": %lld, \"out_of_range\": %s, "
                 "\"broken\": %s, \"max_abs\": %s, ",
-            featnet_kind_name(j->kind), featnet_fid_label(j->net), q->fid, is[0], is[1], is[2], is[3], QUALITY_PR_K,
-            q->n, nref, q->n_pr, rng[0], rng[1], rng[2]);
+            j->fi.name, j->fi.label, q->fid, is[0], is[1], is[2], is[3], DDPM_QUALITY_PR_K, q->n, nref, q->n_pr,
+            rng[0], rng[1], rng[2]);
     if (j->cls) json_classes(&b, j);
     jprintf(&b, "\"seconds\": %.3f}\n", j->secs);
-    int rc = b.oom ? ddpm_fail(err, "out of memory") : 0;
-    if (!rc) {
-        const void *chunk = b.p;
-        rc = file_write_atomic(path, &chunk, &b.len, 1, err);
+    int rc = 0, st;
+    if (b.oom) {
+        args_error(cmd, "out of memory");
+        rc = EXIT_RUNTIME;
+    } else if ((st = ddpm_file_write(path, b.p, b.len))) {
+        rc = cli_status(cmd, st);
     }
     free(b.p);
     return rc;
@@ -480,70 +506,90 @@ static const char fid_usage[] =
 static int fid_setup(const arg_cmd *cmd, fid_job *j, const char *samples, const char *ref, int samples_test,
                      int ref_test, long long n, long long ref_n, const char *features, const char *inception,
                      const sample_args *sa) {
-    ddpm_err err = {0};
     source *S = &j->S, *R = &j->R;
-    int rc;
+    ddpm_stats_info ri = {0};
+    int rc, st;
     if ((rc = source_open(cmd, "--samples", samples, samples_test, n, sa, S))) return rc;
     if ((rc = source_open(cmd, "--ref", ref, ref_test, ref_n, NULL, R))) return rc;
     if (S->is_stats) {
         args_error(cmd, "--samples must be images, not statistics (FID needs the samples' features)");
         return EXIT_USAGE;
     }
-    if (!R->is_stats && (R->img.h != S->img.h || R->img.w != S->img.w || R->img.c != S->img.c)) {
+    if (!R->is_stats && (R->h != S->h || R->w != S->w || R->c != S->c)) {
         args_error(cmd, "the samples are %dx%dx%d images but the reference %dx%dx%d: compare like with like",
-                   S->img.h, S->img.w, S->img.c, R->img.h, R->img.w, R->img.c);
+                   S->h, S->w, S->c, R->h, R->w, R->c);
         return EXIT_USAGE;
     }
-    j->kind = pick_features(features, S, R);
-    int nmax = S->img.n > R->img.n ? S->img.n : R->img.n; /* R->img.n = 0 for a statistics file */
-    if ((rc = open_net(cmd, j->kind, inception, sa->batch < nmax ? sa->batch : nmax, &j->net))) return rc;
-    if (R->is_stats && R->ref.st.d != featnet_dim(j->net)) {
+    ddpm_features_kind kind = pick_features(features, S, R);
+    int nmax = S->n > R->n ? S->n : R->n; /* R->n = 0 for a statistics file */
+    if ((st = ddpm_features_open(kind, inception, sa->batch < nmax ? sa->batch : nmax, &j->net)) ||
+        (st = ddpm_features_get_info(j->net, &j->fi)))
+        return cli_status(cmd, st);
+    if (R->is_stats && (st = ddpm_stats_get_info(R->stats, &ri))) return cli_status(cmd, st);
+    if (R->is_stats && ri.dim != j->fi.dim) {
         args_error(cmd, "--ref %s holds %d-dimensional statistics, but the %s network's features are %d-d "
-                        "(made with other features?)", ref, R->ref.st.d, featnet_kind_name(j->kind),
-                   featnet_dim(j->net));
+                        "(made with other features?)", ref, ri.dim, j->fi.name, j->fi.dim);
         return EXIT_USAGE;
     }
-    if (featnet_check(j->net, &S->img, &err) || (S->img.n < 2 && ddpm_fail(&err, "FID needs at least 2 samples"))) {
-        args_error(cmd, "--samples: %s", err.msg);
+    int bad = ddpm_features_check(j->net, S->n, S->c, S->h, S->w, S->x) != DDPM_OK;
+    if (bad || S->n < 2) {
+        args_error(cmd, "--samples: %s", bad ? ddpm_errmsg(j->net) : "FID needs at least 2 samples");
         return EXIT_USAGE;
     }
     if ((rc = source_stats(cmd, j->net, R, "reference"))) return rc;
+    if ((st = ddpm_stats_get_info(R->stats, &ri))) return cli_status(cmd, st);
+    j->ref_feats = ri.features > 0;
     fprintf(stderr, "ddpm eval fid: samples: %s\nddpm eval fid: reference: %s\n", S->desc, R->desc);
     return 0;
 }
 
+/* The class of R named name (or given by its index as text), -1: none. */
+static int ref_class(const source *R, const char *name) {
+    long v = 0;
+    for (int k = 0; k < R->nclasses; k++)
+        if (!strcmp(R->names[k], name)) return k;
+    if (!*name) return -1;
+    for (const char *p = name; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        v = v * 10 + (*p - '0');
+        if (v >= R->nclasses) return -1;
+    }
+    return (int)v;
+}
+
 /* The classes of the per-class report: those drawn from a conditional model
  * (each once, in the order drawn), else every class of labelled samples; each
- * with the reference's class of the same name (or index). */
-static int fid_classes(fid_job *j, ddpm_err *err) {
-    const dataset *d = &j->S.d;
-    int m = j->S.pick ? j->S.npick : d->nclasses;
-    if (!(j->cls = ddpm_calloc((size_t)m, sizeof *j->cls, err))) return -1;
+ * with the reference's class of the same name (or index). Returns 0, or -1
+ * when out of memory. */
+static int fid_classes(fid_job *j) {
+    const source *S = &j->S, *R = &j->R;
+    int m = S->pick ? S->npick : S->nclasses;
+    if (!(j->cls = calloc((size_t)m, sizeof *j->cls))) return -1;
     for (int i = 0; i < m; i++) {
-        int k = j->S.pick ? j->S.pick[i] : i, seen = 0;
+        int k = S->pick ? S->pick[i] : i, seen = 0;
         for (int c = 0; c < j->ncls; c++) seen |= j->cls[c].k == k;
         if (seen) continue;
-        quality_class *q = &j->cls[j->ncls++];
+        ddpm_quality_class *q = &j->cls[j->ncls++];
         q->k = k;
-        q->ref_k = j->R.d.labels ? dataset_class_index(&j->R.d, d->names[k]) : -1;
+        q->ref_k = R->labels ? ref_class(R, S->names[k]) : -1;
     }
     return 0;
 }
 
 /* The samples' features and logits, the overall measures, and the per-class ones. */
 static int fid_measure(const arg_cmd *cmd, fid_job *j) {
-    ddpm_err err = {0};
+    source *S = &j->S;
     progress pg = {"sample features", isatty(2), -1, ddpm_now()};
-    if (quality_ref_from_images(&j->mine, j->net, &j->S.img, 1, &j->logits, on_progress, &pg, &err) ||
-        quality_compare(&j->q, j->net, &j->mine, j->logits, &j->R.ref, &err))
-        return cli_fail(cmd, &err);
-    if (!j->S.d.labels) return 0;
-    const int K = featnet_classes(j->net);
-    j->has_acc = K == j->S.d.nclasses;
-    if (fid_classes(j, &err) ||
-        quality_by_class(j->cls, j->ncls, &j->mine, j->S.d.labels, j->has_acc ? j->logits : NULL, K, &j->R.ref,
-                         j->R.d.labels, &err))
-        return cli_fail(cmd, &err);
+    int st = ddpm_stats_compute(j->net, S->n, S->c, S->h, S->w, S->x, S->labels,
+                                DDPM_STATS_FEATURES | DDPM_STATS_LOGITS, on_progress, &pg, &S->stats);
+    if (st || (st = ddpm_quality_compare(j->net, S->stats, j->R.stats, &j->q))) return cli_status(cmd, st);
+    if (!S->labels) return 0;
+    j->has_acc = j->fi.classes == S->nclasses;
+    if (fid_classes(j)) {
+        args_error(cmd, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    if ((st = ddpm_quality_by_class(S->stats, j->R.stats, j->has_acc, j->cls, j->ncls))) return cli_status(cmd, st);
     for (int c = 0; c < j->ncls; c++) j->correct += j->cls[c].correct;
     return 0;
 }
@@ -554,46 +600,46 @@ static void report_classes(const fid_job *j) {
     char g[48] = "the samples' labels";
     if (j->S.pick) snprintf(g, sizeof g, "guidance %g", j->S.guidance);
     fprintf(stderr, "%s per class (%s): %s against the reference images of the class, accuracy of the %s network\n",
-            p, g, featnet_fid_label(j->net), featnet_kind_name(j->kind));
-    if (!j->R.d.labels)
+            p, g, j->fi.label, j->fi.name);
+    if (!j->R.labels)
         fprintf(stderr, "%s the reference has no class labels (a data set with labels is needed): no per-class FID\n",
                 p);
     if (!j->has_acc)
-        fprintf(stderr, "%s the %s network's %d classes are not the samples' %d: no accuracy\n", p,
-                featnet_kind_name(j->kind), featnet_classes(j->net), j->S.d.nclasses);
+        fprintf(stderr, "%s the %s network's %d classes are not the samples' %d: no accuracy\n", p, j->fi.name,
+                j->fi.classes, j->S.nclasses);
     fprintf(stderr, "  %5s  %-24s %6s %6s %12s %9s\n", "index", "class", "n", "n_ref", "FID", "accuracy");
     for (int c = 0; c < j->ncls; c++) {
-        const quality_class *q = &j->cls[c];
+        const ddpm_quality_class *q = &j->cls[c];
         char nref[24] = "-", fid[40] = "-", acc[24] = "-";
         if (q->ref_k >= 0) snprintf(nref, sizeof nref, "%lld", q->n_ref);
         if (q->has_fid) snprintf(fid, sizeof fid, "%.4f", q->fid);
         if (q->has_acc && q->n > 0) snprintf(acc, sizeof acc, "%.4f", (double)q->correct / (double)q->n);
-        fprintf(stderr, "  %5d  %-24s %6lld %6s %12s %9s\n", q->k, j->S.d.names[q->k], q->n, nref, fid, acc);
+        fprintf(stderr, "  %5d  %-24s %6lld %6s %12s %9s\n", q->k, j->S.names[q->k], q->n, nref, fid, acc);
     }
 }
 
 /* The results on stdout (and the per-class table on stderr). */
 static void fid_report(const fid_job *j) {
-    const quality *q = &j->q;
-    printf("%s: %.4f\n", featnet_fid_label(j->net), q->fid);
+    const ddpm_quality *q = &j->q;
+    printf("%s: %.4f\n", j->fi.label, q->fid);
     if (q->has_is) printf("Inception Score: %.4f +- %.4f (10 splits)\n", q->is_mean, q->is_std);
     if (q->has_pr)
         printf("precision: %.4f  recall: %.4f (k = 3, %lld images per side)\n", q->precision, q->recall, q->n_pr);
-    else if (!j->R.ref.feats)
+    else if (!j->ref_feats)
         printf("precision/recall: not computed (the reference has no features; make it with `ddpm eval stats "
                "--save-features`)\n");
     else
-        printf("precision/recall: not computed (needs more than %d images on each side)\n", QUALITY_PR_K);
+        printf("precision/recall: not computed (needs more than %d images on each side)\n", DDPM_QUALITY_PR_K);
     if (j->cls && j->has_acc)
-        printf("accuracy (%s classifier): %.4f (%lld of %lld samples)\n", featnet_kind_name(j->kind),
+        printf("accuracy (%s classifier): %.4f (%lld of %lld samples)\n", j->fi.name,
                (double)j->correct / (double)q->n, j->correct, q->n);
     if (q->n_ref > 0) printf("N: %lld samples, %lld reference images; %.1f s\n", q->n, q->n_ref, j->secs);
     else printf("N: %lld samples, reference statistics of an unknown number of images; %.1f s\n", q->n, j->secs);
-    const sample_range *sr = &j->S.range;
+    const ddpm_sample_report *sr = &j->S.range;
     if (sr->images > 0)
         printf("out of range: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g); broken: %lld of %lld images (%.1f%%)\n",
-               100.0 * (double)sr->out_pixels / (double)sr->pixels, (double)SAMPLE_RANGE_TOL, sr->max_abs, sr->broken,
-               sr->images, 100.0 * (double)sr->broken / (double)sr->images);
+               100.0 * (double)sr->out_pixels / (double)sr->pixels, (double)(float)DDPM_RANGE_TOL, sr->max_abs,
+               sr->broken, sr->images, 100.0 * (double)sr->broken / (double)sr->images);
     fflush(stdout);
     if (j->cls) report_classes(j);
 }
@@ -635,16 +681,15 @@ int eval_fid(int argc, char **argv) {
     sa.batch = (int)batch;
     sa.guidance_seen = args_seen(specs, "guidance");
     ddpm_set_threads((int)threads);
-    st_set_verify(!no_verify);
+    ddpm_set_verify(!no_verify);
     double t0 = ddpm_now();
-    ddpm_err err = {0};
     fid_job j = {0};
     int rc = fid_setup(&cmd, &j, samples, ref, !strcmp(samples_split, "test"), !strcmp(ref_split, "test"), n, ref_n,
                        features, inception, &sa);
     if (rc || (rc = fid_measure(&cmd, &j))) goto done;
     j.secs = ddpm_now() - t0;
     fid_report(&j);
-    if (json && write_json(json, &j, &err)) rc = cli_fail(&cmd, &err);
+    if (json) rc = write_json(&cmd, json, &j);
 done:
     fid_job_free(&j);
     return rc;
@@ -678,45 +723,46 @@ int eval_stats(int argc, char **argv) {
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
     double t0 = ddpm_now();
-    ddpm_err err = {0};
     source S;
-    featnet *net = NULL;
-    float *logits = NULL;
-    int rc;
+    ddpm_features *net = NULL;
+    ddpm_features_info fi;
+    int rc, st;
     if ((rc = source_open(&cmd, "--data", data, !strcmp(split, "test"), n, NULL, &S))) return rc;
     if (S.is_stats) {
         args_error(&cmd, "--data %s is a statistics file, not images", data);
         rc = EXIT_USAGE;
         goto done;
     }
-    if (S.img.n < 2) {
-        args_error(&cmd, "--data: statistics need at least 2 images, got %d", S.img.n);
+    if (S.n < 2) {
+        args_error(&cmd, "--data: statistics need at least 2 images, got %d", S.n);
         rc = EXIT_USAGE;
         goto done;
     }
-    int kind = pick_features(features, &S, NULL);
-    if ((rc = open_net(&cmd, kind, inception, batch < S.img.n ? (int)batch : S.img.n, &net))) goto done;
-    if (featnet_check(net, &S.img, &err)) {
-        args_error(&cmd, "--data: %s", err.msg);
+    ddpm_features_kind kind = pick_features(features, &S, NULL);
+    if ((st = ddpm_features_open(kind, inception, batch < S.n ? (int)batch : S.n, &net)) ||
+        (st = ddpm_features_get_info(net, &fi))) {
+        rc = cli_status(&cmd, st);
+        goto done;
+    }
+    if (ddpm_features_check(net, S.n, S.c, S.h, S.w, S.x)) {
+        args_error(&cmd, "--data: %s", ddpm_errmsg(net));
         rc = EXIT_USAGE;
         goto done;
     }
-    fprintf(stderr, "ddpm eval stats: %s; %s features\n", S.desc, featnet_kind_name(kind));
+    fprintf(stderr, "ddpm eval stats: %s; %s features\n", S.desc, fi.name);
     progress pg = {"features", isatty(2), -1, ddpm_now()};
-    if (quality_ref_from_images(&S.ref, net, &S.img, save_features, save_features ? &logits : NULL, on_progress,
-                                &pg, &err) ||
-        quality_ref_save(&S.ref, logits, featnet_classes(net), out, &err)) {
-        rc = cli_fail(&cmd, &err);
+    int flags = save_features ? DDPM_STATS_FEATURES | DDPM_STATS_LOGITS : 0;
+    if ((st = ddpm_stats_compute(net, S.n, S.c, S.h, S.w, S.x, NULL, flags, on_progress, &pg, &S.stats)) ||
+        (st = ddpm_stats_save(S.stats, out))) {
+        rc = cli_status(&cmd, st);
         goto done;
     }
     double secs = ddpm_now() - t0;
-    printf("%s: mu [%d], sigma [%d, %d]%s of %d images (%s features), %.1f s (%.1f img/s)\n", out, S.ref.st.d,
-           S.ref.st.d, S.ref.st.d, save_features ? ", features, logits" : "", S.img.n, featnet_kind_name(kind), secs,
-           S.img.n / secs);
+    printf("%s: mu [%d], sigma [%d, %d]%s of %d images (%s features), %.1f s (%.1f img/s)\n", out, fi.dim, fi.dim,
+           fi.dim, save_features ? ", features, logits" : "", S.n, fi.name, secs, S.n / secs);
     rc = 0;
 done:
-    free(logits);
-    featnet_free(net);
+    ddpm_features_free(net);
     source_free(&S);
     return rc;
 }

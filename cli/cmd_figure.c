@@ -2,18 +2,13 @@
  * (Fig. 6: the x0 predicted at chosen timesteps along one ancestral sampling
  * run; rows samples, columns t), `ddpm figure shared` (Fig. 7) and
  * `ddpm figure interpolate` (Fig. 8). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
-#include "core/rng.h"
-#include "core/threads.h"
-#include "data/dataset.h"
-#include "diffusion/diffusion.h"
-#include "diffusion/sampler.h"
-#include "io/modelfolder.h"
-#include "io/png.h"
+#include "ddpm.h"
 
 enum { MAX_TRACK = 64 };
 
@@ -31,6 +26,34 @@ static int parse_list(const arg_cmd *cmd, const char *list, int T, int *ts) {
         p = *end ? end + 1 : end;
     }
     return n;
+}
+
+/* Loads the model folder of --model and checks it has a noise schedule.
+ * Returns 0, or the exit status after a message (*m is then NULL). */
+static int load_model(const arg_cmd *cmd, const char *model, ddpm_model **m, ddpm_model_info *mi)
+{
+    int st = ddpm_model_load(model, m);
+    if (st) return cli_status(cmd, st);
+    ddpm_model_get_info(*m, mi);
+    if (!mi->has_scheduler) {
+        args_error(cmd, "%s has no scheduler_config.json: this needs the model's noise schedule", mi->dir);
+        ddpm_model_free(*m);
+        *m = NULL;
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* The paper's sampler for a figure: ancestral, every one of the T steps, the
+ * scheduler_config's x0 processing, n images in one batch. */
+static void figure_options(ddpm_sample_options *o, const ddpm_model_info *mi, long long seed, int n)
+{
+    ddpm_sample_options_init(o);
+    o->sampler = DDPM_SAMPLER_DDPM;
+    o->steps = mi->num_train_timesteps;
+    o->x0 = DDPM_X0_CONFIG;
+    o->seed = (uint64_t)seed;
+    o->batch = n;
 }
 
 static int figure_progressive(int argc, char **argv)
@@ -54,46 +77,40 @@ static int figure_progressive(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
-    st_set_verify(!no_verify);
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(model, dir, sizeof dir);
-    schedule s;
-    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
+    ddpm_set_verify(!no_verify);
+    ddpm_model *m = NULL;
+    ddpm_model_info mi;
+    if ((r = load_model(&cmd, model, &m, &mi))) return r;
+    const int T = mi.num_train_timesteps, C = mi.in_channels, H = mi.sample_size, W = mi.sample_size;
     int ts[MAX_TRACK], nt = 10;
-    if (tlist) nt = parse_list(&cmd, tlist, s.T, ts);
+    if (tlist) nt = parse_list(&cmd, tlist, T, ts);
     else
-        for (int j = 0; j < nt; j++) ts[j] = (int)((long long)(s.T - 1) * (nt - 1 - j) / (nt - 1));
+        for (int j = 0; j < nt; j++) ts[j] = (int)((long long)(T - 1) * (nt - 1 - j) / (nt - 1));
     if (nt < 0) {
-        schedule_free(&s);
+        ddpm_model_free(m);
         return EXIT_USAGE;
     }
-    unet *u = NULL;
-    denoiser den;
-    if (model_load(&u, dir, (int)n, 0, &err) || sampler_unet(&den, u, &err)) {
-        schedule_free(&s);
-        return cli_bad_input(&cmd, &err);
-    }
-    const unet_config *c = &u->cfg;
-    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    size_t D = (size_t)H * W * C;
     float *track = malloc(sizeof(float) * (size_t)nt * n * D), *x = malloc(sizeof(float) * (size_t)n * D);
     float *grid = malloc(sizeof(float) * (size_t)nt * n * D);
-    int rc = EXIT_RUNTIME;
+    int rc = EXIT_RUNTIME, st;
     if (!track || !x || !grid) {
         fprintf(stderr, "ddpm figure: out of memory\n");
         goto done;
     }
-    sampler_opts so = {.kind = SAMPLER_DDPM, .steps = s.T, .eta = 0.0f, .seed = (uint64_t)seed, .ntrack = nt, .track_t = ts, .track_x0 = track};
-    fprintf(stderr, "ddpm figure progressive: %lld samples, %d columns, %d network calls\n", n, nt, s.T);
-    if (sampler_run(&den, &s, &so, 0, (int)n, x, NULL, NULL, NULL, &err)) {
-        rc = cli_fail(&cmd, &err);
+    ddpm_sample_options so;
+    figure_options(&so, &mi, seed, (int)n);
+    so.ntrack = nt, so.track_t = ts, so.track_x0 = track;
+    fprintf(stderr, "ddpm figure progressive: %lld samples, %d columns, %d network calls\n", n, nt, T);
+    if ((st = ddpm_sample(m, &so, (int)n, x, NULL))) {
+        rc = cli_status(&cmd, st);
         goto done;
     }
     for (int i = 0; i < n; i++) /* row i = sample i, column j = timestep ts[j] */
         for (int j = 0; j < nt; j++)
             memcpy(grid + ((size_t)i * nt + j) * D, track + ((size_t)j * n + i) * D, sizeof(float) * D);
-    if (png_write_grid(out, grid, (int)n * nt, c->sample_size, c->sample_size, c->in_channels, nt, 2, &err)) {
-        rc = cli_fail(&cmd, &err);
+    if ((st = ddpm_png_write_grid(out, grid, (int)n * nt, C, H, W, nt, 2))) {
+        rc = cli_status(&cmd, st);
         goto done;
     }
     printf("%s: %lld rows x %d columns (t =", out, n, nt);
@@ -102,8 +119,7 @@ static int figure_progressive(int argc, char **argv)
     rc = 0;
 done:
     free(track), free(x), free(grid);
-    unet_free(u);
-    schedule_free(&s);
+    ddpm_model_free(m);
     return rc;
 }
 
@@ -132,79 +148,71 @@ static int figure_interpolate(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
-    st_set_verify(!no_verify);
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(model, dir, sizeof dir);
-    schedule s;
-    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
-    if (t >= s.T) {
-        args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, s.T - 1);
-        schedule_free(&s);
-        return EXIT_USAGE;
+    ddpm_set_verify(!no_verify);
+    ddpm_model *m = NULL;
+    ddpm_model_info mi;
+    ddpm_dataset *d = NULL;
+    ddpm_dataset_info di;
+    if ((r = load_model(&cmd, model, &m, &mi))) return r;
+    float *xt = NULL, *x = NULL, *grid = NULL, *a = NULL, *b = NULL;
+    int rc = EXIT_USAGE, st;
+    if (t >= mi.num_train_timesteps) {
+        args_error(&cmd, "--t %lld is outside the model's schedule (0..%d)", t, mi.num_train_timesteps - 1);
+        goto done;
     }
-    dataset d;
-    if ((r = cli_load_images(&cmd, dir, data, (int)(2 * pairs), &d))) {
-        schedule_free(&s);
-        return r;
-    }
+    if ((rc = cli_open_images(&cmd, m, data, (int)(2 * pairs), &d))) goto done;
+    ddpm_dataset_get_info(d, &di);
     int L = (int)steps_l, P = (int)pairs, n = P * L, cols = L + 2;
-    unet *u = NULL;
-    denoiser den;
-    float *xt = NULL, *x = NULL, *grid = NULL, *a = NULL, *b = NULL, *eps = NULL;
-    int rc = EXIT_USAGE;
-    if (d.n < 2 * P) {
-        args_error(&cmd, "--data holds %d images; %d pairs need %d", d.n, P, 2 * P);
+    const int C = mi.in_channels, H = mi.sample_size, W = mi.sample_size;
+    const int32_t tt = (int32_t)t;
+    rc = EXIT_USAGE;
+    if (di.n < 2 * P) {
+        args_error(&cmd, "--data holds %d images; %d pairs need %d", di.n, P, 2 * P);
         goto done;
     }
-    if (model_load(&u, dir, n, 0, &err) || sampler_unet(&den, u, &err)) {
-        rc = cli_bad_input(&cmd, &err);
-        goto done;
-    }
-    const unet_config *c = &u->cfg;
-    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    size_t D = (size_t)H * W * C;
     rc = EXIT_RUNTIME;
     xt = malloc(sizeof(float) * n * D), x = malloc(sizeof(float) * n * D);
     grid = malloc(sizeof(float) * (size_t)P * cols * D);
-    a = malloc(sizeof(float) * D), b = malloc(sizeof(float) * D), eps = malloc(sizeof(float) * D);
-    if (!xt || !x || !grid || !a || !b || !eps) {
+    a = malloc(sizeof(float) * D), b = malloc(sizeof(float) * D);
+    if (!xt || !x || !grid || !a || !b) {
         fprintf(stderr, "ddpm figure: out of memory\n");
         goto done;
     }
     for (int p = 0; p < P; p++) {
         float *x1 = grid + (size_t)p * cols * D, *x2 = x1 + (size_t)(cols - 1) * D;
-        for (size_t k = 0; k < D; k++) {
-            x1[k] = d.pixels[(size_t)(2 * p) * D + k] / 127.5f - 1.0f;
-            x2[k] = d.pixels[(size_t)(2 * p + 1) * D + k] / 127.5f - 1.0f;
+        if ((st = ddpm_dataset_images(d, 2 * p, 1, x1, NULL)) || (st = ddpm_dataset_images(d, 2 * p + 1, 1, x2, NULL)) ||
+            (st = ddpm_model_diffuse(m, 1, x1, &tt, NULL, (uint64_t)seed, p, a)) || /* the same noise for both */
+            (st = ddpm_model_diffuse(m, 1, x2, &tt, NULL, (uint64_t)seed, p, b))) {
+            rc = cli_status(&cmd, st);
+            goto done;
         }
-        rng_normal(eps, D, (uint64_t)seed, RNG_EVAL, (uint64_t)p); /* the same noise for both images */
-        q_sample(&s, (int)t, x1, eps, a, D);
-        q_sample(&s, (int)t, x2, eps, b, D);
         for (int l = 0; l < L; l++) {
             float lam = (float)l / (float)(L - 1);
             float *o = xt + ((size_t)p * L + l) * D;
             for (size_t k = 0; k < D; k++) o[k] = (1.0f - lam) * a[k] + lam * b[k];
         }
     }
-    sampler_opts so = {.kind = SAMPLER_DDPM, .steps = s.T, .seed = (uint64_t)seed, .start_from = (int)t + 1};
+    ddpm_sample_options so;
+    figure_options(&so, &mi, seed, n);
+    so.start_t = (int)t + 1, so.noise = xt;
     fprintf(stderr, "ddpm figure interpolate: %d pairs x %d lambdas, denoising from t = %lld\n", P, L, t);
-    if (sampler_run(&den, &s, &so, 0, n, x, xt, NULL, NULL, &err)) {
-        rc = cli_fail(&cmd, &err);
+    if ((st = ddpm_sample(m, &so, n, x, NULL))) {
+        rc = cli_status(&cmd, st);
         goto done;
     }
     for (int p = 0; p < P; p++)
         memcpy(grid + ((size_t)p * cols + 1) * D, x + (size_t)p * L * D, sizeof(float) * L * D);
-    if (png_write_grid(out, grid, P * cols, c->sample_size, c->sample_size, c->in_channels, cols, 2, &err)) {
-        rc = cli_fail(&cmd, &err);
+    if ((st = ddpm_png_write_grid(out, grid, P * cols, C, H, W, cols, 2))) {
+        rc = cli_status(&cmd, st);
         goto done;
     }
     printf("%s: %d rows (image 2i, %d interpolations, image 2i+1), t = %lld\n", out, P, L, t);
     rc = 0;
 done:
-    free(xt), free(x), free(grid), free(a), free(b), free(eps);
-    unet_free(u);
-    dataset_free(&d);
-    schedule_free(&s);
+    free(xt), free(x), free(grid), free(a), free(b);
+    ddpm_dataset_free(d);
+    ddpm_model_free(m);
     return rc;
 }
 
@@ -232,67 +240,60 @@ static int figure_shared(int argc, char **argv)
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
-    st_set_verify(!no_verify);
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(model, dir, sizeof dir);
-    schedule s;
-    if ((r = cli_read_schedule(&cmd, dir, &s))) return r;
-    int ts[MAX_TRACK], nt = parse_list(&cmd, tlist, s.T, ts);
-    if (nt < 0) {
-        schedule_free(&s);
-        return EXIT_USAGE;
-    }
-    dataset d;
-    if ((r = cli_load_images(&cmd, dir, data, (int)index + 1, &d))) {
-        schedule_free(&s);
-        return r;
-    }
-    int N = (int)n, cols = N + 1, rc = EXIT_USAGE;
-    unet *u = NULL;
-    denoiser den;
-    float *xt = NULL, *x = NULL, *grid = NULL, *eps = NULL;
-    if (d.n <= index) {
-        args_error(&cmd, "--index %lld: the data hold %d images", index, d.n);
+    ddpm_set_verify(!no_verify);
+    ddpm_model *m = NULL;
+    ddpm_model_info mi;
+    ddpm_dataset *d = NULL;
+    ddpm_dataset_info di;
+    if ((r = load_model(&cmd, model, &m, &mi))) return r;
+    int ts[MAX_TRACK], nt = parse_list(&cmd, tlist, mi.num_train_timesteps, ts);
+    int N = (int)n, cols = N + 1, rc = EXIT_USAGE, st;
+    const int C = mi.in_channels, H = mi.sample_size, W = mi.sample_size;
+    float *xt = NULL, *x = NULL, *grid = NULL;
+    if (nt < 0) goto done;
+    if ((rc = cli_open_images(&cmd, m, data, (int)index + 1, &d))) goto done;
+    ddpm_dataset_get_info(d, &di);
+    rc = EXIT_USAGE;
+    if (di.n <= index) {
+        args_error(&cmd, "--index %lld: the data hold %d images", index, di.n);
         goto done;
     }
-    if (model_load(&u, dir, N, 0, &err) || sampler_unet(&den, u, &err)) {
-        rc = cli_bad_input(&cmd, &err);
-        goto done;
-    }
-    const unet_config *c = &u->cfg;
-    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    size_t D = (size_t)H * W * C;
     rc = EXIT_RUNTIME;
     xt = malloc(sizeof(float) * N * D), x = malloc(sizeof(float) * N * D);
-    grid = malloc(sizeof(float) * (size_t)nt * cols * D), eps = malloc(sizeof(float) * D);
-    if (!xt || !x || !grid || !eps) {
+    grid = malloc(sizeof(float) * (size_t)nt * cols * D);
+    if (!xt || !x || !grid) {
         fprintf(stderr, "ddpm figure: out of memory\n");
         goto done;
     }
     for (int j = 0; j < nt; j++) {
         float *row = grid + (size_t)j * cols * D;
-        for (size_t k = 0; k < D; k++) row[k] = d.pixels[(size_t)index * D + k] / 127.5f - 1.0f;
-        rng_normal(eps, D, (uint64_t)seed, RNG_EVAL, (uint64_t)ts[j]);
-        q_sample(&s, ts[j], row, eps, xt, D);
+        const int32_t tj = ts[j];
+        if ((st = ddpm_dataset_images(d, (int)index, 1, row, NULL)) ||
+            (st = ddpm_model_diffuse(m, 1, row, &tj, NULL, (uint64_t)seed, ts[j], xt))) {
+            rc = cli_status(&cmd, st);
+            goto done;
+        }
         for (int i = 1; i < N; i++) memcpy(xt + (size_t)i * D, xt, sizeof(float) * D); /* the shared latent */
-        sampler_opts so = {.kind = SAMPLER_DDPM, .steps = s.T, .seed = (uint64_t)seed, .start_from = ts[j] + 1};
-        if (sampler_run(&den, &s, &so, 0, N, x, xt, NULL, NULL, &err)) {
-            rc = cli_fail(&cmd, &err);
+        ddpm_sample_options so;
+        figure_options(&so, &mi, seed, N);
+        so.start_t = ts[j] + 1, so.noise = xt;
+        if ((st = ddpm_sample(m, &so, N, x, NULL))) {
+            rc = cli_status(&cmd, st);
             goto done;
         }
         memcpy(row + D, x, sizeof(float) * N * D);
     }
-    if (png_write_grid(out, grid, nt * cols, c->sample_size, c->sample_size, c->in_channels, cols, 2, &err)) {
-        rc = cli_fail(&cmd, &err);
+    if ((st = ddpm_png_write_grid(out, grid, nt * cols, C, H, W, cols, 2))) {
+        rc = cli_status(&cmd, st);
         goto done;
     }
     printf("%s: %d rows (t = %s), the source image then %d samples each\n", out, nt, tlist, N);
     rc = 0;
 done:
-    free(xt), free(x), free(grid), free(eps);
-    unet_free(u);
-    dataset_free(&d);
-    schedule_free(&s);
+    free(xt), free(x), free(grid);
+    ddpm_dataset_free(d);
+    ddpm_model_free(m);
     return rc;
 }
 

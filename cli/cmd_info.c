@@ -2,19 +2,26 @@
  * shape, parameter count, cost per image, noise schedule, training step). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include "common.h"
-#include "diffusion/schedule.h"
-#include "io/modelfolder.h"
-#include "io/safetensors.h"
-#include "model/unet.h"
+#include "ddpm.h"
 
 static void print_ints(const char *label, const int *v, int n)
 {
     printf("%-22s [", label);
     for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", v[i]);
     printf("]\n");
+}
+
+/* The class line of a conditional model. */
+static void print_classes(const ddpm_model *m, const ddpm_model_info *mi)
+{
+    printf("%-22s %d class embeddings%s", "classes", mi->num_class_embeds,
+           mi->null_class >= 0 ? " (the last: the null class, for guidance)" : " (no null class)");
+    /* The named classes: all but the null class (a model has names for all or none). */
+    int named = !mi->has_class_names ? 0 : mi->null_class >= 0 ? mi->null_class : mi->num_class_embeds;
+    for (int k = 0; k < named; k++) printf("%s%s", k ? ", " : ": ", ddpm_model_class_name(m, k));
+    printf("\n");
 }
 
 int cmd_info(int argc, char **argv)
@@ -29,74 +36,38 @@ int cmd_info(int argc, char **argv)
     arg_cmd cmd = {"info", "Summarise a model folder (diffusers layout) or a training run folder.", NULL, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    st_set_verify(!no_verify);
+    ddpm_set_verify(!no_verify);
 
-    ddpm_err err = {0};
-    char dir[4096];
-    cli_model_dir(model, dir, sizeof dir);
-    unet_config c;
-    if (model_read_config(dir, &c, &err)) return cli_bad_input(&cmd, &err);
-    unet *u = NULL;
-    if (unet_create(&u, &c, 1, 0, &err)) return cli_bad_input(&cmd, &err);
-    if (model_load_weights(u, dir, &err)) { /* the weights fit the config (and their checksums) */
-        unet_free(u);
-        return cli_bad_input(&cmd, &err);
-    }
-
-    printf("%-22s %s\n", "model folder", dir);
-    printf("%-22s %d x %d x %d -> %d channels\n", "image", c.sample_size, c.sample_size, c.in_channels,
-           c.out_channels);
-    print_ints("block_out_channels", c.block_out, c.levels);
-    print_ints("attention (down)", c.down_attn, c.levels);
-    printf("%-22s %d\n", "layers_per_block", c.layers_per_block);
-    printf("%-22s %d groups, eps %g\n", "group norm", c.norm_groups, c.norm_eps);
-    printf("%-22s %g\n", "dropout", c.dropout);
-    if (c.num_class_embeds > 0) {
-        unet_classes cls;
-        if (model_read_classes(dir, &cls, &err)) {
-            unet_free(u);
-            return cli_bad_input(&cmd, &err);
-        }
-        int null_class = unet_null_class(&c, &cls);
-        printf("%-22s %d class embeddings%s", "classes", c.num_class_embeds,
-               null_class >= 0 ? " (the last: the null class, for guidance)" : " (no null class)");
-        for (int k = 0; k < cls.n; k++) printf("%s%s", k ? ", " : ": ", cls.names[k]);
-        printf("\n");
-        unet_classes_free(&cls);
-    }
-    printf("%-22s %zu\n", "parameters", u->nparams);
-    printf("%-22s %.3f GFLOP per image\n", "forward cost", unet_forward_flops(u) / 1e9);
-    unet_free(u);
-
-    char *sj = NULL;
-    if (model_read_scheduler(dir, &sj, &err)) return cli_bad_input(&cmd, &err);
-    if (sj) {
-        schedule s;
-        if (schedule_from_json(&s, sj, &err)) {
-            free(sj);
-            return cli_bad_input(&cmd, &err);
-        }
-        printf("%-22s %s, T = %d, beta %g .. %g, variance %s\n", "noise schedule", s.kind, s.T, s.beta_start,
-               s.beta_end, s.variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large");
-        schedule_free(&s);
-        free(sj);
-    } else {
+    ddpm_model *m = NULL;
+    ddpm_model_info mi;
+    int st = ddpm_model_load(model, &m); /* the weights fit the config (and their checksums) */
+    if (st) return cli_status(&cmd, st);
+    ddpm_model_get_info(m, &mi);
+    printf("%-22s %s\n", "model folder", mi.dir);
+    printf("%-22s %d x %d x %d -> %d channels\n", "image", mi.sample_size, mi.sample_size, mi.in_channels,
+           mi.out_channels);
+    print_ints("block_out_channels", mi.block_out_channels, mi.levels);
+    print_ints("attention (down)", mi.down_attention, mi.levels);
+    printf("%-22s %d\n", "layers_per_block", mi.layers_per_block);
+    printf("%-22s %d groups, eps %g\n", "group norm", mi.norm_groups, (double)(float)mi.norm_eps);
+    printf("%-22s %g\n", "dropout", (double)(float)mi.dropout);
+    if (mi.num_class_embeds > 0) print_classes(m, &mi);
+    printf("%-22s %zu\n", "parameters", mi.num_parameters);
+    printf("%-22s %.3f GFLOP per image\n", "forward cost", mi.flops_per_image / 1e9);
+    if (mi.has_scheduler)
+        printf("%-22s %s, T = %d, beta %g .. %g, variance %s\n", "noise schedule", mi.beta_schedule,
+               mi.num_train_timesteps, mi.beta_start, mi.beta_end, mi.variance_type);
+    else
         printf("%-22s none (scheduler_config.json absent)\n", "noise schedule");
-    }
 
-    char state[4200];
-    struct stat stt;
-    snprintf(state, sizeof state, "%s/training_state.safetensors", model);
-    if (stat(state, &stt) == 0) {
-        st_file f;
-        if (st_open(&f, state, &err) || st_verify(&f, &err)) {
-            st_close(&f);
-            return cli_bad_input(&cmd, &err);
-        }
-        const char *step = st_meta(&f, "step"), *opts = st_meta(&f, "options");
+    const char *step = NULL, *opts = NULL;
+    int rc = 0;
+    if ((st = ddpm_model_run_state(m, &step, &opts))) {
+        rc = cli_status(&cmd, st);
+    } else if (step || opts) {
         printf("%-22s %s\n", "training step", step ? step : "?");
         if (opts) printf("%-22s %s\n", "training options", opts);
-        st_close(&f);
     }
-    return 0;
+    ddpm_model_free(m);
+    return rc;
 }

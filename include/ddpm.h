@@ -155,20 +155,40 @@ typedef struct ddpm_model ddpm_model;
 DDPM_API int ddpm_model_load(const char *dir, ddpm_model **out);
 DDPM_API void ddpm_model_free(ddpm_model *m);
 
+/* The largest num_train_timesteps ddpm accepts (a sanity bound on configs). */
+#define DDPM_MAX_TIMESTEPS 100000
+
 typedef struct ddpm_model_info {
     int sample_size;         /* H = W */
     int in_channels, out_channels;
     int num_class_embeds;    /* diffusers' num_class_embeds (0: unconditional) */
     int num_classes;         /* classes to draw: num_class_embeds without the null class */
     int null_class;          /* the class that means "no class" (ddpm train --classes), -1: none */
+    int has_class_names;     /* 1: the config names the classes (_class_names); 0: they are "0", "1", ... */
     int num_train_timesteps; /* T */
     int has_scheduler;       /* 0: no scheduler_config.json, the DDPMScheduler defaults are used */
     size_t num_parameters;
     double flops_per_image;  /* of one forward pass (a multiply-add counts 2) */
     const char *dir;         /* the model folder loaded (dir/model for a run folder) */
+    /* The network (config.json): levels = len(block_out_channels) (at most 8),
+     * down_attention[i] = 1 when down block i has attention. */
+    int levels, block_out_channels[8], down_attention[8], layers_per_block, norm_groups;
+    double norm_eps, dropout;
+    /* The noise schedule (scheduler_config.json or the defaults). */
+    const char *beta_schedule;    /* "linear", "scaled_linear", "squaredcos_cap_v2" */
+    double beta_start, beta_end;
+    const char *variance_type;    /* "fixed_small" | "fixed_large" */
+    const char *timestep_spacing; /* "leading" | "trailing" | "linspace" */
 } ddpm_model_info;
 /* Fills *info. The strings belong to m. */
 DDPM_API int ddpm_model_get_info(const ddpm_model *m, ddpm_model_info *info);
+/* The training run m was loaded from (ddpm_model_load of a run folder): its
+ * step and options (JSON text) as its training state file records them, into
+ * *step and *options (NULL when m was loaded from a plain model folder, or the
+ * state lacks the entry; the strings belong to m). The state file is checked
+ * against its checksums unless ddpm_set_verify(0). Errors: DDPM_ERR_INPUT (a
+ * corrupt state file, named), DDPM_ERR_NOMEM. */
+DDPM_API int ddpm_model_run_state(ddpm_model *m, const char **step, const char **options);
 /* config.json and scheduler_config.json of m as ddpm writes them (JSON text). */
 DDPM_API const char *ddpm_model_config_json(const ddpm_model *m);
 DDPM_API const char *ddpm_model_scheduler_json(const ddpm_model *m);
@@ -181,16 +201,21 @@ DDPM_API int ddpm_model_find_class(const ddpm_model *m, const char *name);
 
 /* The network's noise prediction eps(x_t, t) for n images x [n, C, H, W] at
  * 0-based timesteps t[n] (in 0..T-1) into eps [n, out_channels, H, W];
- * labels[n] are the classes of a conditional model (NULL: its null class, or
- * none). Results do not depend on n beyond float rounding.
- * Errors: DDPM_ERR_ARG (n < 1, t or a label out of range, non-finite x),
+ * labels[n] are the classes of a conditional model (NULL: its null class;
+ * ignored by an unconditional one). Results do not depend on n beyond float
+ * rounding (the network is built for n images; another n rebuilds it).
+ * Errors: DDPM_ERR_ARG (n < 1, t or a label out of range, NULL labels for a
+ * conditional model without a null class, non-finite x),
  * DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (the network's output), DDPM_ERR_RUNTIME. */
 DDPM_API int ddpm_model_eps(ddpm_model *m, int n, const float *x, const int32_t *t, const int32_t *labels,
                             float *eps);
 
 /* The forward process q(x_t | x_0) (Eq. 4): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise,
- * for n images at timesteps t[n]; noise NULL draws it from (seed, image index
- * first_index + i, t) as ddpm's evaluation does. x_t may be x0. */
+ * for n images x0 [n, C, H, W] at timesteps t[n] (0..T-1) into x_t; noise
+ * [n, C, H, W], or NULL to draw image i's noise from (seed, first_index + i)
+ * alone: the same noise at every t, so two calls with one first_index share
+ * it (the paper's Fig. 7 and 8). x_t may be x0.
+ * Errors: DDPM_ERR_ARG (NULL, n < 1, t out of range), DDPM_ERR_NOMEM. */
 DDPM_API int ddpm_model_diffuse(const ddpm_model *m, int n, const float *x0, const int32_t *t, const float *noise,
                                 uint64_t seed, int first_index, float *x_t);
 
@@ -216,7 +241,7 @@ typedef enum ddpm_x0 {
 
 typedef struct ddpm_sample_options {
     ddpm_sampler sampler;   /* default DDPM_SAMPLER_DDPM */
-    int steps;              /* network calls, 1..T (0: min(20, T), the default) */
+    int steps;              /* network calls, 1..T (0, the default: 20; T when T <= 20, T - 1 for dpm++2m) */
     float eta;              /* DDIM only, in [0, 1] */
     uint64_t seed;          /* x_T and every step's noise depend only on (seed, image index, timestep) */
     const char *spacing;    /* "leading" | "trailing" | "linspace"; NULL: the scheduler_config's */
@@ -226,13 +251,14 @@ typedef struct ddpm_sample_options {
     int raw;                /* 1: the final x as computed; 0: clamped to [-1, 1] (the default) */
     int batch;              /* images per network call (default 64) */
     /* Conditional models: classes[n] gives each image's class (NULL: the null
-     * class, an unconditional sample). guidance W mixes eps = eps_null + W
-     * (eps_class - eps_null) (classifier-free guidance, one batched pass);
-     * W < 0 (the default) means 3 for models with a null class, 1 otherwise;
-     * W != 1 needs a null class. */
+     * class, an unconditional sample; DDPM_ERR_ARG for a model without one).
+     * guidance W mixes eps = eps_null + W (eps_class - eps_null)
+     * (classifier-free guidance, one batched pass); W < 0 (the default) means
+     * 3 for models with a null class, 1 otherwise; W != 1 needs a null class.
+     * Unconditional models take no classes and ignore guidance. */
     const int32_t *classes;
     float guidance;
-    /* Optional start: x_T [n, C, H, W] (NULL: drawn from the seed). With
+    /* Optional start: x_T [n, C, H, W], finite (NULL: drawn from the seed). With
      * start_t > 0, noise is x_t at timestep start_t - 1 and only the steps
      * from there run (the paper's Fig. 7 and 8). */
     const float *noise;
@@ -261,11 +287,16 @@ DDPM_API int ddpm_sample_check(const ddpm_model *m, const ddpm_sample_options *o
  * none") into buf (len bytes, truncated, always terminated). */
 DDPM_API void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, char *buf, size_t len);
 
-/* What ddpm_sample saw in the final samples before the clamp to [-1, 1]. */
+/* What ddpm_sample saw in the final samples before the clamp to [-1, 1]: a
+ * pixel is out when |x| > DDPM_RANGE_TOL (the small overshoot of a flat
+ * background at +-1 is normal), an image is broken when more than
+ * DDPM_BROKEN_FRAC of its pixels are out. */
+#define DDPM_RANGE_TOL 1.05
+#define DDPM_BROKEN_FRAC 0.01
 typedef struct ddpm_sample_report {
     long long images, pixels;
-    long long out_pixels; /* |x| > 1.05 */
-    long long broken;     /* images with more than 1% of their pixels out */
+    long long out_pixels; /* |x| > DDPM_RANGE_TOL */
+    long long broken;     /* images with more than DDPM_BROKEN_FRAC of their pixels out */
     double max_abs;       /* the largest |x| */
 } ddpm_sample_report;
 
@@ -273,10 +304,14 @@ typedef struct ddpm_sample_report {
  * sample_size), in batches of o->batch, image i with index o->first_index + i:
  * the same bits for any batch split over threads and processes (MPI: each
  * rank computes whole batches; x is filled on rank 0 only and may be NULL
- * elsewhere). report (may be NULL) gets the range statistics over all n.
- * Errors: those of ddpm_sample_check, DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (a
- * non-finite network output or sample: the message names the image and
- * timestep), DDPM_ERR_CANCELLED, DDPM_ERR_RUNTIME. */
+ * elsewhere). report (may be NULL) gets the range statistics over all n
+ * (every rank). The network is built for min(batch, n) images (twice that
+ * with guidance W other than 0 and 1).
+ * Errors: those of ddpm_sample_check (and n < 1, a non-finite noise),
+ * DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (a non-finite network output or sample:
+ * the message names the image and timestep), DDPM_ERR_CANCELLED,
+ * DDPM_ERR_RUNTIME. Under MPI every rank returns the same status (a rank
+ * whose own share went well says another one failed). */
 DDPM_API int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, ddpm_sample_report *report);
 
 /* -------------------------------------------------------------- likelihood */
@@ -289,7 +324,13 @@ DDPM_API int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, flo
  *   terms[n * (T+1)]  image i's terms in nats: [i*(T+1) + t] is L_0 (t = 0) or
  *                     the KL term of step t (t >= 1), [i*(T+1) + T] is the prior L_T;
  *   mse[n * T]        the mean squared error of the clipped predicted x0 at each t.
- * progress counts network evaluations (rank 0: its own share). */
+ * Every rank passes all n images (and labels). Image i (0-based in this call)
+ * uses the noise of index i. progress counts network evaluations (rank 0: its
+ * own share); a cancel takes effect at the end of the batch in progress.
+ * Errors: DDPM_ERR_ARG (NULL m or x, n < 1, a label out of range, NULL labels
+ * for a conditional model without a null class), DDPM_ERR_NOMEM,
+ * DDPM_ERR_NONFINITE, DDPM_ERR_CANCELLED, DDPM_ERR_RUNTIME; under MPI the
+ * same status on every rank. */
 DDPM_API int ddpm_nll(ddpm_model *m, int n, const float *x, const int32_t *labels, int batch, uint64_t seed,
                       double *bpd, double *terms, double *mse, ddpm_progress_fn progress, void *progress_ctx);
 
@@ -316,23 +357,29 @@ typedef struct ddpm_dataset_info {
 DDPM_API int ddpm_dataset_get_info(const ddpm_dataset *d, ddpm_dataset_info *info);
 /* The name of class k, NULL out of range. */
 DDPM_API const char *ddpm_dataset_class_name(const ddpm_dataset *d, int k);
-/* Images first .. first+n-1 into x [n, C, H, W] and, if not NULL (and the data
- * are labelled), their labels into labels[n]. DDPM_ERR_ARG out of range. */
+/* Images first .. first+n-1 into x [n, C, H, W] (pixel p: p / 127.5 - 1) and,
+ * if not NULL, their labels into labels[n] (-1 for unlabelled data).
+ * DDPM_ERR_ARG out of range. */
 DDPM_API int ddpm_dataset_images(const ddpm_dataset *d, int first, int n, float *x, int32_t *labels);
 
 /* ---------------------------------------------------------------- training */
 
 typedef struct ddpm_trainer ddpm_trainer;
 
-/* What a run writes, and how often (in steps; 0 = never). Kept by the run:
- * a resumed run uses its own unless told otherwise (ddpm_trainer_set_cadence). */
+/* What a run writes, and how often (in steps; 0 = never). Kept by the run
+ * (its checkpoints record it): a resumed run uses its own unless told
+ * otherwise (ddpm_trainer_resume, ddpm_trainer_set_cadence). Everything is
+ * written by rank 0 under MPI. */
 typedef struct ddpm_train_cadence {
-    long long save_every;   /* checkpoint (RUN/training_state.safetensors, RUN/model, RUN/model-raw); default 5000 */
-    long long log_every;    /* a line of RUN/metrics.jsonl; default 100 */
-    long long sample_every; /* RUN/samples/step_NNNNNNNN.png from the EMA weights; default 5000 */
-    long long sample_n;     /* images in those grids; default 64 */
-    long long eval_every;   /* an FID of EMA samples against the training data in metrics.jsonl; default 0 */
-    long long eval_n;       /* samples per FID; default 1000 */
+    long long save_every;   /* checkpoint (RUN/training_state.safetensors, RUN/model, RUN/model-raw) when this
+                             * many steps passed since the last save (or create/resume); >= 1; default 1000 */
+    long long log_every;    /* a line of RUN/metrics.jsonl at every step that is a multiple; >= 1; default 100 */
+    long long sample_every; /* RUN/samples/step_NNNNNNNN.png from the EMA weights at multiples; default 0 */
+    long long sample_n;     /* images in those grids, 1..1024; default 16 */
+    long long eval_every;   /* an FID of EMA samples against the training data (the first 10,000 images) in
+                             * metrics.jsonl at multiples: F-MNIST features for 28x28 gray images, else
+                             * Inception; default 0 */
+    long long eval_n;       /* samples per FID, 10..100000; default 1000 */
 } ddpm_train_cadence;
 
 typedef struct ddpm_train_options {
@@ -340,11 +387,11 @@ typedef struct ddpm_train_options {
     int limit;              /* use the first limit images (0: all) */
     const char *preset;     /* network: "fmnist-small" (default), "fmnist", "cifar10" ... */
     const char *config;     /* ... or a config.json file (diffusers UNet2DModel keys); overrides preset */
-    int batch;              /* images per step (paper: 128) */
+    int batch;              /* images per step, 1..65536 (paper: 128) */
     double lr;              /* Adam's learning rate after warm-up (2e-4) */
     int warmup;             /* steps of linear warm-up (5000) */
     double clip;            /* global gradient-norm clip, 0 = off (1) */
-    double ema;             /* EMA decay (0.9999) */
+    double ema;             /* EMA decay in [0, 1] (0.9999) */
     int ema_warmup;         /* decay min(ema, (1+k)/(10+k)) at step k (1) */
     double dropout;         /* < 0: the config's (0.1 for presets) */
     int flip;               /* random horizontal flips (0) */
@@ -355,7 +402,8 @@ typedef struct ddpm_train_options {
     const char *schedule;   /* "linear" (default) | "cosine" */
     double beta_start, beta_end; /* linear schedule (1e-4, 0.02) */
     const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config */
-    int shards;             /* gradient shards summed in a fixed tree (0: the default) */
+    int shards;             /* gradient shards summed in a fixed tree (0: the default: 8 or fewer for batches
+                             * under 32, and at least the process count) */
     const char *inception;  /* Inception weights for eval_every on non-F-MNIST data (NULL: the default path) */
     ddpm_train_cadence cadence;
 } ddpm_train_options;
@@ -368,28 +416,49 @@ DDPM_API void ddpm_train_options_init(ddpm_train_options *o);
 DDPM_API int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe);
 
 /* Collective. Starts a new run in run_dir (created if missing): loads the
- * data, builds the network with the official initialisation, and saves the
- * step-0 checkpoint so the folder is usable from the start (rank 0 writes).
- * Errors: DDPM_ERR_ARG (bad options; run_dir already holds a run),
- * DDPM_ERR_INPUT (the data, the config file, the Inception weights),
- * DDPM_ERR_NOMEM, DDPM_ERR_IO (run_dir not writable). */
+ * data, builds the network with the official initialisation, opens the FID
+ * evaluation when cadence.eval_every > 0 (its feature network and the
+ * reference statistics; logged), and only then saves the step-0 checkpoint
+ * so the folder is usable from the start (rank 0 writes; RUN/metrics.jsonl
+ * starts empty). Nothing is written when it fails before that save.
+ * Errors: DDPM_ERR_ARG (NULL, an option out of range, beta_start > beta_end,
+ * classes on unlabelled data, a batch that does not split over the
+ * processes, data of another size than the network's, run_dir already holds
+ * a run), DDPM_ERR_INPUT (the data, the config file, the Inception weights),
+ * DDPM_ERR_NOMEM, DDPM_ERR_IO (run_dir not writable), DDPM_ERR_RUNTIME
+ * (another process failed). On success *out is a new trainer at step 0. */
 DDPM_API int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *o, ddpm_trainer **out);
 
 /* Collective. Continues the run in run_dir with its own options, from its
  * latest checkpoint -- or from the previous one when the latest is corrupt
- * (logged as a warning). The run goes on exactly as if it had never stopped,
- * with any number of threads or processes dividing its shard count.
- * Errors: DDPM_ERR_ARG (no run in run_dir), DDPM_ERR_INPUT (both states
- * corrupt, the data changed), DDPM_ERR_NOMEM. */
-DDPM_API int ddpm_trainer_resume(const char *run_dir, ddpm_trainer **out);
+ * (what is wrong is logged as a warning, then "resuming from the previous
+ * state, PATH"). The run goes on exactly as if it had never stopped, with
+ * any number of threads or processes dividing its shard count. cadence (may
+ * be NULL) replaces the run's cadence field by field where a field is >= 0
+ * (< 0: the run's own), from now on; inception as in the options (NULL: the
+ * default path). Lines of RUN/metrics.jsonl after the checkpoint's step are
+ * dropped (they are written again).
+ * Errors: DDPM_ERR_ARG (NULL, no run in run_dir, a cadence field out of
+ * range), DDPM_ERR_INPUT (both states corrupt, the data changed, the
+ * Inception weights), DDPM_ERR_NOMEM, DDPM_ERR_IO, DDPM_ERR_RUNTIME. */
+DDPM_API int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *cadence, const char *inception,
+                                 ddpm_trainer **out);
+/* Closes RUN/metrics.jsonl and frees t (NULL is fine); writes nothing else
+ * (call ddpm_trainer_finish first to save). */
 DDPM_API void ddpm_trainer_free(ddpm_trainer *t);
 
-/* Whether run_dir holds a run to resume (a training state file). */
+/* Collective. Whether run_dir holds a run to resume (its training state file
+ * or the previous one): 1 or 0, rank 0's view on every rank. */
 DDPM_API int ddpm_run_exists(const char *run_dir);
 
-/* The run's options (strings belong to t), e.g. to see a resumed run's. */
+/* The run's options (strings belong to t). For a resumed run: its own, with
+ * preset and config NULL (the network is the run's) and schedule "linear"
+ * or "cosine". */
 DDPM_API int ddpm_trainer_get_options(const ddpm_trainer *t, ddpm_train_options *o);
-/* Changes what the run writes and how often from now on (kept by its checkpoints). */
+/* Changes what the run writes and how often from now on (kept by its
+ * checkpoints). Fields < 0 stay. An FID evaluation asked for here opens its
+ * feature network at its first use (a failure there is a failed evaluation).
+ * DDPM_ERR_ARG for a field out of range. */
 DDPM_API int ddpm_trainer_set_cadence(ddpm_trainer *t, const ddpm_train_cadence *c);
 
 typedef struct ddpm_train_metrics {
@@ -401,82 +470,196 @@ typedef struct ddpm_train_metrics {
     double reduce_s;       /* seconds of this step spent summing over the processes (MPI) */
     size_t num_parameters;
     int batch, processes, shards, local_batch;
-    /* Set at a step that wrote a metrics.jsonl line (log_every): the mean loss
-     * and images per second since the previous line. */
+    const char *data_desc; /* one line: the data set used (belongs to t) */
+    /* Set at a step that wrote a metrics.jsonl line (log_every, rank 0): the
+     * mean loss and images per second since the previous line. */
     int logged;
     double log_loss, log_img_per_s;
-    /* Set at a step that ran an FID evaluation (eval_every); evaluated = -1
-     * when it failed (logged as a warning; training goes on). */
+    /* Set at a step that ran an FID evaluation (eval_every, rank 0): 1, or -1
+     * when it failed (logged as a warning "step N: ..."; training goes on). */
     int evaluated;
-    double fid, precision, recall, broken, eval_s;
+    double fid, precision, recall, broken, eval_s; /* broken: the fraction of broken samples */
+    int eval_n;
     const char *fid_label; /* "FID" (Inception) or "FID (F-MNIST features)" */
+    int saved, sampled;    /* this step wrote a checkpoint / a sample grid (rank 0) */
 } ddpm_train_metrics;
 
 /* Collective. One step of Algorithm 1 (and the Adam/EMA update), then what
  * the cadence asks for at the new step (rank 0): the metrics.jsonl line, the
  * checkpoint, the sample grid, the FID. m (may be NULL) gets the metrics.
- * Errors: DDPM_ERR_NONFINITE (the loss or gradient; the weights are left as
- * they were), DDPM_ERR_IO or DDPM_ERR_NOMEM from rank 0's cadence writes
- * (under MPI on rank 0 alone: agree with ddpm_proc_or before the next step). */
+ * Errors: DDPM_ERR_NONFINITE (the loss or gradient, on every rank; the step
+ * is not taken), DDPM_ERR_IO or DDPM_ERR_NOMEM from rank 0's cadence writes
+ * (the step is taken; under MPI on rank 0 alone: agree with ddpm_proc_or
+ * before the next step), DDPM_ERR_RUNTIME. */
 DDPM_API int ddpm_trainer_step(ddpm_trainer *t, ddpm_train_metrics *m);
 
 /* Fills m with the state now (step, parameters, batch split; no step). */
 DDPM_API int ddpm_trainer_get_metrics(const ddpm_trainer *t, ddpm_train_metrics *m);
 
 /* Rank 0 writes the checkpoint now (crash-safe: at any moment the run folder
- * holds a complete state; the one before stays as the previous state). */
+ * holds a complete state; the one before stays as the previous state); a
+ * no-op elsewhere. DDPM_ERR_IO, DDPM_ERR_NOMEM. */
 DDPM_API int ddpm_trainer_save(ddpm_trainer *t);
 
 /* Rank 0 writes RUN/samples/step_NNNNNNNN.png now (sample_n EMA samples, the
- * ddpm sampler with 20 steps and fixed noise; one column per class). */
+ * ddpm sampler with min(20, T) steps and fixed noise; one column per class);
+ * a no-op elsewhere. */
 DDPM_API int ddpm_trainer_sample_grid(ddpm_trainer *t);
 
-/* The end of a run: saves unless the last step was saved, and writes the
- * grid unless this step has one (and sample_every > 0). */
+/* The end of a run (rank 0; a no-op elsewhere): saves unless the last step
+ * was saved, and writes the grid unless this step has one (and
+ * sample_every > 0). Under MPI agree on its status with ddpm_proc_or. */
 DDPM_API int ddpm_trainer_finish(ddpm_trainer *t);
 
 /* ------------------------------------------------------- sample quality (FID) */
 
+/* Sample quality in a feature network's space: FID (pytorch-fid's Frechet
+ * distance), the Inception Score, and improved precision/recall (Kynkaanniemi
+ * et al. 2019, k = DDPM_QUALITY_PR_K); for labelled images also per class
+ * (FID against the reference images of the class, and the feature network's
+ * accuracy as a classifier). Per process: nothing here is collective. */
+
+#define DDPM_QUALITY_PR_K 3       /* precision/recall's k nearest neighbours */
+#define DDPM_QUALITY_IS_SPLITS 10 /* the Inception Score's splits, as the original code */
+
 /* A feature network: the built-in Fashion-MNIST classifier's features (28x28
- * gray images) or Inception-v3's pool3 (pytorch-fid's FID network), whose
- * weights come from a file. */
+ * gray images; 256-d features, 10 class logits) or Inception-v3's pool3
+ * (pytorch-fid's FID network: any size and 1 or 3 channels, resized to
+ * 299x299; 2048-d features, 1008 logits for the Inception Score), whose
+ * weights come from a file (tools/convert_inception.py makes it). */
 typedef struct ddpm_features ddpm_features;
+/* Statistics of a set of images in a feature space (below). */
+typedef struct ddpm_stats ddpm_stats;
 typedef enum ddpm_features_kind {
     DDPM_FEATURES_FMNIST = 0,
     DDPM_FEATURES_INCEPTION = 1
 } ddpm_features_kind;
 
-/* Opens the feature network kind (inception: the weights file, NULL: the
- * default path), running batch images at a time. Errors: DDPM_ERR_INPUT (the
- * weights), DDPM_ERR_NOMEM, DDPM_ERR_RUNTIME. */
+/* "fmnist", "inception" (NULL for another value); and back (DDPM_ERR_ARG for
+ * an unknown name). Thread-safe. */
+DDPM_API const char *ddpm_features_kind_name(ddpm_features_kind kind);
+DDPM_API int ddpm_features_kind_parse(const char *name, ddpm_features_kind *kind);
+
+/* The network `--features auto` picks: with reference statistics ref (may be
+ * NULL), the one whose features have ref's dimension (256: FMNIST, else
+ * INCEPTION); without, FMNIST for 28x28 gray images (c = 1, h = w = 28) and
+ * INCEPTION for any other. Thread-safe. */
+DDPM_API ddpm_features_kind ddpm_features_auto(int c, int h, int w, const ddpm_stats *ref);
+
+/* Where the Inception weights are read from when none are named, into buf
+ * (len bytes, truncated, always terminated): $DDPM_INCEPTION, else
+ * $XDG_CACHE_HOME/ddpm/inception-2015-12-05.safetensors, else
+ * ~/.cache/ddpm/inception-2015-12-05.safetensors. */
+DDPM_API void ddpm_features_default_inception(char *buf, size_t len);
+
+/* Opens the feature network kind, running batch images per network call
+ * (>= 1; results do not depend on it beyond float rounding). inception:
+ * the Inception weights file (NULL: the default path above), ignored for
+ * FMNIST. Errors: DDPM_ERR_ARG (kind, batch), DDPM_ERR_INPUT (the weights
+ * file missing -- the message says how to make one --, unreadable or
+ * malformed), DDPM_ERR_NOMEM, DDPM_ERR_RUNTIME (the CPU backend). On success
+ * *out is a new handle. */
 DDPM_API int ddpm_features_open(ddpm_features_kind kind, const char *inception, int batch, ddpm_features **out);
 DDPM_API void ddpm_features_free(ddpm_features *f);
-/* "FID" or "FID (F-MNIST features)": what the numbers are. */
+
+typedef struct ddpm_features_info {
+    ddpm_features_kind kind;
+    int dim;           /* feature length (FMNIST 256, INCEPTION 2048) */
+    int classes;       /* logits per image (10, 1008) */
+    int batch;         /* images per network call */
+    const char *name;  /* ddpm_features_kind_name(kind) */
+    const char *label; /* "FID" or "FID (F-MNIST features)": how distances must be labelled */
+} ddpm_features_info;
+/* Fills *info (the strings are static). */
+DDPM_API int ddpm_features_get_info(const ddpm_features *f, ddpm_features_info *info);
+/* info.label: "FID" or "FID (F-MNIST features)". */
 DDPM_API const char *ddpm_features_label(const ddpm_features *f);
 
-/* Statistics of a set of images in a feature space: mean and covariance
- * (pytorch-fid's mu, sigma), and the features (for precision/recall) and
- * labels when kept. */
-typedef struct ddpm_stats ddpm_stats;
+/* Whether f takes n images [n, c, h, w]: c 1 or 3, 28x28 gray for FMNIST,
+ * and (x not NULL) every value finite. Values outside [-1, 1] are fine (they
+ * are clipped, as writing the image would). Returns DDPM_OK, or DDPM_ERR_ARG
+ * with a message saying what is wrong (the image, for a non-finite value). */
+DDPM_API int ddpm_features_check(ddpm_features *f, int n, int c, int h, int w, const float *x);
 
-/* The statistics of n images x [n, C, H, W] (labels[n] may be NULL). */
-DDPM_API int ddpm_stats_compute(ddpm_features *f, int n, const float *x, const int32_t *labels,
-                                ddpm_progress_fn progress, void *ctx, ddpm_stats **out);
-/* pytorch-fid's .npz (float64 mu, sigma; ddpm adds features and logits). */
+/* Statistics of a set of images in a feature space: the mean and covariance
+ * of their features (float64, pytorch-fid's mu and sigma), and, when kept,
+ * the features [n, dim] (precision/recall and per-class measures need them),
+ * the logits [n, classes] (the Inception Score and the accuracy need them)
+ * and the images' class labels. */
+
+/* Flags of ddpm_stats_compute: what is kept besides mu and sigma. */
+enum { DDPM_STATS_FEATURES = 1, DDPM_STATS_LOGITS = 2 };
+
+/* The statistics of n >= 2 images x [n, c, h, w] in f's feature space;
+ * labels[n] (may be NULL) are their classes, kept with them (any int32
+ * values; the per-class measures match them). flags: an or of DDPM_STATS_*.
+ * progress (may be NULL) counts images done of n. x is borrowed for the call.
+ * Errors: DDPM_ERR_ARG (n < 2, what ddpm_features_check refuses),
+ * DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (a feature), DDPM_ERR_CANCELLED,
+ * DDPM_ERR_RUNTIME. On success *out is a new handle. */
+DDPM_API int ddpm_stats_compute(ddpm_features *f, int n, int c, int h, int w, const float *x,
+                                const int32_t *labels, int flags, ddpm_progress_fn progress, void *progress_ctx,
+                                ddpm_stats **out);
+/* Reads an .npz of pytorch-fid's layout (float64 `mu` [d], `sigma` [d, d];
+ * ddpm's also float32 `features` [n, d], which are then kept; `logits` are
+ * not read). Checks the shapes and that every value is finite.
+ * Errors: DDPM_ERR_ARG (NULL), DDPM_ERR_INPUT (missing, not an .npz, wrong
+ * shapes or values, naming the file), DDPM_ERR_NOMEM. */
 DDPM_API int ddpm_stats_load(const char *path, ddpm_stats **out);
+/* Writes s as an .npz pytorch-fid reads: `mu`, `sigma`, and `features` and
+ * `logits` when s keeps them (logits only with features). Crash-safe.
+ * Errors: DDPM_ERR_ARG (NULL), DDPM_ERR_IO, DDPM_ERR_NOMEM. */
 DDPM_API int ddpm_stats_save(const ddpm_stats *s, const char *path);
 DDPM_API void ddpm_stats_free(ddpm_stats *s);
 
+typedef struct ddpm_stats_info {
+    int dim;            /* feature length */
+    long long n;        /* images the statistics are of (0: unknown, a file without features) */
+    long long features; /* rows of features kept (0: none) */
+    int logits;         /* logits per row kept (0: none) */
+    int labelled;       /* 1: class labels kept */
+} ddpm_stats_info;
+DDPM_API int ddpm_stats_get_info(const ddpm_stats *s, ddpm_stats_info *info);
+
 typedef struct ddpm_quality {
     double fid;
-    double is_mean, is_std;     /* Inception Score (Inception features only: has_is) */
-    double precision, recall;   /* improved precision/recall, k = 3 (both sides need features: has_pr) */
+    double is_mean, is_std;     /* Inception Score (has_is: Inception features, samples' logits kept, n >= 10) */
+    double precision, recall;   /* improved precision/recall, k = DDPM_QUALITY_PR_K (has_pr: both sides keep
+                                 * features and have more than k rows) */
     int has_is, has_pr;
-    long long n, n_ref;
+    long long n, n_ref;         /* samples; reference images (0: unknown) */
+    long long n_pr;             /* images per side in precision/recall */
 } ddpm_quality;
-/* Measures samples against ref. */
+/* Measures samples against ref (both in f's feature space): the FID always;
+ * the Inception Score with Inception features over the samples' logits in
+ * DDPM_QUALITY_IS_SPLITS splits; precision/recall on m = min(n, ref n) rows of
+ * each side: the first m samples, and m reference rows spread evenly over the
+ * reference (which may be sorted, e.g. by class).
+ * Errors: DDPM_ERR_ARG (NULL, statistics of another dimension than f's
+ * features), DDPM_ERR_NOMEM, DDPM_ERR_RUNTIME (LAPACK). */
 DDPM_API int ddpm_quality_compare(ddpm_features *f, const ddpm_stats *samples, const ddpm_stats *ref,
                                   ddpm_quality *q);
+
+/* One class of a per-class report: the caller sets k and ref_k,
+ * ddpm_quality_by_class the rest. */
+typedef struct ddpm_quality_class {
+    int k;              /* the samples' label of the class (and the feature network's class for accuracy) */
+    int ref_k;          /* the reference's label of the class (-1: none) */
+    long long n, n_ref; /* samples labelled k; reference rows labelled ref_k (0 without ref labels) */
+    long long correct;  /* has_acc: of the n samples, those whose largest logit (the first on ties) is logit k */
+    double fid;         /* has_fid: the samples labelled k against the reference rows labelled ref_k */
+    int has_fid, has_acc;
+} ddpm_quality_class;
+/* Per-class measures of samples (which must keep features and labels)
+ * against ref, for c[0..m-1]: FID where ref keeps features and labels, ref_k
+ * >= 0, and both sides have at least 2 rows of the class; with accuracy set
+ * (the samples must keep logits), the accuracy where k < the logits per row.
+ * Samples of classes not in c are left out.
+ * Errors: DDPM_ERR_ARG (NULL, m < 0, samples without features or labels,
+ * accuracy without logits, statistics of different dimensions),
+ * DDPM_ERR_NOMEM, DDPM_ERR_RUNTIME (LAPACK; the message names the class). */
+DDPM_API int ddpm_quality_by_class(const ddpm_stats *samples, const ddpm_stats *ref, int accuracy,
+                                   ddpm_quality_class *c, int m);
 
 /* ------------------------------------------------------------ image files */
 

@@ -2,8 +2,9 @@
 # install-deps.sh -- install ddpm's Debian 12 build and data dependencies (idempotent).
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
-pkgs=(gcc make libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libxxhash-dev dataset-fashion-mnist
-      openmpi-bin libopenmpi-dev)
+# pkg-config: what programs built on the installed library use (ddpm.pc), and tests/test_install.sh.
+pkgs=(gcc make pkg-config libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libxxhash-dev
+      dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 # --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid and diffusers
 # from PyPI, with the Debian packages diffusers imports), and clang-14 with its libFuzzer
 # (libclang-rt-14-dev) for the fuzz smoke test.

@@ -1,0 +1,306 @@
+/* sample.c -- the public sampling calls (include/ddpm.h, "sampling"): the
+ * options turned into the sampler's (diffusion/sampler.h) and checked, and
+ * ddpm_sample, which runs the sampler batch by batch over a model's network
+ * (guided for conditional models), splits the batches over the MPI ranks and
+ * gathers the images on rank 0. Public arrays are NCHW, the sampler's NHWC. */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diffusion/sampler.h"
+#include "dist/dist.h"
+#include "ops/ops.h"
+
+_Static_assert(DDPM_SAMPLER_DDPM == (int)SAMPLER_DDPM && DDPM_SAMPLER_DDIM == (int)SAMPLER_DDIM &&
+               DDPM_SAMPLER_DPMPP_2M == (int)SAMPLER_DPMPP, "ddpm_sampler follows sampler_kind");
+
+const char *ddpm_sampler_name(ddpm_sampler s)
+{
+    return (int)s >= 0 && (int)s < SAMPLER_KINDS ? sampler_name((sampler_kind)s) : NULL;
+}
+
+int ddpm_sampler_parse(const char *name, ddpm_sampler *s)
+{
+    API_REQUIRE(NULL, name);
+    API_REQUIRE(NULL, s);
+    ddpm_err err = {0};
+    sampler_kind k;
+    if (sampler_parse(name, &k, &err)) return api_status(NULL, DDPM_ERR_ARG, &err);
+    *s = (ddpm_sampler)k;
+    return DDPM_OK;
+}
+
+void ddpm_sample_options_init(ddpm_sample_options *o)
+{
+    if (!o) return;
+    *o = (ddpm_sample_options){0};
+    o->sampler = DDPM_SAMPLER_DDPM;
+    o->batch = 64;
+    o->guidance = -1;
+}
+
+/* The guidance weight o asks of m: 0 without classes (the null class alone),
+ * else o->guidance, or its default. */
+static float guidance_of(const ddpm_model *m, const ddpm_sample_options *o)
+{
+    if (!o->classes) return 0.0f;
+    return o->guidance >= 0 ? o->guidance : m->null_class >= 0 ? 3.0f : 1.0f;
+}
+
+/* What o asks for on the schedule of m as sampler options (so) and guidance
+ * weight (*w). Returns DDPM_OK, or DDPM_ERR_ARG with the message in h. */
+static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_opts *so, float *w, api_obj *h)
+{
+    const schedule *s = &m->sched;
+    const unet_config *c = &m->cfg;
+    ddpm_err err = {0};
+    if ((int)o->sampler < 0 || (int)o->sampler >= SAMPLER_KINDS)
+        return api_fail(h, DDPM_ERR_ARG, "sampler %d is not a ddpm_sampler", (int)o->sampler);
+    if (c->out_channels != c->in_channels)
+        return api_fail(h, DDPM_ERR_ARG, "%s: the model predicts %d channels for %d input channels; only epsilon "
+                        "models (out_channels == in_channels) can be sampled", m->dir, c->out_channels,
+                        c->in_channels);
+    *so = (sampler_opts){.kind = (sampler_kind)o->sampler, .eta = o->eta, .seed = o->seed, .raw = o->raw,
+                         .spacing = o->spacing, .threshold_ratio = o->threshold_ratio,
+                         .threshold_max = o->threshold_max, .start_from = o->start_t};
+    switch (o->x0) {
+    case DDPM_X0_AUTO: so->x0 = so->kind == SAMPLER_DDPM ? X0_NONE : X0_CONFIG; break;
+    case DDPM_X0_CONFIG: so->x0 = X0_CONFIG; break;
+    case DDPM_X0_NONE: so->x0 = X0_NONE; break;
+    case DDPM_X0_CLIP: so->x0 = X0_CLIP; break;
+    case DDPM_X0_THRESHOLD: so->x0 = X0_THRESHOLD; break;
+    default: return api_fail(h, DDPM_ERR_ARG, "x0 %d is not a ddpm_x0", (int)o->x0);
+    }
+    so->steps = o->steps ? o->steps : 20 < s->T ? 20 : so->kind == SAMPLER_DPMPP ? s->T - 1 : s->T;
+    if (so->steps < 1 || so->steps > s->T)
+        return api_fail(h, DDPM_ERR_ARG, "steps %d is out of range [1, %d] (the schedule's num_train_timesteps)",
+                        so->steps, s->T);
+    if (so->kind != SAMPLER_DDIM && o->eta != 0)
+        return api_fail(h, DDPM_ERR_ARG, "eta applies to the ddim sampler only");
+    if ((o->threshold_ratio || o->threshold_max) && so->x0 != X0_THRESHOLD && !(so->x0 == X0_CONFIG && s->thresholding))
+        return api_fail(h, DDPM_ERR_ARG, "threshold_ratio and threshold_max apply to x0 thresholding only");
+    if (o->batch < 1) return api_fail(h, DDPM_ERR_ARG, "batch %d: need at least 1 image per network call", o->batch);
+    if (o->start_t < 0 || o->start_t > s->T)
+        return api_fail(h, DDPM_ERR_ARG, "start_t %d is out of range [0, %d]", o->start_t, s->T);
+    if (o->ntrack < 0 || (o->ntrack && (!o->track_t || !o->track_x0)))
+        return api_fail(h, DDPM_ERR_ARG, "ntrack %d needs track_t and track_x0", o->ntrack);
+    if (o->ntrack && dist_size() > 1)
+        return api_fail(h, DDPM_ERR_ARG, "tracking x0 (ntrack) does not work with several processes");
+    so->ntrack = o->ntrack, so->track_t = o->track_t;
+    if (c->num_class_embeds <= 0 && o->classes)
+        return api_fail(h, DDPM_ERR_ARG, "classes need a class-conditional model; %s is unconditional", m->dir);
+    *w = guidance_of(m, o);
+    if (c->num_class_embeds > 0 && !isfinite(*w))
+        return api_fail(h, DDPM_ERR_ARG, "guidance %g is not finite", (double)*w);
+    if (c->num_class_embeds > 0 && m->null_class < 0 && (!o->classes || *w != 1.0f))
+        return api_fail(h, DDPM_ERR_ARG, "%s has no null class (not trained by ddpm --classes): give classes, with "
+                        "guidance 1", m->dir);
+    if (sampler_check(s, so, &err)) return api_status(h, DDPM_ERR_ARG, &err);
+    return DDPM_OK;
+}
+
+int ddpm_sample_check(const ddpm_model *m, const ddpm_sample_options *o)
+{
+    API_REQUIRE(NULL, m);
+    API_REQUIRE((api_obj *)&m->head, o);
+    sampler_opts so;
+    float w;
+    return resolve(m, o, &so, &w, (api_obj *)&m->head);
+}
+
+void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, char *buf, size_t len)
+{
+    if (!buf || !len) return;
+    sampler_opts so;
+    float w;
+    if (!m || !o || resolve(m, o, &so, &w, NULL)) {
+        snprintf(buf, len, "invalid sampler options");
+        return;
+    }
+    const schedule *s = &m->sched;
+    x0_mode x = so.x0 != X0_CONFIG ? so.x0 : s->thresholding ? X0_THRESHOLD : s->clip_sample ? X0_CLIP : X0_NONE;
+    char x0[64];
+    if (x == X0_THRESHOLD)
+        snprintf(x0, sizeof x0, "threshold %g max %g",
+                 (double)(so.threshold_ratio > 0 ? so.threshold_ratio : s->threshold_ratio),
+                 (double)(so.threshold_max > 0 ? so.threshold_max : s->sample_max));
+    else
+        snprintf(x0, sizeof x0, "%s", x == X0_CLIP ? "clip" : "none");
+    snprintf(buf, len, "%s, %d steps%s, %s spacing, x0 %s%s", sampler_name(so.kind), so.steps,
+             so.kind == SAMPLER_DDIM && so.eta > 0 ? ", eta > 0" : "", so.spacing ? so.spacing : s->timestep_spacing,
+             x0, so.raw ? ", raw" : "");
+}
+
+/* ------------------------------------------------------------- the run */
+
+/* The caller's progress callback and cancellation around the sampler: the
+ * sampler's callback cannot stop it, so a cancel makes the next network
+ * evaluation fail (and the run then stops). */
+typedef struct run_watch {
+    ddpm_progress_fn fn;
+    void *ctx;
+    long long base, total; /* evaluations of the finished batches; of the whole share */
+    int last;              /* evaluations of the batch so far */
+    int cancelled;
+    const denoiser *inner;
+} run_watch;
+
+static void watch_progress(void *ctx, int done, int total)
+{
+    run_watch *r = ctx;
+    (void)total;
+    r->last = done;
+    if (r->fn && !r->cancelled && r->fn(r->ctx, r->base + done, r->total)) r->cancelled = 1;
+}
+
+static int watch_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err)
+{
+    run_watch *r = ctx;
+    if (r->cancelled) return ddpm_fail(err, "cancelled");
+    return r->inner->eps(r->inner->ctx, n, x, t, eps, err);
+}
+
+/* Everything one ddpm_sample call holds. */
+typedef struct sample_run {
+    const ddpm_sample_options *o;
+    sampler_opts so;
+    float w;
+    int n, B, first, count;
+    size_t D;
+    float *x;          /* NHWC: all n images on rank 0 (the caller's x), the share elsewhere */
+    float *own;        /* x when this rank allocated it */
+    float *xT, *track, *tmp; /* a batch of x_T; of tracked x0; one image */
+    int32_t *labels;   /* conditional models: every image's class */
+    guided g;
+    denoiser den;
+    sample_range range;
+} sample_run;
+
+/* Buffers and the network (every rank). Returns a status recorded on m. */
+static int run_setup(ddpm_model *m, sample_run *r, float *x)
+{
+    const ddpm_sample_options *o = r->o;
+    const int root = dist_rank() == 0, conditional = m->cfg.num_class_embeds > 0;
+    ddpm_err err = {0};
+    if (o->noise && sampler_check_finite("noise", o->noise, r->n, r->D, 0, &err))
+        return api_status(&m->head, DDPM_ERR_ARG, &err);
+    if (conditional && o->classes && model_check_labels(m, "ddpm_sample", r->n, o->classes))
+        return DDPM_ERR_ARG;
+    r->x = root ? x : (r->own = ddpm_malloc(sizeof(float) * ((size_t)r->count + 1) * r->D, &err));
+    r->tmp = ddpm_malloc(sizeof(float) * r->D, &err);
+    if (!r->x || !r->tmp) return api_status(&m->head, DDPM_ERR_NOMEM, &err);
+    if (o->noise && !(r->xT = ddpm_malloc(sizeof(float) * (size_t)r->B * r->D, &err)))
+        return api_status(&m->head, DDPM_ERR_NOMEM, &err);
+    if (o->ntrack && !(r->track = ddpm_malloc(sizeof(float) * (size_t)o->ntrack * r->B * r->D, &err)))
+        return api_status(&m->head, DDPM_ERR_NOMEM, &err);
+    if (conditional) {
+        if (!(r->labels = ddpm_malloc(sizeof *r->labels * (size_t)r->n, &err)))
+            return api_status(&m->head, DDPM_ERR_NOMEM, &err);
+        for (int i = 0; i < r->n; i++) r->labels[i] = o->classes ? o->classes[i] : m->null_class;
+    }
+    unet *u = NULL;
+    if (model_net(m, conditional ? guided_rows(r->w, r->B) : r->B, &u, &err) ||
+        (conditional ? sampler_guided(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
+                     : sampler_unet(&r->den, u, &err)))
+        return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
+    return DDPM_OK;
+}
+
+/* The tracked x0 of the batch of m images at image i (NHWC, [ntrack][m]) into
+ * the caller's track_x0 [ntrack][n] (NCHW). */
+static void copy_track(const ddpm_model *m, const sample_run *r, int i, int mb)
+{
+    const int C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
+    for (int j = 0; j < r->o->ntrack; j++)
+        nhwc_to_nchw(r->o->track_x0 + ((size_t)j * r->n + i) * r->D, r->track + (size_t)j * mb * r->D, mb, C, HW);
+}
+
+/* Samples this rank's share in the batches of B a plain run uses. */
+static int run_share(ddpm_model *m, sample_run *r)
+{
+    const int C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
+    const int nb = (r->count + r->B - 1) / r->B;
+    run_watch watch = {dist_rank() == 0 ? r->o->progress : NULL, r->o->progress_ctx, 0,
+                       (long long)nb * r->so.steps, 0, 0, &r->den};
+    denoiser den = {watch_eps, &watch, r->den.batch, r->den.D};
+    ddpm_err err = {0};
+    for (int i = 0; i < r->count; i += r->B) {
+        const int mb = r->count - i < r->B ? r->count - i : r->B, g = r->first + i;
+        if (r->labels) r->g.y = r->labels + g; /* the batch's classes */
+        if (r->xT) nchw_to_nhwc(r->xT, r->o->noise + (size_t)g * r->D, mb, C, HW);
+        r->so.track_x0 = r->track;
+        if (sampler_run(&den, &m->sched, &r->so, r->o->first_index + g, mb, r->x + (size_t)i * r->D, r->xT,
+                        watch_progress, &watch, &err)) {
+            if (watch.cancelled) return api_fail(&m->head, DDPM_ERR_CANCELLED, "ddpm_sample: cancelled");
+            return api_status(&m->head, DDPM_ERR_NONFINITE, &err);
+        }
+        if (r->track) copy_track(m, r, g, mb);
+        watch.base += watch.last;
+    }
+    if (watch.cancelled) return api_fail(&m->head, DDPM_ERR_CANCELLED, "ddpm_sample: cancelled");
+    return DDPM_OK;
+}
+
+/* *r (=) the sum of every rank's range statistics. */
+static int range_sum(sample_range *r)
+{
+    sample_range *ranks = malloc(sizeof *ranks * (size_t)dist_size());
+    if (dist_or(!ranks)) {
+        free(ranks);
+        return -1;
+    }
+    dist_allgather(r, ranks, sizeof *r);
+    *r = (sample_range){0};
+    for (int q = 0; q < dist_size(); q++) {
+        r->images += ranks[q].images, r->pixels += ranks[q].pixels;
+        r->out_pixels += ranks[q].out_pixels, r->broken += ranks[q].broken;
+        r->max_abs = ranks[q].max_abs > r->max_abs ? ranks[q].max_abs : r->max_abs;
+    }
+    free(ranks);
+    return 0;
+}
+
+int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, ddpm_sample_report *report)
+{
+    API_REQUIRE(NULL, m);
+    API_REQUIRE(&m->head, o);
+    const int root = dist_rank() == 0;
+    sample_run r = {.o = o, .n = n, .D = model_image_size(m)};
+    int st = DDPM_OK;
+    if (n < 1)
+        st = api_fail(&m->head, DDPM_ERR_ARG, "ddpm_sample: n = %d, need at least 1 image", n);
+    else if (root && !x)
+        st = api_fail(&m->head, DDPM_ERR_ARG, "ddpm_sample: x is NULL");
+    else if (!(st = resolve(m, o, &r.so, &r.w, &m->head))) {
+        r.B = o->batch < n ? o->batch : n;
+        r.so.range = &r.range;
+        model_share(n, r.B, dist_rank(), &r.first, &r.count);
+        st = run_setup(m, &r, x);
+    }
+    /* Setting up may fail on one rank alone: every rank learns it before sampling. */
+    if ((st = model_agree(m, "ddpm_sample", st))) goto done;
+    st = run_share(m, &r);
+    if ((st = model_agree(m, "ddpm_sample", st))) goto done;
+    /* On rank 0 the gather is in place: its share already lies at the start of x. */
+    if (model_gather_share(r.x, r.x, n, r.B, sizeof(float) * r.D) || range_sum(&r.range)) {
+        st = api_fail(&m->head, DDPM_ERR_NOMEM, "ddpm_sample: out of memory");
+        goto done;
+    }
+    if (root) { /* NHWC -> NCHW, image by image in place */
+        const int C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
+        for (int i = 0; i < n; i++) {
+            nhwc_to_nchw(r.tmp, x + (size_t)i * r.D, 1, C, HW);
+            memcpy(x + (size_t)i * r.D, r.tmp, sizeof(float) * r.D);
+        }
+    }
+    if (report)
+        *report = (ddpm_sample_report){r.range.images, r.range.pixels, r.range.out_pixels, r.range.broken,
+                                       r.range.max_abs};
+done:
+    guided_free(&r.g);
+    free(r.own), free(r.xT), free(r.track), free(r.tmp), free(r.labels);
+    return st;
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# test_symbols.sh -- libddpm exports its public API and nothing else (scripts/run-tests.sh runs it
+# with DDPM_BUILD set):
+#   1. every defined global symbol of $DDPM_BUILD/libddpm.so (nm -D) and libddpm.a (nm -g) starts
+#      with ddpm_;
+#   2. each library's exported set is exactly the functions include/ddpm.h declares DDPM_API
+#      (an export the header does not declare fails, and so does a declared one that is missing);
+#   3. libddpm.so's soname (readelf -d) is libddpm.so.MAJOR, MAJOR from DDPM_VERSION_MAJOR;
+#   4. a program defining its own gemm, make_dirs, add_rows and thread_buffer (internal names of
+#      ddpm) links statically against libddpm.a with the libraries of `pkg-config --static`
+#      ($DDPM_BUILD/ddpm.pc), and runs, calling its own functions and the library's.
+# Each check is first run on an input made bad on purpose and must fail there (the "control"
+# lines): the checks can fail.
+set -u
+B=${DDPM_BUILD:-build}
+fails=0
+ok() { echo "ok    $*"; }
+bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+so=$B/libddpm.so
+ar=$B/libddpm.a
+for f in "$so" "$ar" include/ddpm.h; do
+    [ -e "$f" ] || { echo "FAIL  $f is missing (make BUILD=$B)"; exit 1; }
+done
+
+# ---- the symbol lists (one name a line, sorted)
+nm -D --defined-only "$so" | awk 'NF >= 3 { print $3 }' | sort -u > "$tmp/so"
+nm -g --defined-only "$ar" | awk 'NF >= 3 { print $3 }' | sort -u > "$tmp/a"
+# The functions declared DDPM_API: the name before the first '(' of each declaration's first line.
+sed -n 's/^[[:space:]]*DDPM_API[[:space:]][^(]*[^A-Za-z0-9_]\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*(.*/\1/p' \
+    include/ddpm.h | sort -u > "$tmp/header"
+
+# Names in the list $1 that lack the prefix.
+unprefixed() { grep -v '^ddpm_' "$1"; }
+# "+name" for each name of $1 (exported) that $2 (the header) lacks, "-name" for the reverse.
+difference() { comm -23 "$1" "$2" | sed 's/^/+/'; comm -13 "$1" "$2" | sed 's/^/-/'; }
+soname_of() { readelf -d "$1" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p'; }
+
+n=$(wc -l < "$tmp/header")
+[ "$n" -ge 20 ] && ok "include/ddpm.h declares $n DDPM_API functions" ||
+    bad "include/ddpm.h: only $n DDPM_API functions found (is the parse broken?)"
+
+# ---- 1. the prefix (control: a list with gemm in it)
+{ cat "$tmp/so"; echo gemm; } | sort > "$tmp/bad_list"
+[ -n "$(unprefixed "$tmp/bad_list")" ] && ok "control: the prefix check catches gemm" ||
+    bad "control: the prefix check missed gemm"
+for lib in so a; do
+    extra=$(unprefixed "$tmp/$lib" | tr '\n' ' ')
+    [ -z "$extra" ] && ok "libddpm.$lib: $(wc -l < "$tmp/$lib") symbols, all ddpm_" ||
+        bad "libddpm.$lib exports symbols without the ddpm_ prefix: $extra"
+done
+
+# ---- 2. exactly the header's functions (control: one name dropped, one added)
+{ sed 1d "$tmp/header"; echo ddpm_not_declared; } | sort > "$tmp/bad_exports"
+d=$(difference "$tmp/bad_exports" "$tmp/header" | tr '\n' ' ')
+[ "$d" = "+ddpm_not_declared -$(head -1 "$tmp/header") " ] && ok "control: the set check catches both directions ($d)" ||
+    bad "control: the set check gave '$d'"
+for lib in so a; do
+    d=$(difference "$tmp/$lib" "$tmp/header" | tr '\n' ' ')
+    [ -z "$d" ] && ok "libddpm.$lib exports exactly the DDPM_API functions of include/ddpm.h" ||
+        bad "libddpm.$lib against include/ddpm.h (+ exported, not declared; - declared, not exported): $d"
+done
+
+# ---- 3. the soname (control: a library with another one)
+major=$(sed -n 's/^#define DDPM_VERSION_MAJOR \([0-9][0-9]*\).*/\1/p' include/ddpm.h)
+echo 'int ddpm_x(void) { return 0; }' > "$tmp/x.c"
+cc -shared -fPIC -Wl,-soname,libddpm.so.99 "$tmp/x.c" -o "$tmp/libx.so" &&
+    [ "$(soname_of "$tmp/libx.so")" != "libddpm.so.$major" ] && ok "control: the soname check catches libddpm.so.99" ||
+    bad "control: the soname check"
+s=$(soname_of "$so")
+[ "$s" = "libddpm.so.$major" ] && ok "soname $s" || bad "soname '$s', expected libddpm.so.$major"
+[ "$(readlink -f "$so")" = "$(readlink -f "$B/libddpm.so.$major")" ] && ok "libddpm.so -> libddpm.so.$major" ||
+    bad "$B/libddpm.so and $B/libddpm.so.$major are not the same library"
+
+# ---- 4. a host program with ddpm's internal names links statically
+cat > "$tmp/host.c" <<'EOF'
+/* A program that happens to use the names of ddpm's internal functions. */
+#include <stdio.h>
+#include <string.h>
+#include <ddpm.h>
+int gemm(int a) { return a + 1; }
+int make_dirs(int a) { return a + 2; }
+int add_rows(int a) { return a + 3; }
+void *thread_buffer(void) { return NULL; }
+int main(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 100) { /* never run: pulls in the whole library */
+        ddpm_model *m = NULL;
+        ddpm_model_load("x", &m);
+        ddpm_make_dirs("x");
+        ddpm_sample(m, NULL, 1, NULL, NULL);
+    }
+    int mine = gemm(0) + make_dirs(0) + add_rows(0) + (thread_buffer() == NULL);
+    printf("%s %d\n", ddpm_version(), mine);
+    return strcmp(ddpm_version(), DDPM_VERSION) != 0 || mine != 7;
+}
+EOF
+# The libraries of a static link from the build's ddpm.pc, with libddpm.a itself.
+if ! libs=$(pkg-config --static --libs "$B/ddpm.pc"); then
+    bad "pkg-config --static --libs $B/ddpm.pc"
+    libs="-lddpm"
+fi
+san=""
+nm "$ar" 2>/dev/null | grep -q ' U __asan_' && san="-fsanitize=address,undefined"
+link() { cc -std=c11 -Iinclude $san "$tmp/host.c" -o "$tmp/host" -L"$B" $(echo "$libs" | sed "s/-lddpm\b/$1/") 2> "$tmp/link.log"; }
+# Control: against the internal archive, whose gemm, make_dirs ... are global, the link must fail.
+if [ -f "$B/libddpm-internal.a" ]; then
+    ! link "-l:libddpm-internal.a" && grep -q 'multiple definition' "$tmp/link.log" &&
+        ok "control: the same program against libddpm-internal.a fails to link (multiple definition)" ||
+        bad "control: linking against libddpm-internal.a did not fail with a multiple definition"
+fi
+if link "-l:libddpm.a"; then
+    out=$("$tmp/host") && ok "a program defining gemm, make_dirs, add_rows, thread_buffer links with libddpm.a and runs ($out)" ||
+        bad "the statically linked program failed: $out"
+else
+    bad "a program defining gemm, make_dirs, add_rows, thread_buffer does not link with libddpm.a:"
+    head -20 "$tmp/link.log"
+fi
+
+echo "$fails failure(s)"
+[ "$fails" -eq 0 ]
