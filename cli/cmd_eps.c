@@ -49,7 +49,7 @@ int cmd_eps(int argc, char **argv)
         rc = EXIT_USAGE;
         goto done;
     }
-    if ((st = ddpm_npy_read(xpath, &x, &ndim, shape))) {
+    if ((st = ddpm_npy_read(xpath, &x, &ndim, shape, NULL))) {
         rc = cli_status(&cmd, st);
         goto done;
     }

@@ -76,43 +76,14 @@ static int is_model_dir(const char *path) {
     return stat(buf, &st) == 0;
 }
 
-/* Out-of-range counts of n float images of D values, as ddpm_sample reports them. */
-static void range_add(ddpm_sample_report *r, const float *x, int n, size_t D) {
-    for (int i = 0; i < n; i++) {
-        long long out = 0;
-        for (size_t j = 0; j < D; j++) {
-            float a = fabsf(x[(size_t)i * D + j]);
-            if (a > (float)DDPM_RANGE_TOL) out++;
-            if (a > r->max_abs) r->max_abs = a;
-        }
-        r->images++;
-        r->pixels += (long long)D;
-        r->out_pixels += out;
-        if ((double)out > DDPM_BROKEN_FRAC * (double)D) r->broken++;
-    }
-}
-
-/* Whether the .npy at path stores bytes ('|u1' or '<u1'): its header's descr. */
-static int npy_is_u8(const char *path) {
-    char head[1024] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t len = fread(head, 1, sizeof head - 1, f);
-    fclose(f);
-    for (size_t i = 0; i < len; i++)
-        if (!head[i]) head[i] = ' '; /* the binary length field before the dict */
-    const char *d = strstr(head, "'descr'");
-    if (!d || !(d = strchr(d + 7, '\''))) return 0;
-    return !strncmp(d, "'|u1'", 5) || !strncmp(d, "'<u1'", 5);
-}
-
 /* A samples .npy: [n, C, H, W] float in [-1, 1] or uint8 0..255, C = 1 or 3.
  * Returns 0 or an exit status after a message. */
 static int load_npy(const arg_cmd *cmd, const char *flag, source *s, const char *path, long long limit) {
     float *raw = NULL;
-    int ndim, st, u8 = npy_is_u8(path);
+    int ndim, st;
     int64_t sh[DDPM_NPY_MAX_DIMS];
-    if ((st = ddpm_npy_read(path, &raw, &ndim, sh))) {
+    ddpm_dtype type;
+    if ((st = ddpm_npy_read(path, &raw, &ndim, sh, &type))) {
         if (st == DDPM_ERR_NOMEM) return cli_status(cmd, st);
         args_error(cmd, "%s: %s", flag, ddpm_errmsg(NULL));
         return EXIT_USAGE;
@@ -133,9 +104,10 @@ static int load_npy(const arg_cmd *cmd, const char *flag, source *s, const char 
         args_error(cmd, "out of memory");
         return EXIT_RUNTIME;
     }
+    const int u8 = type == DDPM_DTYPE_U8;
     for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] = u8 ? raw[i] / 127.5f - 1.0f : raw[i];
     ddpm_free(raw);
-    if (!u8) range_add(&s->range, s->x, n, D);
+    if (!u8) ddpm_sample_report_add(&s->range, n, D, s->x);
     snprintf(s->desc, sizeof s->desc, "%d images %dx%dx%d from %s", n, s->h, s->w, s->c, path);
     return 0;
 }

@@ -111,7 +111,7 @@ static int read_noise(const arg_cmd *cmd, const char *noise, const ddpm_model_in
     const int C = mi->in_channels, H = mi->sample_size, W = mi->sample_size;
     int ndim, st;
     int64_t shape[DDPM_NPY_MAX_DIMS];
-    if ((st = ddpm_npy_read(noise, xT, &ndim, shape))) return cli_status(cmd, st);
+    if ((st = ddpm_npy_read(noise, xT, &ndim, shape, NULL))) return cli_status(cmd, st);
     if (ndim != 4 || shape[0] < 1 || shape[0] > SAMPLE_MAX_N || shape[1] != C || shape[2] != H || shape[3] != W) {
         char got[160] = "";
         size_t k = 0;

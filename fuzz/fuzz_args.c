@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (r == 0) {
         if (!model || !*model || !out || !*out || !args_seen(specs, "model") || !args_seen(specs, "out")) abort();
         if (n < 1 || n > 1000000 || batch < 1 || batch > 4096 || threads < 0 || threads > 4096 ||
-            sa.steps < 0 || sa.steps > SCHED_MAX_T || !(sa.eta >= 0 && sa.eta <= 1) ||
+            sa.steps < 0 || sa.steps > DDPM_MAX_TIMESTEPS || !(sa.eta >= 0 && sa.eta <= 1) ||
             !(guidance >= 0 && guidance <= 100) || !(time_limit == 0 || (time_limit >= 1 && time_limit <= 1e9)))
             abort();
         if (strcmp(sa.sampler, "ddpm") && strcmp(sa.sampler, "ddim") && strcmp(sa.sampler, "dpm++2m")) abort();

@@ -314,6 +314,11 @@ typedef struct ddpm_sample_report {
  * whose own share went well says another one failed). */
 DDPM_API int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, ddpm_sample_report *report);
 
+/* Adds n images x [n, values_per_image] (any values, e.g. samples read from a
+ * file) to the range statistics r, as ddpm_sample counts its samples. Start
+ * from a zeroed report. Thread-safe (on distinct reports). */
+DDPM_API void ddpm_sample_report_add(ddpm_sample_report *r, int n, size_t values_per_image, const float *x);
+
 /* -------------------------------------------------------------- likelihood */
 
 /* Collective. The variational bound (Sec. 3.3) of n images x [n, C, H, W]
@@ -673,10 +678,17 @@ DDPM_API int ddpm_png_write(const char *path, const float *x, int c, int h, int 
 DDPM_API int ddpm_png_read(const char *path, float **x, int *c, int *h, int *w);
 
 #define DDPM_NPY_MAX_DIMS 8
-/* Reads a float32 .npy (little-endian, C order; float64 is converted) into
- * *data (ddpm_free it), its rank into *ndim and shape into shape[].
- * DDPM_ERR_INPUT for anything else, naming the file. */
-DDPM_API int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS]);
+/* The element types .npy files may hold ('<f4', '<f8', '|u1'). */
+typedef enum ddpm_dtype { DDPM_DTYPE_F32 = 0, DDPM_DTYPE_F64 = 1, DDPM_DTYPE_U8 = 2 } ddpm_dtype;
+/* Reads a little-endian C-order .npy of float32, float64 or uint8 elements
+ * into *data as floats (ddpm_free it): float64 rounded to float, uint8 as its
+ * values 0..255 (not scaled: the caller knows what bytes mean). Its rank goes
+ * to *ndim, its shape to shape[], and the stored type to *dtype (may be NULL).
+ * Errors: DDPM_ERR_ARG (NULL), DDPM_ERR_INPUT (missing, truncated, another
+ * dtype, Fortran order, trailing bytes: the message names the file),
+ * DDPM_ERR_NOMEM. */
+DDPM_API int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS],
+                           ddpm_dtype *dtype);
 /* Writes data as a float32 .npy of shape[ndim]. Crash-safe. */
 DDPM_API int ddpm_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
 

@@ -171,13 +171,14 @@ static void test_files(void) {
     int nd = 0;
     snprintf(p, sizeof p, "%s/a.npy", tmp);
     CHECK(ddpm_npy_write(p, a, 3, shape) == DDPM_OK, "%s", ddpm_errmsg(NULL));
-    CHECK(ddpm_npy_read(p, &b, &nd, sh) == DDPM_OK && nd == 3 && sh[0] == 2 && sh[1] == 3 && sh[2] == 4 && b &&
+    ddpm_dtype dt = DDPM_DTYPE_U8;
+    CHECK(ddpm_npy_read(p, &b, &nd, sh, &dt) == DDPM_OK && dt == DDPM_DTYPE_F32 && nd == 3 && sh[0] == 2 && sh[1] == 3 && sh[2] == 4 && b &&
               !memcmp(a, b, sizeof a),
           "npy round trip");
     ddpm_free(b);
     snprintf(p, sizeof p, "%s/missing.npy", tmp);
     b = NULL;
-    int st = ddpm_npy_read(p, &b, &nd, sh);
+    int st = ddpm_npy_read(p, &b, &nd, sh, NULL);
     CHECK(st == DDPM_ERR_INPUT && strstr(ddpm_errmsg(NULL), "missing.npy"), "missing npy: %d %s", st,
           ddpm_errmsg(NULL));
     /* png: an RGB image of pixel values comes back exactly */

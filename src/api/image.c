@@ -87,14 +87,26 @@ int ddpm_png_read(const char *path, float **x, int *c, int *h, int *w)
     return DDPM_OK;
 }
 
-int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS])
+int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS], ddpm_dtype *dtype)
 {
     API_REQUIRE(NULL, path);
     API_REQUIRE(NULL, data);
     API_REQUIRE(NULL, ndim);
     API_REQUIRE(NULL, shape);
     ddpm_err err = {0};
-    return npy_read_f32(path, data, ndim, shape, &err) ? api_status(NULL, DDPM_ERR_INPUT, &err) : DDPM_OK;
+    unsigned char *buf = NULL;
+    size_t len;
+    npy_info info;
+    void *p = NULL;
+    *data = NULL;
+    int rc = file_read_all(path, &buf, &len, &err) || npy_parse_header(path, buf, len, len, &info, &err) ||
+             npy_parse(path, buf, len, NPY_F32, &p, ndim, shape, &err);
+    free(buf);
+    if (rc) return api_status(NULL, DDPM_ERR_INPUT, &err);
+    static const ddpm_dtype types[] = {[NPY_F32] = DDPM_DTYPE_F32, [NPY_F64] = DDPM_DTYPE_F64, [NPY_U8] = DDPM_DTYPE_U8};
+    if (dtype) *dtype = types[info.type];
+    *data = p;
+    return DDPM_OK;
 }
 
 int ddpm_npy_write(const char *path, const float *data, int ndim, const int64_t *shape)

@@ -304,3 +304,11 @@ done:
     free(r.own), free(r.xT), free(r.track), free(r.tmp), free(r.labels);
     return st;
 }
+
+void ddpm_sample_report_add(ddpm_sample_report *r, int n, size_t values_per_image, const float *x)
+{
+    if (!r || !x || n < 1) return;
+    sample_range s = {r->images, r->pixels, r->out_pixels, r->broken, r->max_abs};
+    sample_range_add(&s, x, n, values_per_image);
+    *r = (ddpm_sample_report){s.images, s.pixels, s.out_pixels, s.broken, s.max_abs};
+}
