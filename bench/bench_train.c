@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < B; i++) t[i] = (float)((i * 37 + 500) % 1000);
         for (int s = -warmup; s < steps; s++) {
             double t0 = ddpm_now();
-            unet_forward(u, y, x, t, NULL, NULL);
+            if (unet_forward(u, y, x, t, NULL, NULL, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
             double t1 = ddpm_now();
             if (s >= 0) dt[s] = t1 - t0;
         }

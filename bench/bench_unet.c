@@ -47,10 +47,14 @@ static void bench(const char *preset, int B) {
     int reps = 5;
     for (int r = -1; r < reps; r++) {
         double t0 = ddpm_now();
-        unet_forward(u, y, x, t, NULL, NULL);
+        int rc = unet_forward(u, y, x, t, NULL, NULL, &err);
         double t1 = ddpm_now();
-        unet_train_pass(u, y, NULL, x, t, NULL, &dp, dout_is_out, &per);
+        rc = rc || unet_train_pass(u, y, NULL, x, t, NULL, &dp, dout_is_out, &per, &err);
         double t2 = ddpm_now();
+        if (rc) {
+            fprintf(stderr, "%s\n", err.msg);
+            exit(1);
+        }
         if (r >= 0) { tf[r] = t1 - t0; tb[r] = t2 - t1; }
     }
     double mf = median(tf, reps), mb = median(tb, reps);

@@ -493,9 +493,11 @@ typedef struct ddpm_train_metrics {
  * the cadence asks for at the new step (rank 0): the metrics.jsonl line, the
  * checkpoint, the sample grid, the FID. m (may be NULL) gets the metrics.
  * Errors: DDPM_ERR_NONFINITE (the loss or gradient, on every rank; the step
- * is not taken), DDPM_ERR_IO or DDPM_ERR_NOMEM from rank 0's cadence writes
- * (the step is taken; under MPI on rank 0 alone: agree with ddpm_proc_or
- * before the next step), DDPM_ERR_RUNTIME. */
+ * is not taken), DDPM_ERR_NOMEM (memory for the network's pass ran out on
+ * some rank: on every rank, the step is not taken), DDPM_ERR_IO or
+ * DDPM_ERR_NOMEM from rank 0's cadence writes (the step is taken; under MPI
+ * on rank 0 alone: agree with ddpm_proc_or before the next step),
+ * DDPM_ERR_RUNTIME. */
 DDPM_API int ddpm_trainer_step(ddpm_trainer *t, ddpm_train_metrics *m);
 
 /* Fills m with the state now (step, parameters, batch split; no step). */

@@ -1,7 +1,8 @@
 /* test_api.c -- the public API's models, sampling, likelihood, data-set and
  * image-file sections (include/ddpm.h), through ddpm.h alone: loading the
  * fixture model folder tests/fixtures/unet_b (8x8x1), eps of a batch against
- * eps image by image, sampling with a cancelling progress callback, the
+ * eps image by image (and DDPM_ERR_NOMEM when the network's temporaries run
+ * out), sampling with a cancelling progress callback, the
  * statuses and messages of bad options and a missing folder, and .npy/.png
  * round trips. Run from the repository root. */
 #include <stdint.h>
@@ -14,6 +15,10 @@
 #include "ddpm.h"
 
 #define FIXTURE "tests/fixtures/unet_b"
+
+/* The internal test knob of src/core/threads.h (tests link the internal
+ * archive): the per-thread temporaries fail above `bytes` (0: no limit). */
+void thread_buffer_set_limit(size_t bytes);
 
 static char tmp[64]; /* this run's scratch folder */
 
@@ -72,6 +77,15 @@ static void test_eps(void) {
     int st = ddpm_model_eps(m, 1, x, &bad_t, NULL, one);
     CHECK(st == DDPM_ERR_ARG && strstr(ddpm_errmsg(m), "outside the model's schedule"), "t = 1000: %d %s", st,
           ddpm_errmsg(m));
+    /* Out of memory for the network's temporaries: a status, not an exit; then the same bits again. */
+    float again[N * D];
+    thread_buffer_set_limit(1);
+    st = ddpm_model_eps(m, N, x, t, NULL, again);
+    thread_buffer_set_limit(0);
+    CHECK(st == DDPM_ERR_NOMEM && strstr(ddpm_errmsg(m), "out of memory"), "no temporaries: %d %s", st,
+          ddpm_errmsg(m));
+    CHECK(ddpm_model_eps(m, N, x, t, NULL, again) == DDPM_OK, "%s", ddpm_errmsg(m));
+    CHECK(!memcmp(again, e, sizeof e), "eps after running out of memory differs");
     ddpm_model_free(m);
 }
 

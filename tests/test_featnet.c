@@ -4,7 +4,8 @@
  * hand and by PyTorch; the F-MNIST network against its PyTorch fixture
  * (tools/train_fmnist_features.py); and FID (F-MNIST features) rising
  * monotonically with Gaussian noise on real test images, as Heusel et al.
- * validated Inception FID. (Inception itself is checked against pytorch-fid
+ * validated Inception FID; running out of memory for the convolutions'
+ * temporaries is an error. (Inception itself is checked against pytorch-fid
  * in tests/py/test_inception.py.) */
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "check.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "data/dataset.h"
 #include "eval/featnet.h"
 #include "eval/quality.h"
@@ -183,4 +185,30 @@ static void test_bad_images(void) {
           "%s", err.msg);
 }
 
-TEST_MAIN(test_conv2d, test_pool, test_resize, test_fmnist_parity, test_fid_rises_with_noise, test_bad_images)
+/* Running out of memory for the convolutions' per-thread temporaries (the
+ * test knob; Winograd forced, whose convolutions use them) is an error with
+ * err.oom, not an exit; with the limit lifted the same features again. */
+static void test_extract_oom(void) {
+    ddpm_err err;
+    conv_set_algorithm(CONV_ALG_GEMM);
+    featnet *net = NULL;
+    CHECK(featnet_open(&net, FEATNET_FMNIST, NULL, 4, &err) == 0, "%s", err.msg);
+    conv_set_algorithm(CONV_ALG_AUTO);
+    if (!net) return;
+    enum { N = 6 };
+    float *x = randn((size_t)N * 28 * 28, 3, 0.5f), f[2][N * 256];
+    image_set s = {N, 28, 28, 1, NULL, x};
+    CHECK(featnet_extract(net, &s, f[0], NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    thread_buffer_set_limit(1);
+    int rc = featnet_extract(net, &s, f[1], NULL, NULL, NULL, &err);
+    thread_buffer_set_limit(0);
+    CHECK(rc == -1 && err.oom && strstr(err.msg, "per-thread temporaries"), "rc %d oom %d: %s", rc, err.oom, err.msg);
+    printf("  under the limit: %s\n", err.msg);
+    CHECK(featnet_extract(net, &s, f[1], NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK(!memcmp(f[0], f[1], sizeof f[0]), "features after running out of memory differ");
+    featnet_free(net);
+    free(x);
+}
+
+TEST_MAIN(test_conv2d, test_pool, test_resize, test_fmnist_parity, test_fid_rises_with_noise, test_bad_images,
+          test_extract_oom)

@@ -19,7 +19,9 @@
  *    tiers; test_fd_sensitivity shows the checker rejects gradients 2% off;
  *  - backward contracts: dx is overwritten, parameter gradients accumulate;
  *    dropout masks are a function of (seed, step); a sharded batch gives the
- *    same bits with one thread as with several.
+ *    same bits with one thread as with several;
+ *  - running out of memory for the operators' per-thread temporaries is an
+ *    error (err.oom) of the forward and the training pass, not an exit.
  *
  * Runs from the repository root.
  */
@@ -31,6 +33,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "core/threads.h"
 #include "model/config.h"
 #include "model/unet.h"
 #include "ops/ops.h"
@@ -335,7 +338,8 @@ typedef struct net_ctx {
 } net_ctx;
 
 static double net_loss(net_ctx *c) {
-    unet_forward(c->u, c->out, c->x, c->t, NULL, c->dp);
+    ddpm_err err;
+    CHECK(unet_forward(c->u, c->out, c->x, c->t, NULL, c->dp, &err) == 0, "%s", err.msg);
     double s = 0;
     for (size_t i = 0; i < c->nout; i++) s += (double)c->r[i] * c->out[i];
     return s;
@@ -569,14 +573,15 @@ static void run_fd_case(const fd_case *fc) {
 
     if (fc->dropout > 0) {
         /* Masks are a function of (seed, step): the same again, others for another step. */
+        ddpm_err err;
         float *o1 = malloc(c->nout * sizeof(float)), *o2 = malloc(c->nout * sizeof(float));
-        unet_forward(u, o1, c->x, c->t, NULL, &c->drop);
-        unet_forward(u, o2, c->x, c->t, NULL, &c->drop);
+        CHECK(unet_forward(u, o1, c->x, c->t, NULL, &c->drop, &err) == 0, "%s", err.msg);
+        CHECK(unet_forward(u, o2, c->x, c->t, NULL, &c->drop, &err) == 0, "%s", err.msg);
         CHECK(!memcmp(o1, o2, c->nout * sizeof(float)), "dropout: the same (seed, step) gave another output");
         unet_dropout other = {c->drop.seed, c->drop.step + 1, 0};
-        unet_forward(u, o2, c->x, c->t, NULL, &other);
+        CHECK(unet_forward(u, o2, c->x, c->t, NULL, &other, &err) == 0, "%s", err.msg);
         CHECK(memcmp(o1, o2, c->nout * sizeof(float)) != 0, "dropout: another step gave the same output");
-        unet_forward(u, o2, c->x, c->t, NULL, NULL);
+        CHECK(unet_forward(u, o2, c->x, c->t, NULL, NULL, &err) == 0, "%s", err.msg);
         CHECK(memcmp(o1, o2, c->nout * sizeof(float)) != 0, "dropout: no dropout gave the same output");
         free(o1); free(o2);
     }
@@ -841,5 +846,79 @@ static void test_shard_subtrees(void) {
     free(x), free(r), free(out), free(dx), free(out2), free(dx2), free(sum);
 }
 
+/* Running out of memory for the operators' per-thread temporaries is an error,
+ * not the end of the process: with thread_buffer failing every request (the
+ * test knob), unet_forward and unet_train_pass return -1 with err.oom and a
+ * message; with the limit lifted the same calls give the bits they gave before.
+ * Winograd (GEMM) convolutions, whose forward uses the buffers too, and
+ * oneDNN's; one network and a sharded one (shards on the executor's threads). */
+static void test_tbuf_oom(void) {
+    char json[4096];
+    make_json(json, sizeof json, NULL, 0);
+    unet_config cfg;
+    ddpm_err err;
+    CHECK(unet_config_from_json(&cfg, json, &err) == 0, "%s", err.msg);
+    cfg.dropout = 0.2f;
+    for (int a = 0; a < 2; a++)
+        for (int sharded = 0; sharded < 2; sharded++) {
+            const int B = sharded ? 8 : 2;
+            conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+            unet *u;
+            int rc = sharded ? unet_create_sharded(&u, &cfg, B, 2, 1, &err) : unet_create(&u, &cfg, B, 1, &err);
+            CHECK(rc == 0, "unet_create: %s", err.msg);
+            if (rc) continue;
+            random_params(u);
+            size_t nx = (size_t)B * 8 * 8 * cfg.in_channels, no = (size_t)B * 8 * 8 * cfg.out_channels;
+            size_t np = u->nparams;
+            float *x = malloc(nx * sizeof(float)), *r = malloc(no * sizeof(float)), t[8];
+            float *out[2], *dx[2], *g[2], *fwd[2];
+            int frc = 0; /* the forward's status under the limit */
+            for (size_t i = 0; i < nx; i++) x[i] = urand();
+            for (size_t i = 0; i < no; i++) r[i] = urand();
+            for (int b = 0; b < B; b++) t[b] = (float)(b * 97 % 1000);
+            fixed_dout f = {r, (size_t)8 * 8 * cfg.out_channels};
+            unet_dropout dp = {3, 7, 0};
+            for (int k = 0; k < 2; k++) {
+                fwd[k] = malloc(no * sizeof(float)), out[k] = malloc(no * sizeof(float));
+                dx[k] = malloc(nx * sizeof(float)), g[k] = malloc(np * sizeof(float));
+            }
+            /* 0: before the failures; 1: after them. */
+            for (int k = 0; k < 2; k++) {
+                CHECK(unet_forward(u, fwd[k], x, t, NULL, NULL, &err) == 0, "forward: %s", err.msg);
+                memset(u->grads, 0, np * sizeof(float));
+                CHECK(unet_train_pass(u, out[k], dx[k], x, t, NULL, &dp, fixed_dout_grad, &f, &err) == 0,
+                      "training pass: %s", err.msg);
+                memcpy(g[k], u->grads, np * sizeof(float));
+                if (k) break;
+                thread_buffer_set_limit(1);
+                unsigned long n0 = thread_buffer_failures();
+                err = (ddpm_err){0};
+                rc = frc = unet_forward(u, fwd[1], x, t, NULL, NULL, &err);
+                if (a) /* oneDNN's direct kernels may need no temporaries in the forward */
+                    CHECK(rc == -1 && err.oom && strstr(err.msg, "per-thread temporaries"),
+                          "forward under the limit: rc %d, oom %d, '%s'", rc, err.oom, err.msg);
+                else
+                    CHECK(rc == 0 || (rc == -1 && err.oom && err.msg[0]), "forward: rc %d oom %d", rc, err.oom);
+                err = (ddpm_err){0};
+                rc = unet_train_pass(u, out[1], dx[1], x, t, NULL, &dp, fixed_dout_grad, &f, &err);
+                CHECK(rc == -1 && err.oom && strstr(err.msg, "per-thread temporaries"),
+                      "training pass under the limit: rc %d, oom %d, '%s'", rc, err.oom, err.msg);
+                CHECK(thread_buffer_failures() > n0, "no failures counted");
+                thread_buffer_set_limit(0);
+            }
+            printf("  %s, %s, under the limit: forward %s, training pass '%s'\n", a ? "Winograd" : "oneDNN",
+                   sharded ? "2 shards" : "1 network", frc ? "failed" : "needed no temporaries", err.msg);
+            CHECK(!memcmp(fwd[0], fwd[1], no * sizeof(float)), "forward: other bits after the failures");
+            CHECK(!memcmp(out[0], out[1], no * sizeof(float)), "training output: other bits after the failures");
+            CHECK(!memcmp(dx[0], dx[1], nx * sizeof(float)), "dx: other bits after the failures");
+            CHECK(!memcmp(g[0], g[1], np * sizeof(float)), "gradients: other bits after the failures");
+            for (int k = 0; k < 2; k++) free(fwd[k]), free(out[k]), free(dx[k]), free(g[k]);
+            free(x), free(r);
+            unet_free(u);
+        }
+    conv_set_algorithm(CONV_ALG_AUTO);
+}
+
 TEST_MAIN(test_preset_counts, test_config_errors, test_config_fuzz, test_fd_config_a, test_fd_config_b,
-          test_fd_dropout, test_fd_sharded, test_fd_sensitivity, test_shard_threads, test_shard_subtrees)
+          test_fd_dropout, test_fd_sharded, test_fd_sensitivity, test_shard_threads, test_shard_subtrees,
+          test_tbuf_oom)

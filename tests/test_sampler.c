@@ -240,7 +240,7 @@ static void manual(unet *u, const sampler_opts *o, int first, int n, float *x) {
     for (int i = 0; i < n; i++) rng_normal(xb + i * D, D, o->seed, RNG_PRIOR, (uint64_t)(first + i));
     for (int k = 0; k < K; k++) {
         for (size_t i = 0; i < B; i++) tt[i] = (float)ts[k];
-        unet_forward(u, eb, xb, tt, NULL, NULL);
+        CHECK(unet_forward(u, eb, xb, tt, NULL, NULL, &err) == 0, "%s", err.msg);
         for (int i = 0; i < n; i++) {
             float *xi = xb + i * D, *ei = eb + i * D, *x0i = x0 + i * D, *m1i = m1 + i * D;
             /* drawn at every step: DDPM ignores it at t = 0, DDIM at eta = 0, DPM++ always */
@@ -716,8 +716,8 @@ static void test_guidance(void) {
     for (size_t i = 0; i < B * D; i++) x[i] = (float)sin(0.37 * (double)i);
     unet *u1;
     CHECK(model_load(&u1, "tests/fixtures/unet_c", B, 0, &err) == 0, "%s", err.msg);
-    unet_forward(u1, ec, x, t, y, NULL);
-    unet_forward(u1, eu, x, t, nul, NULL);
+    CHECK(unet_forward(u1, ec, x, t, y, NULL, &err) == 0, "%s", err.msg);
+    CHECK(unet_forward(u1, eu, x, t, nul, NULL, &err) == 0, "%s", err.msg);
     CHECK(memcmp(ec, eu, sizeof ec) != 0, "the labels do not change eps: the checks below could not fail");
     const float ws[3] = {0.0f, 1.0f, 3.0f};
     for (int k = 0; k < 3; k++) {

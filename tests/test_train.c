@@ -1,7 +1,8 @@
 /* test_train.c -- the training loop: a tiny model overfits a tiny data set,
  * the weights are the same bits with 1 and 2 threads, a run resumed from a
- * checkpoint equals an uninterrupted one bit for bit, a non-finite loss stops
- * without touching the weights, and the options survive their JSON form. */
+ * checkpoint equals an uninterrupted one bit for bit, a non-finite loss (or
+ * running out of memory for the network's temporaries) stops without touching
+ * the weights, and the options survive their JSON form. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,29 @@ static void test_nonfinite(void) {
     dataset_free(&d);
 }
 
+/* Out of memory for the network's per-thread temporaries (the test knob):
+ * the step fails with err.oom and changes nothing; then it can be taken. */
+static void test_step_oom(void) {
+    dataset d = tiny_data(4);
+    trainer tr;
+    make(&tr, &d, 4, 0.0f);
+    run(&tr, 1);
+    size_t P = tr.u->nparams;
+    float *before = malloc(P * sizeof(float));
+    memcpy(before, tr.u->params, P * sizeof(float));
+    ddpm_err err = {0};
+    thread_buffer_set_limit(1);
+    int rc = trainer_step(&tr, &err);
+    thread_buffer_set_limit(0);
+    printf("  %s\n", err.msg);
+    CHECK(rc == -1 && err.oom && strstr(err.msg, "out of memory"), "rc %d oom %d: %s", rc, err.oom, err.msg);
+    CHECK(tr.step == 1 && same_bits(before, tr.u->params, P), "the failed step must change nothing");
+    CHECK(trainer_step(&tr, &err) == 0 && tr.step == 2, "%s", err.msg);
+    free(before);
+    trainer_free(&tr);
+    dataset_free(&d);
+}
+
 static void test_opts_json(void) {
     train_opts o = tiny_opts(32), back;
     o.seed = 18446744073709551615ull;
@@ -323,4 +347,5 @@ static void test_opts_json(void) {
     CHECK(train_opts_from_json(&back, buf, &err) == -1 && strstr(err.msg, "'sample_n'"), "sample_n 1.5: %s", err.msg);
 }
 
-TEST_MAIN(test_overfit, test_threads, test_resume, test_prev_state, test_nonfinite, test_opts_json)
+TEST_MAIN(test_overfit, test_threads, test_resume, test_prev_state, test_nonfinite, test_step_oom,
+          test_opts_json)

@@ -41,7 +41,7 @@ static void check_model(const char *name, int tier) {
     size_t n = (size_t)N * C * H * W;
     CHECK(N == u->batch, "batch %d", N);
     float *out = malloc(n * sizeof(float)), *dout = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float));
-    unet_forward(u, out, x, t, yf ? y : NULL, NULL);
+    CHECK(unet_forward(u, out, x, t, yf ? y : NULL, NULL, &err) == 0, "%s", err.msg);
     check_close("forward output", out, ref, n, 1e-5, 1e-4);
     double loss = mse_loss(dout, out, eps, n);
     printf("  loss %.9f (reference %.9f)\n", loss, loss_ref[0]);

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "check.h"
 #include "model/unet.h"
 
 typedef struct fixed_dout {
@@ -22,7 +23,8 @@ static void fixed_dout_grad(void *ctx, int image0, int n, const float *out, floa
 static inline void pass_with_dout(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
                                   const unet_dropout *dp, const float *dout) {
     fixed_dout f = {dout, (size_t)u->cfg.sample_size * u->cfg.sample_size * u->cfg.out_channels};
-    unet_train_pass(u, out, dx, x, t, y, dp, fixed_dout_grad, &f);
+    ddpm_err err;
+    CHECK(unet_train_pass(u, out, dx, x, t, y, dp, fixed_dout_grad, &f, &err) == 0, "%s", err.msg);
 }
 
 #endif

@@ -231,7 +231,7 @@ int ddpm_model_eps(ddpm_model *m, int n, const float *x, const int32_t *t, const
     if (model_net(m, n, &u, &err)) goto done;
     for (int i = 0; i < n; i++) tt[i] = (float)t[i], y[i] = labels ? labels[i] : m->null_class;
     nchw_to_nhwc(xh, x, n, c->in_channels, hw);
-    unet_forward(u, eh, xh, tt, c->num_class_embeds > 0 ? y : NULL, NULL);
+    if (unet_forward(u, eh, xh, tt, c->num_class_embeds > 0 ? y : NULL, NULL, &err)) goto done; /* st: NOMEM */
     st = DDPM_ERR_NONFINITE;
     if (sampler_check_finite("the network's output", eh, n, nout / (size_t)n, 0, &err)) goto done;
     nhwc_to_nchw(eps, eh, n, c->out_channels, hw);

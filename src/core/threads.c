@@ -1,13 +1,13 @@
-/* threads.c -- CPU counting with sched_getaffinity and the OpenMP thread count. */
+/* threads.c -- CPU counting with sched_getaffinity, the OpenMP thread count
+ * and the per-thread temporary buffers. */
 #include "threads.h"
 
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "status.h"
 
@@ -45,21 +45,32 @@ static void tbuf_release(void *arg) {
 
 static void tbuf_key_make(void) { DDPM_ASSERT(pthread_key_create(&tbuf_key, tbuf_release) == 0); }
 
+static atomic_ulong tbuf_failures;
+static atomic_size_t tbuf_limit; /* 0: none */
+
+unsigned long thread_buffer_failures(void) { return atomic_load(&tbuf_failures); }
+
+void thread_buffer_set_limit(size_t bytes) { atomic_store(&tbuf_limit, bytes); }
+
+/* Counts a failure; the caller skips its work (see threads.h). */
+static void *tbuf_fail(void) {
+    atomic_fetch_add(&tbuf_failures, 1);
+    return NULL;
+}
+
 void *thread_buffer(int slot, size_t bytes) {
     DDPM_ASSERT(slot >= 0 && slot < TBUF_SLOTS);
+    size_t limit = atomic_load_explicit(&tbuf_limit, memory_order_relaxed);
+    if (limit && bytes > limit) return tbuf_fail();
     if (bytes > tbuf[slot].n) {
         pthread_once(&tbuf_once, tbuf_key_make);
         if (!pthread_getspecific(tbuf_key)) pthread_setspecific(tbuf_key, tbuf);
         free(tbuf[slot].p);
         size_t n = bytes + bytes / 4 + 64;
-        tbuf[slot].p = NULL;
+        tbuf[slot].p = NULL, tbuf[slot].n = 0;
         if (posix_memalign(&tbuf[slot].p, 64, n) != 0) {
-            /* The one allocation with no error path (it is deep inside an
-             * operator): end the process with the contract's status for
-             * running out of memory, 1, not an abort. */
-            fprintf(stderr, "ddpm: out of memory (a %zu MB temporary buffer)\n", n >> 20);
-            fflush(stderr);
-            _exit(1);
+            tbuf[slot].p = NULL;
+            return tbuf_fail();
         }
         tbuf[slot].n = n;
     }

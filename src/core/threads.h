@@ -14,10 +14,17 @@ int ddpm_cpu_count(void);
 
 /* Per-thread temporaries: the calling thread's buffer for `slot`, at least
  * `bytes` long and 64-byte aligned, contents undefined. Grown on demand, never
- * shrunk, kept for the thread's life; if memory runs out the process ends
- * with a message and status 1 (there is no error path this deep). Operators use
- * them for what lives only during one call, so that U-Net shards running
- * concurrently need one copy per thread, not one per shard. */
+ * shrunk, kept for the thread's life. Operators use them for what lives only
+ * during one call, so that U-Net shards running concurrently need one copy per
+ * thread, not one per shard.
+ *
+ * Running out of memory (or a request above thread_buffer_set_limit) returns
+ * NULL and counts one failure; the slot is then empty. Operators are void and
+ * run inside OpenMP teams, so they have no error path: a caller that gets NULL
+ * skips its work (its outputs are unspecified) and returns. The functions that
+ * run operators (unet_forward, unet_train_pass, featnet_extract) read
+ * thread_buffer_failures() before and after and fail with ddpm_oom when it
+ * changed. */
 enum thread_buffer_slot {
     TBUF_GN_PARTIAL, TBUF_GN_DZ,                    /* GroupNorm backward */
     TBUF_LINEAR_DW,                                 /* linear backward: the weight and bias gradients */
@@ -27,6 +34,14 @@ enum thread_buffer_slot {
     TBUF_SLOTS
 };
 void *thread_buffer(int slot, size_t bytes);
+
+/* The number of thread_buffer failures in this process so far, from every
+ * thread (atomic; never reset, so nested callers each see their own). */
+unsigned long thread_buffer_failures(void);
+
+/* For tests: thread_buffer fails for any request above `bytes` (0: no limit),
+ * as if memory had run out. Call while no operator runs. */
+void thread_buffer_set_limit(size_t bytes);
 
 /* ddpm_now (ddpm.h): wall-clock seconds from a monotonic clock. */
 

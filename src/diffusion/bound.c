@@ -32,7 +32,7 @@ int bound_terms(unet *u, const schedule *s, const float *x0, const int32_t *y, i
             q_sample(s, t, x0 + i * D, eps + i * D, xt + i * D, D);
             tt[i] = (float)t;
         }
-        unet_forward(u, out, xt, tt, c->num_class_embeds > 0 ? yb : NULL, NULL);
+        if ((rc = unet_forward(u, out, xt, tt, c->num_class_embeds > 0 ? yb : NULL, NULL, err))) break;
         double sa = s->sqrt_ac[t], s1 = s->sqrt_1m_ac[t];
         double lv_q = s->post_log_var_clipped[t], lv_p = reverse_log_variance(s, t);
         for (int i = 0; i < n && rc == 0; i++) {

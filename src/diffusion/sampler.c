@@ -40,9 +40,8 @@ void sample_range_add(sample_range *r, const float *x, int n, size_t D) {
 }
 
 static int unet_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
-    (void)n, (void)err;
-    unet_forward(ctx, eps, x, t, NULL, NULL); /* all u->batch rows: the sampler's buffers have them */
-    return 0;
+    (void)n;
+    return unet_forward(ctx, eps, x, t, NULL, NULL, err); /* all u->batch rows: the sampler's buffers have them */
 }
 
 int sampler_unet(denoiser *d, unet *u, ddpm_err *err) {
@@ -67,9 +66,8 @@ static int guided_eps(void *ctx, int n, const float *x, const float *t, float *e
         g->tin[r] = t[r % B];
         g->yin[r] = r < B && r < n && g->w != 0.0f ? g->y[r] : g->null_class;
     }
-    unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL);
+    if (unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL, err)) return -1;
     if (R > B) guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D); /* cond, uncond */
-    (void)err;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/threads.h"
 #include "netbuild.h"
 
 #define BN_EPS 1e-3 /* Inception's BatchNorm2d(eps=0.001) */
@@ -241,6 +242,7 @@ static void load_image(float *dst, const image_set *s, size_t i, int c_out) {
 int featnet_extract(featnet *n, const image_set *s, float *feats, float *logits,
                     void (*progress)(void *ctx, int done, int total), void *ctx, ddpm_err *err) {
     if (featnet_check(n, s, err)) return -1;
+    const unsigned long failures = thread_buffer_failures();
     const int B = n->B, cin = n->kind == FEATNET_INCEPTION ? 3 : 1;
     const int resize = s->h != n->in_h || s->w != n->in_w;
     size_t in_img = (size_t)n->in_h * n->in_w * cin, src_img = (size_t)s->h * s->w * cin;
@@ -261,6 +263,11 @@ int featnet_extract(featnet *n, const image_set *s, float *feats, float *logits,
         if (m < B) memset(dst + m * dst_img, 0, sizeof(float) * (B - m) * dst_img);
         if (resize) resize_bilinear(n->input, n->staged, B, s->h, s->w, cin, n->in_h, n->in_w);
         forward(n, n->input, fb, lb);
+        if (thread_buffer_failures() != failures) {
+            ddpm_oom(err, "out of memory for the per-thread temporaries of the %s feature network",
+                     featnet_kind_name(n->kind));
+            goto fail;
+        }
         if (feats) memcpy(feats + (size_t)i0 * n->dim, fb, sizeof(float) * m * n->dim);
         if (logits) memcpy(logits + (size_t)i0 * n->classes, lb, sizeof(float) * m * n->classes);
         if (progress) progress(ctx, i0 + m, s->n);

@@ -608,6 +608,7 @@ static void net_backward(unet *u, float *dx, const float *dout) {
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
     u->dact = thread_buffer(TBUF_NET_DACT, sizeof(float) * u->act_len);
     u->scratch = thread_buffer(TBUF_NET_SCRATCH, sizeof(float) * u->scratch_len);
+    if (!u->dact || !u->scratch) return; /* out of memory: see thread_buffer */
     memset(u->dact, 0, sizeof(float) * u->act_len);
     memset(u->dtemb_act, 0, sizeof(float) * (size_t)B * Dt);
     for (int i = u->nunits - 1; i >= 0; i--) {
@@ -677,6 +678,7 @@ static void net_pass(unet *u, const pass *a) {
     net_forward(u, out, a->x + b0 * hw * c->in_channels, a->t + b0, a->y ? a->y + b0 : NULL, a->dropout);
     if (!a->loss) return;
     float *dout = thread_buffer(TBUF_NET_DOUT, sizeof(float) * u->batch * hw * c->out_channels);
+    if (!dout) return; /* out of memory: see thread_buffer */
     a->loss(a->ctx, u->image0, u->batch, out, dout);
     net_backward(u, a->dx ? a->dx + b0 * hw * c->in_channels : NULL, dout);
 }
@@ -703,18 +705,29 @@ static void shards_pass(unet *u, pass *a) {
     exec_run(u->exec, shard_pass, a, a->loss ? u->grads : NULL);
 }
 
-void unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout) {
+/* The end of a pass that began when thread_buffer_failures() was `failures`. */
+static int pass_status(unsigned long failures, const char *what, ddpm_err *err) {
+    if (thread_buffer_failures() == failures) return 0;
+    return ddpm_oom(err, "out of memory for the per-thread temporaries of the U-Net's %s", what);
+}
+
+int unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout,
+                 ddpm_err *err) {
+    unsigned long failures = thread_buffer_failures();
     pass a = {.out = out, .x = x, .t = t, .y = y, .dropout = dropout};
     if (u->nshards) shards_pass(u, &a);
     else net_forward(u, out, x, t, y, dropout);
+    return pass_status(failures, "forward pass", err);
 }
 
-void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
-                     const unet_dropout *dropout, unet_loss_grad loss, void *ctx) {
+int unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
+                    const unet_dropout *dropout, unet_loss_grad loss, void *ctx, ddpm_err *err) {
     DDPM_ASSERT(u->training && loss != NULL);
+    unsigned long failures = thread_buffer_failures();
     pass a = {out, dx, x, t, y, dropout, loss, ctx, NULL};
     if (u->nshards) shards_pass(u, &a);
     else net_pass(u, &a);
+    return pass_status(failures, "training pass", err);
 }
 
 double unet_forward_flops(const unet *u) {

@@ -100,8 +100,11 @@ void unet_init_official(unet *u, uint64_t seed);
  * t holds 0-based timesteps as floats. y: the class labels of a conditional
  * model (cfg.num_class_embeds > 0), each in [0, num_class_embeds); NULL means
  * the last class (ddpm's null class); unconditional models ignore y.
- * dropout == NULL (or cfg.dropout == 0) means no dropout (inference). */
-void unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout);
+ * dropout == NULL (or cfg.dropout == 0) means no dropout (inference).
+ * Returns 0, or -1 with err->oom set when the operators' per-thread
+ * temporaries could not be had (see thread_buffer; out is then unspecified). */
+int unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout,
+                 ddpm_err *err);
 
 /* The gradient of a loss of the network's output, asked for group by group:
  * dout[n,H,W,out_channels] (=) d loss / d out for the n images from image0 of
@@ -112,9 +115,11 @@ typedef void (*unet_loss_grad)(void *ctx, int image0, int n, const float *out, f
 /* One training pass on a training network: out (=) forward(x, t) as
  * unet_forward, then grads (+=) d loss / d params and dx (=, may be NULL)
  * d loss / d x, with the loss's gradient from loss(ctx, ...). A shard's
- * backward runs right after its forward, so shards can share arenas. */
-void unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
-                     const unet_dropout *dropout, unet_loss_grad loss, void *ctx);
+ * backward runs right after its forward, so shards can share arenas.
+ * Returns 0, or -1 with err->oom set as unet_forward (out, dx and the
+ * gradients are then unspecified). */
+int unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
+                    const unet_dropout *dropout, unet_loss_grad loss, void *ctx, ddpm_err *err);
 
 /* Index of the parameter named `name` in u->table, or -1. */
 int unet_param_index(const unet *u, const char *name);

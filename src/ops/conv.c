@@ -504,6 +504,7 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
     float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
     float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * Ci);
+    if (!V || !M || !zero) return; /* out of memory: see thread_buffer */
     memset(zero, 0, sizeof(float) * Ci);
     static const int pi[4] = {3, 1, 2, 0};
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
@@ -519,6 +520,7 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
         #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
         for (size_t t = 0; t < nt; t++) {
             float *o[4], *scrap = thread_buffer(TBUF_WINO_SCRAP, sizeof(float) * Co); /* this thread's */
+            if (!scrap) continue;
             wino_outputs(o, p, t0 + t, y, ldy, scrap);
             const float *m = M + t * Co;
             #pragma omp simd
@@ -550,6 +552,7 @@ static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy
     float *dU = thread_buffer(TBUF_WINO_DU, sizeof(float) * 16 * Co * Ci);
     int zl = Ci > Co ? Ci : Co;
     float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * zl);
+    if (!V || !Z || !dU || !zero) return;
     memset(zero, 0, sizeof(float) * zl);
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
         size_t nt = T - t0 < chunk ? T - t0 : chunk, zplane = nt * Co;
@@ -623,6 +626,7 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
     float *xs = p->stage_x ? thread_buffer(TBUF_CONV_X, sizeof(float) * nx * p->Cin) : NULL;
     float *ys = p->stage_y ? thread_buffer(TBUF_CONV_Y, sizeof(float) * ny * p->Cout) : NULL;
+    if ((p->stage_x && !xs) || (p->stage_y && !ys)) return; /* out of memory: see thread_buffer */
     if (xs) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin);
     dnnl_memory_t wm = weights(&p->w_fwd, w);
     dnnl_memory_set_data_handle(p->x, xs ? xs : (void *)x);
@@ -644,9 +648,11 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
     float *xs = p->stage_x ? thread_buffer(TBUF_CONV_X, sizeof(float) * nx * p->Cin * 2) : NULL; /* x | dx */
+    if (p->stage_x && !xs) return; /* out of memory: see thread_buffer */
     int lddy = p->Cout, ldx = p->Cin;
     if (p->stage_y) {
         float *ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * ny * p->Cout);
+        if (!ys) return;
         copy_rows(ys, p->Cout, dy, p->ld_y, ny, p->Cout);
         dy = ys;
     } else {
@@ -670,7 +676,9 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         /* This call's gradients: [OIHW weights | bias | primitive-layout weights]. */
         size_t nw = (size_t)p->Cout * p->Cin * 9, head = (nw + p->Cout + 15) / 16 * 16;
         size_t prim_bytes = p->dw.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
-        float *dwt = thread_buffer(TBUF_CONV_DW, sizeof(float) * head + prim_bytes), *dbt = dwt + nw;
+        float *dwt = thread_buffer(TBUF_CONV_DW, sizeof(float) * head + prim_bytes);
+        if (!dwt) return;
+        float *dbt = dwt + nw;
         if (p->wino_dw) {
             wino_bwd_w(p, dwt, dbt, dy, lddy, x, ldx);
         } else if (p->bwd_w_ref) {

@@ -193,6 +193,7 @@ static void conv2d_forward_wino(conv2d_plan *p, float *y, const float *x) {
     const conv2d_shape *s = &p->s;
     const int crop = s->ph == 0, C = s->Cout, relu = p->relu;
     float *full = crop ? thread_buffer(TBUF_CONV_Y, sizeof(float) * s->B * s->H * s->W * C) : y;
+    if (!full) return; /* out of memory: see thread_buffer */
     conv_forward(p->wino, full, x, p->w, p->b);
     const int ldf = crop ? C : p->ld_y;
     #pragma omp parallel for collapse(2) schedule(static)
@@ -220,10 +221,11 @@ void conv2d_forward(conv2d_plan *p, float *y, const float *x) {
     float *ys = y;
     if (p->stage_x) {
         float *t = thread_buffer(TBUF_CONV_X, sizeof(float) * Mx * s->Cin);
+        if (!t) return; /* out of memory: see thread_buffer */
         copy_rows(t, s->Cin, x, p->ld_x, Mx, s->Cin);
         xs = t;
     }
-    if (p->stage_y) ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * My * s->Cout);
+    if (p->stage_y && !(ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * My * s->Cout))) return;
     dnnl_memory_set_data_handle(p->x, (void *)xs);
     dnnl_memory_set_data_handle(p->y, ys);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, p->wm}, {DNNL_ARG_BIAS, p->bm},

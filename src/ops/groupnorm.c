@@ -149,9 +149,11 @@ void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const 
     /* Per-sample partial sums of dgamma/dbeta [B][2][C], in the caller's buffer
      * (shared with the team below); each thread keeps the dz rows of its sample. */
     double *part = thread_buffer(TBUF_GN_PARTIAL, sizeof(double) * B * 2 * C);
+    if (!part) return; /* out of memory: see thread_buffer */
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         float *dzbuf = thread_buffer(TBUF_GN_DZ, sizeof(float) * HW * C);
+        if (!dzbuf) continue;
         double *sdz = part + (size_t)b * 2 * C;
         gn_backward_sample(dx + (size_t)b * HW * lddx, lddx, sdz, sdz + C, dzbuf, dy + (size_t)b * HW * lddy, lddy,
                            x + (size_t)b * HW * ldx, ldx, mean + b * G, rstd + b * G, gamma, beta, HW, C, G, silu,

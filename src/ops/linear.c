@@ -59,13 +59,14 @@ void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy,
                      const float *x, int ldx, const float *W, int M, int K, int N) {
     if (dx) gemm(0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
     /* Each parameter gradient is computed whole, then added once (see ops.h). */
+    float *t = dW || db ? thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) : NULL;
+    if (!t) return; /* no parameter gradients, or out of memory: see thread_buffer */
     if (dW) {
-        float *t = thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N));
         gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
         for (size_t i = 0; i < (size_t)N * K; i++) dW[i] += t[i];
     }
     if (db) {
-        float *s = (float *)thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) + (size_t)N * K;
+        float *s = t + (size_t)N * K;
         memset(s, 0, sizeof(float) * N);
         for (int i = 0; i < M; i++) {
             const float *r = dy + (size_t)i * lddy;

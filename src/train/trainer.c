@@ -181,7 +181,10 @@ int trainer_step(trainer *tr, ddpm_err *err) {
     }
     unet_dropout dp = {o->seed, step, (uint64_t)tr->first};
     memset(u->grads, 0, u->nparams * sizeof(float));
-    unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, o->classes ? tr->y : NULL, &dp, simple_loss_grad, tr);
+    int oom = unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, o->classes ? tr->y : NULL, &dp, simple_loss_grad, tr,
+                              err) != 0;
+    if (dist_or(oom)) /* every rank stops here, before the collectives below, when one ran out of memory */
+        return oom ? -1 : ddpm_oom(err, "stopped at step %lld: another process ran out of memory", (long long)step + 1);
 
     /* The global gradient and loss, the same bits on every rank. */
     double t0 = ddpm_now();

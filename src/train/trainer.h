@@ -91,8 +91,10 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
                  const train_opts *o, ddpm_err *err);
 void trainer_free(trainer *tr);
 
-/* One training step. Returns 0, or -1 without touching the weights when the
- * loss or the gradient is not finite (err says which, at which step). */
+/* One training step. Collective. Returns 0, or -1 without touching the weights
+ * when the loss or the gradient is not finite (err says which, at which step)
+ * or when this or another process ran out of memory for the network's
+ * temporaries (err->oom set). */
 int trainer_step(trainer *tr, ddpm_err *err);
 
 /* Writes the checkpoint into run_dir (created if needed): the training state
