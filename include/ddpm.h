@@ -34,6 +34,11 @@
  *   thread). The exceptions are marked "Thread-safe" (version, status names,
  *   ddpm_errmsg(NULL), which is per thread).
  *
+ * Options.  Structs of options are filled by their _init function first (the
+ *   defaults), then changed field by field: new fields get defaults there.
+ *   Until version 1.0 a minor version may change struct layouts (the soname
+ *   stays libddpm.so.0): rebuild programs against the header they run with.
+ *
  * Processes (MPI).  When ddpm_proc_init finds an MPI launcher (mpirun, srun),
  *   the calls marked "Collective" must be made by every rank in the same order:
  *   they split their work over the ranks and give the same results, bit for
