@@ -10,6 +10,9 @@ would use it: Python's ctypes with nothing but include/ddpm.h's declarations.
      samples equal `ddpm sample`'s samples.npy bit for bit, the progress callback sees every network
      call, and a callback returning non-zero cancels (DDPM_ERR_CANCELLED after exactly 3 calls).
 
+A library built with SAN=1 needs the sanitizer runtimes loaded first: the test then runs itself again
+with them in LD_PRELOAD (and LeakSanitizer off: Python's own allocations are not ours to check).
+
 Debian's torch 1.13 on some Intel CPUs returns NaN from diffusers' attention now and then (see
 tests/py/test_dpmsolver.py): a non-finite diffusers result is recomputed.
 
@@ -17,8 +20,10 @@ tests/py/test_dpmsolver.py): a non-finite diffusers result is recomputed.
 Exits non-zero on any failure.
 """
 import ctypes as C
+import os
 import pathlib
 import re
+import subprocess
 import sys
 import tempfile
 
@@ -46,8 +51,21 @@ def floats(a):
     return a.ctypes.data_as(C.POINTER(C.c_float))
 
 
+LIBRARY = str(pathlib.Path(BUILD, "libddpm.so.0").resolve())
+
+
+def preload_sanitizers():
+    """Re-runs this test with the ASan/UBSan runtimes preloaded when LIBRARY needs them."""
+    needed = subprocess.run(["readelf", "-d", LIBRARY], capture_output=True, text=True).stdout
+    runtimes = [subprocess.run(["gcc", f"-print-file-name={r}.so"], capture_output=True, text=True).stdout.strip()
+                for r in ("libasan", "libubsan") if r + ".so" in needed]
+    if runtimes and "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        env = dict(os.environ, LD_PRELOAD=" ".join(runtimes), ASAN_OPTIONS="detect_leaks=0")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def load_library():
-    lib = C.CDLL(str(pathlib.Path(BUILD, "libddpm.so.0").resolve()))
+    lib = C.CDLL(LIBRARY)
     lib.ddpm_version.restype = C.c_char_p
     lib.ddpm_status_name.restype = C.c_char_p
     lib.ddpm_errmsg.restype = C.c_char_p
@@ -152,4 +170,5 @@ def main():
 
 
 if __name__ == "__main__":
+    preload_sanitizers()
     sys.exit(main())
