@@ -1,6 +1,7 @@
 """ddpmtest.py -- what the Python tests in tests/py share (not a test itself: scripts/run-tests.sh
 runs test_*.py only): where the ddpm binary is (DDPM_BUILD, default build), the tiny fixture
-config, the pass/fail bookkeeping, tiny IDX data sets, and a state file's metadata."""
+config, the pass/fail bookkeeping, retrying diffusers until finite, tiny IDX data sets, and a state
+file's metadata."""
 import json
 import os
 import pathlib
@@ -36,6 +37,17 @@ def ddpm(*args, timeout=600):
     """Runs `ddpm ARGS`; returns (exit status, stdout + stderr)."""
     p = subprocess.run([DDPM, *map(str, args)], capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout + p.stderr
+
+
+def finite(fn):
+    """fn() again until its tensor is finite: Debian's torch 1.13 on some Intel CPUs returns NaN from
+    diffusers' attention now and then (see tests/py/test_dpmsolver.py)."""
+    import torch
+    for _ in range(20):
+        r = fn()
+        if torch.isfinite(r).all():
+            return r
+    raise RuntimeError("diffusers kept returning non-finite values")
 
 
 def tiny_idx(path, n):

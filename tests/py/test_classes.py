@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ddpmtest import CONFIG, check, finish, write_idx  # noqa: E402
+from ddpmtest import CONFIG, check, finish, finite, write_idx  # noqa: E402
 from ddpmtest import ddpm as run  # noqa: E402
 
 
@@ -33,14 +33,6 @@ def ddpm(*args):
     if rc:
         print(log)
     return rc
-
-
-def finite(fn):
-    for _ in range(20):
-        r = fn()
-        if torch.isfinite(r).all():
-            return r
-    raise RuntimeError("diffusers kept returning non-finite values")
 
 
 def main():

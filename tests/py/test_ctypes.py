@@ -30,7 +30,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ddpmtest import BUILD, CONFIG, check, ddpm, finish, tiny_idx
+from ddpmtest import BUILD, CONFIG, check, ddpm, finish, finite, tiny_idx
 
 DDPM_ERR_INPUT, DDPM_ERR_CANCELLED = 2, 6
 PROGRESS = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_longlong, C.c_longlong)
@@ -77,14 +77,6 @@ def load_library():
     lib.ddpm_sample_options_init.argtypes = [C.POINTER(SampleOptions)]
     lib.ddpm_sample.argtypes = [C.c_void_p, C.POINTER(SampleOptions), C.c_int, C.POINTER(C.c_float), C.c_void_p]
     return lib
-
-
-def finite(fn):
-    for _ in range(20):
-        r = fn()
-        if torch.isfinite(r).all():
-            return r
-    raise RuntimeError("diffusers kept returning non-finite values")
 
 
 def main():
