@@ -28,10 +28,14 @@ static int parse_list(const arg_cmd *cmd, const char *list, int T, int *ts) {
     return n;
 }
 
-/* Loads the model folder of --model and checks it has a noise schedule.
+/* Applies --threads and --no-verify, loads the model folder of --model and
+ * checks it has a noise schedule.
  * Returns 0, or the exit status after a message (*m is then NULL). */
-static int load_model(const arg_cmd *cmd, const char *model, ddpm_model **m, ddpm_model_info *mi)
+static int load_model(const arg_cmd *cmd, const char *model, long long threads, int no_verify, ddpm_model **m,
+                      ddpm_model_info *mi)
 {
+    ddpm_set_threads((int)threads);
+    ddpm_set_verify(!no_verify);
     int st = ddpm_model_load(model, m);
     if (st) return cli_status(cmd, st);
     ddpm_model_get_info(*m, mi);
@@ -76,11 +80,9 @@ static int figure_progressive(int argc, char **argv)
                    NULL, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    ddpm_set_threads((int)threads);
-    ddpm_set_verify(!no_verify);
     ddpm_model *m = NULL;
     ddpm_model_info mi;
-    if ((r = load_model(&cmd, model, &m, &mi))) return r;
+    if ((r = load_model(&cmd, model, threads, no_verify, &m, &mi))) return r;
     const int T = mi.num_train_timesteps, C = mi.in_channels, H = mi.sample_size, W = mi.sample_size;
     int ts[MAX_TRACK], nt = 10;
     if (tlist) nt = parse_list(&cmd, tlist, T, ts);
@@ -147,13 +149,11 @@ static int figure_interpolate(int argc, char **argv)
                    NULL, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    ddpm_set_threads((int)threads);
-    ddpm_set_verify(!no_verify);
     ddpm_model *m = NULL;
     ddpm_model_info mi;
     ddpm_dataset *d = NULL;
     ddpm_dataset_info di;
-    if ((r = load_model(&cmd, model, &m, &mi))) return r;
+    if ((r = load_model(&cmd, model, threads, no_verify, &m, &mi))) return r;
     float *xt = NULL, *x = NULL, *grid = NULL, *a = NULL, *b = NULL;
     int rc = EXIT_USAGE, st;
     if (t >= mi.num_train_timesteps) {
@@ -239,13 +239,11 @@ static int figure_shared(int argc, char **argv)
                    NULL, specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;
-    ddpm_set_threads((int)threads);
-    ddpm_set_verify(!no_verify);
     ddpm_model *m = NULL;
     ddpm_model_info mi;
     ddpm_dataset *d = NULL;
     ddpm_dataset_info di;
-    if ((r = load_model(&cmd, model, &m, &mi))) return r;
+    if ((r = load_model(&cmd, model, threads, no_verify, &m, &mi))) return r;
     int ts[MAX_TRACK], nt = parse_list(&cmd, tlist, mi.num_train_timesteps, ts);
     int N = (int)n, cols = N + 1, rc = EXIT_USAGE, st;
     const int C = mi.in_channels, H = mi.sample_size, W = mi.sample_size;

@@ -61,13 +61,8 @@ int ddpm_dataset_images(const ddpm_dataset *d, int first, int n, float *x, int32
     if (first < 0 || n < 0 || first > s->n || n > s->n - first)
         return api_fail((api_obj *)&d->head, DDPM_ERR_ARG, "ddpm_dataset_images: images %d..%d are outside the "
                         "%d of the data set", first, first + n - 1, s->n);
-    const size_t HW = (size_t)s->h * s->w, C = (size_t)s->c;
-    for (int i = 0; i < n; i++) {
-        const uint8_t *p = s->pixels + (size_t)(first + i) * HW * C;
-        float *o = x + (size_t)i * HW * C;
-        for (size_t k = 0; k < C; k++)
-            for (size_t j = 0; j < HW; j++) o[k * HW + j] = p[j * C + k] / 127.5f - 1.0f;
-        if (labels) labels[i] = s->labels ? s->labels[first + i] : -1;
-    }
+    const size_t HW = (size_t)s->h * s->w;
+    api_bytes_to_nchw(x, s->pixels + (size_t)first * HW * s->c, n, s->c, HW);
+    for (int i = 0; labels && i < n; i++) labels[i] = s->labels ? s->labels[first + i] : -1;
     return DDPM_OK;
 }

@@ -80,11 +80,17 @@ int ddpm_png_read(const char *path, float **x, int *c, int *h, int *w)
         free(pix);
         return api_status(NULL, DDPM_ERR_NOMEM, &err);
     }
-    for (size_t k = 0; k < C; k++)
-        for (size_t j = 0; j < HW; j++) o[k * HW + j] = pix[j * C + k] / 127.5f - 1.0f;
+    api_bytes_to_nchw(o, pix, 1, (int)C, HW);
     free(pix);
     *x = o;
     return DDPM_OK;
+}
+
+void api_bytes_to_nchw(float *o, const uint8_t *p, int n, int C, size_t HW)
+{
+    for (int i = 0; i < n; i++, p += HW * C, o += HW * C)
+        for (int k = 0; k < C; k++)
+            for (size_t j = 0; j < HW; j++) o[k * HW + j] = p[j * C + k] / 127.5f - 1.0f;
 }
 
 int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS], ddpm_dtype *dtype)

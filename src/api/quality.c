@@ -39,15 +39,15 @@ static int to_featnet(ddpm_features_kind kind) {
 }
 
 const char *ddpm_features_kind_name(ddpm_features_kind kind) {
-    return kind == DDPM_FEATURES_FMNIST ? "fmnist" : kind == DDPM_FEATURES_INCEPTION ? "inception" : NULL;
+    return kind == DDPM_FEATURES_FMNIST || kind == DDPM_FEATURES_INCEPTION ? featnet_kind_name(to_featnet(kind)) : NULL;
 }
 
 int ddpm_features_kind_parse(const char *name, ddpm_features_kind *kind) {
     API_REQUIRE(NULL, name);
     API_REQUIRE(NULL, kind);
-    if (!strcmp(name, "fmnist")) *kind = DDPM_FEATURES_FMNIST;
-    else if (!strcmp(name, "inception")) *kind = DDPM_FEATURES_INCEPTION;
-    else return api_fail(NULL, DDPM_ERR_ARG, "unknown feature network '%s' (fmnist, inception)", name);
+    int k = featnet_kind_from_name(name);
+    if (k < 0) return api_fail(NULL, DDPM_ERR_ARG, "unknown feature network '%s' (fmnist, inception)", name);
+    *kind = k == FEATNET_INCEPTION ? DDPM_FEATURES_INCEPTION : DDPM_FEATURES_FMNIST;
     return DDPM_OK;
 }
 

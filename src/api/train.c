@@ -53,27 +53,6 @@ struct ddpm_trainer {
 
 /* ------------------------------------------------------------------ options */
 
-static const struct {
-    const char *name;
-    size_t offset;
-    double min, max;
-} cadence_fields[] = {
-    {"save_every", offsetof(ddpm_train_cadence, save_every), 1, 1e12},
-    {"log_every", offsetof(ddpm_train_cadence, log_every), 1, 1e12},
-    {"sample_every", offsetof(ddpm_train_cadence, sample_every), 0, 1e12},
-    {"sample_n", offsetof(ddpm_train_cadence, sample_n), 1, 1024},
-    {"eval_every", offsetof(ddpm_train_cadence, eval_every), 0, 2e9},
-    {"eval_n", offsetof(ddpm_train_cadence, eval_n), 10, 100000},
-};
-#define NCADENCE ((int)(sizeof cadence_fields / sizeof cadence_fields[0]))
-
-static long long *cad_field(ddpm_train_cadence *c, int i) { return (long long *)((char *)c + cadence_fields[i].offset); }
-
-static long long cad_get(const ddpm_train_cadence *c, int i)
-{
-    return *(const long long *)((const char *)c + cadence_fields[i].offset);
-}
-
 /* The trainer's cadence (train_opts records it) as the public struct, and back. */
 static ddpm_train_cadence cadence_of(const train_opts *o)
 {
@@ -86,15 +65,18 @@ static void cadence_to(train_opts *o, const ddpm_train_cadence *c)
     o->sample_n = c->sample_n, o->eval_every = c->eval_every, o->eval_n = c->eval_n;
 }
 
-/* Checks c's fields (keep_negative: a field < 0 means "unchanged"). */
+/* Checks c's fields against the trainer's ranges (keep_negative: a field < 0
+ * means "unchanged"). */
 static int check_cadence(api_obj *h, const ddpm_train_cadence *c, int keep_negative)
 {
-    for (int i = 0; i < NCADENCE; i++) {
-        long long v = cad_get(c, i);
+    train_opts o;
+    cadence_to(&o, c);
+    for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++) {
+        long long v = *train_cadence_of(&o, i);
         if (keep_negative && v < 0) continue;
-        if (v < cadence_fields[i].min || v > cadence_fields[i].max)
-            return api_fail(h, DDPM_ERR_ARG, "%s %lld is out of range (%.0f..%.0f)", cadence_fields[i].name, v,
-                            cadence_fields[i].min, cadence_fields[i].max);
+        if (v < train_cadence[i].min || v > train_cadence[i].max)
+            return api_fail(h, DDPM_ERR_ARG, "%s %lld is out of range (%.0f..%.0f)", train_cadence[i].name, v,
+                            train_cadence[i].min, train_cadence[i].max);
     }
     return DDPM_OK;
 }
@@ -102,8 +84,13 @@ static int check_cadence(api_obj *h, const ddpm_train_cadence *c, int keep_negat
 /* c's fields that are >= 0 replace those of run. */
 static void merge_cadence(ddpm_train_cadence *run, const ddpm_train_cadence *c)
 {
-    for (int i = 0; c && i < NCADENCE; i++)
-        if (cad_get(c, i) >= 0) *cad_field(run, i) = cad_get(c, i);
+    if (!c) return;
+    train_opts a, b;
+    cadence_to(&a, run);
+    cadence_to(&b, c);
+    for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++)
+        if (*train_cadence_of(&b, i) >= 0) *train_cadence_of(&a, i) = *train_cadence_of(&b, i);
+    *run = cadence_of(&a);
 }
 
 void ddpm_train_options_init(ddpm_train_options *o)

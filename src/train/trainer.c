@@ -221,12 +221,7 @@ int trainer_step(trainer *tr, ddpm_err *err) {
 
 /* ---- options as JSON ------------------------------------------------------- */
 
-/* The cadence fields, with the ranges the CLI allows (a value from a file is checked). */
-static const struct {
-    const char *name;
-    size_t offset;
-    double min, max;
-} cadence[] = {
+const train_cadence_field train_cadence[TRAIN_CADENCE_FIELDS] = {
     {"save_every", offsetof(train_opts, save_every), 1, 1e12},
     {"log_every", offsetof(train_opts, log_every), 1, 1e12},
     {"sample_every", offsetof(train_opts, sample_every), 0, 1e12},
@@ -234,9 +229,8 @@ static const struct {
     {"eval_every", offsetof(train_opts, eval_every), 0, 2e9},
     {"eval_n", offsetof(train_opts, eval_n), 10, 100000},
 };
-#define NCADENCE ((int)(sizeof cadence / sizeof cadence[0]))
 
-static long long *cadence_of(train_opts *o, int i) { return (long long *)((char *)o + cadence[i].offset); }
+long long *train_cadence_of(train_opts *o, int i) { return (long long *)((char *)o + train_cadence[i].offset); }
 
 char *train_opts_to_json(const train_opts *o) {
     cJSON *j = cJSON_CreateObject();
@@ -258,7 +252,8 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddNumberToObject(j, "shards", o->shards);
     cJSON_AddBoolToObject(j, "classes", o->classes);
     cJSON_AddNumberToObject(j, "p_uncond", o->p_uncond);
-    for (int i = 0; i < NCADENCE; i++) cJSON_AddNumberToObject(j, cadence[i].name, (double)*(const long long *)((const char *)o + cadence[i].offset));
+    for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++)
+        cJSON_AddNumberToObject(j, train_cadence[i].name, (double)*(const long long *)((const char *)o + train_cadence[i].offset));
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -300,16 +295,16 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
     cJSON *classes = cJSON_GetObjectItemCaseSensitive(j, "classes"), *pu = cJSON_GetObjectItemCaseSensitive(j, "p_uncond");
     o->classes = cJSON_IsTrue(classes);
     if (cJSON_IsNumber(pu)) o->p_uncond = pu->valuedouble;
-    for (int i = 0; i < NCADENCE; i++) { /* absent before --resume kept them: the defaults */
-        cJSON *x = cJSON_GetObjectItemCaseSensitive(j, cadence[i].name);
+    for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++) { /* absent before --resume kept them: the defaults */
+        cJSON *x = cJSON_GetObjectItemCaseSensitive(j, train_cadence[i].name);
         if (!x) continue;
         double v = cJSON_IsNumber(x) ? x->valuedouble : -1;
-        if (!(v >= cadence[i].min && v <= cadence[i].max) || v != floor(v)) {
+        if (!(v >= train_cadence[i].min && v <= train_cadence[i].max) || v != floor(v)) {
             cJSON_Delete(j);
-            return ddpm_fail(err, "training options: '%s' is not an integer in [%.0f, %.0f]", cadence[i].name,
-                             cadence[i].min, cadence[i].max);
+            return ddpm_fail(err, "training options: '%s' is not an integer in [%.0f, %.0f]", train_cadence[i].name,
+                             train_cadence[i].min, train_cadence[i].max);
         }
-        *cadence_of(o, i) = (long long)v;
+        *train_cadence_of(o, i) = (long long)v;
     }
     cJSON_Delete(j);
     return 0;

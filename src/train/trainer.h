@@ -59,6 +59,19 @@ typedef struct train_opts {
 /* The paper's recipe (flips off: set it for CIFAR-10). */
 train_opts train_opts_default(void);
 
+/* The cadence fields of train_opts (save_every .. eval_n): each one's name, where it
+ * lies in train_opts, and the range a value must be in (what the CLI's flags allow). */
+#define TRAIN_CADENCE_FIELDS 6
+typedef struct train_cadence_field {
+    const char *name;
+    size_t offset;
+    double min, max;
+} train_cadence_field;
+extern const train_cadence_field train_cadence[TRAIN_CADENCE_FIELDS];
+
+/* Cadence field i of o. */
+long long *train_cadence_of(train_opts *o, int i);
+
 typedef struct trainer {
     train_opts o;
     unet *u;              /* training network; u->params are the raw weights */
