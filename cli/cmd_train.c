@@ -1,8 +1,8 @@
 /* cmd_train.c -- `ddpm train`: Algorithm 1 on a data set with the paper's
  * recipe, into a run folder (checkpoints, metrics.jsonl, sample grids), stopping
- * cleanly on --steps, --time, Ctrl-C or SIGTERM and resuming bit-exactly. The
- * work is the library's (ddpm_trainer_*); this file parses the flags, prints
- * the progress and handles the signals. */
+ * cleanly on --steps, --time, Ctrl-C or SIGTERM and resuming exactly (see
+ * docs/determinism.md). The work is the library's (ddpm_trainer_*); this file
+ * parses the flags, prints the progress and handles the signals. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -270,9 +270,10 @@ int cmd_train(int argc, char **argv)
         {"inception", ARG_STR, &f->inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",
          0, 0, NULL, 0, 0},
         {"shards", ARG_INT, &f->shards, "N",
-         "split each batch into N shards whose gradients are summed in a fixed tree: the weights are the same bits "
-         "with any thread count and any number of MPI processes dividing N (default: 8 or fewer for batches under "
-         "32, and at least the process count)", 0, 65536, NULL, 0, 0},
+         "split each batch into N shards (a power of two), each on one thread, whose gradients are summed in a "
+         "fixed tree, so that the weights do not depend on the thread count or on a process count dividing N "
+         "(docs/determinism.md) (default: the largest power of two up to min(8, batch/4), at least the process "
+         "count; one process does not split a batch under 8)", 0, 65536, NULL, 0, 0},
         ARG_THREADS(&f->threads),
         ARG_NO_VERIFY(&f->no_verify),
         {0},

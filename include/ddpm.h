@@ -41,9 +41,9 @@
  *
  * Processes (MPI).  When ddpm_proc_init finds an MPI launcher (mpirun, srun),
  *   the calls marked "Collective" must be made by every rank in the same order:
- *   they split their work over the ranks and give the same results, bit for
- *   bit, as one process. Everything else is per process. Without MPI every
- *   call is a plain local call.
+ *   they split their work over the ranks (what is then bit-identical to one
+ *   process, and across thread counts: docs/determinism.md). Everything else
+ *   is per process. Without MPI every call is a plain local call.
  */
 #ifndef DDPM_H
 #define DDPM_H
@@ -306,12 +306,14 @@ typedef struct ddpm_sample_report {
 } ddpm_sample_report;
 
 /* Collective. Draws n images into x [n, C, H, W] (C = in_channels, H = W =
- * sample_size), in batches of o->batch, image i with index o->first_index + i:
- * the same bits for any batch split over threads and processes (MPI: each
- * rank computes whole batches; x is filled on rank 0 only and may be NULL
- * elsewhere). report (may be NULL) gets the range statistics over all n
- * (every rank). The network is built for min(batch, n) images (twice that
- * with guidance W other than 0 and 1).
+ * sample_size), in batches of o->batch, image i with index o->first_index + i
+ * (its noise depends on that index alone). Under MPI each rank computes whole
+ * batches of a one-process call on the same network, so the process count
+ * does not change the images; another o->batch changes them by float
+ * rounding, and so may the thread count (docs/determinism.md). x is filled on
+ * rank 0 only and may be NULL elsewhere. report (may be NULL) gets the range
+ * statistics over all n (every rank). The network is built for min(batch, n)
+ * images (twice that with guidance W other than 0 and 1).
  * Errors: those of ddpm_sample_check (and n < 1, a non-finite noise),
  * DDPM_ERR_NOMEM, DDPM_ERR_NONFINITE (a non-finite network output or sample:
  * the message names the image and timestep), DDPM_ERR_CANCELLED,
@@ -412,8 +414,8 @@ typedef struct ddpm_train_options {
     const char *schedule;   /* "linear" (default) | "cosine" */
     double beta_start, beta_end; /* linear schedule (1e-4, 0.02) */
     const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config */
-    int shards;             /* gradient shards summed in a fixed tree (0: the default: 8 or fewer for batches
-                             * under 32, and at least the process count) */
+    int shards;             /* gradient shards summed in a fixed tree (0: the default: the largest power of
+                             * two up to min(8, batch / 4), at least the process count; docs/determinism.md) */
     const char *inception;  /* Inception weights for eval_every on non-F-MNIST data (NULL: the default path) */
     ddpm_train_cadence cadence;
 } ddpm_train_options;
@@ -442,8 +444,8 @@ DDPM_API int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *
 /* Collective. Continues the run in run_dir with its own options, from its
  * latest checkpoint -- or from the previous one when the latest is corrupt
  * (what is wrong is logged as a warning, then "resuming from the previous
- * state, PATH"). The run goes on exactly as if it had never stopped, with
- * any number of threads or processes dividing its shard count. cadence (may
+ * state, PATH"). The run goes on exactly as if it had never stopped (with
+ * which thread and process counts: docs/determinism.md). cadence (may
  * be NULL) replaces the run's cadence field by field where a field is >= 0
  * (< 0: the run's own), from now on; inception as in the options (NULL: the
  * default path). Lines of RUN/metrics.jsonl after the checkpoint's step are

@@ -16,9 +16,9 @@
 
 #define FIXTURE "tests/fixtures/unet_b"
 
-/* The internal test knob of src/core/threads.h (tests link the internal
- * archive): the per-thread temporaries fail above `bytes` (0: no limit). */
-void thread_buffer_set_limit(size_t bytes);
+/* The internal test knob of src/exec/executor.h (tests link the internal
+ * archive): the workers' buffers fail above `bytes` (0: no limit). */
+void exec_set_buffer_limit(size_t bytes);
 
 static char tmp[64]; /* this run's scratch folder */
 
@@ -79,9 +79,9 @@ static void test_eps(void) {
           ddpm_errmsg(m));
     /* Out of memory for the network's temporaries: a status, not an exit; then the same bits again. */
     float again[N * D];
-    thread_buffer_set_limit(1);
+    exec_set_buffer_limit(1);
     st = ddpm_model_eps(m, N, x, t, NULL, again);
-    thread_buffer_set_limit(0);
+    exec_set_buffer_limit(0);
     CHECK(st == DDPM_ERR_NOMEM && strstr(ddpm_errmsg(m), "out of memory"), "no temporaries: %d %s", st,
           ddpm_errmsg(m));
     CHECK(ddpm_model_eps(m, N, x, t, NULL, again) == DDPM_OK, "%s", ddpm_errmsg(m));

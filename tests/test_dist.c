@@ -4,7 +4,8 @@
  * rank order with uneven shares; dist_or is an or.
  *
  * Run plainly, the test starts itself under `mpirun -np 4` (and -np 2) and
- * checks that those runs pass; it says SKIPPED when mpirun or MPI is missing.
+ * checks that those runs pass; it says SKIPPED and exits 77 (check.h) when
+ * mpirun or MPI is missing.
  * Under mpirun (DDPM_TEST_DIST_CHILD set), each rank fills its buffer with
  * values known to every rank, so each rank can compute the expected tree sum. */
 #include <math.h>
@@ -74,10 +75,8 @@ static int child(void) {
 }
 
 static void test_tree_sum(void) {
-    if (!dist_have_mpi() || system("command -v mpirun >/dev/null 2>&1") != 0) {
-        printf("  SKIPPED: %s\n", dist_have_mpi() ? "mpirun is not on PATH" : "built without MPI");
-        return;
-    }
+    if (!dist_have_mpi()) check_skip(__FILE__, "built without MPI");
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) check_skip(__FILE__, "mpirun is not on PATH");
     char self[4096], cmd[4400];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     CHECK(n > 0, "readlink /proc/self/exe");

@@ -185,7 +185,7 @@ static void test_bad_images(void) {
           "%s", err.msg);
 }
 
-/* Running out of memory for the convolutions' per-thread temporaries (the
+/* Running out of memory for the convolutions' temporaries in the worker's buffers (the
  * test knob; Winograd forced, whose convolutions use them) is an error with
  * err.oom, not an exit; with the limit lifted the same features again. */
 static void test_extract_oom(void) {
@@ -199,10 +199,10 @@ static void test_extract_oom(void) {
     float *x = randn((size_t)N * 28 * 28, 3, 0.5f), f[2][N * 256];
     image_set s = {N, 28, 28, 1, NULL, x};
     CHECK(featnet_extract(net, &s, f[0], NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-    thread_buffer_set_limit(1);
+    exec_set_buffer_limit(1);
     int rc = featnet_extract(net, &s, f[1], NULL, NULL, NULL, &err);
-    thread_buffer_set_limit(0);
-    CHECK(rc == -1 && err.oom && strstr(err.msg, "per-thread temporaries"), "rc %d oom %d: %s", rc, err.oom, err.msg);
+    exec_set_buffer_limit(0);
+    CHECK(rc == -1 && err.oom && strstr(err.msg, "worker's temporaries"), "rc %d oom %d: %s", rc, err.oom, err.msg);
     printf("  under the limit: %s\n", err.msg);
     CHECK(featnet_extract(net, &s, f[1], NULL, NULL, NULL, &err) == 0, "%s", err.msg);
     CHECK(!memcmp(f[0], f[1], sizeof f[0]), "features after running out of memory differ");

@@ -10,7 +10,8 @@
  *                      steps on 64 Fashion-MNIST images), 40 samples with guidance
  *                      2: "per_class" has 10 classes of 4 samples, accuracies in
  *                      [0, 1], finite FIDs; the images are those `ddpm sample`
- *                      draws with the same classes (equal FID); --class and
+ *                      draws with the same classes (equal FID, with the same
+ *                      --batch for both: docs/determinism.md); --class and
  *                      --guidance 0; a reference without labels; the usage errors.
  *   test_cli_real      real Fashion-MNIST test images as labelled samples: the
  *                      built-in classifier's accuracy is high and each class's FID
@@ -191,12 +192,15 @@ static void test_cli_model(void) {
     CHECK(j && num(j, "guidance") == 2, "guidance in %s", js);
     cJSON_Delete(j);
     /* The same images as `ddpm sample` draws with those classes, in batches of 8 (the labels of
-     * each batch): equal FIDs; another guidance differs. */
+     * each batch): equal FIDs; another guidance differs. Equal bit for bit because both eval fid
+     * runs also feed the feature network the same batches (--batch 8 sets both the sampling and
+     * the feature-extraction batch): oneDNN rounds by batch size on some CPUs (AVX2), so with the
+     * default --batch 50 for the .npy the FIDs differed in the 9th digit (docs/determinism.md). */
     snprintf(a, sizeof a, "sample --model %s --out %s/s --n 20 --steps 2 --guidance 2 --class 0,1,2,3,4,5,6,7,8,9 "
              "--batch 8 --threads 2", run, tmp);
     expect(a, 0, NULL);
     const char *ref = "--ref fashion-mnist --ref-split test --ref-n 100 --threads 2";
-    snprintf(a, sizeof a, "eval fid --samples %s/s/samples.npy %s --json %s/same.json", tmp, ref, tmp);
+    snprintf(a, sizeof a, "eval fid --samples %s/s/samples.npy --batch 8 %s --json %s/same.json", tmp, ref, tmp);
     double fid_sample = json_fid(a, tmp, "same.json");
     snprintf(a, sizeof a, "eval fid --samples %s --n 20 --steps 2 --guidance 2 --batch 8 %s --json %s/g2.json", run,
              ref, tmp);

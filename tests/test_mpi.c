@@ -6,10 +6,11 @@
  * with 1 to 4 ranks (4 ranks over 3 batches: rank 0 computes nothing), and a
  * failure on one rank must end every rank with status 1 instead of a hang.
  *
- * Every test here is skipped, with a line saying why, when mpirun is not on
- * PATH or ddpm was built without MPI (mpi_usable). The ranks run with
- * --oversubscribe (more ranks than cores) under timeout(1). Needs BUILD/ddpm
- * (cli_run.h); run from the repository root. */
+ * The whole binary is skipped (a line saying why, exit status 77: see
+ * check.h) when mpirun is not on PATH or ddpm was built without MPI
+ * (mpi_require). The ranks run with --oversubscribe (more ranks than cores)
+ * under timeout(1). Needs BUILD/ddpm (cli_run.h); run from the repository
+ * root. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,17 +30,15 @@
 
 static char mpi_tmp[64]; /* this run's scratch folder ("" until mpi_scratch) */
 
-/* 1 if ddpm can run as ranks of an mpirun job here; else prints why `test`
- * is skipped and returns 0. */
-static int mpi_usable(const char *test) {
-    const char *why = NULL;
-    if (!dist_have_mpi()) why = "ddpm was built without MPI (install libopenmpi-dev, rebuild)";
-    else if (system("command -v mpirun > /dev/null 2>&1") != 0) why = "mpirun is not on PATH";
-    if (why) printf("  SKIPPED %s: %s\n", test, why);
+/* Returns if ddpm can run as ranks of an mpirun job here; else skips the
+ * whole binary (check_skip: every test here needs it, and nothing depends on
+ * which test asks first). */
+static void mpi_require(void) {
+    if (!dist_have_mpi()) check_skip(__FILE__, "ddpm was built without MPI (install libopenmpi-dev, rebuild)");
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) check_skip(__FILE__, "mpirun is not on PATH");
     /* Open MPI refuses to start as root without these. */
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-    return !why;
 }
 
 /* The launcher for np ranks ("" for a plain run, np = 0), under a timeout.
@@ -113,9 +112,9 @@ static int count_in(const char *s, const char *needle) {
 }
 
 /* Runs "ddpm ARGS" (args_fmt with %s for a fresh output folder) plainly with
- * --threads 1 (and 2 if threads2: batches of 8 or more images are sharded
- * one image per shard, the same bits with any thread count), and as 2, 3 and
- * 4 ranks with --threads 1 each; checks that every file of files[]
+ * --threads 1 (and 2 if threads2: a network of 8 or more images is sharded,
+ * the same bits with any thread count; see docs/determinism.md), and as 2, 3
+ * and 4 ranks with --threads 1 each; checks that every file of files[]
  * (NULL-terminated, relative to the output folder) has the same bytes in all
  * runs, and that each run printed summary (rank 0's last line) once. */
 static void check_same_outputs(const char *name, const char *args_fmt, int threads2, const char *const *files,
@@ -149,7 +148,7 @@ static void check_same_outputs(const char *name, const char *args_fmt, int threa
  * an image's bits depend on its batch, so this catches batches split
  * differently from a plain run). The last batch is partial in both. */
 static void test_mpi_sample(void) {
-    if (!mpi_usable("test_mpi_sample")) return;
+    mpi_require();
     mpi_scratch();
     char fmt[512];
     const char *files[] = {"samples.npy", "grid.png", "samples/000000.png", "samples/000009.png", NULL};
@@ -161,7 +160,7 @@ static void test_mpi_sample(void) {
 
 /* ddpm eval nll: every one of the 20 terms, with batches as test_mpi_sample's. */
 static void test_mpi_eval_nll(void) {
-    if (!mpi_usable("test_mpi_eval_nll")) return;
+    mpi_require();
     mpi_scratch();
     char fmt[512];
     const char *files[] = {"nll.csv", "nll_rd.svg", NULL};
@@ -177,7 +176,7 @@ static void test_mpi_eval_nll(void) {
  * batch, rank 2's of 3) ends every rank with status 1 and the message, and
  * nothing is written; a bad model folder (every rank) gives status 2. */
 static void test_mpi_failure(void) {
-    if (!mpi_usable("test_mpi_failure")) return;
+    mpi_require();
     mpi_scratch();
     float x[20 * 64];
     rng_normal(x, 20 * 64, 5, RNG_EVAL, 0);

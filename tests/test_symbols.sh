@@ -6,7 +6,7 @@
 #   2. each library's exported set is exactly the functions include/ddpm.h declares DDPM_API
 #      (an export the header does not declare fails, and so does a declared one that is missing);
 #   3. libddpm.so's soname (readelf -d) is libddpm.so.MAJOR, MAJOR from DDPM_VERSION_MAJOR;
-#   4. a program defining its own gemm, make_dirs, add_rows and thread_buffer (internal names of
+#   4. a program defining its own gemm, make_dirs, add_rows and exec_buffer (internal names of
 #      ddpm) links statically against libddpm.a with the libraries of `pkg-config --static`
 #      ($DDPM_BUILD/ddpm.pc), and runs, calling its own functions and the library's.
 # Each check is first run on an input made bad on purpose and must fail there (the "control"
@@ -83,7 +83,7 @@ cat > "$tmp/host.c" <<'EOF'
 int gemm(int a) { return a + 1; }
 int make_dirs(int a) { return a + 2; }
 int add_rows(int a) { return a + 3; }
-void *thread_buffer(void) { return NULL; }
+void *exec_buffer(void) { return NULL; }
 int main(int argc, char **argv)
 {
     (void)argv;
@@ -93,7 +93,7 @@ int main(int argc, char **argv)
         ddpm_make_dirs("x");
         ddpm_sample(m, NULL, 1, NULL, NULL);
     }
-    int mine = gemm(0) + make_dirs(0) + add_rows(0) + (thread_buffer() == NULL);
+    int mine = gemm(0) + make_dirs(0) + add_rows(0) + (exec_buffer() == NULL);
     printf("%s %d\n", ddpm_version(), mine);
     return strcmp(ddpm_version(), DDPM_VERSION) != 0 || mine != 7;
 }
@@ -113,10 +113,10 @@ if [ -f "$B/libddpm-internal.a" ]; then
         bad "control: linking against libddpm-internal.a did not fail with a multiple definition"
 fi
 if link "-l:libddpm.a"; then
-    out=$("$tmp/host") && ok "a program defining gemm, make_dirs, add_rows, thread_buffer links with libddpm.a and runs ($out)" ||
+    out=$("$tmp/host") && ok "a program defining gemm, make_dirs, add_rows, exec_buffer links with libddpm.a and runs ($out)" ||
         bad "the statically linked program failed: $out"
 else
-    bad "a program defining gemm, make_dirs, add_rows, thread_buffer does not link with libddpm.a:"
+    bad "a program defining gemm, make_dirs, add_rows, exec_buffer does not link with libddpm.a:"
     head -20 "$tmp/link.log"
 fi
 

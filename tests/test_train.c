@@ -12,6 +12,7 @@
 #include "check.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "exec/executor.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "train/trainer.h"
@@ -290,7 +291,7 @@ static void test_nonfinite(void) {
     dataset_free(&d);
 }
 
-/* Out of memory for the network's per-thread temporaries (the test knob):
+/* Out of memory for the network's temporaries in the workers' buffers (the test knob):
  * the step fails with err.oom and changes nothing; then it can be taken. */
 static void test_step_oom(void) {
     dataset d = tiny_data(4);
@@ -301,9 +302,9 @@ static void test_step_oom(void) {
     float *before = malloc(P * sizeof(float));
     memcpy(before, tr.u->params, P * sizeof(float));
     ddpm_err err = {0};
-    thread_buffer_set_limit(1);
+    exec_set_buffer_limit(1);
     int rc = trainer_step(&tr, &err);
-    thread_buffer_set_limit(0);
+    exec_set_buffer_limit(0);
     printf("  %s\n", err.msg);
     CHECK(rc == -1 && err.oom && strstr(err.msg, "out of memory"), "rc %d oom %d: %s", rc, err.oom, err.msg);
     CHECK(tr.step == 1 && same_bits(before, tr.u->params, P), "the failed step must change nothing");

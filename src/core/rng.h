@@ -3,8 +3,9 @@
  * Every random value in ddpm is a pure function of (seed, purpose, stream,
  * index): the noise of sample i at training step s is
  * rng_normal(out, n, seed, RNG_NOISE, rng_stream(s, i)). Nothing depends on the
- * thread count or on how many values were drawn before, so a run is the same
- * with 1 or 16 threads and a resumed run continues bit-exactly.
+ * thread count, the batch or on how many values were drawn before, so a resumed
+ * run draws what an uninterrupted one would (what is bit-identical overall: see
+ * docs/determinism.md).
  */
 #ifndef DDPM_RNG_H
 #define DDPM_RNG_H

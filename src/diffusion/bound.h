@@ -4,8 +4,9 @@
  * and L_0 (the discretized decoder). The model's step uses the x_0 it
  * predicts from eps, clipped to [-1, 1], as the official code's calc_bpd_loop.
  * Every term is evaluated (no subsampling of t); x_t uses the noise
- * rng_normal(seed, RNG_EVAL, rng_stream(t, image)), so results do not depend
- * on the batch size. Accumulation is in double. */
+ * rng_normal(seed, RNG_EVAL, rng_stream(t, image)), so the noise does not
+ * depend on the batch size (the network's rounding may: see
+ * docs/determinism.md). Accumulation is in double. */
 #ifndef DDPM_BOUND_H
 #define DDPM_BOUND_H
 

@@ -26,9 +26,8 @@
  *   x_T          = rng_normal(D, seed, RNG_PRIOR,  g)
  *   z at step t  = rng_normal(D, seed, RNG_SAMPLE, rng_stream(t, g))
  * So sampling 64 images in batches of 16 draws exactly the noise of one batch
- * of 64. Whether the results are then bitwise equal also depends on the
- * network's arithmetic being independent of the batch it runs in (see
- * unet.h); the noise never differs.
+ * of 64; the images are then equal up to the network's rounding, which may
+ * depend on the batch it runs in (see docs/determinism.md).
  */
 #ifndef DDPM_SAMPLER_H
 #define DDPM_SAMPLER_H

@@ -12,7 +12,8 @@
  * the same bits and the traffic per rank is 2 (N-1)/N of the buffer, as a ring's.
  * Together with a rank's own shards summed in the same tree (exec/executor.h),
  * the global sum is one tree over the global shards: the same bits with 1, 2,
- * 4, ... ranks. MPI_Allreduce promises no order, so it is not used for it. */
+ * 4, ... ranks (docs/determinism.md). MPI_Allreduce promises no order, so it
+ * is not used for it. */
 #ifndef DDPM_DIST_H
 #define DDPM_DIST_H
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/threads.h"
+#include "exec/executor.h"
 #include "netbuild.h"
 
 #define BN_EPS 1e-3 /* Inception's BatchNorm2d(eps=0.001) */
@@ -137,6 +137,7 @@ void featnet_free(featnet *n) {
     for (int i = 0; i < NB_MAX_CONV; i++) conv2d_plan_free(n->conv[i]);
     free(n->fc_w), free(n->fc_b), free(n->input), free(n->staged), free(n->act[0]), free(n->act[1]);
     free(n->scratch);
+    exec_free(n->exec);
     free(n);
 }
 
@@ -160,6 +161,8 @@ int featnet_open(featnet **out, int kind, const char *weights, int batch, ddpm_e
     if (!n) return -1;
     n->kind = kind, n->B = batch, n->err = err;
     float *feats = NULL, *logits = NULL;
+    exec_config ec = {.nshards = 1, .threads = 0, .sharded = 0};
+    if (exec_create(&n->exec, &ec, err)) goto fail;
     if (kind == FEATNET_INCEPTION) {
         if (weights) snprintf(path, sizeof path, "%s", weights);
         else featnet_default_inception(path, sizeof path);
@@ -191,9 +194,10 @@ int featnet_open(featnet **out, int kind, const char *weights, int batch, ddpm_e
         !(logits = ddpm_alloc_floats((size_t)batch * n->classes, err)))
         goto fail;
     n->building = 1;
+    exec_build_begin(n->exec);
     forward(n, n->input, feats, logits); /* the build pass: plans and scratch size, no arithmetic */
     n->building = 0;
-    if (n->failed) goto fail;
+    if (exec_build_end(n->exec, n->failed ? NULL : err) || n->failed) goto fail;
     nb_reset(n);
     n->scratch_cap = n->scratch_peak;
     if (n->scratch_cap && !(n->scratch = ddpm_alloc_floats(n->scratch_cap, err))) goto fail;
@@ -239,10 +243,20 @@ static void load_image(float *dst, const image_set *s, size_t i, int c_out) {
         }
 }
 
+/* One batch's forward, on the executor's worker. */
+typedef struct batch_run {
+    featnet *n;
+    float *feats, *logits;
+} batch_run;
+
+static void run_batch(void *ctx, int shard, float *grads) {
+    batch_run *r = ctx;
+    forward(r->n, r->n->input, r->feats, r->logits);
+}
+
 int featnet_extract(featnet *n, const image_set *s, float *feats, float *logits,
                     void (*progress)(void *ctx, int done, int total), void *ctx, ddpm_err *err) {
     if (featnet_check(n, s, err)) return -1;
-    const unsigned long failures = thread_buffer_failures();
     const int B = n->B, cin = n->kind == FEATNET_INCEPTION ? 3 : 1;
     const int resize = s->h != n->in_h || s->w != n->in_w;
     size_t in_img = (size_t)n->in_h * n->in_w * cin, src_img = (size_t)s->h * s->w * cin;
@@ -262,10 +276,9 @@ int featnet_extract(featnet *n, const image_set *s, float *feats, float *logits,
         for (int j = 0; j < m; j++) load_image(dst + j * dst_img, s, (size_t)i0 + j, cin);
         if (m < B) memset(dst + m * dst_img, 0, sizeof(float) * (B - m) * dst_img);
         if (resize) resize_bilinear(n->input, n->staged, B, s->h, s->w, cin, n->in_h, n->in_w);
-        forward(n, n->input, fb, lb);
-        if (thread_buffer_failures() != failures) {
-            ddpm_oom(err, "out of memory for the per-thread temporaries of the %s feature network",
-                     featnet_kind_name(n->kind));
+        batch_run r = {n, fb, lb};
+        if (exec_run(n->exec, run_batch, &r, NULL, err)) {
+            ddpm_wrap(err, "the %s feature network", featnet_kind_name(n->kind));
             goto fail;
         }
         if (feats) memcpy(feats + (size_t)i0 * n->dim, fb, sizeof(float) * m * n->dim);

@@ -65,7 +65,8 @@ int featnet_check(const featnet *net, const image_set *s, ddpm_err *err);
 /* feats [n, dim] and logits [n, classes] (either may be NULL) of every image.
  * progress (may be NULL) is called after each batch with images done / n.
  * Returns 0, or -1 with a message (err->oom set for memory, including the
- * convolutions' per-thread temporaries: see thread_buffer). */
+ * operators' temporaries). The network runs on the thread count it was
+ * opened with. */
 int featnet_extract(featnet *net, const image_set *s, float *feats, float *logits,
                     void (*progress)(void *ctx, int done, int total), void *ctx, ddpm_err *err);
 

@@ -32,6 +32,7 @@ typedef struct kern {
 
 struct featnet {
     int kind, B, in_h, in_w, dim, classes;
+    struct executor *exec;      /* one worker with every thread: the plans are built and run for it */
     const char *label;
     /* layers */
     conv2d_plan *conv[NB_MAX_CONV];

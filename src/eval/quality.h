@@ -87,8 +87,9 @@ int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int
                      int nlogits, const quality_ref *ref, const int32_t *ref_labels, ddpm_err *err);
 
 /* Samples n images from d with the sampler options into x [n, D] (NHWC),
- * batch by batch (image indices 0..n-1, so the result does not depend on d's
- * batch). cb reports network calls done of the total. */
+ * batch by batch (image indices 0..n-1, so the noise does not depend on d's
+ * batch; the network's rounding may, see docs/determinism.md). cb reports
+ * network calls done of the total. */
 int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
                    void *ctx, ddpm_err *err);
 

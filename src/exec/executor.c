@@ -1,18 +1,197 @@
-/* executor.c -- shards on a team of workers, gradients summed in a tree (see executor.h). */
+/* executor.c -- workers with their streams, scratchpads, buffers and
+ * failures; shards on a team, gradients summed in a tree; the CPU backend
+ * (see executor.h). */
 #include "exec/executor.h"
 
 #include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct executor {
-    int nshards, nworkers, levels;
-    size_t arena_len, grad_len;
-    float **arena;   /* [nworkers] */
-    float **pool;    /* free gradient buffers: nworkers + levels in all */
-    int npool;
-    float **level;   /* [levels + 1]: the sum of a complete subtree of 2^j shards waiting for its right sibling */
+struct exec_worker {
+    executor *e;              /* NULL: a thread's own worker */
+    void *buf[EXEC_SLOTS];
+    size_t len[EXEC_SLOTS];
+    dnnl_stream_t stream;
+    int failed;
+    ddpm_err err;             /* the first failure */
 };
+
+struct executor {
+    const exec_backend *be;
+    int nshards, nworkers, op_threads, levels, sharded;
+    size_t grad_len;
+    exec_worker *workers;     /* [nworkers] */
+    size_t reserve[EXEC_SLOTS];
+    int building, saved_threads;
+    exec_worker *saved_self;
+    float **pool;             /* free gradient buffers: nworkers + levels in all */
+    int npool;
+    float **level;            /* [levels + 1]: the sum of a complete subtree of 2^j shards waiting for its right sibling */
+    float **leaf;             /* [nworkers]: this round's shard gradients */
+    /* one run's arguments, for the team */
+    exec_shard_fn fn;
+    void *ctx;
+    int first, n, with_grads;
+};
+
+/* ---- the calling thread's worker ------------------------------------------ */
+
+static _Thread_local exec_worker *self;       /* the worker this thread runs as, while it does */
+static _Thread_local exec_worker own;         /* this thread's own worker, outside executors */
+static _Thread_local int own_registered;
+static pthread_key_t own_key;
+static int own_key_ok;
+static pthread_once_t own_once = PTHREAD_ONCE_INIT;
+static atomic_size_t buffer_limit;            /* 0: none */
+
+static void worker_release(exec_worker *w) {
+    for (int i = 0; i < EXEC_SLOTS; i++) {
+        free(w->buf[i]);
+        w->buf[i] = NULL, w->len[i] = 0;
+    }
+    if (w->stream) dnnl_stream_destroy(w->stream);
+    w->stream = NULL;
+}
+
+/* A thread's own worker is freed when the thread ends (OpenMP teams of other
+ * sizes come and go). */
+static void own_release(void *arg) { worker_release(arg); }
+static void own_key_make(void) {
+    own_key_ok = pthread_key_create(&own_key, own_release) == 0;
+}
+
+exec_worker *exec_self(void) {
+    if (self) return self;
+    if (!own_registered) { /* first use on this thread: freed at its end */
+        pthread_once(&own_once, own_key_make);
+        if (own_key_ok) pthread_setspecific(own_key, &own);
+        own_registered = 1;
+    }
+    return &own;
+}
+
+static void worker_record(exec_worker *w, int oom, const char *fmt, va_list ap) {
+    if (w->failed) return;
+    w->failed = 1;
+    vsnprintf(w->err.msg, sizeof w->err.msg, fmt, ap);
+    w->err.oom = oom;
+}
+
+void exec_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    worker_record(exec_self(), 0, fmt, ap);
+    va_end(ap);
+}
+
+void exec_oom(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    worker_record(exec_self(), 1, fmt, ap);
+    va_end(ap);
+}
+
+static int take_failure(exec_worker *w, ddpm_err *err) {
+    if (!w->failed) return 0;
+    if (err) *err = w->err;
+    w->failed = 0;
+    return -1;
+}
+
+int exec_take_failure(ddpm_err *err) { return take_failure(exec_self(), err); }
+
+void exec_set_buffer_limit(size_t bytes) { atomic_store(&buffer_limit, bytes); }
+
+/* Slot `slot` of w, at least `bytes`; NULL (nothing recorded) when memory runs out. */
+static void *worker_grow(exec_worker *w, int slot, size_t bytes) {
+    size_t limit = atomic_load_explicit(&buffer_limit, memory_order_relaxed);
+    if (limit && bytes > limit) return NULL;
+    if (bytes <= w->len[slot] && w->buf[slot]) return w->buf[slot];
+    free(w->buf[slot]);
+    w->buf[slot] = NULL, w->len[slot] = 0;
+    size_t n = (bytes + bytes / 4 + 64 + 63) / 64 * 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n) != 0) return NULL;
+    memset(p, 0, n); /* touched now, not in the hot loop */
+    w->buf[slot] = p, w->len[slot] = n;
+    return p;
+}
+
+void *exec_buffer(int slot, size_t bytes) {
+    DDPM_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
+    exec_worker *w = exec_self();
+    void *p = worker_grow(w, slot, bytes);
+    if (!p) exec_oom("out of memory for a worker's temporaries (%zu bytes in slot %d)", bytes, slot);
+    return p;
+}
+
+void exec_reserve(int slot, size_t bytes) {
+    DDPM_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
+    exec_worker *w = exec_self();
+    if (w->e && w->e->building && bytes > w->e->reserve[slot]) w->e->reserve[slot] = bytes;
+}
+
+/* ---- oneDNN: the engine, and a stream per worker --------------------------- */
+
+static dnnl_engine_t engine;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_make(void) {
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
+}
+
+void *exec_engine(ddpm_err *err) {
+    pthread_once(&engine_once, engine_make);
+    if (!engine) ddpm_fail(err, "oneDNN: cannot create the CPU engine");
+    return engine;
+}
+
+static int cpu_worker_init(exec_worker *w, ddpm_err *err) {
+    if (!exec_engine(err)) return -1;
+    dnnl_status_t s = dnnl_stream_create(&w->stream, engine, dnnl_stream_default_flags);
+    if (s == dnnl_out_of_memory) return ddpm_oom(err, "out of memory (oneDNN: stream)");
+    if (s != dnnl_success) return ddpm_fail(err, "oneDNN: cannot create a stream (status %d)", (int)s);
+    return 0;
+}
+
+void *exec_stream(void) {
+    exec_worker *w = exec_self();
+    if (!w->stream) {
+        ddpm_err err = {{0}, 0};
+        if (cpu_worker_init(w, &err)) {
+            exec_fail("%s", err.msg);
+            return NULL;
+        }
+    }
+    return w->stream;
+}
+
+/* ---- the CPU backend: OpenMP teams ------------------------------------------ */
+
+static void cpu_worker_free(exec_worker *w) { worker_release(w); }
+
+static void cpu_team(int n, void (*body)(void *arg, int k), void *arg) {
+    /* A team of n threads (fewer if the OpenMP runtime gives fewer: then a
+     * thread runs several workers in turn); the operators inside run on one
+     * thread (nested regions are inactive). */
+    #pragma omp parallel num_threads(n)
+    for (int k = omp_get_thread_num(); k < n; k += omp_get_num_threads()) body(arg, k);
+}
+
+static int cpu_set_threads(int n) {
+    int old = omp_get_max_threads();
+    omp_set_num_threads(n);
+    return old;
+}
+
+const exec_backend exec_cpu = {"cpu", cpu_worker_init, cpu_worker_free, cpu_team, cpu_set_threads};
+
+/* ---- executors -------------------------------------------------------------- */
 
 static int levels_for(int n) {
     int l = 0;
@@ -20,25 +199,27 @@ static int levels_for(int n) {
     return l;
 }
 
-int exec_create(executor **out, int nshards, int threads, size_t arena_floats, size_t grad_floats, ddpm_err *err) {
+int exec_create(executor **out, const exec_config *c, ddpm_err *err) {
     *out = NULL;
-    if (threads <= 0) threads = omp_get_max_threads();
+    if (c->nshards < 1) return ddpm_fail(err, "an executor needs at least one shard, not %d", c->nshards);
+    int threads = c->threads > 0 ? c->threads : omp_get_max_threads();
     executor *e = ddpm_calloc(1, sizeof *e, err);
     if (!e) return -1;
-    e->nshards = nshards;
-    e->nworkers = nshards < threads ? nshards : threads;
-    e->levels = levels_for(nshards);
-    e->arena_len = arena_floats;
-    e->grad_len = grad_floats;
-    e->arena = ddpm_calloc((size_t)e->nworkers, sizeof *e->arena, err);
+    e->be = &exec_cpu;
+    e->nshards = c->nshards;
+    e->sharded = c->sharded;
+    e->nworkers = c->sharded ? (c->nshards < threads ? c->nshards : threads) : 1;
+    e->op_threads = c->sharded ? 1 : threads;
+    e->levels = levels_for(c->nshards);
+    e->workers = ddpm_calloc((size_t)e->nworkers, sizeof *e->workers, err);
     e->pool = ddpm_calloc((size_t)(e->nworkers + e->levels + 1), sizeof *e->pool, err);
     e->level = ddpm_calloc((size_t)e->levels + 1, sizeof *e->level, err);
-    if (!e->arena || !e->pool || !e->level) goto fail;
-    for (int w = 0; w < e->nworkers; w++)
-        if (!(e->arena[w] = ddpm_alloc_floats(arena_floats, err))) goto fail;
-    if (grad_floats)
-        for (int i = 0; i < e->nworkers + e->levels; i++)
-            if (!(e->pool[e->npool++] = ddpm_alloc_floats(grad_floats, err))) goto fail;
+    e->leaf = ddpm_calloc((size_t)e->nworkers, sizeof *e->leaf, err);
+    if (!e->workers || !e->pool || !e->level || !e->leaf) goto fail;
+    for (int w = 0; w < e->nworkers; w++) {
+        e->workers[w].e = e;
+        if (e->be->worker_init(&e->workers[w], err)) goto fail;
+    }
     *out = e;
     return 0;
 fail:
@@ -48,17 +229,51 @@ fail:
 
 void exec_free(executor *e) {
     if (!e) return;
-    for (int w = 0; e->arena && w < e->nworkers; w++) free(e->arena[w]);
+    for (int w = 0; e->workers && w < e->nworkers; w++) e->be->worker_free(&e->workers[w]);
     for (int i = 0; e->pool && i < e->npool; i++) free(e->pool[i]);
     for (int j = 0; e->level && j <= e->levels; j++) free(e->level[j]);
-    free(e->arena), free(e->pool), free(e->level);
+    free(e->workers), free(e->pool), free(e->level), free(e->leaf);
     free(e);
 }
 
+void exec_build_begin(executor *e) {
+    DDPM_ASSERT(!e->building);
+    e->building = 1;
+    e->saved_self = self;
+    self = &e->workers[0];
+    e->saved_threads = e->be->set_threads(e->op_threads);
+}
+
+void exec_reserve_grads(executor *e, size_t floats) {
+    DDPM_ASSERT(e->building && e->npool == 0);
+    e->grad_len = floats;
+}
+
+int exec_build_end(executor *e, ddpm_err *err) {
+    DDPM_ASSERT(e->building);
+    e->be->set_threads(e->saved_threads);
+    self = e->saved_self;
+    e->building = 0;
+    if (take_failure(&e->workers[0], err)) return -1;
+    if (e->grad_len)
+        for (int i = 0; i < e->nworkers + e->levels; i++)
+            if (!(e->pool[e->npool++] = ddpm_alloc_floats(e->grad_len, err))) return -1;
+    for (int w = 0; w < e->nworkers; w++)
+        for (int s = 0; s < EXEC_SLOTS; s++)
+            if (e->reserve[s] && !worker_grow(&e->workers[w], s, e->reserve[s]))
+                return ddpm_oom(err, "out of memory for the workers' buffers (%zu bytes each in slot %d)",
+                                e->reserve[s], s);
+    return 0;
+}
+
 int exec_workers(const executor *e) { return e->nworkers; }
+int exec_op_threads(const executor *e) { return e->op_threads; }
 
 size_t exec_bytes(const executor *e) {
-    return sizeof(float) * ((size_t)e->nworkers * e->arena_len + (size_t)(e->nworkers + e->levels) * e->grad_len);
+    size_t b = sizeof(float) * (size_t)(e->nworkers + e->levels) * e->grad_len;
+    for (int w = 0; w < e->nworkers; w++)
+        for (int s = 0; s < EXEC_SLOTS; s++) b += e->workers[w].len[s];
+    return b;
 }
 
 /* a (=) a + b, element-wise on the team. */
@@ -82,32 +297,43 @@ static void push_leaf(executor *e, float *leaf) {
     e->level[j] = carry;
 }
 
-void exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads) {
-    int threads = omp_get_max_threads(), W = e->nworkers < threads ? e->nworkers : threads;
+/* Worker k of a round: shard first + k, as that worker. */
+static void round_body(void *arg, int k) {
+    executor *e = arg;
+    if (k >= e->n) return;
+    exec_worker *prev = self;
+    self = &e->workers[k];
+    if (e->with_grads) memset(e->leaf[k], 0, sizeof(float) * e->grad_len);
+    e->fn(e->ctx, e->first + k, e->with_grads ? e->leaf[k] : NULL);
+    self = prev;
+}
+
+int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, ddpm_err *err) {
     DDPM_ASSERT(!grads || e->grad_len > 0);
-    float *leaf[64];
-    DDPM_ASSERT(W <= 64);
+    int W = e->nworkers;
+    e->fn = fn, e->ctx = ctx, e->with_grads = grads != NULL;
     for (int first = 0; first < e->nshards; first += W) {
-        int n = e->nshards - first < W ? e->nshards - first : W;
+        e->first = first;
+        e->n = e->nshards - first < W ? e->nshards - first : W;
         if (grads)
-            for (int k = 0; k < n; k++) {
+            for (int k = 0; k < e->n; k++) {
                 DDPM_ASSERT(e->npool > 0);
-                leaf[k] = e->pool[--e->npool];
+                e->leaf[k] = e->pool[--e->npool];
             }
-        /* The team always has W threads, so that the operators inside a shard
-         * stay single-threaded (nested regions are inactive). */
-        #pragma omp parallel num_threads(W)
-        {
-            int k = omp_get_thread_num();
-            if (k < n) {
-                if (grads) memset(leaf[k], 0, sizeof(float) * e->grad_len);
-                fn(ctx, first + k, e->arena[k], grads ? leaf[k] : NULL);
-            }
+        if (W == 1) { /* on the calling thread, with the operator thread count the plans were built for */
+            int threads = e->be->set_threads(e->op_threads);
+            round_body(e, 0);
+            e->be->set_threads(threads);
+        } else {
+            e->be->team(W, round_body, e);
         }
         if (grads)
-            for (int k = 0; k < n; k++) push_leaf(e, leaf[k]);
+            for (int k = 0; k < e->n; k++) push_leaf(e, e->leaf[k]);
     }
-    if (!grads) return;
+    int rc = 0;
+    for (int w = 0; w < W; w++)
+        if (take_failure(&e->workers[w], rc ? NULL : err)) rc = -1;
+    if (!grads) return rc;
     /* What is left: complete subtrees, one per set bit of nshards; the sum
      * runs from the smallest up. */
     float *acc = NULL;
@@ -120,6 +346,7 @@ void exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads) {
         acc = e->level[j];
         e->level[j] = NULL;
     }
-    add_into(grads, acc, e->grad_len);
+    if (!rc) add_into(grads, acc, e->grad_len);
     e->pool[e->npool++] = acc;
+    return rc;
 }

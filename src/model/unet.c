@@ -3,14 +3,12 @@
 #include "unet.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/rng.h"
-#include "core/threads.h"
 #include "exec/executor.h"
 #include "ops/ops.h"
 
@@ -22,7 +20,7 @@ typedef struct view {
 
 enum unit_kind { U_CONV_IN, U_RESNET, U_ATTN, U_DOWN, U_UP, U_OUT };
 
-struct unet_unit {
+typedef struct unet_unit {
     int kind;
     int H, W;           /* input resolution */
     int cin, cout;
@@ -31,13 +29,49 @@ struct unet_unit {
     int layer;          /* dropout layer id (resnets) */
     conv_plan *c1, *c2; /* the unit's convolutions */
     size_t s[8];        /* saved-arena offsets */
+} unet_unit;
+
+/* A worker's buffers for a network's pass (exec/executor.h), after the operators' slots. */
+enum net_slot {
+    NET_SLOT_ACT = OPS_SLOTS, /* unit inputs and outputs */
+    NET_SLOT_SAVED,           /* what the backward needs from the forward */
+    NET_SLOT_DACT,            /* the activations' gradients (same offsets as act) */
+    NET_SLOT_SCRATCH,         /* backward temporaries */
+    NET_SLOT_DOUT,            /* the loss gradient of the output */
+    NET_SLOTS
 };
+_Static_assert((int)NET_SLOTS <= (int)EXEC_SLOTS, "the executor has too few buffer slots");
+
+/* One network over `batch` consecutive images of the whole batch (a shard):
+ * units, their plans, and the sizes of what it uses in a worker's buffers. */
+typedef struct net {
+    unet_config cfg;
+    int batch, training;
+    int image0;           /* index of this network's first image in the whole batch (dropout streams) */
+    int ntensors, cap_tensors;
+    param_info *table;    /* ntensors entries, diffusers registration order */
+    size_t nparams;
+    int nunits, cap_units;
+    unet_unit *units;
+    size_t act_len, saved_len, scratch_len;
+    size_t temb[6];       /* saved offsets: e, a1, s1, out, act; dact (in scratch-free region) */
+    int temb_index;       /* table index of time_embedding.linear_1.weight (then its bias, linear_2's) */
+    size_t x_in;          /* saved copy of the input */
+    size_t class_emb;     /* offset of class_embedding.weight (conditional models) */
+    int32_t *labels;      /* [batch] the last forward's class labels (conditional models) */
+    float *dtemb_act;     /* [batch, temb_dim] */
+    unet_dropout last_dropout; /* the masks the last forward used */
+    int last_had_dropout;
+    /* during a pass: the unet's parameters and gradients (this shard's, +=), and
+     * the running worker's buffers */
+    float *params, *grads;
+    float *act, *saved, *dact, *scratch;
+} net;
 
 /* ---- building ------------------------------------------------------------- */
 
 typedef struct builder {
-    unet *u;
-    int cap_tensors;
+    net *u;
     size_t act, saved, scratch; /* running arena sizes (floats) */
     size_t saved_base, saved_max; /* inference: where every unit's saved tensors start, and their end */
     int layers;                 /* dropout layer ids handed out */
@@ -51,12 +85,8 @@ static size_t take(size_t *top, size_t n) {
 }
 
 static size_t add_param(builder *b, int ndim, const int *shape, const char *fmt, ...) {
-    unet *u = b->u;
-    if (u->ntensors == b->cap_tensors) {
-        b->cap_tensors = b->cap_tensors ? 2 * b->cap_tensors : 256;
-        u->table = realloc(u->table, (size_t)b->cap_tensors * sizeof *u->table);
-        DDPM_ASSERT(u->table != NULL);
-    }
+    net *u = b->u;
+    DDPM_ASSERT(u->ntensors < u->cap_tensors); /* net_capacity counts them */
     param_info *p = &u->table[u->ntensors++];
     va_list ap;
     va_start(ap, fmt);
@@ -90,9 +120,8 @@ static void add_norm(builder *b, size_t *w, size_t *bias, int c, const char *pre
 }
 
 static unet_unit *new_unit(builder *b, int kind, int H, int W, int cin, int cout, view in, view out) {
-    unet *u = b->u;
-    u->units = realloc(u->units, (size_t)(u->nunits + 1) * sizeof *u->units);
-    DDPM_ASSERT(u->units != NULL);
+    net *u = b->u;
+    DDPM_ASSERT(u->nunits < u->cap_units); /* net_capacity counts them */
     unet_unit *x = &u->units[u->nunits++];
     memset(x, 0, sizeof *x);
     if (!u->training) {
@@ -117,7 +146,7 @@ static void need_scratch(builder *b, size_t n) {
 /* Resnet unit (diffusers ResnetBlock2D): params in registration order
  * norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut. */
 static void build_resnet(builder *b, const char *prefix, int H, int W, int cin, int cout, view in, view out) {
-    unet *u = b->u;
+    net *u = b->u;
     int B = u->batch, Dt = 4 * u->cfg.block_out[0], G = u->cfg.norm_groups;
     size_t M = (size_t)B * H * W;
     unet_unit *r = new_unit(b, U_RESNET, H, W, cin, cout, in, out);
@@ -145,7 +174,7 @@ static void build_resnet(builder *b, const char *prefix, int H, int W, int cin, 
 }
 
 static void build_attn(builder *b, const char *prefix, int H, int W, int C, view in, view out) {
-    unet *u = b->u;
+    net *u = b->u;
     int B = u->batch, HW = H * W, G = u->cfg.norm_groups;
     size_t M = (size_t)B * HW;
     unet_unit *a = new_unit(b, U_ATTN, H, W, C, C, in, out);
@@ -175,7 +204,7 @@ typedef struct skip {
 } skip;
 
 static int build(builder *b) {
-    unet *u = b->u;
+    net *u = b->u;
     const unet_config *c = &u->cfg;
     int L = c->levels, n = c->layers_per_block, B = u->batch, S = c->sample_size;
     int D0 = c->block_out[0], Dt = 4 * D0;
@@ -211,6 +240,7 @@ static int build(builder *b) {
     unet_unit *x = new_unit(b, U_CONV_IN, S, S, c->in_channels, D0, (view){0, c->in_channels}, skips[0].v);
     add_conv(b, &x->p[0], &x->p[1], D0, c->in_channels, 3, "conv_in");
     if (make_plan(b, &x->c1, S, S, c->in_channels, D0, 1, CONV_PAD_SAME, c->in_channels, skips[0].v.ld)) return -1;
+    u->temb_index = u->ntensors;
     add_linear(b, &w, &bias, Dt, D0, "time_embedding.linear_1");
     add_linear(b, &w, &bias, Dt, Dt, "time_embedding.linear_2");
     if (c->num_class_embeds > 0) {
@@ -307,41 +337,60 @@ static int build(builder *b) {
     return 0;
 }
 
-/* One network computing `batch` images (image0.. of the whole batch), with its
- * own parameters or the given shared ones. A shard (shard != 0) has no arenas
- * or gradient buffer of its own: it runs in a worker's, set before each run. */
-static int net_create(unet **out, const unet_config *cfg, int batch, int training, float *params, int image0,
-                      int shard, ddpm_err *err) {
+/* Units and parameter tensors a network of this config has, at most. */
+static void net_capacity(const unet_config *c, int *units, int *tensors) {
+    int L = c->levels, n = c->layers_per_block;
+    *units = 2 + L * (2 * n + 1) + 3 + L * (2 * (n + 1) + 1);
+    *tensors = 12 * *units + 8;
+}
+
+static void net_free(net *u) {
+    if (!u) return;
+    for (int i = 0; i < u->nunits; i++) {
+        conv_plan_free(u->units[i].c1);
+        conv_plan_free(u->units[i].c2);
+    }
+    free(u->units);
+    free(u->table);
+    free(u->dtemb_act);
+    free(u->labels);
+    free(u);
+}
+
+/* One network computing `batch` images (image0.. of the whole batch). Made
+ * between exec_build_begin and _end: its plans are for the executor's
+ * threads, and what it needs of a worker's buffers is reserved there. */
+static int net_create(net **out, const unet_config *cfg, int batch, int training, int image0, ddpm_err *err) {
     *out = NULL;
-    unet *u = ddpm_calloc(1, sizeof *u, err);
+    net *u = ddpm_calloc(1, sizeof *u, err);
     if (!u) return -1;
     u->cfg = *cfg;
     u->batch = batch;
     u->training = training;
     u->image0 = image0;
+    net_capacity(cfg, &u->cap_units, &u->cap_tensors);
+    u->units = ddpm_calloc((size_t)u->cap_units, sizeof *u->units, err);
+    u->table = ddpm_calloc((size_t)u->cap_tensors, sizeof *u->table, err);
+    if (!u->units || !u->table) goto fail;
     builder b = {.u = u, .err = err};
     if (build(&b)) goto fail;
     u->act_len = b.act;
     u->saved_len = b.saved;
-    u->scratch_len = training ? b.scratch : 0; /* dact and scratch are per-thread buffers */
-    u->own_params = params == NULL;
-    u->params = params ? params : ddpm_alloc_floats(u->nparams, err);
-    if (!u->params) goto fail;
+    u->scratch_len = training ? b.scratch : 0;
     if (cfg->num_class_embeds > 0 && !(u->labels = ddpm_calloc((size_t)batch, sizeof *u->labels, err))) goto fail;
-    if (!shard) {
-        u->act = ddpm_alloc_floats(b.act, err);
-        u->saved = ddpm_alloc_floats(b.saved, err);
-        if (!u->act || !u->saved) goto fail;
-    }
+    if (training && !(u->dtemb_act = ddpm_alloc_floats((size_t)batch * 4 * cfg->block_out[0], err))) goto fail;
+    size_t hw = (size_t)cfg->sample_size * cfg->sample_size;
+    exec_reserve(NET_SLOT_ACT, sizeof(float) * u->act_len);
+    exec_reserve(NET_SLOT_SAVED, sizeof(float) * u->saved_len);
     if (training) {
-        u->grads = shard ? NULL : ddpm_alloc_floats(u->nparams, err);
-        u->dtemb_act = ddpm_alloc_floats((size_t)batch * 4 * cfg->block_out[0], err);
-        if ((!shard && !u->grads) || !u->dtemb_act) goto fail;
+        exec_reserve(NET_SLOT_DACT, sizeof(float) * u->act_len);
+        exec_reserve(NET_SLOT_SCRATCH, sizeof(float) * u->scratch_len);
+        exec_reserve(NET_SLOT_DOUT, sizeof(float) * batch * hw * cfg->out_channels);
     }
     *out = u;
     return 0;
 fail:
-    unet_free(u);
+    net_free(u);
     return -1;
 }
 
@@ -351,18 +400,10 @@ int unet_shard_count(int batch) {
     return s;
 }
 
-int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddpm_err *err) {
-    int S = unet_shard_count(batch);
-    if (S == 1) {
-        *out = NULL;
-        if (unet_config_check(cfg, err)) return -1;
-        if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
-        return net_create(out, cfg, batch, training, NULL, 0, 0, err);
-    }
-    return unet_create_sharded(out, cfg, batch, S, training, err);
-}
-
-int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, int training, ddpm_err *err) {
+/* The network for `batch` images as S networks of consecutive images;
+ * sharded: each on one thread (a worker each), else the one network on every
+ * thread. */
+static int create(unet **out, const unet_config *cfg, int batch, int S, int sharded, int training, ddpm_err *err) {
     *out = NULL;
     if (unet_config_check(cfg, err)) return -1;
     if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
@@ -373,19 +414,18 @@ int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, in
     u->batch = batch;
     u->training = training;
     u->shards = ddpm_calloc(S, sizeof *u->shards, err);
-    if (!u->shards) goto fail;
+    exec_config ec = {.nshards = S, .threads = 0, .sharded = sharded};
+    if (!u->shards || exec_create(&u->exec, &ec, err)) goto fail;
     u->nshards = S;
-    /* Shards are built for one thread: oneDNN picks its kernels for the thread
-     * count it sees at creation, and each shard runs on one thread. */
-    int threads = omp_get_max_threads(), rc = 0;
-    omp_set_num_threads(1);
+    exec_build_begin(u->exec);
+    int rc = 0;
     for (int s = 0; s < S && rc == 0; s++) {
         int b0 = (int)((long long)s * batch / S), b1 = (int)((long long)(s + 1) * batch / S);
-        rc = net_create(&u->shards[s], cfg, b1 - b0, training, s ? u->shards[0]->params : NULL, b0, 1, err);
+        rc = net_create(&u->shards[s], cfg, b1 - b0, training, b0, err);
     }
-    omp_set_num_threads(threads);
-    if (rc) goto fail;
-    unet *s0 = u->shards[0];
+    net *s0 = u->shards[0];
+    if (rc == 0 && training) exec_reserve_grads(u->exec, s0->nparams);
+    if (exec_build_end(u->exec, rc ? NULL : err) || rc) goto fail;
     /* One copy of each convolution's weights in oneDNN's layout, for all shards. */
     for (int s = 0; s < S; s++)
         for (int i = 0; i < s0->nunits; i++) {
@@ -394,17 +434,11 @@ int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, in
         }
     u->ntensors = s0->ntensors;
     u->nparams = s0->nparams;
-    u->params = s0->params;
-    u->class_emb = s0->class_emb;
     u->table = ddpm_malloc(sizeof *u->table * u->ntensors, err);
-    if (!u->table) goto fail;
+    u->params = ddpm_alloc_floats(u->nparams, err);
+    if (!u->table || !u->params || (training && !(u->grads = ddpm_alloc_floats(u->nparams, err)))) goto fail;
     memcpy(u->table, s0->table, sizeof *u->table * u->ntensors);
-    if (training && !(u->grads = ddpm_alloc_floats(u->nparams, err))) goto fail;
-    /* The arena of the largest shard fits every shard. */
-    size_t arena = 0;
-    for (int s = 0; s < S; s++)
-        if (u->shards[s]->act_len + u->shards[s]->saved_len > arena) arena = u->shards[s]->act_len + u->shards[s]->saved_len;
-    if (exec_create(&u->exec, S, threads, arena, training ? u->nparams : 0, err)) goto fail;
+    for (int s = 0; s < S; s++) u->shards[s]->params = u->params;
     *out = u;
     return 0;
 fail:
@@ -412,27 +446,23 @@ fail:
     return -1;
 }
 
+int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddpm_err *err) {
+    int S = batch >= 1 ? unet_shard_count(batch) : 1;
+    return create(out, cfg, batch, S, S > 1, training, err);
+}
+
+int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, int training, ddpm_err *err) {
+    return create(out, cfg, batch, S, 1, training, err);
+}
+
 void unet_free(unet *u) {
     if (!u) return;
-    for (int s = 0; s < u->nshards; s++) {
-        if (u->shards[s]) u->shards[s]->act = u->shards[s]->saved = u->shards[s]->grads = NULL; /* the executor's */
-        unet_free(u->shards[s]);
-    }
+    for (int s = 0; u->shards && s < u->nshards; s++) net_free(u->shards[s]);
     free(u->shards);
     exec_free(u->exec);
-    if (u->nshards) u->params = NULL; /* owned by shard 0 */
-    for (int i = 0; i < u->nunits; i++) {
-        conv_plan_free(u->units[i].c1);
-        conv_plan_free(u->units[i].c2);
-    }
-    free(u->units);
     free(u->table);
-    if (u->own_params || u->nshards) free(u->params);
+    free(u->params);
     free(u->grads);
-    free(u->act);
-    free(u->saved);
-    free(u->dtemb_act);
-    free(u->labels);
     free(u);
 }
 
@@ -442,10 +472,7 @@ int unet_param_index(const unet *u, const char *name) {
     return -1;
 }
 
-size_t unet_arena_bytes(const unet *u) {
-    if (u->nshards) return exec_bytes(u->exec);
-    return sizeof(float) * (u->act_len + u->saved_len);
-}
+size_t unet_arena_bytes(const unet *u) { return exec_bytes(u->exec); }
 
 /* ---- initialisation ------------------------------------------------------ */
 
@@ -482,7 +509,7 @@ void unet_init_official(unet *u, uint64_t seed) {
 #define D(v) (u->dact + (v).off)
 #define SV(o) (u->saved + (o))
 
-static void resnet_forward(unet *u, unet_unit *r, const unet_dropout *dp) {
+static void resnet_forward(net *u, unet_unit *r, const unet_dropout *dp) {
     int B = u->batch, HW = r->H * r->W, G = u->cfg.norm_groups, Dt = 4 * u->cfg.block_out[0];
     float eps = u->cfg.norm_eps;
     groupnorm_forward(SV(r->s[0]), r->cin, SV(r->s[4]), SV(r->s[5]), A(r->in), r->in.ld, P(r->p[0]), P(r->p[1]),
@@ -501,13 +528,13 @@ static void resnet_forward(unet *u, unet_unit *r, const unet_dropout *dp) {
         add_rows(A(r->out), r->out.ld, A(r->in), r->in.ld, B * HW, r->cout);
 }
 
-static attn_params attn_p(unet *u, unet_unit *a) {
+static attn_params attn_p(net *u, unet_unit *a) {
     attn_params p = {P(a->p[0]), P(a->p[1]), P(a->p[2]), P(a->p[3]), P(a->p[4]),
                      P(a->p[5]), P(a->p[6]), P(a->p[7]), P(a->p[8]), P(a->p[9])};
     return p;
 }
 
-static attn_saved attn_s(unet *u, unet_unit *a) {
+static attn_saved attn_s(net *u, unet_unit *a) {
     attn_saved s = {SV(a->s[0]), SV(a->s[1]), SV(a->s[2]), SV(a->s[3]), SV(a->s[4]), SV(a->s[5]),
                     SV(a->s[6]), SV(a->s[7])};
     return s;
@@ -520,7 +547,7 @@ static size_t conv_weights(const unet_unit *r, int second) {
 }
 
 /* The forward of one network (no shards). */
-static void net_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y,
+static void net_forward(net *u, float *out, const float *x, const float *t, const int32_t *y,
                         const unet_dropout *dropout) {
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
@@ -533,8 +560,7 @@ static void net_forward(unet *u, float *out, const float *x, const float *t, con
         }
 
     /* Timestep embedding -> linear_1 -> SiLU -> linear_2; every resnet uses SiLU of it. */
-    int ti = unet_param_index(u, "time_embedding.linear_1.weight");
-    const param_info *tp = &u->table[ti];
+    const param_info *tp = &u->table[u->temb_index];
     timestep_embedding(SV(u->temb[0]), t, B, D0, c->flip_sin_to_cos, c->freq_shift);
     linear_forward(SV(u->temb[1]), Dt, SV(u->temb[0]), D0, P(tp[0].offset), P(tp[1].offset), B, D0, Dt, 0);
     silu_forward(SV(u->temb[2]), SV(u->temb[1]), (size_t)B * Dt);
@@ -578,7 +604,7 @@ static void net_forward(unet *u, float *out, const float *x, const float *t, con
 
 /* ---- backward ---------------------------------------------------------------- */
 
-static void resnet_backward(unet *u, unet_unit *r) {
+static void resnet_backward(net *u, unet_unit *r) {
     int B = u->batch, HW = r->H * r->W, G = u->cfg.norm_groups, Dt = 4 * u->cfg.block_out[0];
     size_t M = (size_t)B * HW;
     float *dh2 = u->scratch, *dc1 = dh2 + M * r->cout, *dh1 = dc1 + M * r->cout, *dtp = dh1 + M * r->cin;
@@ -603,12 +629,12 @@ static void resnet_backward(unet *u, unet_unit *r) {
 }
 
 /* The backward of one network after its forward: grads (+=), dx (=, may be NULL). */
-static void net_backward(unet *u, float *dx, const float *dout) {
+static void net_backward(net *u, float *dx, const float *dout) {
     const unet_config *c = &u->cfg;
     int B = u->batch, D0 = c->block_out[0], Dt = 4 * D0, G = c->norm_groups;
-    u->dact = thread_buffer(TBUF_NET_DACT, sizeof(float) * u->act_len);
-    u->scratch = thread_buffer(TBUF_NET_SCRATCH, sizeof(float) * u->scratch_len);
-    if (!u->dact || !u->scratch) return; /* out of memory: see thread_buffer */
+    u->dact = exec_buffer(NET_SLOT_DACT, sizeof(float) * u->act_len);
+    u->scratch = exec_buffer(NET_SLOT_SCRATCH, sizeof(float) * u->scratch_len);
+    if (!u->dact || !u->scratch) return; /* out of memory: recorded (exec_buffer) */
     memset(u->dact, 0, sizeof(float) * u->act_len);
     memset(u->dtemb_act, 0, sizeof(float) * (size_t)B * Dt);
     for (int i = u->nunits - 1; i >= 0; i--) {
@@ -646,8 +672,7 @@ static void net_backward(unet *u, float *dx, const float *dout) {
         }
     }
     /* Time embedding MLP (the timesteps themselves get no gradient). */
-    int ti = unet_param_index(u, "time_embedding.linear_1.weight");
-    const param_info *tp = &u->table[ti];
+    const param_info *tp = &u->table[u->temb_index];
     float *d3 = u->scratch, *d2 = d3 + (size_t)B * Dt, *d1 = d2 + (size_t)B * Dt;
     silu_backward(d3, u->dtemb_act, SV(u->temb[3]), (size_t)B * Dt);
     if (u->cfg.num_class_embeds > 0) embedding_backward(GR(u->class_emb), d3, u->labels, B, Dt);
@@ -666,72 +691,65 @@ typedef struct pass {
     const unet_dropout *dropout;
     unet_loss_grad loss; /* NULL: forward only */
     void *ctx;
-    unet *u;             /* the sharded network */
+    unet *u;             /* the whole network */
 } pass;
 
-/* One network's part of a pass: the forward of its images, then (training)
- * their loss gradient and the backward. */
-static void net_pass(unet *u, const pass *a) {
+/* One network's part of a pass, on the calling worker: the forward of its
+ * images, then (training) their loss gradient and the backward. */
+static void net_pass(net *u, const pass *a) {
     const unet_config *c = &u->cfg;
     size_t hw = (size_t)c->sample_size * c->sample_size, b0 = (size_t)u->image0;
+    u->act = exec_buffer(NET_SLOT_ACT, sizeof(float) * u->act_len);
+    u->saved = exec_buffer(NET_SLOT_SAVED, sizeof(float) * u->saved_len);
+    if (!u->act || !u->saved) return; /* out of memory: recorded (exec_buffer) */
     float *out = a->out + b0 * hw * c->out_channels;
     net_forward(u, out, a->x + b0 * hw * c->in_channels, a->t + b0, a->y ? a->y + b0 : NULL, a->dropout);
     if (!a->loss) return;
-    float *dout = thread_buffer(TBUF_NET_DOUT, sizeof(float) * u->batch * hw * c->out_channels);
-    if (!dout) return; /* out of memory: see thread_buffer */
+    float *dout = exec_buffer(NET_SLOT_DOUT, sizeof(float) * u->batch * hw * c->out_channels);
+    if (!dout) return;
     a->loss(a->ctx, u->image0, u->batch, out, dout);
     net_backward(u, a->dx ? a->dx + b0 * hw * c->in_channels : NULL, dout);
 }
 
-static void shard_pass(void *ctx, int shard, float *arena, float *grads) {
+static void shard_pass(void *ctx, int shard, float *grads) {
     const pass *a = ctx;
-    unet *sh = a->u->shards[shard];
-    sh->act = arena;
-    sh->saved = arena + sh->act_len;
+    net *sh = a->u->shards[shard];
     sh->grads = grads;
     net_pass(sh, a);
 }
 
-/* A pass over the shards on the executor: each shard in a worker's arena, the
- * gradients (+=) u->grads summed in the executor's fixed tree. */
-static void shards_pass(unet *u, pass *a) {
-    unet *s0 = u->shards[0];
+/* A pass over the shards on the executor: the gradients (+=) u->grads summed
+ * in the executor's fixed tree. */
+static int run_pass(unet *u, pass *a, const char *what, ddpm_err *err) {
+    net *s0 = u->shards[0];
+    exec_take_failure(NULL); /* the calling thread's: none of this pass's yet */
     for (int i = 0; i < s0->nunits; i++) {
         unet_unit *r = &s0->units[i];
         if (r->c1) conv_prepare(r->c1, u->params + conv_weights(r, 0));
         if (r->c2) conv_prepare(r->c2, u->params + conv_weights(r, 1));
     }
     a->u = u;
-    exec_run(u->exec, shard_pass, a, a->loss ? u->grads : NULL);
-}
-
-/* The end of a pass that began when thread_buffer_failures() was `failures`. */
-static int pass_status(unsigned long failures, const char *what, ddpm_err *err) {
-    if (thread_buffer_failures() == failures) return 0;
-    return ddpm_oom(err, "out of memory for the per-thread temporaries of the U-Net's %s", what);
+    if (exec_take_failure(err) || exec_run(u->exec, shard_pass, a, a->loss ? u->grads : NULL, err))
+        return ddpm_wrap(err, "the U-Net's %s", what);
+    return 0;
 }
 
 int unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout,
                  ddpm_err *err) {
-    unsigned long failures = thread_buffer_failures();
     pass a = {.out = out, .x = x, .t = t, .y = y, .dropout = dropout};
-    if (u->nshards) shards_pass(u, &a);
-    else net_forward(u, out, x, t, y, dropout);
-    return pass_status(failures, "forward pass", err);
+    return run_pass(u, &a, "forward pass", err);
 }
 
 int unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
                     const unet_dropout *dropout, unet_loss_grad loss, void *ctx, ddpm_err *err) {
     DDPM_ASSERT(u->training && loss != NULL);
-    unsigned long failures = thread_buffer_failures();
     pass a = {out, dx, x, t, y, dropout, loss, ctx, NULL};
-    if (u->nshards) shards_pass(u, &a);
-    else net_pass(u, &a);
-    return pass_status(failures, "training pass", err);
+    return run_pass(u, &a, "training pass", err);
 }
 
-double unet_forward_flops(const unet *u) {
-    if (u->nshards) return unet_forward_flops(u->shards[0]);
+/* Floating-point operations of one image's forward. */
+static double net_flops(const net *u) {
+
     double f = 0;
     const unet_config *c = &u->cfg;
     int Dt = 4 * c->block_out[0];
@@ -756,3 +774,5 @@ double unet_forward_flops(const unet *u) {
     }
     return f;
 }
+
+double unet_forward_flops(const unet *u) { return net_flops(u->shards[0]); }

@@ -8,16 +8,17 @@
  * the two producers of its halves (the running activation and the popped skip)
  * write straight into their channel slices.
  *
- * Thread-count independence: a batch is split into shards (unet_shard_count(B)
- * of them by default, or as many as unet_create_sharded asks), each a complete
- * network over its images that shares the parameters and runs on one thread;
- * a CPU executor (exec/executor.h) runs them on a team of workers and sums
- * their gradients in a fixed tree. The arithmetic of every image, and the
- * gradient sum, are then the same with 1 or N threads, and a process that runs
- * an aligned block of a batch's shards computes a subtree of the same sum
+ * Shards: a batch is split into shards (unet_shard_count(B) of them by
+ * default, or as many as unet_create_sharded asks), each a complete network
+ * over its images that shares the parameters and runs on one thread; the
+ * executor (exec/executor.h) runs them on a team of workers and sums their
+ * gradients in a fixed tree, so the arithmetic of every image and the
+ * gradient sum do not depend on the thread count, and a process that runs an
+ * aligned block of a batch's shards computes a subtree of the same sum
  * (data-parallel training over MPI, see train/trainer.h). A default-built
- * network of fewer than 8 images runs unsharded, with multi-threaded operators
- * (faster at tiny batches, not bitwise thread-invariant). */
+ * network of fewer than 8 images is one network run by one worker with
+ * multi-threaded operators (faster at tiny batches; its bits depend on the
+ * thread count). What is bit-identical across what: docs/determinism.md. */
 #ifndef DDPM_UNET_H
 #define DDPM_UNET_H
 
@@ -35,8 +36,6 @@ typedef struct param_info {
     size_t offset, numel;
 } param_info;
 
-typedef struct unet_unit unet_unit;
-
 /* Dropout randomness for one forward: masks are a function of (seed, step, layer). */
 typedef struct unet_dropout {
     uint64_t seed, step;
@@ -51,37 +50,23 @@ typedef struct unet {
     param_info *table;    /* ntensors entries, diffusers registration order */
     size_t nparams;
     float *params;        /* [nparams] */
-    float *grads;         /* [nparams] when training, else NULL */
+    float *grads;         /* [nparams] when training, else NULL: passes add (+=) to it */
 
-    /* private: units and arenas */
-    int nunits;
-    unet_unit *units;
-    float *act, *dact;    /* unit inputs/outputs and their gradients (same offsets; dact is
-                           * the backward's per-thread buffer, see thread_buffer) */
-    float *saved;         /* what the backward needs from the forward */
-    float *scratch;       /* backward temporaries (per-thread buffer) */
-    size_t act_len, saved_len, scratch_len;
-    size_t temb[6];       /* saved offsets: e, a1, s1, out, act; dact (in scratch-free region) */
-    float *dtemb_act;     /* [batch, temb_dim] */
-    size_t x_in;          /* saved copy of the input */
-    unet_dropout last_dropout; /* the masks the last forward used */
-    int last_had_dropout;
-    int image0;           /* index of this network's first image in the whole batch (dropout streams) */
-    size_t class_emb;     /* offset of class_embedding.weight (conditional models) */
-    int32_t *labels;      /* [batch] the last forward's class labels (conditional models) */
-    int nshards;          /* > 0: the work is done by shards[] (this network then has no units) */
-    struct unet **shards;
-    struct executor *exec; /* runs the shards, each in a worker's arena (a shard's act | saved) */
-    int own_params;
+    /* private: the networks that do the work, one per shard (unet.c), and the
+     * executor that runs them (exec/executor.h) */
+    int nshards;
+    struct net **shards;
+    struct executor *exec;
 } unet;
 
 /* Shards a batch of `batch` images is split into by default: the largest
  * power of two <= min(8, batch / 4), at least 1. */
 int unet_shard_count(int batch);
 
-/* Builds the network for `batch` images (all primitives and the arenas that
- * outlive a call are made here; what lives only during one backward or one
- * convolution is in per-thread buffers, grown at the first call). Parameters start at zero: load them or call
+/* Builds the network for `batch` images: every primitive, and the workers'
+ * buffers (activations, saved tensors, backward temporaries, oneDNN
+ * scratchpads) sized for them, are made here, for the thread count of now
+ * (ddpm_set_threads). Parameters start at zero: load them or call
  * unet_init_official. training != 0 adds what the backward needs. */
 int unet_create(unet **u, const unet_config *cfg, int batch, int training, ddpm_err *err);
 
@@ -101,8 +86,8 @@ void unet_init_official(unet *u, uint64_t seed);
  * model (cfg.num_class_embeds > 0), each in [0, num_class_embeds); NULL means
  * the last class (ddpm's null class); unconditional models ignore y.
  * dropout == NULL (or cfg.dropout == 0) means no dropout (inference).
- * Returns 0, or -1 with err->oom set when the operators' per-thread
- * temporaries could not be had (see thread_buffer; out is then unspecified). */
+ * Returns 0, or -1 with err set (err->oom for memory) when an operator
+ * failed (out is then unspecified). */
 int unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout,
                  ddpm_err *err);
 
@@ -116,7 +101,7 @@ typedef void (*unet_loss_grad)(void *ctx, int image0, int n, const float *out, f
  * unet_forward, then grads (+=) d loss / d params and dx (=, may be NULL)
  * d loss / d x, with the loss's gradient from loss(ctx, ...). A shard's
  * backward runs right after its forward, so shards can share arenas.
- * Returns 0, or -1 with err->oom set as unet_forward (out, dx and the
+ * Returns 0, or -1 with err set as unet_forward (out, dx and the
  * gradients are then unspecified). */
 int unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
                     const unet_dropout *dropout, unet_loss_grad loss, void *ctx, ddpm_err *err);

@@ -12,17 +12,17 @@
  * transform is a permutation of the forward one's (no second copy); the
  * weight gradient is the gradient of the forward's GEMMs, transformed back.
  * Tiles go through in chunks, so that their transforms stay in cache. */
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "dnnl_engine.h"
 #include "ops.h"
 
-/* One primitive with the memories it reads and writes. */
+/* One primitive and its descriptor. */
 typedef struct prim {
-    dnnl_primitive_t p;
+    dnnl_op op;
     dnnl_primitive_desc_t pd;
 } prim;
 
@@ -30,7 +30,7 @@ typedef struct prim {
  * primitive's layout. When the layouts agree, prim == user and p is NULL.
  * shared: prim is another plan's (conv_plan_share), filled by conv_prepare. */
 typedef struct reorder {
-    dnnl_primitive_t p;
+    dnnl_op p;                 /* p.p NULL: no reorder */
     dnnl_memory_t user, prim;
     int to_prim, shared, borrowed;
 } reorder;
@@ -49,24 +49,9 @@ struct conv_plan {
 };
 
 static dnnl_engine_t engine;
-static dnnl_stream_t stream;
 static int conv_algorithm = CONV_ALG_AUTO;
 
 void conv_set_algorithm(int alg) { conv_algorithm = alg; }
-
-static int dnnl_init(ddpm_err *err) {
-    if (engine) return 0;
-    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
-        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success)
-        return ddpm_fail(err, "oneDNN: cannot create the CPU engine");
-    return 0;
-}
-
-int ops_dnnl_engine(dnnl_engine_t *e, dnnl_stream_t *s, ddpm_err *err) {
-    if (dnnl_init(err)) return -1;
-    *e = engine, *s = stream;
-    return 0;
-}
 
 void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
     *Ho = (H - 1) / stride + 1;
@@ -91,6 +76,7 @@ static dnnl_status_t mem_user(dnnl_memory_t *m, const dnnl_memory_desc_t *md) {
 static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *prim_md,
                         int to_prim, int alloc, ddpm_err *err) {
     dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
     r->to_prim = to_prim;
     DNNL_TRY(mem_user(&r->user, user_md), "memory");
     if (dnnl_memory_desc_equal(user_md, prim_md)) {
@@ -99,30 +85,33 @@ static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnn
     }
     DNNL_TRY(dnnl_memory_create(&r->prim, prim_md, engine, alloc ? DNNL_MEMORY_ALLOCATE : DNNL_MEMORY_NONE),
         "weight memory");
+    if (dnnl_attr_user(&attr, err)) goto fail;
     DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, to_prim ? user_md : prim_md, engine,
-                                           to_prim ? prim_md : user_md, engine, NULL), "reorder");
-    DNNL_TRY(dnnl_primitive_create(&r->p, pd), "reorder primitive");
+                                           to_prim ? prim_md : user_md, engine, attr), "reorder");
+    if (dnnl_op_make(&r->p, pd, "weight reorder", err)) goto fail;
     dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
     return 0;
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     return -1;
 }
 
 static void free_reorder(reorder *r) {
-    if (r->p) dnnl_primitive_destroy(r->p);
+    dnnl_op_free(&r->p);
     if (r->prim && r->prim != r->user && !r->borrowed) dnnl_memory_destroy(r->prim);
     if (r->user) dnnl_memory_destroy(r->user);
 }
 
 /* Points the user side at buf and runs the reorder (if any); returns the
- * memory in the primitive's layout. */
+ * memory in the primitive's layout, or NULL after recording a failure. */
 static dnnl_memory_t run_reorder(reorder *r, const float *buf) {
     dnnl_memory_set_data_handle(r->user, (void *)buf);
-    if (r->p) {
+    if (r->p.p) {
         dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, r->to_prim ? r->user : r->prim},
                                {DNNL_ARG_TO, r->to_prim ? r->prim : r->user}};
-        DDPM_ASSERT(dnnl_primitive_execute(r->p, stream, 2, a) == dnnl_success);
+        if (dnnl_op_run(&r->p, 2, a)) return NULL;
     }
     return r->prim;
 }
@@ -136,9 +125,9 @@ static int is_ref(const prim *q) {
 static void free_prims(conv_plan *p) {
     prim *ps[] = {&p->fwd, &p->bwd_data, &p->bwd_w};
     for (int i = 0; i < 3; i++) {
-        if (ps[i]->p) dnnl_primitive_destroy(ps[i]->p);
+        dnnl_op_free(&ps[i]->op);
         if (ps[i]->pd) dnnl_primitive_desc_destroy(ps[i]->pd);
-        ps[i]->p = NULL, ps[i]->pd = NULL;
+        ps[i]->pd = NULL;
     }
     free_reorder(&p->w_fwd);
     free_reorder(&p->w_bwd);
@@ -173,16 +162,18 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         pr[1] = (p->Wo - 1) * stride + 3 - W;
     }
     *any_ref = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    if (dnnl_attr_user(&attr, err)) return -1;
 
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, p->training ? dnnl_forward_training : dnnl_forward_inference,
                                            dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
                                            strides, pl, pr), "conv forward desc");
-    DNNL_TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, NULL, engine, NULL), "conv forward pd");
+    DNNL_TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, attr, engine, NULL), "conv forward pd");
     DNNL_TRY(mem_user(&p->x, &x_md), "memory");
     DNNL_TRY(mem_user(&p->y, &y_md), "memory");
     if (!p->wino) { /* else the forward descriptor is only the backward's hint */
-        DNNL_TRY(dnnl_primitive_create(&p->fwd.p, p->fwd.pd), "conv forward");
+        if (dnnl_op_make(&p->fwd.op, p->fwd.pd, "convolution forward", err)) goto fail;
         *any_ref |= is_ref(&p->fwd);
         DNNL_TRY(mem_user(&p->bias, &b_md), "memory");
         const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
@@ -194,34 +185,37 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         if (!p->wino) {
             DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                          &y_md, strides, pl, pr), "conv bwd-data desc");
-            DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, NULL, engine, p->fwd.pd), "conv bwd-data pd");
-            DNNL_TRY(dnnl_primitive_create(&p->bwd_data.p, p->bwd_data.pd), "conv bwd-data");
+            DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, attr, engine, p->fwd.pd), "conv bwd-data pd");
+            if (dnnl_op_make(&p->bwd_data.op, p->bwd_data.pd, "convolution backward-data", err)) goto fail;
             *any_ref |= is_ref(&p->bwd_data);
             const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
             if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
         }
         DNNL_TRY(mem_user(&p->dx, &x_md), "memory");
         DNNL_TRY(mem_user(&p->dy, &y_md), "memory");
-        if (p->wino_dw) return 0;
+        if (p->wino_dw) goto done;
 
         DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
-        DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, NULL, engine, p->fwd.pd), "conv bwd-weights pd");
-        DNNL_TRY(dnnl_primitive_create(&p->bwd_w.p, p->bwd_w.pd), "conv bwd-weights");
+        DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, attr, engine, p->fwd.pd), "conv bwd-weights pd");
+        if (dnnl_op_make(&p->bwd_w.op, p->bwd_w.pd, "convolution backward-weights", err)) goto fail;
         p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
         if (make_reorder(&p->dw, &w_user, dwm, 0, 0, err)) goto fail;
         DNNL_TRY(mem_user(&p->dbias, &b_md), "memory");
     }
+done:
+    dnnl_primitive_attr_destroy(attr);
     return 0;
 fail:
+    dnnl_primitive_attr_destroy(attr);
     return -1;
 }
 
 int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
                      int ld_x, int ld_y, int training, ddpm_err *err) {
     *out = NULL;
-    if (dnnl_init(err)) return -1;
+    if (ops_dnnl_engine(&engine, err)) return -1;
     conv_plan *p = ddpm_calloc(1, sizeof *p, err);
     if (!p) return -1;
     p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
@@ -336,8 +330,9 @@ static void conv_backward_ref(conv_plan *p, float *dx, float *dw, float *db, con
 static void conv_bwd_w_direct(conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
     int top, left, Cin = p->Cin, Cout = p->Cout;
     pads(p, &top, &left);
-    float *acc = calloc((size_t)9 * Cin * Cout, sizeof *acc); /* [ky][kx][ci][co] */
-    DDPM_ASSERT(acc != NULL);
+    float *acc = exec_buffer(OPS_SLOT_CONV_ACC, sizeof(float) * 9 * Cin * Cout); /* [ky][kx][ci][co] */
+    if (!acc) return;
+    memset(acc, 0, sizeof(float) * 9 * Cin * Cout);
     memset(db, 0, sizeof(float) * Cout);
     for (int n = 0; n < p->B; n++)
         for (int oy = 0; oy < p->Ho; oy++)
@@ -360,19 +355,18 @@ static void conv_bwd_w_direct(conv_plan *p, float *dw, float *db, const float *d
     for (int co = 0; co < Cout; co++)
         for (int ci = 0; ci < Cin; ci++)
             for (int k = 0; k < 9; k++) dw[((size_t)co * Cin + ci) * 9 + k] = acc[((size_t)k * Cin + ci) * Cout + co];
-    free(acc);
 }
 
 /* ---- weights shared between plans ----------------------------------------- */
 
 static const dnnl_memory_desc_t *mem_md(dnnl_memory_t m) {
     const dnnl_memory_desc_t *md = NULL;
-    DDPM_ASSERT(dnnl_memory_get_memory_desc(m, &md) == dnnl_success);
+    DDPM_ASSERT(dnnl_memory_get_memory_desc(m, &md) == dnnl_success); /* a memory ddpm made: cannot fail */
     return md;
 }
 
 static void share_reorder(reorder *r, reorder *owner) {
-    if (!r->p || !owner->p || !dnnl_memory_desc_equal(mem_md(r->prim), mem_md(owner->prim))) return;
+    if (!r->p.p || !owner->p.p || !dnnl_memory_desc_equal(mem_md(r->prim), mem_md(owner->prim))) return;
     if (r != owner) {
         if (!r->borrowed) dnnl_memory_destroy(r->prim);
         r->prim = owner->prim;
@@ -424,10 +418,10 @@ void conv_prepare(conv_plan *p, const float *w) {
     for (int i = 0; i < 2; i++)
         if (rs[i]->shared && !rs[i]->borrowed) run_reorder(rs[i], w);
     if (p->U_shared && !p->U_borrowed) wino_weights(p, w);
-    dnnl_stream_wait(stream);
 }
 
-/* The weights in the forward (or backward-data) primitive's layout. */
+/* The weights in the forward (or backward-data) primitive's layout (NULL:
+ * failed, recorded). */
 static dnnl_memory_t weights(reorder *r, const float *w) {
     return r->shared ? r->prim : run_reorder(r, w);
 }
@@ -501,10 +495,13 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
                       const float *w, const float *bias, int back) {
     if (!p->U_shared) wino_weights(p, w); /* else conv_prepare made them */
     size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
-    float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
-    float *M = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
-    float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * Ci);
-    if (!V || !M || !zero) return; /* out of memory: see thread_buffer */
+    float *V = exec_buffer(OPS_SLOT_WINO_V, sizeof(float) * 16 * chunk * Ci);
+    float *M = exec_buffer(OPS_SLOT_WINO_M, sizeof(float) * 16 * chunk * Co);
+    float *zero = exec_buffer(OPS_SLOT_WINO_ZERO, sizeof(float) * Ci);
+    /* Where each thread of the team below writes the outputs past the image. */
+    size_t scrap_ld = ((size_t)Co + 15) / 16 * 16;
+    float *scraps = exec_buffer(OPS_SLOT_WINO_SCRAP, sizeof(float) * scrap_ld * ops_team_size());
+    if (!V || !M || !zero || !scraps) return; /* out of memory: see exec_buffer */
     memset(zero, 0, sizeof(float) * Ci);
     static const int pi[4] = {3, 1, 2, 0};
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
@@ -519,9 +516,8 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
         /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. */
         #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
         for (size_t t = 0; t < nt; t++) {
-            float *o[4], *scrap = thread_buffer(TBUF_WINO_SCRAP, sizeof(float) * Co); /* this thread's */
-            if (!scrap) continue;
-            wino_outputs(o, p, t0 + t, y, ldy, scrap);
+            float *o[4];
+            wino_outputs(o, p, t0 + t, y, ldy, scraps + scrap_ld * omp_get_thread_num());
             const float *m = M + t * Co;
             #pragma omp simd
             for (int c = 0; c < Co; c++) {
@@ -547,11 +543,11 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
 static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
     int Ci = p->Cin, Co = p->Cout;
     size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
-    float *V = thread_buffer(TBUF_WINO_V, sizeof(float) * 16 * chunk * Ci);
-    float *Z = thread_buffer(TBUF_WINO_M, sizeof(float) * 16 * chunk * Co);
-    float *dU = thread_buffer(TBUF_WINO_DU, sizeof(float) * 16 * Co * Ci);
+    float *V = exec_buffer(OPS_SLOT_WINO_V, sizeof(float) * 16 * chunk * Ci);
+    float *Z = exec_buffer(OPS_SLOT_WINO_M, sizeof(float) * 16 * chunk * Co);
+    float *dU = exec_buffer(OPS_SLOT_WINO_DU, sizeof(float) * 16 * Co * Ci);
     int zl = Ci > Co ? Ci : Co;
-    float *zero = thread_buffer(TBUF_WINO_ZERO, sizeof(float) * zl);
+    float *zero = exec_buffer(OPS_SLOT_WINO_ZERO, sizeof(float) * zl);
     if (!V || !Z || !dU || !zero) return;
     memset(zero, 0, sizeof(float) * zl);
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
@@ -624,18 +620,18 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
-    float *xs = p->stage_x ? thread_buffer(TBUF_CONV_X, sizeof(float) * nx * p->Cin) : NULL;
-    float *ys = p->stage_y ? thread_buffer(TBUF_CONV_Y, sizeof(float) * ny * p->Cout) : NULL;
-    if ((p->stage_x && !xs) || (p->stage_y && !ys)) return; /* out of memory: see thread_buffer */
+    float *xs = p->stage_x ? exec_buffer(OPS_SLOT_CONV_X, sizeof(float) * nx * p->Cin) : NULL;
+    float *ys = p->stage_y ? exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * ny * p->Cout) : NULL;
+    if ((p->stage_x && !xs) || (p->stage_y && !ys)) return; /* out of memory: see exec_buffer */
     if (xs) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin);
     dnnl_memory_t wm = weights(&p->w_fwd, w);
+    if (!wm) return;
     dnnl_memory_set_data_handle(p->x, xs ? xs : (void *)x);
     dnnl_memory_set_data_handle(p->y, ys ? ys : y);
     dnnl_memory_set_data_handle(p->bias, (void *)b);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, p->bias},
                            {DNNL_ARG_DST, p->y}};
-    DDPM_ASSERT(dnnl_primitive_execute(p->fwd.p, stream, 4, a) == dnnl_success);
-    dnnl_stream_wait(stream);
+    if (dnnl_op_run(&p->fwd.op, 4, a)) return;
     if (ys) copy_rows(y, p->ld_y, ys, p->Cout, ny, p->Cout);
 }
 
@@ -647,11 +643,11 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
-    float *xs = p->stage_x ? thread_buffer(TBUF_CONV_X, sizeof(float) * nx * p->Cin * 2) : NULL; /* x | dx */
-    if (p->stage_x && !xs) return; /* out of memory: see thread_buffer */
+    float *xs = p->stage_x ? exec_buffer(OPS_SLOT_CONV_X, sizeof(float) * nx * p->Cin * 2) : NULL; /* x | dx */
+    if (p->stage_x && !xs) return; /* out of memory: see exec_buffer */
     int lddy = p->Cout, ldx = p->Cin;
     if (p->stage_y) {
-        float *ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * ny * p->Cout);
+        float *ys = exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * ny * p->Cout);
         if (!ys) return;
         copy_rows(ys, p->Cout, dy, p->ld_y, ny, p->Cout);
         dy = ys;
@@ -664,10 +660,10 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
     } else if (dx) {
         float *dxs = xs ? xs + nx * p->Cin : dx;
         dnnl_memory_set_data_handle(p->dx, dxs);
-        dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, weights(&p->w_bwd, w)},
-                               {DNNL_ARG_DIFF_SRC, p->dx}};
-        DDPM_ASSERT(dnnl_primitive_execute(p->bwd_data.p, stream, 3, a) == dnnl_success);
-        dnnl_stream_wait(stream);
+        dnnl_memory_t wm = weights(&p->w_bwd, w);
+        if (!wm) return;
+        dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, p->dx}};
+        if (dnnl_op_run(&p->bwd_data.op, 3, a)) return;
         if (xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
@@ -675,8 +671,8 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         else ldx = p->ld_x;
         /* This call's gradients: [OIHW weights | bias | primitive-layout weights]. */
         size_t nw = (size_t)p->Cout * p->Cin * 9, head = (nw + p->Cout + 15) / 16 * 16;
-        size_t prim_bytes = p->dw.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
-        float *dwt = thread_buffer(TBUF_CONV_DW, sizeof(float) * head + prim_bytes);
+        size_t prim_bytes = p->dw.p.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
+        float *dwt = exec_buffer(OPS_SLOT_CONV_DW, sizeof(float) * head + prim_bytes);
         if (!dwt) return;
         float *dbt = dwt + nw;
         if (p->wino_dw) {
@@ -686,12 +682,10 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         } else {
             dnnl_memory_set_data_handle(p->x, (void *)x);
             dnnl_memory_set_data_handle(p->dbias, dbt);
-            dnnl_memory_set_data_handle(p->dw.prim, p->dw.p ? (void *)(dwt + head) : (void *)dwt);
+            dnnl_memory_set_data_handle(p->dw.prim, p->dw.p.p ? (void *)(dwt + head) : (void *)dwt);
             dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
                                    {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
-            DDPM_ASSERT(dnnl_primitive_execute(p->bwd_w.p, stream, 4, a) == dnnl_success);
-            run_reorder(&p->dw, dwt);
-            dnnl_stream_wait(stream);
+            if (dnnl_op_run(&p->bwd_w.op, 4, a) || !run_reorder(&p->dw, dwt)) return;
         }
         if (dw)
             for (size_t i = 0; i < nw; i++) dw[i] += dwt[i];

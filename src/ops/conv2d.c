@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "dnnl_engine.h"
 #include "ops.h"
 
@@ -21,10 +20,9 @@ struct conv2d_plan {
     int Ho, Wo, ld_x, ld_y, relu;
     float *w, *b;            /* OIHW weights and bias as given (the reference tier reads them) */
     dnnl_engine_t engine;
-    dnnl_stream_t stream;
-    dnnl_primitive_t fwd;
+    dnnl_op fwd;
     dnnl_memory_t x, y, wm, bm; /* x, y: handles set per call; wm: weights in the primitive's layout */
-    int stage_x, stage_y;    /* the fast kernel wants dense rows: copy through per-thread buffers */
+    int stage_x, stage_y;    /* the fast kernel wants dense rows: copy through per-worker buffers */
     conv_plan *wino;         /* a 3x3 stride-1 convolution by Winograd (conv.c), or NULL */
 };
 
@@ -35,11 +33,11 @@ void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo) {
 
 
 static void free_prim(conv2d_plan *p) {
-    if (p->fwd) dnnl_primitive_destroy(p->fwd);
+    dnnl_op_free(&p->fwd);
     dnnl_memory_t *ms[] = {&p->x, &p->y, &p->wm, &p->bm};
     for (int i = 0; i < 4; i++)
         if (*ms[i]) dnnl_memory_destroy(*ms[i]);
-    p->fwd = NULL, p->x = p->y = p->wm = p->bm = NULL;
+    p->x = p->y = p->wm = p->bm = NULL;
 }
 
 /* The primitive for activations with row strides ldx / ldy; *ref says whether
@@ -50,7 +48,7 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
-    dnnl_primitive_t reorder = NULL;
+    dnnl_op reorder = {0};
     dnnl_memory_t wu = NULL;
     dnnl_md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
     dnnl_md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
@@ -64,7 +62,7 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &x_md, &w_any,
                                            &b_md, &y_md, strides, pl, pr), "conv2d descriptor");
-    DNNL_TRY(dnnl_primitive_attr_create(&attr), "primitive attributes");
+    if (dnnl_attr_user(&attr, err)) goto fail;
     if (p->relu) {
         DNNL_TRY(dnnl_post_ops_create(&po), "post-ops");
         DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "ReLU post-op");
@@ -74,7 +72,7 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     *ref = impl && !strncmp(impl, "ref", 3);
-    DNNL_TRY(dnnl_primitive_create(&p->fwd, pd), "conv2d primitive");
+    if (dnnl_op_make(&p->fwd, pd, "convolution forward (feature network)", err)) goto fail;
     DNNL_TRY(dnnl_memory_create(&p->x, &x_md, p->engine, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&p->y, &y_md, p->engine, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&p->bm, &b_md, p->engine, p->b), "memory");
@@ -82,17 +80,21 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     const dnnl_memory_desc_t *wp = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     DNNL_TRY(dnnl_memory_create(&p->wm, wp, p->engine, DNNL_MEMORY_ALLOCATE), "weight memory");
     DNNL_TRY(dnnl_memory_create(&wu, &w_user, p->engine, p->w), "memory");
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &w_user, p->engine, wp, p->engine, NULL), "weight reorder");
-    DNNL_TRY(dnnl_primitive_create(&reorder, rpd), "weight reorder");
+    dnnl_primitive_attr_destroy(attr); /* the reorder's: no post-ops */
+    if (dnnl_attr_user(&attr, err)) goto fail;
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &w_user, p->engine, wp, p->engine, attr), "weight reorder");
+    if (dnnl_op_make(&reorder, rpd, "weight reorder", err)) goto fail;
     dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, p->wm}};
-    DNNL_TRY(dnnl_primitive_execute(reorder, p->stream, 2, a), "weight reorder");
-    dnnl_stream_wait(p->stream);
+    if (dnnl_op_run(&reorder, 2, a)) {
+        exec_take_failure(err);
+        goto fail;
+    }
     int rc = 0;
     goto done;
 fail:
     rc = -1;
 done:
-    if (reorder) dnnl_primitive_destroy(reorder);
+    dnnl_op_free(&reorder);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
     if (wu) dnnl_memory_destroy(wu);
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -133,7 +135,7 @@ int conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int l
         conv_plan_free(p->wino);
         p->wino = NULL;
     }
-    if (ops_dnnl_engine(&p->engine, &p->stream, err)) goto fail;
+    if (ops_dnnl_engine(&p->engine, err)) goto fail;
     int ref;
     if (build(p, ld_x, ld_y, &ref, err)) goto fail;
     if (ref && (ld_x != s->Cin || ld_y != s->Cout)) {
@@ -192,8 +194,8 @@ static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t M, 
 static void conv2d_forward_wino(conv2d_plan *p, float *y, const float *x) {
     const conv2d_shape *s = &p->s;
     const int crop = s->ph == 0, C = s->Cout, relu = p->relu;
-    float *full = crop ? thread_buffer(TBUF_CONV_Y, sizeof(float) * s->B * s->H * s->W * C) : y;
-    if (!full) return; /* out of memory: see thread_buffer */
+    float *full = crop ? exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * s->B * s->H * s->W * C) : y;
+    if (!full) return; /* out of memory: see exec_buffer */
     conv_forward(p->wino, full, x, p->w, p->b);
     const int ldf = crop ? C : p->ld_y;
     #pragma omp parallel for collapse(2) schedule(static)
@@ -220,17 +222,16 @@ void conv2d_forward(conv2d_plan *p, float *y, const float *x) {
     const float *xs = x;
     float *ys = y;
     if (p->stage_x) {
-        float *t = thread_buffer(TBUF_CONV_X, sizeof(float) * Mx * s->Cin);
-        if (!t) return; /* out of memory: see thread_buffer */
+        float *t = exec_buffer(OPS_SLOT_CONV_X, sizeof(float) * Mx * s->Cin);
+        if (!t) return; /* out of memory: see exec_buffer */
         copy_rows(t, s->Cin, x, p->ld_x, Mx, s->Cin);
         xs = t;
     }
-    if (p->stage_y && !(ys = thread_buffer(TBUF_CONV_Y, sizeof(float) * My * s->Cout))) return;
+    if (p->stage_y && !(ys = exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * My * s->Cout))) return;
     dnnl_memory_set_data_handle(p->x, (void *)xs);
     dnnl_memory_set_data_handle(p->y, ys);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, p->wm}, {DNNL_ARG_BIAS, p->bm},
                            {DNNL_ARG_DST, p->y}};
-    DDPM_ASSERT(dnnl_primitive_execute(p->fwd, p->stream, 4, a) == dnnl_success);
-    dnnl_stream_wait(p->stream);
+    if (dnnl_op_run(&p->fwd, 4, a)) return;
     if (p->stage_y) copy_rows(y, p->ld_y, ys, s->Cout, My, s->Cout);
 }

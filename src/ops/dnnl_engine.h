@@ -1,5 +1,7 @@
-/* dnnl_engine.h -- the one oneDNN CPU engine and stream every operator shares
- * (internal to src/ops). */
+/* dnnl_engine.h -- oneDNN primitives as the operators run them (internal to
+ * src/ops): made with a user-managed scratchpad, for the thread count of the
+ * executor that builds them, and run on the calling worker's stream with the
+ * worker's scratchpad (exec/executor.h). */
 #ifndef DDPM_DNNL_ENGINE_H
 #define DDPM_DNNL_ENGINE_H
 
@@ -7,8 +9,8 @@
 
 #include "core/status.h"
 
-/* Creates them on first use. Returns 0, or -1 with err set. */
-int ops_dnnl_engine(dnnl_engine_t *e, dnnl_stream_t *s, ddpm_err *err);
+/* The CPU engine (exec_engine). Returns 0, or -1 with err set. */
+int ops_dnnl_engine(dnnl_engine_t *e, ddpm_err *err);
 
 /* Runs a oneDNN call; on failure sets err (in scope; running out of memory
  * as ddpm_oom) and jumps to `fail`. */
@@ -24,6 +26,32 @@ int ops_dnnl_engine(dnnl_engine_t *e, dnnl_stream_t *s, ddpm_err *err);
             goto fail;                                                          \
         }                                                                       \
     } while (0)
+
+/* New primitive attributes with the user-managed scratchpad (the caller
+ * destroys them). Returns 0, or -1 with err set. */
+int dnnl_attr_user(dnnl_primitive_attr_t *attr, ddpm_err *err);
+
+/* A primitive, its scratchpad's memory (handle set per run), and the OpenMP
+ * thread count it was made for. */
+typedef struct dnnl_op {
+    dnnl_primitive_t p;
+    dnnl_memory_t scratch;
+    size_t scratch_bytes;
+    int threads;
+    const char *what;
+} dnnl_op;
+
+/* Makes the primitive of pd (made with dnnl_attr_user's attributes) and
+ * reserves its scratchpad in the building executor's workers. Returns 0, or
+ * -1 with err set. */
+int dnnl_op_make(dnnl_op *op, const_dnnl_primitive_desc_t pd, const char *what, ddpm_err *err);
+void dnnl_op_free(dnnl_op *op);
+
+/* Runs it on the calling worker's stream with the worker's scratchpad, and
+ * waits. Returns 0, or -1 after recording the failure on the worker (exec_fail):
+ * a oneDNN status, no memory for the scratchpad, or a primitive made for
+ * several threads running inside a team. */
+int dnnl_op_run(dnnl_op *op, int nargs, const dnnl_exec_arg_t *args);
 
 /* NHWC with a row stride: dims are logical NCHW, strides say where things are. */
 static inline void dnnl_md_nhwc(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld) {

@@ -4,10 +4,10 @@
  * split by sample; per-sample partial parameter gradients are summed in sample
  * order afterwards, so results do not depend on the thread count. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "ops.h"
 #include "vmath.h"
 
@@ -148,12 +148,12 @@ void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const 
     DDPM_ASSERT((C / G) * G == C && C <= 4096);
     /* Per-sample partial sums of dgamma/dbeta [B][2][C], in the caller's buffer
      * (shared with the team below); each thread keeps the dz rows of its sample. */
-    double *part = thread_buffer(TBUF_GN_PARTIAL, sizeof(double) * B * 2 * C);
-    if (!part) return; /* out of memory: see thread_buffer */
+    double *part = exec_buffer(OPS_SLOT_GN_PARTIAL, sizeof(double) * B * 2 * C);
+    float *dz = exec_buffer(OPS_SLOT_GN_DZ, sizeof(float) * HW * C * ops_team_size());
+    if (!part || !dz) return; /* out of memory: see exec_buffer */
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-        float *dzbuf = thread_buffer(TBUF_GN_DZ, sizeof(float) * HW * C);
-        if (!dzbuf) continue;
+        float *dzbuf = dz + (size_t)HW * C * omp_get_thread_num();
         double *sdz = part + (size_t)b * 2 * C;
         gn_backward_sample(dx + (size_t)b * HW * lddx, lddx, sdz, sdz + C, dzbuf, dy + (size_t)b * HW * lddy, lddy,
                            x + (size_t)b * HW * ldx, ldx, mean + b * G, rstd + b * G, gamma, beta, HW, C, G, silu,

@@ -1,14 +1,16 @@
 /* linear.c -- GEMM (dnnl_sgemm or plain loops) and the linear layer built on it. */
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "ops.h"
 
 static int use_reference = 0;
 
 void ops_set_reference(int on) { use_reference = on; }
 int ops_reference(void) { return use_reference; }
+
+int ops_team_size(void) { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
 
 static void gemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc) {
@@ -35,7 +37,7 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
     }
     dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
                                   beta, C, ldc);
-    DDPM_ASSERT(st == dnnl_success);
+    if (st != dnnl_success) exec_fail("oneDNN: sgemm %dx%dx%d failed (status %d)", M, N, K, (int)st);
 }
 
 void linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
@@ -59,8 +61,8 @@ void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy,
                      const float *x, int ldx, const float *W, int M, int K, int N) {
     if (dx) gemm(0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
     /* Each parameter gradient is computed whole, then added once (see ops.h). */
-    float *t = dW || db ? thread_buffer(TBUF_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) : NULL;
-    if (!t) return; /* no parameter gradients, or out of memory: see thread_buffer */
+    float *t = dW || db ? exec_buffer(OPS_SLOT_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) : NULL;
+    if (!t) return; /* no parameter gradients, or out of memory: see exec_buffer */
     if (dW) {
         gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
         for (size_t i = 0; i < (size_t)N * K; i++) dW[i] += t[i];

@@ -24,6 +24,27 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "exec/executor.h"
+
+/* ---- where operators run ---------------------------------------------------
+ * On the calling worker (exec/executor.h): its oneDNN stream and scratchpad,
+ * and its buffers in the slots below for what lives only during one call.
+ * Operators are void: a failure (memory, a oneDNN status) is recorded on the
+ * worker, the operator skips its work (outputs unspecified) and returns; the
+ * executor's run, or exec_take_failure, reports it. Plans are made between
+ * exec_build_begin and exec_build_end of the executor that runs them. */
+enum ops_slot {
+    OPS_SLOT_GN_PARTIAL = EXEC_SLOT_USER, OPS_SLOT_GN_DZ,    /* GroupNorm backward */
+    OPS_SLOT_LINEAR_DW,                                     /* linear backward: weight and bias gradients */
+    OPS_SLOT_CONV_X, OPS_SLOT_CONV_Y, OPS_SLOT_CONV_DW,      /* convolution staging and weight gradient */
+    OPS_SLOT_CONV_ACC,                                      /* convolution weight gradient by direct loops */
+    OPS_SLOT_WINO_V, OPS_SLOT_WINO_M, OPS_SLOT_WINO_DU, OPS_SLOT_WINO_ZERO, OPS_SLOT_WINO_SCRAP, /* Winograd */
+    OPS_SLOTS /* the first slot the operators' callers may use */
+};
+
+/* Threads of the team an operator's parallel loops get: 1 inside a worker of
+ * a team (nested regions are inactive), else the OpenMP thread count. */
+int ops_team_size(void);
 
 /* ---- tier switch ---------------------------------------------------------- */
 void ops_set_reference(int on);

@@ -6,12 +6,13 @@
  * batch/N images of the global batch on its threads; the gradients of the
  * global batch's shards are summed in one fixed tree (exec/executor.h, then
  * dist_sum_tree), and every process makes the same Adam/EMA update. Every
- * random choice is a pure function of (seed, step, global image index), and
- * the network's arithmetic depends neither on the thread count nor on the
- * process count (for a fixed shard count, opts.shards), so the weights after
- * step k are the same bits with any threads and any N that divides the shard
- * count, and a run resumed from a checkpoint, with any such N, continues
- * exactly as if it had never stopped.
+ * random choice is a pure function of (seed, step, global image index). With
+ * 2 or more shards in all (train_split) each shard runs on one thread, and
+ * the weights after step k do not depend on the thread count or on an N that
+ * divides the shard count; a run of one process and one shard (a batch under
+ * 8, no opts.shards) has multi-threaded operators and is not thread-count
+ * independent. What is bit-identical across what, resuming included: see
+ * docs/determinism.md.
  *
  * Checkpoint: RUN/training_state.safetensors holds everything needed to go on
  * (raw weights, EMA weights, Adam m and v; metadata: step, options, model

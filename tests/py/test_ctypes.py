@@ -7,8 +7,9 @@ would use it: Python's ctypes with nothing but include/ddpm.h's declarations.
   3. A tiny model trained by `ddpm train`: ddpm_model_eps through ctypes (NCHW float32) equals the
      real diffusers UNet2DModel.from_pretrained(RUN/model) on the same x and t.
   4. ddpm_sample with a ctypes mirror of ddpm_sample_options (after ddpm_sample_options_init): DDIM
-     samples equal `ddpm sample`'s samples.npy bit for bit, the progress callback sees every network
-     call, and a callback returning non-zero cancels (DDPM_ERR_CANCELLED after exactly 3 calls).
+     samples equal `ddpm sample`'s samples.npy bit for bit (5 images: an unsharded network, so both
+     run with the same explicit thread count; docs/determinism.md), the progress callback sees every
+     network call, and a callback returning non-zero cancels (DDPM_ERR_CANCELLED after exactly 3 calls).
 
 A library built with SAN=1 needs the sanitizer runtimes loaded first: the test then runs itself again
 with them in LD_PRELOAD (and LeakSanitizer off: Python's own allocations are not ours to check).
@@ -33,6 +34,7 @@ import torch
 from ddpmtest import BUILD, CONFIG, check, ddpm, finish, finite, tiny_idx
 
 DDPM_ERR_INPUT, DDPM_ERR_CANCELLED = 2, 6
+THREADS = 2
 PROGRESS = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_longlong, C.c_longlong)
 
 
@@ -70,6 +72,7 @@ def load_library():
     lib.ddpm_status_name.restype = C.c_char_p
     lib.ddpm_errmsg.restype = C.c_char_p
     lib.ddpm_errmsg.argtypes = [C.c_void_p]
+    lib.ddpm_set_threads.argtypes = [C.c_int]
     lib.ddpm_model_load.argtypes = [C.c_char_p, C.POINTER(C.c_void_p)]
     lib.ddpm_model_free.argtypes = [C.c_void_p]
     lib.ddpm_model_eps.argtypes = [C.c_void_p, C.c_int, C.POINTER(C.c_float), C.POINTER(C.c_int32),
@@ -85,6 +88,8 @@ def main():
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddpm_ctypes_"))
     lib = load_library()
+    # The thread count of every `ddpm` run below too: a network of fewer than 8 images rounds by it.
+    lib.ddpm_set_threads(THREADS)
 
     header = pathlib.Path("include/ddpm.h").read_text()
     want = re.search(r'#define DDPM_VERSION "([^"]+)"', header).group(1)
@@ -101,7 +106,7 @@ def main():
 
     run = tmp / "run"
     rc, log = ddpm("train", "--config", CONFIG, "--data", tiny_idx(tmp / "tiny-images-idx3-ubyte", 32), "--steps", 8,
-                   "--batch", 8, "--lr", "1e-2", "--warmup", 0, "--out", run, "--threads", 2)
+                   "--batch", 8, "--lr", "1e-2", "--warmup", 0, "--out", run, "--threads", THREADS)
     if not check(rc == 0, "ddpm train (a tiny model)"):
         print(log)
         return finish(tmp)
@@ -141,7 +146,7 @@ def main():
     st = lib.ddpm_sample(m, C.byref(o), k, floats(xs), None)
     check(st == 0 and calls and calls[-1] == (10, 10), f"ddpm_sample (DDIM, 10 steps): status {st}, progress {calls[-1:]}")
     rc, log = ddpm("sample", "--model", run, "--sampler", "ddim", "--steps", 10, "--seed", 11, "--n", k,
-                   "--out", tmp / "s")
+                   "--out", tmp / "s", "--threads", THREADS)
     check(rc == 0, "ddpm sample")
     cli = np.load(tmp / "s" / "samples.npy") if rc == 0 else None
     check(cli is not None and np.array_equal(cli, xs), "ddpm_sample through ctypes equals `ddpm sample` bit for bit")
