@@ -55,8 +55,9 @@ int unet_config_check(const unet_config *c, ddpm_err *err) {
     if (c->in_channels <= 0 || c->in_channels > 64 || c->out_channels <= 0 || c->out_channels > 64)
         return ddpm_fail(err, "config: in_channels and out_channels must be in 1..64 (are %d, %d)",
                          c->in_channels, c->out_channels);
-    if (c->layers_per_block < 1 || c->layers_per_block > 16)
-        return ddpm_fail(err, "config: layers_per_block must be in 1..16, is %d", c->layers_per_block);
+    if (c->layers_per_block < 1 || c->layers_per_block > UNET_MAX_LAYERS_PER_BLOCK)
+        return ddpm_fail(err, "config: layers_per_block must be in 1..%d, is %d", UNET_MAX_LAYERS_PER_BLOCK,
+                         c->layers_per_block);
     if (c->norm_groups < 1) return ddpm_fail(err, "config: norm_num_groups must be positive, is %d", c->norm_groups);
     for (int i = 0; i < c->levels; i++) {
         if (c->block_out[i] <= 0 || c->block_out[i] > 2048)

@@ -7,6 +7,7 @@
 #include "core/status.h"
 
 #define UNET_MAX_LEVELS 8
+#define UNET_MAX_LAYERS_PER_BLOCK 16
 #define UNET_MAX_CLASSES 65536
 
 typedef struct unet_config {

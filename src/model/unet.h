@@ -1,12 +1,9 @@
 /* unet.h -- the DDPM noise-prediction U-Net (diffusers UNet2DModel semantics):
  * one parameter table with the diffusers state-dict names, forward and
- * backward over NHWC batches, activations in arenas sized once.
+ * backward over NHWC batches, every buffer sized when it is built.
  *
- * The network is a flat list of units (conv_in, resnet, attention, downsample,
- * upsample, output head) run in order forward and in reverse backward. Skip
- * connections cost no copy: each up-block resnet reads one concat buffer, and
- * the two producers of its halves (the running activation and the popped skip)
- * write straight into their channel slices.
+ * Its work is done by networks of units (conv_in, resnet, attention,
+ * downsample, upsample, output head; src/model/net.h), one per shard.
  *
  * Shards: a batch is split into shards (unet_shard_count(B) of them by
  * default, or as many as unet_create_sharded asks), each a complete network
@@ -17,8 +14,8 @@
  * aligned block of a batch's shards computes a subtree of the same sum
  * (data-parallel training over MPI, see train/trainer.h). A default-built
  * network of fewer than 8 images is one network run by one worker with
- * multi-threaded operators (faster at tiny batches; its bits depend on the
- * thread count). What is bit-identical across what: docs/determinism.md. */
+ * multi-threaded operators (faster at tiny batches; its bits may depend on
+ * the thread count). What is bit-identical across what: docs/determinism.md. */
 #ifndef DDPM_UNET_H
 #define DDPM_UNET_H
 
