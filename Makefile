@@ -74,7 +74,7 @@ EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*
 # exports the public API alone: the proof that the API is enough to write ddpm on.
 CLI_CFLAGS := $(BASE_CFLAGS) -Iinclude -Icli
 CLI_DEPS   := $(SO) $(SO_LINKS)
-CLI_LINK   := -L$(BUILD) -lddpm -Wl,-rpath,'$$ORIGIN' -Wl,-rpath,'$$ORIGIN/../lib' -lm $(LDSAN)
+CLI_LINK   := -L$(BUILD) -lddpm -Wl,-rpath,'$$ORIGIN' -Wl,-rpath,'$$ORIGIN/../lib' -lcjson -lm $(LDSAN)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=

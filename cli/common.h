@@ -47,7 +47,8 @@ typedef struct cli_sampler {
 
 /* The defaults, chosen by measurement (docs/quality.md): ancestral sampling
  * with 20 network calls, predicted x0 left as it is (--x0 auto: none for
- * ddpm, the scheduler_config's clip_sample/thresholding for ddim and dpm++2m). */
+ * ddpm, a departure from DDPMScheduler's clip_sample; for ddim and dpm++2m what
+ * DDIMScheduler and DPMSolverMultistepScheduler do with the scheduler_config). */
 #define CLI_SAMPLER_DEFAULT "ddpm"
 #define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "auto", 0, 0, 0.0, 0.0, 0.0, 0}
 #define CLI_SAMPLER_SPECS(a)                                                                                         \
@@ -60,7 +61,9 @@ typedef struct cli_sampler {
      "timestep spacing (config: the scheduler_config's timestep_spacing)", 0, 0, "config|leading|trailing|linspace", 0, 0}, \
     {"x0", ARG_CHOICE, &(a)->x0, "auto|config|none|clip|threshold",                                                  \
      "what is done to each predicted x0: config (scheduler_config: thresholding, else clip_sample), none, clip "    \
-     "(to +-clip_sample_range) or threshold (dynamic thresholding); auto: none for ddpm, config otherwise", 0, 0,   \
+     "(to +-clip_sample_range) or threshold (dynamic thresholding); auto, as the sampler's diffusers scheduler: "  \
+     "config for ddim, threshold if the config says so else none for dpm++2m, and none for ddpm, a departure from " \
+     "DDPMScheduler's clip_sample measured better (docs/quality.md)", 0, 0,                                         \
      "auto|config|none|clip|threshold", 0, 0},                                                                     \
     {"threshold", ARG_FLOAT, &(a)->threshold, "P", "--x0 threshold: percentile of |x0| (default: the config's "   \
      "dynamic_thresholding_ratio, 0.995)", 1e-6, 1, NULL, 0, 0},                                                   \

@@ -15,7 +15,7 @@ static const struct {
     {"eval", cmd_eval, "evaluate: 'eval nll' (bits/dim), 'eval fid' (FID, IS, precision/recall), 'eval stats'"},
     {"figure", cmd_figure, "the paper's figures: 'figure progressive|shared|interpolate' (Figs. 6, 7, 8)"},
     {"info", cmd_info, "summarise a model folder or training run"},
-    {"sample", cmd_sample, "draw images with the DDPM or DDIM sampler (PNG grid, PNGs, .npy)"},
+    {"sample", cmd_sample, "draw images: --sampler ddpm (ancestral), ddim or dpm++2m (PNG grid, PNGs, .npy)"},
     {"eps", cmd_eps, "predict the noise eps(x_t, t) for inputs in an .npy file"},
 };
 

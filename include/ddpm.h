@@ -237,7 +237,12 @@ DDPM_API int ddpm_sampler_parse(const char *name, ddpm_sampler *s);
 
 /* What is done to each predicted x0 before a step uses it. */
 typedef enum ddpm_x0 {
-    DDPM_X0_AUTO = 0,  /* DDPM_X0_NONE for the ddpm sampler, DDPM_X0_CONFIG for the others */
+    /* What the diffusers scheduler of the sampler does with the scheduler_config:
+     * DDPM_X0_CONFIG for ddim (DDIMScheduler); for dpm++2m thresholding when
+     * the config sets it, else none (DPMSolverMultistepScheduler has no
+     * clip_sample). For the ddpm sampler DDPM_X0_NONE, a measured departure from
+     * DDPMScheduler, which clips (docs/quality.md). */
+    DDPM_X0_AUTO = 0,
     DDPM_X0_CONFIG,    /* the scheduler_config's: thresholding if set, else clip_sample */
     DDPM_X0_NONE,      /* as predicted */
     DDPM_X0_CLIP,      /* clamped to +-clip_sample_range */
@@ -698,6 +703,16 @@ typedef enum ddpm_dtype { DDPM_DTYPE_F32 = 0, DDPM_DTYPE_F64 = 1, DDPM_DTYPE_U8 
  * DDPM_ERR_NOMEM. */
 DDPM_API int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS],
                            ddpm_dtype *dtype);
+/* Reads array `name` of an .npz archive (np.savez or np.savez_compressed:
+ * "arr_0" is the first unnamed array) as ddpm_npy_read reads a .npy: floats
+ * in *data (ddpm_free it), rank, shape and stored type. When the archive has
+ * no array `name`, *ndim is -1 (told apart from a corrupt one: *ndim 0) and
+ * the message lists the arrays it has.
+ * Errors: DDPM_ERR_ARG (NULL), DDPM_ERR_INPUT (missing or corrupt file, no
+ * such array, as ddpm_npy_read: the message names the file and the entry),
+ * DDPM_ERR_NOMEM. */
+DDPM_API int ddpm_npz_read(const char *path, const char *name, float **data, int *ndim,
+                           int64_t shape[DDPM_NPY_MAX_DIMS], ddpm_dtype *dtype);
 /* Writes data as a float32 .npy of shape[ndim]. Crash-safe. */
 DDPM_API int ddpm_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
 

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "diffusion/bound.h"
+#include "model/denoiser.h"
 #include "train/trainer.h"
 
 enum { T = 40, N = 6 };
@@ -39,7 +40,9 @@ static double mean_bpd(unet *u, const schedule *s, const dataset *d, int n, doub
     float *x = malloc(sizeof(float) * (size_t)n * 64);
     for (int k = 0; k < n * 64; k++) x[k] = d->pixels[k] / 127.5f - 1.0f;
     ddpm_err err;
-    int rc = bound_terms(u, s, x, NULL, n, 0, 3, terms, NULL, NULL, NULL, &err);
+    denoiser dn;
+    CHECK(unet_denoiser(&dn, u, &err) == 0, "denoiser: %s", err.msg);
+    int rc = bound_terms(&dn, s, x, n, 0, 3, terms, NULL, NULL, NULL, &err);
     CHECK(rc == 0, "bound: %s", err.msg);
     double tot = 0;
     for (int i = 0; i < n * (T + 1); i++) tot += terms[i];
@@ -71,7 +74,9 @@ static void test_bound(void) {
     memcpy(u1->params, u->params, sizeof(float) * u->nparams);
     float x4[64];
     for (int k = 0; k < 64; k++) x4[k] = d.pixels[4 * 64 + k] / 127.5f - 1.0f;
-    CHECK(bound_terms(u1, &s, x4, NULL, 1, 4, 3, one, NULL, NULL, NULL, &err) == 0, "bound: %s", err.msg);
+    denoiser d1;
+    CHECK(unet_denoiser(&d1, u1, &err) == 0, "denoiser: %s", err.msg);
+    CHECK(bound_terms(&d1, &s, x4, 1, 4, 3, one, NULL, NULL, NULL, &err) == 0, "bound: %s", err.msg);
     double maxrel = 0;
     for (int t = 0; t <= T; t++) {
         double a = one[t], b = terms[4 * (T + 1) + t];

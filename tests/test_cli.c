@@ -552,8 +552,8 @@ static void test_fid(void) {
              "--ref-n 150 --json %s --threads 1", tpath(p, sizeof p, "fid.json"));
     expect(a, 0, "FID (F-MNIST features): ");
     const char *js = slurp(p);
-    CHECK(strstr(js, "\"fid\": ") && strstr(js, "\"features\": \"fmnist\"") && strstr(js, "\"inception_score\": null") &&
-              strstr(js, "\"n\": 120"), "fid.json: %s", js);
+    CHECK(strstr(js, "\"fid\":") && strstr(js, "\"features\":\"fmnist\"") && strstr(js, "\"inception_score\":null") &&
+              strstr(js, "\"n\":120"), "fid.json: %s", js);
     /* Statistics with features, then samples (.npy) against them: precision/recall. */
     snprintf(a, sizeof a, "eval stats --data fashion-mnist --split test --n 100 --out %s --save-features --threads 1",
              tpath(q, sizeof q, "ref.npz"));

@@ -2,8 +2,8 @@
  * prediction (x0_from_eps, clip, dynamic thresholding), DDPM / DDIM steps,
  * timestep lists and bits/dim terms against the PyTorch reference
  * (tests/fixtures/diffusion.safetensors, written by tools/fixtures_diffusion.py;
- * see tools/FIXTURES_DIFFUSION.md), the scheduler values of DIFFUSERS.md
- * section 6, and every user error of the scheduler config and timestep API.
+ * see tools/FIXTURES_DIFFUSION.md), the scheduler values of docs/diffusers.md
+ * ("Reference values"), and every user error of the scheduler config and timestep API.
  * Runs from the repository root.
  */
 #include <stdint.h>
@@ -106,7 +106,7 @@ static void test_tables(void) {
     schedule_free(&s);
 }
 
-/* DIFFUSERS.md section 6 (float64 reference values, 6 significant digits). */
+/* docs/diffusers.md, "Reference values" (float64, 6 significant digits). */
 static void test_section6_table(void) {
     schedule s;
     ddpm_err err;

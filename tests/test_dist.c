@@ -1,7 +1,9 @@
 /* test_dist.c -- the sum over MPI processes (dist_sum_tree) is the fixed tree
  * ((r0 + r1) + (r2 + r3)) bit for bit, on every rank, for buffer lengths that
  * do not split evenly (including fewer elements than ranks); dist_gather keeps
- * rank order with uneven shares; dist_or is an or.
+ * rank order with uneven shares; dist_or is an or; dist_share splits n images
+ * into whole batches over the ranks in order, dist_gather_share puts them back
+ * in image order, and dist_agree is the lowest failing status of any rank.
  *
  * Run plainly, the test starts itself under `mpirun -np 4` (and -np 2) and
  * checks that those runs pass; it says SKIPPED and exits 77 (check.h) when
@@ -67,6 +69,24 @@ static int child(void) {
             for (int j = 0; j <= q; j++, k++)
                 if (all[k] != q * 100 + j) fprintf(stderr, "gather: element %d is %d\n", k, all[k]), bad = 1;
     if (dist_or(r == N - 1 ? 4 : 1) != 5) fprintf(stderr, "dist_or is not an or\n"), bad = 1;
+    /* Shares: n = 23 images in batches of 4 (6 batches, the last of 3). */
+    int first, count, next = 0, img[23];
+    for (int q = 0; q < N; q++) {
+        dist_share(23, 4, q, &first, &count);
+        if (first != next || (count % 4 && first + count != 23))
+            fprintf(stderr, "share %d: [%d, +%d)\n", q, first, count), bad = 1;
+        next = first + count;
+    }
+    if (next != 23) fprintf(stderr, "the shares cover %d of 23 images\n", next), bad = 1;
+    dist_share(23, 4, r, &first, &count);
+    for (int i = 0; i < count; i++) img[i] = first + i;
+    if (dist_gather_share(img, img, 23, 4, sizeof *img)) fprintf(stderr, "dist_gather_share failed\n"), bad = 1;
+    for (int i = 0; r == 0 && i < 23; i++)
+        if (img[i] != i) fprintf(stderr, "gathered image %d is %d\n", i, img[i]), bad = 1;
+    /* Agreement: rank q > 0 fails with status 10 - q, rank 0 passes: the lowest, 11 - N, wins. */
+    int agreed = dist_agree(r ? 10 - r : 0);
+    if (agreed != 11 - N) fprintf(stderr, "rank %d: dist_agree gives %d, not %d\n", r, agreed, 11 - N), bad = 1;
+    if (dist_agree(0) != 0) fprintf(stderr, "dist_agree of all-ok is not ok\n"), bad = 1;
     free(bytes), free(all);
     bad = dist_or(bad);
     dist_finalize();

@@ -2,7 +2,7 @@
  * (src/diffusion/sampler.c) over a denoiser.
  *
  * On the tiny random U-Net of tests/fixtures/unet_b (8x8x1, T = 1000,
- * fixed_small, clip_sample) as a denoiser (sampler_unet): the timesteps, that
+ * fixed_small, clip_sample) as a denoiser (unet_denoiser): the timesteps, that
  * the loop equals a hand-written one over unet_forward + x0_from_eps / dpm_x0
  * + x0_clip + ddpm_step / ddim_step / dpm_step with the documented noise
  * streams, clipping, determinism, independence of the batch size, x_T
@@ -25,6 +25,7 @@
 #include "diffusion/diffusion.h"
 #include "diffusion/sampler.h"
 #include "io/modelfolder.h"
+#include "model/denoiser.h"
 #include "ops/ops.h"
 
 #define MODEL "tests/fixtures/unet_b"
@@ -59,12 +60,12 @@ static float *fbuf(size_t n) {
 
 static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
-/* The U-Net as a denoiser (exits if sampler_unet refuses it). */
+/* The U-Net as a denoiser (exits if unet_denoiser refuses it). */
 static denoiser den(unet *u) {
     denoiser d;
     ddpm_err err;
-    if (sampler_unet(&d, u, &err)) {
-        fprintf(stderr, "sampler_unet: %s\n", err.msg);
+    if (unet_denoiser(&d, u, &err)) {
+        fprintf(stderr, "unet_denoiser: %s\n", err.msg);
         exit(1);
     }
     return d;
@@ -191,11 +192,11 @@ static void test_errors(void) {
     CHECK(sampler_check(&sched, &o, &err) == 0, "threshold 0.9 / 1.5: %s", err.msg);
     o = (sampler_opts){.kind = SAMPLER_DDIM, .steps = 10};
 
-    /* a learned-variance model is refused by sampler_unet */
+    /* a learned-variance model is refused by unet_denoiser */
     denoiser d2;
     int keep_out = u->cfg.out_channels;
     u->cfg.out_channels = 2 * u->cfg.in_channels;
-    CHECK(sampler_unet(&d2, u, &err) == -1 && strstr(err.msg, "learned variance"), "learned variance: %s", err.msg);
+    CHECK(unet_denoiser(&d2, u, &err) == -1 && strstr(err.msg, "learned variance"), "learned variance: %s", err.msg);
     u->cfg.out_channels = keep_out;
 
     /* Non-finite values are errors, not crashes: in x_T, and from the network. */
@@ -723,9 +724,9 @@ static void test_guidance(void) {
     for (int k = 0; k < 3; k++) {
         unet *u;
         denoiser d;
-        guided g;
-        CHECK(model_load(&u, "tests/fixtures/unet_c", guided_rows(ws[k], B), 0, &err) == 0, "%s", err.msg);
-        CHECK(sampler_guided(&d, &g, u, B, 4, ws[k], &err) == 0, "%s", err.msg);
+        unet_guided g;
+        CHECK(model_load(&u, "tests/fixtures/unet_c", unet_guided_rows(ws[k], B), 0, &err) == 0, "%s", err.msg);
+        CHECK(unet_guided_denoiser(&d, &g, u, B, 4, ws[k], &err) == 0, "%s", err.msg);
         g.y = y;
         CHECK(d.eps(d.ctx, B, x, t, out, &err) == 0, "%s", err.msg);
         for (size_t i = 0; i < B * D; i++) want[i] = k == 0 ? eu[i] : k == 1 ? ec[i] : eu[i] + ws[k] * (ec[i] - eu[i]);
@@ -733,16 +734,16 @@ static void test_guidance(void) {
             CHECK(!memcmp(out, want, sizeof out), "guidance %g: not eps_u + w (eps_c - eps_u) bit for bit", (double)ws[k]);
         else
             check_close("guidance 3 against eps_u + 3 (eps_c - eps_u)", out, want, B * D, 1e-5f, 1e-4f);
-        guided_free(&g);
+        unet_guided_free(&g);
         unet_free(u);
     }
     /* Guidance other than 1 needs a null class. */
     unet *u;
     denoiser d;
-    guided g;
+    unet_guided g;
     CHECK(model_load(&u, "tests/fixtures/unet_c", 2 * B, 0, &err) == 0, "%s", err.msg);
-    CHECK(sampler_guided(&d, &g, u, B, -1, 2.0f, &err) != 0 && strstr(err.msg, "null class"), "no null class: '%s'",
-          err.msg);
+    CHECK(unet_guided_denoiser(&d, &g, u, B, -1, 2.0f, &err) != 0 && strstr(err.msg, "null class"),
+          "no null class: '%s'", err.msg);
     unet_free(u);
     unet_free(u1);
 }

@@ -2,8 +2,8 @@
 """fixtures_diffusion.py -- reference values for the diffusion math (src/diffusion), written to
 tests/fixtures/diffusion.safetensors and checked by tests/test_diffusion.c.
 
-An independent re-implementation of diffusers' DDPMScheduler / DDIMScheduler formulas (shared
-DIFFUSERS.md section 3), in torch float32 with the same operations in the same order as diffusers,
+An independent re-implementation of diffusers' DDPMScheduler / DDIMScheduler formulas (docs/diffusers.md,
+"scheduler_config.json"), in torch float32 with the same operations in the same order as diffusers,
 plus the official DDPM code's posterior tables and the variational-bound terms (computed in float64).
 It does not use diffusers. Every tensor is documented in tools/FIXTURES_DIFFUSION.md.
 
@@ -26,7 +26,7 @@ F32 = torch.float32
 # ----------------------------------------------------------------------------- schedules
 
 def betas_for(kind, T, beta_start=0.0001, beta_end=0.02):
-    """diffusers' beta tables (DIFFUSERS.md 3.1), float32."""
+    """diffusers' beta tables (docs/diffusers.md, "Beta tables"), float32."""
     if kind == "linear":
         return torch.linspace(beta_start, beta_end, T, dtype=F32)
     if kind == "scaled_linear":

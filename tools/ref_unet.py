@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """ref_unet.py -- an independent PyTorch re-implementation of diffusers' UNet2DModel (DDPM subset).
 
-Written from the behaviour described in shared DIFFUSERS.md (sections 1.5, 2, 4.1); it does not use
+Written from the behaviour described in docs/diffusers.md (config.json, parameter names and shapes, the
+forward pass, safetensors); it does not use
 diffusers. Module and parameter names are exactly the diffusers state-dict keys, so a state dict
 loads/saves one-to-one with a diffusers model folder.
 
@@ -22,7 +23,9 @@ Library:
 CLI:
     ref_unet.py eps   --model DIR --x in.npy --t T [--double] --out eps.npy
     ref_unet.py count --model DIR            (or --config FILE)
-    ref_unet.py verify-spec [--spec /work/shared/DIFFUSERS.md]
+    ref_unet.py verify-spec [--spec FILE]   (FILE: an outside diffusers spec whose section 2.3 numbers the
+                                           google cifar10 tensors; not in the repository, whose rules are
+                                           in docs/diffusers.md)
 """
 import argparse
 import json
@@ -39,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import st  # noqa: E402
 
-# UNet2DModel class defaults (DIFFUSERS.md 1.5), applied only for absent keys.
+# UNet2DModel class defaults (docs/diffusers.md, config.json), applied only for absent keys.
 UNET_DEFAULTS = {
     "sample_size": None,
     "in_channels": 3,
@@ -526,7 +529,7 @@ def count(model):
 
 
 def _parse_spec(path):
-    """The numbered tensor list of DIFFUSERS.md section 2.3: [(name, shape)]."""
+    """The numbered tensor list of the --spec file's section 2.3: [(name, shape)]."""
     import re
 
     rows = []
@@ -606,7 +609,7 @@ def main(argv=None):
     p = sub.add_parser("count", help="print tensor and parameter counts")
     p.add_argument("--model")
     p.add_argument("--config")
-    p = sub.add_parser("verify-spec", help="check names/shapes against DIFFUSERS.md section 2.3")
+    p = sub.add_parser("verify-spec", help="check names/shapes against the numbered tensor list of an outside spec file (--spec)")
     p.add_argument("--spec", default=os.environ.get("DIFFUSERS_MD", "/work/shared/DIFFUSERS.md"))
     args = ap.parse_args(argv)
     if args.cmd == "count" and not (args.model or args.config):

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """st.py -- minimal safetensors reader/writer (pure Python + numpy), written for this project.
 
-Format (see shared DIFFUSERS.md 4.1):
+Format (see docs/diffusers.md, "safetensors"):
     u64 little-endian N = header length
     N bytes of UTF-8 JSON: {"__metadata__": {...}, name: {"dtype", "shape", "data_offsets": [b, e]}, ...}
         padded at the end with spaces so that 8 + N is a multiple of 8

@@ -1,6 +1,7 @@
 /* image.c -- the public image and file calls (include/ddpm.h, "image files"):
- * PNGs (io/png.h, HWC bytes) and .npy arrays (io/npy.h) for NCHW floats in
- * [-1, 1], crash-safe file writes and mkdir -p (io/fileio.h). */
+ * PNGs (io/png.h, HWC bytes), .npy arrays (io/npy.h) and .npz arrays
+ * (io/npz.h) for NCHW floats in [-1, 1], crash-safe file writes and mkdir -p
+ * (io/fileio.h). */
 #include "api.h"
 
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "io/fileio.h"
 #include "io/npy.h"
+#include "io/npz.h"
 #include "io/png.h"
 #include "ops/ops.h"
 
@@ -112,6 +114,31 @@ int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_
     static const ddpm_dtype types[] = {[NPY_F32] = DDPM_DTYPE_F32, [NPY_F64] = DDPM_DTYPE_F64, [NPY_U8] = DDPM_DTYPE_U8};
     if (dtype) *dtype = types[info.type];
     *data = p;
+    return DDPM_OK;
+}
+
+int ddpm_npz_read(const char *path, const char *name, float **data, int *ndim, int64_t shape[DDPM_NPY_MAX_DIMS],
+                  ddpm_dtype *dtype)
+{
+    API_REQUIRE(NULL, path);
+    API_REQUIRE(NULL, name);
+    API_REQUIRE(NULL, data);
+    API_REQUIRE(NULL, ndim);
+    API_REQUIRE(NULL, shape);
+    static const ddpm_dtype types[] = {[NPY_F32] = DDPM_DTYPE_F32, [NPY_F64] = DDPM_DTYPE_F64, [NPY_U8] = DDPM_DTYPE_U8};
+    ddpm_err err = {0};
+    npz_file f;
+    npy_type type = NPY_F32;
+    *data = NULL, *ndim = 0;
+    if (npz_open(&f, path, &err)) return api_status(NULL, DDPM_ERR_INPUT, &err);
+    int found = npz_find(&f, name) != NULL;
+    int rc = npz_read_f32_stored(&f, name, data, ndim, shape, &type, &err);
+    npz_close(&f);
+    if (rc) {
+        *ndim = found ? 0 : -1;
+        return api_status(NULL, DDPM_ERR_INPUT, &err);
+    }
+    if (dtype) *dtype = types[type];
     return DDPM_OK;
 }
 

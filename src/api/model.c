@@ -278,42 +278,10 @@ done:
 
 /* ---------------------------------------------------- collective helpers */
 
-int model_status_of_mask(int mask)
-{
-    for (int s = 1; s < 31; s++)
-        if (mask & (1 << s)) return s;
-    return DDPM_OK;
-}
-
 int model_agree(ddpm_model *m, const char *fn, int status)
 {
-    int agreed = model_status_of_mask(dist_or(status ? 1 << status : 0));
+    int agreed = dist_agree(status);
     if (agreed && !status)
         api_fail(&m->head, agreed, "%s: another process failed (%s)", fn, ddpm_status_name(agreed));
     return agreed;
-}
-
-void model_share(int n, int batch, int rank, int *first, int *count)
-{
-    long long nb = (n + (long long)batch - 1) / batch, size = dist_size();
-    long long b0 = rank * nb / size, b1 = (rank + 1) * nb / size;
-    long long i0 = b0 * batch, i1 = b1 * batch < n ? b1 * batch : n;
-    *first = (int)i0;
-    *count = (int)(i1 - i0);
-}
-
-int model_gather_share(const void *mine, void *all, int n, int batch, size_t item)
-{
-    size_t *bytes = malloc(sizeof *bytes * (size_t)dist_size());
-    if (dist_or(!bytes)) {
-        free(bytes);
-        return -1;
-    }
-    for (int r = 0, first, count; r < dist_size(); r++) {
-        model_share(n, batch, r, &first, &count);
-        bytes[r] = (size_t)count * item;
-    }
-    dist_gather(mine, all, bytes);
-    free(bytes);
-    return 0;
 }

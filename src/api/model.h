@@ -13,6 +13,7 @@
 #include "api.h"
 #include "diffusion/schedule.h"
 #include "model/config.h"
+#include "model/denoiser.h"
 #include "model/unet.h"
 
 struct ddpm_model {
@@ -45,23 +46,9 @@ size_t model_image_size(const ddpm_model *m);
  * DDPM_OK, or DDPM_ERR_ARG recorded on m naming fn. */
 int model_check_labels(ddpm_model *m, const char *fn, int n, const int32_t *labels);
 
-/* The lowest status set in mask (a bitwise or of 1 << status over the ranks),
- * DDPM_OK for 0: how ranks agree on one status. */
-int model_status_of_mask(int mask);
-
-/* Collective: agrees on status over the ranks; a rank whose own status was
- * DDPM_OK but another's was not records "<fn>: another process failed (<status
- * name>)" on m. Returns the agreed status. */
+/* Collective: agrees on status over the ranks (dist_agree); a rank whose own
+ * status was DDPM_OK but another's was not records "<fn>: another process
+ * failed (<status name>)" on m. Returns the agreed status. */
 int model_agree(ddpm_model *m, const char *fn, int status);
-
-/* The share of the n images (in batches of batch) that rank computes: whole
- * batches [r nb / N, (r+1) nb / N) of the nb there are, so every image is
- * computed in the batch of a plain run; images [*first, *first + *count). */
-void model_share(int n, int batch, int rank, int *first, int *count);
-
-/* Collective: gathers every rank's share (count records of item bytes) into
- * all[n records] on rank 0 in image order (mine may be all on rank 0, whose
- * share starts at 0). Returns 0, or -1 when out of memory (the same on every rank). */
-int model_gather_share(const void *mine, void *all, int n, int batch, size_t item);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "diffusion/bound.h"
 #include "dist/dist.h"
+#include "model/denoiser.h"
 #include "ops/ops.h"
 
 /* Progress over this rank's share: network evaluations of the finished
@@ -37,19 +38,26 @@ static int nll_share(ddpm_model *m, unet *u, int first, int count, int B, const 
     const size_t D = model_image_size(m);
     ddpm_err err = {0};
     float *xb = ddpm_malloc(sizeof(float) * (size_t)B * D, &err);
-    if (!xb) return api_status(&m->head, DDPM_ERR_NOMEM, &err);
+    denoiser d;
+    unet_labelled l = {0};
+    if (!xb || unet_labelled_denoiser(&d, &l, u, &err)) {
+        free(xb);
+        return api_status(&m->head, DDPM_ERR_NOMEM, &err);
+    }
     nll_watch w = {dist_rank() == 0 ? fn : NULL, ctx, 0, (long long)((count + B - 1) / B) * T, 0};
     int st = DDPM_OK;
     for (int i = 0; i < count && !st; i += B) {
         const int nb = count - i < B ? count - i : B, g = first + i;
         nchw_to_nhwc(xb, x + (size_t)g * D, nb, C, HW);
-        if (bound_terms(u, &m->sched, xb, labels ? labels + g : NULL, nb, g, seed, terms + (size_t)i * (T + 1),
-                        mse + (size_t)i * T, nll_progress, &w, &err))
+        l.y = labels ? labels + g : NULL;
+        if (bound_terms(&d, &m->sched, xb, nb, g, seed, terms + (size_t)i * (T + 1), mse + (size_t)i * T,
+                        nll_progress, &w, &err))
             st = api_status(&m->head, DDPM_ERR_NONFINITE, &err);
         else if (w.cancelled)
             st = api_fail(&m->head, DDPM_ERR_CANCELLED, "ddpm_nll: cancelled");
         w.base += T;
     }
+    unet_labelled_free(&l);
     free(xb);
     return st;
 }
@@ -85,7 +93,7 @@ int ddpm_nll(ddpm_model *m, int n, const float *x, const int32_t *labels, int ba
         st = api_fail(&m->head, DDPM_ERR_ARG, "ddpm_nll: batch %d is negative", batch);
     } else if (!(st = model_check_labels(m, "ddpm_nll", n, labels))) {
         B = B < n ? B : n;
-        model_share(n, B, dist_rank(), &first, &count);
+        dist_share(n, B, dist_rank(), &first, &count);
         /* Rank 0 holds every image's terms, its own share first; the other ranks their share. */
         const size_t held = root ? (size_t)n : (size_t)count + 1;
         tb = ddpm_malloc(sizeof(double) * held * (T + 1), &err);
@@ -97,8 +105,8 @@ int ddpm_nll(ddpm_model *m, int n, const float *x, const int32_t *labels, int ba
     st = nll_share(m, u, first, count, B, x, labels, seed, tb, mb, progress, progress_ctx);
     if ((st = model_agree(m, "ddpm_nll", st))) goto done;
     /* On rank 0 the gathers are in place: its share already lies at the start. */
-    if (model_gather_share(tb, tb, n, B, sizeof(double) * (T + 1)) ||
-        model_gather_share(mb, mb, n, B, sizeof(double) * T)) {
+    if (dist_gather_share(tb, tb, n, B, sizeof(double) * (T + 1)) ||
+        dist_gather_share(mb, mb, n, B, sizeof(double) * T)) {
         st = api_fail(&m->head, DDPM_ERR_NOMEM, "ddpm_nll: out of memory");
         goto done;
     }

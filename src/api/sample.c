@@ -67,13 +67,24 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
                          .spacing = o->spacing, .threshold_ratio = o->threshold_ratio,
                          .threshold_max = o->threshold_max, .start_from = o->start_t};
     switch (o->x0) {
-    case DDPM_X0_AUTO: so->x0 = so->kind == SAMPLER_DDPM ? X0_NONE : X0_CONFIG; break;
+    case DDPM_X0_AUTO:
+        /* What the diffusers scheduler the sampler follows does with this
+         * scheduler_config: DDIMScheduler clips or thresholds as the config says;
+         * DPMSolverMultistepScheduler has no clip_sample and only thresholds. The
+         * ddpm sampler departs from DDPMScheduler (which clips by default): x0 as
+         * predicted measured a better FID (docs/quality.md, docs/diffusers.md). */
+        so->x0 = so->kind == SAMPLER_DDPM ? X0_NONE
+               : so->kind == SAMPLER_DPMPP ? (s->thresholding ? X0_THRESHOLD : X0_NONE) : X0_CONFIG;
+        break;
     case DDPM_X0_CONFIG: so->x0 = X0_CONFIG; break;
     case DDPM_X0_NONE: so->x0 = X0_NONE; break;
     case DDPM_X0_CLIP: so->x0 = X0_CLIP; break;
     case DDPM_X0_THRESHOLD: so->x0 = X0_THRESHOLD; break;
     default: return api_fail(h, DDPM_ERR_ARG, "x0 %d is not a ddpm_x0", (int)o->x0);
     }
+    /* A config without timestep_spacing: DDPMScheduler and DDIMScheduler default
+     * to "leading" (the schedule's), DPMSolverMultistepScheduler to "linspace". */
+    if (!so->spacing && so->kind == SAMPLER_DPMPP && !s->spacing_given) so->spacing = "linspace";
     so->steps = o->steps ? o->steps : 20 < s->T ? 20 : so->kind == SAMPLER_DPMPP ? s->T - 1 : s->T;
     if (so->steps < 1 || so->steps > s->T)
         return api_fail(h, DDPM_ERR_ARG, "steps %d is out of range [1, %d] (the schedule's num_train_timesteps)",
@@ -174,7 +185,7 @@ typedef struct sample_run {
     float *own;        /* x when this rank allocated it */
     float *xT, *track, *tmp; /* a batch of x_T; of tracked x0; one image */
     int32_t *labels;   /* conditional models: every image's class */
-    guided g;
+    unet_guided g;
     denoiser den;
     sample_range range;
 } sample_run;
@@ -202,9 +213,9 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
         for (int i = 0; i < r->n; i++) r->labels[i] = o->classes ? o->classes[i] : m->null_class;
     }
     unet *u = NULL;
-    if (model_net(m, conditional ? guided_rows(r->w, r->B) : r->B, &u, &err) ||
-        (conditional ? sampler_guided(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
-                     : sampler_unet(&r->den, u, &err)))
+    if (model_net(m, conditional ? unet_guided_rows(r->w, r->B) : r->B, &u, &err) ||
+        (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
+                     : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
     return DDPM_OK;
 }
@@ -277,7 +288,7 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
     else if (!(st = resolve(m, o, &r.so, &r.w, &m->head))) {
         r.B = o->batch < n ? o->batch : n;
         r.so.range = &r.range;
-        model_share(n, r.B, dist_rank(), &r.first, &r.count);
+        dist_share(n, r.B, dist_rank(), &r.first, &r.count);
         st = run_setup(m, &r, x);
     }
     /* Setting up may fail on one rank alone: every rank learns it before sampling. */
@@ -285,7 +296,7 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
     st = run_share(m, &r);
     if ((st = model_agree(m, "ddpm_sample", st))) goto done;
     /* On rank 0 the gather is in place: its share already lies at the start of x. */
-    if (model_gather_share(r.x, r.x, n, r.B, sizeof(float) * r.D) || range_sum(&r.range)) {
+    if (dist_gather_share(r.x, r.x, n, r.B, sizeof(float) * r.D) || range_sum(&r.range)) {
         st = api_fail(&m->head, DDPM_ERR_NOMEM, "ddpm_sample: out of memory");
         goto done;
     }
@@ -300,7 +311,7 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
         *report = (ddpm_sample_report){r.range.images, r.range.pixels, r.range.out_pixels, r.range.broken,
                                        r.range.max_abs};
 done:
-    guided_free(&r.g);
+    unet_guided_free(&r.g);
     free(r.own), free(r.xT), free(r.track), free(r.tmp), free(r.labels);
     return st;
 }

@@ -21,6 +21,7 @@
 #include "io/fileio.h"
 #include "io/png.h"
 #include "model/config.h"
+#include "model/denoiser.h"
 #include "train/trainer.h"
 
 /* The FID during training (eval_every): the feature network and the
@@ -199,7 +200,7 @@ static int sample_grid(ddpm_trainer *t, int n, ddpm_err *err)
     int32_t *y = malloc((size_t)n * sizeof *y);
     char path[4300];
     denoiser d;
-    guided g = {0};
+    unet_guided g = {0};
     int rc = -1;
     if (!x || !y) {
         ddpm_oom(err, "out of memory");
@@ -209,7 +210,8 @@ static int sample_grid(ddpm_trainer *t, int n, ddpm_err *err)
     for (int i = 0; i < n; i++) y[i] = K ? i % K : 0;
     sampler_opts so = ema_sampler(tr);
     snprintf(path, sizeof path, "%s/samples", t->run);
-    if (make_dirs(path, err) || (K ? sampler_guided(&d, &g, t->su, n, K, 1.0f, err) : sampler_unet(&d, t->su, err)))
+    if (make_dirs(path, err) ||
+        (K ? unet_guided_denoiser(&d, &g, t->su, n, K, 1.0f, err) : unet_denoiser(&d, t->su, err)))
         goto done;
     g.y = y;
     if (sampler_run(&d, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err)) goto done;
@@ -218,7 +220,7 @@ static int sample_grid(ddpm_trainer *t, int n, ddpm_err *err)
     while (cols * cols < n) cols++;
     rc = png_write_grid(path, x, n, c->sample_size, c->sample_size, c->in_channels, K && K <= n ? K : cols, 2, err);
 done:
-    guided_free(&g);
+    unet_guided_free(&g);
     free(x), free(y);
     return rc ? -1 : 0;
 }
@@ -281,7 +283,7 @@ static int fid_run(ddpm_trainer *t, ddpm_train_metrics *m, ddpm_err *err)
     image_set s = {n, c->sample_size, c->sample_size, c->in_channels, NULL, e->x};
     quality q;
     denoiser d;
-    if (sampler_unet(&d, e->u, err) || quality_sample(&d, &tr->sched, &so, n, e->x, NULL, NULL, err) ||
+    if (unet_denoiser(&d, e->u, err) || quality_sample(&d, &tr->sched, &so, n, e->x, NULL, NULL, err) ||
         quality_measure(&q, e->net, &s, &e->ref, NULL, NULL, err))
         return ddpm_wrap(err, "FID evaluation");
     m->evaluated = 1;

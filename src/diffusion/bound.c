@@ -8,22 +8,19 @@
 #include "core/rng.h"
 #include "diffusion/diffusion.h"
 
-int bound_terms(unet *u, const schedule *s, const float *x0, const int32_t *y, int n, int first_index, uint64_t seed,
+int bound_terms(const denoiser *d, const schedule *s, const float *x0, int n, int first_index, uint64_t seed,
                 double *terms, double *mse, void (*cb)(void *, int, int), void *ctx, ddpm_err *err) {
-    const unet_config *c = &u->cfg;
-    int B = u->batch, T = s->T;
-    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    int B = d->batch, T = s->T;
+    size_t D = d->D;
     if (n < 1 || n > B) return ddpm_fail(err, "bound: %d images for a network of batch %d", n, B);
     float *xt = calloc((size_t)B * D, sizeof *xt), *eps = calloc((size_t)B * D, sizeof *eps);
     float *out = calloc((size_t)B * D, sizeof *out), *tt = calloc((size_t)B, sizeof *tt);
-    int32_t *yb = calloc((size_t)B, sizeof *yb); /* the labels, padded with the null class */
     float *x0p = malloc(D * sizeof *x0p), *mq = malloc(D * sizeof *mq), *mp = malloc(D * sizeof *mp);
-    if (!xt || !eps || !out || !tt || !x0p || !mq || !mp || !yb) {
-        free(xt), free(eps), free(out), free(tt), free(x0p), free(mq), free(mp), free(yb);
+    if (!xt || !eps || !out || !tt || !x0p || !mq || !mp) {
+        free(xt), free(eps), free(out), free(tt), free(x0p), free(mq), free(mp);
         return ddpm_oom(err, "out of memory");
     }
     int rc = 0;
-    for (int i = 0; i < B; i++) yb[i] = y && i < n ? y[i] : c->num_class_embeds - 1;
     for (int i = 0; i < n; i++) terms[(size_t)i * (T + 1) + T] = prior_bpd_nats(s, x0 + i * D, D);
     for (int k = 0; k < T && rc == 0; k++) {
         int t = T - 1 - k;
@@ -32,7 +29,7 @@ int bound_terms(unet *u, const schedule *s, const float *x0, const int32_t *y, i
             q_sample(s, t, x0 + i * D, eps + i * D, xt + i * D, D);
             tt[i] = (float)t;
         }
-        if ((rc = unet_forward(u, out, xt, tt, c->num_class_embeds > 0 ? yb : NULL, NULL, err))) break;
+        if ((rc = d->eps(d->ctx, n, xt, tt, out, err))) break;
         double sa = s->sqrt_ac[t], s1 = s->sqrt_1m_ac[t];
         double lv_q = s->post_log_var_clipped[t], lv_p = reverse_log_variance(s, t);
         for (int i = 0; i < n && rc == 0; i++) {
@@ -63,6 +60,6 @@ int bound_terms(unet *u, const schedule *s, const float *x0, const int32_t *y, i
         }
         if (cb) cb(ctx, k + 1, T);
     }
-    free(xt), free(eps), free(out), free(tt), free(x0p), free(mq), free(mp), free(yb);
+    free(xt), free(eps), free(out), free(tt), free(x0p), free(mq), free(mp);
     return rc;
 }

@@ -13,18 +13,19 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "diffusion/denoiser.h"
 #include "diffusion/schedule.h"
-#include "model/unet.h"
 
-/* For n <= u->batch images x0 [n, H, W, C] in [-1, 1] with global indices
- * first_index.. and, for a conditional model, class labels y[n] (NULL: the
- * null class; see unet_forward): terms[i * (T + 1) + t] = the term of 0-based timestep t in
- * nats (t = 0: the decoder L_0; t >= 1: the KL term of step t, the paper's L_t),
- * and terms[i * (T + 1) + T] = L_T (prior). mse[i * T + t] (may be NULL) =
- * mean squared error of the clipped x0 prediction at t. cb (may be NULL) is
- * called after each of the T network evaluations. Returns -1 on
- * non-finite network output. */
-int bound_terms(unet *u, const schedule *s, const float *x0, const int32_t *y, int n, int first_index, uint64_t seed,
+/* For n <= d->batch images x0 [n, H, W, C] in [-1, 1] (D = d->D values each)
+ * with global indices first_index..: terms[i * (T + 1) + t] = the term of
+ * 0-based timestep t in nats (t = 0: the decoder L_0; t >= 1: the KL term of
+ * step t, the paper's L_t), and terms[i * (T + 1) + T] = L_T (prior).
+ * mse[i * T + t] (may be NULL) = mean squared error of the clipped x0
+ * prediction at t. d is called with n images in buffers of d->batch rows (the
+ * rows past n zero); a class-conditional network sees its labels through d
+ * (the caller sets them). cb (may be NULL) is called after each of the T
+ * network evaluations. Returns -1 on non-finite network output. */
+int bound_terms(const denoiser *d, const schedule *s, const float *x0, int n, int first_index, uint64_t seed,
                 double *terms, double *mse, void (*cb)(void *, int, int), void *ctx, ddpm_err *err);
 
 #endif

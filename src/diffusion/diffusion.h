@@ -70,7 +70,7 @@ float x0_threshold(float *x0, size_t n, float ratio, float smax, float *scratch)
 void ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
                float *x_prev, size_t n);
 
-/* DDIM's previous timestep (DIFFUSERS.md 3.4): t - T/N (integer division),
+/* DDIM's previous timestep (docs/diffusers.md, "DDIMScheduler.step"): t - T/N (integer division),
  * whatever the spacing; may be negative at the last step. Requires N >= 1. */
 int ddim_prev_t(int T, int N, int t);
 

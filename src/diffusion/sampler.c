@@ -39,66 +39,6 @@ void sample_range_add(sample_range *r, const float *x, int n, size_t D) {
     }
 }
 
-static int unet_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
-    (void)n;
-    return unet_forward(ctx, eps, x, t, NULL, NULL, err); /* all u->batch rows: the sampler's buffers have them */
-}
-
-int sampler_unet(denoiser *d, unet *u, ddpm_err *err) {
-    const unet_config *c = &u->cfg;
-    if (c->out_channels != c->in_channels)
-        return ddpm_fail(err, "sampler: the model predicts %d channels for %d input channels (learned variance "
-                              "models are not supported)", c->out_channels, c->in_channels);
-    *d = (denoiser){.eps = unet_eps, .ctx = u, .batch = u->batch,
-                    .D = (size_t)c->sample_size * c->sample_size * c->in_channels};
-    return 0;
-}
-
-int guided_rows(float w, int B) { return w == 0.0f || w == 1.0f ? B : 2 * B; }
-
-static int guided_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
-    guided *g = ctx;
-    const int B = g->B, R = g->u->batch;
-    const size_t D = (size_t)g->u->cfg.sample_size * g->u->cfg.sample_size * g->u->cfg.in_channels;
-    /* Rows [0, B): the labels (w != 0) or the null class; rows [B, 2B): the null class. */
-    for (int r = 0; r < R; r++) {
-        memcpy(g->xin + (size_t)r * D, x + (size_t)(r % B) * D, D * sizeof *x);
-        g->tin[r] = t[r % B];
-        g->yin[r] = r < B && r < n && g->w != 0.0f ? g->y[r] : g->null_class;
-    }
-    if (unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL, err)) return -1;
-    if (R > B) guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D); /* cond, uncond */
-    return 0;
-}
-
-int sampler_guided(denoiser *d, guided *g, unet *u, int B, int null_class, float w, ddpm_err *err) {
-    memset(g, 0, sizeof *g);
-    if (sampler_unet(d, u, err)) return -1;
-    if (u->cfg.num_class_embeds <= 0) return ddpm_fail(err, "guidance: the model is not class-conditional");
-    if (!isfinite(w) || w < 0) return ddpm_fail(err, "guidance: the weight must be >= 0, is %g", (double)w);
-    if (w != 1.0f && (null_class < 0 || null_class >= u->cfg.num_class_embeds))
-        return ddpm_fail(err, "guidance %g needs the model's null class (ddpm's conditional models have one; "
-                              "this one has none: use --guidance 1)", (double)w);
-    DDPM_ASSERT(u->batch == guided_rows(w, B));
-    const size_t D = d->D, R = (size_t)u->batch;
-    *g = (guided){.u = u, .null_class = null_class, .w = w, .B = B};
-    g->xin = ddpm_alloc_floats(R * D, err);
-    g->out = g->xin ? ddpm_alloc_floats(R * D, err) : NULL;
-    g->tin = g->out ? ddpm_alloc_floats(R, err) : NULL;
-    g->yin = g->tin ? ddpm_calloc(R, sizeof *g->yin, err) : NULL;
-    if (!g->yin) {
-        guided_free(g);
-        return -1;
-    }
-    *d = (denoiser){.eps = guided_eps, .ctx = g, .batch = B, .D = D};
-    return 0;
-}
-
-void guided_free(guided *g) {
-    free(g->xin), free(g->out), free(g->tin), free(g->yin);
-    memset(g, 0, sizeof *g);
-}
-
 /* The x0 processing the options ask for, resolved against the schedule. */
 static x0_mode resolve_x0(const schedule *s, const sampler_opts *o, float *ratio, float *smax) {
     *ratio = o->threshold_ratio > 0 ? o->threshold_ratio : s->threshold_ratio;

@@ -5,8 +5,8 @@
  * clip_sample or dynamic thresholding of the predicted x0, and the samples
  * contract: the result is clamped to [-1, 1] unless raw output is asked for.
  *
- * The samplers see the network only as eps(x_t, t) over a batch (denoiser):
- * the U-Net (sampler_unet), and later guidance or distributed evaluation,
+ * The samplers see the network only as eps(x_t, t) over a batch (a denoiser,
+ * diffusion/denoiser.h): the U-Net, guidance or distributed evaluation
  * compose without the samplers knowing.
  *
  * Timesteps: K = o->steps inference steps.
@@ -36,8 +36,8 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "diffusion/denoiser.h"
 #include "diffusion/schedule.h"
-#include "model/unet.h"
 
 typedef enum sampler_kind {
     SAMPLER_DDPM,  /* "ddpm": ancestral sampling */
@@ -97,48 +97,6 @@ typedef struct sampler_opts {
      * (x_T is then the given x_t at that timestep: interpolation, Fig. 8). */
     int start_from;
 } sampler_opts;
-
-/* eps(x_t, t) for n images: x[n, D] at timesteps t[n] into eps[n, D].
- * Returns 0, or -1 with err set. */
-typedef int (*denoiser_fn)(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err);
-
-typedef struct denoiser {
-    denoiser_fn eps;
-    void *ctx;
-    int batch;   /* the most images one call takes */
-    size_t D;    /* values per image */
-} denoiser;
-
-/* The U-Net as a denoiser (batch u->batch; calls with fewer images run
- * zero-padded rows, see unet.h). Requires out_channels == in_channels (no
- * learned variance); returns -1 with a message otherwise. */
-int sampler_unet(denoiser *d, unet *u, ddpm_err *err);
-
-/* Classifier-free guidance (Ho & Salimans 2021) over a class-conditional
- * U-Net, as diffusers' pipelines compute it:
- *   eps = eps(x, t, null) + w (eps(x, t, y) - eps(x, t, null))
- * with both evaluations in one forward pass of 2B rows (the unconditional
- * half after the conditional one). w = 1 is plain conditioning and w = 0 the
- * unconditional model: each is one evaluation of B rows. The labels of the
- * rows of the next calls are y[0..B-1] (set g->y before each sampler_run:
- * the batch's labels). */
-typedef struct guided {
-    unet *u;          /* batch guided_rows(w, B); ctx of the denoiser */
-    const int32_t *y; /* the labels of the batch's images */
-    int null_class;   /* the model's null class */
-    float w;
-    int B;
-    float *xin, *tin, *out; /* [2B] rows of scratch */
-    int32_t *yin;
-} guided;
-
-/* Rows the network of a guided denoiser of batch B needs: 2B, or B when w is 0 or 1. */
-int guided_rows(float w, int B);
-
-/* A guided denoiser of batch B over u (which has guided_rows(w, B) rows and
- * null_class in range); the caller keeps g alive and calls guided_free. */
-int sampler_guided(denoiser *d, guided *g, unet *u, int B, int null_class, float w, ddpm_err *err);
-void guided_free(guided *g);
 
 /* Called after every network evaluation: done of total (total = K). */
 typedef void (*sampler_progress)(void *ctx, int done, int total);

@@ -319,6 +319,7 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
     s->sample_max = (float)smax;
     s->set_alpha_to_one = one;
     snprintf(s->timestep_spacing, sizeof s->timestep_spacing, "%s", spacing);
+    s->spacing_given = cJSON_GetObjectItemCaseSensitive(root, "timestep_spacing") != NULL;
     s->steps_offset = offset;
     free(tb);
     cJSON_Delete(root);

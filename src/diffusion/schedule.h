@@ -6,7 +6,7 @@
  *
  * Conventions: timesteps are 0-based like diffusers (t = 0..T-1; the paper's t
  * is t+1 here). The tables follow diffusers: betas and alphas are the float32
- * values PyTorch computes (DIFFUSERS.md 3.1), alphas_cumprod is their product
+ * values PyTorch computes (docs/diffusers.md, "Beta tables"), alphas_cumprod is their product
  * accumulated in double and rounded to float (exactly what torch.cumprod does
  * on the CPU). Every derived table is computed in double from the float
  * alphas_cumprod and stored as float. The posterior tables use the per-step
@@ -37,6 +37,7 @@ typedef struct schedule {
     float sample_max;       /* sample_max_value: the largest threshold */
     int set_alpha_to_one;   /* DDIM: alphabar_prev = 1 (else alphas_cumprod[0]) when prev_t < 0 */
     char timestep_spacing[16]; /* "leading" | "trailing" | "linspace" (for timesteps_set) */
+    int spacing_given;      /* the config names timestep_spacing (else each scheduler's default applies) */
     int steps_offset;       /* added to "leading" timesteps */
     double beta_start, beta_end;
     /* Tables, each [T], all pointing into one allocation (mem). With
@@ -63,7 +64,7 @@ typedef struct schedule {
  * betas[0] == (float)beta_start, and betas[T-1] == (float)beta_end for the
  * paper's 1e-4..0.02 at every T in 2..5000 (checked against torch; the kernel's
  * vector blocks could in general leave the last value an ulp off, and we follow
- * torch there rather than the scalar formula of DIFFUSERS.md 3.1).
+ * torch there rather than the scalar formula of docs/diffusers.md, "Beta tables").
  * Options are set to the diffusers defaults (fixed_small, clip_sample on with
  * range 1, thresholding off with ratio 0.995 and sample_max_value 1,
  * set_alpha_to_one, "leading", steps_offset 0); change the fields

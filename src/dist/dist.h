@@ -64,4 +64,26 @@ void dist_bcast(void *buf, size_t bytes);
  * the others wait in a collective); exits when there is no job. Not collective. */
 void dist_abort(int code) __attribute__((noreturn));
 
+/* ---- splitting a job's images over the ranks (built on the calls above) */
+
+/* The lowest status set in mask (a bitwise or of 1 << status over the ranks),
+ * 0 (DDPM_OK) for 0: how ranks agree on one status. Not collective. */
+int dist_status_of_mask(int mask);
+
+/* The status every rank agrees on: the lowest nonzero status of any rank
+ * (status in 1..30), 0 when every rank's is 0. A rank whose own status was 0
+ * learns here that another failed. */
+int dist_agree(int status);
+
+/* The share of the n images (in batches of batch) that rank computes: whole
+ * batches [r nb / N, (r+1) nb / N) of the nb there are, so every image is
+ * computed in the batch of a plain run; images [*first, *first + *count).
+ * Not collective. */
+void dist_share(int n, int batch, int rank, int *first, int *count);
+
+/* Gathers every rank's share (dist_share: count records of item bytes) into
+ * all[n records] on rank 0 in image order (mine may be all on rank 0, whose
+ * share starts at 0). Returns 0, or -1 when out of memory (the same on every rank). */
+int dist_gather_share(const void *mine, void *all, int n, int batch, size_t item);
+
 #endif

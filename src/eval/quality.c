@@ -230,14 +230,14 @@ int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, 
     return quality_sample_classes(d, NULL, NULL, s, o, n, x, cb, ctx, err);
 }
 
-int quality_sample_classes(const denoiser *d, guided *g, const int32_t *labels, const schedule *s,
+int quality_sample_classes(const denoiser *d, const int32_t **y, const int32_t *labels, const schedule *s,
                            const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, ddpm_err *err) {
     const size_t D = d->D;
     const int B = d->batch;
     sample_progress p = {cb, ctx, 0, ((n + B - 1) / B) * o->steps};
     for (int first = 0; first < n; first += B) {
         int m = n - first < B ? n - first : B;
-        if (g) g->y = labels + first; /* the batch's classes */
+        if (y) *y = labels + first; /* the batch's classes */
         if (sampler_run(d, s, o, first, m, x + (size_t)first * D, NULL, on_sampler_step, &p, err)) return -1;
         p.base += o->steps;
     }

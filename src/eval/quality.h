@@ -93,10 +93,10 @@ int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int
 int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
                    void *ctx, ddpm_err *err);
 
-/* quality_sample for a class-conditional model: d is the guided denoiser g
- * (sampler_guided), and image i gets the class labels[i] (g->y is set to each
- * batch's labels, as `ddpm sample` does). */
-int quality_sample_classes(const denoiser *d, guided *g, const int32_t *labels, const schedule *s,
+/* quality_sample for a class-conditional model: d is a denoiser that reads
+ * its batch's labels from *y (a guided U-Net's), and image i gets the class
+ * labels[i] (*y is set to each batch's labels, as `ddpm sample` does). */
+int quality_sample_classes(const denoiser *d, const int32_t **y, const int32_t *labels, const schedule *s,
                            const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, ddpm_err *err);
 
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "io/fileio.h"
+#include "io/le.h"
 
 /* The writers emit the host's bytes as little-endian data. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "npy writer assumes a little-endian host");
@@ -164,16 +165,6 @@ static int parse_header(const char *path, const char *s, size_t n, npy_header *h
 
 /* ---------------------------------------------------------------- reader */
 
-static uint64_t load_le64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
-static uint32_t load_le32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 size_t npy_type_size(npy_type t) { return t == NPY_F64 ? 8 : t == NPY_F32 ? 4 : 1; }
 
 int npy_parse_header(const char *name, const unsigned char *buf, size_t len, size_t total, npy_info *info,
@@ -189,12 +180,12 @@ int npy_parse_header(const char *name, const unsigned char *buf, size_t len, siz
     DDPM_ASSERT(len >= 10);
     if (buf[6] == 1) {
         hstart = 10;
-        hlen = (size_t)buf[8] | (size_t)buf[9] << 8;
+        hlen = le_get16(buf + 8);
     } else if (buf[6] == 2 || buf[6] == 3) {
         if (total < 12) return ddpm_fail(err, "%s: truncated .npy header", name);
         DDPM_ASSERT(len >= 12);
         hstart = 12;
-        hlen = load_le32(buf + 8);
+        hlen = le_get32(buf + 8);
     } else {
         return ddpm_fail(err, "%s: unsupported .npy format version %d.%d", name, buf[6], buf[7]);
     }
@@ -247,9 +238,7 @@ void npy_convert(void *dst, npy_type to, const unsigned char *src, npy_type from
             if (from == NPY_U8) {
                 out[i] = (float)src[i];
             } else {
-                uint64_t u = load_le64(src + 8 * i);
-                double d;
-                memcpy(&d, &u, sizeof d);
+                double d = le_getf64(src + 8 * i);
                 /* 2^128 - 2^103: the smallest magnitude that rounds to infinity */
                 out[i] = d >= 3.4028235677973366e38 ? INFINITY : d <= -3.4028235677973366e38 ? -INFINITY : (float)d;
             }
@@ -261,10 +250,7 @@ void npy_convert(void *dst, npy_type to, const unsigned char *src, npy_type from
             if (from == NPY_U8) {
                 out[i] = (double)src[i];
             } else {
-                uint32_t u = load_le32(src + 4 * i);
-                float f;
-                memcpy(&f, &u, sizeof f);
-                out[i] = (double)f;
+                out[i] = (double)le_getf32(src + 4 * i);
             }
         }
     }
@@ -348,8 +334,7 @@ int npy_encode_header(const char *path, unsigned char hdr[NPY_HEADER_MAX], size_
     while ((hl + 1) % 64 != 0) h[hl++] = ' ';
     h[hl++] = '\n';
     DDPM_ASSERT(hl <= NPY_HEADER_MAX);
-    h[8] = (char)((hl - 10) & 0xff);
-    h[9] = (char)((hl - 10) >> 8);
+    le_put16((unsigned char *)h + 8, (uint16_t)(hl - 10));
     *hlen = hl;
     *nbytes = numel * elsize;
     return 0;

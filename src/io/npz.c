@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "io/fileio.h"
+#include "io/le.h"
 
 _Static_assert(sizeof(size_t) >= 8, "npz needs a 64-bit size_t");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "npz writer assumes a little-endian host");
@@ -59,30 +60,6 @@ enum {
 
 /* ---------------------------------------------------------------- bytes */
 
-static uint16_t ld16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static uint32_t ld32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t ld64(const unsigned char *p) { return (uint64_t)ld32(p) | (uint64_t)ld32(p + 4) << 32; }
-
-static unsigned char *st16(unsigned char *p, unsigned v) {
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    return p + 2;
-}
-
-static unsigned char *st32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-    return p + 4;
-}
-
-static unsigned char *st64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-    return p + 8;
-}
-
 static unsigned long long ull(uint64_t v) { return (unsigned long long)v; }
 
 /* Reads exactly n bytes at off (bounded by the caller against f->size). */
@@ -116,7 +93,7 @@ static const char *apply_zip64(const unsigned char *ex, size_t len, uint64_t *us
     int found = 0;
 
     while (len - pos >= 4) {
-        unsigned id = ld16(ex + pos), sz = ld16(ex + pos + 2);
+        unsigned id = le_get16(ex + pos), sz = le_get16(ex + pos + 2);
         if (sz > len - pos - 4) return "an extra field runs past the end of the extra data";
         if (id == 1 && !found) {
             const unsigned char *p = ex + pos + 4;
@@ -125,7 +102,7 @@ static const char *apply_zip64(const unsigned char *ex, size_t len, uint64_t *us
             for (int i = 0; i < 4; i++) {
                 if (!field[i] || *field[i] != sentinel[i]) continue;
                 if (left < width[i]) return "ZIP64 extra field is too short for the sizes it must hold";
-                *field[i] = width[i] == 8 ? ld64(p) : ld32(p);
+                *field[i] = width[i] == 8 ? le_get64(p) : le_get32(p);
                 p += width[i];
                 left -= width[i];
             }
@@ -169,7 +146,7 @@ static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, u
     if (read_at(f, tail_off, tail, tail_len, err) != 0) goto done;
     /* the last record whose comment fits in the file */
     for (size_t i = tail_len - EOCD_LEN + 1; i-- > 0;) {
-        if (ld32(tail + i) == SIG_EOCD && ld16(tail + i + 20) <= tail_len - i - EOCD_LEN) {
+        if (le_get32(tail + i) == SIG_EOCD && le_get16(tail + i + 20) <= tail_len - i - EOCD_LEN) {
             e = tail + i;
             break;
         }
@@ -180,17 +157,17 @@ static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, u
     }
     eocd_pos = tail_off + (uint64_t)(e - tail);
     end_pos = eocd_pos;
-    disk = ld16(e + 4);
-    cd_disk = ld16(e + 6);
-    n_disk = ld16(e + 8);
-    *n_entries = ld16(e + 10);
-    *cd_size = ld32(e + 12);
-    *cd_off = ld32(e + 16);
+    disk = le_get16(e + 4);
+    cd_disk = le_get16(e + 6);
+    n_disk = le_get16(e + 8);
+    *n_entries = le_get16(e + 10);
+    *cd_size = le_get32(e + 12);
+    *cd_off = le_get32(e + 16);
     if (eocd_pos >= LOC64_LEN) {
         if (read_at(f, eocd_pos - LOC64_LEN, loc, LOC64_LEN, err) != 0) goto done;
-        if (ld32(loc) == SIG_LOC64) {
-            uint64_t rec_off = ld64(loc + 8);
-            if (ld32(loc + 4) != 0 || ld32(loc + 16) > 1) {
+        if (le_get32(loc) == SIG_LOC64) {
+            uint64_t rec_off = le_get64(loc + 8);
+            if (le_get32(loc + 4) != 0 || le_get32(loc + 16) > 1) {
                 ddpm_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
                 goto done;
             }
@@ -200,17 +177,17 @@ static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, u
                 goto done;
             }
             if (read_at(f, rec_off, rec, EOCD64_LEN, err) != 0) goto done;
-            if (ld32(rec) != SIG_EOCD64) {
+            if (le_get32(rec) != SIG_EOCD64) {
                 ddpm_fail(err, "%s: no ZIP64 end record at offset %llu (bad signature)", f->path, ull(rec_off));
                 goto done;
             }
             end_pos = rec_off;
-            disk = ld32(rec + 16);
-            cd_disk = ld32(rec + 20);
-            n_disk = ld64(rec + 24);
-            *n_entries = ld64(rec + 32);
-            *cd_size = ld64(rec + 40);
-            *cd_off = ld64(rec + 48);
+            disk = le_get32(rec + 16);
+            cd_disk = le_get32(rec + 20);
+            n_disk = le_get64(rec + 24);
+            *n_entries = le_get64(rec + 32);
+            *cd_size = le_get64(rec + 40);
+            *cd_off = le_get64(rec + 48);
         }
     }
     if (disk != 0 || cd_disk != 0 || n_disk != *n_entries) {
@@ -241,11 +218,11 @@ static int parse_central(const npz_file *f, int k, const unsigned char *cd, size
     uint64_t disk;
     const char *why;
 
-    if (cd_size - *pos < CENTRAL_LEN || ld32(c) != SIG_CENTRAL)
+    if (cd_size - *pos < CENTRAL_LEN || le_get32(c) != SIG_CENTRAL)
         return ddpm_fail(err, "%s: central directory entry %d is malformed (bad signature or truncated)", f->path, k);
-    nlen = ld16(c + 28);
-    elen = ld16(c + 30);
-    clen = ld16(c + 32);
+    nlen = le_get16(c + 28);
+    elen = le_get16(c + 30);
+    clen = le_get16(c + 32);
     if (CENTRAL_LEN + nlen + elen + clen > cd_size - *pos)
         return ddpm_fail(err, "%s: central directory entry %d runs past the end of the directory", f->path, k);
     name = c + CENTRAL_LEN;
@@ -254,13 +231,13 @@ static int parse_central(const npz_file *f, int k, const unsigned char *cd, size
     m->entry = strndup((const char *)name, nlen);
     m->name = strndup((const char *)name, nlen > 4 && memcmp(name + nlen - 4, ".npy", 4) == 0 ? nlen - 4 : nlen);
     if (!m->entry || !m->name) return ddpm_fail(err, "%s: out of memory", f->path);
-    m->flags = ld16(c + 8);
-    m->method = ld16(c + 10);
-    m->crc = ld32(c + 16);
-    m->csize = ld32(c + 20);
-    m->usize = ld32(c + 24);
-    disk = ld16(c + 34);
-    m->offset = ld32(c + 42);
+    m->flags = le_get16(c + 8);
+    m->method = le_get16(c + 10);
+    m->crc = le_get32(c + 16);
+    m->csize = le_get32(c + 20);
+    m->usize = le_get32(c + 24);
+    disk = le_get16(c + 34);
+    m->offset = le_get32(c + 42);
     why = apply_zip64(name + nlen, elen, &m->usize, &m->csize, &m->offset, &disk);
     if (why) return ddpm_fail(err, "%s: entry '%s': %s", f->path, m->entry, why);
     if (m->flags & (FLAG_ENCRYPTED | FLAG_STRONG))
@@ -386,8 +363,8 @@ typedef struct npz_sink {
  * not say (bad magic or version: npy_parse_header will say why). */
 static size_t npy_header_size(const unsigned char *b, size_t len) {
     if (len >= 10 && memcmp(b, "\x93NUMPY", 6) == 0) {
-        if (b[6] == 1) return 10 + (size_t)ld16(b + 8);
-        if ((b[6] == 2 || b[6] == 3) && len >= 12) return 12 + (size_t)ld32(b + 8);
+        if (b[6] == 1) return 10 + (size_t)le_get16(b + 8);
+        if ((b[6] == 2 || b[6] == 3) && len >= 12) return 12 + (size_t)le_get32(b + 8);
     }
     return len;
 }
@@ -471,16 +448,16 @@ static int check_local(const npz_file *f, const npz_member *m, const char *what,
     const char *why;
 
     if (read_at(f, m->offset, h, LOCAL_LEN, err) != 0) return -1;
-    if (ld32(h) != SIG_LOCAL)
+    if (le_get32(h) != SIG_LOCAL)
         return ddpm_fail(err, "%s: bad local header at offset %llu (signature %08x)", what, ull(m->offset),
-                         (unsigned)ld32(h));
-    lflags = ld16(h + 6);
-    lmethod = ld16(h + 8);
-    lcrc = ld32(h + 14);
-    lcsize = ld32(h + 18);
-    lusize = ld32(h + 22);
-    nlen = ld16(h + 26);
-    elen = ld16(h + 28);
+                         (unsigned)le_get32(h));
+    lflags = le_get16(h + 6);
+    lmethod = le_get16(h + 8);
+    lcrc = le_get32(h + 14);
+    lcsize = le_get32(h + 18);
+    lusize = le_get32(h + 22);
+    nlen = le_get16(h + 26);
+    elen = le_get16(h + 28);
     if (f->cd_offset - m->offset - LOCAL_LEN < nlen + elen) /* offset + 30 + name <= cd_offset: parse_central */
         return ddpm_fail(err, "%s: local header at offset %llu runs into the central directory", what, ull(m->offset));
     start = m->offset + LOCAL_LEN + nlen + elen;
@@ -594,7 +571,7 @@ static int missing_array(const npz_file *f, const char *name, ddpm_err *err) {
 }
 
 static int npz_read(const npz_file *f, const char *name, npy_type as, void **data, int *ndim,
-                    int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+                    int64_t shape[NPY_MAX_DIMS], npy_type *stored, ddpm_err *err) {
     int rc = -1;
     const npz_member *m;
     char what[1024];
@@ -642,6 +619,7 @@ static int npz_read(const npz_file *f, const char *name, npy_type as, void **dat
     s.out = NULL;
     *ndim = s.info.ndim;
     for (int i = 0; i < s.info.ndim; i++) shape[i] = s.info.shape[i];
+    if (stored) *stored = s.info.type;
     rc = 0;
 done:
     free(s.out);
@@ -654,15 +632,20 @@ done:
 int npz_read_f64(const npz_file *f, const char *name, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
                  ddpm_err *err) {
     void *p = NULL;
-    int rc = npz_read(f, name, NPY_F64, &p, ndim, shape, err);
+    int rc = npz_read(f, name, NPY_F64, &p, ndim, shape, NULL, err);
     *data = p;
     return rc;
 }
 
 int npz_read_f32(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
                  ddpm_err *err) {
+    return npz_read_f32_stored(f, name, data, ndim, shape, NULL, err);
+}
+
+int npz_read_f32_stored(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
+                        npy_type *stored, ddpm_err *err) {
     void *p = NULL;
-    int rc = npz_read(f, name, NPY_F32, &p, ndim, shape, err);
+    int rc = npz_read(f, name, NPY_F32, &p, ndim, shape, stored, err);
     *data = p;
     return rc;
 }
@@ -672,23 +655,23 @@ int npz_read_f32(const npz_file *f, const char *name, float **data, int *ndim, i
 /* Local header with a ZIP64 extra field holding both sizes. */
 static size_t put_local(unsigned char *p, const char *name, size_t nlen, int flags, uint32_t crc, uint64_t size) {
     unsigned char *q = p;
-    q = st32(q, SIG_LOCAL);
-    q = st16(q, VERSION_ZIP64);
-    q = st16(q, (unsigned)flags);
-    q = st16(q, METHOD_STORED);
-    q = st16(q, 0); /* time */
-    q = st16(q, DOS_DATE_1980);
-    q = st32(q, crc);
-    q = st32(q, U32_MAX_FIELD); /* compressed size: in the ZIP64 field */
-    q = st32(q, U32_MAX_FIELD); /* uncompressed size: likewise */
-    q = st16(q, (unsigned)nlen);
-    q = st16(q, 4 + 16);
+    q = le_put32(q, SIG_LOCAL);
+    q = le_put16(q, VERSION_ZIP64);
+    q = le_put16(q, (unsigned)flags);
+    q = le_put16(q, METHOD_STORED);
+    q = le_put16(q, 0); /* time */
+    q = le_put16(q, DOS_DATE_1980);
+    q = le_put32(q, crc);
+    q = le_put32(q, U32_MAX_FIELD); /* compressed size: in the ZIP64 field */
+    q = le_put32(q, U32_MAX_FIELD); /* uncompressed size: likewise */
+    q = le_put16(q, (unsigned)nlen);
+    q = le_put16(q, 4 + 16);
     memcpy(q, name, nlen);
     q += nlen;
-    q = st16(q, 1);
-    q = st16(q, 16);
-    q = st64(q, size); /* uncompressed */
-    q = st64(q, size); /* compressed */
+    q = le_put16(q, 1);
+    q = le_put16(q, 16);
+    q = le_put64(q, size); /* uncompressed */
+    q = le_put64(q, size); /* compressed */
     return (size_t)(q - p);
 }
 
@@ -696,58 +679,58 @@ static size_t put_local(unsigned char *p, const char *name, size_t nlen, int fla
 static size_t put_central(unsigned char *p, const char *name, size_t nlen, int flags, uint32_t crc, uint64_t size,
                           uint64_t offset) {
     unsigned char *q = p;
-    q = st32(q, SIG_CENTRAL);
-    q = st16(q, MADE_BY);
-    q = st16(q, VERSION_ZIP64);
-    q = st16(q, (unsigned)flags);
-    q = st16(q, METHOD_STORED);
-    q = st16(q, 0);
-    q = st16(q, DOS_DATE_1980);
-    q = st32(q, crc);
-    q = st32(q, U32_MAX_FIELD);
-    q = st32(q, U32_MAX_FIELD);
-    q = st16(q, (unsigned)nlen);
-    q = st16(q, 4 + 24);
-    q = st16(q, 0);                   /* comment length */
-    q = st16(q, 0);                   /* disk number start */
-    q = st16(q, 0);                   /* internal attributes */
-    q = st32(q, 0100644u << 16);      /* external: a regular file, rw-r--r-- */
-    q = st32(q, U32_MAX_FIELD);       /* local header offset: in the ZIP64 field */
+    q = le_put32(q, SIG_CENTRAL);
+    q = le_put16(q, MADE_BY);
+    q = le_put16(q, VERSION_ZIP64);
+    q = le_put16(q, (unsigned)flags);
+    q = le_put16(q, METHOD_STORED);
+    q = le_put16(q, 0);
+    q = le_put16(q, DOS_DATE_1980);
+    q = le_put32(q, crc);
+    q = le_put32(q, U32_MAX_FIELD);
+    q = le_put32(q, U32_MAX_FIELD);
+    q = le_put16(q, (unsigned)nlen);
+    q = le_put16(q, 4 + 24);
+    q = le_put16(q, 0);                   /* comment length */
+    q = le_put16(q, 0);                   /* disk number start */
+    q = le_put16(q, 0);                   /* internal attributes */
+    q = le_put32(q, 0100644u << 16);      /* external: a regular file, rw-r--r-- */
+    q = le_put32(q, U32_MAX_FIELD);       /* local header offset: in the ZIP64 field */
     memcpy(q, name, nlen);
     q += nlen;
-    q = st16(q, 1);
-    q = st16(q, 24);
-    q = st64(q, size);
-    q = st64(q, size);
-    q = st64(q, offset);
+    q = le_put16(q, 1);
+    q = le_put16(q, 24);
+    q = le_put64(q, size);
+    q = le_put64(q, size);
+    q = le_put64(q, offset);
     return (size_t)(q - p);
 }
 
 /* ZIP64 end record, its locator and the classic end record pointing at them. */
 static size_t put_end(unsigned char *p, uint64_t n, uint64_t cd_size, uint64_t cd_off) {
     unsigned char *q = p;
-    q = st32(q, SIG_EOCD64);
-    q = st64(q, EOCD64_LEN - 12);
-    q = st16(q, MADE_BY);
-    q = st16(q, VERSION_ZIP64);
-    q = st32(q, 0);
-    q = st32(q, 0);
-    q = st64(q, n);
-    q = st64(q, n);
-    q = st64(q, cd_size);
-    q = st64(q, cd_off);
-    q = st32(q, SIG_LOC64);
-    q = st32(q, 0);
-    q = st64(q, cd_off + cd_size); /* where the ZIP64 end record starts */
-    q = st32(q, 1);
-    q = st32(q, SIG_EOCD);
-    q = st16(q, 0);
-    q = st16(q, 0);
-    q = st16(q, 0xffff);
-    q = st16(q, 0xffff);
-    q = st32(q, U32_MAX_FIELD);
-    q = st32(q, U32_MAX_FIELD);
-    q = st16(q, 0);
+    q = le_put32(q, SIG_EOCD64);
+    q = le_put64(q, EOCD64_LEN - 12);
+    q = le_put16(q, MADE_BY);
+    q = le_put16(q, VERSION_ZIP64);
+    q = le_put32(q, 0);
+    q = le_put32(q, 0);
+    q = le_put64(q, n);
+    q = le_put64(q, n);
+    q = le_put64(q, cd_size);
+    q = le_put64(q, cd_off);
+    q = le_put32(q, SIG_LOC64);
+    q = le_put32(q, 0);
+    q = le_put64(q, cd_off + cd_size); /* where the ZIP64 end record starts */
+    q = le_put32(q, 1);
+    q = le_put32(q, SIG_EOCD);
+    q = le_put16(q, 0);
+    q = le_put16(q, 0);
+    q = le_put16(q, 0xffff);
+    q = le_put16(q, 0xffff);
+    q = le_put32(q, U32_MAX_FIELD);
+    q = le_put32(q, U32_MAX_FIELD);
+    q = le_put16(q, 0);
     return (size_t)(q - p);
 }
 

@@ -80,6 +80,9 @@ int npz_read_f64(const npz_file *f, const char *name, double **data, int *ndim, 
  * range -> +-inf). */
 int npz_read_f32(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
                  ddpm_err *err);
+/* The same, also giving the type the array is stored as (stored may be NULL). */
+int npz_read_f32_stored(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
+                        npy_type *stored, ddpm_err *err);
 
 /* One array to write: C-order data of `type` with the given shape. */
 typedef struct npz_entry {

@@ -1,6 +1,6 @@
 /* safetensors.c -- safetensors reader (whole-file load, strict header
  * validation, conversion of F32/F16/BF16/F64 to float) and atomic writer.
- * See safetensors.h and DIFFUSERS.md 4.1 for the format.
+ * See safetensors.h and docs/diffusers.md ("safetensors") for the format.
  */
 #include "io/safetensors.h"
 
@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "io/fileio.h"
+#include "io/le.h"
 
 /* ---------------------------------------------------------------- dtypes */
 
@@ -47,22 +48,6 @@ int st_dtype_from_name(const char *name) {
 int st_dtype_bits(int dtype) { return (dtype >= 0 && dtype < ST_NUM_DTYPES) ? dtype_info[dtype].bits : 0; }
 
 /* ---------------------------------------------------------------- helpers */
-
-static uint64_t load_le64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
-static uint32_t load_le32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint16_t load_le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static void store_le64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
 
 static float bits_to_float(uint32_t u) {
     float f;
@@ -457,7 +442,7 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
                   f->buf_len);
         goto done;
     }
-    hlen = load_le64(f->buf);
+    hlen = le_get64(f->buf);
     if (hlen > ST_MAX_HEADER) {
         ddpm_fail(err, "%s: header length %llu exceeds the limit of %llu bytes (not a safetensors file?)", path,
                   (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
@@ -589,20 +574,17 @@ int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, 
     if (check_sum(f, t, err) != 0) return -1;
     switch (t->dtype) {
     case ST_F32:
-        for (size_t i = 0; i < numel; i++) out[i] = bits_to_float(load_le32(p + 4 * i));
+        for (size_t i = 0; i < numel; i++) out[i] = le_getf32(p + 4 * i);
         return 0;
     case ST_F16:
-        for (size_t i = 0; i < numel; i++) out[i] = half_to_float(load_le16(p + 2 * i));
+        for (size_t i = 0; i < numel; i++) out[i] = half_to_float(le_get16(p + 2 * i));
         return 0;
     case ST_BF16:
-        for (size_t i = 0; i < numel; i++) out[i] = bits_to_float((uint32_t)load_le16(p + 2 * i) << 16);
+        for (size_t i = 0; i < numel; i++) out[i] = bits_to_float((uint32_t)le_get16(p + 2 * i) << 16);
         return 0;
     case ST_F64:
         for (size_t i = 0; i < numel; i++) {
-            uint64_t u = load_le64(p + 8 * i);
-            double d;
-            memcpy(&d, &u, sizeof d);
-            out[i] = double_to_float(d);
+            out[i] = double_to_float(le_getf64(p + 8 * i));
         }
         return 0;
     default:
@@ -887,7 +869,7 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
                   (unsigned long long)ST_MAX_HEADER);
         goto done;
     }
-    store_le64(lenbuf, hb.len);
+    le_put64(lenbuf, hb.len);
     chunks[0] = lenbuf;
     lens[0] = 8;
     chunks[1] = hb.p;

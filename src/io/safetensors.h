@@ -1,5 +1,5 @@
 /* safetensors.h -- reader and writer for the safetensors weight format
- * (Hugging Face; see DIFFUSERS.md 4.1): an 8-byte little-endian header length
+ * (Hugging Face; see docs/diffusers.md, "safetensors"): an 8-byte little-endian header length
  * N, N bytes of JSON describing each tensor (dtype, shape, byte range), then
  * the raw little-endian tensor bytes.
  *

@@ -13,8 +13,10 @@
  * thread-count independence.
  *
  * Two tiers: ops_set_reference(1) routes gemm and conv to plain C loops (the
- * oracle the tests hold the fast path against); the default is oneDNN
- * (dnnl_sgemm, NHWC convolution primitives). GroupNorm, SiLU, upsample,
+ * oracle the tests hold the fast path against); the default is the fast
+ * tier: dnnl_sgemm, and for convolutions the algorithm CONV_ALG_AUTO picks
+ * (conv.c: on CPUs without AVX-512, Winograd F(2x2, 3x3) for the shapes where
+ * it is faster; oneDNN's NHWC primitives otherwise; see CONV_ALG_AUTO below). GroupNorm, SiLU, upsample,
  * dropout and the rest are plain loops parallelised with OpenMP in both tiers.
  */
 #ifndef DDPM_OPS_H
