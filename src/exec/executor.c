@@ -23,7 +23,7 @@ struct exec_worker {
 
 struct executor {
     const exec_backend *be;
-    int nshards, nworkers, op_threads, levels, sharded;
+    int nshards, nworkers, op_threads, levels;
     size_t grad_len;
     exec_worker *workers;     /* [nworkers] */
     size_t reserve[EXEC_SLOTS];
@@ -107,25 +107,24 @@ int exec_take_failure(ddpm_err *err) { return take_failure(exec_self(), err); }
 
 void exec_set_buffer_limit(size_t bytes) { atomic_store(&buffer_limit, bytes); }
 
-/* Slot `slot` of w, at least `bytes`; NULL (nothing recorded) when memory runs out. */
-static void *worker_grow(exec_worker *w, int slot, size_t bytes) {
+/* Slot `slot` of w, at least `bytes` (grown to that plus `slack`); NULL
+ * (nothing recorded) when memory runs out. */
+static void *worker_grow(exec_worker *w, int slot, size_t bytes, size_t slack) {
     size_t limit = atomic_load_explicit(&buffer_limit, memory_order_relaxed);
     if (limit && bytes > limit) return NULL;
     if (bytes <= w->len[slot] && w->buf[slot]) return w->buf[slot];
     free(w->buf[slot]);
-    w->buf[slot] = NULL, w->len[slot] = 0;
-    size_t n = (bytes + bytes / 4 + 64 + 63) / 64 * 64;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, n) != 0) return NULL;
-    memset(p, 0, n); /* touched now, not in the hot loop */
-    w->buf[slot] = p, w->len[slot] = n;
-    return p;
+    w->len[slot] = 0;
+    size_t floats = (bytes + slack + sizeof(float) - 1) / sizeof(float);
+    if (!(w->buf[slot] = ddpm_alloc_floats(floats, NULL))) return NULL; /* pre-faulted: no page faults in the hot loop */
+    w->len[slot] = floats * sizeof(float);
+    return w->buf[slot];
 }
 
 void *exec_buffer(int slot, size_t bytes) {
     DDPM_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
     exec_worker *w = exec_self();
-    void *p = worker_grow(w, slot, bytes);
+    void *p = worker_grow(w, slot, bytes, bytes / 4); /* on demand: room to grow */
     if (!p) exec_oom("out of memory for a worker's temporaries (%zu bytes in slot %d)", bytes, slot);
     return p;
 }
@@ -163,7 +162,7 @@ void *exec_stream(void) {
     exec_worker *w = exec_self();
     if (!w->stream) {
         ddpm_err err = {{0}, 0};
-        if (cpu_worker_init(w, &err)) {
+        if (exec_cpu.worker_init(w, &err)) {
             exec_fail("%s", err.msg);
             return NULL;
         }
@@ -207,7 +206,6 @@ int exec_create(executor **out, const exec_config *c, ddpm_err *err) {
     if (!e) return -1;
     e->be = &exec_cpu;
     e->nshards = c->nshards;
-    e->sharded = c->sharded;
     e->nworkers = c->sharded ? (c->nshards < threads ? c->nshards : threads) : 1;
     e->op_threads = c->sharded ? 1 : threads;
     e->levels = levels_for(c->nshards);
@@ -260,14 +258,13 @@ int exec_build_end(executor *e, ddpm_err *err) {
             if (!(e->pool[e->npool++] = ddpm_alloc_floats(e->grad_len, err))) return -1;
     for (int w = 0; w < e->nworkers; w++)
         for (int s = 0; s < EXEC_SLOTS; s++)
-            if (e->reserve[s] && !worker_grow(&e->workers[w], s, e->reserve[s]))
+            if (e->reserve[s] && !worker_grow(&e->workers[w], s, e->reserve[s], 0))
                 return ddpm_oom(err, "out of memory for the workers' buffers (%zu bytes each in slot %d)",
                                 e->reserve[s], s);
     return 0;
 }
 
 int exec_workers(const executor *e) { return e->nworkers; }
-int exec_op_threads(const executor *e) { return e->op_threads; }
 
 size_t exec_bytes(const executor *e) {
     size_t b = sizeof(float) * (size_t)(e->nworkers + e->levels) * e->grad_len;

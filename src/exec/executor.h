@@ -108,9 +108,8 @@ typedef void (*exec_shard_fn)(void *ctx, int shard, float *grads);
  * are then unspecified. */
 int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, ddpm_err *err);
 
-/* Workers, the operator thread count, and bytes held (buffers and gradients). */
+/* Workers, and bytes held (buffers and gradients). */
 int exec_workers(const executor *e);
-int exec_op_threads(const executor *e);
 size_t exec_bytes(const executor *e);
 
 /* ---- what operators use ---------------------------------------------------- */
