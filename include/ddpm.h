@@ -64,9 +64,9 @@ extern "C" {
 /* ------------------------------------------------------------------ version */
 
 #define DDPM_VERSION_MAJOR 0
-#define DDPM_VERSION_MINOR 5
+#define DDPM_VERSION_MINOR 6
 #define DDPM_VERSION_PATCH 0
-#define DDPM_VERSION "0.5.0"
+#define DDPM_VERSION "0.6.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH: compare with ddpm_version_number(). */
 #define DDPM_VERSION_NUMBER (DDPM_VERSION_MAJOR * 10000 + DDPM_VERSION_MINOR * 100 + DDPM_VERSION_PATCH)
 
@@ -423,6 +423,12 @@ typedef struct ddpm_train_options {
                              * two up to min(8, batch / 4), at least the process count; docs/determinism.md) */
     const char *inception;  /* Inception weights for eval_every on non-F-MNIST data (NULL: the default path) */
     ddpm_train_cadence cadence;
+    const char *prediction; /* what the network learns to output (scheduler_config's prediction_type): "epsilon"
+                             * (default, the paper's), "sample" (x0) or "v_prediction" (sqrt(ab) eps - sqrt(1-ab) x0) */
+    const char *lr_schedule; /* the learning rate after warm-up: "constant" (default), "linear" or "cosine",
+                              * decaying to zero after the run's horizon (ddpm_trainer_set_horizon) */
+    const char *loss_weight; /* each image's loss weight: "none" (default) or "min-snr" (Min-SNR-gamma) */
+    double snr_gamma;       /* min-snr's gamma, > 0 (5) */
 } ddpm_train_options;
 
 /* The paper's recipe (the defaults above). */
@@ -460,6 +466,16 @@ DDPM_API int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *
  * Inception weights), DDPM_ERR_NOMEM, DDPM_ERR_IO, DDPM_ERR_RUNTIME. */
 DDPM_API int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *cadence, const char *inception,
                                  ddpm_trainer **out);
+/* Sets the step after which the learning rate of a "linear" or "cosine"
+ * lr_schedule reaches zero: the run's budget in steps, or an estimate of it
+ * (ddpm train sets it from --steps, or from --time and the measured speed,
+ * as the run goes). The run records it. A change keeps the rate continuous:
+ * the decay goes on from the current rate at the current step to zero at
+ * the new horizon. Until a horizon is set the rate stays constant. Not
+ * collective, but every rank must set the same value before the same step.
+ * DDPM_ERR_ARG for NULL or total < 1. */
+DDPM_API int ddpm_trainer_set_horizon(ddpm_trainer *t, long long total);
+
 /* Closes RUN/metrics.jsonl and frees t (NULL is fine); writes nothing else
  * (call ddpm_trainer_finish first to save). */
 DDPM_API void ddpm_trainer_free(ddpm_trainer *t);

@@ -261,6 +261,52 @@ static float ref_quantile(const float *x, size_t n, float ratio) {
  * float, linear interpolation), clamped to [1, smax]; x0 = clamp(x0, +-s) / s.
  * Hand-computed values, then the quickselect against a sort on larger images
  * with many ties. */
+/* The prediction types (issue 24): for each of epsilon, sample and v, the
+ * target of (x0, eps) read back by diffusion_x0_from_output and
+ * diffusion_eps_from_output gives x0 and eps again (to float rounding, which
+ * 1/sqrt(ab) amplifies at large t), at small and large t; DPM++'s x0 agrees
+ * with diffusion_x0_from_output; and the three outputs differ. */
+static void test_predictions(void) {
+    schedule s;
+    err_t err;
+    CHECK(schedule_init(&s, "linear", 1000, 1e-4, 0.02, &err) == 0, "%s", err.msg);
+    enum { n = 64 };
+    float x0[n], eps[n], xt[n], target[3][n], back[n];
+    for (int i = 0; i < n; i++) x0[i] = (float)sin(0.7 * i), eps[i] = (float)cos(1.3 * i + 0.2);
+    const int ts[] = {0, 10, 500, 999};
+    for (int k = 0; k < 4; k++) {
+        int t = ts[k];
+        diffusion_q_sample(&s, t, x0, eps, xt, n);
+        double tol = 2e-6 / sqrt((double)s.alphas_cumprod[t]);
+        for (int p = 0; p < 3; p++) {
+            s.prediction = p;
+            diffusion_target(&s, t, x0, eps, target[p], n);
+            diffusion_x0_from_output(&s, t, target[p], xt, back, n);
+            double e0 = 0, e1 = 0, e2 = 0;
+            for (int i = 0; i < n; i++) e0 = fmax(e0, fabs(back[i] - x0[i]));
+            diffusion_eps_from_output(&s, t, target[p], xt, back, n);
+            for (int i = 0; i < n; i++) e1 = fmax(e1, fabs(back[i] - eps[i]));
+            diffusion_dpm_x0(diffusion_dpm_sigma(&s, t), p, target[p], xt, back, n);
+            for (int i = 0; i < n; i++) e2 = fmax(e2, fabs(back[i] - x0[i]));
+            CHECK(e0 < tol && e1 < 2e-5 && e2 < 4 * tol, "%s at t %d: x0 off by %.2e, eps by %.2e, DPM's x0 by %.2e",
+                  schedule_prediction_name(p), t, e0, e1, e2);
+        }
+        double d01 = 0, d02 = 0;
+        for (int i = 0; i < n; i++)
+            d01 = fmax(d01, fabs(target[0][i] - target[1][i])), d02 = fmax(d02, fabs(target[0][i] - target[2][i]));
+        CHECK(d01 > 0.1 && d02 > 1e-3, "t %d: the targets differ (%.2e, %.2e)", t, d01, d02);
+    }
+    char *j = schedule_to_json(&s); /* v: written, and read back */
+    schedule r;
+    CHECK(j && strstr(j, "\"v_prediction\"") && schedule_from_json(&r, j, &err) == 0 && r.prediction == SCHED_PRED_V,
+          "prediction_type round trip: %s", err.msg);
+    schedule_free(&r);
+    free(j);
+    CHECK(schedule_from_json(&r, "{\"prediction_type\": \"velocity\"}", &err) == -1 &&
+              strstr(err.msg, "prediction_type"), "an unknown prediction_type: %s", err.msg);
+    schedule_free(&s);
+}
+
 static void test_x0_threshold(void) {
     /* |x| sorted: 0.5 1.5 2 3 4 */
     const float a[5] = {-4.0f, 3.0f, 0.5f, -2.0f, 1.5f};
@@ -695,8 +741,8 @@ static void test_json(void) {
     expect_json_error("{\"beta_schedule\": \"quadratic\"}", "unknown beta_schedule \"quadratic\"");
     expect_json_error("{\"variance_type\": \"learned\"}", "variance_type \"learned\" is not supported");
     expect_json_error("{\"variance_type\": \"learned_range\"}", "variance_type");
-    expect_json_error("{\"prediction_type\": \"v_prediction\"}", "prediction_type \"v_prediction\" is not supported");
-    expect_json_error("{\"prediction_type\": \"sample\"}", "prediction_type");
+    expect_json_error("{\"prediction_type\": \"v-prediction\"}", "prediction_type \"v-prediction\" is not supported");
+    expect_json_error("{\"prediction_type\": 1}", "prediction_type");
     expect_json_error("{\"num_train_timesteps\": \"1000\"}", "\"num_train_timesteps\" must be an integer");
     expect_json_error("{\"num_train_timesteps\": 10.5}", "must be an integer");
     expect_json_error("{\"num_train_timesteps\": 1}", "out of range");
@@ -776,6 +822,6 @@ static void test_init_errors(void) {
     schedule_free(&s);
 }
 
-TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_x0_threshold,
+TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_predictions, test_x0_threshold,
           test_ddpm_step, test_ddim_step, test_timesteps,
           test_vlb_terms, test_json, test_json_fuzz, test_init_errors)

@@ -247,7 +247,7 @@ static void manual(unet *u, const sampler_opts *o, int first, int n, float *x) {
             /* drawn at every step: DDPM ignores it at t = 0, DDIM at eta = 0, DPM++ always */
             rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)ts[k], (uint64_t)(first + i)));
             if (o->kind == SAMPLER_DPMPP)
-                diffusion_dpm_x0(sig[k], ei, xi, x0i, D);
+                diffusion_dpm_x0(sig[k], SCHED_PRED_EPSILON, ei, xi, x0i, D);
             else
                 diffusion_x0_from_eps(&sched, ts[k], ei, xi, x0i, D);
             diffusion_x0_clip(x0i, D, sched.clip_range);

@@ -41,7 +41,9 @@ int bound_terms(const denoiser *d, const schedule *s, const float *x0, int n, in
                                    first_index + i, t);
                     break;
                 }
-                double p = ((double)xti[j] - s1 * e[j]) / sa;
+                double p = s->prediction == SCHED_PRED_EPSILON ? ((double)xti[j] - s1 * e[j]) / sa
+                           : s->prediction == SCHED_PRED_SAMPLE ? (double)e[j]
+                                                                : sa * xti[j] - s1 * e[j];
                 p = p < -1 ? -1 : p > 1 ? 1 : p;
                 x0p[j] = (float)p;
                 se += (p - xi[j]) * (p - xi[j]);

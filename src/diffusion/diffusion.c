@@ -72,6 +72,40 @@ void diffusion_x0_from_eps(const schedule *s, int t, const float *eps, const flo
     ops_unmix(x0, xt, sb, eps, sa, n);
 }
 
+/* sqrt(ab) and sqrt(1 - ab) of timestep t, rounded to float. */
+static void coefs(const schedule *s, int t, float *sa, float *sb) {
+    ERR_ASSERT(t >= 0 && t < s->T);
+    *sa = (float)sqrt((double)s->alphas_cumprod[t]);
+    *sb = (float)sqrt(1.0 - (double)s->alphas_cumprod[t]);
+}
+
+void diffusion_x0_from_output(const schedule *s, int t, const float *out, const float *xt, float *x0, size_t n) {
+    float sa, sb;
+    coefs(s, t, &sa, &sb);
+    if (s->prediction == SCHED_PRED_EPSILON) ops_unmix(x0, xt, sb, out, sa, n);
+    else if (s->prediction == SCHED_PRED_SAMPLE) memmove(x0, out, n * sizeof *x0);
+    else
+        for (size_t i = 0; i < n; i++) x0[i] = sa * xt[i] - sb * out[i];
+}
+
+void diffusion_eps_from_output(const schedule *s, int t, const float *out, const float *xt, float *eps, size_t n) {
+    float sa, sb;
+    coefs(s, t, &sa, &sb);
+    if (s->prediction == SCHED_PRED_EPSILON) memmove(eps, out, n * sizeof *eps);
+    else if (s->prediction == SCHED_PRED_SAMPLE) ops_unmix(eps, xt, sa, out, sb, n);
+    else
+        for (size_t i = 0; i < n; i++) eps[i] = sa * out[i] + sb * xt[i];
+}
+
+void diffusion_target(const schedule *s, int t, const float *x0, const float *eps, float *target, size_t n) {
+    float sa, sb;
+    coefs(s, t, &sa, &sb);
+    if (s->prediction == SCHED_PRED_EPSILON) memmove(target, eps, n * sizeof *target);
+    else if (s->prediction == SCHED_PRED_SAMPLE) memmove(target, x0, n * sizeof *target);
+    else
+        for (size_t i = 0; i < n; i++) target[i] = sa * eps[i] - sb * x0[i];
+}
+
 void diffusion_x0_clip(float *x0, size_t n, float r) {
     for (size_t i = 0; i < n; i++) x0[i] = x0[i] < -r ? -r : x0[i] > r ? r : x0[i];
 }
@@ -194,10 +228,13 @@ static void dpm_alpha_sigma(float sigma, float *alpha, float *sig) {
     *sig = sigma * *alpha;
 }
 
-void diffusion_dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n) {
+void diffusion_dpm_x0(float sigma, int prediction, const float *out, const float *x, float *x0, size_t n) {
     float a, sg;
     dpm_alpha_sigma(sigma, &a, &sg);
-    ops_unmix(x0, x, sg, eps, a, n);
+    if (prediction == SCHED_PRED_EPSILON) ops_unmix(x0, x, sg, out, a, n);
+    else if (prediction == SCHED_PRED_SAMPLE) memmove(x0, out, n * sizeof *x0);
+    else
+        for (size_t i = 0; i < n; i++) x0[i] = a * x[i] - sg * out[i];
 }
 
 void diffusion_dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,

@@ -46,6 +46,21 @@ int diffusion_timesteps_set(int T, int N, const char *spacing, int steps_offset,
  * ab = alphas_cumprod[t]. Not clipped: see diffusion_x0_clip and diffusion_x0_threshold. */
 void diffusion_x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n);
 
+/* The x0 of a network's output at timestep t, for s->prediction, as
+ * diffusers' DDPMScheduler.step and DDIMScheduler.step compute it (ab =
+ * alphas_cumprod[t]): epsilon (xt - sqrt(1 - ab) out) / sqrt(ab) (=
+ * diffusion_x0_from_eps), sample out, v sqrt(ab) xt - sqrt(1 - ab) out. */
+void diffusion_x0_from_output(const schedule *s, int t, const float *out, const float *xt, float *x0, size_t n);
+
+/* The eps of a network's output at timestep t (DDIMScheduler.step's
+ * pred_epsilon, from the output before x0 is clipped): epsilon out, sample
+ * (xt - sqrt(ab) out) / sqrt(1 - ab), v sqrt(ab) out + sqrt(1 - ab) xt. */
+void diffusion_eps_from_output(const schedule *s, int t, const float *out, const float *xt, float *eps, size_t n);
+
+/* What the network learns to output for x0 and its noise eps at timestep t:
+ * eps, x0, or v = sqrt(ab) eps - sqrt(1 - ab) x0 (diffusers get_velocity). */
+void diffusion_target(const schedule *s, int t, const float *x0, const float *eps, float *target, size_t n);
+
 /* clip_sample: clamps x0[0..n-1] to [-r, r]. */
 void diffusion_x0_clip(float *x0, size_t n, float r);
 
@@ -103,9 +118,11 @@ float diffusion_dpm_sigma(const schedule *s, int t);
  * "leading" or "linspace" (N > T for "trailing"), a timestep outside [0, T). */
 int diffusion_dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out, err_t *err);
 
-/* x0 from eps in that parametrisation (convert_model_output):
- * x0 = (x - sigma_t eps) / alpha_t with sigma_t = sigma alpha_t. */
-void diffusion_dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n);
+/* x0 from the network's output in that parametrisation (convert_model_output),
+ * alpha_t = 1/sqrt(sigma^2 + 1), sigma_t = sigma alpha_t: for prediction
+ * (SCHED_PRED_*) epsilon (x - sigma_t out) / alpha_t, sample out, v
+ * alpha_t x - sigma_t out. */
+void diffusion_dpm_x0(float sigma, int prediction, const float *out, const float *x, float *x0, size_t n);
 
 /* One DPM-Solver++ step from sigma s0 to sigma t (t = 0: the final step,
  * which returns x0). m0 is the current x0 prediction; m1 the previous step's

@@ -32,8 +32,42 @@ train_opts train_opts_default(void) {
     o.ema_warmup = 1;
     o.flip = 0;
     o.p_uncond = 0.1;
+    o.lr_schedule = TRAIN_LR_CONSTANT, o.lr_total = 0, o.lr_k0 = 0, o.lr_s0 = 1.0;
+    o.loss_weight = TRAIN_WEIGHT_NONE, o.snr_gamma = 5.0;
     o.save_every = 1000, o.log_every = 100, o.sample_every = 0, o.sample_n = 16, o.eval_every = 0, o.eval_n = 1000;
     return o;
+}
+
+static const char *const lr_names[] = {"constant", "linear", "cosine"};
+static const char *const weight_names[] = {"none", "min-snr"};
+
+static int find_name(const char *const *names, int n, const char *name) {
+    for (int i = 0; name && i < n; i++)
+        if (!strcmp(names[i], name)) return i;
+    return -1;
+}
+
+const char *train_lr_schedule_name(int schedule) { return lr_names[schedule]; }
+int train_lr_schedule_parse(const char *name) { return find_name(lr_names, 3, name); }
+const char *train_loss_weight_name(int weight) { return weight_names[weight]; }
+int train_loss_weight_parse(const char *name) { return find_name(weight_names, 2, name); }
+
+double train_lr_factor(const train_opts *o, long long k) {
+    if (o->lr_schedule == TRAIN_LR_CONSTANT || o->lr_total <= 0) return 1.0;
+    double span = (double)(o->lr_total + 1 - o->lr_k0);
+    double u = span > 0 ? (double)(k - o->lr_k0) / span : 1.0;
+    u = u < 0 ? 0 : u > 1 ? 1 : u;
+    return o->lr_schedule == TRAIN_LR_LINEAR ? o->lr_s0 * (1.0 - u) : o->lr_s0 * 0.5 * (1.0 + cos(M_PI * u));
+}
+
+void trainer_set_horizon(trainer *tr, long long total) {
+    train_opts *o = &tr->o;
+    if (total == o->lr_total || total < 0) return;
+    if (o->lr_total > 0) { /* continue from where the old horizon had got to */
+        o->lr_s0 = train_lr_factor(o, tr->step);
+        o->lr_k0 = tr->step;
+    }
+    o->lr_total = total;
 }
 
 static int copy_schedule(schedule *dst, const schedule *src, err_t *err) {
@@ -86,6 +120,8 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->eps = mem_alloc_floats(n, err);
     tr->xt = mem_alloc_floats(n, err);
     tr->out = mem_alloc_floats(n, err);
+    tr->target = sched->prediction == SCHED_PRED_EPSILON ? tr->eps : mem_alloc_floats(n, err);
+    tr->w = mem_alloc_floats((size_t)tr->local, err);
     tr->t = mem_alloc_floats((size_t)tr->local, err);
     tr->ti = mem_calloc((size_t)tr->local, sizeof *tr->ti, err);
     tr->y = mem_calloc((size_t)tr->local, sizeof *tr->y, err);
@@ -95,7 +131,8 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     }
     if (o->classes && !tr->cls.names) goto fail;
     tr->sq = mem_calloc((size_t)o->batch, sizeof *tr->sq, err);
-    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq)
+    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq ||
+        !tr->target || !tr->w)
         goto fail;
     memset(tr->m, 0, P * sizeof(float));
     memset(tr->v, 0, P * sizeof(float));
@@ -111,6 +148,8 @@ void trainer_free(trainer *tr) {
     schedule_free(&tr->sched);
     loader_free(&tr->ld);
     free(tr->m), free(tr->v), free(tr->ema);
+    if (tr->target != tr->eps) free(tr->target);
+    free(tr->w);
     free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t), free(tr->ti), free(tr->sq), free(tr->y);
     unet_classes_free(&tr->cls);
     memset(tr, 0, sizeof *tr);
@@ -140,16 +179,29 @@ int train_split(int batch, int shards, int nranks, int *out, err_t *err) {
     return 0;
 }
 
-/* L_simple's gradient for a group of this rank's images, and their squared
- * errors: L_simple is the mean of (out - eps)^2 over the whole global batch. */
+/* The loss's gradient for a group of this rank's images, and their weighted
+ * squared errors: the loss is the mean of w_i (out - target)^2 over the whole
+ * global batch (L_simple when every w_i is 1 and the target is eps). */
 static void simple_loss_grad(void *ctx, int image0, int n, const float *out, float *dout) {
     trainer *tr = ctx;
     const unet_config *c = &tr->u->cfg;
     size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels;
     float g = 2.0f / (float)(per * (size_t)tr->o.batch);
-    for (int i = image0; i < image0 + n; i++)
-        tr->sq[tr->first + i] = ops_sq_error(dout + (size_t)(i - image0) * per, out + (size_t)(i - image0) * per,
-                                         tr->eps + (size_t)i * per, per, g);
+    for (int i = image0; i < image0 + n; i++) {
+        size_t at = (size_t)(i - image0) * per;
+        if (tr->o.loss_weight == TRAIN_WEIGHT_NONE)
+            tr->sq[tr->first + i] = ops_sq_error(dout + at, out + at, tr->target + (size_t)i * per, per, g);
+        else
+            tr->sq[tr->first + i] = tr->w[i] * ops_sq_error(dout + at, out + at, tr->target + (size_t)i * per, per,
+                                                            g * tr->w[i]);
+    }
+}
+
+/* Min-SNR-gamma's weight of timestep t for the schedule's prediction. */
+static float min_snr_weight(const schedule *s, int t, double gamma) {
+    double ab = s->alphas_cumprod[t], snr = ab / (1.0 - ab), m = snr < gamma ? snr : gamma;
+    return (float)(s->prediction == SCHED_PRED_EPSILON ? m / snr : s->prediction == SCHED_PRED_SAMPLE ? m
+                                                                                                      : m / (snr + 1));
 }
 
 int trainer_step(trainer *tr, err_t *err) {
@@ -171,6 +223,11 @@ int trainer_step(trainer *tr, err_t *err) {
         tr->t[i] = (float)tr->ti[i];
     }
     diffusion_q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
+    for (int i = 0; tr->target != tr->eps && i < b; i++)
+        diffusion_target(&tr->sched, tr->ti[i], tr->x0 + (size_t)i * per, tr->eps + (size_t)i * per,
+                         tr->target + (size_t)i * per, per);
+    for (int i = 0; i < b; i++)
+        tr->w[i] = o->loss_weight == TRAIN_WEIGHT_MIN_SNR ? min_snr_weight(&tr->sched, tr->ti[i], o->snr_gamma) : 1.0f;
     if (o->classes) { /* the image's class, or with probability p_uncond the null class */
         loader_labels(&tr->ld, step, o->batch, tr->first, b, tr->y);
         for (int i = 0; i < b; i++) {
@@ -204,7 +261,7 @@ int trainer_step(trainer *tr, err_t *err) {
 
     /* Clipping as tf.clip_by_global_norm (the official code), Adam as torch.optim.Adam. */
     double k = (double)step + 1;
-    double lr = o->lr * (o->warmup > 0 && k < o->warmup ? k / o->warmup : 1.0);
+    double lr = o->lr * (o->warmup > 0 && k < o->warmup ? k / o->warmup : 1.0) * train_lr_factor(o, (long long)k);
     double d = o->ema;
     if (o->ema_warmup && (1.0 + k) / (10.0 + k) < d) d = (1.0 + k) / (10.0 + k);
     adam_ema_coef c = {.scale = o->clip > 0 && gnorm > o->clip ? (float)(o->clip / gnorm) : 1.0f,
@@ -252,6 +309,12 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddNumberToObject(j, "shards", o->shards);
     cJSON_AddBoolToObject(j, "classes", o->classes);
     cJSON_AddNumberToObject(j, "p_uncond", o->p_uncond);
+    cJSON_AddStringToObject(j, "lr_schedule", lr_names[o->lr_schedule]);
+    cJSON_AddNumberToObject(j, "lr_total", (double)o->lr_total);
+    cJSON_AddNumberToObject(j, "lr_k0", (double)o->lr_k0);
+    cJSON_AddNumberToObject(j, "lr_s0", o->lr_s0);
+    cJSON_AddStringToObject(j, "loss_weight", weight_names[o->loss_weight]);
+    cJSON_AddNumberToObject(j, "snr_gamma", o->snr_gamma);
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++)
         cJSON_AddNumberToObject(j, train_cadence[i].name, (double)*(const long long *)((const char *)o + train_cadence[i].offset));
     char *s = cJSON_PrintUnformatted(j);
@@ -295,6 +358,22 @@ int train_opts_from_json(train_opts *o, const char *json, err_t *err) {
     cJSON *classes = cJSON_GetObjectItemCaseSensitive(j, "classes"), *pu = cJSON_GetObjectItemCaseSensitive(j, "p_uncond");
     o->classes = cJSON_IsTrue(classes);
     if (cJSON_IsNumber(pu)) o->p_uncond = pu->valuedouble;
+    /* absent before budget-aware schedules and loss weights: constant, none */
+    cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "lr_schedule"), *lw = cJSON_GetObjectItemCaseSensitive(j, "loss_weight");
+    cJSON *lt = cJSON_GetObjectItemCaseSensitive(j, "lr_total"), *lk = cJSON_GetObjectItemCaseSensitive(j, "lr_k0");
+    cJSON *l0 = cJSON_GetObjectItemCaseSensitive(j, "lr_s0"), *sg = cJSON_GetObjectItemCaseSensitive(j, "snr_gamma");
+    if (ls) o->lr_schedule = cJSON_IsString(ls) ? train_lr_schedule_parse(ls->valuestring) : -1;
+    if (lw) o->loss_weight = cJSON_IsString(lw) ? train_loss_weight_parse(lw->valuestring) : -1;
+    if (cJSON_IsNumber(lt)) o->lr_total = (long long)lt->valuedouble;
+    if (cJSON_IsNumber(lk)) o->lr_k0 = (long long)lk->valuedouble;
+    if (cJSON_IsNumber(l0)) o->lr_s0 = l0->valuedouble;
+    if (cJSON_IsNumber(sg)) o->snr_gamma = sg->valuedouble;
+    if (o->lr_schedule < 0 || o->loss_weight < 0 || o->lr_total < 0 || o->lr_k0 < 0 || !(o->lr_s0 >= 0 && o->lr_s0 <= 1) ||
+        !(o->snr_gamma > 0)) {
+        cJSON_Delete(j);
+        return err_fail(err, "training options: 'lr_schedule', 'lr_total', 'lr_k0', 'lr_s0', 'loss_weight' or "
+                             "'snr_gamma' is not valid");
+    }
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++) { /* absent before --resume kept them: the defaults */
         cJSON *x = cJSON_GetObjectItemCaseSensitive(j, train_cadence[i].name);
         if (!x) continue;
