@@ -265,9 +265,15 @@ typedef struct ddpm_sample_options {
      * guidance W mixes eps = eps_null + W (eps_class - eps_null)
      * (classifier-free guidance, one batched pass); W < 0 (the default) means
      * 3 for models with a null class, 1 otherwise; W != 1 needs a null class.
-     * Unconditional models take no classes and ignore guidance. */
+     * Unconditional models take no classes and ignore guidance.
+     * guidance_rescale R in [0, 1] (0, the default: off) is diffusers'
+     * guidance_rescale (Lin et al. 2023, rescale_noise_cfg): the guided output
+     * g of each image becomes R g std(c)/std(g) + (1 - R) g, c its conditional
+     * output (std over the image's values, unbiased), which keeps guidance
+     * from overshooting. */
     const int32_t *classes;
     float guidance;
+    float guidance_rescale;
     /* Optional start: x_T [n, C, H, W], finite (NULL: drawn from the seed). With
      * start_t > 0, noise is x_t at timestep start_t - 1 and only the steps
      * from there run (the paper's Fig. 7 and 8). */

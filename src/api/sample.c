@@ -103,6 +103,8 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
     so->ntrack = o->ntrack, so->track_t = o->track_t;
     if (c->num_class_embeds <= 0 && o->classes)
         return api_fail(h, DDPM_ERR_ARG, "classes need a class-conditional model; %s is unconditional", m->dir);
+    if (!(o->guidance_rescale >= 0 && o->guidance_rescale <= 1))
+        return api_fail(h, DDPM_ERR_ARG, "guidance_rescale %g is out of range [0, 1]", (double)o->guidance_rescale);
     *w = guidance_of(m, o);
     if (c->num_class_embeds > 0 && !isfinite(*w))
         return api_fail(h, DDPM_ERR_ARG, "guidance %g is not finite", (double)*w);
@@ -217,6 +219,7 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
         (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
                      : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
+    if (conditional) r->g.rescale = r->o->guidance_rescale;
     return DDPM_OK;
 }
 

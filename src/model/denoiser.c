@@ -48,6 +48,24 @@ void unet_labelled_free(unet_labelled *l) {
 
 /* ----------------------------------------------------------------- guided */
 
+/* The unbiased standard deviation of v[0..n-1] (n >= 2), in double. */
+static double stdev(const float *v, size_t n) {
+    double m = 0, q = 0;
+    for (size_t i = 0; i < n; i++) m += v[i];
+    m /= (double)n;
+    for (size_t i = 0; i < n; i++) q += (v[i] - m) * (v[i] - m);
+    return sqrt(q / (double)(n - 1));
+}
+
+/* diffusers' rescale_noise_cfg on one image: g = r (g std(c)/std(g)) + (1 - r) g,
+ * in float as torch computes it from its float32 standard deviations. */
+static void rescale(float *g, const float *c, size_t D, float r) {
+    float sg = (float)stdev(g, D), sc = (float)stdev(c, D);
+    if (!(sg > 0)) return;
+    const float f = sc / sg, keep = (float)(1.0 - (double)r);
+    for (size_t j = 0; j < D; j++) g[j] = r * (g[j] * f) + keep * g[j];
+}
+
 int unet_guided_rows(float w, int B) { return w == 0.0f || w == 1.0f ? B : 2 * B; }
 
 static int guided_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
@@ -62,6 +80,8 @@ static int guided_eps(void *ctx, int n, const float *x, const float *t, float *e
     }
     if (unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL, err)) return -1;
     if (R > B) ops_guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D); /* cond, uncond */
+    for (int i = 0; R > B && g->rescale > 0 && i < n; i++)
+        rescale(eps + (size_t)i * D, g->out + (size_t)i * D, D, g->rescale);
     return 0;
 }
 
