@@ -144,14 +144,17 @@ static void test_threads(void) {
     dataset_free(&d);
 }
 
-static void test_resume(void) {
-    dataset d = tiny_data(10); /* 10 images, batch 8: epochs cross batch boundaries */
+/* 6 steps against 3, a save, a resume and 3 more, for a run of prediction
+ * type, lr schedule (horizon total) and loss weight: the same bits, with the
+ * options recorded by the state; then the state truncated: an error, not a
+ * crash. */
+static void check_resume(dataset *d, int prediction, int lr_schedule, long long total, int weight, const char *what) {
     char dir[] = "/tmp/ddpm_test_train_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     trainer full, half, resumed;
-    make(&full, &d, 8, 0.1f);
+    make_with(&full, d, 8, 0.1f, prediction, lr_schedule, total, weight);
     run(&full, 6);
-    make(&half, &d, 8, 0.1f);
+    make_with(&half, d, 8, 0.1f, prediction, lr_schedule, total, weight);
     run(&half, 3);
     err_t err;
     CHECK(trainer_save(&half, dir, &err) == 0, "save: %s", err.msg);
@@ -164,16 +167,18 @@ static void test_resume(void) {
     int rc = trainer_read_run(path, &o, &step, &cj, &sj, &err);
     CHECK(rc == 0, "read run: %s", err.msg);
     if (rc) return;
-    CHECK(step == 3 && o.batch == 8 && o.seed == 7 && o.lr == 2e-3 && o.flip == 1, "options round trip");
     unet_config c;
     schedule s;
     CHECK(unet_config_from_json(&c, cj, &err) == 0 && schedule_from_json(&s, sj, &err) == 0, "json: %s", err.msg);
-    CHECK(trainer_init(&resumed, &c, &s, &d, &o, &err) == 0, "init: %s", err.msg);
+    CHECK(step == 3 && o.batch == 8 && o.seed == 7 && o.lr == 2e-3 && o.flip == 1 && o.lr_schedule == lr_schedule &&
+              o.lr_total == total && o.loss_weight == weight && s.prediction == prediction,
+          "%s: the options round trip", what);
+    CHECK(trainer_init(&resumed, &c, &s, d, &o, &err) == 0, "init: %s", err.msg);
     CHECK(trainer_load(&resumed, path, &err) == 0, "load: %s", err.msg);
+    if (total > 0) trainer_set_horizon(&resumed, total); /* ddpm train on a resume with the same --steps: no change */
     run(&resumed, 3);
-    check_same_state(&full, &resumed, "6 steps vs 3 + resume + 3");
+    check_same_state(&full, &resumed, what);
 
-    /* A corrupt state is an error, not a crash. */
     FILE *f = fopen(path, "r+b");
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
@@ -189,6 +194,11 @@ static void test_resume(void) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "cleanup");
+}
+
+static void test_resume(void) {
+    dataset d = tiny_data(10); /* 10 images, batch 8: epochs cross batch boundaries */
+    check_resume(&d, SCHED_PRED_EPSILON, TRAIN_LR_CONSTANT, 0, TRAIN_WEIGHT_NONE, "6 steps vs 3 + resume + 3");
     dataset_free(&d);
 }
 
@@ -237,36 +247,8 @@ static void test_schedules(void) {
         trainer_free(&tr);
     }
 
-    char dir[] = "/tmp/ddpm_test_train_XXXXXX";
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    trainer full, half, resumed;
-    make_with(&full, &d, 8, 0.1f, SCHED_PRED_V, TRAIN_LR_COSINE, 8, TRAIN_WEIGHT_MIN_SNR);
-    run(&full, 6);
-    make_with(&half, &d, 8, 0.1f, SCHED_PRED_V, TRAIN_LR_COSINE, 8, TRAIN_WEIGHT_MIN_SNR);
-    run(&half, 3);
-    err_t err;
-    CHECK(trainer_save(&half, dir, &err) == 0, "save: %s", err.msg);
-    trainer_free(&half);
-    char path[512], *cj = NULL, *sj = NULL;
-    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
-    int64_t step;
-    unet_config c;
-    schedule s;
-    CHECK(trainer_read_run(path, &o, &step, &cj, &sj, &err) == 0 && unet_config_from_json(&c, cj, &err) == 0 &&
-              schedule_from_json(&s, sj, &err) == 0, "read run: %s", err.msg);
-    CHECK(o.lr_schedule == TRAIN_LR_COSINE && o.lr_total == 8 && o.loss_weight == TRAIN_WEIGHT_MIN_SNR &&
-              s.prediction == SCHED_PRED_V, "the run records its schedule, weights and prediction");
-    CHECK(trainer_init(&resumed, &c, &s, &d, &o, &err) == 0 && trainer_load(&resumed, path, &err) == 0, "%s", err.msg);
-    trainer_set_horizon(&resumed, 8); /* what ddpm train does on resuming with the same --steps: nothing changes */
-    run(&resumed, 3);
-    check_same_state(&full, &resumed, "v, cosine, min-snr: 6 steps vs 3 + resume + 3");
-    free(cj), free(sj);
-    schedule_free(&s);
-    trainer_free(&full);
-    trainer_free(&resumed);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CHECK(system(cmd) == 0, "cleanup");
+    check_resume(&d, SCHED_PRED_V, TRAIN_LR_COSINE, 8, TRAIN_WEIGHT_MIN_SNR,
+                 "v, cosine, min-snr: 6 steps vs 3 + resume + 3");
     dataset_free(&d);
 
     /* The options' JSON: round trip, and names that are not valid. */
@@ -275,6 +257,7 @@ static void test_schedules(void) {
     o.snr_gamma = 3;
     char *j = train_opts_to_json(&o);
     train_opts back;
+    err_t err;
     CHECK(train_opts_from_json(&back, j, &err) == 0 && back.lr_schedule == TRAIN_LR_LINEAR && back.lr_total == 99 &&
               back.lr_k0 == 7 && back.lr_s0 == 0.25 && back.loss_weight == TRAIN_WEIGHT_MIN_SNR && back.snr_gamma == 3,
           "schedule round trip: %s", j);
