@@ -184,6 +184,7 @@ typedef struct ddpm_model_info {
     double beta_start, beta_end;
     const char *variance_type;    /* "fixed_small" | "fixed_large" */
     const char *timestep_spacing; /* "leading" | "trailing" | "linspace" */
+    const char *prediction_type;  /* what the network outputs: "epsilon" | "sample" | "v_prediction" */
 } ddpm_model_info;
 /* Fills *info. The strings belong to m. */
 DDPM_API int ddpm_model_get_info(const ddpm_model *m, ddpm_model_info *info);
