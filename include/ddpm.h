@@ -182,7 +182,7 @@ typedef struct ddpm_model_info {
     /* The noise schedule (scheduler_config.json or the defaults). */
     const char *beta_schedule;    /* "linear", "scaled_linear", "squaredcos_cap_v2" */
     double beta_start, beta_end;
-    const char *variance_type;    /* "fixed_small" | "fixed_large" */
+    const char *variance_type;    /* "fixed_small" | "fixed_large" | "learned_range" (out_channels = 2 in_channels) */
     const char *timestep_spacing; /* "leading" | "trailing" | "linspace" */
     const char *prediction_type;  /* what the network outputs: "epsilon" | "sample" | "v_prediction" */
 } ddpm_model_info;

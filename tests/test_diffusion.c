@@ -740,7 +740,7 @@ static void test_json(void) {
     expect_json_error("", "invalid JSON");
     expect_json_error("{\"beta_schedule\": \"quadratic\"}", "unknown beta_schedule \"quadratic\"");
     expect_json_error("{\"variance_type\": \"learned\"}", "variance_type \"learned\" is not supported");
-    expect_json_error("{\"variance_type\": \"learned_range\"}", "variance_type");
+    expect_json_error("{\"variance_type\": \"fixed_small_log\"}", "variance_type");
     expect_json_error("{\"prediction_type\": \"v-prediction\"}", "prediction_type \"v-prediction\" is not supported");
     expect_json_error("{\"prediction_type\": 1}", "prediction_type");
     expect_json_error("{\"num_train_timesteps\": \"1000\"}", "\"num_train_timesteps\" must be an integer");

@@ -59,10 +59,11 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
     err_t err = {0};
     if ((int)o->sampler < 0 || (int)o->sampler >= SAMPLER_KINDS)
         return api_fail(h, DDPM_ERR_ARG, "sampler %d is not a ddpm_sampler", (int)o->sampler);
-    if (c->out_channels != c->in_channels)
-        return api_fail(h, DDPM_ERR_ARG, "%s: the model predicts %d channels for %d input channels; only epsilon "
-                        "models (out_channels == in_channels) can be sampled", m->dir, c->out_channels,
-                        c->in_channels);
+    const int learned = s->variance_type == SCHED_LEARNED_RANGE;
+    if (c->out_channels != (learned ? 2 : 1) * c->in_channels)
+        return api_fail(h, DDPM_ERR_ARG, "%s: the model predicts %d channels for %d input channels; variance_type %s "
+                        "needs %s", m->dir, c->out_channels, c->in_channels, schedule_variance_name(s->variance_type),
+                        learned ? "twice as many" : "as many");
     *so = (sampler_opts){.kind = (sampler_kind)o->sampler, .eta = o->eta, .seed = o->seed, .raw = o->raw,
                          .spacing = o->spacing, .threshold_ratio = o->threshold_ratio,
                          .threshold_max = o->threshold_max, .start_from = o->start_t};
@@ -239,7 +240,7 @@ static int run_share(ddpm_model *m, sample_run *r)
     const int nb = (r->count + r->B - 1) / r->B;
     run_watch watch = {dist_rank() == 0 ? r->o->progress : NULL, r->o->progress_ctx, 0,
                        (long long)nb * r->so.steps, 0, 0, &r->den};
-    denoiser den = {watch_eps, &watch, r->den.batch, r->den.D};
+    denoiser den = {watch_eps, &watch, r->den.batch, r->den.D, r->den.out_mult};
     err_t err = {0};
     for (int i = 0; i < r->count; i += r->B) {
         const int mb = r->count - i < r->B ? r->count - i : r->B, g = r->first + i;

@@ -170,6 +170,22 @@ void diffusion_ddpm_step(const schedule *s, int t, int prev_t, const float *x0, 
     ops_lincomb(x_prev, c0, x0, ct, xt, sigma, t > 0 ? z : NULL, n); /* mean, + sigma z */
 }
 
+void diffusion_ddpm_step_learned(const schedule *s, int t, int prev_t, const float *x0, const float *xt,
+                                 const float *v, const float *z, float *x_prev, size_t n) {
+    ERR_ASSERT(t >= 0 && t < s->T && prev_t >= -1 && prev_t < t);
+    double ab = s->alphas_cumprod[t], ab_prev = prev_t >= 0 ? (double)s->alphas_cumprod[prev_t] : 1.0;
+    double cur_beta = 1.0 - ab / ab_prev, var = (1.0 - ab_prev) / (1.0 - ab) * cur_beta;
+    const float c0 = (float)(sqrt(ab_prev) * cur_beta / (1.0 - ab));
+    const float ct = (float)(sqrt(ab / ab_prev) * (1.0 - ab_prev) / (1.0 - ab));
+    const float min_log = (float)log(var < 1e-20 ? 1e-20 : var), max_log = (float)log(cur_beta);
+    ops_lincomb(x_prev, c0, x0, ct, xt, 0.0f, NULL, n); /* the mean */
+    if (t == 0 || !z) return;
+    for (size_t i = 0; i < n; i++) {
+        float f = (v[i] + 1.0f) / 2.0f;
+        x_prev[i] += expf(0.5f * (f * max_log + (1.0f - f) * min_log)) * z[i];
+    }
+}
+
 int diffusion_ddim_prev_t(int T, int N, int t) {
     ERR_ASSERT(N >= 1);
     return t - T / N;

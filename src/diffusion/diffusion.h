@@ -85,6 +85,14 @@ float diffusion_x0_threshold(float *x0, size_t n, float ratio, float smax, float
 void diffusion_ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
                float *x_prev, size_t n);
 
+/* The same step for variance_type learned_range (DDPMScheduler.step and
+ * _get_variance): v [n] is the network's variance output; with the fixed_small
+ * sigma^2 above (floored at 1e-20) and beta', log sigma_i^2 = f_i log beta' +
+ * (1 - f_i) log sigma^2, f_i = (v_i + 1)/2, and x_prev = mean +
+ * exp(log sigma_i^2 / 2) z_i. */
+void diffusion_ddpm_step_learned(const schedule *s, int t, int prev_t, const float *x0, const float *xt,
+                                 const float *v, const float *z, float *x_prev, size_t n);
+
 /* DDIM's previous timestep (docs/diffusers.md, "DDIMScheduler.step"): t - T/N (integer division),
  * whatever the spacing; may be negative at the last step. Requires N >= 1. */
 int diffusion_ddim_prev_t(int T, int N, int t);

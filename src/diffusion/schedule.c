@@ -239,9 +239,10 @@ int schedule_from_json(schedule *s, const char *json_text, err_t *err) {
     int var_type;
     if (!strcmp(vt, "fixed_small")) var_type = SCHED_FIXED_SMALL;
     else if (!strcmp(vt, "fixed_large")) var_type = SCHED_FIXED_LARGE;
+    else if (!strcmp(vt, "learned_range")) var_type = SCHED_LEARNED_RANGE;
     else {
-        err_fail(err, CFG ": variance_type \"%.64s\" is not supported (only fixed_small and fixed_large; "
-                       "learned variances need a model with 2x output channels)", vt);
+        err_fail(err, CFG ": variance_type \"%.64s\" is not supported (fixed_small, fixed_large or learned_range)",
+                 vt);
         goto fail;
     }
     const int prediction = schedule_prediction_parse(pred);
@@ -334,6 +335,12 @@ fail:
 }
 
 static const char *const prediction_names[] = {"epsilon", "sample", "v_prediction"};
+static const char *const variance_names[] = {"fixed_small", "fixed_large", "learned_range"};
+
+const char *schedule_variance_name(int variance_type) {
+    ERR_ASSERT(variance_type >= 0 && variance_type < 3);
+    return variance_names[variance_type];
+}
 
 const char *schedule_prediction_name(int prediction) {
     ERR_ASSERT(prediction >= 0 && prediction < 3);
@@ -374,8 +381,7 @@ char *schedule_to_json(const schedule *s) {
             ok = cJSON_AddNullToObject(o, "trained_betas") != NULL;
         }
     }
-    ok = ok && cJSON_AddStringToObject(o, "variance_type",
-                                       s->variance_type == SCHED_FIXED_LARGE ? "fixed_large" : "fixed_small");
+    ok = ok && cJSON_AddStringToObject(o, "variance_type", schedule_variance_name(s->variance_type));
     char *txt = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     return txt;

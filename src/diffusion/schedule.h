@@ -21,7 +21,13 @@
 #include "core/status.h"
 
 enum { SCHED_FIXED_SMALL = 0, /* sigma_t^2 = posterior variance beta~_t (diffusers "fixed_small") */
-       SCHED_FIXED_LARGE = 1  /* sigma_t^2 = beta_t (diffusers "fixed_large") */ };
+       SCHED_FIXED_LARGE = 1, /* sigma_t^2 = beta_t (diffusers "fixed_large") */
+       SCHED_LEARNED_RANGE = 2 /* log sigma_t^2 between log beta~_t and log beta_t, the network's second half
+                                * of channels v in [-1, 1] saying where (diffusers "learned_range", Nichol &
+                                * Dhariwal 2021) */ };
+
+/* diffusers' name of a variance type (SCHED_FIXED_SMALL ...). */
+const char *schedule_variance_name(int variance_type);
 
 /* What the network predicts (diffusers prediction_type), with
  * ab = alphabar_t: the noise eps ("epsilon"), x0 itself ("sample"), or

@@ -49,6 +49,7 @@ typedef struct unet_guided {
     float rescale;    /* guidance_rescale in [0, 1] (set after unet_guided_denoiser; 0: off) */
     int B;
     float *xin, *tin, *out; /* [2B] rows of scratch */
+    float *rows;      /* [2B] rows of a learned-variance network's whole output (NULL otherwise) */
     int32_t *yin;
 } unet_guided;
 
