@@ -29,7 +29,7 @@ typedef struct train_flags {
     const char *prediction, *lr_schedule, *loss_weight;
     long long steps, batch, warmup, seed, limit, threads, T, shards;
     long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
-    double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond, snr_gamma;
+    double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond, snr_gamma, vlb_weight;
     int resume, flip, no_ema_warmup, classes, no_verify;
 } train_flags;
 
@@ -46,7 +46,7 @@ static train_flags default_flags(void)
                          .eval_n = c->eval_n, .lr = o.lr, .clip = o.clip, .ema = o.ema, .dropout = o.dropout,
                          .beta_start = o.beta_start, .beta_end = o.beta_end, .p_uncond = o.p_uncond,
                          .prediction = "epsilon", .lr_schedule = o.lr_schedule, .loss_weight = o.loss_weight,
-                         .snr_gamma = o.snr_gamma};
+                         .snr_gamma = o.snr_gamma, .vlb_weight = o.vlb_weight};
 }
 
 /* --recipe short: its values, where the flag itself is not given. */
@@ -67,7 +67,7 @@ static int check_fixed(const arg_cmd *cmd, const arg_spec *specs)
     static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema",
                                   "no-ema-warmup", "dropout", "flip", "seed", "T", "schedule", "beta-start",
                                   "beta-end", "variance", "shards", "classes", "p-uncond", "prediction",
-                                  "lr-schedule", "loss-weight", "snr-gamma", NULL};
+                                  "lr-schedule", "loss-weight", "snr-gamma", "vlb-weight", NULL};
     for (const arg_spec *s = specs; s->name; s++)
         for (int i = 0; fixed[i]; i++)
             if (s->seen && !strcmp(s->name, fixed[i])) {
@@ -102,6 +102,7 @@ static ddpm_train_options new_options(const train_flags *f)
     o.inception = f->inception;
     o.prediction = !strcmp(f->prediction, "v") ? "v_prediction" : f->prediction;
     o.lr_schedule = f->lr_schedule, o.loss_weight = f->loss_weight, o.snr_gamma = f->snr_gamma;
+    o.vlb_weight = f->vlb_weight;
     o.cadence = (ddpm_train_cadence){f->save_every, f->log_every, f->sample_every, f->sample_n, f->eval_every,
                                      f->eval_n};
     return o;
@@ -274,8 +275,12 @@ int cmd_train(int argc, char **argv)
         {"schedule", ARG_CHOICE, &f->schedule_kind, NULL, "beta schedule", 0, 0, "linear|cosine", 0, 0},
         {"beta-start", ARG_FLOAT, &f->beta_start, "X", "first beta of the linear schedule [1e-4]", 1e-8, 0.5, NULL, 0, 0},
         {"beta-end", ARG_FLOAT, &f->beta_end, "X", "last beta of the linear schedule [0.02]", 1e-8, 0.999, NULL, 0, 0},
-        {"variance", ARG_CHOICE, &f->variance, NULL, "sampler variance written to scheduler_config.json", 0, 0,
-         "fixed_small|fixed_large", 0, 0},
+        {"variance", ARG_CHOICE, &f->variance, NULL, "the reverse process's variance, written to "
+         "scheduler_config.json: fixed (the paper's two), or learned_range: the network also outputs where log "
+         "sigma^2 lies between them (out_channels doubled; Improved DDPM's L_hybrid, --vlb-weight)", 0, 0,
+         "fixed_small|fixed_large|learned_range", 0, 0},
+        {"vlb-weight", ARG_FLOAT, &f->vlb_weight, "X", "with --variance learned_range: lambda of L_hybrid = "
+         "L_simple + lambda L_vlb [0.001]", 0, 1e3, NULL, 0, 0},
         {"prediction", ARG_CHOICE, &f->prediction, NULL, "what the network learns to output (written to "
          "scheduler_config.json as prediction_type): the noise (the paper's), x0 (sample) or v = sqrt(ab) eps - "
          "sqrt(1-ab) x0 (v_prediction)", 0, 0, "epsilon|sample|v", 0, 0},

@@ -425,7 +425,9 @@ typedef struct ddpm_train_options {
     int T;                  /* diffusion steps (1000) */
     const char *schedule;   /* "linear" (default) | "cosine" */
     double beta_start, beta_end; /* linear schedule (1e-4, 0.02) */
-    const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config */
+    const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config; or
+                             * "learned_range": the network's out_channels doubled, its second half the
+                             * variance, trained on L_hybrid with vlb_weight (Nichol & Dhariwal 2021) */
     int shards;             /* gradient shards summed in a fixed tree (0: the default: the largest power of
                              * two up to min(8, batch / 4), at least the process count; docs/determinism.md) */
     const char *inception;  /* Inception weights for eval_every on non-F-MNIST data (NULL: the default path) */
@@ -436,6 +438,7 @@ typedef struct ddpm_train_options {
                               * decaying to zero after the run's horizon (ddpm_trainer_set_horizon) */
     const char *loss_weight; /* each image's loss weight: "none" (default) or "min-snr" (Min-SNR-gamma) */
     double snr_gamma;       /* min-snr's gamma, > 0 (5) */
+    double vlb_weight;      /* learned_range: lambda of L_hybrid = L_simple + lambda L_vlb, >= 0 (0.001) */
 } ddpm_train_options;
 
 /* The paper's recipe (the defaults above). */

@@ -307,6 +307,63 @@ static void test_predictions(void) {
     schedule_free(&s);
 }
 
+/* diffusion_vlb_term's gradient against central finite differences of its
+ * value, for every value of v, at t = 0 (the decoder, with pixels at both
+ * edges and inside) and t > 0 (the KL); a wrong gradient (scaled by 1.1) is
+ * caught. Also: v = -1 everywhere gives the fixed_small bound term. */
+static void test_vlb_grad(void) {
+    schedule s;
+    err_t err;
+    CHECK(schedule_init(&s, "linear", 1000, 1e-4, 0.02, &err) == 0, "%s", err.msg);
+    enum { D = 24 };
+    float x0[D], xt[D], x0p[D], v[D], dv[D], scr[2 * D], eps[D];
+    for (int j = 0; j < D; j++) {
+        x0[j] = j == 0 ? -1.0f : j == 1 ? 1.0f : (float)(((j * 37) % 255) / 127.5 - 1.0);
+        eps[j] = (float)sin(1.7 * j);
+        v[j] = (float)(0.9 * cos(0.9 * j));
+    }
+    const int ts[] = {0, 3, 400};
+    for (int k = 0; k < 3; k++) {
+        int t = ts[k];
+        diffusion_q_sample(&s, t, x0, eps, xt, D);
+        for (int j = 0; j < D; j++) x0p[j] = x0[j] + 0.02f * (float)sin(3.1 * j); /* a near miss */
+        diffusion_vlb_term(&s, t, x0, xt, x0p, v, dv, D, scr);
+        double fd[D], top = 0, worst = 0, worst_wrong = 0;
+        for (int j = 0; j < D; j++) {
+            float keep = v[j], tmp[D];
+            const float h = 1e-3f;
+            v[j] = keep + h;
+            double up = diffusion_vlb_term(&s, t, x0, xt, x0p, v, tmp, D, scr);
+            v[j] = keep - h;
+            double down = diffusion_vlb_term(&s, t, x0, xt, x0p, v, tmp, D, scr);
+            v[j] = keep;
+            fd[j] = (up - down) / (2.0 * h);
+            top = fmax(top, fabs(fd[j]));
+        }
+        for (int j = 0; j < D; j++) { /* relative to the value, or for the smallest to 1e-3 of the largest */
+            double scale = fmax(fabs(fd[j]), 1e-3 * top);
+            worst = fmax(worst, fabs(dv[j] - fd[j]) / scale);
+            worst_wrong = fmax(worst_wrong, fabs(1.1 * dv[j] - fd[j]) / scale);
+        }
+        CHECK(top > 0, "t %d: the term depends on v", t);
+        CHECK(worst < 2e-3, "t %d: the bound term's gradient against finite differences: worst relative error %.2e", t,
+              worst);
+        CHECK(worst_wrong > 2e-2, "t %d: a gradient scaled by 1.1 is caught (%.2e)", t, worst_wrong);
+    }
+    /* v = -1: log sigma^2 is the clipped posterior's, the fixed_small bound term (bits per dim). */
+    for (int j = 0; j < D; j++) v[j] = -1.0f;
+    const int t = 400;
+    diffusion_q_sample(&s, t, x0, eps, xt, D);
+    double got = diffusion_vlb_term(&s, t, x0, xt, x0p, v, dv, D, scr), want = 0;
+    float mq[D], mp[D];
+    diffusion_posterior_mean_var(&s, t, x0, xt, mq, D);
+    diffusion_posterior_mean_var(&s, t, x0p, xt, mp, D);
+    for (int j = 0; j < D; j++) want += diffusion_normal_kl(mq[j], s.post_log_var_clipped[t], mp[j], s.post_log_var_clipped[t]);
+    want /= D * M_LN2;
+    CHECK(fabs(got - want) < 1e-12 * fmax(1.0, fabs(want)), "v = -1: the fixed_small term (%.9g, want %.9g)", got, want);
+    schedule_free(&s);
+}
+
 static void test_x0_threshold(void) {
     /* |x| sorted: 0.5 1.5 2 3 4 */
     const float a[5] = {-4.0f, 3.0f, 0.5f, -2.0f, 1.5f};
@@ -822,6 +879,6 @@ static void test_init_errors(void) {
     schedule_free(&s);
 }
 
-TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_predictions, test_x0_threshold,
+TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_predictions, test_vlb_grad, test_x0_threshold,
           test_ddpm_step, test_ddim_step, test_timesteps,
           test_vlb_terms, test_json, test_json_fuzz, test_init_errors)

@@ -71,6 +71,7 @@ void ddpm_train_options_init(ddpm_train_options *o)
     o->T = 1000, o->schedule = "linear", o->beta_start = 1e-4, o->beta_end = 0.02, o->variance = "fixed_small";
     o->cadence = cadence_of(&d);
     o->prediction = "epsilon", o->lr_schedule = "constant", o->loss_weight = "none", o->snr_gamma = d.snr_gamma;
+    o->vlb_weight = d.vlb_weight;
 }
 
 int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe)
@@ -100,8 +101,10 @@ static int check_options(const ddpm_train_options *o)
     if (bad) return api_fail(NULL, DDPM_ERR_ARG, "the option %s is out of range", bad);
     if (o->schedule && strcmp(o->schedule, "linear") && strcmp(o->schedule, "cosine"))
         return api_fail(NULL, DDPM_ERR_ARG, "schedule '%s': linear or cosine", o->schedule);
-    if (o->variance && strcmp(o->variance, "fixed_small") && strcmp(o->variance, "fixed_large"))
-        return api_fail(NULL, DDPM_ERR_ARG, "variance '%s': fixed_small or fixed_large", o->variance);
+    if (o->variance && strcmp(o->variance, "fixed_small") && strcmp(o->variance, "fixed_large") &&
+        strcmp(o->variance, "learned_range"))
+        return api_fail(NULL, DDPM_ERR_ARG, "variance '%s': fixed_small, fixed_large or learned_range", o->variance);
+    if (!(o->vlb_weight >= 0 && o->vlb_weight <= 1e3)) return api_fail(NULL, DDPM_ERR_ARG, "the option vlb_weight is out of range");
     if (o->prediction && schedule_prediction_parse(o->prediction) < 0)
         return api_fail(NULL, DDPM_ERR_ARG, "prediction '%s': epsilon, sample or v_prediction", o->prediction);
     if (o->lr_schedule && train_lr_schedule_parse(o->lr_schedule) < 0)
@@ -142,7 +145,8 @@ static int keep_options(ddpm_trainer *t, const ddpm_train_options *o, const char
     k->classes = r->classes, k->p_uncond = r->p_uncond, k->seed = r->seed, k->T = s->T;
     k->schedule = strcmp(s->kind, "linear") ? "cosine" : "linear";
     k->beta_start = s->beta_start, k->beta_end = s->beta_end;
-    k->variance = s->variance_type == SCHED_FIXED_LARGE ? "fixed_large" : "fixed_small";
+    k->variance = schedule_variance_name(s->variance_type);
+    k->vlb_weight = r->vlb_weight;
     k->shards = r->shards;
     k->cadence = cadence_of(r);
     k->prediction = schedule_prediction_name(s->prediction);
@@ -215,6 +219,7 @@ static train_opts new_train_opts(const ddpm_train_options *o)
     r.lr_schedule = o->lr_schedule ? train_lr_schedule_parse(o->lr_schedule) : TRAIN_LR_CONSTANT;
     r.loss_weight = o->loss_weight ? train_loss_weight_parse(o->loss_weight) : TRAIN_WEIGHT_NONE;
     r.snr_gamma = o->snr_gamma;
+    r.vlb_weight = o->vlb_weight;
     return r;
 }
 
@@ -236,7 +241,10 @@ int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *o, ddpm_t
         return api_fail(NULL, DDPM_ERR_ARG, "beta_start %g is larger than beta_end %g", o->beta_start, o->beta_end);
     if (schedule_init(&sched, o->schedule ? o->schedule : "linear", o->T, o->beta_start, o->beta_end, &e))
         return api_status(NULL, DDPM_ERR_ARG, &e);
-    sched.variance_type = o->variance && !strcmp(o->variance, "fixed_large") ? SCHED_FIXED_LARGE : SCHED_FIXED_SMALL;
+    sched.variance_type = !o->variance || !strcmp(o->variance, "fixed_small") ? SCHED_FIXED_SMALL
+                          : !strcmp(o->variance, "fixed_large")          ? SCHED_FIXED_LARGE
+                                                                          : SCHED_LEARNED_RANGE;
+    if (sched.variance_type == SCHED_LEARNED_RANGE) cfg.out_channels = 2 * cfg.in_channels; /* the variance half */
     sched.prediction = o->prediction ? schedule_prediction_parse(o->prediction) : SCHED_PRED_EPSILON;
     train_opts r = new_train_opts(o);
     ddpm_trainer *t = new_trainer();

@@ -319,6 +319,44 @@ double diffusion_reverse_log_variance(const schedule *s, int t) {
     return s->post_log_var_clipped[t];
 }
 
+/* d log P / d log_scale of diffusion_discretized_gaussian_loglik (0 where P is floored). */
+static double loglik_dscale(double x, double mean, double log_scale) {
+    const double inv = exp(-log_scale), r2 = 1.0 / sqrt(2.0), k = 1.0 / sqrt(2.0 * M_PI);
+    const double plus_in = inv * (x - mean + 1.0 / 255.0), min_in = inv * (x - mean - 1.0 / 255.0);
+    const double dplus = plus_in * k * exp(-0.5 * plus_in * plus_in), dmin = min_in * k * exp(-0.5 * min_in * min_in);
+    double p, dp;
+    if (x < -0.999) p = 0.5 * erfc(-plus_in * r2), dp = -dplus;
+    else if (x > 0.999) p = 0.5 * erfc(min_in * r2), dp = dmin;
+    else if (min_in > 0) p = 0.5 * (erfc(min_in * r2) - erfc(plus_in * r2)), dp = dmin - dplus;
+    else p = 0.5 * (erfc(-plus_in * r2) - erfc(-min_in * r2)), dp = dmin - dplus;
+    return p > 1e-12 ? dp / p : 0.0;
+}
+
+double diffusion_vlb_term(const schedule *s, int t, const float *x0, const float *xt, const float *x0p,
+                          const float *v, float *dv, size_t D, float *scratch) {
+    ERR_ASSERT(t >= 0 && t < s->T);
+    float *mp = scratch, *mq = scratch + D;
+    const double min_log = s->post_log_var_clipped[t], max_log = log((double)s->betas[t]);
+    const double lq = s->post_log_var_clipped[t], per = 1.0 / ((double)D * M_LN2);
+    diffusion_posterior_mean_var(s, t, x0p, xt, mp, D);
+    if (t > 0) diffusion_posterior_mean_var(s, t, x0, xt, mq, D);
+    double L = 0;
+    for (size_t j = 0; j < D; j++) {
+        const double f = ((double)v[j] + 1.0) / 2.0, lp = f * max_log + (1.0 - f) * min_log;
+        double g; /* d term / d lp */
+        if (t > 0) {
+            const double d = (double)mq[j] - (double)mp[j];
+            L += diffusion_normal_kl(mq[j], lq, mp[j], lp);
+            g = 0.5 * (1.0 - exp(lq - lp) - d * d * exp(-lp));
+        } else {
+            L -= diffusion_discretized_gaussian_loglik(x0[j], mp[j], 0.5 * lp);
+            g = -0.5 * loglik_dscale(x0[j], mp[j], 0.5 * lp);
+        }
+        dv[j] = (float)(g * 0.5 * (max_log - min_log) * per);
+    }
+    return L * per;
+}
+
 double diffusion_prior_bpd_nats(const schedule *s, const float *x0, size_t n) {
     double aT = s->alphas_cumprod[s->T - 1];
     double m = sqrt(aT), lv = log(1.0 - aT), acc = 0;

@@ -166,6 +166,18 @@ void diffusion_posterior_mean_var(const schedule *s, int t, const float *x0, con
  * log(post_var[1]) at t == 0. */
 double diffusion_reverse_log_variance(const schedule *s, int t);
 
+/* One image's term of the bound for a learned-range network, as
+ * improved-diffusion trains it (_vb_terms_bpd with the mean frozen, x0 not
+ * clipped), in bits per dimension: with p's mean the posterior mean of x0p
+ * (the network's x0) and x_t, and log sigma^2_j = f_j log beta_t + (1 - f_j)
+ * post_log_var_clipped[t], f_j = (v_j + 1)/2, the mean over the D values of
+ * KL(q(x_{t-1} | x_t, x0) || p) for t > 0, or of the decoder's negative
+ * log-likelihood of x0 (diffusion_discretized_gaussian_loglik) at t = 0.
+ * dv (=) its gradient with respect to v (the mean gets none). scratch: 2 D
+ * floats. */
+double diffusion_vlb_term(const schedule *s, int t, const float *x0, const float *xt, const float *x0p,
+                          const float *v, float *dv, size_t D, float *scratch);
+
 /* The prior term L_T = KL(q(x_T | x_0) || N(0, I)) in nats, summed over the
  * n values of x0 (float64 arithmetic from alphas_cumprod[T-1]). */
 double diffusion_prior_bpd_nats(const schedule *s, const float *x0, size_t n);

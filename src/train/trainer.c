@@ -33,7 +33,7 @@ train_opts train_opts_default(void) {
     o.flip = 0;
     o.p_uncond = 0.1;
     o.lr_schedule = TRAIN_LR_CONSTANT, o.lr_total = 0, o.lr_k0 = 0, o.lr_s0 = 1.0;
-    o.loss_weight = TRAIN_WEIGHT_NONE, o.snr_gamma = 5.0;
+    o.loss_weight = TRAIN_WEIGHT_NONE, o.snr_gamma = 5.0, o.vlb_weight = 0.001;
     o.save_every = 1000, o.log_every = 100, o.sample_every = 0, o.sample_n = 16, o.eval_every = 0, o.eval_n = 1000;
     return o;
 }
@@ -87,9 +87,11 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
                          "--preset or --config)", d->h, d->w, d->c, cfg->sample_size, cfg->sample_size,
                          cfg->in_channels);
     if (o->batch < 1) return err_fail(err, "batch size must be at least 1");
-    if (cfg->out_channels != cfg->in_channels)
-        return err_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
-                         cfg->out_channels, cfg->in_channels);
+    const int learned = sched->variance_type == SCHED_LEARNED_RANGE;
+    if (cfg->out_channels != (learned ? 2 : 1) * cfg->in_channels)
+        return err_fail(err, "out_channels must be %s in_channels (are %d, %d)%s", learned ? "twice" : "equal to",
+                        cfg->out_channels, cfg->in_channels,
+                        learned ? ": a learned variance is the second half" : "");
     if (train_split(o->batch, o->shards, dist_size(), &tr->o.shards, err)) return -1;
     if (o->classes && !d->labels)
         return err_fail(err, "--classes: %s has no class labels (an IDX label file, CIFAR-10 batches or a PNG "
@@ -119,9 +121,10 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->x0 = mem_alloc_floats(n, err);
     tr->eps = mem_alloc_floats(n, err);
     tr->xt = mem_alloc_floats(n, err);
-    tr->out = mem_alloc_floats(n, err);
+    tr->out = mem_alloc_floats(n * (size_t)(cfg->out_channels / cfg->in_channels), err);
     tr->target = sched->prediction == SCHED_PRED_EPSILON ? tr->eps : mem_alloc_floats(n, err);
     tr->w = mem_alloc_floats((size_t)tr->local, err);
+    if (learned && !(tr->vlb = mem_alloc_floats(6 * n, err))) goto fail;
     tr->t = mem_alloc_floats((size_t)tr->local, err);
     tr->ti = mem_calloc((size_t)tr->local, sizeof *tr->ti, err);
     tr->y = mem_calloc((size_t)tr->local, sizeof *tr->y, err);
@@ -149,7 +152,7 @@ void trainer_free(trainer *tr) {
     loader_free(&tr->ld);
     free(tr->m), free(tr->v), free(tr->ema);
     if (tr->target != tr->eps) free(tr->target);
-    free(tr->w);
+    free(tr->w), free(tr->vlb);
     free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t), free(tr->ti), free(tr->sq), free(tr->y);
     unet_classes_free(&tr->cls);
     memset(tr, 0, sizeof *tr);
@@ -182,10 +185,43 @@ int train_split(int batch, int shards, int nranks, int *out, err_t *err) {
 /* The loss's gradient for a group of this rank's images, and their weighted
  * squared errors: the loss is the mean of w_i (out - target)^2 over the whole
  * global batch (L_simple when every w_i is 1 and the target is eps). */
+/* L_hybrid's gradient and value for image i of a learned-variance network:
+ * out, dout: its [HW][2C] output and gradient (the mean half, then the
+ * variance half of each pixel). Returns w_i (squared error) + vlb_weight T
+ * (bound term) D, in the units of tr->sq. */
+static double hybrid_loss_grad(trainer *tr, int i, const float *out, float *dout, float g) {
+    const unet_config *c = &tr->u->cfg;
+    const int C = c->in_channels;
+    const size_t HW = (size_t)c->sample_size * c->sample_size, D = HW * C;
+    float *mo = tr->vlb + (size_t)i * 6 * D, *vo = mo + D, *x0p = vo + D, *dv = x0p + D, *scr = dv + D;
+    for (size_t p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) mo[p * C + k] = out[p * 2 * C + k], vo[p * C + k] = out[p * 2 * C + C + k];
+    const float *target = tr->target + (size_t)i * D, *xt = tr->xt + (size_t)i * D;
+    double sq = ops_sq_error(x0p, mo, target, D, g * tr->w[i]); /* x0p: the mean half's gradient, for now */
+    for (size_t p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) dout[p * 2 * C + k] = x0p[p * C + k];
+    const int t = tr->ti[i];
+    diffusion_x0_from_output(&tr->sched, t, mo, xt, x0p, D);
+    const double scale = tr->o.vlb_weight * tr->sched.T;
+    double vb = diffusion_vlb_term(&tr->sched, t, tr->x0 + (size_t)i * D, xt, x0p, vo, dv, D, scr);
+    const float gv = (float)(scale / tr->o.batch);
+    for (size_t p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) dout[p * 2 * C + C + k] = gv * dv[p * C + k];
+    return tr->w[i] * sq + scale * vb * (double)D;
+}
+
 static void simple_loss_grad(void *ctx, int image0, int n, const float *out, float *dout) {
     trainer *tr = ctx;
     const unet_config *c = &tr->u->cfg;
     size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels;
+    if (tr->vlb) { /* L_hybrid */
+        const size_t D = per / 2;
+        const float g = 2.0f / (float)(D * (size_t)tr->o.batch);
+        for (int i = image0; i < image0 + n; i++)
+            tr->sq[tr->first + i] = hybrid_loss_grad(tr, i, out + (size_t)(i - image0) * per,
+                                                     dout + (size_t)(i - image0) * per, g);
+        return;
+    }
     float g = 2.0f / (float)(per * (size_t)tr->o.batch);
     for (int i = image0; i < image0 + n; i++) {
         size_t at = (size_t)(i - image0) * per;
@@ -315,6 +351,7 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddNumberToObject(j, "lr_s0", o->lr_s0);
     cJSON_AddStringToObject(j, "loss_weight", weight_names[o->loss_weight]);
     cJSON_AddNumberToObject(j, "snr_gamma", o->snr_gamma);
+    cJSON_AddNumberToObject(j, "vlb_weight", o->vlb_weight);
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++)
         cJSON_AddNumberToObject(j, train_cadence[i].name, (double)*(const long long *)((const char *)o + train_cadence[i].offset));
     char *s = cJSON_PrintUnformatted(j);
@@ -368,6 +405,8 @@ int train_opts_from_json(train_opts *o, const char *json, err_t *err) {
     if (cJSON_IsNumber(lk)) o->lr_k0 = (long long)lk->valuedouble;
     if (cJSON_IsNumber(l0)) o->lr_s0 = l0->valuedouble;
     if (cJSON_IsNumber(sg)) o->snr_gamma = sg->valuedouble;
+    cJSON *vw = cJSON_GetObjectItemCaseSensitive(j, "vlb_weight");
+    if (cJSON_IsNumber(vw)) o->vlb_weight = vw->valuedouble;
     if (o->lr_schedule < 0 || o->loss_weight < 0 || o->lr_total < 0 || o->lr_k0 < 0 || !(o->lr_s0 >= 0 && o->lr_s0 <= 1) ||
         !(o->snr_gamma > 0)) {
         cJSON_Delete(j);

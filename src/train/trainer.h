@@ -62,6 +62,12 @@ typedef struct train_opts {
      * min(SNR, gamma) for a sample one, min(SNR, gamma) / (SNR + 1) for a v one). */
     int loss_weight;
     double snr_gamma;
+    /* A learned-variance network (variance_type learned_range, out_channels 2C)
+     * trains on L_hybrid = L_simple + vlb_weight L_vlb (Nichol & Dhariwal 2021;
+     * 0.001): each image adds vlb_weight T times its bound term
+     * (diffusion_vlb_term, the mean frozen), whose gradient reaches only the
+     * variance half. */
+    double vlb_weight;
     /* The run's cadence, in steps and images (the CLI's --save-every, --log-every,
      * --sample-every, --sample-n, --eval-every, --eval-n): the trainer does not use
      * them; they are recorded so that --resume keeps them (defaults when a state
@@ -114,6 +120,7 @@ typedef struct trainer {
     float *x0, *eps, *xt, *out, *t; /* per-step buffers, [local] images */
     float *target;        /* what the network learns to output: eps itself for an epsilon network, else [local] images */
     float *w;             /* [local] each image's loss weight */
+    float *vlb;           /* learned variance: [local][6 D] scratch of each image's bound term (else NULL) */
     int *ti;              /* [local] timesteps */
     int32_t *y;           /* [local] class labels (conditional runs) */
     unet_classes cls;     /* the class names (conditional runs) */
