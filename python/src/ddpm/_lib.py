@@ -172,14 +172,12 @@ class _Worker:
         self.jobs = queue.SimpleQueue()
         self.thread = None
 
-    def submit(self, fn):
-        """Queues fn; returns (done, box): done is set once box holds (True, result) or (False, exception)."""
+    def submit(self, fn, box, done):
+        """Queues fn; the worker appends (True, result) or (False, exception) to box, then sets done."""
         if self.thread is None:
             self.thread = threading.Thread(target=self._loop, name="ddpm-worker", daemon=True)
             self.thread.start()
-        done, box = threading.Event(), []
         self.jobs.put((fn, box, done))
-        return done, box
 
     def _loop(self):
         while True:
@@ -195,10 +193,11 @@ WORKER = _Worker()
 
 
 class _Progress:
-    """The state of one long call: the user's callback, the cancel flag, an exception it raised."""
+    """The state of one long call: the user's callback, the cancel flag, an exception it raised,
+    whether the worker has taken the call up."""
 
     def __init__(self, fn):
-        self.fn, self.cancel, self.exc = fn, False, None
+        self.fn, self.cancel, self.exc, self.ran = fn, False, None, False
 
 
 @ffi.callback("ddpm_progress_fn")
@@ -226,24 +225,40 @@ def long_call(fn, progress=None, handle=ffi.NULL):
     waits until the library has stopped, and is raised again: the library is usable afterwards."""
     state = _Progress(progress)
     ctx = ffi.new_handle(state)
+    done, box = threading.Event(), []
 
     def job():
+        # The worker alone runs this, so ran needs no lock. A second copy (queued after a Ctrl-C that
+        # may have come before the first was) does nothing; a first one after Ctrl-C never starts.
+        if state.ran:
+            return None
+        state.ran = True
+        if state.cancel:
+            return lib.DDPM_ERR_CANCELLED, None
         st = fn(PROGRESS, ctx)
         return st, (error(st, handle) if st != 0 else None)
 
+    def wait():
+        while not done.wait(0.25):  # a timeout: woken even when SIGINT went to another thread
+            pass
+
     with LOCK:
-        done, box = WORKER.submit(job)
-        interrupted = None
-        while True:
-            try:
-                done.wait()
-                break
-            except KeyboardInterrupt as e:
-                state.cancel = True  # seen at the next progress report; wait for the library to stop
-                interrupted = interrupted or e
+        try:
+            WORKER.submit(job, box, done)
+            wait()
+        except KeyboardInterrupt as e:
+            # Anywhere from before the submit to after the wait: cancel, make sure a copy is queued,
+            # and wait until the library has stopped (more Ctrl-Cs meanwhile are that same one).
+            state.cancel = True
+            while True:
+                try:
+                    WORKER.submit(job, box, done)
+                    wait()
+                    break
+                except KeyboardInterrupt:
+                    pass
+            raise e
         ok, value = box[0]
-        if interrupted is not None:
-            raise interrupted
         if state.exc is not None:
             raise state.exc
         if not ok:
@@ -252,3 +267,7 @@ def long_call(fn, progress=None, handle=ffi.NULL):
         if exc is not None:
             raise exc
         return st
+
+
+for _cls in (Error, *ERRORS.values()):
+    _cls.__module__ = "ddpm"  # shown as ddpm.InputError, where users catch it
