@@ -1,11 +1,12 @@
 """bench_eps.py -- the cost of the Python layer on a 1-image eps: Model.eps against the same
 ddpm_model_eps called from C (a small program compiled here with gcc against the library in use) and
-through cffi with nothing around it. Prints microseconds per call (median of 7 runs of N calls).
+through cffi with nothing around it, on THREADS threads (default 1: the least noise from thread wake-ups).
+Prints microseconds per call: the fastest of 15 runs of N calls (the least disturbed by other load), the
+Python runs interleaved with the raw cffi ones.
 
-    DDPM_LIBRARY=build/libddpm.so.0 PYTHONPATH=python/src python3 python/tools/bench_eps.py MODEL_DIR [N]
+    DDPM_LIBRARY=build/libddpm.so.0 PYTHONPATH=python/src python3 python/tools/bench_eps.py MODEL_DIR [N [THREADS]]
 """
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ int main(int argc, char **argv) {
     float *x = calloc(sz, 4), *e = calloc(sz, 4);
     int32_t t = 500 % i.num_train_timesteps;
     for (int k = 0; k < 50; k++) ddpm_model_eps(m, 1, x, &t, NULL, e);
-    for (int r = 0; r < 7; r++) {
+    for (int r = 0; r < 15; r++) {
         double t0 = ddpm_now();
         for (int k = 0; k < n; k++) if (ddpm_model_eps(m, 1, x, &t, NULL, e)) return 1;
         printf("%.3f\n", (ddpm_now() - t0) / n * 1e6);
@@ -42,16 +43,17 @@ int main(int argc, char **argv) {
 
 def main():
     model_dir, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-    threads = ddpm.set_threads(0)
+    threads = ddpm.set_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     repo = pathlib.Path(ddpm._lib.HEADER).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = pathlib.Path(tmp, "b.c"), pathlib.Path(tmp, "b")
         src.write_text(C_PROGRAM)
+        so = pathlib.Path(LIBRARY).resolve()
         subprocess.run(["gcc", "-O2", f"-I{ddpm._lib.HEADER.parent}", f"-I{repo / 'include'}", str(src), "-o",
-                        str(exe), str(LIBRARY)], check=True)
+                        str(exe), str(so), f"-Wl,-rpath,{so.parent}"], check=True)
         out = subprocess.run([str(exe), model_dir, str(n), str(threads)], capture_output=True, text=True,
                              check=True).stdout
-        c_us = statistics.median(float(v) for v in out.split())
+        c_us = min(float(v) for v in out.split())
 
     m = ddpm.Model.load(model_dir)
     i = m.info
@@ -61,19 +63,17 @@ def main():
     tt = np.array([t], dtype=np.int32)
     px, pe, pt = ffi.cast("float *", x.ctypes.data), ffi.cast("float *", e.ctypes.data), ffi.cast("int32_t *", tt.ctypes.data)
 
-    def timed(fn):
-        for _ in range(50):
+    def run(fn):
+        t0 = time.perf_counter()
+        for _ in range(n):
             fn()
-        runs = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            runs.append((time.perf_counter() - t0) / n * 1e6)
-        return statistics.median(runs)
+        return (time.perf_counter() - t0) / n * 1e6
 
-    raw_us = timed(lambda: lib.ddpm_model_eps(m._h, 1, px, pt, ffi.NULL, pe))
-    py_us = timed(lambda: m.eps(x, t))
+    raw = lambda: lib.ddpm_model_eps(m._h, 1, px, pt, ffi.NULL, pe)  # noqa: E731
+    wrapped = lambda: m.eps(x, t)  # noqa: E731
+    run(raw), run(wrapped)
+    raw_runs, py_runs = zip(*((run(raw), run(wrapped)) for _ in range(15)))
+    raw_us, py_us = min(raw_runs), min(py_runs)
     print(f"model {model_dir}: {i.in_channels}x{i.sample_size}x{i.sample_size}, {i.num_parameters} parameters, "
           f"{threads} threads")
     print(f"C ddpm_model_eps        {c_us:9.1f} us/call")
