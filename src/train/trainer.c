@@ -62,7 +62,7 @@ double train_lr_factor(const train_opts *o, long long k) {
 
 void trainer_set_horizon(trainer *tr, long long total) {
     train_opts *o = &tr->o;
-    if (total == o->lr_total || total < 0) return;
+    if (o->lr_schedule == TRAIN_LR_CONSTANT || total == o->lr_total || total < 0) return; /* nothing to decay */
     if (o->lr_total > 0) { /* continue from where the old horizon had got to */
         o->lr_s0 = train_lr_factor(o, tr->step);
         o->lr_k0 = tr->step;

@@ -143,7 +143,8 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
 void trainer_free(trainer *tr);
 
 /* Sets the step after which the learning rate reaches zero (the run's budget,
- * or its estimate). A change keeps the rate continuous: the decay starts
+ * or its estimate); a no-op for a constant schedule, whose run (and state)
+ * then does not depend on the budget. A change keeps the rate continuous: the decay starts
  * again from the current factor at the current step (lr_k0, lr_s0) and ends
  * at the new horizon. */
 void trainer_set_horizon(trainer *tr, long long total);
