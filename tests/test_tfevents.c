@@ -233,6 +233,45 @@ static void test_bad_arguments(void) {
     }
 }
 
+/* tfevents_png reads the size and colorspace from real PNG files (libpng's, io/png.c),
+ * and refuses what is not a PNG. */
+static void test_png(void) {
+    ddpm_err err;
+    tfevents *w = tfevents_open(tp("png"), &err);
+    CHECK(w != NULL, "open: %s", err.msg);
+    if (!w) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s", tfevents_path(w));
+    uint8_t pix[5 * 11 * 3] = {0};
+    int ok = 1;
+    for (int c = 1; c <= 3; c += 2) {
+        unsigned char *png;
+        size_t len;
+        if (png_write_u8(tp("x.png"), pix, 11, 5, c, &err) || file_read_all(tp("x.png"), &png, &len, &err)) {
+            CHECK(0, "%s", err.msg);
+            ok = 0;
+            break;
+        }
+        CHECK(tfevents_png(w, c, "grid", png, len, &err) == 0, "png: %s", err.msg);
+        png[1] = 'X';
+        EXPECT_FAIL(tfevents_png(w, 9, "grid", png, len, &err), err, "not a PNG");
+        free(png);
+    }
+    EXPECT_FAIL(tfevents_png(w, 9, "grid", "\x89PNG", 4, &err), err, "not a PNG");
+    tfevents_close(w, &err);
+    Tfevents__Event *ev[MAX_EVENTS];
+    int n;
+    size_t bytes;
+    if (!ok || read_events(path, ev, &n, &bytes)) return;
+    CHECK(n == 3, "version + 2 images: %d", n);
+    for (int i = 1; i < n && n == 3; i++) {
+        const Tfevents__Summary__Image *im = ev[i]->summary->value[0]->image;
+        CHECK(im->width == 11 && im->height == 5 && im->colorspace == (i == 1 ? 1 : 3), "image %d: %dx%d, colorspace %d",
+              i, im->width, im->height, im->colorspace);
+    }
+    free_events(ev, n);
+}
+
 /* A write cut short (RLIMIT_FSIZE: write(2) writes part of the record, then fails with
  * EFBIG) is cut back off: the file keeps its whole records, the next small record fits
  * again, and the error names the file. */
@@ -341,7 +380,7 @@ static int write_fixture(const char *dir) {
     for (int step = 0; step <= 50; step += 5) {
         tfevents_scalar s[2] = {{"train/loss", 1.0 / (1 + step)}, {"train/lr", 1e-4 * step}};
         if (tfevents_scalars(w, step, s, 2, &err)) goto fail;
-        if (step == 20 && tfevents_image(w, step, "samples", png, len, 12, 7, 3, &err)) goto fail;
+        if (step == 20 && tfevents_png(w, step, "samples", png, len, &err)) goto fail;
     }
     printf("%s\n", tfevents_path(w));
     if (tfevents_close(w, &err) || !(w = tfevents_open(tb, &err)) || tfevents_session_start(w, 21, &err)) goto fail;
@@ -365,10 +404,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_tfevents [--write DIR]\n");
         return 2;
     }
-    check_fn fns[] = {test_crc32c_vectors, test_write_read, test_bad_arguments, test_short_write,
+    check_fn fns[] = {test_crc32c_vectors, test_write_read, test_bad_arguments, test_png, test_short_write,
                       test_reader_catches_damage, test_cleanup};
     return check_run(__FILE__,
-                     "test_crc32c_vectors, test_write_read, test_bad_arguments, test_short_write, "
+                     "test_crc32c_vectors, test_write_read, test_bad_arguments, test_png, test_short_write, "
                      "test_reader_catches_damage, test_cleanup",
                      fns, (int)(sizeof fns / sizeof fns[0]));
 }

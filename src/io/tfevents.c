@@ -154,6 +154,23 @@ int tfevents_image(tfevents *w, int64_t step, const char *tag, const void *png, 
     return scalars_or_image(w, step, &ptr, 1, err);
 }
 
+int tfevents_png(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, ddpm_err *err) {
+    /* The 8-byte signature, then the IHDR chunk: length 13, "IHDR", width, height (big-endian
+     * u32), bit depth, colour type (0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA). */
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    const unsigned char *b = png;
+    if (!b || len < 33 || memcmp(b, sig, 8) || memcmp(b + 12, "IHDR", 4))
+        return ddpm_fail(err, "%s: image %s: not a PNG (%zu bytes)", w->path, tag ? tag : "", len);
+    uint32_t width = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
+    uint32_t height = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
+    static const int colorspace[7] = {1, 0, 3, 3, 2, 0, 4};
+    int cs = b[25] < 7 ? colorspace[b[25]] : 0;
+    if (!cs || width > INT32_MAX || height > INT32_MAX)
+        return ddpm_fail(err, "%s: image %s: a PNG of colour type %d, %ux%u", w->path, tag ? tag : "", b[25],
+                         (unsigned)width, (unsigned)height);
+    return tfevents_image(w, step, tag, png, len, (int)width, (int)height, cs, err);
+}
+
 int tfevents_session_start(tfevents *w, int64_t step, ddpm_err *err) {
     Tfevents__SessionLog log = TFEVENTS__SESSION_LOG__INIT;
     Tfevents__Event ev = TFEVENTS__EVENT__INIT;

@@ -59,6 +59,11 @@ int tfevents_scalars(tfevents *w, int64_t step, const tfevents_scalar *v, int n,
 int tfevents_image(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, int width,
                    int height, int channels, ddpm_err *err);
 
+/* tfevents_image of a PNG file's bytes, its width, height and colorspace read from
+ * its IHDR chunk (gray, gray + alpha, RGB, RGBA; a palette image counts as RGB).
+ * Fails with a message when png is not a PNG. */
+int tfevents_png(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, ddpm_err *err);
+
 /* Appends a SessionLog START at step: TensorBoard then forgets every value it read
  * before this record with a step >= step (its purge of orphaned data, for a run that
  * resumed from an earlier state than the last one it logged). */
