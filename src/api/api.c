@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/threads.h"
 #include "dist/dist.h"
 #include "io/safetensors.h"
 
 static _Thread_local char last_msg[sizeof(((api_obj *)0)->msg)];
 static ddpm_log_fn log_fn;
-static void *log_ctx;
 
 const char *ddpm_version(void) { return DDPM_VERSION; }
 
@@ -61,21 +61,16 @@ int api_status(api_obj *h, int status, const ddpm_err *e)
     return record(h, e->oom ? DDPM_ERR_NOMEM : status, e->msg[0] ? e->msg : ddpm_status_name(status));
 }
 
+/* The library's notes (core/log.h) to the user's log function, on rank 0. */
+static void forward_note(void *ctx, log_level level, const char *msg)
+{
+    if (dist_rank() == 0) log_fn(ctx, level == LOG_WARN ? DDPM_LOG_WARN : DDPM_LOG_INFO, msg);
+}
+
 void ddpm_set_log(ddpm_log_fn fn, void *ctx)
 {
     log_fn = fn;
-    log_ctx = ctx;
-}
-
-void api_log(ddpm_log_level level, const char *fmt, ...)
-{
-    if (!log_fn || dist_rank() != 0) return;
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    log_fn(log_ctx, level, msg);
+    log_set_sink(fn ? forward_note : NULL, ctx);
 }
 
 void ddpm_set_verify(int on) { st_set_verify(on); }

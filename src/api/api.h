@@ -34,9 +34,6 @@ int api_fail(api_obj *h, int status, const char *fmt, ...) __attribute__((format
  * memory ran out -- and returns that. */
 int api_status(api_obj *h, int status, const ddpm_err *e);
 
-/* Sends a note to the log function of ddpm_set_log (rank 0 only). */
-void api_log(ddpm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* n images of HWC bytes p into CHW floats o (=): p / 127.5 - 1, the public
  * layout and range (image.c). */
 void api_bytes_to_nchw(float *o, const uint8_t *p, int n, int C, size_t HW);

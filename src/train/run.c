@@ -1,0 +1,409 @@
+/* run.c -- a training run's folder: new runs and resumed ones, and the
+ * cadence's writes (see run.h). */
+#include "run.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+#include "core/threads.h"
+#include "diffusion/sampler.h"
+#include "dist/dist.h"
+#include "io/fileio.h"
+#include "io/png.h"
+#include "model/config.h"
+#include "model/denoiser.h"
+
+/* ---------------------------------------------------- grids and the FID */
+
+/* How training looks at its EMA weights (grids and FID): `ddpm sample`'s
+ * default sampler (ancestral, min(20, T) steps, x0 as predicted), seed 0 --
+ * the same noise every time. */
+static sampler_opts ema_sampler(const trainer *tr)
+{
+    return (sampler_opts){.kind = SAMPLER_DDPM, .steps = tr->sched.T < 20 ? tr->sched.T : 20, .x0 = X0_NONE, .seed = 0};
+}
+
+/* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights. A
+ * conditional model draws the classes in turn, plainly conditioned (guidance
+ * 1): one column per class. */
+static int sample_grid(train_run *r, int n, ddpm_err *err)
+{
+    const trainer *tr = &r->tr;
+    const unet_config *c = &tr->u->cfg;
+    if (r->su && r->su_n != n) unet_free(r->su), r->su = NULL;
+    if (!r->su && unet_create(&r->su, c, n, 0, err)) return -1;
+    r->su_n = n;
+    memcpy(r->su->params, tr->ema, tr->u->nparams * sizeof(float));
+    size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+    float *x = malloc((size_t)n * D * sizeof *x);
+    int32_t *y = malloc((size_t)n * sizeof *y);
+    char path[4300];
+    denoiser d;
+    unet_guided g = {0};
+    int rc = -1;
+    if (!x || !y) {
+        ddpm_oom(err, "out of memory");
+        goto done;
+    }
+    const int K = tr->cls.n;
+    for (int i = 0; i < n; i++) y[i] = K ? i % K : 0;
+    sampler_opts so = ema_sampler(tr);
+    snprintf(path, sizeof path, "%s/samples", r->dir);
+    if (make_dirs(path, err) ||
+        (K ? unet_guided_denoiser(&d, &g, r->su, n, K, 1.0f, err) : unet_denoiser(&d, r->su, err)))
+        goto done;
+    g.y = y;
+    if (sampler_run(&d, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err)) goto done;
+    snprintf(path, sizeof path, "%s/samples/step_%08lld.png", r->dir, (long long)tr->step);
+    int cols = 1;
+    while (cols * cols < n) cols++;
+    rc = png_write_grid(path, x, n, c->sample_size, c->sample_size, c->in_channels, K && K <= n ? K : cols, 2, err);
+done:
+    unet_guided_free(&g);
+    free(x), free(y);
+    return rc ? -1 : 0;
+}
+
+static void fid_free(run_fid *e)
+{
+    unet_free(e->u);
+    featnet_free(e->net);
+    if (e->have_ref) quality_ref_free(&e->ref);
+    free(e->x);
+    memset(e, 0, sizeof *e);
+}
+
+/* The feature network and the reference statistics, logged with the time
+ * they took. Fails with a message prefixed "eval_every: ". */
+static int fid_open(train_run *r, ddpm_err *err)
+{
+    const unet_config *c = &r->tr.u->cfg;
+    const dataset *d = &r->d;
+    run_fid *e = &r->fe;
+    int kind = c->sample_size == 28 && c->in_channels == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
+    int nref = d->n < 10000 ? d->n : 10000;
+    image_set real = {nref, d->h, d->w, d->c, d->pixels, NULL};
+    double t0 = ddpm_now();
+    if (featnet_open(&e->net, kind, r->inception, 16, err) ||
+        quality_ref_from_images(&e->ref, e->net, &real, 1, NULL, NULL, NULL, err)) {
+        fid_free(e); /* opened again at the next try */
+        return ddpm_wrap(err, "eval_every");
+    }
+    e->have_ref = 1;
+    log_note(LOG_INFO, "eval_every: %s of %lld EMA samples against %d training images (%.0f s to set up)",
+             featnet_fid_label(e->net), r->tr.o.eval_n, nref, ddpm_now() - t0);
+    return 0;
+}
+
+/* One FID of eval_n EMA samples against the reference into ev, and its
+ * metrics.jsonl line {"step", "fid", "features", "precision", "recall",
+ * "broken", "eval_n", "eval_s"}. */
+static int fid_run(train_run *r, run_events *ev, ddpm_err *err)
+{
+    run_fid *e = &r->fe;
+    const trainer *tr = &r->tr;
+    const unet_config *c = &tr->u->cfg;
+    const int n = (int)tr->o.eval_n;
+    double t0 = ddpm_now();
+    if (!e->net && fid_open(r, err)) return -1;
+    if (e->n != n) {
+        unet_free(e->u), free(e->x);
+        e->u = NULL, e->x = NULL, e->n = 0;
+        size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
+        if (unet_create(&e->u, c, n < 64 ? n : 64, 0, err) || !(e->x = ddpm_alloc_floats((size_t)n * D, err)))
+            return ddpm_wrap(err, "FID evaluation");
+        e->n = n;
+    }
+    memcpy(e->u->params, tr->ema, tr->u->nparams * sizeof(float));
+    sampler_opts so = ema_sampler(tr);
+    sample_range range = {0};
+    so.range = &range;
+    image_set s = {n, c->sample_size, c->sample_size, c->in_channels, NULL, e->x};
+    quality q;
+    denoiser d;
+    if (unet_denoiser(&d, e->u, err) || quality_sample(&d, &tr->sched, &so, n, e->x, NULL, NULL, err) ||
+        quality_measure(&q, e->net, &s, &e->ref, NULL, NULL, err))
+        return ddpm_wrap(err, "FID evaluation");
+    ev->evaluated = 1;
+    ev->fid = q.fid, ev->precision = q.precision, ev->recall = q.recall;
+    ev->broken = (double)range.broken / (double)range.images;
+    ev->eval_s = ddpm_now() - t0;
+    ev->eval_n = n;
+    ev->fid_label = featnet_fid_label(e->net);
+    if (r->mf) {
+        fprintf(r->mf, "{\"step\":%lld,\"fid\":%.6g,\"features\":\"%s\",\"precision\":%.4g,\"recall\":%.4g,"
+                       "\"broken\":%.4g,\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step, q.fid,
+                featnet_kind_name(featnet_kind_of(e->net)), q.precision, q.recall, ev->broken, n, ev->eval_s);
+        fflush(r->mf);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ new, resumed */
+
+/* Keeps the lines of RUN/metrics.jsonl up to `step` (a resumed run rewrites the rest). */
+static int trim_metrics(const char *path, long long step, ddpm_err *err)
+{
+    unsigned char *buf;
+    size_t len;
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    if (file_read_all(path, &buf, &len, err)) return -1;
+    size_t keep = 0;
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && buf[e] != '\n') e++;
+        long long s = -1;
+        if (sscanf((const char *)buf + i, "{\"step\":%lld", &s) == 1 && s > step) break;
+        keep = e < len ? e + 1 : e;
+        i = keep;
+    }
+    const void *chunks[1] = {buf};
+    int rc = file_write_atomic(path, chunks, &keep, 1, err);
+    free(buf);
+    return rc;
+}
+
+int run_exists(const char *dir)
+{
+    int have = 0;
+    if (dist_rank() == 0 && dir) {
+        char a[4200], b[4200];
+        struct stat st;
+        snprintf(a, sizeof a, "%s/%s", dir, TRAIN_STATE_FILE);
+        snprintf(b, sizeof b, "%s/%s", dir, TRAIN_STATE_PREV_FILE);
+        have = stat(a, &st) == 0 || stat(b, &st) == 0;
+    }
+    dist_bcast(&have, sizeof have); /* rank 0's view: it alone writes the folder */
+    return have;
+}
+
+void run_free(train_run *r)
+{
+    if (!r) return;
+    if (r->mf) fclose(r->mf);
+    unet_free(r->su);
+    fid_free(&r->fe);
+    trainer_free(&r->tr);
+    dataset_free(&r->d);
+    free(r->dir), free(r->inception);
+    memset(r, 0, sizeof *r);
+}
+
+/* One failure kind agreed by every rank: a rank that did not fail itself
+ * reports that another did. */
+static int agree(int kind, ddpm_err *err)
+{
+    if (dist_or(kind != RUN_OK) && kind == RUN_OK) {
+        ddpm_fail(err, "stopped: another process failed");
+        return RUN_RUNTIME;
+    }
+    return kind;
+}
+
+/* The part of create and resume where the ranks may fail apart: the FID's
+ * feature network (rank 0), the state read (resume: every rank) or the
+ * step-0 save (create: rank 0), RUN/metrics.jsonl opened (rank 0). */
+static int open_folder(train_run *r, const char *state, int resume, ddpm_err *err)
+{
+    const int rank0 = dist_rank() == 0;
+    char metrics[4200];
+    int kind = RUN_OK;
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", r->dir);
+    /* Before anything is written: a missing Inception file leaves no run folder behind. */
+    if (rank0 && r->tr.o.eval_every > 0 && fid_open(r, err))
+        kind = strstr(err->msg, "oneDNN") ? RUN_RUNTIME : RUN_BAD_INPUT;
+    else if (resume && trainer_load(&r->tr, state, err))
+        kind = RUN_RUNTIME;
+    else if (resume && rank0 && trim_metrics(metrics, r->tr.step, err))
+        kind = RUN_IO;
+    else if (!resume && rank0 && trainer_save(&r->tr, r->dir, err)) /* step 0: usable (and writable) from the start */
+        kind = RUN_IO;
+    else if (rank0) {
+        if (!resume) remove(metrics);
+        if (!(r->mf = fopen(metrics, "a"))) {
+            ddpm_fail(err, "cannot open %s: %s", metrics, strerror(errno));
+            kind = RUN_IO;
+        }
+    }
+    return agree(kind, err);
+}
+
+/* Builds r's trainer on cfg, sched and r->d with options o, then
+ * open_folder; prev: resuming from the previous state (made the latest again
+ * once every rank has read it). */
+static int start(train_run *r, const unet_config *cfg, const schedule *sched, const train_opts *o,
+                 const char *state, int resume, int prev, ddpm_err *err)
+{
+    if (trainer_init(&r->tr, cfg, sched, &r->d, o, err)) return RUN_BAD_ARG;
+    int kind = open_folder(r, state, resume, err);
+    if (kind) return kind;
+    if (resume) { /* every rank has read the state: the previous one may become the latest again */
+        int bad = dist_rank() == 0 && prev && trainer_restore_prev(r->dir, err);
+        if ((kind = agree(bad ? RUN_IO : RUN_OK, err))) return kind;
+    }
+    r->t0 = r->tlast = ddpm_now();
+    r->start = r->last_log = r->last_save = r->tr.step;
+    return RUN_OK;
+}
+
+/* The folder's and the Inception file's names, and the data of o. */
+static int begin(train_run *r, const char *dir, const train_opts *o, const char *inception, ddpm_err *err)
+{
+    memset(r, 0, sizeof *r);
+    if (!(r->dir = strdup(dir)) || (inception && !(r->inception = strdup(inception))))
+        return ddpm_oom(err, "out of memory"), RUN_BAD_ARG;
+    if (dataset_load(&r->d, o->data[0] ? o->data : NULL, DATASET_TRAIN, o->limit, err))
+        return ddpm_wrap(err, "data"), RUN_BAD_INPUT;
+    return RUN_OK;
+}
+
+int run_create(train_run *r, const char *dir, const unet_config *cfg, const schedule *sched, const train_opts *o,
+               const char *inception, ddpm_err *err)
+{
+    unet_config c = *cfg;
+    int kind = begin(r, dir, o, inception, err);
+    if (!kind && o->classes) {
+        if (!r->d.labels) {
+            ddpm_fail(err, "classes: %s has no class labels (an IDX label file next to the images, CIFAR-10 "
+                      "batches, or a PNG folder with one subfolder per class)", r->d.desc);
+            kind = RUN_BAD_ARG;
+        }
+        c.num_class_embeds = r->d.nclasses + 1; /* the last: the null class */
+    }
+    if (!kind) kind = start(r, &c, sched, o, NULL, 0, 0, err);
+    if (kind) run_free(r);
+    return kind;
+}
+
+/* The run's options, config and schedule from its state file (the latest
+ * whole one: trainer_find_state, whose choice is logged); prev: it is the
+ * previous state. */
+static int read_run(const char *dir, char *state, size_t n, int *prev, train_opts *o, unet_config *cfg,
+                    schedule *sched, ddpm_err *err)
+{
+    ddpm_err why = {0};
+    if (trainer_find_state(dir, state, n, &why, err)) return RUN_BAD_INPUT;
+    *prev = why.msg[0] != 0;
+    if (*prev) {
+        log_note(LOG_WARN, "%s", why.msg);
+        log_note(LOG_INFO, "resuming from the previous state, %s", state);
+    }
+    char *cj = NULL, *sj = NULL;
+    int64_t done;
+    int bad = trainer_read_run(state, o, &done, &cj, &sj, err) || unet_config_from_json(cfg, cj, err) ||
+              schedule_from_json(sched, sj, err);
+    free(cj), free(sj);
+    return bad ? RUN_BAD_INPUT : RUN_OK;
+}
+
+int run_resume(train_run *r, const char *dir, const long long *cadence, const char *inception, ddpm_err *err)
+{
+    char state[4200];
+    int prev = 0;
+    train_opts o;
+    unet_config cfg;
+    schedule sched = {0};
+    memset(r, 0, sizeof *r);
+    int kind = read_run(dir, state, sizeof state, &prev, &o, &cfg, &sched, err);
+    if (!kind) {
+        for (int i = 0; cadence && i < TRAIN_CADENCE_FIELDS; i++) /* given again: kept from now on */
+            if (cadence[i] >= 0) *train_cadence_of(&o, i) = cadence[i];
+        kind = begin(r, dir, &o, inception, err);
+    }
+    if (!kind) kind = start(r, &cfg, &sched, &o, state, 1, prev, err);
+    schedule_free(&sched);
+    if (kind) run_free(r);
+    return kind;
+}
+
+/* ------------------------------------------------------------------ steps */
+
+double run_img_per_s(const train_run *r)
+{
+    double el = ddpm_now() - r->t0;
+    return el > 0 ? (double)(r->tr.step - r->start) * r->tr.o.batch / el : 0;
+}
+
+/* The metrics.jsonl line of this step (log_every). */
+static void log_line(train_run *r, double now, run_events *ev)
+{
+    const trainer *tr = &r->tr;
+    const double k = (double)(tr->step - r->last_log);
+    ev->logged = 1;
+    ev->log_loss = r->loss_sum / k;
+    ev->log_img_per_s = k * tr->o.batch / (now - r->tlast);
+    fprintf(r->mf, "{\"step\":%lld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"img_per_s\":%.4g,"
+                   "\"elapsed_s\":%.3f", (long long)tr->step, ev->log_loss, tr->lr, tr->grad_norm, ev->log_img_per_s,
+            now - r->t0);
+    if (tr->nranks > 1) /* seconds per step spent in the sum over the processes */
+        fprintf(r->mf, ",\"reduce_s\":%.4g", r->reduce_sum / k);
+    fputs("}\n", r->mf);
+    fflush(r->mf);
+    r->loss_sum = 0, r->reduce_sum = 0, r->last_log = tr->step, r->tlast = now;
+}
+
+/* Rank 0's writes at the new step: the metrics line, the checkpoint, the
+ * grid, the FID (a failed FID is logged and recorded; training goes on). */
+static int cadence(train_run *r, run_events *ev, ddpm_err *err)
+{
+    const trainer *tr = &r->tr;
+    const train_opts *o = &tr->o;
+    if (tr->step % o->log_every == 0 && r->mf) log_line(r, ddpm_now(), ev);
+    if (tr->step - r->last_save >= o->save_every) {
+        if (run_save(r, err)) return RUN_IO;
+        ev->saved = 1;
+    }
+    if (o->sample_every > 0 && tr->step % o->sample_every == 0) {
+        if (run_sample_grid(r, err)) return RUN_IO;
+        ev->sampled = 1;
+    }
+    ddpm_err e = {0};
+    if (o->eval_every > 0 && tr->step % o->eval_every == 0 && fid_run(r, ev, &e)) {
+        log_note(LOG_WARN, "step %lld: %s", (long long)tr->step, e.msg);
+        ev->evaluated = -1;
+        if (r->mf) {
+            fprintf(r->mf, "{\"step\":%lld,\"fid\":null}\n", (long long)tr->step);
+            fflush(r->mf);
+        }
+    }
+    return RUN_OK;
+}
+
+int run_step(train_run *r, run_events *ev, ddpm_err *err)
+{
+    run_events mine = {0};
+    if (!ev) ev = &mine;
+    *ev = (run_events){0};
+    if (trainer_step(&r->tr, err)) return RUN_NONFINITE;
+    r->loss_sum += r->tr.loss;
+    r->reduce_sum += r->tr.reduce_s;
+    return dist_rank() == 0 ? cadence(r, ev, err) : RUN_OK;
+}
+
+int run_save(train_run *r, ddpm_err *err)
+{
+    if (dist_rank() != 0) return RUN_OK;
+    if (trainer_save(&r->tr, r->dir, err)) return ddpm_wrap(err, "saving the checkpoint failed"), RUN_IO;
+    r->last_save = r->tr.step;
+    return RUN_OK;
+}
+
+int run_sample_grid(train_run *r, ddpm_err *err)
+{
+    if (dist_rank() == 0 && sample_grid(r, (int)r->tr.o.sample_n, err))
+        return ddpm_wrap(err, "sample grid"), RUN_IO;
+    return RUN_OK;
+}
+
+int run_finish(train_run *r, ddpm_err *err)
+{
+    if (dist_rank() != 0) return RUN_OK;
+    const long long step = r->tr.step, every = r->tr.o.sample_every;
+    int kind = step != r->last_save ? run_save(r, err) : RUN_OK;
+    if (!kind && every > 0 && step % every != 0) kind = run_sample_grid(r, err);
+    return kind;
+}
