@@ -57,8 +57,8 @@ VERSION := $(MAJOR).$(call ver,MINOR).$(call ver,PATCH)
 
 SRC       := $(wildcard src/*/*.c)
 PROTO     := $(wildcard src/*/*.proto)
-PROTO_C   := $(PROTO:src/%.proto=$(BUILD)/gen/%.pb-c.c)
-OBJ       := $(SRC:%.c=$(BUILD)/%.o) $(PROTO_C:.c=.o)
+# The generated C's objects sit with their folder's (tests/test_symbols.sh checks names by folder).
+OBJ       := $(SRC:%.c=$(BUILD)/%.o) $(PROTO:%.proto=$(BUILD)/%.pb-c.o)
 SO_NAME   := libddpm.so.$(MAJOR)
 SO        := $(BUILD)/libddpm.so.$(VERSION)
 SO_LINKS  := $(BUILD)/$(SO_NAME) $(BUILD)/libddpm.so
@@ -100,7 +100,8 @@ $(BUILD)/%.o: %.c
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/%.proto
 	@mkdir -p $(dir $@)
 	protoc-c --proto_path=$(dir $<) --c_out=$(dir $@) $<
-$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+$(BUILD)/src/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 # Before their first build (-MMD has no .d yet), the sources that include a generated header.
 $(BUILD)/src/io/tfevents.o: $(BUILD)/gen/io/tfevents.pb-c.h

@@ -15,14 +15,14 @@
 #include "ops/ops.h"
 
 static void run(int alg, int T, int B, int H, int Cin, int Cout) {
-    conv_set_algorithm(alg);
+    ops_conv_set_algorithm(alg);
     enum { R = 12 };
     double tf = 0, tw = 0, td = 0, flops = 2.0 * 9 * Cin * Cout * H * H * B * R;
     conv_plan *plans[64];
-    ddpm_err err;
+    err_t err;
     omp_set_num_threads(1); /* plans for one thread each, as shards */
     for (int i = 0; i < T; i++)
-        if (conv_plan_create(&plans[i], B, H, H, Cin, Cout, 1, CONV_PAD_SAME, Cin, Cout, 1, &err)) {
+        if (ops_conv_plan_create(&plans[i], B, H, H, Cin, Cout, 1, CONV_PAD_SAME, Cin, Cout, 1, &err)) {
             fprintf(stderr, "bench_conv: %s\n", err.msg);
             exit(1);
         }
@@ -35,26 +35,26 @@ static void run(int alg, int T, int B, int H, int Cin, int Cout) {
         for (size_t i = 0; i < nx; i++) x[i] = (float)(i % 13) * 0.1f;
         for (size_t i = 0; i < nw; i++) w[i] = (float)(i % 7) * 0.01f;
         for (size_t i = 0; i < ny; i++) y[i] = (float)(i % 5) * 0.1f;
-        conv_forward(p, y, x, w, b); /* warm-up */
-        conv_backward(p, dx, dw, db, y, x, w);
+        ops_conv_forward(p, y, x, w, b); /* warm-up */
+        ops_conv_backward(p, dx, dw, db, y, x, w);
         double t[4];
         #pragma omp barrier
-        t[0] = ddpm_now();
-        for (int r = 0; r < R; r++) conv_forward(p, y, x, w, b);
+        t[0] = clock_now();
+        for (int r = 0; r < R; r++) ops_conv_forward(p, y, x, w, b);
         #pragma omp barrier
-        t[1] = ddpm_now();
-        for (int r = 0; r < R; r++) conv_backward(p, NULL, dw, db, y, x, w);
+        t[1] = clock_now();
+        for (int r = 0; r < R; r++) ops_conv_backward(p, NULL, dw, db, y, x, w);
         #pragma omp barrier
-        t[2] = ddpm_now();
-        for (int r = 0; r < R; r++) conv_backward(p, dx, NULL, NULL, y, x, w);
-        t[3] = ddpm_now();
+        t[2] = clock_now();
+        for (int r = 0; r < R; r++) ops_conv_backward(p, dx, NULL, NULL, y, x, w);
+        t[3] = clock_now();
         tf = t[1] - t[0], tw = t[2] - t[1], td = t[3] - t[2];
         free(x); free(y); free(w); free(b); free(dw); free(db); free(dx);
     }
     printf("%-14s T=%d B=%-2d %2dx%-2d %3d->%-3d  forward %6.1f  weight grad %6.1f  input grad %6.1f GFLOP/s/thread\n",
            alg == CONV_ALG_GEMM ? "GEMM-based" : "oneDNN", T, B, H, H, Cin, Cout, flops / tf / 1e9,
            flops / tw / 1e9, flops / td / 1e9);
-    for (int i = 0; i < T; i++) conv_plan_free(plans[i]);
+    for (int i = 0; i < T; i++) ops_conv_plan_free(plans[i]);
 }
 
 int main(int argc, char **argv) {

@@ -18,7 +18,7 @@ static int cmp(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    ddpm_err err = {0};
+    err_t err = {0};
     if (dist_init(&err)) {
         fprintf(stderr, "bench_reduce: %s\n", err.msg);
         return 1;
@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     }
     for (int k = 0; k < nsizes; k++) {
         size_t n = (size_t)(mb[k] * 1e6 / 4);
-        float *x = ddpm_alloc_floats(n, &err);
+        float *x = mem_alloc_floats(n, &err);
         if (!x || dist_reserve(n, &err)) {
             fprintf(stderr, "bench_reduce: %s\n", err.msg);
             dist_abort(1);
@@ -47,9 +47,9 @@ int main(int argc, char **argv) {
         double t[6];
         for (int r = 0; r < 6; r++) {
             dist_or(0); /* start together */
-            double t0 = ddpm_now();
+            double t0 = clock_now();
             dist_sum_tree(x, n);
-            t[r] = ddpm_now() - t0;
+            t[r] = clock_now() - t0;
         }
         qsort(t + 1, 5, sizeof *t, cmp);
         double med = t[3], bus = N > 1 ? 2.0 * (N - 1) / N * (double)n * 4 / med / 1e9 : 0;

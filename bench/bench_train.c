@@ -49,7 +49,7 @@ static double peak_rss_mb(void) {
     return ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
 }
 
-static void die(const ddpm_err *err) {
+static void die(const err_t *err) {
     fprintf(stderr, "bench_train: %s\n", err->msg);
     exit(1);
 }
@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     int train = !strcmp(mode, "train"), sample = !strcmp(mode, "sample"), info = !strcmp(mode, "info");
     if (B < 1 || steps < 1 || warmup < 0 || !(train || sample || info)) return usage();
 
-    ddpm_err err;
+    err_t err;
     unet_config cfg;
     char name[64];
     snprintf(name, sizeof name, "%s", preset);
@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
         cfg.sample_size = atoi(at + 1);
         if (unet_config_check(&cfg, &err)) die(&err);
     }
-    int th = ddpm_set_threads(threads);
+    int th = thread_set_count(threads);
 
     if (info) {
         unet *u;
@@ -125,9 +125,9 @@ int main(int argc, char **argv) {
         nparams = tr.u->nparams;
         flops = unet_forward_flops(tr.u);
         for (int s = -warmup; s < steps; s++) {
-            double t0 = ddpm_now();
+            double t0 = clock_now();
             if (trainer_step(&tr, &err)) die(&err);
-            double t1 = ddpm_now();
+            double t1 = clock_now();
             if (s >= 0) dt[s] = t1 - t0;
         }
         trainer_free(&tr);
@@ -145,9 +145,9 @@ int main(int argc, char **argv) {
         rng_normal(x, n, 3, RNG_SAMPLE, 0);
         for (int i = 0; i < B; i++) t[i] = (float)((i * 37 + 500) % 1000);
         for (int s = -warmup; s < steps; s++) {
-            double t0 = ddpm_now();
+            double t0 = clock_now();
             if (unet_forward(u, y, x, t, NULL, NULL, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
-            double t1 = ddpm_now();
+            double t1 = clock_now();
             if (s >= 0) dt[s] = t1 - t0;
         }
         free(x), free(y), free(t);

@@ -31,7 +31,7 @@ static void dout_is_out(void *ctx, int image0, int n, const float *out, float *d
 
 static void bench(const char *preset, int B) {
     unet_config cfg;
-    ddpm_err err;
+    err_t err;
     unet *u;
     if (unet_config_preset(&cfg, preset, &err) || unet_create(&u, &cfg, B, 1, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -46,11 +46,11 @@ static void bench(const char *preset, int B) {
     double gf = unet_forward_flops(u) * B / 1e9, tf[7], tb[7];
     int reps = 5;
     for (int r = -1; r < reps; r++) {
-        double t0 = ddpm_now();
+        double t0 = clock_now();
         int rc = unet_forward(u, y, x, t, NULL, NULL, &err);
-        double t1 = ddpm_now();
+        double t1 = clock_now();
         rc = rc || unet_train_pass(u, y, NULL, x, t, NULL, &dp, dout_is_out, &per, &err);
-        double t2 = ddpm_now();
+        double t2 = clock_now();
         if (rc) {
             fprintf(stderr, "%s\n", err.msg);
             exit(1);
@@ -66,7 +66,7 @@ static void bench(const char *preset, int B) {
 
 int main(int argc, char **argv) {
     int B = argc > 1 ? atoi(argv[1]) : 64;
-    int th = ddpm_set_threads(argc > 2 ? atoi(argv[2]) : 0);
+    int th = thread_set_count(argc > 2 ? atoi(argv[2]) : 0);
     printf("threads %d\n", th);
     if (argc > 3)
         for (int i = 3; i < argc; i++) bench(argv[i], B);

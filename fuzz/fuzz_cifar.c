@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (np > 1) fz_write(meta, part[1], len[1]);
 
     dataset d;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (dataset_load(&d, use_dir ? dir : batch, DATASET_TEST, limit, &err) != 0) {
         fz_check_msg(&err, dir);
         if (d.pixels || d.labels || d.names || d.n) abort();

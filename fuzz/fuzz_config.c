@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     unet_config c, c2;
     unet_classes cls, cls2;
-    ddpm_err err = {0};
+    err_t err = {0};
     int rc = unet_config_from_json(&c, json, &err);
     if (rc != 0) fz_check_msg(&err, "config:");
     memset(&err, 0, sizeof err);

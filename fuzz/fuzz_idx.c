@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (np > 1) fz_write(labels[f][lgz], part[1], len[1]);
 
     dataset d;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (dataset_load(&d, use_dir ? dirs[f] : images[f][gz], DATASET_TRAIN, limit, &err) != 0) {
         fz_check_msg(&err, dirs[f]);
         if (d.pixels || d.labels || d.names || d.n) abort(); /* zeroed on failure */

@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int nd = -1, nd2 = -1;
     int64_t shape[NPY_MAX_DIMS], shape2[NPY_MAX_DIMS];
     npy_info info;
-    ddpm_err err = {0}, err2 = {0}, err3 = {0};
+    err_t err = {0}, err2 = {0}, err3 = {0};
 
     if (!path) path = fz_path(fz_tmpdir("npy"), "in.npy");
     fz_write(path, data, size);

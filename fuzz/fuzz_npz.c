@@ -23,7 +23,7 @@ static void read_member(const npz_file *f, const npz_member *m) {
     float *x = NULL;
     int nd = -1, nx = -1;
     int64_t sd[NPY_MAX_DIMS], sx[NPY_MAX_DIMS];
-    ddpm_err err = {0}, err2 = {0};
+    err_t err = {0}, err2 = {0};
     if (!npz_find(f, m->name)) abort();
     int rd = npz_read_f64(f, m->name, &d, &nd, sd, &err);
     if (rd != 0) fz_check_msg(&err, path);
@@ -38,7 +38,7 @@ static void read_member(const npz_file *f, const npz_member *m) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     npz_file f;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (!path) path = fz_path(fz_tmpdir("npz"), "in.npz");
     fz_write(path, data, size);
     if (npz_open(&f, path, &err) != 0) {

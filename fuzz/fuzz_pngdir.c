@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     dataset d;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (dataset_load(&d, data_dir, DATASET_TRAIN, limit, &err) != 0) {
         fz_check_msg(&err, data_dir);
         if (d.pixels || d.labels || d.names || d.n) abort();

@@ -21,13 +21,13 @@
 static char *path;
 
 /* A read of tensor t failed: only its checksum may be why. */
-static void read_failed(const st_file *f, const st_tensor *t, const ddpm_err *err) {
+static void read_failed(const st_file *f, const st_tensor *t, const err_t *err) {
     if (!t->has_sum || !strstr(err->msg, "fails its checksum")) abort();
     fz_check_msg(err, f->path);
 }
 
 static void read_back(const st_file *f) {
-    ddpm_err err = {0};
+    err_t err = {0};
     int bad = 0;
     for (int i = 0; i < f->n; i++) {
         const st_tensor *t = &f->tensors[i];
@@ -52,7 +52,7 @@ static void read_back(const st_file *f) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     st_file f, g;
-    ddpm_err err = {0}, err2 = {0};
+    err_t err = {0}, err2 = {0};
     if (!path) path = fz_path(fz_tmpdir("safetensors"), "in.safetensors");
     fz_write(path, data, size);
     int rc = st_open(&f, path, &err);

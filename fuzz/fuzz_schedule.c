@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     json[size] = '\0';
 
     schedule s, s2;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (schedule_from_json(&s, json, &err) != 0) {
         fz_check_msg(&err, "scheduler config");
     } else {

@@ -111,7 +111,7 @@ static inline int fz_split(const uint8_t *data, size_t size, const char *sep, si
  * (the file, directory or "config:" prefix the contract promises). With
  * FUZZ_VERBOSE=1 in the environment the message is printed (to see why a
  * seed is refused: build-fuzz/fuzz_NAME FILE...). */
-static inline void fz_check_msg(const ddpm_err *err, const char *name) {
+static inline void fz_check_msg(const err_t *err, const char *name) {
     static int verbose = -1;
     if (verbose < 0) verbose = getenv("FUZZ_VERBOSE") != NULL;
     if (verbose) dprintf(2, "refused: %s\n", err->msg);

@@ -10,7 +10,7 @@
 
 /* Tensor `name` of f as floats (exits the test on a missing tensor). */
 static inline float *fx_get(const st_file *f, const char *name, size_t *n) {
-    ddpm_err err;
+    err_t err;
     float *p = st_load_f32(f, name, -1, NULL, n, &err);
     if (!p) {
         fprintf(stderr, "fixture: %s\n", err.msg);
@@ -54,7 +54,7 @@ static inline float fx_maxabs(const float *x, size_t n) {
 
 static inline st_file fx_open(const char *path) {
     st_file f;
-    ddpm_err err;
+    err_t err;
     if (st_open(&f, path, &err)) {
         fprintf(stderr, "fixture: %s (run from the repository root; regenerate with make fixtures)\n", err.msg);
         exit(1);

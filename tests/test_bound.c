@@ -1,7 +1,7 @@
 /* test_bound.c -- the variational bound (bits/dim): every term is finite and
  * non-negative for an untrained model, the terms of an image do not depend on
  * the batch it is evaluated in, and a trained model scores lower than the
- * untrained one it started from. (The individual terms -- normal_kl, the
+ * untrained one it started from. (The individual terms -- diffusion_normal_kl, the
  * discretized decoder, the prior -- are checked against PyTorch in test_diffusion.) */
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@ enum { T = 40, N = 6 };
 
 static unet_config tiny_config(void) {
     unet_config c;
-    ddpm_err err;
+    err_t err;
     CHECK(unet_config_preset(&c, "fmnist-small", &err) == 0, "preset");
     c.sample_size = 8, c.levels = 2, c.block_out[0] = 8, c.block_out[1] = 16;
     c.down_attn[0] = 0, c.down_attn[1] = 1, c.up_attn[0] = 1, c.up_attn[1] = 0;
@@ -39,7 +39,7 @@ static dataset blobs(int n) {
 static double mean_bpd(unet *u, const schedule *s, const dataset *d, int n, double *terms) {
     float *x = malloc(sizeof(float) * (size_t)n * 64);
     for (int k = 0; k < n * 64; k++) x[k] = d->pixels[k] / 127.5f - 1.0f;
-    ddpm_err err;
+    err_t err;
     denoiser dn;
     CHECK(unet_denoiser(&dn, u, &err) == 0, "denoiser: %s", err.msg);
     int rc = bound_terms(&dn, s, x, n, 0, 3, terms, NULL, NULL, NULL, &err);
@@ -53,7 +53,7 @@ static double mean_bpd(unet *u, const schedule *s, const dataset *d, int n, doub
 static void test_bound(void) {
     unet_config c = tiny_config();
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(schedule_init(&s, "linear", T, 1e-4, 0.2, &err) == 0, "schedule: %s", err.msg);
     dataset d = blobs(N);
     double *terms = malloc(sizeof(double) * N * (T + 1)), *one = malloc(sizeof(double) * (T + 1));

@@ -39,7 +39,7 @@ static const char *tpath(char *buf, size_t len, const char *name) {
 }
 
 static void write_npy(const char *path, const float *x, int n, int c, int h, int w) {
-    ddpm_err err;
+    err_t err;
     int64_t shape[4] = {n, c, h, w};
     if (npy_write_f32(path, x, 4, shape, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -48,7 +48,7 @@ static void write_npy(const char *path, const float *x, int n, int c, int h, int
 }
 
 static void write_text(const char *path, const char *text) {
-    ddpm_err err;
+    err_t err;
     const void *chunks[1] = {text};
     size_t lens[1] = {strlen(text)};
     if (file_write_atomic(path, chunks, lens, 1, &err)) {
@@ -132,7 +132,7 @@ static void test_bad_files(void) {
     mkdir(p, 0777);
     unsigned char *cfg = NULL;
     size_t cfglen;
-    ddpm_err err;
+    err_t err;
     CHECK(!file_read_all(MODEL "/config.json", &cfg, &cfglen, &err), "%s", err.msg);
     char *cfgs = calloc(cfglen + 1, 1);
     memcpy(cfgs, cfg, cfglen);
@@ -180,7 +180,7 @@ static float *read_npy(const char *path, int n, int c, int h, int w) {
     float *d = NULL;
     int nd = 0;
     int64_t sh[NPY_MAX_DIMS];
-    ddpm_err err;
+    err_t err;
     if (npy_read_f32(path, &d, &nd, sh, &err)) {
         CHECK(0, "%s", err.msg);
         return NULL;
@@ -192,7 +192,7 @@ static float *read_npy(const char *path, int n, int c, int h, int w) {
 
 static void test_success(void) {
     char a[2048], p[1024];
-    ddpm_err err;
+    err_t err;
     expect("info --model " MODEL, 0, "parameters");
 
     /* eps on a correctly shaped input */
@@ -222,7 +222,7 @@ static void test_success(void) {
         pix = NULL;
         CHECK(!png_read_u8(tpath(p, sizeof p, "s/samples/000003.png"), &pix, &w, &h, &c, &err), "%s", err.msg);
         uint8_t ref[64];
-        image_to_u8(s + 3 * 64, ref, 64);
+        png_to_u8(s + 3 * 64, ref, 64);
         CHECK(pix && w == 8 && h == 8 && c == 1 && memcmp(pix, ref, 64) == 0, "000003.png != samples.npy image 3");
         free(pix);
     }
@@ -231,7 +231,7 @@ static void test_success(void) {
     char xtp[1024];
     float xT[4 * 64], xTn[4 * 64];
     sampler_prior(3, 0, 4, 64, xT);
-    nhwc_to_nchw(xTn, xT, 4, 1, 64);
+    ops_nhwc_to_nchw(xTn, xT, 4, 1, 64);
     write_npy(tpath(xtp, sizeof xtp, "xT.npy"), xTn, 4, 1, 8, 8);
     snprintf(a, sizeof a, "sample --model " MODEL " --out %s/s2 --noise %s --steps 5 --seed 3 --batch 4 --threads 1",
              tmp, xtp);
@@ -403,7 +403,7 @@ static void test_model_exit_codes(void) {
     mkdir(p, 0777);
     unsigned char *txt;
     size_t len;
-    ddpm_err err;
+    err_t err;
     CHECK(!file_read_all(MODEL "/config.json", &txt, &len, &err), "%s", err.msg);
     const void *chunks[1] = {txt};
     CHECK(!file_write_atomic(tpath(q, sizeof q, "badweights/config.json"), chunks, &len, 1, &err), "%s", err.msg);
@@ -455,7 +455,7 @@ static void test_eval(void) {
     snprintf(dir, sizeof dir, "%s/png8", tmp);
     mkdir(dir, 0755);
     uint8_t px[64];
-    ddpm_err err;
+    err_t err;
     for (int i = 0; i < 2; i++) {
         for (int k = 0; k < 64; k++) px[k] = (uint8_t)((k * 37 + i * 91) % 256);
         snprintf(path, sizeof path, "%s/%d.png", dir, i);
@@ -495,7 +495,7 @@ static void test_figure(void) {
     expect(a, 0, "2 rows x 3 columns (t = 999 500 0)");
     int w, h, c;
     uint8_t *px = NULL;
-    ddpm_err err;
+    err_t err;
     char path[400];
     snprintf(path, sizeof path, "%s/prog.png", tmp);
     CHECK(png_read_u8(path, &px, &w, &h, &c, &err) == 0, "%s", err.msg);
@@ -579,7 +579,7 @@ static void test_fid(void) {
     expect(a, 2, "cannot read the Inception weights");
     snprintf(a, sizeof a, "eval fid --samples %s --ref fashion-mnist --ref-n 20 --features inception", r);
     expect(a, 2, "the samples are 28x28x3 images but the reference 28x28x1");
-    ddpm_err err;
+    err_t err;
     double mu[10] = {0}, sigma[100] = {0};
     npz_entry e[2] = {{"mu", NPY_F64, 1, {10}, mu}, {"sigma", NPY_F64, 2, {10, 9}, sigma}};
     CHECK(npz_write(tpath(p, sizeof p, "shape.npz"), e, 2, &err) == 0, "%s", err.msg);
@@ -610,7 +610,7 @@ static void test_fid(void) {
 /* Flips a bit in the middle of tensor name's data in the safetensors file at path. */
 static void corrupt_tensor(const char *path, const char *name) {
     st_file f;
-    ddpm_err err;
+    err_t err;
     unsigned char *b = NULL;
     size_t n = 0;
     CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
@@ -628,7 +628,7 @@ static void corrupt_tensor(const char *path, const char *name) {
 /* The step of the training state file at path (-1 if unreadable). */
 static long long state_step(const char *path) {
     st_file f;
-    ddpm_err err;
+    err_t err;
     if (st_open(&f, path, &err)) return -1;
     long long k = st_meta(&f, "step") ? atoll(st_meta(&f, "step")) : -1;
     st_close(&f);
@@ -639,7 +639,7 @@ static long long state_step(const char *path) {
 static int same_file(const char *a, const char *b) {
     unsigned char *x = NULL, *y = NULL;
     size_t nx = 0, ny = 0;
-    ddpm_err err;
+    err_t err;
     int same = !file_read_all(a, &x, &nx, &err) && !file_read_all(b, &y, &ny, &err) && nx == ny && !memcmp(x, y, nx);
     free(x), free(y);
     return same;
@@ -651,7 +651,7 @@ static const char *tiny_idx(char *buf, size_t len, const char *name, int n) {
     const unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 8, 0, 0, 0, 8};
     memcpy(b, hdr, 16);
     for (int i = 0; i < n * 64; i++) b[16 + i] = (unsigned char)((i * 7919 + 13) % 256);
-    ddpm_err err;
+    err_t err;
     const void *chunks[1] = {b};
     size_t l = 16 + (size_t)n * 64;
     CHECK(file_write_atomic(tpath(buf, len, name), chunks, &l, 1, &err) == 0, "%s", err.msg);
@@ -676,7 +676,7 @@ static void test_checksums(void) {
     snprintf(w, sizeof w, "%s/diffusion_pytorch_model.safetensors", bad);
     unsigned char *good = NULL;
     size_t good_len = 0;
-    ddpm_err err;
+    err_t err;
     CHECK(file_read_all(w, &good, &good_len, &err) == 0, "%s", err.msg);
     corrupt_tensor(w, "conv_in.weight");
     float zero[64] = {0};

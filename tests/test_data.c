@@ -111,7 +111,7 @@ static void test_idx_roundtrip(void) {
     uint8_t data[N * H * W];
     for (int i = 0; i < N * H * W; i++) data[i] = (uint8_t)(i * 7 + 3);
     uint32_t dims[3] = {N, H, W};
-    ddpm_err err = {0};
+    err_t err = {0};
     for (int gz = 0; gz < 2; gz++) {
         join(p, dir, gz ? "x.idx.gz" : "x.idx");
         write_idx(p, gz, MAGIC3, dims, data, sizeof data);
@@ -179,7 +179,7 @@ static void test_idx_roundtrip(void) {
 
 /* Loads path expecting failure; the message must contain the path and want. */
 static void expect_idx_error(const char *path, const char *want) {
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     int rc = dataset_load(&d, path, DATASET_TRAIN, 0, &err);
     CHECK(rc == -1, "%s: loaded although it should fail", path);
@@ -245,7 +245,7 @@ static void test_idx_errors(void) {
         write_idx(join(p, dir, "cut.gz"), 1, MAGIC3, bd, big, sizeof big);
         long sz = file_size(p);
         truncate(p, sz / 2);
-        ddpm_err err = {0};
+        err_t err = {0};
         dataset d;
         CHECK(dataset_load(&d, p, DATASET_TRAIN, 0, &err) == -1 && strstr(err.msg, p), "cut gzip: %s", err.msg);
         printf("  expected error: %s\n", err.msg);
@@ -284,7 +284,7 @@ static int cifar_matches(const dataset *d, int first) {
 static void test_cifar(void) {
     char dir[64], p[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     write_cifar(join(p, dir, "two.bin"), 2, 0);
     int rc = dataset_load(&d, p, DATASET_TEST, 0, &err);
@@ -375,7 +375,7 @@ static void write_png_raw(const char *path, int w, int h, int depth, int color, 
 static void test_png_roundtrip(void) {
     char dir[64], p[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     for (int c = 1; c <= 3; c += 2) {
         int w = 13, h = 7;
         uint8_t img[13 * 7 * 3];
@@ -487,7 +487,7 @@ static void test_png_roundtrip(void) {
 }
 
 static void expect_png_error(const char *path, const char *want) {
-    ddpm_err err = {0};
+    err_t err = {0};
     uint8_t *pix = (uint8_t *)&err; /* must be reset to NULL */
     int w, h, c;
     int rc = png_read_u8(path, &pix, &w, &h, &c, &err);
@@ -499,7 +499,7 @@ static void expect_png_error(const char *path, const char *want) {
 static void test_png_corrupt(void) {
     char dir[64], p[4096], q[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     write_bytes(join(p, dir, "text.png"), "hello, not a png at all", 23);
     expect_png_error(p, "not a PNG");
     write_bytes(join(p, dir, "short.png"), "\x89PN", 3);
@@ -544,7 +544,7 @@ static void test_png_corrupt(void) {
 static void test_png_write_errors(void) {
     char dir[64], p[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     uint8_t px[12] = {0};
     CHECK(png_write_u8(join(p, dir, "no/such/dir.png"), px, 2, 2, 3, &err) == -1 && strstr(err.msg, "No such file"),
           "missing dir: %s", err.msg);
@@ -591,14 +591,14 @@ static void test_image_to_u8(void) {
     float x[] = {-1.0f, 1.0f, 0.0f, -0.5f, 0.5f, -3.0f, 7.0f, NAN, -INFINITY, INFINITY, 1.0f / 255.0f};
     uint8_t want[] = {0, 255, 128, 64, 191, 0, 255, 0, 0, 255, 128};
     uint8_t got[sizeof want];
-    image_to_u8(x, got, sizeof want);
+    png_to_u8(x, got, sizeof want);
     for (size_t i = 0; i < sizeof want; i++) CHECK(got[i] == want[i], "x=%g -> %d, want %d", x[i], got[i], want[i]);
     /* Exact inverse of the loader's mapping p / 127.5 - 1 for every byte. */
     int ok = 1;
     for (int v = 0; v < 256; v++) {
         float f = (float)v / 127.5f - 1.0f;
         uint8_t b;
-        image_to_u8(&f, &b, 1);
+        png_to_u8(&f, &b, 1);
         ok &= b == v;
     }
     CHECK(ok, "u8 -> float -> u8 round trip");
@@ -607,7 +607,7 @@ static void test_image_to_u8(void) {
 static void test_grid(void) {
     char dir[64], p[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     for (int c = 1; c <= 3; c += 2) {
         enum { N = 5, H = 2, W = 3, NC = 2, PAD = 1 };
         float imgs[N * H * W * 3];
@@ -655,7 +655,7 @@ static void test_grid(void) {
 static void test_pngdir(void) {
     char dir[64], p[4096], sub[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     for (int c = 1; c <= 3; c += 2) {
         join(sub, dir, c == 1 ? "gray" : "rgb");
@@ -742,7 +742,7 @@ static int names_are_numbers(const dataset *d) {
 static void test_idx_labels(void) {
     char dir[64], sub[4096], p[4096], q[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     /* MNIST layout: raw train labels (preferred over a junk .gz), gzip test labels. */
     join(sub, dir, "mnist");
@@ -815,7 +815,7 @@ static void test_idx_labels(void) {
 
 /* Loading images must fail with a message naming the label file and want. */
 static void expect_label_error(const char *images, const char *labels, const char *want) {
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     int rc = dataset_load(&d, images, DATASET_TRAIN, 0, &err);
     CHECK(rc == -1, "%s: loaded although %s is bad", images, labels);
@@ -860,7 +860,7 @@ static void test_idx_label_errors(void) {
 static void test_cifar_labels(void) {
     char dir[64], p[4096], q[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     write_cifar(join(p, dir, "b.bin"), 12, 5); /* labels (5 + r) % 10 */
     int rc = dataset_load(&d, p, DATASET_TRAIN, 0, &err);
@@ -931,7 +931,7 @@ static void test_cifar_labels(void) {
 static void write_flat_png(const char *path, int w, uint8_t v) {
     uint8_t px[2 * 16];
     memset(px, v, sizeof px);
-    ddpm_err err = {0};
+    err_t err = {0};
     if (png_write_u8(path, px, w, 2, 1, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         exit(2);
@@ -941,7 +941,7 @@ static void write_flat_png(const char *path, int w, uint8_t v) {
 static void test_png_classes(void) {
     char dir[64], p[4096], sub[4096];
     make_tmpdir(dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     join(sub, dir, "classes");
     mkdir(sub, 0700);
@@ -1078,7 +1078,7 @@ static void test_loader(void) {
     uint8_t pix[LN * LH * LW * LC];
     dataset d;
     make_loader_data(&d, pix);
-    ddpm_err err = {0};
+    err_t err = {0};
     enum { B = 4, IMG = LH * LW * LC, STEPS = 10 }; /* 40 positions = 4 epochs */
     loader a, b;
     CHECK(loader_init(&a, &d, 1234, 0, &err) == 0, "%s", err.msg);
@@ -1202,7 +1202,7 @@ static void test_fashion_mnist(void) {
         printf("  note: %s not installed, skipping\n", DATASET_FASHION_MNIST_DIR);
         return;
     }
-    ddpm_err err = {0};
+    err_t err = {0};
     dataset d;
     int rc = dataset_load(&d, NULL, DATASET_TRAIN, 0, &err);
     CHECK(rc == 0 && d.n == 60000 && d.h == 28 && d.w == 28 && d.c == 1, "train: rc=%d n=%d %s", rc, d.n, err.msg);
@@ -1241,7 +1241,7 @@ static void test_loader_labels(void) {
     for (int i = 0; i < N; i++) pix[i] = (uint8_t)(i * 7), lab[i] = (i * i) % K, want[lab[i]]++;
     dataset d = {.n = N, .h = 1, .w = 1, .c = 1, .pixels = pix, .labels = lab, .nclasses = K};
     loader l;
-    ddpm_err err;
+    err_t err;
     CHECK(loader_init(&l, &d, 11, 0, &err) == 0, "%s", err.msg);
     int bad = 0;
     for (int step = 0; step < N / B; step++) {

@@ -1,5 +1,5 @@
 /* test_diffusion.c -- the schedule tables, q_sample, L_simple, the x0
- * prediction (x0_from_eps, clip, dynamic thresholding), DDPM / DDIM steps,
+ * prediction (diffusion_x0_from_eps, clip, dynamic thresholding), DDPM / DDIM steps,
  * timestep lists and bits/dim terms against the PyTorch reference
  * (tests/fixtures/diffusion.safetensors, written by tools/fixtures_diffusion.py;
  * see tools/FIXTURES_DIFFUSION.md), the scheduler values of docs/diffusers.md
@@ -20,7 +20,7 @@
 #define NX 384 /* the fixture images: [2, 3, 8, 8] */
 
 static int open_fixture(st_file *f) {
-    ddpm_err err;
+    err_t err;
     if (st_open(f, FIXTURE, &err)) {
         CHECK(0, "cannot open fixture: %s", err.msg);
         return -1;
@@ -30,7 +30,7 @@ static int open_fixture(st_file *f) {
 
 /* Loads tensor name and checks it has n elements; NULL (and a failed check) otherwise. */
 static float *get(st_file *f, const char *name, size_t n) {
-    ddpm_err err;
+    err_t err;
     size_t got = 0;
     float *p = st_load_f32(f, name, -1, NULL, &got, &err);
     CHECK(p != NULL, "%s", err.msg);
@@ -49,12 +49,12 @@ static void cmp(st_file *f, const char *name, const float *got, size_t n, double
     free(ref);
 }
 
-/* The x0 the steps take, as the samplers make it from eps: x0_from_eps, then
+/* The x0 the steps take, as the samplers make it from eps: diffusion_x0_from_eps, then
  * clipped to +-clip_range when the schedule has clip_sample (the fixtures'
  * DDPM/DDIM steps clip unless named "noclip"). */
 static void pred_x0(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
-    x0_from_eps(s, t, eps, xt, x0, n);
-    if (s->clip_sample) x0_clip(x0, n, s->clip_range);
+    diffusion_x0_from_eps(s, t, eps, xt, x0, n);
+    if (s->clip_sample) diffusion_x0_clip(x0, n, s->clip_range);
 }
 
 static void check_tables(st_file *f, const char *prefix, const schedule *s) {
@@ -79,7 +79,7 @@ static void test_tables(void) {
     st_file f = {0};
     if (open_fixture(&f)) return;
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     check_tables(&f, "linear", &s);
     CHECK(s.betas[0] == 0.0001f && s.betas[999] == 0.02f, "linear ends %.9g %.9g", (double)s.betas[0],
@@ -109,7 +109,7 @@ static void test_tables(void) {
 /* docs/diffusers.md, "Reference values" (float64, 6 significant digits). */
 static void test_section6_table(void) {
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     const struct { int t; double ab, beta, c0, ct, sig_small, sig_large; } row[] = {
         {999, 4.03583e-05, 0.02, 1.28351e-04, 0.989949, 0.1414213, 0.1414214},
@@ -134,18 +134,18 @@ static void test_section6_table(void) {
     /* the DDPM step's own sigma (fixed_small / fixed_large) at t = 500: x_prev - mean = sigma * z */
     float xt = 0.3f, e = -0.2f, z = 1.0f, x0, out1, out0;
     pred_x0(&s, 500, &e, &xt, &x0, 1);
-    ddpm_step(&s, 500, 499, &x0, &xt, &z, &out1, 1);
-    ddpm_step(&s, 500, 499, &x0, &xt, NULL, &out0, 1);
+    diffusion_ddpm_step(&s, 500, 499, &x0, &xt, &z, &out1, 1);
+    diffusion_ddpm_step(&s, 500, 499, &x0, &xt, NULL, &out0, 1);
     CHECK(fabs((out1 - out0) - 0.1002564) < 2e-6, "fixed_small sigma(500) = %.8g", (double)(out1 - out0));
     s.variance_type = SCHED_FIXED_LARGE;
-    ddpm_step(&s, 500, 499, &x0, &xt, &z, &out1, 1);
+    diffusion_ddpm_step(&s, 500, 499, &x0, &xt, &z, &out1, 1);
     CHECK(fabs((out1 - out0) - 0.1002994) < 2e-6, "fixed_large sigma(500) = %.8g", (double)(out1 - out0));
     schedule_free(&s);
 }
 
 static void test_q_sample_and_loss(void) {
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     st_file f = {0};
     if (open_fixture(&f)) {
@@ -156,13 +156,13 @@ static void test_q_sample_and_loss(void) {
     float *loss = get(&f, "l_simple.t300", 1);
     float xt[NX], zero[NX] = {0};
     if (x0 && eps && ep && loss) {
-        q_sample(&s, 300, x0, eps, xt, NX);
+        diffusion_q_sample(&s, 300, x0, eps, xt, NX);
         cmp(&f, "q_sample.t300", xt, NX, 1e-6, 1e-6);
-        float l = (float)mse_loss(NULL, ep, eps, NX);
+        float l = (float)ops_mse_loss(NULL, ep, eps, NX);
         check_close("l_simple.t300", &l, loss, 1, 0, 1e-6);
         /* fixture-free: eps = 0 gives exactly sqrt(alphabar_t) x0, at every few t */
         for (int t = 0; t < 1000; t += 111) {
-            q_sample(&s, t, x0, zero, xt, NX);
+            diffusion_q_sample(&s, t, x0, zero, xt, NX);
             int bad = 0;
             for (int i = 0; i < NX; i++) bad += xt[i] != s.sqrt_ac[t] * x0[i];
             CHECK(bad == 0, "q_sample(t=%d, eps=0) != sqrt_ac*x0 at %d elements", t, bad);
@@ -170,7 +170,7 @@ static void test_q_sample_and_loss(void) {
         /* in place: xt may be the eps buffer */
         float buf[NX];
         memcpy(buf, eps, sizeof buf);
-        q_sample(&s, 300, x0, buf, buf, NX);
+        diffusion_q_sample(&s, 300, x0, buf, buf, NX);
         cmp(&f, "q_sample.t300", buf, NX, 1e-6, 1e-6);
     }
     free(x0), free(eps), free(ep), free(loss);
@@ -178,11 +178,11 @@ static void test_q_sample_and_loss(void) {
     schedule_free(&s);
 }
 
-/* x0_from_eps is diffusers' pred_original_sample (xt - sqrt(1-ab) eps) / sqrt(ab),
- * unclipped, also in place; x0_clip clamps to +-r. */
+/* diffusion_x0_from_eps is diffusers' pred_original_sample (xt - sqrt(1-ab) eps) / sqrt(ab),
+ * unclipped, also in place; diffusion_x0_clip clamps to +-r. */
 static void test_x0_from_eps(void) {
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     st_file f = {0};
     if (open_fixture(&f)) {
@@ -196,7 +196,7 @@ static void test_x0_from_eps(void) {
         for (int k = 0; k < 4; k++) {
             int t = ts[k];
             double ab = s.alphas_cumprod[t];
-            x0_from_eps(&s, t, eps, xt, x0, NX);
+            diffusion_x0_from_eps(&s, t, eps, xt, x0, NX);
             double maxerr = 0;
             for (int i = 0; i < NX; i++) {
                 double ref = ((double)xt[i] - sqrt(1.0 - ab) * (double)eps[i]) / sqrt(ab);
@@ -208,17 +208,17 @@ static void test_x0_from_eps(void) {
              * difference cancels: at t = 999 x0 = 157 (xt - 0.99998 eps)) */
             CHECK(maxerr < 1e-6, "x0_from_eps(t=%d) vs the formula: max rel err %.3g", t, maxerr);
             memcpy(buf, xt, sizeof buf);
-            x0_from_eps(&s, t, eps, buf, buf, NX);
+            diffusion_x0_from_eps(&s, t, eps, buf, buf, NX);
             CHECK(!memcmp(buf, x0, sizeof buf), "x0_from_eps(t=%d) in place on xt differs", t);
         }
         /* the fixture's unclipped prediction, and its clip */
-        x0_from_eps(&s, 500, eps, xt, x0, NX);
+        diffusion_x0_from_eps(&s, 500, eps, xt, x0, NX);
         cmp(&f, "ddpm.fixed_small.noclip.t500.x0_pred", x0, NX, 1e-5, 1e-5);
-        x0_clip(x0, NX, 1.0f);
+        diffusion_x0_clip(x0, NX, 1.0f);
         cmp(&f, "ddpm.fixed_small.t500.x0_pred", x0, NX, 1e-5, 1e-5);
     }
     float v[5] = {-3.0f, -0.5f, 0.0f, 2.5f, 2.4f};
-    x0_clip(v, 5, 2.4f);
+    diffusion_x0_clip(v, 5, 2.4f);
     CHECK(v[0] == -2.4f && v[1] == -0.5f && v[2] == 0.0f && v[3] == 2.4f && v[4] == 2.4f,
           "x0_clip(2.4): %g %g %g %g %g", (double)v[0], (double)v[1], (double)v[2], (double)v[3], (double)v[4]);
     free(xt), free(eps);
@@ -226,14 +226,14 @@ static void test_x0_from_eps(void) {
     schedule_free(&s);
 }
 
-/* Runs x0_threshold on a copy of x[n] and checks the scale s and the result
+/* Runs diffusion_x0_threshold on a copy of x[n] and checks the scale s and the result
  * against hand-computed values (relative tolerance 1e-6). */
 static void expect_threshold(const char *what, const float *x, size_t n, float ratio, float smax, double want_s,
                              const double *want) {
     float y[16], scr[16];
-    DDPM_ASSERT(n <= 16);
+    ERR_ASSERT(n <= 16);
     memcpy(y, x, n * sizeof *x);
-    float got = x0_threshold(y, n, ratio, smax, scr);
+    float got = diffusion_x0_threshold(y, n, ratio, smax, scr);
     CHECK(fabs(got - want_s) <= 1e-6 * want_s, "%s: s = %.9g, expected %.9g", what, (double)got, want_s);
     for (size_t i = 0; i < n; i++)
         CHECK(fabs(y[i] - want[i]) <= 1e-6 * (fabs(want[i]) + 1e-30), "%s: x[%zu] = %.9g, expected %.9g", what, i,
@@ -302,12 +302,12 @@ static void test_x0_threshold(void) {
      * differs from the first form by an ulp (4.4000001 vs 4.3999996) */
     {
         float y[5] = {-2.375f, -4.875f, 2.5f}, scr[5];
-        float sc = x0_threshold(y, 3, 0.9f, 10.0f, scr);
+        float sc = diffusion_x0_threshold(y, 3, 0.9f, 10.0f, scr);
         CHECK(sc == 0x1.19999ap+2f && y[0] == -0.5397726893424988f && y[1] == -1.0f && y[2] == 0.5681818127632141f,
               "torch.quantile bits (w = 0.8): s = %a, x = %.9g %.9g %.9g", (double)sc, (double)y[0], (double)y[1],
               (double)y[2]);
         float z[5] = {1.875f, -4.125f, -2.0f, -1.25f, 2.5f};
-        sc = x0_threshold(z, 5, 0.995f, 10.0f, scr);
+        sc = diffusion_x0_threshold(z, 5, 0.995f, 10.0f, scr);
         CHECK(sc == 0x1.05eb86p+2f && z[0] == 0.4581551253795624f && z[1] == -1.0f && z[2] == -0.488698810338974f &&
                   z[3] == -0.30543676018714905f && z[4] == 0.6108735203742981f,
               "torch.quantile bits (w = 0.98): s = %a", (double)sc);
@@ -322,8 +322,8 @@ static void test_x0_threshold(void) {
         x[i] = ((float)(st >> 8) / 16777216.0f - 0.5f) * 6.0f; /* uniform in [-3, 3) */
     }
     memcpy(y, x, N * sizeof *x);
-    float sc = x0_threshold(y, N, 0.995f, 1.0f, scr);
-    x0_clip(x, N, 1.0f);
+    float sc = diffusion_x0_threshold(y, N, 0.995f, 1.0f, scr);
+    diffusion_x0_clip(x, N, 1.0f);
     CHECK(sc == 1.0f && !memcmp(x, y, N * sizeof *x), "smax = 1 differs from x0_clip(1) (s = %g)", (double)sc);
 
     /* the quickselect against a sort, on values with many ties (multiples of
@@ -342,7 +342,7 @@ static void test_x0_threshold(void) {
                 }
                 memcpy(y, x, n * sizeof *x);
                 float q = ref_quantile(x, n, ratios[ri]), want = q < 1 ? 1 : q > 3.5f ? 3.5f : q;
-                float got = x0_threshold(y, n, ratios[ri], 3.5f, scr);
+                float got = diffusion_x0_threshold(y, n, ratios[ri], 3.5f, scr);
                 int ok = got == want;
                 for (size_t i = 0; i < n && ok; i++) {
                     float v = x[i] < -want ? -want : x[i] > want ? want : x[i];
@@ -358,7 +358,7 @@ static void test_x0_threshold(void) {
 
 static void test_ddpm_step(void) {
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     st_file f = {0};
     if (open_fixture(&f)) {
@@ -376,7 +376,7 @@ static void test_ddpm_step(void) {
                 int t = k ? 0 : 500, prev = t - 1;
                 /* z is ignored at t == 0 (pass it anyway to check that) */
                 pred_x0(&s, t, eps, xt, x0, NX);
-                ddpm_step(&s, t, prev, x0, xt, z, xp, NX);
+                diffusion_ddpm_step(&s, t, prev, x0, xt, z, xp, NX);
                 snprintf(name, sizeof name, "ddpm.%s.t%d.x_prev", vts[v], t);
                 cmp(&f, name, xp, NX, 1e-5, 1e-5);
                 snprintf(name, sizeof name, "ddpm.%s.t%d.x0_pred", vts[v], t);
@@ -388,22 +388,22 @@ static void test_ddpm_step(void) {
         float buf[NX];
         memcpy(buf, xt, sizeof buf);
         pred_x0(&s, 500, eps, buf, x0, NX);
-        ddpm_step(&s, 500, 499, x0, buf, z, buf, NX);
+        diffusion_ddpm_step(&s, 500, 499, x0, buf, z, buf, NX);
         cmp(&f, "ddpm.fixed_small.t500.x_prev", buf, NX, 1e-5, 1e-5);
-        /* in place on the x0 buffer, and x0_from_eps in place on the eps buffer */
+        /* in place on the x0 buffer, and diffusion_x0_from_eps in place on the eps buffer */
         memcpy(buf, eps, sizeof buf);
-        x0_from_eps(&s, 500, buf, xt, buf, NX);
-        x0_clip(buf, NX, s.clip_range);
-        ddpm_step(&s, 500, 499, buf, xt, z, buf, NX);
+        diffusion_x0_from_eps(&s, 500, buf, xt, buf, NX);
+        diffusion_x0_clip(buf, NX, s.clip_range);
+        diffusion_ddpm_step(&s, 500, 499, buf, xt, z, buf, NX);
         cmp(&f, "ddpm.fixed_small.t500.x_prev", buf, NX, 1e-5, 1e-5);
         /* strided step (set_timesteps(50): 500 -> 480) */
         pred_x0(&s, 500, eps, xt, x0, NX);
-        ddpm_step(&s, 500, 480, x0, xt, z, xp, NX);
+        diffusion_ddpm_step(&s, 500, 480, x0, xt, z, xp, NX);
         cmp(&f, "ddpm.fixed_small.t500p480.x_prev", xp, NX, 1e-5, 1e-5);
         /* without clipping the predicted x0 leaves [-1, 1] */
         s.clip_sample = 0;
         pred_x0(&s, 500, eps, xt, x0, NX);
-        ddpm_step(&s, 500, 499, x0, xt, z, xp, NX);
+        diffusion_ddpm_step(&s, 500, 499, x0, xt, z, xp, NX);
         cmp(&f, "ddpm.fixed_small.noclip.t500.x_prev", xp, NX, 1e-5, 1e-5);
         cmp(&f, "ddpm.fixed_small.noclip.t500.x0_pred", x0, NX, 1e-5, 1e-5);
         float mx = 0;
@@ -417,14 +417,14 @@ static void test_ddpm_step(void) {
 
 static void test_ddim_step(void) {
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     st_file f = {0};
     if (open_fixture(&f)) {
         schedule_free(&s);
         return;
     }
-    CHECK(ddim_prev_t(1000, 50, 500) == 480 && ddim_prev_t(1000, 50, 0) == -20 && ddim_prev_t(1000, 3, 999) == 666,
+    CHECK(diffusion_ddim_prev_t(1000, 50, 500) == 480 && diffusion_ddim_prev_t(1000, 50, 0) == -20 && diffusion_ddim_prev_t(1000, 3, 999) == 666,
           "ddim_prev_t");
     float *xt = get(&f, "step.xt", NX), *eps = get(&f, "step.eps", NX), *z = get(&f, "step.z", NX);
     float xp[NX], x0[NX];
@@ -436,7 +436,7 @@ static void test_ddim_step(void) {
             for (int k = 0; k < 2; k++) {
                 int t = k ? 0 : 500;
                 pred_x0(&s, t, eps, xt, x0, NX);
-                ddim_step(&s, t, ddim_prev_t(1000, 50, t), etas[e], x0, eps, xt, e ? z : NULL, xp, NX);
+                diffusion_ddim_step(&s, t, diffusion_ddim_prev_t(1000, 50, t), etas[e], x0, eps, xt, e ? z : NULL, xp, NX);
                 snprintf(name, sizeof name, "ddim.%s.n50.t%d.x_prev", en[e], t);
                 cmp(&f, name, xp, NX, 1e-5, 1e-5);
                 snprintf(name, sizeof name, "ddim.%s.n50.t%d.x0_pred", en[e], t);
@@ -446,15 +446,15 @@ static void test_ddim_step(void) {
         /* eta = 0 ignores z; the last step (alphabar_prev = 1) returns x0_pred exactly */
         float xp2[NX];
         pred_x0(&s, 500, eps, xt, x0, NX);
-        ddim_step(&s, 500, 480, 0.0f, x0, eps, xt, NULL, xp, NX);
-        ddim_step(&s, 500, 480, 0.0f, x0, eps, xt, z, xp2, NX);
+        diffusion_ddim_step(&s, 500, 480, 0.0f, x0, eps, xt, NULL, xp, NX);
+        diffusion_ddim_step(&s, 500, 480, 0.0f, x0, eps, xt, z, xp2, NX);
         CHECK(!memcmp(xp, xp2, sizeof xp), "eta=0 must not use z");
         /* in place on the xt buffer */
         memcpy(xp2, xt, sizeof xp2);
-        ddim_step(&s, 500, 480, 0.0f, x0, eps, xp2, NULL, xp2, NX);
+        diffusion_ddim_step(&s, 500, 480, 0.0f, x0, eps, xp2, NULL, xp2, NX);
         CHECK(!memcmp(xp, xp2, sizeof xp), "ddim_step in place on xt differs");
         pred_x0(&s, 0, eps, xt, x0, NX);
-        ddim_step(&s, 0, -20, 0.5f, x0, eps, xt, z, xp, NX);
+        diffusion_ddim_step(&s, 0, -20, 0.5f, x0, eps, xt, z, xp, NX);
         CHECK(!memcmp(xp, x0, sizeof xp), "final DDIM step must return x0_pred");
     }
     free(xt), free(eps), free(z);
@@ -465,13 +465,13 @@ static void test_ddim_step(void) {
 static void test_timesteps(void) {
     int ts[1000];
     float tf[50];
-    ddpm_err err;
+    err_t err;
     st_file f = {0};
     if (!open_fixture(&f)) {
         const char *sp[3] = {"leading", "trailing", "linspace"};
         char name[64];
         for (int k = 0; k < 3; k++) {
-            CHECK(!timesteps_set(1000, 50, sp[k], 0, ts, &err), "%s", err.msg);
+            CHECK(!diffusion_timesteps_set(1000, 50, sp[k], 0, ts, &err), "%s", err.msg);
             for (int i = 0; i < 50; i++) tf[i] = (float)ts[i];
             snprintf(name, sizeof name, "timesteps.T1000.N50.%s", sp[k]);
             cmp(&f, name, tf, 50, 0, 0);
@@ -479,28 +479,28 @@ static void test_timesteps(void) {
         st_close(&f);
     }
     /* leading with steps_offset; DDPMPipeline's full list */
-    CHECK(!timesteps_set(1000, 10, "leading", 1, ts, &err), "%s", err.msg);
+    CHECK(!diffusion_timesteps_set(1000, 10, "leading", 1, ts, &err), "%s", err.msg);
     CHECK(ts[0] == 901 && ts[9] == 1, "leading+offset: %d .. %d", ts[0], ts[9]);
-    CHECK(!timesteps_set(1000, 1000, "leading", 0, ts, &err), "%s", err.msg);
+    CHECK(!diffusion_timesteps_set(1000, 1000, "leading", 0, ts, &err), "%s", err.msg);
     int ok = 1;
     for (int i = 0; i < 1000; i++) ok &= ts[i] == 999 - i;
     CHECK(ok, "N = T must give 999..0");
     /* trailing where numpy's arange makes N+1 values (the last -1): first N kept */
-    CHECK(!timesteps_set(1000, 61, "trailing", 0, ts, &err), "%s", err.msg);
+    CHECK(!diffusion_timesteps_set(1000, 61, "trailing", 0, ts, &err), "%s", err.msg);
     CHECK(ts[0] == 999 && ts[60] >= 0 && ts[60] < ts[59], "trailing N=61: %d .. %d", ts[0], ts[60]);
-    CHECK(!timesteps_set(1000, 1, "linspace", 0, ts, &err) && ts[0] == 0, "linspace N=1");
-    CHECK(!timesteps_set(1000, 1, "trailing", 0, ts, &err) && ts[0] == 999, "trailing N=1");
+    CHECK(!diffusion_timesteps_set(1000, 1, "linspace", 0, ts, &err) && ts[0] == 0, "linspace N=1");
+    CHECK(!diffusion_timesteps_set(1000, 1, "trailing", 0, ts, &err) && ts[0] == 999, "trailing N=1");
 
     /* errors */
-    CHECK(timesteps_set(1000, 1001, "leading", 0, ts, &err) == -1 && strstr(err.msg, "exceed"), "N > T: %s",
+    CHECK(diffusion_timesteps_set(1000, 1001, "leading", 0, ts, &err) == -1 && strstr(err.msg, "exceed"), "N > T: %s",
           err.msg);
-    CHECK(timesteps_set(1000, 0, "leading", 0, ts, &err) == -1 && strstr(err.msg, ">= 1"), "N = 0: %s", err.msg);
-    CHECK(timesteps_set(1000, -5, "trailing", 0, ts, &err) == -1, "N < 0");
-    CHECK(timesteps_set(1000, 50, "middle", 0, ts, &err) == -1 && strstr(err.msg, "unknown spacing"), "%s",
+    CHECK(diffusion_timesteps_set(1000, 0, "leading", 0, ts, &err) == -1 && strstr(err.msg, ">= 1"), "N = 0: %s", err.msg);
+    CHECK(diffusion_timesteps_set(1000, -5, "trailing", 0, ts, &err) == -1, "N < 0");
+    CHECK(diffusion_timesteps_set(1000, 50, "middle", 0, ts, &err) == -1 && strstr(err.msg, "unknown spacing"), "%s",
           err.msg);
-    CHECK(timesteps_set(1000, 50, "leading", 20, ts, &err) == -1 && strstr(err.msg, "outside"), "offset: %s",
+    CHECK(diffusion_timesteps_set(1000, 50, "leading", 20, ts, &err) == -1 && strstr(err.msg, "outside"), "offset: %s",
           err.msg);
-    CHECK(timesteps_set(1000, 50, "leading", -1, ts, &err) == -1, "negative offset");
+    CHECK(diffusion_timesteps_set(1000, 50, "leading", -1, ts, &err) == -1, "negative offset");
 }
 
 static void test_vlb_terms(void) {
@@ -512,41 +512,41 @@ static void test_vlb_terms(void) {
     float *x = get(&f, "dgl.x", N), *mu = get(&f, "dgl.mean", N), *ls = get(&f, "dgl.log_scale", N);
     float got[N];
     if (m1 && l1 && m2 && l2) {
-        for (int i = 0; i < N; i++) got[i] = (float)normal_kl(m1[i], l1[i], m2[i], l2[i]);
+        for (int i = 0; i < N; i++) got[i] = (float)diffusion_normal_kl(m1[i], l1[i], m2[i], l2[i]);
         cmp(&f, "kl.value", got, N, 1e-7, 1e-6);
     }
     if (x && mu && ls) {
-        for (int i = 0; i < N; i++) got[i] = (float)discretized_gaussian_loglik(x[i], mu[i], ls[i]);
+        for (int i = 0; i < N; i++) got[i] = (float)diffusion_discretized_gaussian_loglik(x[i], mu[i], ls[i]);
         cmp(&f, "dgl.value", got, N, 1e-6, 1e-6);
         CHECK(got[4] > -25 && got[5] > -25, "tail bins must not hit the 1e-12 floor (%g, %g)", (double)got[4],
               (double)got[5]);
     }
     /* a normalised decoder: the 256 bins of one Gaussian sum to 1 */
     double tot = 0;
-    for (int k = 0; k < 256; k++) tot += exp(discretized_gaussian_loglik(k / 127.5 - 1.0, 0.1, log(0.3)));
+    for (int k = 0; k < 256; k++) tot += exp(diffusion_discretized_gaussian_loglik(k / 127.5 - 1.0, 0.1, log(0.3)));
     CHECK(fabs(tot - 1.0) < 1e-9, "bin masses sum to %.12f", tot);
-    CHECK(fabs(normal_kl(0.3, -1.0, 0.3, -1.0)) < 1e-15, "KL(p||p) = 0");
+    CHECK(fabs(diffusion_normal_kl(0.3, -1.0, 0.3, -1.0)) < 1e-15, "KL(p||p) = 0");
 
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&s, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
     float *x0 = get(&f, "x0", NX), *xt = get(&f, "step.xt", NX), *prior = get(&f, "prior_kl.linear", 1);
     float mean[NX];
     if (x0 && xt) {
-        posterior_mean_var(&s, 1, x0, xt, mean, NX);
+        diffusion_posterior_mean_var(&s, 1, x0, xt, mean, NX);
         cmp(&f, "posterior_mean.t1", mean, NX, 1e-6, 1e-5);
-        posterior_mean_var(&s, 500, x0, xt, mean, NX);
+        diffusion_posterior_mean_var(&s, 500, x0, xt, mean, NX);
         cmp(&f, "posterior_mean.t500", mean, NX, 1e-6, 1e-5);
     }
     if (x0 && prior) {
-        float p = (float)prior_bpd_nats(&s, x0, NX);
+        float p = (float)diffusion_prior_bpd_nats(&s, x0, NX);
         check_close("prior_kl.linear", &p, prior, 1, 0, 1e-6);
     }
-    CHECK(reverse_log_variance(&s, 10) == s.post_log_var_clipped[10], "fixed_small log variance");
+    CHECK(diffusion_reverse_log_variance(&s, 10) == s.post_log_var_clipped[10], "fixed_small log variance");
     s.variance_type = SCHED_FIXED_LARGE;
     /* beta' = 1 - ac_t/ac_{t-1} from the float32 alphas_cumprod equals beta_t to ~4e-4 relative at t = 10 */
-    CHECK(fabs(reverse_log_variance(&s, 10) - log(s.betas[10])) < 1e-3 &&
-              fabs(reverse_log_variance(&s, 0) - log(s.post_var[1])) < 1e-6,
+    CHECK(fabs(diffusion_reverse_log_variance(&s, 10) - log(s.betas[10])) < 1e-3 &&
+              fabs(diffusion_reverse_log_variance(&s, 0) - log(s.post_var[1])) < 1e-6,
           "fixed_large log variance");
     schedule_free(&s);
     free(m1), free(l1), free(m2), free(l2), free(x), free(mu), free(ls), free(x0), free(xt), free(prior);
@@ -569,7 +569,7 @@ static int same_tables(const schedule *a, const schedule *b) {
 /* Expects schedule_from_json(text) to fail with a message containing want. */
 static void expect_json_error(const char *text, const char *want) {
     schedule s;
-    ddpm_err err = {0};
+    err_t err = {0};
     int rc = schedule_from_json(&s, text, &err);
     CHECK(rc == -1 && strstr(err.msg, want), "config %s: rc %d, message \"%s\", expected \"%s\"", text, rc,
           err.msg, want);
@@ -579,7 +579,7 @@ static void expect_json_error(const char *text, const char *want) {
 
 static void test_json(void) {
     schedule s, ref, s2;
-    ddpm_err err;
+    err_t err;
     CHECK(!schedule_init(&ref, "linear", 1000, 0.0001, 0.02, &err), "%s", err.msg);
 
     /* google/ddpm-cifar10-32 */
@@ -741,7 +741,7 @@ static void test_json_fuzz(void) {
     expect_json_error("{\"num_train_timesteps\":4,\"trained_betas\": [0.1, 0.21e-300, 0.3, 0.4]}",
                       "trained_betas[1]");
     schedule s, s2;
-    ddpm_err err = {0};
+    err_t err = {0};
     CHECK(!schedule_from_json(&s, "{\"dynamic_thresholding_ratio\": 1.5e-45, \"clip_sample_range\": 3.4e38}", &err),
           "%s", err.msg);
     char *txt = schedule_to_json(&s);
@@ -755,7 +755,7 @@ static void test_json_fuzz(void) {
 
 static void test_init_errors(void) {
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(schedule_init(&s, "linear", 1, 0.0001, 0.02, &err) == -1 && strstr(err.msg, "out of range"), "T=1: %s",
           err.msg);
     CHECK(schedule_init(&s, "linear", 1000, 0.0, 0.02, &err) == -1, "beta_start 0");

@@ -33,7 +33,7 @@ static float tree(int lo, int hi, size_t i) {
 }
 
 static int child(void) {
-    ddpm_err err = {0};
+    err_t err = {0};
     if (dist_init(&err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;

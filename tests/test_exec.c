@@ -71,22 +71,22 @@ typedef struct conv_run {
 static void conv_shard_fn(void *ctx, int k, float *grads) {
     conv_run *r = ctx;
     conv_shard *s = &r->s[k];
-    conv_forward(s->p, s->y, s->x, r->w, r->b);
-    conv_backward(s->p, s->dx, s->dw, s->db, s->dy, s->x, r->w);
+    ops_conv_forward(s->p, s->y, s->x, r->w, r->b);
+    ops_conv_backward(s->p, s->dx, s->dw, s->db, s->dy, s->x, r->w);
 }
 
 /* Runs the case on an executor of `threads` workers; results in r. */
-static int conv_exec(conv_run *r, int threads, ddpm_err *err) {
+static int conv_exec(conv_run *r, int threads, err_t *err) {
     const conv_case *c = r->c;
     int Ho, Wo;
-    conv_out_size(c->H, c->W, c->stride, &Ho, &Wo);
+    ops_conv_out_size(c->H, c->W, c->stride, &Ho, &Wo);
     executor *e;
     exec_config ec = {.nshards = SHARDS, .threads = threads, .sharded = 1};
     if (exec_create(&e, &ec, err)) return -1;
     exec_build_begin(e);
     int rc = 0;
     for (int k = 0; k < SHARDS && !rc; k++)
-        rc = conv_plan_create(&r->s[k].p, c->B, c->H, c->W, c->Cin, c->Cout, c->stride, c->pad, c->ld_x, c->Cout, 1,
+        rc = ops_conv_plan_create(&r->s[k].p, c->B, c->H, c->W, c->Cin, c->Cout, c->stride, c->pad, c->ld_x, c->Cout, 1,
                               err);
     if (exec_build_end(e, rc ? NULL : err) == 0 && !rc) {
         for (int k = 0; k < SHARDS; k++) {
@@ -98,7 +98,7 @@ static int conv_exec(conv_run *r, int threads, ddpm_err *err) {
     } else {
         rc = -1;
     }
-    for (int k = 0; k < SHARDS; k++) conv_plan_free(r->s[k].p), r->s[k].p = NULL;
+    for (int k = 0; k < SHARDS; k++) ops_conv_plan_free(r->s[k].p), r->s[k].p = NULL;
     exec_free(e);
     return rc;
 }
@@ -107,9 +107,9 @@ static void test_conv(void) {
     for (int alg = 0; alg < 2; alg++)
         for (size_t ci = 0; ci < sizeof conv_cases / sizeof conv_cases[0]; ci++) {
             const conv_case *c = &conv_cases[ci];
-            conv_set_algorithm(alg ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+            ops_conv_set_algorithm(alg ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
             int Ho, Wo;
-            conv_out_size(c->H, c->W, c->stride, &Ho, &Wo);
+            ops_conv_out_size(c->H, c->W, c->stride, &Ho, &Wo);
             size_t nx = (size_t)c->B * c->H * c->W * c->ld_x, ny = (size_t)c->B * Ho * Wo * c->Cout;
             size_t nw = (size_t)c->Cout * c->Cin * 9;
             float *w = randu(nw, 1 + ci), *b = randu((size_t)c->Cout, 2 + ci);
@@ -125,7 +125,7 @@ static void test_conv(void) {
             }
             int ok = 1;
             for (int t = 0; t < NT; t++) {
-                ddpm_err err = {0};
+                err_t err = {0};
                 int rc = conv_exec(&runs[t], thread_counts[t], &err);
                 CHECK(rc == 0, "%s, %d threads: %s", c->what, thread_counts[t], err.msg);
                 if (rc || !t) continue;
@@ -146,7 +146,7 @@ static void test_conv(void) {
                 }
             free(w), free(b);
         }
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
 }
 
 /* ---- GEMM ---------------------------------------------------------------------- */
@@ -159,7 +159,7 @@ typedef struct gemm_run {
 static void gemm_shard_fn(void *ctx, int k, float *grads) {
     gemm_run *g = ctx;
     int lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
-    gemm(g->ta, g->tb, g->M, g->N, g->K, 1.0f, g->A[k], lda, g->B[k], ldb, 0.5f, g->C[k], g->N);
+    ops_gemm(g->ta, g->tb, g->M, g->N, g->K, 1.0f, g->A[k], lda, g->B[k], ldb, 0.5f, g->C[k], g->N);
 }
 
 static void test_gemm(void) {
@@ -174,7 +174,7 @@ static void test_gemm(void) {
             for (int k = 0; k < SHARDS; k++)
                 g[t].A[k] = randu(na, 10 + k), g[t].B[k] = randu(nb, 20 + k), g[t].C[k] = randu(nc, 30 + k);
             executor *e;
-            ddpm_err err = {0};
+            err_t err = {0};
             exec_config ec = {.nshards = SHARDS, .threads = thread_counts[t], .sharded = 1};
             CHECK(exec_create(&e, &ec, &err) == 0, "%s", err.msg);
             exec_build_begin(e);
@@ -202,7 +202,7 @@ typedef struct conv2d_run {
 
 static void conv2d_shard_fn(void *ctx, int k, float *grads) {
     conv2d_run *r = ctx;
-    conv2d_forward(r->p[k], r->y[k], r->x[k]);
+    ops_conv2d_forward(r->p[k], r->y[k], r->x[k]);
 }
 
 static void test_conv2d(void) {
@@ -216,7 +216,7 @@ static void test_conv2d(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const conv2d_shape *s = &shapes[i];
         int Ho, Wo;
-        conv2d_out_size(s, &Ho, &Wo);
+        ops_conv2d_out_size(s, &Ho, &Wo);
         size_t nx = (size_t)s->B * s->H * s->W * s->Cin, ny = (size_t)s->B * Ho * Wo * s->Cout;
         float *w = randu((size_t)s->Cout * s->Cin * s->kh * s->kw, 40 + i), *b = randu((size_t)s->Cout, 50 + i);
         conv2d_run r[NT];
@@ -224,7 +224,7 @@ static void test_conv2d(void) {
         for (int t = 0; t < NT; t++) {
             r[t].s = *s;
             executor *e;
-            ddpm_err err = {0};
+            err_t err = {0};
             exec_config ec = {.nshards = SHARDS, .threads = thread_counts[t], .sharded = 1};
             CHECK(exec_create(&e, &ec, &err) == 0, "%s", err.msg);
             exec_build_begin(e);
@@ -232,7 +232,7 @@ static void test_conv2d(void) {
             for (int k = 0; k < SHARDS; k++) {
                 r[t].x[k] = randu(nx, 60 + k), r[t].y[k] = calloc(ny, sizeof(float));
                 r[t].p[k] = NULL;
-                if (!rc) rc = conv2d_plan_create(&r[t].p[k], s, s->Cin, s->Cout, 1, w, b, &err);
+                if (!rc) rc = ops_conv2d_plan_create(&r[t].p[k], s, s->Cin, s->Cout, 1, w, b, &err);
             }
             CHECK(exec_build_end(e, &err) == 0 && rc == 0, "conv2d plan: %s", err.msg);
             if (!rc) CHECK(exec_run(e, conv2d_shard_fn, &r[t], NULL, &err) == 0, "conv2d: %s", err.msg);
@@ -243,7 +243,7 @@ static void test_conv2d(void) {
         printf("  conv2d %dx%d stride %d pad %d,%d, %2d->%2d at %dx%d, 1-8 threads: %s\n", s->kh, s->kw, s->sh, s->ph,
                s->pw, s->Cin, s->Cout, s->H, s->W, ok ? "same bits" : "DIFFER");
         for (int t = 0; t < NT; t++)
-            for (int k = 0; k < SHARDS; k++) conv2d_plan_free(r[t].p[k]), free(r[t].x[k]), free(r[t].y[k]);
+            for (int k = 0; k < SHARDS; k++) ops_conv2d_plan_free(r[t].p[k]), free(r[t].x[k]), free(r[t].y[k]);
         free(w), free(b);
     }
 }
@@ -252,16 +252,16 @@ static void test_conv2d(void) {
 
 static void test_guard(void) {
     const conv_case *c = &conv_cases[0];
-    conv_set_algorithm(CONV_ALG_DIRECT);
+    ops_conv_set_algorithm(CONV_ALG_DIRECT);
     int threads = omp_get_max_threads();
     omp_set_num_threads(4);
     conv_run r = {.c = c};
-    ddpm_err err = {0};
+    err_t err = {0};
     int rc = 0;
     for (int k = 0; k < SHARDS && !rc; k++) /* outside any executor's build: made for 4 threads */
-        rc = conv_plan_create(&r.s[k].p, c->B, c->H, c->W, c->Cin, c->Cout, 1, CONV_PAD_SAME, c->Cin, c->Cout, 1, &err);
+        rc = ops_conv_plan_create(&r.s[k].p, c->B, c->H, c->W, c->Cin, c->Cout, 1, CONV_PAD_SAME, c->Cin, c->Cout, 1, &err);
     omp_set_num_threads(threads);
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
     CHECK(rc == 0, "%s", err.msg);
     size_t nx = (size_t)c->B * c->H * c->W * c->Cin, nw = (size_t)c->Cout * c->Cin * 9;
     float *w = randu(nw, 7), *b = randu((size_t)c->Cout, 8);
@@ -286,7 +286,7 @@ static void test_guard(void) {
     exec_free(e);
     for (int k = 0; k < SHARDS; k++) {
         conv_shard *s = &r.s[k];
-        conv_plan_free(s->p);
+        ops_conv_plan_free(s->p);
         free(s->x), free(s->dy), free(s->y), free(s->dx), free(s->dw), free(s->db);
         free(g.A[k]), free(g.B[k]), free(g.C[k]);
     }
@@ -297,8 +297,8 @@ static void test_guard(void) {
 
 static void test_many_workers(void) {
     unet_config cfg;
-    ddpm_err err = {0};
-    if (model_read_config("tests/fixtures/unet_b", &cfg, &err)) {
+    err_t err = {0};
+    if (folder_read_config("tests/fixtures/unet_b", &cfg, &err)) {
         CHECK(0, "%s", err.msg);
         return;
     }
@@ -337,7 +337,7 @@ static void test_many_workers(void) {
 /* ---- failures are statuses ----------------------------------------------------------- */
 
 static void test_failure(void) {
-    ddpm_err err = {0};
+    err_t err = {0};
     exec_config ec = {.nshards = 0, .threads = 1, .sharded = 1};
     executor *e;
     CHECK(exec_create(&e, &ec, &err) == -1 && err.msg[0], "no shards: %s", err.msg);
@@ -364,12 +364,12 @@ static void test_isa(void) {
            avx512 ? "AVX-512 or more" : "below AVX-512", cap ? cap : "(unset)");
     if (cap && !strcmp(cap, "AVX2")) CHECK(isa <= dnnl_cpu_isa_avx2, "capped at AVX2, effective 0x%x", (unsigned)isa);
     conv_plan *p;
-    ddpm_err err;
-    conv_set_algorithm(CONV_ALG_AUTO);
-    CHECK(conv_plan_create(&p, 1, 14, 14, 64, 64, 1, CONV_PAD_SAME, 64, 64, 1, &err) == 0, "%s", err.msg);
-    CHECK(conv_plan_winograd(p) == !avx512, "14x14 64->64: Winograd %d at ISA 0x%x", conv_plan_winograd(p),
+    err_t err;
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
+    CHECK(ops_conv_plan_create(&p, 1, 14, 14, 64, 64, 1, CONV_PAD_SAME, 64, 64, 1, &err) == 0, "%s", err.msg);
+    CHECK(ops_conv_plan_winograd(p) == !avx512, "14x14 64->64: Winograd %d at ISA 0x%x", ops_conv_plan_winograd(p),
           (unsigned)isa);
-    conv_plan_free(p);
+    ops_conv_plan_free(p);
 }
 
 TEST_MAIN(test_isa, test_conv, test_gemm, test_conv2d, test_guard, test_many_workers, test_failure)

@@ -30,20 +30,20 @@ static float *randn(size_t n, uint64_t seed, float scale) {
 
 /* One shape: fast path vs plain loops, output written into a channel slice. */
 static void conv_case(const char *what, conv2d_shape s, int relu) {
-    ddpm_err err;
+    err_t err;
     int Ho, Wo;
-    conv2d_out_size(&s, &Ho, &Wo);
+    ops_conv2d_out_size(&s, &Ho, &Wo);
     const int ldy = s.Cout + 3; /* a slice of a wider buffer */
     size_t nx = (size_t)s.B * s.H * s.W * s.Cin, ny = (size_t)s.B * Ho * Wo * ldy;
     float *x = randn(nx, 1, 1.0f), *w = randn((size_t)s.Cout * s.Cin * s.kh * s.kw, 2, 0.3f);
     float *b = randn((size_t)s.Cout, 3, 0.5f);
     float *y = calloc(ny, sizeof(float)), *r = calloc(ny, sizeof(float));
     conv2d_plan *p = NULL;
-    CHECK(conv2d_plan_create(&p, &s, s.Cin, ldy, relu, w, b, &err) == 0, "%s", err.msg);
+    CHECK(ops_conv2d_plan_create(&p, &s, s.Cin, ldy, relu, w, b, &err) == 0, "%s", err.msg);
     if (p) {
-        conv2d_forward(p, y, x);
+        ops_conv2d_forward(p, y, x);
         ops_set_reference(1);
-        conv2d_forward(p, r, x);
+        ops_conv2d_forward(p, r, x);
         ops_set_reference(0);
         check_close(what, y, r, ny, 1e-5, 1e-4);
         int untouched = 1, negative = 0;
@@ -54,7 +54,7 @@ static void conv_case(const char *what, conv2d_shape s, int relu) {
         CHECK(untouched, "%s: wrote outside its channel slice", what);
         CHECK(!relu || !negative, "%s: ReLU left negative values", what);
     }
-    conv2d_plan_free(p);
+    ops_conv2d_plan_free(p);
     free(x), free(w), free(b), free(y), free(r);
 }
 
@@ -75,17 +75,17 @@ static void test_conv2d(void) {
 
 static void test_pool(void) {
     float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, y[9];
-    pool2d_forward(y, 1, x, 1, 1, 3, 3, 1, 3, 1, 1, 0);
+    ops_pool2d_forward(y, 1, x, 1, 1, 3, 3, 1, 3, 1, 1, 0);
     float avg[9] = {3, 3.5f, 4, 4.5f, 5, 5.5f, 6, 6.5f, 7}; /* count_include_pad=False */
     check_close("avg pool 3x3/1 pad 1 (count_include_pad=False)", y, avg, 9, 1e-6, 0);
-    pool2d_forward(y, 1, x, 1, 1, 3, 3, 1, 3, 1, 1, 1);
+    ops_pool2d_forward(y, 1, x, 1, 1, 3, 3, 1, 3, 1, 1, 1);
     float mx[9] = {5, 6, 6, 8, 9, 9, 8, 9, 9};
     check_close("max pool 3x3/1 pad 1", y, mx, 9, 0, 0);
-    pool2d_forward(y, 1, x, 1, 1, 3, 3, 1, 3, 2, 0, 1);
+    ops_pool2d_forward(y, 1, x, 1, 1, 3, 3, 1, 3, 2, 0, 1);
     CHECK(y[0] == 9, "max pool 3x3/2: %g", y[0]);
     float g[2] = {0};
     float two[2 * 3] = {1, 10, 2, 20, 3, 30}; /* 3 pixels x 2 channels */
-    global_avgpool(g, two, 2, 1, 3, 2);
+    ops_global_avgpool(g, two, 2, 1, 3, 2);
     CHECK(g[0] == 2 && g[1] == 20, "global average pool: %g %g", g[0], g[1]);
 }
 
@@ -95,18 +95,18 @@ static void test_resize(void) {
     float x[4] = {1, 2, 3, 4}, y[16];
     float ref[16] = {1.0f, 1.25f, 1.75f, 2.0f, 1.5f, 1.75f, 2.25f, 2.5f,
                      2.5f, 2.75f, 3.25f, 3.5f, 3.0f, 3.25f, 3.75f, 4.0f};
-    resize_bilinear(y, x, 1, 2, 2, 1, 4, 4);
+    ops_resize_bilinear(y, x, 1, 2, 2, 1, 4, 4);
     check_close("bilinear 2x2 -> 4x4 (PyTorch's values)", y, ref, 16, 1e-6, 0);
     /* Downsampling 4 -> 3: source positions 1/6, 3/2, 17/6 - 1/2 ... as PyTorch: s = (o + 0.5) * 4/3 - 0.5. */
     float r[4] = {0, 1, 2, 3}, d[3];
-    resize_bilinear(d, r, 1, 1, 4, 1, 1, 3);
+    ops_resize_bilinear(d, r, 1, 1, 4, 1, 1, 3);
     float dref[3] = {1.0f / 6, 1.5f, 17.0f / 6};
     check_close("bilinear 4 -> 3 along a row", d, dref, 3, 1e-6, 0);
 }
 
 static void test_fmnist_parity(void) {
     st_file f;
-    ddpm_err err;
+    err_t err;
     if (st_open(&f, "tests/fixtures/fmnist_features_io.safetensors", &err)) {
         CHECK(0, "%s", err.msg);
         return;
@@ -136,7 +136,7 @@ static void test_fmnist_parity(void) {
  * strength, against the statistics of 1000 other test images. */
 static void test_fid_rises_with_noise(void) {
     dataset d;
-    ddpm_err err;
+    err_t err;
     if (dataset_load(&d, NULL, DATASET_TEST, 1500, &err)) {
         CHECK(0, "%s", err.msg);
         return;
@@ -170,7 +170,7 @@ static void test_fid_rises_with_noise(void) {
 
 static void test_bad_images(void) {
     featnet *net = NULL;
-    ddpm_err err;
+    err_t err;
     CHECK(featnet_open(&net, FEATNET_FMNIST, NULL, 2, &err) == 0, "%s", err.msg);
     if (!net) return;
     float x[2 * 32 * 32] = {0};
@@ -189,11 +189,11 @@ static void test_bad_images(void) {
  * test knob; Winograd forced, whose convolutions use them) is an error with
  * err.oom, not an exit; with the limit lifted the same features again. */
 static void test_extract_oom(void) {
-    ddpm_err err;
-    conv_set_algorithm(CONV_ALG_GEMM);
+    err_t err;
+    ops_conv_set_algorithm(CONV_ALG_GEMM);
     featnet *net = NULL;
     CHECK(featnet_open(&net, FEATNET_FMNIST, NULL, 4, &err) == 0, "%s", err.msg);
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
     if (!net) return;
     enum { N = 6 };
     float *x = randn((size_t)N * 28 * 28, 3, 0.5f), f[2][N * 256];

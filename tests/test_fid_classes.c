@@ -49,14 +49,14 @@ static void test_class_stats(void) {
     int m = 0;
     for (int i = 0; i < N; i++)
         if (labels[i] == 1) memcpy(rows + D * m++, f + D * i, sizeof(float) * D);
-    ddpm_err err;
+    err_t err;
     fid_stats a, b;
     CHECK(quality_class_stats(&a, f, N, D, labels, 1, &err) == 0, "%s", err.msg);
-    CHECK(fid_stats_compute(&b, rows, m, D, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_compute(&b, rows, m, D, &err) == 0, "%s", err.msg);
     CHECK(a.n == 5 && b.n == 5 && a.d == D, "rows %lld, want 5", a.n);
     CHECK(!memcmp(a.mu, b.mu, sizeof(double) * D) && !memcmp(a.sigma, b.sigma, sizeof(double) * D * D),
           "class 1: mu %g %g, want %g %g", a.mu[0], a.mu[1], b.mu[0], b.mu[1]);
-    fid_stats_free(&a), fid_stats_free(&b);
+    stats_fid_free(&a), stats_fid_free(&b);
     CHECK(quality_class_stats(&a, f, N, D, labels, 3, &err) == -1 && strstr(err.msg, "at least 2 rows, got 1"),
           "one row: %s", err.msg);
     CHECK(quality_class_stats(&a, f, N, D, labels, 7, &err) == -1 && a.mu == NULL, "no row");
@@ -75,9 +75,9 @@ static void test_by_class(void) {
         ref_labels[i] = labels[i] + 10; /* the reference's labels differ from the samples' */
     }
     logits[8 * L + 2] = 5; /* the tie */
-    ddpm_err err;
+    err_t err;
     quality_ref mine = {{0}, f, N}, ref = {{0}, f, N};
-    CHECK(fid_stats_compute(&mine.st, f, N, D, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_compute(&mine.st, f, N, D, &err) == 0, "%s", err.msg);
     quality_class c[5] = {{.k = 0, .ref_k = 10}, {.k = 1, .ref_k = 11}, {.k = 2, .ref_k = 12},
                           {.k = 0, .ref_k = 11}, {.k = 3, .ref_k = 13}};
     CHECK(quality_by_class(c, 5, &mine, labels, logits, L, &ref, ref_labels, &err) == 0, "%s", err.msg);
@@ -99,14 +99,14 @@ static void test_by_class(void) {
     labels[3] = labels[6] = 1;
     CHECK(quality_by_class(c, 1, &mine, labels, logits, L, &ref, ref_labels, &err) == 0, "%s", err.msg);
     CHECK(c[0].n == 1 && !c[0].has_fid && c[0].correct == 1, "class 0 with one sample: n %lld", c[0].n);
-    fid_stats_free(&mine.st);
+    stats_fid_free(&mine.st);
 }
 
 /* A file's whole text, parsed (NULL if unreadable or not JSON). */
 static cJSON *read_json(const char *path) {
     unsigned char *buf = NULL;
     size_t len;
-    ddpm_err err;
+    err_t err;
     if (file_read_all(path, &buf, &len, &err)) return NULL;
     cJSON *j = cJSON_ParseWithLength((const char *)buf, len);
     free(buf);
@@ -168,7 +168,7 @@ static void test_cli_model(void) {
     /* tests/fixtures/unet_b (channels 8, 16, 16) at 28x28 */
     unsigned char *text = NULL;
     size_t len;
-    ddpm_err err;
+    err_t err;
     CHECK(!file_read_all("tests/fixtures/unet_b/config.json", &text, &len, &err), "%s", err.msg);
     char *s = calloc(len + 8, 1), *at = s ? strstr(memcpy(s, text, len), "\"sample_size\": 8") : NULL;
     CHECK(at, "unet_b config has no sample_size 8");

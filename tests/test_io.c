@@ -1,4 +1,4 @@
-/* test_io.c -- tests for src/io: fileio (atomic writes, mkdir -p, path_join),
+/* test_io.c -- tests for src/io: fileio (atomic writes, mkdir -p, file_path_join),
  * safetensors (round trips, F16/BF16/F64 conversion, one test per kind of
  * corrupt file) and npy (round trips and corrupt files). All files live in a
  * mkdtemp directory under /tmp that the last test removes.
@@ -71,7 +71,7 @@ static void write_st_raw(const char *path, const char *header, long long hlen_ov
 
 static int st_open_expect_fail(const char *header, long long hlen, const void *data, size_t dlen, const char *want) {
     st_file f;
-    ddpm_err err = {0};
+    err_t err = {0};
     const char *p = tp("bad.safetensors");
     write_st_raw(p, header, hlen, data, dlen);
     int rc = st_open(&f, p, &err);
@@ -84,7 +84,7 @@ static int st_open_expect_fail(const char *header, long long hlen, const void *d
 static int file_equals(const char *path, const char *content) {
     unsigned char *b = NULL;
     size_t n = 0;
-    ddpm_err err;
+    err_t err;
     if (file_read_all(path, &b, &n, &err) != 0) return 0;
     int eq = n == strlen(content) && memcmp(b, content, n) == 0;
     free(b);
@@ -95,37 +95,37 @@ static int file_equals(const char *path, const char *content) {
 
 static void test_path_join(void) {
     char out[16];
-    ddpm_err err;
-    CHECK(path_join(out, sizeof out, "a/b", "c.txt", &err) == 0 && strcmp(out, "a/b/c.txt") == 0, "%s", out);
-    CHECK(path_join(out, sizeof out, "a/", "c", &err) == 0 && strcmp(out, "a/c") == 0, "%s", out);
-    CHECK(path_join(out, sizeof out, "", "c", &err) == 0 && strcmp(out, "c") == 0, "%s", out);
-    CHECK(path_join(out, sizeof out, "/", "c", &err) == 0 && strcmp(out, "/c") == 0, "%s", out);
-    CHECK(path_join(out, 6, "ab", "cd", &err) == 0 && strcmp(out, "ab/cd") == 0, "exact fit: %s", out);
-    EXPECT_FAIL(path_join(out, 5, "ab", "cd", &err), err, "path too long");
+    err_t err;
+    CHECK(file_path_join(out, sizeof out, "a/b", "c.txt", &err) == 0 && strcmp(out, "a/b/c.txt") == 0, "%s", out);
+    CHECK(file_path_join(out, sizeof out, "a/", "c", &err) == 0 && strcmp(out, "a/c") == 0, "%s", out);
+    CHECK(file_path_join(out, sizeof out, "", "c", &err) == 0 && strcmp(out, "c") == 0, "%s", out);
+    CHECK(file_path_join(out, sizeof out, "/", "c", &err) == 0 && strcmp(out, "/c") == 0, "%s", out);
+    CHECK(file_path_join(out, 6, "ab", "cd", &err) == 0 && strcmp(out, "ab/cd") == 0, "exact fit: %s", out);
+    EXPECT_FAIL(file_path_join(out, 5, "ab", "cd", &err), err, "path too long");
     CHECK(out[0] == '\0', "out cleared on failure");
-    EXPECT_FAIL(path_join(out, sizeof out, "some/long/directory", "name.bin", &err), err, "too long");
+    EXPECT_FAIL(file_path_join(out, sizeof out, "some/long/directory", "name.bin", &err), err, "too long");
     snprintf(out, sizeof out, "dir");
-    CHECK(path_join(out, sizeof out, out, "x", &err) == 0 && strcmp(out, "dir/x") == 0, "in place: %s", out);
+    CHECK(file_path_join(out, sizeof out, out, "x", &err) == 0 && strcmp(out, "dir/x") == 0, "in place: %s", out);
 }
 
 static void test_make_dirs(void) {
-    ddpm_err err;
+    err_t err;
     char p[512];
     struct stat st;
     snprintf(p, sizeof p, "%s", tp("d1/d2//d3/"));
-    CHECK(make_dirs(p, &err) == 0, "%s", err.msg);
+    CHECK(file_make_dirs(p, &err) == 0, "%s", err.msg);
     CHECK(stat(tp("d1/d2/d3"), &st) == 0 && S_ISDIR(st.st_mode), "d1/d2/d3 created");
-    CHECK(make_dirs(p, &err) == 0, "existing: %s", err.msg);
+    CHECK(file_make_dirs(p, &err) == 0, "existing: %s", err.msg);
     write_bytes(tp("d1/file"), "x", 1);
     snprintf(p, sizeof p, "%s", tp("d1/file/sub"));
-    EXPECT_FAIL(make_dirs(p, &err), err, "not a directory");
+    EXPECT_FAIL(file_make_dirs(p, &err), err, "not a directory");
     snprintf(p, sizeof p, "%s", tp("d1/file"));
-    EXPECT_FAIL(make_dirs(p, &err), err, "exists and is not a directory");
-    EXPECT_FAIL(make_dirs("", &err), err, "empty path");
+    EXPECT_FAIL(file_make_dirs(p, &err), err, "exists and is not a directory");
+    EXPECT_FAIL(file_make_dirs("", &err), err, "empty path");
 }
 
 static void test_read_all(void) {
-    ddpm_err err;
+    err_t err;
     unsigned char *b = (unsigned char *)"sentinel";
     size_t n = 99;
     char p[512];
@@ -159,13 +159,13 @@ static void test_read_all(void) {
 }
 
 static void test_atomic_keeps_old(void) {
-    ddpm_err err;
+    err_t err;
     char target[600], sub[512], dirpath[600];
     const void *chunks[1] = {"new content"};
     size_t lens[1] = {11};
 
     snprintf(sub, sizeof sub, "%s", tp("atomic"));
-    CHECK(make_dirs(sub, &err) == 0, "%s", err.msg);
+    CHECK(file_make_dirs(sub, &err) == 0, "%s", err.msg);
     snprintf(target, sizeof target, "%s/keep.txt", sub);
     write_bytes(target, "old content", 11);
 
@@ -175,7 +175,7 @@ static void test_atomic_keeps_old(void) {
 
     /* the target is a directory: the rename fails after the data was written */
     snprintf(dirpath, sizeof dirpath, "%s/isdir", sub);
-    CHECK(make_dirs(dirpath, &err) == 0, "%s", err.msg);
+    CHECK(file_make_dirs(dirpath, &err) == 0, "%s", err.msg);
     EXPECT_FAIL(file_write_atomic(dirpath, chunks, lens, 1, &err), err, "cannot rename");
     CHECK(count_temp_files(sub) == 0, "temp file removed after failed rename");
 
@@ -222,7 +222,7 @@ static void test_atomic_keeps_old(void) {
  * nothing to do without a file at path. */
 static void test_keep_previous(void) {
     char a[512], prev[512];
-    ddpm_err err;
+    err_t err;
     snprintf(a, sizeof a, "%s", tp("keep"));
     snprintf(prev, sizeof prev, "%s", tp("keep.prev"));
     const void *c1[1] = {"one"}, *c2[1] = {"two"}, *c3[1] = {"three"};
@@ -245,7 +245,7 @@ static void test_st_dtypes(void) {
 }
 
 static void test_st_roundtrip(void) {
-    ddpm_err err;
+    err_t err;
     st_file f;
     char path[512];
     float w[6] = {1.5f, -2.25f, 3e-38f, 1e30f, -0.0f, 0.1f};
@@ -344,7 +344,7 @@ static void test_st_roundtrip(void) {
 }
 
 static void test_st_write_errors(void) {
-    ddpm_err err;
+    err_t err;
     float x[2] = {1, 2};
     char path[512];
     snprintf(path, sizeof path, "%s", tp("werr.safetensors"));
@@ -368,7 +368,7 @@ static void test_st_write_errors(void) {
 }
 
 static void test_st_convert(void) {
-    ddpm_err err;
+    err_t err;
     st_file f;
     /* F16 values and their exact float equivalents */
     static const uint16_t h[] = {0x0000, 0x8000, 0x3c00, 0xc000, 0x7bff, 0x0001, 0x03ff, 0x0400,
@@ -421,7 +421,7 @@ static void test_st_convert(void) {
 static void test_st_corrupt(void) {
     const char *ok_entry = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     st_file f;
-    ddpm_err err;
+    err_t err;
 
     write_bytes(tp("empty.safetensors"), "", 0);
     EXPECT_FAIL(st_open(&f, tp("empty.safetensors"), &err), err, "file is empty");
@@ -497,7 +497,7 @@ static void test_st_truncated(void) {
     float w[6] = {1, 2, 3, 4, 5, 6};
     int64_t idx[2] = {7, 8};
     st_entry e[] = {{"w", ST_F32, 2, {2, 3}, w}, {"idx", ST_I64, 1, {2}, idx}};
-    ddpm_err err;
+    err_t err;
     st_file f;
     unsigned char *b;
     size_t n;
@@ -543,7 +543,7 @@ static void test_st_load_errors(void) {
     float w[6] = {1, 2, 3, 4, 5, 6};
     int64_t idx[2] = {7, 8};
     st_entry e[] = {{"w", ST_F32, 2, {2, 3}, w}, {"idx", ST_I64, 1, {2}, idx}};
-    ddpm_err err;
+    err_t err;
     st_file f;
     size_t numel = 99;
     char path[512];
@@ -571,7 +571,7 @@ static void test_st_load_errors(void) {
 /* The file offset of the first byte of tensor name in the file at path. */
 static size_t tensor_offset(const char *path, const char *name) {
     st_file f;
-    ddpm_err err;
+    err_t err;
     CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
     const st_tensor *t = st_find(&f, name);
     size_t off = t ? (size_t)(f.data - f.buf) + t->begin : 0;
@@ -583,7 +583,7 @@ static size_t tensor_offset(const char *path, const char *name) {
 static void flip_byte(const char *path, size_t off) {
     unsigned char *b;
     size_t n;
-    ddpm_err err;
+    err_t err;
     CHECK(file_read_all(path, &b, &n, &err) == 0 && off < n, "%s", err.msg);
     b[off] ^= 0x10;
     write_bytes(path, b, n);
@@ -597,7 +597,7 @@ static void test_st_checksums(void) {
     float w[6] = {1, 2, 3, 4, 5, 6}, v[3] = {7, 8, 9};
     st_entry e[] = {{"w", ST_F32, 2, {2, 3}, w}, {"v", ST_F32, 1, {3}, v}, {"none", ST_F32, 1, {0}, NULL}};
     const char *meta[] = {"step", "100", NULL};
-    ddpm_err err;
+    err_t err;
     st_file f;
     char path[512];
     size_t numel;
@@ -710,7 +710,7 @@ static void write_npy_raw(const char *path, int major, const char *dict, const v
 }
 
 static void test_npy_roundtrip(void) {
-    ddpm_err err;
+    err_t err;
     char path[512];
     float x[6] = {0.5f, -1, 2, 3e-30f, 1e30f, -0.0f}, *got = NULL;
     int64_t shape[8] = {0}, sh23[2] = {2, 3}, sh0[1] = {0}, sh6[1] = {6};
@@ -764,7 +764,7 @@ static void test_npy_roundtrip(void) {
 }
 
 static void test_npy_corrupt(void) {
-    ddpm_err err;
+    err_t err;
     char path[512];
     float *got = (float *)1;
     int nd;

@@ -62,7 +62,7 @@ static void test_preset_counts(void) {
         {"fmnist-small", 1112801, -1}, {"fmnist", 6469889, -1}, {"cifar10", 35746307, 328}};
     for (int i = 0; i < 3; i++) {
         unet_config c;
-        ddpm_err err;
+        err_t err;
         int rc = unet_config_preset(&c, want[i].name, &err);
         CHECK(rc == 0, "preset %s: %s", want[i].name, err.msg);
         if (rc) continue;
@@ -97,7 +97,7 @@ static void test_preset_counts(void) {
     }
     /* The cifar10 preset has google/ddpm-cifar10-32's shapes. */
     unet_config c;
-    ddpm_err err;
+    err_t err;
     unet *u;
     if (unet_config_preset(&c, "cifar10", &err) == 0 && unet_create(&u, &c, 1, 0, &err) == 0) {
         const struct { const char *name; int ndim, shape[4]; } t[] = {
@@ -175,7 +175,7 @@ static void make_json(char *buf, size_t cap, const char *const (*ov)[2], int nov
 static void test_config_errors(void) {
     char json[4096];
     unet_config c;
-    ddpm_err err;
+    err_t err;
 
     make_json(json, sizeof json, NULL, 0);
     int rc = unet_config_from_json(&c, json, &err);
@@ -295,7 +295,7 @@ static void test_config_fuzz(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         unet_config c;
-        ddpm_err err = {0};
+        err_t err = {0};
         int rc = unet_config_from_json(&c, cases[i].json, &err);
         printf("  case %zu -> %s\n", i, rc ? err.msg : "accepted");
         CHECK(rc != 0 && strstr(err.msg, "config: ") && strstr(err.msg, cases[i].want), "case %zu: rc %d, '%s'", i,
@@ -303,7 +303,7 @@ static void test_config_fuzz(void) {
     }
     /* the largest finite float still reads, and round-trips through config.json */
     unet_config c, c2;
-    ddpm_err err = {0};
+    err_t err = {0};
     const char *big = "{\"sample_size\": 8, \"attention_head_dim\": null, \"block_out_channels\": [32], "
                       "\"freq_shift\": -3.4e38, \"down_block_types\": [\"DownBlock2D\"], "
                       "\"up_block_types\": [\"UpBlock2D\"]}";
@@ -338,7 +338,7 @@ typedef struct net_ctx {
 } net_ctx;
 
 static double net_loss(net_ctx *c) {
-    ddpm_err err;
+    err_t err;
     CHECK(unet_forward(c->u, c->out, c->x, c->t, NULL, c->dp, &err) == 0, "%s", err.msg);
     double s = 0;
     for (size_t i = 0; i < c->nout; i++) s += (double)c->r[i] * c->out[i];
@@ -494,7 +494,7 @@ static int fd_net_create(fd_net *f, const fd_case *fc) {
     char json[4096];
     make_json(json, sizeof json, fc->ov, fc->nov);
     unet_config cfg;
-    ddpm_err err;
+    err_t err;
     memset(f, 0, sizeof *f);
     int rc = unet_config_from_json(&cfg, json, &err);
     CHECK(rc == 0, "%s", err.msg);
@@ -573,7 +573,7 @@ static void run_fd_case(const fd_case *fc) {
 
     if (fc->dropout > 0) {
         /* Masks are a function of (seed, step): the same again, others for another step. */
-        ddpm_err err;
+        err_t err;
         float *o1 = malloc(c->nout * sizeof(float)), *o2 = malloc(c->nout * sizeof(float));
         CHECK(unet_forward(u, o1, c->x, c->t, NULL, &c->drop, &err) == 0, "%s", err.msg);
         CHECK(unet_forward(u, o2, c->x, c->t, NULL, &c->drop, &err) == 0, "%s", err.msg);
@@ -723,7 +723,7 @@ static void test_shard_threads(void) {
     char json[4096];
     make_json(json, sizeof json, NULL, 0);
     unet_config cfg;
-    ddpm_err err;
+    err_t err;
     CHECK(unet_config_from_json(&cfg, json, &err) == 0, "%s", err.msg);
     cfg.dropout = 0.2f;
     size_t nx = (size_t)B * 8 * 8 * cfg.in_channels, no = (size_t)B * 8 * 8 * cfg.out_channels;
@@ -738,7 +738,7 @@ static void test_shard_threads(void) {
     size_t np = 0;
     int threads = omp_get_max_threads(), counts[2] = {1, threads > 1 ? threads : 4};
     for (int a = 0; a < 2; a++) {
-        conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+        ops_conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
         unet *u;
         int rc = unet_create_sharded(&u, &cfg, B, 5, 1, &err);
         CHECK(rc == 0, "unet_create: %s", err.msg);
@@ -767,7 +767,7 @@ static void test_shard_threads(void) {
         CHECK(!memcmp(g[a][0], g[a][1], np * sizeof(float)), "parameter gradients depend on the thread count");
         unet_free(u);
     }
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
     check_close("GEMM-based vs oneDNN: output", out[1][0], out[0][0], no, 1e-5 * maxabs(out[0][0], no), 1e-3);
     check_close("GEMM-based vs oneDNN: dx", dx[1][0], dx[0][0], nx, 1e-5 * maxabs(dx[0][0], nx), 1e-3);
     check_close("GEMM-based vs oneDNN: parameter gradients", g[1][0], g[0][0], np, 1e-5 * maxabs(g[0][0], np), 1e-3);
@@ -786,7 +786,7 @@ static void test_shard_subtrees(void) {
     char json[4096];
     make_json(json, sizeof json, NULL, 0);
     unet_config cfg;
-    ddpm_err err;
+    err_t err;
     CHECK(unet_config_from_json(&cfg, json, &err) == 0, "%s", err.msg);
     cfg.dropout = 0.2f;
     size_t per_x = (size_t)8 * 8 * cfg.in_channels, per_o = (size_t)8 * 8 * cfg.out_channels;
@@ -855,13 +855,13 @@ static void test_tbuf_oom(void) {
     char json[4096];
     make_json(json, sizeof json, NULL, 0);
     unet_config cfg;
-    ddpm_err err;
+    err_t err;
     CHECK(unet_config_from_json(&cfg, json, &err) == 0, "%s", err.msg);
     cfg.dropout = 0.2f;
     for (int a = 0; a < 2; a++)
         for (int sharded = 0; sharded < 2; sharded++) {
             const int B = sharded ? 8 : 2;
-            conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+            ops_conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
             unet *u;
             int rc = sharded ? unet_create_sharded(&u, &cfg, B, 2, 1, &err) : unet_create(&u, &cfg, B, 1, &err);
             CHECK(rc == 0, "unet_create: %s", err.msg);
@@ -890,14 +890,14 @@ static void test_tbuf_oom(void) {
                 memcpy(g[k], u->grads, np * sizeof(float));
                 if (k) break;
                 exec_set_buffer_limit(1);
-                err = (ddpm_err){0};
+                err = (err_t){0};
                 rc = frc = unet_forward(u, fwd[1], x, t, NULL, NULL, &err);
                 if (a) /* oneDNN's direct kernels may need no temporaries in the forward */
                     CHECK(rc == -1 && err.oom && strstr(err.msg, "worker's temporaries"),
                           "forward under the limit: rc %d, oom %d, '%s'", rc, err.oom, err.msg);
                 else
                     CHECK(rc == 0 || (rc == -1 && err.oom && err.msg[0]), "forward: rc %d oom %d", rc, err.oom);
-                err = (ddpm_err){0};
+                err = (err_t){0};
                 rc = unet_train_pass(u, out[1], dx[1], x, t, NULL, &dp, fixed_dout_grad, &f, &err);
                 CHECK(rc == -1 && err.oom && strstr(err.msg, "worker's temporaries"),
                       "training pass under the limit: rc %d, oom %d, '%s'", rc, err.oom, err.msg);
@@ -913,7 +913,7 @@ static void test_tbuf_oom(void) {
             free(x), free(r);
             unet_free(u);
         }
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
 }
 
 TEST_MAIN(test_preset_counts, test_config_errors, test_config_fuzz, test_fd_config_a, test_fd_config_b,

@@ -81,7 +81,7 @@ static void mpi_scratch(void) {
     snprintf(p, sizeof p, "%s/png", mpi_tmp);
     mkdir(p, 0777);
     uint8_t px[64];
-    ddpm_err err;
+    err_t err;
     for (int i = 0; i < 20; i++) {
         for (int k = 0; k < 64; k++) px[k] = (uint8_t)((k * 37 + i * 91 + (k * i) % 13) % 256);
         snprintf(p, sizeof p, "%s/png/%02d.png", mpi_tmp, i);
@@ -182,7 +182,7 @@ static void test_mpi_failure(void) {
     rng_normal(x, 20 * 64, 5, RNG_EVAL, 0);
     for (int k = 19 * 64; k < 20 * 64; k++) x[k] = 3e38f; /* finite, but overflows the network */
     char p[300], args[1024], q[400];
-    ddpm_err err;
+    err_t err;
     int64_t shape[4] = {20, 1, 8, 8};
     snprintf(p, sizeof p, "%s/big.npy", mpi_tmp);
     CHECK(npy_write_f32(p, x, 4, shape, &err) == 0, "%s", err.msg);

@@ -66,7 +66,7 @@ static void poke(const char *path, size_t off, unsigned char v) {
 
 static unsigned char *slurp(const char *path, size_t *n) {
     unsigned char *b;
-    ddpm_err err;
+    err_t err;
     if (file_read_all(path, &b, n, &err) != 0) {
         fprintf(stderr, "%s (run from the repository root; regenerate with tools/fixtures_npz.py)\n", err.msg);
         exit(1);
@@ -112,7 +112,7 @@ static size_t find_sig(const unsigned char *b, size_t n, uint32_t sig, int k) {
 
 /* Opens path and reads every array as double then as float: 0 if all worked,
  * else -1 with err set. Frees everything. */
-static int read_everything(const char *path, ddpm_err *err) {
+static int read_everything(const char *path, err_t *err) {
     npz_file f;
     int rc = -1;
     if (npz_open(&f, path, err) != 0) return -1;
@@ -134,7 +134,7 @@ done:
 
 /* Writes the n bytes at b to a file, reads it, expects failure with a message naming the file and want. */
 static void expect_corrupt(const char *what, const unsigned char *b, size_t n, const char *want) {
-    ddpm_err err = {0};
+    err_t err = {0};
     const char *p = tp("corrupt.npz");
     printf("  %s\n", what);
     write_bytes(p, b, n);
@@ -154,7 +154,7 @@ static int same_f64(double a, double b) { return memcmp(&a, &b, sizeof a) == 0 |
 /* The arrays of tools/fixtures_npz.py, checked exactly, read as double and as float. */
 static void check_fixture(const char *path, int method, int descriptor) {
     npz_file f;
-    ddpm_err err;
+    err_t err;
     double *d = NULL;
     float *s = NULL;
     int nd = -1;
@@ -289,7 +289,7 @@ static size_t numel_of(const npz_entry *e) {
 /* Reads every entry of e back from path (as its own type's reader) and compares bits. */
 static void check_roundtrip(const char *path, const npz_entry *e, int n) {
     npz_file f;
-    ddpm_err err;
+    err_t err;
     if (npz_open(&f, path, &err) != 0) {
         CHECK(0, "%s", err.msg);
         return;
@@ -322,7 +322,7 @@ static void check_roundtrip(const char *path, const npz_entry *e, int n) {
 
 static void test_roundtrip(void) {
     rt_arrays a;
-    ddpm_err err;
+    err_t err;
     char path[512];
     size_t n;
     unsigned char *b;
@@ -400,7 +400,7 @@ static void test_handoff(void) {
     char exe[PATH_MAX], path[PATH_MAX + 32];
     ssize_t l = readlink("/proc/self/exe", exe, sizeof exe - 1);
     rt_arrays a;
-    ddpm_err err;
+    err_t err;
     char *slash;
 
     if (l <= 0) {
@@ -503,7 +503,7 @@ static unsigned char *build_zip(const zent *z, int n, size_t *out_len) {
 static unsigned char *npy_image(npy_type t, int ndim, const int64_t *shape, const void *data, size_t *len) {
     unsigned char hdr[NPY_HEADER_MAX], *b;
     size_t hl, nb;
-    ddpm_err err;
+    err_t err;
     if (npy_encode_header("image", hdr, &hl, t, ndim, shape, &nb, &err) != 0) {
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
@@ -526,7 +526,7 @@ static void test_deflate_chunks(void) {
     size_t l1, l2, zl;
     int64_t s1[2] = {NF / 1024, 1024}, s2[1] = {ND}, sh[NPY_MAX_DIMS];
     int nd;
-    ddpm_err err;
+    err_t err;
     npz_file f;
     const char *p = tp("big.npz");
 
@@ -574,7 +574,7 @@ static void test_bad_npy_entries(void) {
     int64_t sh4[1] = {4};
     size_t l, zl;
     unsigned char *img = npy_image(NPY_F32, 1, sh4, v, &l), *big, *zip;
-    ddpm_err err;
+    err_t err;
     struct {
         const char *what;
         const unsigned char *data;
@@ -622,7 +622,7 @@ static void test_bad_npy_entries(void) {
 /* ---------------------------------------------------------------- corrupt archives */
 
 static void test_not_zip(void) {
-    ddpm_err err;
+    err_t err;
     npz_file f;
     const char *p = tp("notzip.npz");
     float x[3] = {1, 2, 3};
@@ -650,7 +650,7 @@ static void test_truncated(void) {
         unsigned char *b = slurp(files[k], &n);
         write_bytes(p, b, n);
         for (size_t len = n; len-- > 0;) { /* shrinking in place is cheap */
-            ddpm_err err = {0};
+            err_t err = {0};
             if (truncate(p, (off_t)len) != 0) {
                 CHECK(0, "truncate %s: %s", p, strerror(errno));
                 break;
@@ -753,7 +753,7 @@ static void test_corrupt_zip64(void) {
     double w[2] = {0.5, 0.25};
     npz_entry e[2] = {{"aa", NPY_F32, 2, {2, 3}, v}, {"ab", NPY_F64, 1, {2}, w}};
     const char *p = tp("z64.npz");
-    ddpm_err err;
+    err_t err;
     size_t n;
     unsigned char *b, *c;
 
@@ -845,7 +845,7 @@ static void test_byte_flips(void) {
     const char *p = tp("flip.npz"), *w = tp("flipsrc.npz");
     float v[3] = {1, 2, 3};
     npz_entry e[2] = {{"a", NPY_F32, 1, {3}, v}, {"b", NPY_U8, 1, {0}, NULL}};
-    ddpm_err err;
+    err_t err;
 
     CHECK(npz_write(w, e, 2, &err) == 0, "%s", err.msg);
     files[1] = w;
@@ -875,7 +875,7 @@ static void test_byte_flips(void) {
 static void test_write_errors(void) {
     float v[2] = {1, 2};
     const char *p = tp("werr.npz");
-    ddpm_err err;
+    err_t err;
     npz_entry e[2] = {{"a", NPY_F32, 1, {2}, v}, {"b", NPY_F32, 1, {2}, v}};
     char missing[600];
 

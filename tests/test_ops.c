@@ -24,7 +24,7 @@
  *     checker rejects gradients that are wrong by little.
  *
  *  3. gemm: the oneDNN tier against the reference for every transpose
- *     combination with alpha/beta and leading dimensions; add_rows with strides;
+ *     combination with alpha/beta and leading dimensions; ops_add_rows with strides;
  *     dropout: same (seed, step, layer) gives the same mask whatever the thread
  *     count, scaling 1/(1-p), kept fraction ~ 1-p, masks differ across samples,
  *     steps, layers and seeds, and the backward applies the forward's mask.
@@ -219,9 +219,9 @@ static void test_gemm_tiers(void) {
                 float *A = rnd((size_t)(ta ? K : M) * lda, 0, 1), *B = rnd((size_t)(tb ? N : K) * ldb, 0, 1);
                 float *C0 = rnd((size_t)M * ldc, 0, 1), *C1 = copy_of(C0, (size_t)M * ldc);
                 ops_set_reference(1);
-                gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+                ops_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
                 ops_set_reference(0);
-                gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
+                ops_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
                 char what[64];
                 snprintf(what, sizeof what, "gemm ta=%d tb=%d beta=%g", ta, tb, beta);
                 check_close(what, C1, C0, (size_t)M * ldc, 2e-6 * fx_maxabs(C0, (size_t)M * ldc), 1e-5);
@@ -245,19 +245,19 @@ static void conv_fixture(const char *file, int stride, int pad, int reference) {
     float *w = fx_get(&f, "weight", &nw), *b = fx_get(&f, "bias", &nb);
     float *dw_ref = fx_get(&f, "dweight", NULL), *db_ref = fx_get(&f, "dbias", NULL);
     int ho, wo;
-    conv_out_size(H, W, stride, &ho, &wo);
+    ops_conv_out_size(H, W, stride, &ho, &wo);
     CHECK(ho == Ho && wo == Wo, "conv_out_size %dx%d, PyTorch %dx%d", ho, wo, Ho, Wo);
     CHECK(nw == (size_t)Co * Cin * 9 && nb == (size_t)Co, "fixture shapes");
     int Mx = B * H * W, My = B * Ho * Wo, ldx = Cin + 3, ldy = Co + 2;
     size_t ny = (size_t)My * Co, nx = (size_t)Mx * Cin;
 
     conv_plan *p;
-    ddpm_err err;
-    int rc = conv_plan_create(&p, B, H, W, Cin, Co, stride, pad, ldx, ldy, 1, &err);
+    err_t err;
+    int rc = ops_conv_plan_create(&p, B, H, W, Cin, Co, stride, pad, ldx, ldy, 1, &err);
     CHECK(rc == 0, "conv_plan_create: %s", err.msg);
     if (rc) return;
     float *xw = widen(x, Mx, Cin, ldx, NAN), *yw = filled((size_t)My * ldy, SENTINEL);
-    conv_forward(p, yw, xw, w, b);
+    ops_conv_forward(p, yw, xw, w, b);
     float *y = narrow(yw, My, Co, ldy);
     fx_cmp("forward", y, ref, ny);
     check_gaps("forward", yw, My, Co, ldy);
@@ -266,7 +266,7 @@ static void conv_fixture(const char *file, int stride, int pad, int reference) {
     float *dyw = widen(dout, My, Co, ldy, NAN), *dxw = widen(x, Mx, Cin, ldx, SENTINEL); /* dx starts as garbage */
     float *dw = filled(nw, 0), *db = filled(nb, 0);
     for (int pass = 1; pass <= 2; pass++) {
-        conv_backward(p, dxw, dw, db, dyw, xw, w);
+        ops_conv_backward(p, dxw, dw, db, dyw, xw, w);
         float *dx = narrow(dxw, Mx, Cin, ldx);
         float *dw2 = scaled(dw_ref, nw, (float)pass), *db2 = scaled(db_ref, nb, (float)pass);
         fx_cmp(pass == 1 ? "dx" : "dx (second call overwrites)", dx, dx_ref, nx);
@@ -278,11 +278,11 @@ static void conv_fixture(const char *file, int stride, int pad, int reference) {
     /* dx == NULL (the network's input): weights only. */
     memset(dw, 0, nw * sizeof(float));
     memset(db, 0, nb * sizeof(float));
-    conv_backward(p, NULL, dw, db, dyw, xw, w);
+    ops_conv_backward(p, NULL, dw, db, dyw, xw, w);
     fx_cmp("dweight (dx NULL)", dw, dw_ref, nw);
     fx_cmp("dbias (dx NULL)", db, db_ref, nb);
 
-    conv_plan_free(p);
+    ops_conv_plan_free(p);
     st_close(&f);
     free(x); free(ref); free(dout); free(dx_ref); free(w); free(b); free(dw_ref); free(db_ref);
     free(xw); free(yw); free(y); free(dyw); free(dxw); free(dw); free(db);
@@ -303,17 +303,17 @@ static void conv_algorithms(int B, int H, int W) {
     const char *alg_name[] = {"plain loops", "oneDNN", "GEMM-based"};
     for (int alg = 0; alg < 3; alg++) {
         ops_set_reference(alg == 0);
-        conv_set_algorithm(alg == 2 ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+        ops_conv_set_algorithm(alg == 2 ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
         conv_plan *p;
-        ddpm_err err;
-        int rc = conv_plan_create(&p, B, H, W, Cin, Co, 1, CONV_PAD_SAME, ldx, ldy, 1, &err);
+        err_t err;
+        int rc = ops_conv_plan_create(&p, B, H, W, Cin, Co, 1, CONV_PAD_SAME, ldx, ldy, 1, &err);
         CHECK(rc == 0, "conv_plan_create: %s", err.msg);
         if (rc) break;
         float *yw = filled((size_t)M * ldy, SENTINEL), *dxw = filled((size_t)M * ldx, SENTINEL);
         float *dw = filled(nw, 0), *db = filled(Co, 0);
-        conv_forward(p, yw, xw, w, b);
-        conv_backward(p, dxw, dw, db, dyw, xw, w);
-        conv_backward(p, dxw, dw, db, dyw, xw, w);
+        ops_conv_forward(p, yw, xw, w, b);
+        ops_conv_backward(p, dxw, dw, db, dyw, xw, w);
+        ops_conv_backward(p, dxw, dw, db, dyw, xw, w);
         float *got[4] = {narrow(yw, M, Co, ldy), narrow(dxw, M, Cin, ldx), scaled(dw, nw, 0.5f), scaled(db, Co, 0.5f)};
         check_gaps("forward", yw, M, Co, ldy);
         check_gaps("dx", dxw, M, Cin, ldx);
@@ -329,11 +329,11 @@ static void conv_algorithms(int B, int H, int W) {
             fx_cmp(label, got[k], ref[k], len[k]);
             free(got[k]);
         }
-        conv_plan_free(p);
+        ops_conv_plan_free(p);
         free(yw); free(dxw); free(dw); free(db);
     }
     ops_set_reference(0);
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
     for (int k = 0; k < 4; k++) free(ref[k]);
     free(x); free(w); free(b); free(dy); free(xw); free(dyw);
 }
@@ -359,7 +359,7 @@ typedef struct conv_ctx {
 
 static double conv_loss(void *v) {
     conv_ctx *c = v;
-    conv_forward(c->p, c->y, c->x, c->w, c->b);
+    ops_conv_forward(c->p, c->y, c->x, c->w, c->b);
     return dot(c->r, c->y, c->ny);
 }
 
@@ -369,19 +369,19 @@ static void conv_fd(int H, int W, int stride, int pad, int reference) {
            tier_name(reference));
     ops_set_reference(reference);
     int Ho, Wo;
-    conv_out_size(H, W, stride, &Ho, &Wo);
+    ops_conv_out_size(H, W, stride, &Ho, &Wo);
     size_t nx = (size_t)B * H * W * Cin, ny = (size_t)B * Ho * Wo * Co, nw = (size_t)Co * Cin * 9;
     conv_ctx c = {NULL, rnd(nx, 0, 1), rnd(nw, 0, 0.3f), rnd(Co, 0, 0.3f), filled(ny, 0), rnd(ny, 0, 1), ny};
-    ddpm_err err;
-    int rc = conv_plan_create(&c.p, B, H, W, Cin, Co, stride, pad, Cin, Co, 1, &err);
+    err_t err;
+    int rc = ops_conv_plan_create(&c.p, B, H, W, Cin, Co, stride, pad, Cin, Co, 1, &err);
     CHECK(rc == 0, "conv_plan_create: %s", err.msg);
     if (rc) return;
     float *dx = filled(nx, 0), *dw = filled(nw, 0), *db = filled(Co, 0);
-    conv_backward(c.p, dx, dw, db, c.r, c.x, c.w);
+    ops_conv_backward(c.p, dx, dw, db, c.r, c.x, c.w);
     fd_check("conv dx", conv_loss, &c, c.x, dx, nx);
     fd_check("conv dweight", conv_loss, &c, c.w, dw, nw);
     fd_check("conv dbias", conv_loss, &c, c.b, db, Co);
-    conv_plan_free(c.p);
+    ops_conv_plan_free(c.p);
     free(c.x); free(c.w); free(c.b); free(c.y); free(c.r); free(dx); free(dw); free(db);
 }
 
@@ -404,18 +404,18 @@ static void linear_case(const char *what, const float *x, const float *w, const 
     char name[96];
     float *xw = widen(x, M, K, ldx, NAN), *yw = filled((size_t)M * ldy, SENTINEL);
     for (int i = 0; i < M; i++) memset(yw + (size_t)i * ldy, 0x7f, (size_t)N * sizeof(float)); /* garbage */
-    linear_forward(yw, ldy, xw, ldx, w, b, M, K, N, 0);
+    ops_linear_forward(yw, ldy, xw, ldx, w, b, M, K, N, 0);
     float *y = narrow(yw, M, N, ldy);
     snprintf(name, sizeof name, "%s forward", what);
     fx_cmp(name, y, ref, ny);
     check_gaps(name, yw, M, N, ldy);
     /* accumulate = 1 adds the same on top (bias included). */
-    linear_forward(yw, ldy, xw, ldx, w, b, M, K, N, 1);
+    ops_linear_forward(yw, ldy, xw, ldx, w, b, M, K, N, 1);
     float *y2 = narrow(yw, M, N, ldy), *ref2 = scaled(ref, ny, 2);
     snprintf(name, sizeof name, "%s forward (accumulate)", what);
     fx_cmp(name, y2, ref2, ny);
     /* No bias: out - b. */
-    linear_forward(yw, ldy, xw, ldx, w, NULL, M, K, N, 0);
+    ops_linear_forward(yw, ldy, xw, ldx, w, NULL, M, K, N, 0);
     float *y3 = narrow(yw, M, N, ldy);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) y3[(size_t)i * N + j] += b[j];
@@ -427,7 +427,7 @@ static void linear_case(const char *what, const float *x, const float *w, const 
     for (int i = 0; i < M; i++) memset(dxw + (size_t)i * ldx, 0, (size_t)K * sizeof(float));
     float *dw = filled(nw, 0), *db = filled(N, 0);
     for (int pass = 1; pass <= 2; pass++) {
-        linear_backward(dxw, ldx, dw, db, dyw, ldy, xw, ldx, w, M, K, N);
+        ops_linear_backward(dxw, ldx, dw, db, dyw, ldy, xw, ldx, w, M, K, N);
         float *dx = narrow(dxw, M, K, ldx), *e1 = scaled(dx_ref, nx, (float)pass), *e2 = scaled(dw_ref, nw, (float)pass),
               *e3 = scaled(db_ref, N, (float)pass);
         snprintf(name, sizeof name, "%s dx (call %d, +=)", what, pass);
@@ -440,7 +440,7 @@ static void linear_case(const char *what, const float *x, const float *w, const 
         free(dx); free(e1); free(e2); free(e3);
     }
     memset(dw, 0, nw * sizeof(float));
-    linear_backward(NULL, 0, dw, NULL, dyw, ldy, xw, ldx, w, M, K, N);
+    ops_linear_backward(NULL, 0, dw, NULL, dyw, ldy, xw, ldx, w, M, K, N);
     snprintf(name, sizeof name, "%s dweight (dx, db NULL)", what);
     fx_cmp(name, dw, dw_ref, nw);
     free(xw); free(yw); free(y); free(y2); free(ref2); free(y3); free(dyw); free(dxw); free(dw); free(db);
@@ -483,7 +483,7 @@ typedef struct linear_ctx {
 
 static double linear_loss(void *v) {
     linear_ctx *c = v;
-    linear_forward(c->y, c->N, c->x, c->K, c->w, c->b, c->M, c->K, c->N, 0);
+    ops_linear_forward(c->y, c->N, c->x, c->K, c->w, c->b, c->M, c->K, c->N, 0);
     return dot(c->r, c->y, (size_t)c->M * c->N);
 }
 
@@ -495,7 +495,7 @@ static void test_linear_fd(void) {
         linear_ctx c = {rnd((size_t)M * K, 0, 1), rnd((size_t)N * K, 0, 0.5f), rnd(N, 0, 0.5f),
                         filled((size_t)M * N, 0), rnd((size_t)M * N, 0, 1), M, K, N};
         float *dx = filled((size_t)M * K, 0), *dw = filled((size_t)N * K, 0), *db = filled(N, 0);
-        linear_backward(dx, K, dw, db, c.r, N, c.x, K, c.w, M, K, N);
+        ops_linear_backward(dx, K, dw, db, c.r, N, c.x, K, c.w, M, K, N);
         fd_check("linear dx", linear_loss, &c, c.x, dx, (size_t)M * K);
         fd_check("linear dweight", linear_loss, &c, c.w, dw, (size_t)N * K);
         fd_check("linear dbias", linear_loss, &c, c.b, db, N);
@@ -518,7 +518,7 @@ static void groupnorm_fixture(const char *file, int silu) {
     size_t nx = (size_t)M * C;
     float *mean = filled((size_t)B * G, 0), *rstd = filled((size_t)B * G, 0);
     float *xw = widen(x, M, C, ldx, NAN), *yw = filled((size_t)M * ldy, SENTINEL);
-    groupnorm_forward(yw, ldy, mean, rstd, xw, ldx, gamma, beta, B, HW, C, G, eps, silu);
+    ops_groupnorm_forward(yw, ldy, mean, rstd, xw, ldx, gamma, beta, B, HW, C, G, eps, silu);
     float *y = narrow(yw, M, C, ldy);
     fx_cmp(silu ? "groupnorm+silu forward" : "groupnorm forward", y, ref, nx);
     check_gaps("groupnorm forward", yw, M, C, ldy);
@@ -526,14 +526,14 @@ static void groupnorm_fixture(const char *file, int silu) {
     float *dyw = widen(dout, M, C, ldy, NAN), *dxw = widen(x, M, C, ldx, SENTINEL); /* garbage dx */
     float *dg = filled(C, 0), *db = filled(C, 0);
     /* accumulate = 0 overwrites dx; dgamma/dbeta accumulate. */
-    groupnorm_backward(dxw, ldx, dg, db, dyw, ldy, xw, ldx, mean, rstd, gamma, beta, B, HW, C, G, silu, 0);
+    ops_groupnorm_backward(dxw, ldx, dg, db, dyw, ldy, xw, ldx, mean, rstd, gamma, beta, B, HW, C, G, silu, 0);
     float *dx = narrow(dxw, M, C, ldx);
     fx_cmp("dx (accumulate 0)", dx, dx_ref, nx);
     fx_cmp("dweight", dg, dg_ref, C);
     fx_cmp("dbias", db, db_ref, C);
     check_gaps("groupnorm dx", dxw, M, C, ldx);
     /* accumulate = 1 adds onto dx: now 2 dx; dgamma/dbeta doubled. */
-    groupnorm_backward(dxw, ldx, dg, db, dyw, ldy, xw, ldx, mean, rstd, gamma, beta, B, HW, C, G, silu, 1);
+    ops_groupnorm_backward(dxw, ldx, dg, db, dyw, ldy, xw, ldx, mean, rstd, gamma, beta, B, HW, C, G, silu, 1);
     float *dx2 = narrow(dxw, M, C, ldx), *e1 = scaled(dx_ref, nx, 2), *e2 = scaled(dg_ref, C, 2),
           *e3 = scaled(db_ref, C, 2);
     fx_cmp("dx (accumulate 1)", dx2, e1, nx);
@@ -561,7 +561,7 @@ typedef struct gn_ctx {
 
 static double gn_loss(void *v) {
     gn_ctx *c = v;
-    groupnorm_forward(c->y, c->C, c->mean, c->rstd, c->x, c->C, c->gamma, c->beta, c->B, c->HW, c->C, c->G, 1e-6f,
+    ops_groupnorm_forward(c->y, c->C, c->mean, c->rstd, c->x, c->C, c->gamma, c->beta, c->B, c->HW, c->C, c->G, 1e-6f,
                       c->silu);
     return dot(c->r, c->y, (size_t)c->B * c->HW * c->C);
 }
@@ -577,7 +577,7 @@ static void test_groupnorm_fd(void) {
                         filled((size_t)B * G, 0), filled((size_t)B * G, 0), B, HW, C, G, silu};
             gn_loss(&c); /* the saved statistics */
             float *dx = filled(n, 0), *dg = filled(C, 0), *db = filled(C, 0);
-            groupnorm_backward(dx, C, dg, db, c.r, C, c.x, C, c.mean, c.rstd, c.gamma, c.beta, B, HW, C, G, silu, 0);
+            ops_groupnorm_backward(dx, C, dg, db, c.r, C, c.x, C, c.mean, c.rstd, c.gamma, c.beta, B, HW, C, G, silu, 0);
             fd_check("groupnorm dx", gn_loss, &c, c.x, dx, n);
             fd_check("groupnorm dgamma", gn_loss, &c, c.gamma, dg, C);
             fd_check("groupnorm dbeta", gn_loss, &c, c.beta, db, C);
@@ -594,11 +594,11 @@ static void test_silu_fixture(void) {
     float *x = fx_get(&f, "x", &n), *ref = fx_get(&f, "out", NULL), *dout = fx_get(&f, "dout", NULL);
     float *dx_ref = fx_get(&f, "dx", NULL);
     float *y = filled(n, SENTINEL), *dx = filled(n, SENTINEL), *xi = copy_of(x, n);
-    silu_forward(y, x, n);
+    ops_silu_forward(y, x, n);
     fx_cmp("silu forward", y, ref, n);
-    silu_forward(xi, xi, n); /* in place */
+    ops_silu_forward(xi, xi, n); /* in place */
     fx_cmp("silu forward (in place)", xi, ref, n);
-    silu_backward(dx, dout, x, n);
+    ops_silu_backward(dx, dout, x, n);
     fx_cmp("silu dx (=)", dx, dx_ref, n);
     st_close(&f);
     free(x); free(ref); free(dout); free(dx_ref); free(y); free(dx); free(xi);
@@ -611,7 +611,7 @@ typedef struct ew_ctx {
 
 static double silu_loss(void *v) {
     ew_ctx *c = v;
-    silu_forward(c->y, c->x, c->n);
+    ops_silu_forward(c->y, c->x, c->n);
     return dot(c->r, c->y, c->n);
 }
 
@@ -619,7 +619,7 @@ static void test_silu_fd(void) {
     const size_t n = 64;
     ew_ctx c = {rnd(n, 0, 4), filled(n, 0), rnd(n, 0, 1), n};
     float *dx = filled(n, 0);
-    silu_backward(dx, c.r, c.x, n);
+    ops_silu_backward(dx, c.r, c.x, n);
     fd_check("silu dx", silu_loss, &c, c.x, dx, n);
     free(c.x); free(c.y); free(c.r); free(dx);
 }
@@ -678,14 +678,14 @@ static void attention_fixture(int reference) {
     attn_grads g = attn_gpack(grad);
     attn_saved s = attn_alloc_saved(B, HW, C, G);
     float *xw = widen(x, M, C, ld, NAN), *ow = filled((size_t)M * ld, SENTINEL);
-    attn_forward(ow, ld, &s, xw, ld, &p, B, HW, C, G, 1e-6f);
+    ops_attn_forward(ow, ld, &s, xw, ld, &p, B, HW, C, G, 1e-6f);
     float *out = narrow(ow, M, C, ld);
     fx_cmp("attention forward", out, ref, nx);
     check_gaps("attention forward", ow, M, C, ld);
 
     float *dow = widen(dout, M, C, ld, NAN), *dxw = widen(dx_ref, M, C, ld, SENTINEL); /* dx += onto dx_ref */
-    float *scratch = filled(attn_scratch_floats(B, HW, C), NAN);
-    attn_backward(dxw, ld, &g, dow, ld, &s, xw, ld, &p, B, HW, C, G, scratch);
+    float *scratch = filled(ops_attn_scratch_floats(B, HW, C), NAN);
+    ops_attn_backward(dxw, ld, &g, dow, ld, &s, xw, ld, &p, B, HW, C, G, scratch);
     float *dx = narrow(dxw, M, C, ld), *dx2 = scaled(dx_ref, nx, 2);
     fx_cmp("attention dx (+= onto dx)", dx, dx2, nx);
     check_gaps("attention dx", dxw, M, C, ld);
@@ -721,7 +721,7 @@ typedef struct attn_ctx {
 static double attn_loss(void *v) {
     attn_ctx *c = v;
     attn_params p = attn_pack(c->par);
-    attn_forward(c->y, c->C, &c->s, c->x, c->C, &p, c->B, c->HW, c->C, c->G, 1e-6f);
+    ops_attn_forward(c->y, c->C, &c->s, c->x, c->C, &p, c->B, c->HW, c->C, c->G, 1e-6f);
     return dot(c->r, c->y, (size_t)c->B * c->HW * c->C);
 }
 
@@ -742,8 +742,8 @@ static void test_attention_fd(void) {
         attn_loss(&c);
         attn_params p = attn_pack(c.par);
         attn_grads g = attn_gpack(grad);
-        float *dx = filled(n, 0), *scratch = filled(attn_scratch_floats(B, HW, C), 0);
-        attn_backward(dx, C, &g, c.r, C, &c.s, c.x, C, &p, B, HW, C, G, scratch);
+        float *dx = filled(n, 0), *scratch = filled(ops_attn_scratch_floats(B, HW, C), 0);
+        ops_attn_backward(dx, C, &g, c.r, C, &c.s, c.x, C, &p, B, HW, C, G, scratch);
         fd_check("attention dx", attn_loss, &c, c.x, dx, n);
         for (int i = 0; i < 10; i++) {
             char what[64];
@@ -780,10 +780,10 @@ static void test_upsample_fixture(void) {
     int ld = C + 2, M = B * H * W;
     size_t nx = (size_t)M * C, ny = 4 * nx;
     float *xw = widen(x, M, C, ld, NAN), *y = filled(ny, SENTINEL);
-    upsample2x_forward(y, xw, ld, B, H, W, C);
+    ops_upsample2x_forward(y, xw, ld, B, H, W, C);
     check_close("upsample forward (exact)", y, ref, ny, 0, 0);
     float *dxw = widen(dx_ref, M, C, ld, SENTINEL); /* += onto dx_ref */
-    upsample2x_backward(dxw, ld, dout, B, H, W, C);
+    ops_upsample2x_backward(dxw, ld, dout, B, H, W, C);
     float *dx = narrow(dxw, M, C, ld), *dx2 = scaled(dx_ref, nx, 2);
     fx_cmp("upsample dx (+= onto dx)", dx, dx2, nx);
     check_gaps("upsample dx", dxw, M, C, ld);
@@ -798,11 +798,11 @@ typedef struct up_ctx {
 
 static double up_loss(void *v) {
     up_ctx *c = v;
-    upsample2x_forward(c->y, c->x, c->C, c->B, c->H, c->W, c->C);
+    ops_upsample2x_forward(c->y, c->x, c->C, c->B, c->H, c->W, c->C);
     return dot(c->r, c->y, (size_t)4 * c->B * c->H * c->W * c->C);
 }
 
-/* y = y0 + v[b] on every pixel: the gradient of v is sum_per_sample(dy). */
+/* y = y0 + v[b] on every pixel: the gradient of v is ops_sum_per_sample(dy). */
 typedef struct bias_ctx {
     float *y0, *v, *y, *r;
     int B, HW, C;
@@ -812,7 +812,7 @@ static double bias_loss(void *p) {
     bias_ctx *c = p;
     size_t n = (size_t)c->B * c->HW * c->C;
     memcpy(c->y, c->y0, n * sizeof(float));
-    add_bias_per_sample(c->y, c->v, c->B, c->HW, c->C);
+    ops_add_bias_per_sample(c->y, c->v, c->B, c->HW, c->C);
     return dot(c->r, c->y, n);
 }
 
@@ -822,7 +822,7 @@ static void test_upsample_bias_fd(void) {
         size_t nx = (size_t)B * H * W * C;
         up_ctx c = {rnd(nx, 0, 1), filled(4 * nx, 0), rnd(4 * nx, 0, 1), B, H, W, C};
         float *dx = filled(nx, 0);
-        upsample2x_backward(dx, C, c.r, B, H, W, C);
+        ops_upsample2x_backward(dx, C, c.r, B, H, W, C);
         fd_check("upsample dx", up_loss, &c, c.x, dx, nx);
         free(c.x); free(c.y); free(c.r); free(dx);
     }
@@ -830,19 +830,19 @@ static void test_upsample_bias_fd(void) {
         const int B = 3, HW = 5, C = 4;
         size_t n = (size_t)B * HW * C;
         bias_ctx c = {rnd(n, 0, 1), rnd((size_t)B * C, 0, 1), filled(n, 0), rnd(n, 0, 1), B, HW, C};
-        float *dv = filled((size_t)B * C, SENTINEL); /* sum_per_sample overwrites */
-        sum_per_sample(dv, c.r, B, HW, C);
+        float *dv = filled((size_t)B * C, SENTINEL); /* ops_sum_per_sample overwrites */
+        ops_sum_per_sample(dv, c.r, B, HW, C);
         fd_check("sum_per_sample (bias grad)", bias_loss, &c, c.v, dv, (size_t)B * C);
         free(c.y0); free(c.v); free(c.y); free(c.r); free(dv);
     }
 }
 
-/* add_rows: y[M, C] += x[M, C] with both row strides; nothing outside touched. */
+/* ops_add_rows: y[M, C] += x[M, C] with both row strides; nothing outside touched. */
 static void test_add_rows(void) {
     const int M = 7, C = 5, ldy = 8, ldx = 6;
     float *x0 = rnd((size_t)M * C, 0, 1), *y0 = rnd((size_t)M * C, 0, 1);
     float *xw = widen(x0, M, C, ldx, NAN), *yw = widen(y0, M, C, ldy, SENTINEL);
-    add_rows(yw, ldy, xw, ldx, M, C);
+    ops_add_rows(yw, ldy, xw, ldx, M, C);
     float *y = narrow(yw, M, C, ldy), *ref = malloc((size_t)M * C * sizeof(float));
     for (int i = 0; i < M * C; i++) ref[i] = y0[i] + x0[i];
     check_close("add_rows (exact)", y, ref, (size_t)M * C, 0, 0);
@@ -864,18 +864,18 @@ static void test_timestep_embedding(void) {
         size_t n;
         float *ref = fx_get(&f, v[i].name, &n);
         CHECK(n == (size_t)B * D, "%s: %zu elements", v[i].name, n);
-        timestep_embedding(out, t, B, D, v[i].flip, v[i].shift);
+        ops_timestep_embedding(out, t, B, D, v[i].flip, v[i].shift);
         /* sin/cos of arguments up to 999 in float: a few ulp of the argument. */
         check_close(v[i].name, out, ref, n, 2e-5, 0);
         free(ref);
     }
     /* Structure: t = 0 gives sin 0 = 0, cos 0 = 1; flip swaps the halves. */
     float t0 = 0, e[16], e2[16];
-    timestep_embedding(e, &t0, 1, D, 0, 1);
+    ops_timestep_embedding(e, &t0, 1, D, 0, 1);
     for (int k = 0; k < D / 2; k++) CHECK(e[k] == 0 && e[D / 2 + k] == 1, "t=0, k=%d: %g %g", k, e[k], e[D / 2 + k]);
     float t1 = 37;
-    timestep_embedding(e, &t1, 1, D, 0, 0);
-    timestep_embedding(e2, &t1, 1, D, 1, 0);
+    ops_timestep_embedding(e, &t1, 1, D, 0, 0);
+    ops_timestep_embedding(e2, &t1, 1, D, 1, 0);
     for (int k = 0; k < D / 2; k++) CHECK(e[k] == e2[D / 2 + k] && e[D / 2 + k] == e2[k], "flip, k=%d", k);
     free(t);
     st_close(&f);
@@ -886,7 +886,7 @@ static void test_mse_fixture(void) {
     size_t n;
     float *pred = fx_get(&f, "pred", &n), *target = fx_get(&f, "target", NULL), *ref = fx_get(&f, "out", NULL);
     float *dref = fx_get(&f, "dpred", NULL), *d = filled(n, SENTINEL);
-    float loss = (float)mse_loss(d, pred, target, n), loss2 = (float)mse_loss(NULL, pred, target, n);
+    float loss = (float)ops_mse_loss(d, pred, target, n), loss2 = (float)ops_mse_loss(NULL, pred, target, n);
     check_close("mse loss", &loss, ref, 1, 0, 1e-6);
     check_close("mse loss (dpred NULL)", &loss2, ref, 1, 0, 1e-6);
     fx_cmp("mse dpred (=)", d, dref, n);
@@ -901,14 +901,14 @@ typedef struct mse_ctx {
 
 static double mse_ctx_loss(void *v) {
     mse_ctx *c = v;
-    return mse_loss(NULL, c->pred, c->target, c->n);
+    return ops_mse_loss(NULL, c->pred, c->target, c->n);
 }
 
 static void test_mse_fd(void) {
     const size_t n = 50;
     mse_ctx c = {rnd(n, 0, 1), rnd(n, 0, 1), n};
     float *d = filled(n, 0);
-    mse_loss(d, c.pred, c.target, n);
+    ops_mse_loss(d, c.pred, c.target, n);
     fd_check("mse dpred", mse_ctx_loss, &c, c.pred, d, n);
     free(c.pred); free(c.target); free(d);
 }
@@ -926,7 +926,7 @@ typedef struct drop_ctx {
 static double drop_loss(void *v) {
     drop_ctx *c = v;
     memcpy(c->y, c->x, (size_t)c->B * c->n * sizeof(float));
-    dropout_forward(c->y, c->B, c->n, c->p, c->seed, c->stream);
+    ops_dropout_forward(c->y, c->B, c->n, c->p, c->seed, c->stream);
     return dot(c->r, c->y, (size_t)c->B * c->n);
 }
 
@@ -934,7 +934,7 @@ static double drop_loss(void *v) {
 static unsigned char *mask_of(int B, size_t n, float p, uint64_t seed, uint64_t stream, size_t *kept) {
     size_t N = (size_t)B * n;
     float *y = filled(N, 1);
-    dropout_forward(y, B, n, p, seed, stream);
+    ops_dropout_forward(y, B, n, p, seed, stream);
     unsigned char *m = malloc(N);
     float scale = 1.0f / (1.0f - p);
     size_t bad = 0;
@@ -1001,22 +1001,22 @@ static void test_dropout(void) {
     /* Backward = dy * mask / (1-p) with the forward's mask, also in place. */
     float *dy = rnd(N, 0, 1), *dx = filled(N, SENTINEL), *ref = malloc(N * sizeof(float));
     for (size_t i = 0; i < N; i++) ref[i] = m[i] ? dy[i] / (1 - p) : 0;
-    dropout_backward(dx, dy, B, n, p, seed, stream);
+    ops_dropout_backward(dx, dy, B, n, p, seed, stream);
     check_close("dropout backward = dy * mask / (1-p)", dx, ref, N, 0, 1e-6);
-    dropout_backward(dy, dy, B, n, p, seed, stream);
+    ops_dropout_backward(dy, dy, B, n, p, seed, stream);
     check_close("dropout backward in place", dy, ref, N, 0, 1e-6);
 
     /* p = 0: identity forward and backward. */
     float *x = rnd(N, 0, 1), *x0 = copy_of(x, N);
-    dropout_forward(x, B, n, 0.0f, seed, stream);
+    ops_dropout_forward(x, B, n, 0.0f, seed, stream);
     check_close("dropout p=0 forward (identity)", x, x0, N, 0, 0);
-    dropout_backward(dx, x0, B, n, 0.0f, seed, stream);
+    ops_dropout_backward(dx, x0, B, n, 0.0f, seed, stream);
     check_close("dropout p=0 backward (identity)", dx, x0, N, 0, 0);
 
     /* Finite differences on a small case. */
     drop_ctx c = {rnd(2 * 40, 0, 1), filled(2 * 40, 0), rnd(2 * 40, 0, 1), 2, 40, 0.4f, 99, rng_stream(3, 7 << 16)};
     float *g = filled(2 * 40, 0);
-    dropout_backward(g, c.r, c.B, c.n, c.p, c.seed, c.stream);
+    ops_dropout_backward(g, c.r, c.B, c.n, c.p, c.seed, c.stream);
     fd_check("dropout dx", drop_loss, &c, c.x, g, 2 * 40);
     free(c.x); free(c.y); free(c.r); free(g);
     free(m); free(dy); free(dx); free(ref); free(x); free(x0);
@@ -1035,7 +1035,7 @@ static void test_fd_sensitivity(void) {
                 filled((size_t)B * G, 0), filled((size_t)B * G, 0), B, HW, C, G, 1};
     gn_loss(&c);
     float *dx = filled(n, 0), *dg = filled(C, 0), *db = filled(C, 0);
-    groupnorm_backward(dx, C, dg, db, c.r, C, c.x, C, c.mean, c.rstd, c.gamma, c.beta, B, HW, C, G, 1, 0);
+    ops_groupnorm_backward(dx, C, dg, db, c.r, C, c.x, C, c.mean, c.rstd, c.gamma, c.beta, B, HW, C, G, 1, 0);
     fd_result r;
     fd_measure(&r, gn_loss, &c, c.x, dx, n);
     CHECK(fd_passes(&r), "the correct gradient is rejected");
@@ -1053,7 +1053,7 @@ static void test_fd_sensitivity(void) {
     /* GroupNorm without SiLU backpropagated through GroupNorm+SiLU. */
     memset(dg, 0, C * sizeof(float));
     memset(db, 0, C * sizeof(float));
-    groupnorm_backward(bad, C, dg, db, c.r, C, c.x, C, c.mean, c.rstd, c.gamma, c.beta, B, HW, C, G, 0, 0);
+    ops_groupnorm_backward(bad, C, dg, db, c.r, C, c.x, C, c.mean, c.rstd, c.gamma, c.beta, B, HW, C, G, 0, 0);
     fd_measure(&r, gn_loss, &c, c.x, bad, n);
     CHECK(!fd_passes(&r), "the gradient without the SiLU factor passes");
     fd_measure(&r, gn_loss, &c, c.gamma, dg, C);
@@ -1063,17 +1063,17 @@ static void test_fd_sensitivity(void) {
     const int Cin = 3, Co = 4, H = 5, W = 6;
     size_t nx = (size_t)B * H * W * Cin, ny = (size_t)B * H * W * Co, nw = (size_t)Co * Cin * 9;
     conv_ctx cc = {NULL, rnd(nx, 0, 1), rnd(nw, 0, 0.3f), rnd(Co, 0, 0.3f), filled(ny, 0), rnd(ny, 0, 1), ny};
-    ddpm_err err;
-    CHECK(conv_plan_create(&cc.p, B, H, W, Cin, Co, 1, CONV_PAD_SAME, Cin, Co, 1, &err) == 0, "%s", err.msg);
+    err_t err;
+    CHECK(ops_conv_plan_create(&cc.p, B, H, W, Cin, Co, 1, CONV_PAD_SAME, Cin, Co, 1, &err) == 0, "%s", err.msg);
     float *dw = filled(nw, 0), *flip = filled(nw, 0), *cdb = filled(Co, 0);
-    conv_backward(cc.p, NULL, dw, cdb, cc.r, cc.x, cc.w);
+    ops_conv_backward(cc.p, NULL, dw, cdb, cc.r, cc.x, cc.w);
     for (size_t i = 0; i < nw; i += 9)
         for (int k = 0; k < 9; k++) flip[i + k] = dw[i + 8 - k];
     fd_measure(&r, conv_loss, &cc, cc.w, dw, nw);
     CHECK(fd_passes(&r), "the correct conv weight gradient is rejected");
     fd_measure(&r, conv_loss, &cc, cc.w, flip, nw);
     CHECK(!fd_passes(&r), "a flipped conv weight gradient passes");
-    conv_plan_free(cc.p);
+    ops_conv_plan_free(cc.p);
     free(cc.x); free(cc.w); free(cc.b); free(cc.y); free(cc.r); free(dw); free(flip); free(cdb);
     free(c.x); free(c.gamma); free(c.beta); free(c.y); free(c.r); free(c.mean); free(c.rstd);
     free(dx); free(dg); free(db); free(bad);
@@ -1139,7 +1139,7 @@ static void test_groupnorm_offset(void) {
     float gamma[C], beta[C];
     for (size_t i = 0; i < n; i++) x[i] += 1000.0f + (float)(i % C);
     for (int c = 0; c < C; c++) gamma[c] = 1.0f, beta[c] = 0.0f;
-    groupnorm_forward(y, C, mean, rstd, x, C, gamma, beta, B, HW, C, G, 1e-6f, 0);
+    ops_groupnorm_forward(y, C, mean, rstd, x, C, gamma, beta, B, HW, C, G, 1e-6f, 0);
     double worst = 0;
     for (int b = 0; b < B; b++)
         for (int g = 0; g < G; g++) {

@@ -32,7 +32,7 @@ static int read_tb(const char *dir, Tfevents__Event **ev, int max, int *n, size_
     closedir(d);
     unsigned char *b;
     size_t len, off = 0;
-    ddpm_err err;
+    err_t err;
     if (!path[0] || file_read_all(path, &b, &len, &err)) return -1;
     while (*n < max && off + 16 <= len) {
         uint64_t m = le_get64(b + off);
@@ -47,7 +47,7 @@ static int read_tb(const char *dir, Tfevents__Event **ev, int max, int *n, size_
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
 
 static void test_toggle(void) {
-    ddpm_err err;
+    err_t err;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/ddpm_test_run_XXXXXX");
     if (!mkdtemp(tmpdir)) {
         CHECK(0, "mkdtemp");

@@ -3,8 +3,8 @@
  *
  * On the tiny random U-Net of tests/fixtures/unet_b (8x8x1, T = 1000,
  * fixed_small, clip_sample) as a denoiser (unet_denoiser): the timesteps, that
- * the loop equals a hand-written one over unet_forward + x0_from_eps / dpm_x0
- * + x0_clip + ddpm_step / ddim_step / dpm_step with the documented noise
+ * the loop equals a hand-written one over unet_forward + diffusion_x0_from_eps / diffusion_dpm_x0
+ * + diffusion_x0_clip + diffusion_ddpm_step / diffusion_ddim_step / diffusion_dpm_step with the documented noise
  * streams, clipping, determinism, independence of the batch size, x_T
  * injection, progress reports and errors.
  *
@@ -35,15 +35,15 @@ static size_t D; /* floats per image */
 
 static unet *load(int batch) {
     unet *u = NULL;
-    ddpm_err err;
-    if (model_load(&u, MODEL, batch, 0, &err)) {
+    err_t err;
+    if (folder_load(&u, MODEL, batch, 0, &err)) {
         fprintf(stderr, "cannot load %s: %s (run from the repository root)\n", MODEL, err.msg);
         exit(1);
     }
     D = (size_t)u->cfg.sample_size * u->cfg.sample_size * u->cfg.in_channels;
     if (!sched.T) {
         char *js = NULL;
-        if (model_read_scheduler(MODEL, &js, &err) || !js || schedule_from_json(&sched, js, &err)) {
+        if (folder_read_scheduler(MODEL, &js, &err) || !js || schedule_from_json(&sched, js, &err)) {
             fprintf(stderr, "cannot read the scheduler of %s: %s\n", MODEL, err.msg);
             exit(1);
         }
@@ -63,7 +63,7 @@ static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, 
 /* The U-Net as a denoiser (exits if unet_denoiser refuses it). */
 static denoiser den(unet *u) {
     denoiser d;
-    ddpm_err err;
+    err_t err;
     if (unet_denoiser(&d, u, &err)) {
         fprintf(stderr, "unet_denoiser: %s\n", err.msg);
         exit(1);
@@ -73,7 +73,7 @@ static denoiser den(unet *u) {
 
 /* Runs the sampler over n images in batches of u->batch; returns 0 on success. */
 static int run_batches(unet *u, const sampler_opts *o, int n, float *x, const float *x_T) {
-    ddpm_err err;
+    err_t err;
     denoiser d = den(u);
     for (int first = 0; first < n; first += u->batch) {
         int m = n - first < u->batch ? n - first : u->batch;
@@ -88,7 +88,7 @@ static int run_batches(unet *u, const sampler_opts *o, int n, float *x, const fl
 
 static void test_timesteps(void) {
     unet *u = load(1);
-    ddpm_err err;
+    err_t err;
     int ts[1000], prev[1000];
     sampler_opts o = {.kind = SAMPLER_DDPM, .steps = 10, .eta = 0, .seed = 0};
     CHECK(!sampler_timesteps(&sched, &o, ts, prev, &err), "%s", err.msg);
@@ -118,7 +118,7 @@ static void test_timesteps(void) {
     o.spacing = "trailing";
     CHECK(!sampler_timesteps(&sched, &o, ts, prev, &err) && ts[0] == 999 && ts[1] == 666 && ts[2] == 332 &&
               prev[2] == -1, "spacing option: %d %d %d", ts[0], ts[1], ts[2]);
-    /* DPM++ has its own lists (dpm_timesteps) and steps to the next listed
+    /* DPM++ has its own lists (diffusion_dpm_timesteps) and steps to the next listed
      * timestep: "leading" is k (T / (K+1)) for k = K..1, "linspace" drops
      * round(linspace(0, T-1, K+1))'s 0. */
     sampler_opts p = {.kind = SAMPLER_DPMPP, .steps = 4};
@@ -134,13 +134,13 @@ static void test_timesteps(void) {
     unet_free(u);
 }
 
-static int failing_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
-    return ddpm_fail(err, "denoiser broke");
+static int failing_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
+    return err_fail(err, "denoiser broke");
 }
 
 static void test_errors(void) {
     unet *u = load(2);
-    ddpm_err err;
+    err_t err;
     float *x = fbuf(3 * D);
     denoiser d = den(u);
     sampler_opts o = {.kind = SAMPLER_DDPM, .steps = 0, .eta = 0, .seed = 0};
@@ -222,19 +222,19 @@ static void test_errors(void) {
 }
 
 /* The sampler as a hand-written loop with the noise streams of sampler.h:
- * x0 from eps (x0_from_eps, or dpm_x0 in DPM++'s parametrisation), clipped
+ * x0 from eps (diffusion_x0_from_eps, or diffusion_dpm_x0 in DPM++'s parametrisation), clipped
  * (unet_b's scheduler has clip_sample), then the step; DPM++ is first order
  * at its first and last step and second order (with the previous x0) in
  * between; the result is clamped to [-1, 1] (the samples contract). */
 static void manual(unet *u, const sampler_opts *o, int first, int n, float *x) {
-    ddpm_err err;
+    err_t err;
     int ts[64], prev[64];
     float sig[65];
     const int K = o->steps;
-    DDPM_ASSERT(K <= 64 && n <= u->batch);
+    ERR_ASSERT(K <= 64 && n <= u->batch);
     CHECK(sched.clip_sample && !sched.thresholding && sched.clip_range == 1.0f, "unet_b's scheduler must clip x0");
     CHECK(!sampler_timesteps(&sched, o, ts, prev, &err), "%s", err.msg);
-    for (int k = 0; k < K; k++) sig[k] = dpm_sigma(&sched, ts[k]);
+    for (int k = 0; k < K; k++) sig[k] = diffusion_dpm_sigma(&sched, ts[k]);
     sig[K] = 0;
     size_t B = (size_t)u->batch;
     float *xb = fbuf(B * D), *eb = fbuf(B * D), *x0 = fbuf(n * D), *m1 = fbuf(n * D), *z = fbuf(D), tt[64];
@@ -247,22 +247,22 @@ static void manual(unet *u, const sampler_opts *o, int first, int n, float *x) {
             /* drawn at every step: DDPM ignores it at t = 0, DDIM at eta = 0, DPM++ always */
             rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)ts[k], (uint64_t)(first + i)));
             if (o->kind == SAMPLER_DPMPP)
-                dpm_x0(sig[k], ei, xi, x0i, D);
+                diffusion_dpm_x0(sig[k], ei, xi, x0i, D);
             else
-                x0_from_eps(&sched, ts[k], ei, xi, x0i, D);
-            x0_clip(x0i, D, sched.clip_range);
+                diffusion_x0_from_eps(&sched, ts[k], ei, xi, x0i, D);
+            diffusion_x0_clip(x0i, D, sched.clip_range);
             if (o->kind == SAMPLER_DDIM)
-                ddim_step(&sched, ts[k], prev[k], o->eta, x0i, ei, xi, z, xi, D);
+                diffusion_ddim_step(&sched, ts[k], prev[k], o->eta, x0i, ei, xi, z, xi, D);
             else if (o->kind == SAMPLER_DDPM)
-                ddpm_step(&sched, ts[k], prev[k], x0i, xi, z, xi, D);
+                diffusion_ddpm_step(&sched, ts[k], prev[k], x0i, xi, z, xi, D);
             else {
-                dpm_step(sig[k + 1], sig[k], k > 0 ? sig[k - 1] : 0.0f, x0i, k > 0 && k < K - 1 ? m1i : NULL, xi, xi,
+                diffusion_dpm_step(sig[k + 1], sig[k], k > 0 ? sig[k - 1] : 0.0f, x0i, k > 0 && k < K - 1 ? m1i : NULL, xi, xi,
                          D);
                 memcpy(m1i, x0i, D * sizeof(float));
             }
         }
     }
-    x0_clip(xb, (size_t)n * D, 1.0f);
+    diffusion_x0_clip(xb, (size_t)n * D, 1.0f);
     memcpy(x, xb, (size_t)n * D * sizeof(float));
     free(xb), free(eb), free(x0), free(m1), free(z);
 }
@@ -276,7 +276,7 @@ static void on_progress(void *ctx, int done, int total) {
 
 static void test_matches_manual_loop(void) {
     unet *u = load(3);
-    ddpm_err err;
+    err_t err;
     denoiser d = den(u);
     float *a = fbuf(3 * D), *b = fbuf(3 * D);
     sampler_opts opts[5] = {{.kind = SAMPLER_DDPM, .steps = 8, .eta = 0, .seed = 5},
@@ -309,7 +309,7 @@ static void test_matches_manual_loop(void) {
 
 static void test_determinism(void) {
     unet *u = load(4);
-    ddpm_err err;
+    err_t err;
     denoiser dn = den(u);
     float *a = fbuf(4 * D), *b = fbuf(4 * D), *xT = fbuf(4 * D);
     sampler_opts o = {.kind = SAMPLER_DDPM, .steps = 6, .eta = 0, .seed = 42};
@@ -382,7 +382,7 @@ static void test_batch_independence(void) {
             CHECK(!run_batches(u6, &opts[k], N, a, NULL), "batch 6");
             CHECK(!run_batches(u2, &opts[k], N, b, NULL), "batch 2");
             /* batch-4 network, two calls of 3 images (one padding row each) */
-            ddpm_err err;
+            err_t err;
             CHECK(!sampler_run(&d4, &sched, &opts[k], 0, 3, c, NULL, NULL, NULL, &err), "%s", err.msg);
             CHECK(!sampler_run(&d4, &sched, &opts[k], 3, 3, c + 3 * D, NULL, NULL, NULL, &err), "%s", err.msg);
             char what[96];
@@ -405,7 +405,7 @@ static void test_batch_independence(void) {
 static void test_track_x0(void) {
     unet *u = load(2);
     denoiser d = den(u);
-    ddpm_err err;
+    err_t err;
     int all[8], ts[3];
     sampler_opts plain = {.kind = SAMPLER_DDPM, .steps = 8, .eta = 0, .seed = 9};
     CHECK(!sampler_timesteps(&sched, &plain, all, NULL, &err), "%s", err.msg);
@@ -464,11 +464,11 @@ static double rel_err(const float *got, const float *ref, size_t n) {
     return e / (m > 0 ? m : 1);
 }
 
-static int replay_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
+static int replay_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
     replay *r = ctx;
     const int k = r->calls++;
     const size_t nd = (size_t)DPM_N * DPM_D;
-    if (k >= r->K || n != DPM_N) return ddpm_fail(err, "replay: call %d with %d images (K = %d)", k + 1, n, r->K);
+    if (k >= r->K || n != DPM_N) return err_fail(err, "replay: call %d with %d images (K = %d)", k + 1, n, r->K);
     r->err[k] = rel_err(x, r->x + (size_t)k * nd, nd);
     for (int i = 0; i < n; i++) r->bad_t += t[i] != r->ts[k];
     memcpy(eps, r->eps + (size_t)k * nd, nd * sizeof(float));
@@ -503,7 +503,7 @@ static float *dpm_get(const st_file *f, const char *c, const char *key, size_t w
  * the max error over the steps and writes the result to out. */
 static double dpm_run(const struct dpm_case *c, const schedule *s, const sampler_opts *o, const float *cx,
                       const float *ce, const float *cts, float *out, replay *r) {
-    ddpm_err err;
+    err_t err;
     *r = (replay){.x = cx, .eps = ce, .ts = cts, .K = c->K};
     denoiser d = {.eps = replay_eps, .ctx = r, .batch = DPM_N, .D = DPM_D};
     int rc = sampler_run(&d, s, o, 0, DPM_N, out, cx, NULL, NULL, &err);
@@ -529,12 +529,12 @@ static void test_dpm_parity(void) {
     for (size_t ci = 0; ci < sizeof dpm_cases / sizeof dpm_cases[0]; ci++) {
         const struct dpm_case *c = &dpm_cases[ci];
         const int K = c->K;
-        DDPM_ASSERT(K <= DPM_MAXK);
+        ERR_ASSERT(K <= DPM_MAXK);
         float *cts = dpm_get(&f, c->name, "timesteps", (size_t)K);
         float *csig = dpm_get(&f, c->name, "sigmas", (size_t)K + 1);
         float *cx = dpm_get(&f, c->name, "x", (size_t)(K + 1) * nd), *ce = dpm_get(&f, c->name, "eps", (size_t)K * nd);
         schedule s;
-        ddpm_err err;
+        err_t err;
         int rc = schedule_init(&s, c->kind, 1000, 1e-4, 0.02, &err);
         CHECK(rc == 0, "%s: %s", c->name, err.msg);
         if (rc || !cts || !csig || !cx || !ce) {
@@ -552,13 +552,13 @@ static void test_dpm_parity(void) {
         double sig_err = 0;
         for (int k = 0; k < K; k++) {
             bad_ts += ts[k] != (int)cts[k] || (float)ts[k] != cts[k];
-            double e = fabs((double)dpm_sigma(&s, ts[k]) - csig[k]) / csig[k];
+            double e = fabs((double)diffusion_dpm_sigma(&s, ts[k]) - csig[k]) / csig[k];
             sig_err = e > sig_err ? e : sig_err;
             bad_sig += !(e <= 2.4e-7);
         }
         CHECK(bad_ts == 0, "%s: %d timesteps differ from diffusers' (first %d vs %g)", c->name, bad_ts, ts[0],
               (double)cts[0]);
-        CHECK(bad_sig == 0 && csig[K] == 0 && dpm_sigma(&s, -1) == 0,
+        CHECK(bad_sig == 0 && csig[K] == 0 && diffusion_dpm_sigma(&s, -1) == 0,
               "%s: %d sigmas off by more than an ulp (max rel %.3g)", c->name, bad_sig, sig_err);
 
         float out[DPM_N * DPM_D], out2[DPM_N * DPM_D];
@@ -594,13 +594,13 @@ static void test_dpm_parity(void) {
 typedef struct { float c; size_t D; } scale_ctx;
 
 /* eps = c x (n rows of D). */
-static int scale_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err) {
+static int scale_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
     const scale_ctx *sc = ctx;
     for (size_t j = 0; j < (size_t)n * sc->D; j++) eps[j] = sc->c * x[j];
     return 0;
 }
 
-/* sample_range_add: a pixel is out when |x| > SAMPLE_RANGE_TOL (1.05 itself
+/* sampler_range_add: a pixel is out when |x| > SAMPLE_RANGE_TOL (1.05 itself
  * is not), an image broken when more than SAMPLE_BROKEN_FRAC (1%) of its
  * pixels are; counts accumulate over calls. */
 static void test_sample_range(void) {
@@ -611,11 +611,11 @@ static void test_sample_range(void) {
     v[2 * RD + 5] = 3.0f, v[2 * RD + 6] = -2.0f;                      /* image 2: 2 out, exactly 1%: not broken */
     v[3 * RD + 7] = -4.5f, v[3 * RD + 8] = 1.5f, v[3 * RD + 9] = 1.1f; /* image 3: 3 out: broken */
     sample_range r = {0};
-    sample_range_add(&r, v, RN, RD);
+    sampler_range_add(&r, v, RN, RD);
     CHECK(r.images == RN && r.pixels == RN * RD && r.out_pixels == 6 && r.broken == 1 && r.max_abs == 4.5,
           "range: %lld images %lld pixels %lld out %lld broken max %g", r.images, r.pixels, r.out_pixels, r.broken,
           r.max_abs);
-    sample_range_add(&r, v + RD, 1, RD);
+    sampler_range_add(&r, v + RD, 1, RD);
     CHECK(r.images == RN + 1 && r.pixels == (RN + 1) * RD && r.out_pixels == 7 && r.broken == 1,
           "range accumulates: %lld images %lld out", r.images, r.out_pixels);
     free(v);
@@ -628,7 +628,7 @@ static void test_sample_range(void) {
  * overshoots [-1, 1] on its own. */
 static void test_raw_and_range(void) {
     enum { RD = 200, RN = 4 };
-    ddpm_err err;
+    err_t err;
     schedule s;
     CHECK(!schedule_init(&s, "linear", 1000, 1e-4, 0.02, &err), "%s", err.msg);
     float *xT = fbuf((size_t)RN * RD), *a = fbuf((size_t)RN * RD), *b = fbuf((size_t)RN * RD);
@@ -684,7 +684,7 @@ static void test_raw_and_range(void) {
 
 /* sampler_name / sampler_parse round-trip; unknown names are errors listing the known ones. */
 static void test_names(void) {
-    ddpm_err err;
+    err_t err;
     const char *want[SAMPLER_KINDS] = {"ddpm", "ddim", "dpm++2m"};
     for (int k = 0; k < SAMPLER_KINDS; k++) {
         sampler_kind got = (sampler_kind)-1;
@@ -710,13 +710,13 @@ static void test_names(void) {
  * evaluations, to rounding (the one 2B-row pass rounds as its batch size says). */
 static void test_guidance(void) {
     enum { B = 3 };
-    ddpm_err err;
+    err_t err;
     const size_t D = 64;
     float x[B * 64], t[B] = {999, 500, 3}, out[B * 64], ec[B * 64], eu[B * 64], want[B * 64];
     int32_t y[B] = {0, 2, 3}, nul[B] = {4, 4, 4};
     for (size_t i = 0; i < B * D; i++) x[i] = (float)sin(0.37 * (double)i);
     unet *u1;
-    CHECK(model_load(&u1, "tests/fixtures/unet_c", B, 0, &err) == 0, "%s", err.msg);
+    CHECK(folder_load(&u1, "tests/fixtures/unet_c", B, 0, &err) == 0, "%s", err.msg);
     CHECK(unet_forward(u1, ec, x, t, y, NULL, &err) == 0, "%s", err.msg);
     CHECK(unet_forward(u1, eu, x, t, nul, NULL, &err) == 0, "%s", err.msg);
     CHECK(memcmp(ec, eu, sizeof ec) != 0, "the labels do not change eps: the checks below could not fail");
@@ -725,7 +725,7 @@ static void test_guidance(void) {
         unet *u;
         denoiser d;
         unet_guided g;
-        CHECK(model_load(&u, "tests/fixtures/unet_c", unet_guided_rows(ws[k], B), 0, &err) == 0, "%s", err.msg);
+        CHECK(folder_load(&u, "tests/fixtures/unet_c", unet_guided_rows(ws[k], B), 0, &err) == 0, "%s", err.msg);
         CHECK(unet_guided_denoiser(&d, &g, u, B, 4, ws[k], &err) == 0, "%s", err.msg);
         g.y = y;
         CHECK(d.eps(d.ctx, B, x, t, out, &err) == 0, "%s", err.msg);
@@ -741,7 +741,7 @@ static void test_guidance(void) {
     unet *u;
     denoiser d;
     unet_guided g;
-    CHECK(model_load(&u, "tests/fixtures/unet_c", 2 * B, 0, &err) == 0, "%s", err.msg);
+    CHECK(folder_load(&u, "tests/fixtures/unet_c", 2 * B, 0, &err) == 0, "%s", err.msg);
     CHECK(unet_guided_denoiser(&d, &g, u, B, -1, 2.0f, &err) != 0 && strstr(err.msg, "null class"),
           "no null class: '%s'", err.msg);
     unet_free(u);

@@ -26,7 +26,7 @@ static void *fx_raw(const st_file *f, const char *name, int dtype, size_t *n) {
         exit(1);
     }
     void *p = malloc(t->end - t->begin);
-    ddpm_err err;
+    err_t err;
     if (st_read_raw(f, t, p, t->end - t->begin, &err)) {
         fprintf(stderr, "fixture: %s\n", err.msg);
         exit(1);
@@ -58,8 +58,8 @@ static void test_mean_cov(void) {
     size_t nmu, nsig;
     double *mu = fx_raw(&f, "fid_d64_n300.mu1", ST_F64, &nmu), *sig = fx_raw(&f, "fid_d64_n300.sigma1", ST_F64, &nsig);
     fid_stats s;
-    ddpm_err err;
-    CHECK(fid_stats_compute(&s, x, n, d, &err) == 0, "compute: %s", err.msg);
+    err_t err;
+    CHECK(stats_fid_compute(&s, x, n, d, &err) == 0, "compute: %s", err.msg);
     CHECK(s.d == d && s.n == n && nmu == (size_t)d && nsig == (size_t)d * d, "sizes");
     double emu = 0, esig = 0, msig = 0, asym = 0;
     for (int i = 0; i < d; i++) emu = fmax(emu, fabs(s.mu[i] - mu[i]) / (fabs(mu[i]) + 1e-3));
@@ -70,9 +70,9 @@ static void test_mean_cov(void) {
     CHECK(emu < 1e-12, "mean vs numpy: %.3e", emu);
     CHECK(esig < 1e-12 * msig, "cov vs numpy: %.3e", esig);
     CHECK(asym == 0, "sigma exactly symmetric: %.3e", asym);
-    fid_stats_free(&s);
+    stats_fid_free(&s);
     CHECK(s.mu == NULL && s.sigma == NULL, "free zeroes");
-    fid_stats_free(&s);
+    stats_fid_free(&s);
     free(x), free(mu), free(sig);
     st_close(&f);
 }
@@ -98,11 +98,11 @@ static void test_fid_fixtures(void) {
         double scale = fx_scalar(&f, nm);
 
         fid_stats a, b;
-        ddpm_err err;
+        err_t err;
         double fid = NAN;
-        CHECK(fid_stats_compute(&a, x1, n1, d1, &err) == 0, "%s: %s", cases[c], err.msg);
-        CHECK(fid_stats_compute(&b, x2, n2, d2, &err) == 0, "%s: %s", cases[c], err.msg);
-        CHECK(fid_distance(&fid, &a, &b, &err) == 0, "%s: %s", cases[c], err.msg);
+        CHECK(stats_fid_compute(&a, x1, n1, d1, &err) == 0, "%s: %s", cases[c], err.msg);
+        CHECK(stats_fid_compute(&b, x2, n2, d2, &err) == 0, "%s: %s", cases[c], err.msg);
+        CHECK(stats_fid_distance(&fid, &a, &b, &err) == 0, "%s: %s", cases[c], err.msg);
         /* Relative to the FID, or to ||dmu||^2 + tr S1 + tr S2 where the FID is ~0 (identical sets). */
         double den = fabs(ref) > 1e-3 * scale ? fabs(ref) : scale;
         double rref = fabs(fid - ref) / den, rexact = fabs(fid - exact) / den;
@@ -111,7 +111,7 @@ static void test_fid_fixtures(void) {
                cases[c], d1, n1, n2, fid, ref, rref, exact, rexact);
         CHECK(rref <= 1e-5, "%s: vs pytorch-fid rel %.3e", cases[c], rref);
         CHECK(rexact <= 1e-10, "%s: vs exact rel %.3e", cases[c], rexact);
-        fid_stats_free(&a), fid_stats_free(&b);
+        stats_fid_free(&a), stats_fid_free(&b);
         free(x1), free(x2);
     }
     printf("  worst relative difference to pytorch-fid: %.2e\n", worst_ref);
@@ -126,7 +126,7 @@ static fid_stats make_stats(int d) {
 }
 
 static void test_fid_closed_forms(void) {
-    ddpm_err err;
+    err_t err;
     double fid;
     uint64_t z = 12345;
 #define UNIF() ((double)((z = z * 6364136223846793005ull + 1442695040888963407ull) >> 11) * 0x1.0p-53)
@@ -136,17 +136,17 @@ static void test_fid_closed_forms(void) {
     float *x = malloc(sizeof(float) * n * d);
     for (int i = 0; i < n * d; i++) x[i] = (float)(UNIF() * 2 - 1 + (i % d) * 0.01);
     fid_stats a, b;
-    CHECK(fid_stats_compute(&a, x, n, d, &err) == 0, "%s", err.msg);
-    CHECK(fid_stats_compute(&b, x, n, d, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_compute(&a, x, n, d, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_compute(&b, x, n, d, &err) == 0, "%s", err.msg);
     double dmu = 0, tr = 0;
     for (int i = 0; i < d; i++) {
         double t = 0.1 * UNIF();
         b.mu[i] += t, dmu += t * t, tr += a.sigma[i * d + i];
     }
-    CHECK(fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
     printf("  S1 = S2: fid %.15g, ||dmu||^2 %.15g\n", fid, dmu);
     CHECK(fabs(fid - dmu) <= 1e-12 * (2 * tr), "S1 = S2: %.17g vs %.17g", fid, dmu);
-    fid_stats_free(&a), fid_stats_free(&b);
+    stats_fid_free(&a), stats_fid_free(&b);
 
     /* Diagonal: FID = ||dmu||^2 + sum (sqrt a_i - sqrt b_i)^2 (some a_i, b_i zero). */
     d = 30;
@@ -158,10 +158,10 @@ static void test_fid_closed_forms(void) {
         a.mu[i] = UNIF(), b.mu[i] = UNIF();
         want += (a.mu[i] - b.mu[i]) * (a.mu[i] - b.mu[i]) + (sqrt(ai) - sqrt(bi)) * (sqrt(ai) - sqrt(bi));
     }
-    CHECK(fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
     printf("  diagonal: fid %.15g, closed form %.15g\n", fid, want);
     CHECK(fabs(fid - want) <= 1e-12 * want, "diagonal: %.17g vs %.17g", fid, want);
-    fid_stats_free(&a), fid_stats_free(&b);
+    stats_fid_free(&a), stats_fid_free(&b);
 
     /* 2 x 2, not commuting: tr sqrt(P) = sqrt(tr P + 2 sqrt(det P)) for P = S1 S2. */
     a = make_stats(2), b = make_stats(2);
@@ -170,10 +170,10 @@ static void test_fid_closed_forms(void) {
     double trp = s1[0] * s2[0] + s1[1] * s2[2] + s1[2] * s2[1] + s1[3] * s2[3];
     double detp = (s1[0] * s1[3] - s1[1] * s1[2]) * (s2[0] * s2[3] - s2[1] * s2[2]);
     want = s1[0] + s1[3] + s2[0] + s2[3] - 2 * sqrt(trp + 2 * sqrt(detp));
-    CHECK(fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
     printf("  2x2: fid %.15g, closed form %.15g\n", fid, want);
     CHECK(fabs(fid - want) <= 1e-13 * 7, "2x2: %.17g vs %.17g", fid, want);
-    fid_stats_free(&a), fid_stats_free(&b);
+    stats_fid_free(&a), stats_fid_free(&b);
 
     /* Rank one: S1 = u u^T, so tr (S1 S2)^{1/2} = sqrt(u^T S2 u); S2 = G G^T + I. */
     d = 50;
@@ -193,10 +193,10 @@ static void test_fid_closed_forms(void) {
         for (int j = 0; j < d; j++) us2u += u[i] * b.sigma[i * d + j] * u[j];
     }
     want = tr1 + tr2 - 2 * sqrt(us2u);
-    CHECK(fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == 0, "%s", err.msg);
     printf("  rank one: fid %.15g, closed form %.15g\n", fid, want);
     CHECK(fabs(fid - want) <= 1e-12 * (tr1 + tr2), "rank one: %.17g vs %.17g", fid, want);
-    fid_stats_free(&a), fid_stats_free(&b);
+    stats_fid_free(&a), stats_fid_free(&b);
     free(u), free(g), free(x);
 #undef UNIF
 }
@@ -206,7 +206,7 @@ static void test_fid_closed_forms(void) {
 static void test_inception_score(void) {
     static const char *cases[] = {"is_a", "is_b", "is_c"};
     st_file f = fx_open(FIXTURE);
-    ddpm_err err;
+    err_t err;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char nm[128];
         long long n;
@@ -217,7 +217,7 @@ static void test_inception_score(void) {
         int *sp = fx_raw(&f, nm, ST_I32, NULL);
         snprintf(nm, sizeof nm, "%s.expected", cases[c]);
         double *e = fx_raw(&f, nm, ST_F64, NULL), m = NAN, s = NAN;
-        CHECK(inception_score(&m, &s, z, n, k, sp[0], &err) == 0, "%s: %s", cases[c], err.msg);
+        CHECK(stats_inception_score(&m, &s, z, n, k, sp[0], &err) == 0, "%s: %s", cases[c], err.msg);
         printf("  %s n=%lld k=%d splits=%d: IS %.12g +- %.6g, numpy %.12g +- %.6g\n", cases[c], n, k, sp[0], m, s,
                e[0], e[1]);
         CHECK(fabs(m - e[0]) <= 1e-10 * e[0], "%s mean %.15g vs %.15g", cases[c], m, e[0]);
@@ -229,11 +229,11 @@ static void test_inception_score(void) {
     /* One row per split: p_i = p(y|x), every KL is 0, every score exactly 1. */
     float z[3 * 4] = {1, 2, 3, 4, -5, 0, 5, 9, 0.5f, 0.5f, 0.5f, 0.5f};
     double m, s;
-    CHECK(inception_score(&m, &s, z, 3, 4, 3, &err) == 0, "%s", err.msg);
+    CHECK(stats_inception_score(&m, &s, z, 3, 4, 3, &err) == 0, "%s", err.msg);
     CHECK(m == 1.0 && s == 0.0, "one row per split: %.17g +- %.3g", m, s);
     /* Very spread logits (p(y|x) = 0 in double) stay finite. */
     float w[2 * 3] = {0, -1e30f, 1e30f, 3e4f, -3e4f, 0};
-    CHECK(inception_score(&m, &s, w, 2, 3, 1, &err) == 0, "%s", err.msg);
+    CHECK(stats_inception_score(&m, &s, w, 2, 3, 1, &err) == 0, "%s", err.msg);
     CHECK(fabs(m - 2.0) < 1e-12 && s == 0, "two one-hot rows: IS %.17g (want 2)", m);
 }
 
@@ -242,7 +242,7 @@ static void test_inception_score(void) {
 static void test_precision_recall(void) {
     static const char *cases[] = {"pr_a", "pr_b"};
     st_file f = fx_open(FIXTURE);
-    ddpm_err err;
+    err_t err;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char nm[128];
         long long nr, nf;
@@ -258,14 +258,14 @@ static void test_precision_recall(void) {
         double *e = fx_raw(&f, nm, ST_F64, NULL);
         for (size_t q = 0; q < nk; q++) {
             double p = NAN, r = NAN;
-            CHECK(precision_recall(&p, &r, real, nr, fake, nf, d, ks[q], &err) == 0, "%s", err.msg);
+            CHECK(stats_precision_recall(&p, &r, real, nr, fake, nf, d, ks[q], &err) == 0, "%s", err.msg);
             printf("  %s nr=%lld nf=%lld d=%d k=%d: P %.6f R %.6f, numpy P %.6f R %.6f\n", cases[c], nr, nf, d, ks[q],
                    p, r, e[2 * q], e[2 * q + 1]);
             CHECK(p == e[2 * q] && r == e[2 * q + 1], "%s k=%d", cases[c], ks[q]);
         }
         /* The real set against itself: every row is inside its own sphere. */
         double p, r;
-        CHECK(precision_recall(&p, &r, real, nr, real, nr, d, 3, &err) == 0, "%s", err.msg);
+        CHECK(stats_precision_recall(&p, &r, real, nr, real, nr, d, 3, &err) == 0, "%s", err.msg);
         CHECK(p == 1.0 && r == 1.0, "%s against itself: P %.6f R %.6f", cases[c], p, r);
         free(real), free(fake), free(ks), free(e);
     }
@@ -282,10 +282,10 @@ static void test_precision_recall_threads(void) {
     for (long long i = 0; i < nf * d; i++) fake[i] = (float)((z = z * 6364136223846793005ull + 1) >> 40) * 0x1.0p-24f + 0.25f;
     int saved = omp_get_max_threads();
     double p[2], r[2];
-    ddpm_err err;
+    err_t err;
     for (int t = 0; t < 2; t++) {
         omp_set_num_threads(t ? 3 : 1);
-        CHECK(precision_recall(&p[t], &r[t], real, nr, fake, nf, d, 4, &err) == 0, "%s", err.msg);
+        CHECK(stats_precision_recall(&p[t], &r[t], real, nr, fake, nf, d, 4, &err) == 0, "%s", err.msg);
     }
     omp_set_num_threads(saved);
     printf("  1 thread: P %.6f R %.6f; 3 threads: P %.6f R %.6f\n", p[0], r[0], p[1], r[1]);
@@ -297,46 +297,46 @@ static void test_precision_recall_threads(void) {
 /* ---- errors --------------------------------------------------------------- */
 
 static void test_errors(void) {
-    ddpm_err err;
+    err_t err;
     fid_stats a, b;
     double fid, m, s, p, r;
     float x[20 * 4];
     for (int i = 0; i < 80; i++) x[i] = (float)(i % 7) - (float)(i % 3);
 
-    CHECK(fid_stats_compute(&a, x, 1, 4, &err) == -1 && strstr(err.msg, "at least 2"), "n < 2: %s", err.msg);
+    CHECK(stats_fid_compute(&a, x, 1, 4, &err) == -1 && strstr(err.msg, "at least 2"), "n < 2: %s", err.msg);
     x[17 * 4 + 2] = NAN;
-    CHECK(fid_stats_compute(&a, x, 20, 4, &err) == -1 && strstr(err.msg, "feature row 17 is not finite"),
+    CHECK(stats_fid_compute(&a, x, 20, 4, &err) == -1 && strstr(err.msg, "feature row 17 is not finite"),
           "NaN row: %s", err.msg);
     CHECK(a.mu == NULL && a.sigma == NULL, "zeroed on failure");
     x[17 * 4 + 2] = INFINITY;
-    CHECK(fid_stats_compute(&a, x, 20, 4, &err) == -1 && strstr(err.msg, "row 17"), "inf row: %s", err.msg);
+    CHECK(stats_fid_compute(&a, x, 20, 4, &err) == -1 && strstr(err.msg, "row 17"), "inf row: %s", err.msg);
     x[17 * 4 + 2] = 1;
 
-    CHECK(fid_stats_compute(&a, x, 20, 4, &err) == 0, "%s", err.msg);
-    CHECK(fid_stats_compute(&b, x, 10, 8, &err) == 0, "%s", err.msg);
-    CHECK(fid_distance(&fid, &a, &b, &err) == -1 && strstr(err.msg, "dimensions differ (4 and 8)"), "d: %s", err.msg);
-    fid_stats_free(&b);
-    CHECK(fid_stats_compute(&b, x, 20, 4, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_compute(&a, x, 20, 4, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_compute(&b, x, 10, 8, &err) == 0, "%s", err.msg);
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == -1 && strstr(err.msg, "dimensions differ (4 and 8)"), "d: %s", err.msg);
+    stats_fid_free(&b);
+    CHECK(stats_fid_compute(&b, x, 20, 4, &err) == 0, "%s", err.msg);
     b.sigma[5] = NAN;
-    CHECK(fid_distance(&fid, &a, &b, &err) == -1 && strstr(err.msg, "second statistics: sigma[1, 1]"), "sigma: %s",
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == -1 && strstr(err.msg, "second statistics: sigma[1, 1]"), "sigma: %s",
           err.msg);
-    fid_stats_free(&b);
-    CHECK(fid_distance(&fid, &a, &b, &err) == -1 && strstr(err.msg, "empty"), "empty: %s", err.msg);
-    fid_stats_free(&a);
+    stats_fid_free(&b);
+    CHECK(stats_fid_distance(&fid, &a, &b, &err) == -1 && strstr(err.msg, "empty"), "empty: %s", err.msg);
+    stats_fid_free(&a);
 
-    CHECK(inception_score(&m, &s, x, 3, 4, 5, &err) == -1 && strstr(err.msg, "splits"), "splits: %s", err.msg);
+    CHECK(stats_inception_score(&m, &s, x, 3, 4, 5, &err) == -1 && strstr(err.msg, "splits"), "splits: %s", err.msg);
     x[2 * 4 + 1] = -INFINITY;
-    CHECK(inception_score(&m, &s, x, 20, 4, 2, &err) == -1 && strstr(err.msg, "logit row 2 is not finite"),
+    CHECK(stats_inception_score(&m, &s, x, 20, 4, 2, &err) == -1 && strstr(err.msg, "logit row 2 is not finite"),
           "inf logit: %s", err.msg);
     x[2 * 4 + 1] = 0;
 
-    CHECK(precision_recall(&p, &r, x, 3, x, 10, 4, 3, &err) == -1 && strstr(err.msg, "more than k = 3"), "k: %s",
+    CHECK(stats_precision_recall(&p, &r, x, 3, x, 10, 4, 3, &err) == -1 && strstr(err.msg, "more than k = 3"), "k: %s",
           err.msg);
     x[9 * 4] = NAN;
-    CHECK(precision_recall(&p, &r, x, 8, x + 40, 10, 4, 3, &err) == 0, "a NaN outside both sets: %s", err.msg);
-    CHECK(precision_recall(&p, &r, x, 20, x, 20, 4, 3, &err) == -1 && strstr(err.msg, "real feature row 9"),
+    CHECK(stats_precision_recall(&p, &r, x, 8, x + 40, 10, 4, 3, &err) == 0, "a NaN outside both sets: %s", err.msg);
+    CHECK(stats_precision_recall(&p, &r, x, 20, x, 20, 4, 3, &err) == -1 && strstr(err.msg, "real feature row 9"),
           "NaN real: %s", err.msg);
-    CHECK(precision_recall(&p, &r, x + 40, 10, x, 20, 4, 3, &err) == -1 && strstr(err.msg, "fake feature row 9"),
+    CHECK(stats_precision_recall(&p, &r, x + 40, 10, x, 20, 4, 3, &err) == -1 && strstr(err.msg, "fake feature row 9"),
           "NaN fake: %s", err.msg);
 }
 

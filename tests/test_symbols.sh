@@ -6,9 +6,11 @@
 #   2. each library's exported set is exactly the functions include/ddpm.h declares DDPM_API
 #      (an export the header does not declare fails, and so does a declared one that is missing);
 #   3. libddpm.so's soname (readelf -d) is libddpm.so.MAJOR, MAJOR from DDPM_VERSION_MAJOR;
-#   4. a program defining its own gemm, make_dirs, add_rows and exec_buffer (internal names of
-#      ddpm) links statically against libddpm.a with the libraries of `pkg-config --static`
-#      ($DDPM_BUILD/ddpm.pc), and runs, calling its own functions and the library's.
+#   4. a program defining its own ops_gemm, file_make_dirs, ops_add_rows and exec_buffer (internal
+#      names of ddpm) links statically against libddpm.a with the libraries of `pkg-config --static`
+#      ($DDPM_BUILD/ddpm.pc), and runs, calling its own functions and the library's;
+#   5. the prefix rule of src/README.md on libddpm-internal.a: every global name of an object of
+#      src/FOLDER/ starts with one of FOLDER's prefixes, and no prefix belongs to two folders.
 # Each check is first run on an input made bad on purpose and must fail there (the "control"
 # lines): the checks can fail.
 set -u
@@ -80,9 +82,9 @@ cat > "$tmp/host.c" <<'EOF'
 #include <stdio.h>
 #include <string.h>
 #include <ddpm.h>
-int gemm(int a) { return a + 1; }
-int make_dirs(int a) { return a + 2; }
-int add_rows(int a) { return a + 3; }
+int ops_gemm(int a) { return a + 1; }
+int file_make_dirs(int a) { return a + 2; }
+int ops_add_rows(int a) { return a + 3; }
 void *exec_buffer(void) { return NULL; }
 int main(int argc, char **argv)
 {
@@ -93,7 +95,7 @@ int main(int argc, char **argv)
         ddpm_make_dirs("x");
         ddpm_sample(m, NULL, 1, NULL, NULL);
     }
-    int mine = gemm(0) + make_dirs(0) + add_rows(0) + (exec_buffer() == NULL);
+    int mine = ops_gemm(0) + file_make_dirs(0) + ops_add_rows(0) + (exec_buffer() == NULL);
     printf("%s %d\n", ddpm_version(), mine);
     return strcmp(ddpm_version(), DDPM_VERSION) != 0 || mine != 7;
 }
@@ -106,18 +108,59 @@ fi
 san=""
 nm "$ar" 2>/dev/null | grep -q ' U __asan_' && san="-fsanitize=address,undefined"
 link() { cc -std=c11 -Iinclude $san "$tmp/host.c" -o "$tmp/host" -L"$B" $(echo "$libs" | sed "s/-lddpm\b/$1/") 2> "$tmp/link.log"; }
-# Control: against the internal archive, whose gemm, make_dirs ... are global, the link must fail.
+# Control: against the internal archive, whose ops_gemm, file_make_dirs ... are global, the link must fail.
 if [ -f "$B/libddpm-internal.a" ]; then
     ! link "-l:libddpm-internal.a" && grep -q 'multiple definition' "$tmp/link.log" &&
         ok "control: the same program against libddpm-internal.a fails to link (multiple definition)" ||
         bad "control: linking against libddpm-internal.a did not fail with a multiple definition"
 fi
 if link "-l:libddpm.a"; then
-    out=$("$tmp/host") && ok "a program defining gemm, make_dirs, add_rows, exec_buffer links with libddpm.a and runs ($out)" ||
+    out=$("$tmp/host") && ok "a program defining ops_gemm, file_make_dirs, ops_add_rows, exec_buffer links with libddpm.a and runs ($out)" ||
         bad "the statically linked program failed: $out"
 else
-    bad "a program defining gemm, make_dirs, add_rows, exec_buffer does not link with libddpm.a:"
+    bad "a program defining ops_gemm, file_make_dirs, ops_add_rows, exec_buffer does not link with libddpm.a:"
     head -20 "$tmp/link.log"
+fi
+
+# ---- 5. the prefix rule (src/README.md, "Names"), on every object of libddpm-internal.a: each
+# global name starts with a prefix of the folder its object comes from, and no prefix belongs to
+# two folders. (Controls: a table with a prefix in two folders; a listing with a stray name.)
+# "folder prefix" lines from the README's table.
+sed -n '/^| folder | prefixes/,/^$/p' src/README.md | awk -F'|' 'NR > 2 && NF > 3 {
+    f = $2; gsub(/ /, "", f); n = split($3, w, "`"); for (i = 2; i <= n; i += 2) print f, w[i] }' > "$tmp/prefixes"
+# Names of the listing $1 ("folder name" lines) whose prefix is not their folder's.
+strays() {
+    awk 'NR == FNR { ok[$1, $2] = 1; next }
+         { hit = 0; for (k in ok) { split(k, p, SUBSEP); if (p[1] == $1 && index($2, p[2]) == 1) hit = 1 }
+           if (!hit) print $1 "/" $2 }' "$tmp/prefixes" "$1"
+}
+# Prefixes that more than one folder claims.
+shared() { awk '{ n[$2]++ } END { for (p in n) if (n[p] > 1) print p }' "$1"; }
+np=$(wc -l < "$tmp/prefixes")
+[ "$np" -ge 11 ] && ok "src/README.md's table gives $np prefixes" || bad "src/README.md's table: only $np prefixes (is the parse broken?)"
+{ cat "$tmp/prefixes"; echo "ops err_"; } > "$tmp/bad_prefixes"
+[ "$(shared "$tmp/bad_prefixes")" = "err_" ] && ok "control: a prefix claimed by two folders is caught" ||
+    bad "control: a prefix in two folders was not caught"
+d=$(shared "$tmp/prefixes" | tr '\n' ' ')
+[ -z "$d" ] && ok "every prefix belongs to one folder" || bad "prefixes claimed by several folders: $d"
+internal=$B/libddpm-internal.a
+if [ -f "$internal" ]; then
+    : > "$tmp/names"
+    for o in "$B"/src/*/*.o; do
+        f=$(basename "$(dirname "$o")")
+        nm -g --defined-only "$o" | awk -v f="$f" 'NF >= 3 { print f, $3 }' >> "$tmp/names"
+    done
+    members=$(ar t "$internal" | wc -l) objects=$(ls "$B"/src/*/*.o | wc -l)
+    [ "$members" -eq "$objects" ] && ok "libddpm-internal.a holds the $objects objects of $B/src" ||
+        bad "libddpm-internal.a has $members members, $B/src $objects objects"
+    { cat "$tmp/names"; echo "ops gemm"; } > "$tmp/bad_names"
+    [ "$(strays "$tmp/bad_names")" = "ops/gemm" ] && ok "control: the prefix rule catches ops/gemm" ||
+        bad "control: the prefix rule missed ops/gemm"
+    s=$(strays "$tmp/names" | tr '\n' ' ')
+    [ -z "$s" ] && ok "libddpm-internal.a: $(wc -l < "$tmp/names") global names, each with its folder's prefix" ||
+        bad "names without their folder's prefix (src/README.md): $s"
+else
+    bad "$internal is missing"
 fi
 
 echo "$fails failure(s)"

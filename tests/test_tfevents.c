@@ -49,7 +49,7 @@ static const char *tp(const char *name) {
 static int read_events(const char *path, Tfevents__Event **ev, int *n, size_t *bytes_ok) {
     unsigned char *b;
     size_t len, off = 0;
-    ddpm_err err;
+    err_t err;
     *n = 0;
     *bytes_ok = 0;
     if (file_read_all(path, &b, &len, &err)) {
@@ -116,7 +116,7 @@ static double scalar_of(const Tfevents__Event *e, const char *tag) {
 }
 
 static void test_write_read(void) {
-    ddpm_err err;
+    err_t err;
     const char *dir = tp("run/tb"); /* two levels created */
     char dirc[512];
     snprintf(dirc, sizeof dirc, "%s", dir);
@@ -198,7 +198,7 @@ static void test_write_read(void) {
     } while (0)
 
 static void test_bad_arguments(void) {
-    ddpm_err err;
+    err_t err;
     /* A directory that cannot be made: a file is in the way. */
     FILE *f = fopen(tp("afile"), "w");
     if (f) fclose(f);
@@ -236,7 +236,7 @@ static void test_bad_arguments(void) {
 /* tfevents_png reads the size and colorspace from real PNG files (libpng's, io/png.c),
  * and refuses what is not a PNG. */
 static void test_png(void) {
-    ddpm_err err;
+    err_t err;
     tfevents *w = tfevents_open(tp("png"), &err);
     CHECK(w != NULL, "open: %s", err.msg);
     if (!w) return;
@@ -276,7 +276,7 @@ static void test_png(void) {
  * EFBIG) is cut back off: the file keeps its whole records, the next small record fits
  * again, and the error names the file. */
 static void test_short_write(void) {
-    ddpm_err err;
+    err_t err;
     tfevents *w = tfevents_open(tp("short"), &err);
     CHECK(w != NULL, "open: %s", err.msg);
     if (!w) return;
@@ -317,7 +317,7 @@ static void test_short_write(void) {
 
 /* The control: the reader (and so the checks above) notices one flipped bit. */
 static void test_reader_catches_damage(void) {
-    ddpm_err err;
+    err_t err;
     tfevents *w = tfevents_open(tp("damage"), &err);
     CHECK(w != NULL, "open: %s", err.msg);
     if (!w) return;
@@ -362,7 +362,7 @@ static void test_cleanup(void) {
  *                  SessionLog START at 21; steps 25, 30, 35 with train/loss = 1000 + step
  * and prints the two paths. */
 static int write_fixture(const char *dir) {
-    ddpm_err err;
+    err_t err;
     char path[4200], tb[4200];
     uint8_t pix[7 * 12 * 3];
     for (int y = 0; y < 7; y++)
@@ -372,8 +372,8 @@ static int write_fixture(const char *dir) {
         }
     unsigned char *png = NULL;
     size_t len = 0;
-    if (path_join(path, sizeof path, dir, "grid.png", &err) || path_join(tb, sizeof tb, dir, "tb", &err) ||
-        make_dirs(dir, &err) || png_write_u8(path, pix, 12, 7, 3, &err) || file_read_all(path, &png, &len, &err))
+    if (file_path_join(path, sizeof path, dir, "grid.png", &err) || file_path_join(tb, sizeof tb, dir, "tb", &err) ||
+        file_make_dirs(dir, &err) || png_write_u8(path, pix, 12, 7, 3, &err) || file_read_all(path, &png, &len, &err))
         goto fail;
     tfevents *w = tfevents_open(tb, &err);
     if (!w) goto fail;

@@ -20,7 +20,7 @@
 /* Tiny network: 8x8x1, two levels, attention at the 4x4 level. */
 static unet_config tiny_config(float dropout) {
     unet_config c;
-    ddpm_err err;
+    err_t err;
     int rc = unet_config_preset(&c, "fmnist-small", &err);
     CHECK(rc == 0, "preset: %s", err.msg);
     c.sample_size = 8;
@@ -61,7 +61,7 @@ static train_opts tiny_opts(int batch) {
 static void make(trainer *tr, dataset *d, int batch, float dropout) {
     unet_config c = tiny_config(dropout);
     schedule s;
-    ddpm_err err;
+    err_t err;
     CHECK(schedule_init(&s, "linear", 100, 1e-4, 0.02 * 10, &err) == 0, "schedule: %s", err.msg);
     train_opts o = tiny_opts(batch);
     int rc = trainer_init(tr, &c, &s, d, &o, &err);
@@ -70,7 +70,7 @@ static void make(trainer *tr, dataset *d, int batch, float dropout) {
 }
 
 static void run(trainer *tr, int steps) {
-    ddpm_err err;
+    err_t err;
     for (int i = 0; i < steps; i++) {
         int rc = trainer_step(tr, &err);
         CHECK(rc == 0, "step %d: %s", i, err.msg);
@@ -96,7 +96,7 @@ static void test_overfit(void) {
     make(&tr, &d, 4, 0.0f);
     double first = 0, last = 0;
     int steps = 400, win = 40;
-    ddpm_err err;
+    err_t err;
     for (int i = 0; i < steps; i++) {
         int rc = trainer_step(&tr, &err);
         CHECK(rc == 0, "step %d: %s", i, err.msg);
@@ -114,10 +114,10 @@ static void test_overfit(void) {
 static void test_threads(void) {
     dataset d = tiny_data(24);
     trainer a, b;
-    ddpm_set_threads(1);
+    thread_set_count(1);
     make(&a, &d, 16, 0.1f);
     run(&a, 4);
-    ddpm_set_threads(2);
+    thread_set_count(2);
     make(&b, &d, 16, 0.1f);
     run(&b, 4);
     CHECK(a.u->nshards >= 2, "batch 16 should be sharded");
@@ -125,7 +125,7 @@ static void test_threads(void) {
     CHECK(a.loss == b.loss, "loss %.17g vs %.17g", a.loss, b.loss);
     trainer_free(&a);
     trainer_free(&b);
-    ddpm_set_threads(0);
+    thread_set_count(0);
     dataset_free(&d);
 }
 
@@ -138,7 +138,7 @@ static void test_resume(void) {
     run(&full, 6);
     make(&half, &d, 8, 0.1f);
     run(&half, 3);
-    ddpm_err err;
+    err_t err;
     CHECK(trainer_save(&half, dir, &err) == 0, "save: %s", err.msg);
     trainer_free(&half);
 
@@ -180,7 +180,7 @@ static void test_resume(void) {
 /* Flips a bit in the middle of tensor name's data in the safetensors file at path. */
 static void corrupt_tensor(const char *path, const char *name) {
     st_file f;
-    ddpm_err err;
+    err_t err;
     CHECK(st_open(&f, path, &err) == 0, "%s", err.msg);
     const st_tensor *t = st_find(&f, name);
     long off = t ? (long)(f.data - f.buf) + (long)(t->begin + t->end) / 2 : 0;
@@ -195,7 +195,7 @@ static int64_t state_step(const char *path) {
     train_opts o;
     int64_t step = -1;
     char *cj = NULL, *sj = NULL;
-    ddpm_err err;
+    err_t err;
     CHECK(trainer_read_run(path, &o, &step, &cj, &sj, &err) == 0, "%s", err.msg);
     free(cj), free(sj);
     return step;
@@ -212,7 +212,7 @@ static void test_prev_state(void) {
     snprintf(latest, sizeof latest, "%s/%s", dir, TRAIN_STATE_FILE);
     snprintf(prev, sizeof prev, "%s/%s", dir, TRAIN_STATE_PREV_FILE);
     trainer full, tr, resumed;
-    ddpm_err err, why;
+    err_t err, why;
     make(&full, &d, 8, 0.1f);
     run(&full, 6);
     make(&tr, &d, 8, 0.1f);
@@ -281,7 +281,7 @@ static void test_nonfinite(void) {
     tr.u->params[P / 2] = NAN;
     float *before = malloc(P * sizeof(float));
     memcpy(before, tr.ema, P * sizeof(float));
-    ddpm_err err;
+    err_t err;
     CHECK(trainer_step(&tr, &err) == -1, "a NaN weight should stop the step");
     printf("  %s\n", err.msg);
     CHECK(strstr(err.msg, "not finite") != NULL, "message: %s", err.msg);
@@ -301,7 +301,7 @@ static void test_step_oom(void) {
     size_t P = tr.u->nparams;
     float *before = malloc(P * sizeof(float));
     memcpy(before, tr.u->params, P * sizeof(float));
-    ddpm_err err = {0};
+    err_t err = {0};
     exec_set_buffer_limit(1);
     int rc = trainer_step(&tr, &err);
     exec_set_buffer_limit(0);
@@ -318,7 +318,7 @@ static void test_opts_json(void) {
     train_opts o = tiny_opts(32), back;
     o.seed = 18446744073709551615ull;
     char *j = train_opts_to_json(&o);
-    ddpm_err err;
+    err_t err;
     CHECK(train_opts_from_json(&back, j, &err) == 0, "parse: %s", err.msg);
     CHECK(back.seed == o.seed && back.batch == 32 && back.lr == o.lr && back.ema == o.ema && back.flip == 1 &&
               back.ema_warmup == 1 && back.warmup == 5 && back.clip == 1.0,

@@ -21,8 +21,8 @@ static void check_model(const char *name, int tier) {
     const char *tier_name[] = {"fast (automatic choice)", "reference", "fast, Winograd forced"};
     printf("  %s, %s kernels\n", name, tier_name[tier]);
     ops_set_reference(tier == 1);
-    conv_set_algorithm(tier == 2 ? CONV_ALG_GEMM : CONV_ALG_AUTO);
-    ddpm_err err;
+    ops_conv_set_algorithm(tier == 2 ? CONV_ALG_GEMM : CONV_ALG_AUTO);
+    err_t err;
     unet *u;
     st_file f = fx_open(io);
     int N, C, H, W;
@@ -30,7 +30,7 @@ static void check_model(const char *name, int tier) {
     float *yf = st_find(&f, "y") ? fx_get(&f, "y", &ny) : NULL; /* class labels (conditional model) */
     int32_t y[16];
     for (size_t i = 0; i < ny && i < 16; i++) y[i] = (int32_t)yf[i];
-    int rc = model_load(&u, dir, yf ? (int)ny : 2, 1, &err);
+    int rc = folder_load(&u, dir, yf ? (int)ny : 2, 1, &err);
     CHECK(rc == 0, "%s", err.msg);
     if (rc) return;
     float *x = fx_get_nhwc(&f, "x", &N, &C, &H, &W);
@@ -43,7 +43,7 @@ static void check_model(const char *name, int tier) {
     float *out = malloc(n * sizeof(float)), *dout = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float));
     CHECK(unet_forward(u, out, x, t, yf ? y : NULL, NULL, &err) == 0, "%s", err.msg);
     check_close("forward output", out, ref, n, 1e-5, 1e-4);
-    double loss = mse_loss(dout, out, eps, n);
+    double loss = ops_mse_loss(dout, out, eps, n);
     printf("  loss %.9f (reference %.9f)\n", loss, loss_ref[0]);
     CHECK(fabs(loss - loss_ref[0]) <= 1e-6 * fabs(loss_ref[0]) + 1e-8, "loss %.9g vs %.9g", loss, loss_ref[0]);
     memset(u->grads, 0, u->nparams * sizeof(float));
@@ -75,7 +75,7 @@ static void check_model(const char *name, int tier) {
     st_close(&f);
     unet_free(u);
     ops_set_reference(0);
-    conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_AUTO);
 }
 
 static void test_unet_a_fast(void) { check_model("unet_a", 0); }
@@ -90,15 +90,15 @@ static void test_unet_c_reference(void) { check_model("unet_c", 1); }
 
 /* A folder written here loads back with identical parameters and config. */
 static void test_save_load_roundtrip(void) {
-    ddpm_err err;
+    err_t err;
     unet *u, *v;
-    CHECK(model_load(&u, "tests/fixtures/unet_b", 1, 0, &err) == 0, "%s", err.msg);
+    CHECK(folder_load(&u, "tests/fixtures/unet_b", 1, 0, &err) == 0, "%s", err.msg);
     char dir[] = "/tmp/ddpm_test_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char sub[512];
     snprintf(sub, sizeof sub, "%s/model", dir);
-    CHECK(model_save(u, u->params, sub, "{\"_class_name\": \"DDPMScheduler\"}", NULL, &err) == 0, "%s", err.msg);
-    CHECK(model_load(&v, sub, 1, 0, &err) == 0, "%s", err.msg);
+    CHECK(folder_save(u, u->params, sub, "{\"_class_name\": \"DDPMScheduler\"}", NULL, &err) == 0, "%s", err.msg);
+    CHECK(folder_load(&v, sub, 1, 0, &err) == 0, "%s", err.msg);
     CHECK(v->nparams == u->nparams && !memcmp(v->params, u->params, u->nparams * sizeof(float)),
           "parameters differ after a round trip");
     CHECK(!memcmp(&u->cfg, &v->cfg, sizeof u->cfg), "config differs after a round trip");

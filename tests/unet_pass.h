@@ -23,7 +23,7 @@ static void fixed_dout_grad(void *ctx, int image0, int n, const float *out, floa
 static inline void pass_with_dout(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
                                   const unet_dropout *dp, const float *dout) {
     fixed_dout f = {dout, (size_t)u->cfg.sample_size * u->cfg.sample_size * u->cfg.out_channels};
-    ddpm_err err;
+    err_t err;
     CHECK(unet_train_pass(u, out, dx, x, t, y, dp, fixed_dout_grad, &f, &err) == 0, "%s", err.msg);
 }
 

@@ -43,8 +43,10 @@ jobs "$1" "$tmp/old"
 jobs "$2" "$tmp/new"
 rc=0
 cd "$tmp/old" || exit 1
-for f in $(find . -type f \( -name '*.safetensors' -o -name '*.npy' -o -name '*.png' -o -name '*.stable' \
-           -o -name '*.json' ! -name 'fid.json' \) | sort); do
+files=$(find . -type f \( -name '*.safetensors' -o -name '*.npy' -o -name '*.png' -o -name '*.stable' \
+         -o -name '*.json' ! -name 'fid.json' \) ! -path '*/samples/0*' | sort) # the images: in samples.npy
+[ "$(echo "$files" | grep -c .)" -ge 30 ] && [ -s fid.json.stable ] || { echo "too few outputs: a job failed"; rc=1; }
+for f in $files; do
     if cmp -s "$f" "$tmp/new/$f"; then echo "same       $f $(sha256sum < "$f" | cut -c1-12)"
     else echo "DIFFERENT  $f"; rc=1; fi
 done

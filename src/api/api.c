@@ -56,7 +56,7 @@ int api_fail(api_obj *h, int status, const char *fmt, ...)
     return record(h, status, msg);
 }
 
-int api_status(api_obj *h, int status, const ddpm_err *e)
+int api_status(api_obj *h, int status, const err_t *e)
 {
     return record(h, e->oom ? DDPM_ERR_NOMEM : status, e->msg[0] ? e->msg : ddpm_status_name(status));
 }
@@ -73,13 +73,17 @@ void ddpm_set_log(ddpm_log_fn fn, void *ctx)
     log_set_sink(fn ? forward_note : NULL, ctx);
 }
 
+int ddpm_set_threads(int n) { return thread_set_count(n); }
+
+double ddpm_now(void) { return clock_now(); }
+
 void ddpm_set_verify(int on) { st_set_verify(on); }
 
 void ddpm_free(void *p) { free(p); }
 
 int ddpm_proc_init(void)
 {
-    ddpm_err e = {0};
+    err_t e = {0};
     return dist_init(&e) ? api_status(NULL, DDPM_ERR_RUNTIME, &e) : DDPM_OK;
 }
 

@@ -20,7 +20,7 @@
 /* The first member of every public handle struct. */
 typedef struct api_obj {
     unsigned magic;
-    char msg[sizeof(((ddpm_err *)0)->msg)];
+    char msg[sizeof(((err_t *)0)->msg)];
 } api_obj;
 
 /* Starts h's head (called by every constructor). */
@@ -32,7 +32,7 @@ int api_fail(api_obj *h, int status, const char *fmt, ...) __attribute__((format
 
 /* Records the internal error e as status -- or as DDPM_ERR_NOMEM when e says
  * memory ran out -- and returns that. */
-int api_status(api_obj *h, int status, const ddpm_err *e);
+int api_status(api_obj *h, int status, const err_t *e);
 
 /* n images of HWC bytes p into CHW floats o (=): p / 127.5 - 1, the public
  * layout and range (image.c). */

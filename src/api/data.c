@@ -23,7 +23,7 @@ int ddpm_dataset_load(const char *src, int split, int limit, ddpm_dataset **out)
     ddpm_dataset *d = calloc(1, sizeof *d);
     if (!d) return api_fail(NULL, DDPM_ERR_NOMEM, "out of memory");
     api_obj_init(&d->head);
-    ddpm_err err = {0};
+    err_t err = {0};
     if (dataset_load(&d->d, src, split == DDPM_SPLIT_TRAIN ? DATASET_TRAIN : DATASET_TEST, limit, &err)) {
         free(d);
         return api_status(NULL, DDPM_ERR_INPUT, &err);

@@ -35,10 +35,10 @@ int ddpm_png_write_grid(const char *path, const float *x, int n, int c, int h, i
         cols = 1;
         while ((long long)cols * cols < n) cols++;
     }
-    ddpm_err err = {0};
-    float *hwc = ddpm_malloc(sizeof(float) * (size_t)n * c * h * w, &err);
+    err_t err = {0};
+    float *hwc = mem_alloc(sizeof(float) * (size_t)n * c * h * w, &err);
     if (!hwc) return api_status(NULL, DDPM_ERR_NOMEM, &err);
-    nchw_to_nhwc(hwc, x, n, c, h * w);
+    ops_nchw_to_nhwc(hwc, x, n, c, h * w);
     st = png_write_grid(path, hwc, n, h, w, c, cols, gap, &err) ? api_status(NULL, DDPM_ERR_IO, &err) : DDPM_OK;
     free(hwc);
     return st;
@@ -51,14 +51,14 @@ int ddpm_png_write(const char *path, const float *x, int c, int h, int w)
     int st = check_shape(__func__, 1, c, h, w);
     if (st) return st;
     const size_t D = (size_t)c * h * w;
-    ddpm_err err = {0};
-    float *hwc = ddpm_malloc(sizeof(float) * D, &err);
-    uint8_t *pix = ddpm_malloc(D, &err);
+    err_t err = {0};
+    float *hwc = mem_alloc(sizeof(float) * D, &err);
+    uint8_t *pix = mem_alloc(D, &err);
     if (!hwc || !pix) {
         st = api_status(NULL, DDPM_ERR_NOMEM, &err);
     } else {
-        nchw_to_nhwc(hwc, x, 1, c, h * w);
-        image_to_u8(hwc, pix, D);
+        ops_nchw_to_nhwc(hwc, x, 1, c, h * w);
+        png_to_u8(hwc, pix, D);
         st = png_write_u8(path, pix, w, h, c, &err) ? api_status(NULL, DDPM_ERR_IO, &err) : DDPM_OK;
     }
     free(hwc), free(pix);
@@ -73,11 +73,11 @@ int ddpm_png_read(const char *path, float **x, int *c, int *h, int *w)
     API_REQUIRE(NULL, h);
     API_REQUIRE(NULL, w);
     *x = NULL;
-    ddpm_err err = {0};
+    err_t err = {0};
     uint8_t *pix = NULL;
     if (png_read_u8(path, &pix, w, h, c, &err)) return api_status(NULL, DDPM_ERR_INPUT, &err);
     const size_t HW = (size_t)*h * *w, C = (size_t)*c;
-    float *o = ddpm_malloc(sizeof(float) * (HW * C > 0 ? HW * C : 1), &err);
+    float *o = mem_alloc(sizeof(float) * (HW * C > 0 ? HW * C : 1), &err);
     if (!o) {
         free(pix);
         return api_status(NULL, DDPM_ERR_NOMEM, &err);
@@ -101,7 +101,7 @@ int ddpm_npy_read(const char *path, float **data, int *ndim, int64_t shape[DDPM_
     API_REQUIRE(NULL, data);
     API_REQUIRE(NULL, ndim);
     API_REQUIRE(NULL, shape);
-    ddpm_err err = {0};
+    err_t err = {0};
     unsigned char *buf = NULL;
     size_t len;
     npy_info info;
@@ -126,7 +126,7 @@ int ddpm_npz_read(const char *path, const char *name, float **data, int *ndim, i
     API_REQUIRE(NULL, ndim);
     API_REQUIRE(NULL, shape);
     static const ddpm_dtype types[] = {[NPY_F32] = DDPM_DTYPE_F32, [NPY_F64] = DDPM_DTYPE_F64, [NPY_U8] = DDPM_DTYPE_U8};
-    ddpm_err err = {0};
+    err_t err = {0};
     npz_file f;
     npy_type type = NPY_F32;
     *data = NULL, *ndim = 0;
@@ -153,7 +153,7 @@ int ddpm_npy_write(const char *path, const float *data, int ndim, const int64_t 
         numel *= (size_t)shape[i];
     }
     if (numel && !data) return api_fail(NULL, DDPM_ERR_ARG, "%s: data is NULL", __func__);
-    ddpm_err err = {0};
+    err_t err = {0};
     return npy_write_f32(path, data, ndim, shape, &err) ? api_status(NULL, DDPM_ERR_IO, &err) : DDPM_OK;
 }
 
@@ -161,7 +161,7 @@ int ddpm_file_write(const char *path, const void *data, size_t len)
 {
     API_REQUIRE(NULL, path);
     if (len && !data) return api_fail(NULL, DDPM_ERR_ARG, "%s: data is NULL", __func__);
-    ddpm_err err = {0};
+    err_t err = {0};
     const void *chunks[1] = {data};
     return file_write_atomic(path, chunks, &len, 1, &err) ? api_status(NULL, DDPM_ERR_IO, &err) : DDPM_OK;
 }
@@ -169,6 +169,6 @@ int ddpm_file_write(const char *path, const void *data, size_t len)
 int ddpm_make_dirs(const char *path)
 {
     API_REQUIRE(NULL, path);
-    ddpm_err err = {0};
-    return make_dirs(path, &err) ? api_status(NULL, DDPM_ERR_IO, &err) : DDPM_OK;
+    err_t err = {0};
+    return file_make_dirs(path, &err) ? api_status(NULL, DDPM_ERR_IO, &err) : DDPM_OK;
 }

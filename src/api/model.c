@@ -33,23 +33,23 @@ static void resolve_dir(const char *given, char *buf, size_t len)
 }
 
 /* The schedule of m: scheduler_config.json, or the DDPMScheduler defaults. */
-static int load_schedule(ddpm_model *m, ddpm_err *err)
+static int load_schedule(ddpm_model *m, err_t *err)
 {
     char *sj = NULL;
-    if (model_read_scheduler(m->dir, &sj, err)) return -1;
+    if (folder_read_scheduler(m->dir, &sj, err)) return -1;
     m->has_scheduler = sj != NULL;
     int rc = sj ? schedule_from_json(&m->sched, sj, err) : schedule_init(&m->sched, "linear", 1000, 1e-4, 0.02, err);
     free(sj);
-    if (rc && m->has_scheduler) ddpm_wrap(err, "%s/scheduler_config.json", m->dir);
+    if (rc && m->has_scheduler) err_wrap(err, "%s/scheduler_config.json", m->dir);
     return rc;
 }
 
 /* names[k] for every class embedding: the config's name, else k as text. */
-static int make_names(ddpm_model *m, ddpm_err *err)
+static int make_names(ddpm_model *m, err_t *err)
 {
     int k = m->cfg.num_class_embeds;
     if (k <= 0) return 0;
-    if (!(m->names = ddpm_calloc((size_t)k, sizeof *m->names, err))) return -1;
+    if (!(m->names = mem_calloc((size_t)k, sizeof *m->names, err))) return -1;
     for (int i = 0; i < k; i++) {
         if (i < m->cls.n)
             snprintf(m->names[i], sizeof m->names[i], "%s", m->cls.names[i]);
@@ -59,19 +59,19 @@ static int make_names(ddpm_model *m, ddpm_err *err)
     return 0;
 }
 
-static int load(ddpm_model *m, const char *dir, ddpm_err *err)
+static int load(ddpm_model *m, const char *dir, err_t *err)
 {
     snprintf(m->given, sizeof m->given, "%s", dir);
     resolve_dir(dir, m->dir, sizeof m->dir);
-    if (model_read_config(m->dir, &m->cfg, err) || model_read_classes(m->dir, &m->cls, err)) return -1;
+    if (folder_read_config(m->dir, &m->cfg, err) || folder_read_classes(m->dir, &m->cls, err)) return -1;
     m->null_class = unet_null_class(&m->cfg, &m->cls);
     m->nclasses = m->null_class >= 0 ? m->null_class : m->cfg.num_class_embeds;
     if (load_schedule(m, err) || make_names(m, err)) return -1;
-    if (unet_create(&m->u, &m->cfg, 1, 0, err) || model_load_weights(m->u, m->dir, err)) return -1;
+    if (unet_create(&m->u, &m->cfg, 1, 0, err) || folder_load_weights(m->u, m->dir, err)) return -1;
     m->flops = unet_forward_flops(m->u);
     m->config_json = unet_config_to_json(&m->cfg, &m->cls);
     m->sched_json = schedule_to_json(&m->sched);
-    if (!m->config_json || !m->sched_json) return ddpm_oom(err, "out of memory");
+    if (!m->config_json || !m->sched_json) return err_oom(err, "out of memory");
     return 0;
 }
 
@@ -80,7 +80,7 @@ int ddpm_model_load(const char *dir, ddpm_model **out)
     API_REQUIRE(NULL, out);
     *out = NULL;
     API_REQUIRE(NULL, dir);
-    ddpm_err err = {0};
+    err_t err = {0};
     ddpm_model *m = calloc(1, sizeof *m);
     if (!m) return api_fail(NULL, DDPM_ERR_NOMEM, "out of memory");
     api_obj_init(&m->head);
@@ -154,7 +154,7 @@ int ddpm_model_run_state(ddpm_model *m, const char **step, const char **options)
     struct stat st;
     snprintf(path, sizeof path, "%s/training_state.safetensors", m->given);
     if (stat(path, &st) != 0) return DDPM_OK;
-    ddpm_err err = {0};
+    err_t err = {0};
     st_file f = {0};
     if (st_open(&f, path, &err) || st_verify(&f, &err)) {
         st_close(&f);
@@ -171,12 +171,12 @@ int ddpm_model_run_state(ddpm_model *m, const char **step, const char **options)
     return DDPM_OK;
 }
 
-size_t model_image_size(const ddpm_model *m)
+size_t api_model_image_size(const ddpm_model *m)
 {
     return (size_t)m->cfg.sample_size * m->cfg.sample_size * m->cfg.in_channels;
 }
 
-int model_net(ddpm_model *m, int rows, unet **u, ddpm_err *err)
+int api_model_net(ddpm_model *m, int rows, unet **u, err_t *err)
 {
     if (m->u->batch != rows) {
         unet *v = NULL;
@@ -189,7 +189,7 @@ int model_net(ddpm_model *m, int rows, unet **u, ddpm_err *err)
     return 0;
 }
 
-int model_check_labels(ddpm_model *m, const char *fn, int n, const int32_t *labels)
+int api_model_check_labels(ddpm_model *m, const char *fn, int n, const int32_t *labels)
 {
     const int k = m->cfg.num_class_embeds;
     if (k <= 0) return DDPM_OK;
@@ -214,27 +214,27 @@ int ddpm_model_eps(ddpm_model *m, int n, const float *x, const int32_t *t, const
         if (t[i] < 0 || t[i] >= m->sched.T)
             return api_fail(&m->head, DDPM_ERR_ARG, "ddpm_model_eps: timestep %d of image %d is outside the "
                             "model's schedule (0..%d)", (int)t[i], i, m->sched.T - 1);
-    int st = model_check_labels(m, "ddpm_model_eps", n, labels);
+    int st = api_model_check_labels(m, "ddpm_model_eps", n, labels);
     if (st) return st;
     const unet_config *c = &m->cfg;
     const int hw = c->sample_size * c->sample_size;
     const size_t nin = (size_t)n * hw * c->in_channels, nout = (size_t)n * hw * c->out_channels;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (sampler_check_finite("x", x, 1, nin, 0, &err)) return api_status(&m->head, DDPM_ERR_ARG, &err);
     st = DDPM_ERR_NOMEM;
-    float *xh = ddpm_malloc(nin * sizeof *xh, &err), *eh = ddpm_malloc(nout * sizeof *eh, &err);
-    float *tt = ddpm_malloc(n * sizeof *tt, &err);
-    int32_t *y = ddpm_malloc(n * sizeof *y, &err);
+    float *xh = mem_alloc(nin * sizeof *xh, &err), *eh = mem_alloc(nout * sizeof *eh, &err);
+    float *tt = mem_alloc(n * sizeof *tt, &err);
+    int32_t *y = mem_alloc(n * sizeof *y, &err);
     unet *u = NULL;
     if (!xh || !eh || !tt || !y) goto done;
     st = DDPM_ERR_NOMEM; /* building the network fails only for memory */
-    if (model_net(m, n, &u, &err)) goto done;
+    if (api_model_net(m, n, &u, &err)) goto done;
     for (int i = 0; i < n; i++) tt[i] = (float)t[i], y[i] = labels ? labels[i] : m->null_class;
-    nchw_to_nhwc(xh, x, n, c->in_channels, hw);
+    ops_nchw_to_nhwc(xh, x, n, c->in_channels, hw);
     if (unet_forward(u, eh, xh, tt, c->num_class_embeds > 0 ? y : NULL, NULL, &err)) goto done; /* st: NOMEM */
     st = DDPM_ERR_NONFINITE;
     if (sampler_check_finite("the network's output", eh, n, nout / (size_t)n, 0, &err)) goto done;
-    nhwc_to_nchw(eps, eh, n, c->out_channels, hw);
+    ops_nhwc_to_nchw(eps, eh, n, c->out_channels, hw);
     st = DDPM_OK;
 done:
     free(xh), free(eh), free(tt), free(y);
@@ -254,21 +254,21 @@ int ddpm_model_diffuse(const ddpm_model *m, int n, const float *x0, const int32_
             return api_fail(NULL, DDPM_ERR_ARG, "ddpm_model_diffuse: timestep %d of image %d is outside the "
                             "model's schedule (0..%d)", (int)t[i], i, m->sched.T - 1);
     const int C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
-    const size_t D = model_image_size(m);
-    ddpm_err err = {0};
-    float *a = ddpm_malloc(sizeof(float) * D, &err), *e = ddpm_malloc(sizeof(float) * D, &err);
-    float *b = ddpm_malloc(sizeof(float) * D, &err);
+    const size_t D = api_model_image_size(m);
+    err_t err = {0};
+    float *a = mem_alloc(sizeof(float) * D, &err), *e = mem_alloc(sizeof(float) * D, &err);
+    float *b = mem_alloc(sizeof(float) * D, &err);
     int st = DDPM_ERR_NOMEM;
     if (!a || !e || !b) goto done;
     /* Image by image in NHWC, the layout the noise is drawn in. */
     for (int i = 0; i < n; i++) {
-        nchw_to_nhwc(a, x0 + (size_t)i * D, 1, C, HW);
+        ops_nchw_to_nhwc(a, x0 + (size_t)i * D, 1, C, HW);
         if (noise)
-            nchw_to_nhwc(e, noise + (size_t)i * D, 1, C, HW);
+            ops_nchw_to_nhwc(e, noise + (size_t)i * D, 1, C, HW);
         else
             rng_normal(e, D, seed, RNG_EVAL, (uint64_t)((int64_t)first_index + i));
-        q_sample(&m->sched, t[i], a, e, b, D);
-        nhwc_to_nchw(x_t + (size_t)i * D, b, 1, C, HW);
+        diffusion_q_sample(&m->sched, t[i], a, e, b, D);
+        ops_nhwc_to_nchw(x_t + (size_t)i * D, b, 1, C, HW);
     }
     st = DDPM_OK;
 done:
@@ -278,7 +278,7 @@ done:
 
 /* ---------------------------------------------------- collective helpers */
 
-int model_agree(ddpm_model *m, const char *fn, int status)
+int api_model_agree(ddpm_model *m, const char *fn, int status)
 {
     int agreed = dist_agree(status);
     if (agreed && !status)

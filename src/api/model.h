@@ -4,7 +4,7 @@
  *
  * A model keeps one network. Its weights are loaded once (ddpm_model_load);
  * a call that needs another batch size builds a new network for exactly that
- * many rows and copies the weights over (model_net), because the network's
+ * many rows and copies the weights over (api_model_net), because the network's
  * rounding may depend on its batch: building for the batch a plain CLI run
  * uses keeps results bit-identical with it. */
 #ifndef DDPM_API_MODEL_H
@@ -36,19 +36,19 @@ struct ddpm_model {
 /* The network of m built for exactly rows images (rebuilt, weights copied,
  * when the current one has another batch). Returns 0, or -1 with err set (the
  * old network is then kept). */
-int model_net(ddpm_model *m, int rows, unet **u, ddpm_err *err);
+int api_model_net(ddpm_model *m, int rows, unet **u, err_t *err);
 
 /* Values per image (H W C). */
-size_t model_image_size(const ddpm_model *m);
+size_t api_model_image_size(const ddpm_model *m);
 
 /* Checks that every one of n labels is a class of m (0..num_class_embeds-1)
  * and, when labels is NULL, that a conditional m has a null class. Returns
  * DDPM_OK, or DDPM_ERR_ARG recorded on m naming fn. */
-int model_check_labels(ddpm_model *m, const char *fn, int n, const int32_t *labels);
+int api_model_check_labels(ddpm_model *m, const char *fn, int n, const int32_t *labels);
 
 /* Collective: agrees on status over the ranks (dist_agree); a rank whose own
  * status was DDPM_OK but another's was not records "<fn>: another process
  * failed (<status name>)" on m. Returns the agreed status. */
-int model_agree(ddpm_model *m, const char *fn, int status);
+int api_model_agree(ddpm_model *m, const char *fn, int status);
 
 #endif

@@ -35,9 +35,9 @@ static int nll_share(ddpm_model *m, unet *u, int first, int count, int B, const 
                      uint64_t seed, double *terms, double *mse, ddpm_progress_fn fn, void *ctx)
 {
     const int T = m->sched.T, C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
-    const size_t D = model_image_size(m);
-    ddpm_err err = {0};
-    float *xb = ddpm_malloc(sizeof(float) * (size_t)B * D, &err);
+    const size_t D = api_model_image_size(m);
+    err_t err = {0};
+    float *xb = mem_alloc(sizeof(float) * (size_t)B * D, &err);
     denoiser d;
     unet_labelled l = {0};
     if (!xb || unet_labelled_denoiser(&d, &l, u, &err)) {
@@ -48,7 +48,7 @@ static int nll_share(ddpm_model *m, unet *u, int first, int count, int B, const 
     int st = DDPM_OK;
     for (int i = 0; i < count && !st; i += B) {
         const int nb = count - i < B ? count - i : B, g = first + i;
-        nchw_to_nhwc(xb, x + (size_t)g * D, nb, C, HW);
+        ops_nchw_to_nhwc(xb, x + (size_t)g * D, nb, C, HW);
         l.y = labels ? labels + g : NULL;
         if (bound_terms(&d, &m->sched, xb, nb, g, seed, terms + (size_t)i * (T + 1), mse + (size_t)i * T,
                         nll_progress, &w, &err))
@@ -67,7 +67,7 @@ static void nll_outputs(const ddpm_model *m, int n, const double *terms, const d
                         double *terms_out, double *mse_out)
 {
     const int T = m->sched.T;
-    const double to_bpd = 1.0 / ((double)model_image_size(m) * log(2.0));
+    const double to_bpd = 1.0 / ((double)api_model_image_size(m) * log(2.0));
     for (int i = 0; bpd && i < n; i++) {
         double tot = 0;
         for (int t = 0; t <= T; t++) tot += terms[(size_t)i * (T + 1) + t];
@@ -85,25 +85,25 @@ int ddpm_nll(ddpm_model *m, int n, const float *x, const int32_t *labels, int ba
     const int T = m->sched.T, root = dist_rank() == 0;
     int st = DDPM_OK, first = 0, count = 0, B = batch > 0 ? batch : 64;
     double *tb = NULL, *mb = NULL;
-    ddpm_err err = {0};
+    err_t err = {0};
     unet *u = NULL;
     if (n < 1) {
         st = api_fail(&m->head, DDPM_ERR_ARG, "ddpm_nll: n = %d, need at least 1 image", n);
     } else if (batch < 0) {
         st = api_fail(&m->head, DDPM_ERR_ARG, "ddpm_nll: batch %d is negative", batch);
-    } else if (!(st = model_check_labels(m, "ddpm_nll", n, labels))) {
+    } else if (!(st = api_model_check_labels(m, "ddpm_nll", n, labels))) {
         B = B < n ? B : n;
         dist_share(n, B, dist_rank(), &first, &count);
         /* Rank 0 holds every image's terms, its own share first; the other ranks their share. */
         const size_t held = root ? (size_t)n : (size_t)count + 1;
-        tb = ddpm_malloc(sizeof(double) * held * (T + 1), &err);
-        mb = ddpm_malloc(sizeof(double) * held * T, &err);
-        if (!tb || !mb || model_net(m, B, &u, &err)) st = api_status(&m->head, DDPM_ERR_NOMEM, &err);
+        tb = mem_alloc(sizeof(double) * held * (T + 1), &err);
+        mb = mem_alloc(sizeof(double) * held * T, &err);
+        if (!tb || !mb || api_model_net(m, B, &u, &err)) st = api_status(&m->head, DDPM_ERR_NOMEM, &err);
     }
     /* Setting up may fail on one rank alone: every rank learns it before the evaluation. */
-    if ((st = model_agree(m, "ddpm_nll", st))) goto done;
+    if ((st = api_model_agree(m, "ddpm_nll", st))) goto done;
     st = nll_share(m, u, first, count, B, x, labels, seed, tb, mb, progress, progress_ctx);
-    if ((st = model_agree(m, "ddpm_nll", st))) goto done;
+    if ((st = api_model_agree(m, "ddpm_nll", st))) goto done;
     /* On rank 0 the gathers are in place: its share already lies at the start. */
     if (dist_gather_share(tb, tb, n, B, sizeof(double) * (T + 1)) ||
         dist_gather_share(mb, mb, n, B, sizeof(double) * T)) {

@@ -62,7 +62,7 @@ void ddpm_features_default_inception(char *buf, size_t len) {
 
 /* A failed featnet_open: a missing or malformed weights file is bad input;
  * running out of memory or the CPU backend failing is not. */
-static int open_status(const ddpm_err *e) {
+static int open_status(const err_t *e) {
     if (e->oom || strstr(e->msg, "out of memory")) return DDPM_ERR_NOMEM;
     return strstr(e->msg, "oneDNN") ? DDPM_ERR_RUNTIME : DDPM_ERR_INPUT;
 }
@@ -76,7 +76,7 @@ int ddpm_features_open(ddpm_features_kind kind, const char *inception, int batch
     ddpm_features *f = calloc(1, sizeof *f);
     if (!f) return api_fail(NULL, DDPM_ERR_NOMEM, "out of memory");
     api_obj_init(&f->head);
-    ddpm_err e = {0};
+    err_t e = {0};
     if (featnet_open(&f->net, to_featnet(kind), inception, batch, &e)) {
         free(f);
         return api_status(NULL, open_status(&e), &e);
@@ -108,7 +108,7 @@ const char *ddpm_features_label(const ddpm_features *f) { return f ? featnet_fid
 
 int ddpm_features_check(ddpm_features *f, int n, int c, int h, int w, const float *x) {
     API_REQUIRE(NULL, f);
-    ddpm_err e = {0};
+    err_t e = {0};
     image_set s = {n, h, w, c, NULL, NULL}; /* shape only: the values are checked below, in NCHW */
     if (h < 1 || w < 1) return api_fail(&f->head, DDPM_ERR_ARG, "images of %dx%d pixels", h, w);
     if (featnet_check(f->net, &s, &e)) return api_status(&f->head, DDPM_ERR_ARG, &e);
@@ -143,13 +143,13 @@ static int extract(ddpm_features *f, int n, int c, int h, int w, const float *x,
                    ddpm_progress_fn progress, void *ctx) {
     const int B = f->batch, d = featnet_dim(f->net), k = featnet_classes(f->net), HW = h * w;
     const size_t D = (size_t)c * HW;
-    ddpm_err e = {0};
-    float *buf = ddpm_alloc_floats((size_t)(B < n ? B : n) * D, &e);
+    err_t e = {0};
+    float *buf = mem_alloc_floats((size_t)(B < n ? B : n) * D, &e);
     if (!buf) return api_status(&f->head, DDPM_ERR_NOMEM, &e);
     int rc = DDPM_OK;
     for (int i0 = 0; i0 < n; i0 += B) {
         int m = n - i0 < B ? n - i0 : B;
-        nchw_to_nhwc(buf, x + (size_t)i0 * D, m, c, HW);
+        ops_nchw_to_nhwc(buf, x + (size_t)i0 * D, m, c, HW);
         image_set s = {m, h, w, c, NULL, buf};
         if (featnet_extract(f->net, &s, feats + (size_t)i0 * d, logits ? logits + (size_t)i0 * k : NULL, NULL, NULL,
                             &e)) {
@@ -175,16 +175,16 @@ int ddpm_stats_compute(ddpm_features *f, int n, int c, int h, int w, const float
     int rc = ddpm_features_check(f, n, c, h, w, x);
     if (rc) return rc;
     const int d = featnet_dim(f->net), k = featnet_classes(f->net);
-    ddpm_err e = {0};
+    err_t e = {0};
     ddpm_stats *s = stats_new();
-    float *feats = ddpm_alloc_floats((size_t)n * d, &e);
-    if (!s || !feats || ((flags & DDPM_STATS_LOGITS) && !(s->logits = ddpm_alloc_floats((size_t)n * k, &e))) ||
-        (labels && !(s->labels = ddpm_malloc(sizeof *labels * (size_t)n, &e)))) {
+    float *feats = mem_alloc_floats((size_t)n * d, &e);
+    if (!s || !feats || ((flags & DDPM_STATS_LOGITS) && !(s->logits = mem_alloc_floats((size_t)n * k, &e))) ||
+        (labels && !(s->labels = mem_alloc(sizeof *labels * (size_t)n, &e)))) {
         rc = s ? api_status(&f->head, DDPM_ERR_NOMEM, &e) : api_fail(&f->head, DDPM_ERR_NOMEM, "out of memory");
         goto done;
     }
     if ((rc = extract(f, n, c, h, w, x, feats, s->logits, progress, progress_ctx))) goto done;
-    if (fid_stats_compute(&s->r.st, feats, n, d, &e)) {
+    if (stats_fid_compute(&s->r.st, feats, n, d, &e)) {
         rc = api_status(&f->head, DDPM_ERR_NONFINITE, &e);
         goto done;
     }
@@ -204,7 +204,7 @@ int ddpm_stats_load(const char *path, ddpm_stats **out) {
     API_REQUIRE(NULL, path);
     ddpm_stats *s = stats_new();
     if (!s) return api_fail(NULL, DDPM_ERR_NOMEM, "out of memory");
-    ddpm_err e = {0};
+    err_t e = {0};
     if (quality_ref_load(&s->r, path, &e)) {
         free(s);
         return api_status(NULL, DDPM_ERR_INPUT, &e);
@@ -216,7 +216,7 @@ int ddpm_stats_load(const char *path, ddpm_stats **out) {
 int ddpm_stats_save(const ddpm_stats *s, const char *path) {
     API_REQUIRE(NULL, s);
     API_REQUIRE(NULL, path);
-    ddpm_err e = {0};
+    err_t e = {0};
     if (quality_ref_save(&s->r, s->logits, s->nlogits, path, &e)) return api_status(NULL, DDPM_ERR_IO, &e);
     return DDPM_OK;
 }
@@ -248,7 +248,7 @@ int ddpm_quality_compare(ddpm_features *f, const ddpm_stats *samples, const ddpm
         return api_fail(&f->head, DDPM_ERR_ARG, "the samples' logits are %d per image, but the %s network has %d",
                         samples->nlogits, ddpm_features_kind_name(f->kind), featnet_classes(f->net));
     quality iq;
-    ddpm_err e = {0};
+    err_t e = {0};
     if (quality_compare(&iq, f->net, &samples->r, samples->logits, &ref->r, &e))
         return api_status(&f->head, DDPM_ERR_RUNTIME, &e);
     *q = (ddpm_quality){iq.fid, iq.is_mean, iq.is_std, iq.precision, iq.recall, iq.has_is, iq.has_pr, iq.n,
@@ -271,8 +271,8 @@ int ddpm_quality_by_class(const ddpm_stats *samples, const ddpm_stats *ref, int 
         return api_fail(NULL, DDPM_ERR_ARG, "ddpm_quality_by_class: the statistics are %d- and %d-dimensional",
                         samples->r.st.d, ref->r.st.d);
     if (m == 0) return DDPM_OK;
-    ddpm_err e = {0};
-    quality_class *qc = ddpm_calloc((size_t)m, sizeof *qc, &e);
+    err_t e = {0};
+    quality_class *qc = mem_calloc((size_t)m, sizeof *qc, &e);
     if (!qc) return api_status(NULL, DDPM_ERR_NOMEM, &e);
     for (int j = 0; j < m; j++) qc[j].k = c[j].k, qc[j].ref_k = c[j].ref_k;
     int rc = DDPM_OK;

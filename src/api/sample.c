@@ -26,7 +26,7 @@ int ddpm_sampler_parse(const char *name, ddpm_sampler *s)
 {
     API_REQUIRE(NULL, name);
     API_REQUIRE(NULL, s);
-    ddpm_err err = {0};
+    err_t err = {0};
     sampler_kind k;
     if (sampler_parse(name, &k, &err)) return api_status(NULL, DDPM_ERR_ARG, &err);
     *s = (ddpm_sampler)k;
@@ -56,7 +56,7 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
 {
     const schedule *s = &m->sched;
     const unet_config *c = &m->cfg;
-    ddpm_err err = {0};
+    err_t err = {0};
     if ((int)o->sampler < 0 || (int)o->sampler >= SAMPLER_KINDS)
         return api_fail(h, DDPM_ERR_ARG, "sampler %d is not a ddpm_sampler", (int)o->sampler);
     if (c->out_channels != c->in_channels)
@@ -167,10 +167,10 @@ static void watch_progress(void *ctx, int done, int total)
     if (r->fn && !r->cancelled && r->fn(r->ctx, r->base + done, r->total)) r->cancelled = 1;
 }
 
-static int watch_eps(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err)
+static int watch_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err)
 {
     run_watch *r = ctx;
-    if (r->cancelled) return ddpm_fail(err, "cancelled");
+    if (r->cancelled) return err_fail(err, "cancelled");
     return r->inner->eps(r->inner->ctx, n, x, t, eps, err);
 }
 
@@ -195,25 +195,25 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
 {
     const ddpm_sample_options *o = r->o;
     const int root = dist_rank() == 0, conditional = m->cfg.num_class_embeds > 0;
-    ddpm_err err = {0};
+    err_t err = {0};
     if (o->noise && sampler_check_finite("noise", o->noise, r->n, r->D, 0, &err))
         return api_status(&m->head, DDPM_ERR_ARG, &err);
-    if (conditional && o->classes && model_check_labels(m, "ddpm_sample", r->n, o->classes))
+    if (conditional && o->classes && api_model_check_labels(m, "ddpm_sample", r->n, o->classes))
         return DDPM_ERR_ARG;
-    r->x = root ? x : (r->own = ddpm_malloc(sizeof(float) * ((size_t)r->count + 1) * r->D, &err));
-    r->tmp = ddpm_malloc(sizeof(float) * r->D, &err);
+    r->x = root ? x : (r->own = mem_alloc(sizeof(float) * ((size_t)r->count + 1) * r->D, &err));
+    r->tmp = mem_alloc(sizeof(float) * r->D, &err);
     if (!r->x || !r->tmp) return api_status(&m->head, DDPM_ERR_NOMEM, &err);
-    if (o->noise && !(r->xT = ddpm_malloc(sizeof(float) * (size_t)r->B * r->D, &err)))
+    if (o->noise && !(r->xT = mem_alloc(sizeof(float) * (size_t)r->B * r->D, &err)))
         return api_status(&m->head, DDPM_ERR_NOMEM, &err);
-    if (o->ntrack && !(r->track = ddpm_malloc(sizeof(float) * (size_t)o->ntrack * r->B * r->D, &err)))
+    if (o->ntrack && !(r->track = mem_alloc(sizeof(float) * (size_t)o->ntrack * r->B * r->D, &err)))
         return api_status(&m->head, DDPM_ERR_NOMEM, &err);
     if (conditional) {
-        if (!(r->labels = ddpm_malloc(sizeof *r->labels * (size_t)r->n, &err)))
+        if (!(r->labels = mem_alloc(sizeof *r->labels * (size_t)r->n, &err)))
             return api_status(&m->head, DDPM_ERR_NOMEM, &err);
         for (int i = 0; i < r->n; i++) r->labels[i] = o->classes ? o->classes[i] : m->null_class;
     }
     unet *u = NULL;
-    if (model_net(m, conditional ? unet_guided_rows(r->w, r->B) : r->B, &u, &err) ||
+    if (api_model_net(m, conditional ? unet_guided_rows(r->w, r->B) : r->B, &u, &err) ||
         (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
                      : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
@@ -226,7 +226,7 @@ static void copy_track(const ddpm_model *m, const sample_run *r, int i, int mb)
 {
     const int C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
     for (int j = 0; j < r->o->ntrack; j++)
-        nhwc_to_nchw(r->o->track_x0 + ((size_t)j * r->n + i) * r->D, r->track + (size_t)j * mb * r->D, mb, C, HW);
+        ops_nhwc_to_nchw(r->o->track_x0 + ((size_t)j * r->n + i) * r->D, r->track + (size_t)j * mb * r->D, mb, C, HW);
 }
 
 /* Samples this rank's share in the batches of B a plain run uses. */
@@ -237,11 +237,11 @@ static int run_share(ddpm_model *m, sample_run *r)
     run_watch watch = {dist_rank() == 0 ? r->o->progress : NULL, r->o->progress_ctx, 0,
                        (long long)nb * r->so.steps, 0, 0, &r->den};
     denoiser den = {watch_eps, &watch, r->den.batch, r->den.D};
-    ddpm_err err = {0};
+    err_t err = {0};
     for (int i = 0; i < r->count; i += r->B) {
         const int mb = r->count - i < r->B ? r->count - i : r->B, g = r->first + i;
         if (r->labels) r->g.y = r->labels + g; /* the batch's classes */
-        if (r->xT) nchw_to_nhwc(r->xT, r->o->noise + (size_t)g * r->D, mb, C, HW);
+        if (r->xT) ops_nchw_to_nhwc(r->xT, r->o->noise + (size_t)g * r->D, mb, C, HW);
         r->so.track_x0 = r->track;
         if (sampler_run(&den, &m->sched, &r->so, r->o->first_index + g, mb, r->x + (size_t)i * r->D, r->xT,
                         watch_progress, &watch, &err)) {
@@ -279,7 +279,7 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
     API_REQUIRE(NULL, m);
     API_REQUIRE(&m->head, o);
     const int root = dist_rank() == 0;
-    sample_run r = {.o = o, .n = n, .D = model_image_size(m)};
+    sample_run r = {.o = o, .n = n, .D = api_model_image_size(m)};
     int st = DDPM_OK;
     if (n < 1)
         st = api_fail(&m->head, DDPM_ERR_ARG, "ddpm_sample: n = %d, need at least 1 image", n);
@@ -292,9 +292,9 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
         st = run_setup(m, &r, x);
     }
     /* Setting up may fail on one rank alone: every rank learns it before sampling. */
-    if ((st = model_agree(m, "ddpm_sample", st))) goto done;
+    if ((st = api_model_agree(m, "ddpm_sample", st))) goto done;
     st = run_share(m, &r);
-    if ((st = model_agree(m, "ddpm_sample", st))) goto done;
+    if ((st = api_model_agree(m, "ddpm_sample", st))) goto done;
     /* On rank 0 the gather is in place: its share already lies at the start of x. */
     if (dist_gather_share(r.x, r.x, n, r.B, sizeof(float) * r.D) || range_sum(&r.range)) {
         st = api_fail(&m->head, DDPM_ERR_NOMEM, "ddpm_sample: out of memory");
@@ -303,7 +303,7 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
     if (root) { /* NHWC -> NCHW, image by image in place */
         const int C = m->cfg.in_channels, HW = m->cfg.sample_size * m->cfg.sample_size;
         for (int i = 0; i < n; i++) {
-            nhwc_to_nchw(r.tmp, x + (size_t)i * r.D, 1, C, HW);
+            ops_nhwc_to_nchw(r.tmp, x + (size_t)i * r.D, 1, C, HW);
             memcpy(x + (size_t)i * r.D, r.tmp, sizeof(float) * r.D);
         }
     }
@@ -320,6 +320,6 @@ void ddpm_sample_report_add(ddpm_sample_report *r, int n, size_t values_per_imag
 {
     if (!r || !x || n < 1) return;
     sample_range s = {r->images, r->pixels, r->out_pixels, r->broken, r->max_abs};
-    sample_range_add(&s, x, n, values_per_image);
+    sampler_range_add(&s, x, n, values_per_image);
     *r = (ddpm_sample_report){s.images, s.pixels, s.out_pixels, s.broken, s.max_abs};
 }

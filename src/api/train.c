@@ -145,7 +145,7 @@ static int keep_options(ddpm_trainer *t, const ddpm_train_options *o, const char
 /* ------------------------------------------------------------- the run */
 
 /* The public status of a run_failure (run.h) with err's message. */
-static int status_of(api_obj *h, int kind, const ddpm_err *e)
+static int status_of(api_obj *h, int kind, const err_t *e)
 {
     static const int status[] = {[RUN_OK] = DDPM_OK, [RUN_BAD_ARG] = DDPM_ERR_ARG, [RUN_BAD_INPUT] = DDPM_ERR_INPUT,
                                  [RUN_IO] = DDPM_ERR_IO, [RUN_NONFINITE] = DDPM_ERR_NONFINITE,
@@ -177,16 +177,16 @@ static ddpm_trainer *new_trainer(void)
 /* The network of a new run: the config file or the preset, the dropout. */
 static int new_config(const ddpm_train_options *o, unet_config *cfg)
 {
-    ddpm_err e = {0};
+    err_t e = {0};
     if (o->config) {
         unsigned char *txt = NULL;
         size_t len;
         int bad = file_read_all(o->config, &txt, &len, &e);
         char *s = bad ? NULL : realloc(txt, len + 1);
-        if (!bad && !s) bad = ddpm_oom(&e, "out of memory");
+        if (!bad && !s) bad = err_oom(&e, "out of memory");
         if (!bad) s[len] = 0, txt = NULL, bad = unet_config_from_json(cfg, s, &e);
         free(txt), free(s);
-        if (bad) return ddpm_wrap(&e, "config"), api_status(NULL, DDPM_ERR_INPUT, &e);
+        if (bad) return err_wrap(&e, "config"), api_status(NULL, DDPM_ERR_INPUT, &e);
     } else if (unet_config_preset(cfg, o->preset ? o->preset : "fmnist-small", &e)) {
         return api_status(NULL, DDPM_ERR_ARG, &e);
     }
@@ -218,7 +218,7 @@ int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *o, ddpm_t
         return api_fail(NULL, DDPM_ERR_ARG, "%s already holds a run: resume it, or pick another folder", run_dir);
     unet_config cfg;
     schedule sched = {0};
-    ddpm_err e = {0};
+    err_t e = {0};
     if ((st = new_config(o, &cfg))) return st;
     if (o->beta_start > o->beta_end)
         return api_fail(NULL, DDPM_ERR_ARG, "beta_start %g is larger than beta_end %g", o->beta_start, o->beta_end);
@@ -253,7 +253,7 @@ int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *cadence, 
     train_opts c;
     cadence_to(&c, cadence ? cadence : &(ddpm_train_cadence){-1, -1, -1, -1, -1, -1, -1});
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++) given[i] = *train_cadence_of(&c, i);
-    ddpm_err e = {0};
+    err_t e = {0};
     ddpm_trainer *t = new_trainer();
     if (!t) st = DDPM_ERR_NOMEM;
     else st = status_of(NULL, run_resume(&t->run, run_dir, given, inception, &e), &e);
@@ -309,7 +309,7 @@ int ddpm_trainer_get_metrics(const ddpm_trainer *t, ddpm_train_metrics *m)
 int ddpm_trainer_step(ddpm_trainer *t, ddpm_train_metrics *m)
 {
     API_REQUIRE(NULL, t);
-    ddpm_err e = {0};
+    err_t e = {0};
     run_events ev;
     int kind = run_step(&t->run, &ev, &e);
     if (kind == RUN_NONFINITE || !m) return status_of(&t->head, kind, &e); /* no step taken: m untouched */
@@ -324,20 +324,20 @@ int ddpm_trainer_step(ddpm_trainer *t, ddpm_train_metrics *m)
 int ddpm_trainer_save(ddpm_trainer *t)
 {
     API_REQUIRE(NULL, t);
-    ddpm_err e = {0};
+    err_t e = {0};
     return status_of(&t->head, run_save(&t->run, &e), &e);
 }
 
 int ddpm_trainer_sample_grid(ddpm_trainer *t)
 {
     API_REQUIRE(NULL, t);
-    ddpm_err e = {0};
+    err_t e = {0};
     return status_of(&t->head, run_sample_grid(&t->run, &e), &e);
 }
 
 int ddpm_trainer_finish(ddpm_trainer *t)
 {
     API_REQUIRE(NULL, t);
-    ddpm_err e = {0};
+    err_t e = {0};
     return status_of(&t->head, run_finish(&t->run, &e), &e);
 }

@@ -6,14 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int set_error(ddpm_err *err, int oom, const char *fmt, va_list ap) {
+static int set_error(err_t *err, int oom, const char *fmt, va_list ap) {
     if (!err) return -1;
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     err->oom = oom;
     return -1;
 }
 
-int ddpm_fail(ddpm_err *err, const char *fmt, ...) {
+int err_fail(err_t *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     set_error(err, 0, fmt, ap);
@@ -21,7 +21,7 @@ int ddpm_fail(ddpm_err *err, const char *fmt, ...) {
     return -1;
 }
 
-int ddpm_oom(ddpm_err *err, const char *fmt, ...) {
+int err_oom(err_t *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     set_error(err, 1, fmt, ap);
@@ -29,7 +29,7 @@ int ddpm_oom(ddpm_err *err, const char *fmt, ...) {
     return -1;
 }
 
-int ddpm_wrap(ddpm_err *err, const char *fmt, ...) {
+int err_wrap(err_t *err, const char *fmt, ...) {
     if (!err) return -1;
     char prefix[512], old[sizeof err->msg];
     va_list ap;
@@ -49,28 +49,28 @@ int ddpm_wrap(ddpm_err *err, const char *fmt, ...) {
     return -1;
 }
 
-void ddpm_assert_fail(const char *expr, const char *file, int line) {
+void err_assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "ddpm: internal error: assertion '%s' failed at %s:%d\n", expr, file, line);
     abort();
 }
 
-void *ddpm_malloc(size_t n, ddpm_err *err) {
+void *mem_alloc(size_t n, err_t *err) {
     void *p = malloc(n ? n : 1);
-    if (!p) ddpm_oom(err, "out of memory allocating %zu bytes", n);
+    if (!p) err_oom(err, "out of memory allocating %zu bytes", n);
     return p;
 }
 
-void *ddpm_calloc(size_t n, size_t size, ddpm_err *err) {
+void *mem_calloc(size_t n, size_t size, err_t *err) {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) ddpm_oom(err, "out of memory allocating %zu x %zu bytes", n, size);
+    if (!p) err_oom(err, "out of memory allocating %zu x %zu bytes", n, size);
     return p;
 }
 
-float *ddpm_alloc_floats(size_t n, ddpm_err *err) {
+float *mem_alloc_floats(size_t n, err_t *err) {
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
-        ddpm_oom(err, "out of memory allocating %zu floats", n);
+        err_oom(err, "out of memory allocating %zu floats", n);
         return NULL;
     }
     memset(p, 0, bytes);

@@ -8,20 +8,20 @@
 
 #include "status.h"
 
-int ddpm_cpu_count(void) {
+int thread_cpu_count(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
     int n = CPU_COUNT(&set);
     return n > 0 ? n : 1;
 }
 
-int ddpm_set_threads(int n) {
-    if (n <= 0) n = ddpm_cpu_count();
+int thread_set_count(int n) {
+    if (n <= 0) n = thread_cpu_count();
     omp_set_num_threads(n);
     return n;
 }
 
-double ddpm_now(void) {
+double clock_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;

@@ -19,34 +19,34 @@
 #define PATH_BUF 4096
 
 /* Number of records in a CIFAR file from its size, or -1 with a message. */
-static int64_t cifar_count(const char *path, ddpm_err *err) {
+static int64_t cifar_count(const char *path, err_t *err) {
     struct stat st;
-    if (stat(path, &st) != 0) return ddpm_fail(err, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return ddpm_fail(err, "%s: not a regular file", path);
+    if (stat(path, &st) != 0) return err_fail(err, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return err_fail(err, "%s: not a regular file", path);
     if (st.st_size == 0 || st.st_size % CIFAR_RECORD != 0)
-        return ddpm_fail(err, "%s: size %lld is not a non-zero multiple of the CIFAR-10 record size %d", path,
+        return err_fail(err, "%s: size %lld is not a non-zero multiple of the CIFAR-10 record size %d", path,
                          (long long)st.st_size, CIFAR_RECORD);
     return st.st_size / CIFAR_RECORD;
 }
 
 /* Reads the first n records of path into out (n*32*32*3 bytes, NHWC) and
  * their labels into labels (n values). */
-static int cifar_read(const char *path, int64_t n, uint8_t *out, int32_t *labels, ddpm_err *err) {
+static int cifar_read(const char *path, int64_t n, uint8_t *out, int32_t *labels, err_t *err) {
     uint8_t rec[CIFAR_RECORD];
     int rc = -1;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        ddpm_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        err_fail(err, "%s: cannot open: %s", path, strerror(errno));
         goto done;
     }
     for (int64_t r = 0; r < n; r++) {
         if (fread(rec, 1, CIFAR_RECORD, f) != CIFAR_RECORD) {
-            ddpm_fail(err, "%s: read error in record %lld: %s", path, (long long)r,
+            err_fail(err, "%s: read error in record %lld: %s", path, (long long)r,
                       ferror(f) ? strerror(errno) : "unexpected end of file");
             goto done;
         }
         if (rec[0] > 9) {
-            ddpm_fail(err, "%s: record %lld has label %d, expected 0..9 (not a CIFAR-10 binary file?)", path,
+            err_fail(err, "%s: record %lld has label %d, expected 0..9 (not a CIFAR-10 binary file?)", path,
                       (long long)r, rec[0]);
             goto done;
         }
@@ -79,36 +79,36 @@ static int meta_line(FILE *f, char *name) {
 
 /* Names d's classes from batches.meta.txt in the directory of `batch`, when
  * that file exists: the first CIFAR_CLASSES non-empty lines. */
-static int cifar_names(dataset *d, const char *batch, ddpm_err *err) {
+static int cifar_names(dataset *d, const char *batch, err_t *err) {
     char path[PATH_BUF], name[DATASET_NAME_LEN];
     const char *slash = strrchr(batch, '/');
     int dirlen = slash ? (int)(slash - batch + 1) : 0, found = 0, rc = -1;
     FILE *f = NULL;
     if (snprintf(path, sizeof path, "%.*sbatches.meta.txt", dirlen, batch) >= (int)sizeof path)
-        return ddpm_fail(err, "%s: path too long", batch);
+        return err_fail(err, "%s: path too long", batch);
     struct stat st;
-    if (stat(path, &st) != 0) return errno == ENOENT ? 0 : ddpm_fail(err, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return ddpm_fail(err, "%s: not a regular file", path);
+    if (stat(path, &st) != 0) return errno == ENOENT ? 0 : err_fail(err, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return err_fail(err, "%s: not a regular file", path);
     f = fopen(path, "rb");
     if (!f) {
-        ddpm_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        err_fail(err, "%s: cannot open: %s", path, strerror(errno));
         goto done;
     }
     while (found < CIFAR_CLASSES) {
         int len = meta_line(f, name);
         if (len == -1) break;
         if (len == -2) {
-            ddpm_fail(err, "%s: contains a NUL byte (expected one class name per line)", path);
+            err_fail(err, "%s: contains a NUL byte (expected one class name per line)", path);
             goto done;
         }
         if (len > 0) dataset_name_set(d, found++, name, (size_t)len);
     }
     if (ferror(f)) {
-        ddpm_fail(err, "%s: read error: %s", path, strerror(errno));
+        err_fail(err, "%s: read error: %s", path, strerror(errno));
         goto done;
     }
     if (found < CIFAR_CLASSES) {
-        ddpm_fail(err, "%s: has %d class names, expected %d (one per line)", path, found, CIFAR_CLASSES);
+        err_fail(err, "%s: has %d class names, expected %d (one per line)", path, found, CIFAR_CLASSES);
         goto done;
     }
     rc = 0;
@@ -117,15 +117,15 @@ done:
     return rc;
 }
 
-int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int limit, ddpm_err *err) {
+int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int limit, err_t *err) {
     int64_t *counts = NULL, total = 0;
     int rc = -1;
     memset(d, 0, sizeof *d);
     if (npaths <= 0 || limit < 0) {
-        ddpm_fail(err, "CIFAR-10: need at least one file and limit >= 0 (got %d files, limit %d)", npaths, limit);
+        err_fail(err, "CIFAR-10: need at least one file and limit >= 0 (got %d files, limit %d)", npaths, limit);
         goto done;
     }
-    counts = ddpm_calloc((size_t)npaths, sizeof *counts, err);
+    counts = mem_calloc((size_t)npaths, sizeof *counts, err);
     if (!counts) goto done;
     for (int i = 0; i < npaths; i++) {
         counts[i] = cifar_count(paths[i], err);
@@ -133,12 +133,12 @@ int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int lim
         total += counts[i];
     }
     if (total > 0x7fffffff / CIFAR_IMAGE) {
-        ddpm_fail(err, "%s: %lld CIFAR-10 records are too many (over 2^31 bytes)", paths[0], (long long)total);
+        err_fail(err, "%s: %lld CIFAR-10 records are too many (over 2^31 bytes)", paths[0], (long long)total);
         goto done;
     }
     if (limit > 0 && limit < total) total = limit;
-    d->pixels = ddpm_malloc((size_t)total * CIFAR_IMAGE, err);
-    d->labels = ddpm_malloc((size_t)total * sizeof *d->labels, err);
+    d->pixels = mem_alloc((size_t)total * CIFAR_IMAGE, err);
+    d->labels = mem_alloc((size_t)total * sizeof *d->labels, err);
     if (!d->pixels || !d->labels) goto done;
     int64_t at = 0;
     for (int i = 0; i < npaths && at < total; i++) {

@@ -24,14 +24,14 @@ static int ends_with(const char *s, const char *suffix) {
 
 /* Writes dir/name into out (size PATH_BUF); returns 0, or -1 if it is too long. */
 #define PATH_BUF 4096
-static int join(char *out, const char *dir, const char *name, ddpm_err *err) {
-    if (snprintf(out, PATH_BUF, "%s/%s", dir, name) >= PATH_BUF) return ddpm_fail(err, "%s: path too long", dir);
+static int join(char *out, const char *dir, const char *name, err_t *err) {
+    if (snprintf(out, PATH_BUF, "%s/%s", dir, name) >= PATH_BUF) return err_fail(err, "%s: path too long", dir);
     return 0;
 }
 
 /* dir holds train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]:
  * sets *is_idx and, when the split's file exists, path (raw preferred). */
-static int find_idx(const char *dir, int split, int *is_idx, char *path, ddpm_err *err) {
+static int find_idx(const char *dir, int split, int *is_idx, char *path, err_t *err) {
     static const char *names[2] = {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte"};
     char p[PATH_BUF + 8];
     int found[2][2] = {{0}}; /* [split][gz] */
@@ -44,14 +44,14 @@ static int find_idx(const char *dir, int split, int *is_idx, char *path, ddpm_er
     *is_idx = found[0][0] || found[0][1] || found[1][0] || found[1][1];
     if (!*is_idx) return 0;
     if (!found[split][0] && !found[split][1])
-        return ddpm_fail(err, "%s: MNIST-layout directory has no %s[.gz] for the %s split", dir, names[split],
+        return err_fail(err, "%s: MNIST-layout directory has no %s[.gz] for the %s split", dir, names[split],
                          split == DATASET_TRAIN ? "train" : "test");
     if (join(path, dir, names[split], err)) return -1;
     if (!found[split][0]) strcat(path, ".gz");
     return 0;
 }
 
-static int load_cifar_dir(dataset *d, const char *dir, int split, int limit, ddpm_err *err) {
+static int load_cifar_dir(dataset *d, const char *dir, int split, int limit, err_t *err) {
     char paths[5][PATH_BUF];
     const char *ptrs[5];
     int np = split == DATASET_TRAIN ? 5 : 1;
@@ -63,14 +63,14 @@ static int load_cifar_dir(dataset *d, const char *dir, int split, int limit, ddp
             snprintf(name, sizeof name, "test_batch.bin");
         if (join(paths[i], dir, name, err)) return -1;
         if (!is_file(paths[i]))
-            return ddpm_fail(err, "%s: CIFAR-10 directory is missing %s (%s split)", dir, name,
+            return err_fail(err, "%s: CIFAR-10 directory is missing %s (%s split)", dir, name,
                              split == DATASET_TRAIN ? "train" : "test");
         ptrs[i] = paths[i];
     }
     return dataset_load_cifar(d, ptrs, np, limit, err);
 }
 
-int dataset_load(dataset *d, const char *src, int split, int limit, ddpm_err *err) {
+int dataset_load(dataset *d, const char *src, int split, int limit, err_t *err) {
     char idx_path[PATH_BUF + 8];
     int rc = -1, is_default = 0;
     memset(d, 0, sizeof *d);
@@ -79,16 +79,16 @@ int dataset_load(dataset *d, const char *src, int split, int limit, ddpm_err *er
         is_default = 1;
     }
     if (split != DATASET_TRAIN && split != DATASET_TEST) {
-        ddpm_fail(err, "dataset split must be DATASET_TRAIN (0) or DATASET_TEST (1), got %d", split);
+        err_fail(err, "dataset split must be DATASET_TRAIN (0) or DATASET_TEST (1), got %d", split);
         goto done;
     }
     if (limit < 0) {
-        ddpm_fail(err, "dataset limit must be >= 0, got %d", limit);
+        err_fail(err, "dataset limit must be >= 0, got %d", limit);
         goto done;
     }
     struct stat st;
     if (stat(src, &st) != 0) {
-        ddpm_fail(err, "%s: %s%s", src, strerror(errno),
+        err_fail(err, "%s: %s%s", src, strerror(errno),
                   is_default ? " (install Debian's dataset-fashion-mnist package or give a data path)" : "");
         goto done;
     }

@@ -53,7 +53,7 @@ int dataset_class_index(const dataset *d, const char *name);
  * files beyond the limit are not read. desc ends in ", N classes" when d is
  * labelled. Returns 0, or -1 with a message naming the offending file; on
  * failure *d is zeroed (dataset_free is still safe). */
-int dataset_load(dataset *d, const char *src, int split, int limit, ddpm_err *err);
+int dataset_load(dataset *d, const char *src, int split, int limit, err_t *err);
 
 /* Loads one IDX image file (raw or gzip): magic 00 00 08 03 with big-endian
  * dims n, h, w (c = 1), or 00 00 08 04 with n, h, w, c (c = 1 or 3). Rejects a
@@ -66,7 +66,7 @@ int dataset_load(dataset *d, const char *src, int split, int limit, ddpm_err *er
  * nclasses = max label + 1 over the whole file, and every class must occur in
  * it. Classes get Fashion-MNIST's names when path's directory part contains
  * "fashion" (any case) and there are 10, else "0", "1", ... Returns 0 or -1. */
-int dataset_load_idx(dataset *d, const char *path, int limit, ddpm_err *err);
+int dataset_load_idx(dataset *d, const char *path, int limit, err_t *err);
 
 /* Loads CIFAR-10 binary batch files in the given order: records of 1 label
  * byte (0..9) + 3072 bytes (32x32 R, G and B planes), converted to NHWC
@@ -75,7 +75,7 @@ int dataset_load_idx(dataset *d, const char *path, int limit, ddpm_err *err);
  * are the first 10 non-empty lines of batches.meta.txt (trailing whitespace
  * dropped, cut to DATASET_NAME_LEN - 1 bytes) in paths[0]'s directory when it
  * exists (fewer than 10 names is an error), else "0".."9". Returns 0 or -1. */
-int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int limit, ddpm_err *err);
+int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int limit, err_t *err);
 
 /* Loads a PNG folder with png_read_u8 (*.png: case-insensitive suffix):
  *   dir holds PNGs: every *.png in it, sorted by name (byte order), unlabelled
@@ -88,7 +88,7 @@ int dataset_load_cifar(dataset *d, const char *const *paths, int npaths, int lim
  * first file that differs and both shapes); a directory without PNGs in it or
  * its subdirectories is an error. limit as for dataset_load (the first images
  * in the order above; nclasses still counts every class). Returns 0 or -1. */
-int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err);
+int dataset_load_pngdir(dataset *d, const char *dir, int limit, err_t *err);
 
 /* Frees d's pixels, labels and names and zeroes *d. Safe on a zeroed or already freed dataset. */
 void dataset_free(dataset *d);

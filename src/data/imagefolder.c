@@ -30,16 +30,16 @@ static void strlist_free(strlist *l) {
 }
 
 /* Appends a copy of s; dir names the directory in the out-of-memory message. */
-static int strlist_add(strlist *l, const char *s, const char *dir, ddpm_err *err) {
+static int strlist_add(strlist *l, const char *s, const char *dir, err_t *err) {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 256;
         char **bigger = realloc(l->v, cap * sizeof *bigger);
-        if (!bigger) return ddpm_fail(err, "%s: out of memory listing files", dir);
+        if (!bigger) return err_fail(err, "%s: out of memory listing files", dir);
         l->v = bigger;
         l->cap = cap;
     }
     l->v[l->n] = strdup(s);
-    if (!l->v[l->n]) return ddpm_fail(err, "%s: out of memory listing files", dir);
+    if (!l->v[l->n]) return err_fail(err, "%s: out of memory listing files", dir);
     l->n++;
     return 0;
 }
@@ -55,12 +55,12 @@ static int is_png_name(const char *name) {
 
 /* Lists dir: its *.png regular files into pngs and, when subdirs is not NULL,
  * its subdirectories not starting with '.' into subdirs; both sorted by name. */
-static int list_dir(const char *dir, strlist *pngs, strlist *subdirs, ddpm_err *err) {
+static int list_dir(const char *dir, strlist *pngs, strlist *subdirs, err_t *err) {
     char path[PATH_BUF];
     int rc = -1;
     DIR *dp = opendir(dir);
     if (!dp) {
-        ddpm_fail(err, "%s: cannot open directory: %s", dir, strerror(errno));
+        err_fail(err, "%s: cannot open directory: %s", dir, strerror(errno));
         goto done;
     }
     for (;;) {
@@ -68,7 +68,7 @@ static int list_dir(const char *dir, strlist *pngs, strlist *subdirs, ddpm_err *
         struct dirent *e = readdir(dp);
         if (!e) {
             if (errno) {
-                ddpm_fail(err, "%s: cannot list directory: %s", dir, strerror(errno));
+                err_fail(err, "%s: cannot list directory: %s", dir, strerror(errno));
                 goto done;
             }
             break;
@@ -76,7 +76,7 @@ static int list_dir(const char *dir, strlist *pngs, strlist *subdirs, ddpm_err *
         int png = is_png_name(e->d_name), sub = subdirs && e->d_name[0] != '.';
         if (!png && !sub) continue;
         if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) {
-            ddpm_fail(err, "%s: path too long", dir);
+            err_fail(err, "%s: path too long", dir);
             goto done;
         }
         struct stat st;
@@ -96,22 +96,22 @@ done:
  * "class/file.png" to files in class-then-name order, with the class index
  * of each in *labels. */
 static int list_classes(const char *dir, const strlist *classes, strlist *per, strlist *files, int32_t **labels,
-                        ddpm_err *err) {
+                        err_t *err) {
     char path[PATH_BUF];
     size_t total = 0;
     for (size_t k = 0; k < classes->n; k++) {
         if (per[k].n == 0)
-            return ddpm_fail(err, "%s/%s: class folder has no .png files (in %s every subdirectory is a class)", dir,
+            return err_fail(err, "%s/%s: class folder has no .png files (in %s every subdirectory is a class)", dir,
                              classes->v[k], dir);
         total += per[k].n;
     }
-    if (total > 0x7fffffff) return ddpm_fail(err, "%s: too many files", dir);
-    *labels = ddpm_malloc(total * sizeof **labels, err);
+    if (total > 0x7fffffff) return err_fail(err, "%s: too many files", dir);
+    *labels = mem_alloc(total * sizeof **labels, err);
     if (!*labels) return -1;
     for (size_t k = 0; k < classes->n; k++)
         for (size_t j = 0; j < per[k].n; j++) {
             if (snprintf(path, sizeof path, "%s/%s", classes->v[k], per[k].v[j]) >= (int)sizeof path)
-                return ddpm_fail(err, "%s/%s: path too long", dir, classes->v[k]);
+                return err_fail(err, "%s/%s: path too long", dir, classes->v[k]);
             (*labels)[files->n] = (int32_t)k;
             if (strlist_add(files, path, dir, err)) return -1;
         }
@@ -120,7 +120,7 @@ static int list_classes(const char *dir, const strlist *classes, strlist *per, s
 
 /* The PNGs to load, relative to dir, in order: dir's own, or (when it has
  * none) those of its subdirectories, named in classes, with *labels set. */
-static int list_images(const char *dir, strlist *files, strlist *classes, int32_t **labels, ddpm_err *err) {
+static int list_images(const char *dir, strlist *files, strlist *classes, int32_t **labels, err_t *err) {
     char path[PATH_BUF];
     strlist *per = NULL;
     size_t nonempty = 0;
@@ -131,18 +131,18 @@ static int list_images(const char *dir, strlist *files, strlist *classes, int32_
         rc = 0;
         goto done;
     }
-    per = ddpm_calloc(classes->n, sizeof *per, err);
+    per = mem_calloc(classes->n, sizeof *per, err);
     if (!per) goto done;
     for (size_t k = 0; k < classes->n; k++) {
         if (snprintf(path, sizeof path, "%s/%s", dir, classes->v[k]) >= (int)sizeof path) {
-            ddpm_fail(err, "%s: path too long", dir);
+            err_fail(err, "%s: path too long", dir);
             goto done;
         }
         if (list_dir(path, &per[k], NULL, err)) goto done;
         nonempty += per[k].n > 0;
     }
     if (nonempty == 0) {
-        ddpm_fail(err, "%s: no .png files (and no IDX or CIFAR-10 files) in this directory or its subdirectories",
+        err_fail(err, "%s: no .png files (and no IDX or CIFAR-10 files) in this directory or its subdirectories",
                   dir);
         goto done;
     }
@@ -154,7 +154,7 @@ done:
 }
 
 /* Reads dir/files[0..keep) into d->pixels, checking they share one shape. */
-static int load_images(dataset *d, const char *dir, const strlist *files, size_t keep, ddpm_err *err) {
+static int load_images(dataset *d, const char *dir, const strlist *files, size_t keep, err_t *err) {
     char path[PATH_BUF], first[PATH_BUF];
     uint8_t *img = NULL;
     size_t img_bytes = 0;
@@ -166,17 +166,17 @@ static int load_images(dataset *d, const char *dir, const strlist *files, size_t
         if (i == 0) {
             img_bytes = (size_t)w * h * c;
             if ((uint64_t)img_bytes * keep > ((uint64_t)1 << 31)) {
-                ddpm_fail(err, "%s: %zu images of %dx%dx%d are too many (over 2^31 bytes)", dir, keep, w, h, c);
+                err_fail(err, "%s: %zu images of %dx%dx%d are too many (over 2^31 bytes)", dir, keep, w, h, c);
                 goto done;
             }
-            d->pixels = ddpm_malloc(img_bytes * keep, err);
+            d->pixels = mem_alloc(img_bytes * keep, err);
             if (!d->pixels) goto done;
             d->h = h;
             d->w = w;
             d->c = c;
             snprintf(first, sizeof first, "%s", path);
         } else if (w != d->w || h != d->h || c != d->c) {
-            ddpm_fail(err, "%s is %dx%dx%d (w x h x channels) but %s is %dx%dx%d; all images must match", path, w,
+            err_fail(err, "%s is %dx%dx%d (w x h x channels) but %s is %dx%dx%d; all images must match", path, w,
                       h, c, first, d->w, d->h, d->c);
             goto done;
         }
@@ -190,18 +190,18 @@ done:
     return rc;
 }
 
-int dataset_load_pngdir(dataset *d, const char *dir, int limit, ddpm_err *err) {
+int dataset_load_pngdir(dataset *d, const char *dir, int limit, err_t *err) {
     strlist files = {0}, classes = {0};
     int32_t *labels = NULL;
     int rc = -1;
     memset(d, 0, sizeof *d);
     if (limit < 0) {
-        ddpm_fail(err, "%s: limit must be >= 0, got %d", dir, limit);
+        err_fail(err, "%s: limit must be >= 0, got %d", dir, limit);
         goto done;
     }
     if (list_images(dir, &files, &classes, &labels, err)) goto done;
     if (files.n > 0x7fffffff) {
-        ddpm_fail(err, "%s: too many files", dir);
+        err_fail(err, "%s: too many files", dir);
         goto done;
     }
     size_t keep = limit > 0 && (size_t)limit < files.n ? (size_t)limit : files.n;

@@ -10,10 +10,10 @@
 const char *const dataset_fashion_mnist_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
-int dataset_names_init(dataset *d, int nclasses, const char *what, ddpm_err *err) {
-    if (nclasses < 1) return ddpm_fail(err, "%s: %d classes, expected at least 1", what, nclasses);
-    d->names = ddpm_calloc((size_t)nclasses, sizeof *d->names, err);
-    if (!d->names) return ddpm_wrap(err, "%s", what);
+int dataset_names_init(dataset *d, int nclasses, const char *what, err_t *err) {
+    if (nclasses < 1) return err_fail(err, "%s: %d classes, expected at least 1", what, nclasses);
+    d->names = mem_calloc((size_t)nclasses, sizeof *d->names, err);
+    if (!d->names) return err_wrap(err, "%s", what);
     d->nclasses = nclasses;
     for (int k = 0; k < nclasses; k++) snprintf(d->names[k], DATASET_NAME_LEN, "%d", k);
     return 0;

@@ -10,7 +10,7 @@
 
 /* Sets d->nclasses = nclasses (>= 1) and allocates d->names, naming class k
  * "k". Returns 0, or -1 with a message naming what (a file or directory). */
-int dataset_names_init(dataset *d, int nclasses, const char *what, ddpm_err *err);
+int dataset_names_init(dataset *d, int nclasses, const char *what, err_t *err);
 
 /* Names class k with the first min(len, DATASET_NAME_LEN - 1) bytes of s. */
 void dataset_name_set(dataset *d, int k, const char *s, size_t len);

@@ -7,11 +7,11 @@
 
 #include "core/rng.h"
 
-int loader_init(loader *l, const dataset *d, uint64_t seed, int flip, ddpm_err *err) {
+int loader_init(loader *l, const dataset *d, uint64_t seed, int flip, err_t *err) {
     memset(l, 0, sizeof *l);
     if (!d || d->n <= 0 || !d->pixels || d->h <= 0 || d->w <= 0 || d->c <= 0)
-        return ddpm_fail(err, "loader: the dataset is empty");
-    l->perm = ddpm_malloc((size_t)d->n * sizeof *l->perm, err);
+        return err_fail(err, "loader: the dataset is empty");
+    l->perm = mem_alloc((size_t)d->n * sizeof *l->perm, err);
     if (!l->perm) return -1;
     l->d = d;
     l->seed = seed;
@@ -33,7 +33,7 @@ static void shuffle(loader *l, int64_t epoch) {
 }
 
 uint32_t loader_index(loader *l, uint64_t g) {
-    DDPM_ASSERT(l && l->perm && l->d);
+    ERR_ASSERT(l && l->perm && l->d);
     uint64_t n = (uint64_t)l->d->n;
     int64_t epoch = (int64_t)(g / n);
     if (epoch != l->epoch) shuffle(l, epoch);
@@ -41,7 +41,7 @@ uint32_t loader_index(loader *l, uint64_t g) {
 }
 
 void loader_batch(loader *l, uint64_t step, int batch, int first, int n, float *x) {
-    DDPM_ASSERT(l && l->perm && l->d && batch >= 0 && first >= 0 && n >= 0 && first + n <= batch);
+    ERR_ASSERT(l && l->perm && l->d && batch >= 0 && first >= 0 && n >= 0 && first + n <= batch);
     const dataset *d = l->d;
     const int h = d->h, w = d->w, c = d->c;
     const size_t img = (size_t)h * w * c;
@@ -64,7 +64,7 @@ void loader_batch(loader *l, uint64_t step, int batch, int first, int n, float *
 }
 
 void loader_labels(loader *l, uint64_t step, int batch, int first, int n, int32_t *y) {
-    DDPM_ASSERT(l && l->d && l->d->labels && first >= 0 && n >= 0 && first + n <= batch);
+    ERR_ASSERT(l && l->d && l->d->labels && first >= 0 && n >= 0 && first + n <= batch);
     for (int j = 0; j < n; j++) y[j] = l->d->labels[loader_index(l, step * (uint64_t)batch + (uint64_t)(first + j))];
 }
 

@@ -21,7 +21,7 @@ typedef struct loader {
 
 /* Prepares l to draw batches from d (which must hold at least one image).
  * Returns 0, or -1 with a message (empty dataset, out of memory). */
-int loader_init(loader *l, const dataset *d, uint64_t seed, int flip, ddpm_err *err);
+int loader_init(loader *l, const dataset *d, uint64_t seed, int flip, err_t *err);
 
 /* Dataset index of global position g (g = step * batch + i): with n = d->n,
  * epoch = g / n and the index is perm_epoch[g % n], where perm_epoch starts as

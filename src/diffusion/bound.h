@@ -26,6 +26,6 @@
  * (the caller sets them). cb (may be NULL) is called after each of the T
  * network evaluations. Returns -1 on non-finite network output. */
 int bound_terms(const denoiser *d, const schedule *s, const float *x0, int n, int first_index, uint64_t seed,
-                double *terms, double *mse, void (*cb)(void *, int, int), void *ctx, ddpm_err *err);
+                double *terms, double *mse, void (*cb)(void *, int, int), void *ctx, err_t *err);
 
 #endif

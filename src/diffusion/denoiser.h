@@ -11,7 +11,7 @@
 
 /* eps(x_t, t) for n images: x[n, D] at timesteps t[n] into eps[n, D].
  * Returns 0, or -1 with err set. */
-typedef int (*denoiser_fn)(void *ctx, int n, const float *x, const float *t, float *eps, ddpm_err *err);
+typedef int (*denoiser_fn)(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err);
 
 typedef struct denoiser {
     denoiser_fn eps;

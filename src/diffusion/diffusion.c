@@ -8,39 +8,39 @@
 
 #include "ops/ops.h"
 
-void q_sample(const schedule *s, int t, const float *x0, const float *eps, float *xt, size_t n) {
-    q_sample_batch(s, &t, 1, x0, eps, xt, n);
+void diffusion_q_sample(const schedule *s, int t, const float *x0, const float *eps, float *xt, size_t n) {
+    diffusion_q_sample_batch(s, &t, 1, x0, eps, xt, n);
 }
 
-void q_sample_batch(const schedule *s, const int *t, int n, const float *x0, const float *eps, float *xt, size_t D) {
+void diffusion_q_sample_batch(const schedule *s, const int *t, int n, const float *x0, const float *eps, float *xt, size_t D) {
     enum { ROWS = 256 };
     float a[ROWS], b[ROWS];
     for (int r0 = 0; r0 < n; r0 += ROWS) {
         int m = n - r0 < ROWS ? n - r0 : ROWS;
         for (int i = 0; i < m; i++) {
-            DDPM_ASSERT(t[r0 + i] >= 0 && t[r0 + i] < s->T);
+            ERR_ASSERT(t[r0 + i] >= 0 && t[r0 + i] < s->T);
             a[i] = s->sqrt_ac[t[r0 + i]], b[i] = s->sqrt_1m_ac[t[r0 + i]];
         }
         size_t o = (size_t)r0 * D;
-        q_sample_rows(xt + o, x0 + o, eps + o, a, b, m, D);
+        ops_q_sample_rows(xt + o, x0 + o, eps + o, a, b, m, D);
     }
 }
 
 /* The last check of both timestep lists: every t in [0, T). */
-static int timesteps_in_range(int T, int N, const char *spacing, int steps_offset, const int *out, ddpm_err *err) {
+static int timesteps_in_range(int T, int N, const char *spacing, int steps_offset, const int *out, err_t *err) {
     for (int i = 0; i < N; i++)
         if (out[i] < 0 || out[i] >= T)
-            return ddpm_fail(err, "timesteps: %s spacing with T = %d, N = %d, steps_offset = %d gives t = %d "
+            return err_fail(err, "timesteps: %s spacing with T = %d, N = %d, steps_offset = %d gives t = %d "
                                   "outside [0, %d)", spacing, T, N, steps_offset, out[i], T);
     return 0;
 }
 
-int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err) {
-    if (T < 1) return ddpm_fail(err, "timesteps: num_train_timesteps = %d must be >= 1", T);
-    if (N < 1) return ddpm_fail(err, "timesteps: number of inference steps = %d must be >= 1", N);
+int diffusion_timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out, err_t *err) {
+    if (T < 1) return err_fail(err, "timesteps: num_train_timesteps = %d must be >= 1", T);
+    if (N < 1) return err_fail(err, "timesteps: number of inference steps = %d must be >= 1", N);
     if (N > T)
-        return ddpm_fail(err, "timesteps: %d inference steps exceed num_train_timesteps = %d", N, T);
-    if (steps_offset < 0) return ddpm_fail(err, "timesteps: steps_offset = %d must be >= 0", steps_offset);
+        return err_fail(err, "timesteps: %d inference steps exceed num_train_timesteps = %d", N, T);
+    if (steps_offset < 0) return err_fail(err, "timesteps: steps_offset = %d must be >= 0", steps_offset);
     if (!spacing) spacing = "leading";
     if (!strcmp(spacing, "leading")) {
         int r = T / N;
@@ -60,19 +60,19 @@ int timesteps_set(int T, int N, const char *spacing, int steps_offset, int *out,
             out[N - 1 - i] = (int)nearbyint(v);
         }
     } else {
-        return ddpm_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
+        return err_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
                          spacing);
     }
     return timesteps_in_range(T, N, spacing, steps_offset, out, err);
 }
 
-void x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
-    DDPM_ASSERT(t >= 0 && t < s->T);
+void diffusion_x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n) {
+    ERR_ASSERT(t >= 0 && t < s->T);
     const float sa = (float)sqrt((double)s->alphas_cumprod[t]), sb = (float)sqrt(1.0 - (double)s->alphas_cumprod[t]);
-    unmix(x0, xt, sb, eps, sa, n);
+    ops_unmix(x0, xt, sb, eps, sa, n);
 }
 
-void x0_clip(float *x0, size_t n, float r) {
+void diffusion_x0_clip(float *x0, size_t n, float r) {
     for (size_t i = 0; i < n; i++) x0[i] = x0[i] < -r ? -r : x0[i] > r ? r : x0[i];
 }
 
@@ -97,8 +97,8 @@ static float select_kth(float *v, size_t n, size_t k) {
     return v[k];
 }
 
-float x0_threshold(float *x0, size_t n, float ratio, float smax, float *scratch) {
-    DDPM_ASSERT(n >= 1 && ratio > 0 && ratio <= 1 && smax >= 1);
+float diffusion_x0_threshold(float *x0, size_t n, float ratio, float smax, float *scratch) {
+    ERR_ASSERT(n >= 1 && ratio > 0 && ratio <= 1 && smax >= 1);
     for (size_t i = 0; i < n; i++) scratch[i] = fabsf(x0[i]);
     /* torch.quantile: rank = q (n-1) in float, lerp between the order statistics below and above it */
     float rank = ratio * (float)(n - 1);
@@ -117,9 +117,9 @@ float x0_threshold(float *x0, size_t n, float ratio, float smax, float *scratch)
     return sc;
 }
 
-void ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
+void diffusion_ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
                float *x_prev, size_t n) {
-    DDPM_ASSERT(t >= 0 && t < s->T && prev_t >= -1 && prev_t < t);
+    ERR_ASSERT(t >= 0 && t < s->T && prev_t >= -1 && prev_t < t);
     double ab = s->alphas_cumprod[t], ab_prev = prev_t >= 0 ? (double)s->alphas_cumprod[prev_t] : 1.0;
     double bt = 1.0 - ab, bt_prev = 1.0 - ab_prev;
     double cur_alpha = ab / ab_prev, cur_beta = 1.0 - cur_alpha;
@@ -133,17 +133,17 @@ void ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const floa
         if (var < 1e-20) var = 1e-20;
     }
     const float sigma = (float)sqrt(var);
-    lincomb(x_prev, c0, x0, ct, xt, sigma, t > 0 ? z : NULL, n); /* mean, + sigma z */
+    ops_lincomb(x_prev, c0, x0, ct, xt, sigma, t > 0 ? z : NULL, n); /* mean, + sigma z */
 }
 
-int ddim_prev_t(int T, int N, int t) {
-    DDPM_ASSERT(N >= 1);
+int diffusion_ddim_prev_t(int T, int N, int t) {
+    ERR_ASSERT(N >= 1);
     return t - T / N;
 }
 
-void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *x0, const float *eps,
+void diffusion_ddim_step(const schedule *s, int t, int prev_t, float eta, const float *x0, const float *eps,
                const float *xt, const float *z, float *x_prev, size_t n) {
-    DDPM_ASSERT(t >= 0 && t < s->T && prev_t < t && eta >= 0);
+    ERR_ASSERT(t >= 0 && t < s->T && prev_t < t && eta >= 0);
     (void)xt;
     double ab = s->alphas_cumprod[t];
     double ab_prev = prev_t >= 0 ? (double)s->alphas_cumprod[prev_t]
@@ -154,24 +154,24 @@ void ddim_step(const schedule *s, int t, int prev_t, float eta, const float *x0,
     double dir2 = 1.0 - ab_prev - std * std;
     const float cx = (float)sqrt(ab_prev), ce = (float)sqrt(dir2 > 0 ? dir2 : 0.0);
     const float sigma = (float)std;
-    lincomb(x_prev, cx, x0, ce, eps, sigma, eta > 0 ? z : NULL, n);
+    ops_lincomb(x_prev, cx, x0, ce, eps, sigma, eta > 0 ? z : NULL, n);
 }
 
-float dpm_sigma(const schedule *s, int t) {
-    DDPM_ASSERT(t < s->T);
+float diffusion_dpm_sigma(const schedule *s, int t) {
+    ERR_ASSERT(t < s->T);
     if (t < 0) return 0.0f;
     float ab = s->alphas_cumprod[t];
     return sqrtf((1.0f - ab) / ab);
 }
 
-int dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out, ddpm_err *err) {
+int diffusion_dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out, err_t *err) {
     if (!spacing) spacing = "linspace";
-    if (!strcmp(spacing, "trailing")) return timesteps_set(T, N, spacing, steps_offset, out, err);
-    if (N < 1) return ddpm_fail(err, "timesteps: number of inference steps = %d must be >= 1", N);
+    if (!strcmp(spacing, "trailing")) return diffusion_timesteps_set(T, N, spacing, steps_offset, out, err);
+    if (N < 1) return err_fail(err, "timesteps: number of inference steps = %d must be >= 1", N);
     if (N >= T)
-        return ddpm_fail(err, "timesteps: %d DPM-Solver steps with %s spacing need N < num_train_timesteps = %d", N,
+        return err_fail(err, "timesteps: %d DPM-Solver steps with %s spacing need N < num_train_timesteps = %d", N,
                          spacing, T);
-    if (steps_offset < 0) return ddpm_fail(err, "timesteps: steps_offset = %d must be >= 0", steps_offset);
+    if (steps_offset < 0) return err_fail(err, "timesteps: steps_offset = %d must be >= 0", steps_offset);
     if (!strcmp(spacing, "linspace")) {
         /* np.linspace(0, T-1, N+1).round()[::-1][:-1]: i * ((T-1)/N), the last exactly T-1 */
         for (int i = N; i >= 1; i--) {
@@ -182,7 +182,7 @@ int dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out,
         int r = T / (N + 1);
         for (int i = N; i >= 1; i--) out[N - i] = i * r + steps_offset;
     } else {
-        return ddpm_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
+        return err_fail(err, "timesteps: unknown spacing \"%.64s\" (expected leading, trailing or linspace)",
                          spacing);
     }
     return timesteps_in_range(T, N, spacing, steps_offset, out, err);
@@ -194,13 +194,13 @@ static void dpm_alpha_sigma(float sigma, float *alpha, float *sig) {
     *sig = sigma * *alpha;
 }
 
-void dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n) {
+void diffusion_dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n) {
     float a, sg;
     dpm_alpha_sigma(sigma, &a, &sg);
-    unmix(x0, x, sg, eps, a, n);
+    ops_unmix(x0, x, sg, eps, a, n);
 }
 
-void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,
+void diffusion_dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,
               float *out, size_t n) {
     if (sigma_t == 0.0f) { /* lambda_t = +inf: the step lands on x0 */
         if (out != m0) memcpy(out, m0, n * sizeof *out);
@@ -213,7 +213,7 @@ void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, co
     float h = lt - l0;
     const float cx = st / s0, cm = at * (expf(-h) - 1.0f);
     if (!m1) {
-        lincomb(out, cx, x, -cm, m0, 0.0f, NULL, n); /* cx x - cm m0 (negation is exact) */
+        ops_lincomb(out, cx, x, -cm, m0, 0.0f, NULL, n); /* cx x - cm m0 (negation is exact) */
         return;
     }
     float a1, s1;
@@ -227,12 +227,12 @@ void dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, co
     }
 }
 
-double normal_kl(double mean1, double logvar1, double mean2, double logvar2) {
+double diffusion_normal_kl(double mean1, double logvar1, double mean2, double logvar2) {
     double d = mean1 - mean2;
     return 0.5 * (-1.0 + logvar2 - logvar1 + exp(logvar1 - logvar2) + d * d * exp(-logvar2));
 }
 
-double discretized_gaussian_loglik(double x, double mean, double log_scale) {
+double diffusion_discretized_gaussian_loglik(double x, double mean, double log_scale) {
     const double inv = exp(-log_scale), r2 = 1.0 / sqrt(2.0);
     const double plus_in = inv * (x - mean + 1.0 / 255.0);
     const double min_in = inv * (x - mean - 1.0 / 255.0);
@@ -248,8 +248,8 @@ double discretized_gaussian_loglik(double x, double mean, double log_scale) {
     return log(p > 1e-12 ? p : 1e-12);
 }
 
-void posterior_mean_var(const schedule *s, int t, const float *x0, const float *xt, float *mean, size_t n) {
-    DDPM_ASSERT(t >= 0 && t < s->T);
+void diffusion_posterior_mean_var(const schedule *s, int t, const float *x0, const float *xt, float *mean, size_t n) {
+    ERR_ASSERT(t >= 0 && t < s->T);
     const float c0 = s->post_c0[t], ct = s->post_ct[t];
     for (size_t i = 0; i < n; i++) {
         float a = x0[i], b = xt[i];
@@ -257,8 +257,8 @@ void posterior_mean_var(const schedule *s, int t, const float *x0, const float *
     }
 }
 
-double reverse_log_variance(const schedule *s, int t) {
-    DDPM_ASSERT(t >= 0 && t < s->T);
+double diffusion_reverse_log_variance(const schedule *s, int t) {
+    ERR_ASSERT(t >= 0 && t < s->T);
     if (s->variance_type == SCHED_FIXED_LARGE) {
         if (t == 0) return s->post_log_var_clipped[0];
         return log(1.0 - (double)s->alphas_cumprod[t] / (double)s->alphas_cumprod[t - 1]);
@@ -266,9 +266,9 @@ double reverse_log_variance(const schedule *s, int t) {
     return s->post_log_var_clipped[t];
 }
 
-double prior_bpd_nats(const schedule *s, const float *x0, size_t n) {
+double diffusion_prior_bpd_nats(const schedule *s, const float *x0, size_t n) {
     double aT = s->alphas_cumprod[s->T - 1];
     double m = sqrt(aT), lv = log(1.0 - aT), acc = 0;
-    for (size_t i = 0; i < n; i++) acc += normal_kl(m * (double)x0[i], lv, 0.0, 0.0);
+    for (size_t i = 0; i < n; i++) acc += diffusion_normal_kl(m * (double)x0[i], lv, 0.0, 0.0);
     return acc;
 }

@@ -15,16 +15,16 @@ static const char *const kind_names[SAMPLER_KINDS] = {"ddpm", "ddim", "dpm++2m"}
 
 const char *sampler_name(sampler_kind k) { return k >= 0 && k < SAMPLER_KINDS ? kind_names[k] : "?"; }
 
-int sampler_parse(const char *name, sampler_kind *k, ddpm_err *err) {
+int sampler_parse(const char *name, sampler_kind *k, err_t *err) {
     for (int i = 0; i < SAMPLER_KINDS; i++)
         if (name && !strcmp(name, kind_names[i])) {
             *k = (sampler_kind)i;
             return 0;
         }
-    return ddpm_fail(err, "unknown sampler '%.64s' (known: ddpm, ddim, dpm++2m)", name ? name : "");
+    return err_fail(err, "unknown sampler '%.64s' (known: ddpm, ddim, dpm++2m)", name ? name : "");
 }
 
-void sample_range_add(sample_range *r, const float *x, int n, size_t D) {
+void sampler_range_add(sample_range *r, const float *x, int n, size_t D) {
     for (int i = 0; i < n; i++) {
         long long out = 0;
         for (size_t j = 0; j < D; j++) {
@@ -47,37 +47,37 @@ static x0_mode resolve_x0(const schedule *s, const sampler_opts *o, float *ratio
     return s->thresholding ? X0_THRESHOLD : s->clip_sample ? X0_CLIP : X0_NONE;
 }
 
-int sampler_check(const schedule *s, const sampler_opts *o, ddpm_err *err) {
+int sampler_check(const schedule *s, const sampler_opts *o, err_t *err) {
     return sampler_timesteps(s, o, NULL, NULL, err);
 }
 
-int sampler_timesteps(const schedule *s, const sampler_opts *o, int *ts, int *prev, ddpm_err *err) {
-    if (o->kind < 0 || o->kind >= SAMPLER_KINDS) return ddpm_fail(err, "sampler: unknown kind %d", (int)o->kind);
+int sampler_timesteps(const schedule *s, const sampler_opts *o, int *ts, int *prev, err_t *err) {
+    if (o->kind < 0 || o->kind >= SAMPLER_KINDS) return err_fail(err, "sampler: unknown kind %d", (int)o->kind);
     if (o->steps < 1 || o->steps > s->T)
-        return ddpm_fail(err, "steps must be in 1..%d (the schedule's num_train_timesteps), is %d", s->T, o->steps);
+        return err_fail(err, "steps must be in 1..%d (the schedule's num_train_timesteps), is %d", s->T, o->steps);
     if (!isfinite(o->eta) || o->eta < 0 || o->eta > 1)
-        return ddpm_fail(err, "eta must be in [0, 1], is %g", (double)o->eta);
+        return err_fail(err, "eta must be in [0, 1], is %g", (double)o->eta);
     if (o->kind != SAMPLER_DDIM && o->eta != 0)
-        return ddpm_fail(err, "eta applies to the DDIM sampler only (DDPM has eta = 1, DPM-Solver++ 0)");
-    if (o->x0 < X0_CONFIG || o->x0 > X0_THRESHOLD) return ddpm_fail(err, "sampler: unknown x0 mode %d", (int)o->x0);
+        return err_fail(err, "eta applies to the DDIM sampler only (DDPM has eta = 1, DPM-Solver++ 0)");
+    if (o->x0 < X0_CONFIG || o->x0 > X0_THRESHOLD) return err_fail(err, "sampler: unknown x0 mode %d", (int)o->x0);
     if (!(o->threshold_ratio >= 0 && o->threshold_ratio <= 1))
-        return ddpm_fail(err, "the thresholding ratio must be in (0, 1], is %g", (double)o->threshold_ratio);
+        return err_fail(err, "the thresholding ratio must be in (0, 1], is %g", (double)o->threshold_ratio);
     if (!(o->threshold_max == 0 || (o->threshold_max >= 1 && o->threshold_max <= 1e6)))
-        return ddpm_fail(err, "the thresholding maximum (sample_max_value) must be in [1, 1e6], is %g",
+        return err_fail(err, "the thresholding maximum (sample_max_value) must be in [1, 1e6], is %g",
                          (double)o->threshold_max);
     const char *spacing = o->spacing ? o->spacing : s->timestep_spacing;
     int *buf = malloc(sizeof(int) * (size_t)o->steps);
-    if (!buf) return ddpm_oom(err, "out of memory (%d timesteps)", o->steps);
-    int rc = o->kind == SAMPLER_DPMPP ? dpm_timesteps(s->T, o->steps, spacing, s->steps_offset, buf, err)
-                                      : timesteps_set(s->T, o->steps, spacing, s->steps_offset, buf, err);
+    if (!buf) return err_oom(err, "out of memory (%d timesteps)", o->steps);
+    int rc = o->kind == SAMPLER_DPMPP ? diffusion_dpm_timesteps(s->T, o->steps, spacing, s->steps_offset, buf, err)
+                                      : diffusion_timesteps_set(s->T, o->steps, spacing, s->steps_offset, buf, err);
     if (rc) {
         free(buf);
-        return ddpm_wrap(err, "timesteps");
+        return err_wrap(err, "timesteps");
     }
     for (int k = 0; k < o->steps; k++) {
         if (ts) ts[k] = buf[k];
         if (prev)
-            prev[k] = o->kind == SAMPLER_DDIM ? ddim_prev_t(s->T, o->steps, buf[k]) : k + 1 < o->steps ? buf[k + 1] : -1;
+            prev[k] = o->kind == SAMPLER_DDIM ? diffusion_ddim_prev_t(s->T, o->steps, buf[k]) : k + 1 < o->steps ? buf[k + 1] : -1;
     }
     free(buf);
     return 0;
@@ -88,7 +88,7 @@ void sampler_prior(uint64_t seed, int first_index, int n, size_t D, float *x) {
     for (int i = 0; i < n; i++) rng_normal(x + (size_t)i * D, D, seed, RNG_PRIOR, (uint64_t)(first_index + i));
 }
 
-int sampler_check_finite(const char *what, const float *x, int n, size_t D, int first_index, ddpm_err *err) {
+int sampler_check_finite(const char *what, const float *x, int n, size_t D, int first_index, err_t *err) {
     size_t bad = 0, first = 0;
     size_t total = (size_t)n * D;
     for (size_t j = 0; j < total; j++)
@@ -97,7 +97,7 @@ int sampler_check_finite(const char *what, const float *x, int n, size_t D, int 
             bad++;
         }
     if (!bad) return 0;
-    return ddpm_fail(err, "%s: %zu non-finite value(s) (NaN/Inf), first in image %lld at element %zu", what, bad,
+    return err_fail(err, "%s: %zu non-finite value(s) (NaN/Inf), first in image %lld at element %zu", what, bad,
                      (long long)first_index + (long long)(first / D), first % D);
 }
 
@@ -122,13 +122,13 @@ static void step_batch(const step_ctx *c, int k, int n, size_t D, int first_inde
     const int t = c->ts[k], K = o->steps;
     const size_t nd = (size_t)n * D;
     if (o->kind == SAMPLER_DPMPP)
-        dpm_x0(c->sig[k], eps, x, x0, nd);
+        diffusion_dpm_x0(c->sig[k], eps, x, x0, nd);
     else
-        x0_from_eps(s, t, eps, x, x0, nd);
-    if (c->mode == X0_CLIP) x0_clip(x0, nd, s->clip_range);
+        diffusion_x0_from_eps(s, t, eps, x, x0, nd);
+    if (c->mode == X0_CLIP) diffusion_x0_clip(x0, nd, s->clip_range);
     if (c->mode == X0_THRESHOLD) {
 #pragma omp parallel for schedule(static) if (n > 1)
-        for (int i = 0; i < n; i++) x0_threshold(x0 + (size_t)i * D, D, c->ratio, c->smax, scratch + (size_t)i * D);
+        for (int i = 0; i < n; i++) diffusion_x0_threshold(x0 + (size_t)i * D, D, c->ratio, c->smax, scratch + (size_t)i * D);
     }
     const int noise = (o->kind == SAMPLER_DDPM && t > 0) || (o->kind == SAMPLER_DDIM && o->eta > 0);
     if (noise) {
@@ -138,21 +138,21 @@ static void step_batch(const step_ctx *c, int k, int n, size_t D, int first_inde
     }
     switch (o->kind) {
     case SAMPLER_DDPM:
-        ddpm_step(s, t, c->prev[k], x0, x, noise ? z : NULL, x, nd);
+        diffusion_ddpm_step(s, t, c->prev[k], x0, x, noise ? z : NULL, x, nd);
         break;
     case SAMPLER_DDIM:
-        ddim_step(s, t, c->prev[k], o->eta, x0, eps, x, noise ? z : NULL, x, nd);
+        diffusion_ddim_step(s, t, c->prev[k], o->eta, x0, eps, x, noise ? z : NULL, x, nd);
         break;
     default:
-        dpm_step(c->sig[k + 1], c->sig[k], k > 0 ? c->sig[k - 1] : 0.0f, x0, k == K - 1 ? NULL : m1, x, x, nd);
+        diffusion_dpm_step(c->sig[k + 1], c->sig[k], k > 0 ? c->sig[k - 1] : 0.0f, x0, k == K - 1 ? NULL : m1, x, x, nd);
         break;
     }
 }
 
 int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int first_index, int n, float *x,
-                const float *x_T, sampler_progress cb, void *ctx, ddpm_err *err) {
-    if (n < 1 || n > d->batch) return ddpm_fail(err, "sampler: %d images for a network of batch %d", n, d->batch);
-    if (first_index < 0) return ddpm_fail(err, "sampler: negative image index %d", first_index);
+                const float *x_T, sampler_progress cb, void *ctx, err_t *err) {
+    if (n < 1 || n > d->batch) return err_fail(err, "sampler: %d images for a network of batch %d", n, d->batch);
+    if (first_index < 0) return err_fail(err, "sampler: negative image index %d", first_index);
     if (sampler_check(s, o, err)) return -1;
 
     const int B = d->batch, K = o->steps, dpm = o->kind == SAMPLER_DPMPP;
@@ -162,15 +162,15 @@ int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int
     float *sig = malloc(sizeof(float) * (size_t)(K + 1)), *tt = malloc(sizeof(float) * (size_t)B);
     /* x and eps with the denoiser's B rows (the padding rows stay zero), then
      * per image: x0, DPM's previous x0, the thresholding scratch, the noise */
-    float *xb = ddpm_alloc_floats((size_t)B * D, err);
-    float *eb = xb ? ddpm_alloc_floats((size_t)B * D, err) : NULL;
-    float *work = eb ? ddpm_alloc_floats(4 * nd, err) : NULL;
+    float *xb = mem_alloc_floats((size_t)B * D, err);
+    float *eb = xb ? mem_alloc_floats((size_t)B * D, err) : NULL;
+    float *work = eb ? mem_alloc_floats(4 * nd, err) : NULL;
     if (!ts || !prev || !sig || !tt || !work) {
-        if (work) ddpm_fail(err, "sampler: out of memory");
+        if (work) err_fail(err, "sampler: out of memory");
         goto done;
     }
     if (sampler_timesteps(s, o, ts, prev, err)) goto done;
-    for (int k = 0; k < K; k++) sig[k] = dpm_sigma(s, ts[k]);
+    for (int k = 0; k < K; k++) sig[k] = diffusion_dpm_sigma(s, ts[k]);
     sig[K] = 0.0f;
     float *x0b = work, *m1b = work + nd, *scr = work + 2 * nd, *zb = work + 3 * nd;
     step_ctx sc = {.s = s, .o = o, .ts = ts, .prev = prev, .sig = sig};
@@ -203,8 +203,8 @@ int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int
         if (cb) cb(ctx, k + 1, K);
     }
     if (sampler_check_finite("sampler: result", xb, n, D, first_index, err)) goto done;
-    if (o->range) sample_range_add(o->range, xb, n, D);
-    if (!o->raw) x0_clip(xb, nd, 1.0f);
+    if (o->range) sampler_range_add(o->range, xb, n, D);
+    if (!o->raw) diffusion_x0_clip(xb, nd, 1.0f);
     memcpy(x, xb, sizeof(float) * nd);
     rc = 0;
 done:

@@ -10,12 +10,12 @@
  * compose without the samplers knowing.
  *
  * Timesteps: K = o->steps inference steps.
- *  - DDPM and DDIM: timesteps_set(T, K, spacing, steps_offset), diffusers'
+ *  - DDPM and DDIM: diffusion_timesteps_set(T, K, spacing, steps_offset), diffusers'
  *    set_timesteps; with the default "leading" spacing and K = T this is
  *    T-1, ..., 0 (plain Algorithm 2). DDPM steps to the next listed timestep
  *    (-1 after the last: x_0) with sigma^2 from s->variance_type, no noise at
- *    t = 0; DDIM steps to t - T/K (ddim_prev_t), sigma = eta * DDIM eq. 16.
- *  - DPM++ 2M: dpm_timesteps (its own set_timesteps), sigmas from dpm_sigma
+ *    t = 0; DDIM steps to t - T/K (diffusion_ddim_prev_t), sigma = eta * DDIM eq. 16.
+ *  - DPM++ 2M: diffusion_dpm_timesteps (its own set_timesteps), sigmas from diffusion_dpm_sigma
  *    plus a final 0; first order at the first and the last step, second
  *    order (midpoint) in between. Deterministic.
  * The spacing is o->spacing, or the schedule's timestep_spacing when NULL.
@@ -49,14 +49,14 @@ typedef enum sampler_kind {
 /* "ddpm", "ddim", "dpm++2m". */
 const char *sampler_name(sampler_kind k);
 /* Parses one of those names; -1 with a message listing them otherwise. */
-int sampler_parse(const char *name, sampler_kind *k, ddpm_err *err);
+int sampler_parse(const char *name, sampler_kind *k, err_t *err);
 
 /* What is done to each predicted x0 before it is used. */
 typedef enum x0_mode {
     X0_CONFIG = 0, /* the schedule's: thresholding if set, else clip_sample */
     X0_NONE,       /* as predicted */
     X0_CLIP,       /* clamped to +-clip_range (clip_sample) */
-    X0_THRESHOLD   /* dynamic thresholding (x0_threshold) */
+    X0_THRESHOLD   /* dynamic thresholding (diffusion_x0_threshold) */
 } x0_mode;
 
 /* Out-of-range statistics of final samples before the clamp of the samples
@@ -74,7 +74,7 @@ typedef struct sample_range {
 } sample_range;
 
 /* Adds n images of D values to r. */
-void sample_range_add(sample_range *r, const float *x, int n, size_t D);
+void sampler_range_add(sample_range *r, const float *x, int n, size_t D);
 
 typedef struct sampler_opts {
     sampler_kind kind;
@@ -105,12 +105,12 @@ typedef void (*sampler_progress)(void *ctx, int done, int total);
  * finite in [0, 1] and 0 unless DDIM, the x0 mode and its parameters, and
  * that the timestep list can be built (e.g. a too large steps_offset).
  * Returns 0, or -1 with a message naming the option. */
-int sampler_check(const schedule *s, const sampler_opts *o, ddpm_err *err);
+int sampler_check(const schedule *s, const sampler_opts *o, err_t *err);
 
 /* The K inference timesteps (descending) into ts[0..K-1], and the timestep
  * each one steps to into prev[0..K-1] (-1 or below: to x_0). Either array may
  * be NULL. Same errors as sampler_check. */
-int sampler_timesteps(const schedule *s, const sampler_opts *o, int *ts, int *prev, ddpm_err *err);
+int sampler_timesteps(const schedule *s, const sampler_opts *o, int *ts, int *prev, err_t *err);
 
 /* Draws x_T for images first_index .. first_index+n-1 into x[n, D] (D values
  * per image, NHWC): image i gets rng_normal(D, seed, RNG_PRIOR, first_index+i). */
@@ -125,11 +125,11 @@ void sampler_prior(uint64_t seed, int first_index, int n, size_t D, float *x);
  * or non-finite values -- the network's output or the sample at some step
  * (message names the image and timestep); x is then unspecified. */
 int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int first_index, int n, float *x,
-                const float *x_T, sampler_progress cb, void *ctx, ddpm_err *err);
+                const float *x_T, sampler_progress cb, void *ctx, err_t *err);
 
 /* Reports non-finite values in x[n, D] (n images of D values): returns 0 if
  * all are finite, else -1 with "<what>: N non-finite value(s) (NaN/Inf),
  * first in image I at element J" (I counted from first_index). */
-int sampler_check_finite(const char *what, const float *x, int n, size_t D, int first_index, ddpm_err *err);
+int sampler_check_finite(const char *what, const float *x, int n, size_t D, int first_index, err_t *err);
 
 #endif

@@ -57,9 +57,9 @@ static void set_defaults(schedule *s) {
 }
 
 /* Allocates the tables of s (s->T set). */
-static int alloc_tables(schedule *s, ddpm_err *err) {
+static int alloc_tables(schedule *s, err_t *err) {
     size_t T = (size_t)s->T;
-    s->mem = ddpm_malloc(9 * T * sizeof(float), err);
+    s->mem = mem_alloc(9 * T * sizeof(float), err);
     if (!s->mem) return -1;
     float *p = s->mem;
     s->betas = p; p += T;
@@ -75,7 +75,7 @@ static int alloc_tables(schedule *s, ddpm_err *err) {
 }
 
 /* Fills every table from s->betas (float). */
-static int derive_tables(schedule *s, ddpm_err *err) {
+static int derive_tables(schedule *s, err_t *err) {
     int T = s->T;
     double acc = 1.0;
     for (int t = 0; t < T; t++) {
@@ -84,10 +84,10 @@ static int derive_tables(schedule *s, ddpm_err *err) {
         s->alphas_cumprod[t] = (float)acc;
     }
     if (s->alphas_cumprod[0] >= 1.0f)
-        return ddpm_fail(err, "schedule: beta[0] = %g is too small (1 - beta rounds to 1 in float32)",
+        return err_fail(err, "schedule: beta[0] = %g is too small (1 - beta rounds to 1 in float32)",
                          (double)s->betas[0]);
     if (!(s->alphas_cumprod[T - 1] > 0.0f))
-        return ddpm_fail(err, "schedule: alphas_cumprod underflows to 0 at t = %d (betas too large for T = %d)",
+        return err_fail(err, "schedule: alphas_cumprod underflows to 0 at t = %d (betas too large for T = %d)",
                          T - 1, T);
     for (int t = 0; t < T; t++) {
         double a = s->alphas_cumprod[t], ap = t > 0 ? (double)s->alphas_cumprod[t - 1] : 1.0;
@@ -104,13 +104,13 @@ static int derive_tables(schedule *s, ddpm_err *err) {
     return 0;
 }
 
-static int check_T(int T, ddpm_err *err) {
+static int check_T(int T, err_t *err) {
     if (T < 2 || T > SCHED_MAX_T)
-        return ddpm_fail(err, "schedule: num_train_timesteps = %d out of range [2, %d]", T, SCHED_MAX_T);
+        return err_fail(err, "schedule: num_train_timesteps = %d out of range [2, %d]", T, SCHED_MAX_T);
     return 0;
 }
 
-int schedule_init(schedule *s, const char *kind, int T, double beta_start, double beta_end, ddpm_err *err) {
+int schedule_init(schedule *s, const char *kind, int T, double beta_start, double beta_end, err_t *err) {
     memset(s, 0, sizeof *s);
     if (check_T(T, err)) return -1;
     if (!kind) kind = "linear";
@@ -119,10 +119,10 @@ int schedule_init(schedule *s, const char *kind, int T, double beta_start, doubl
     else if (!strcmp(kind, "scaled_linear")) k = 1;
     else if (!strcmp(kind, "squaredcos_cap_v2") || !strcmp(kind, "cosine")) k = 2;
     else
-        return ddpm_fail(err, "schedule: unknown beta_schedule \"%.64s\" (expected linear, scaled_linear, "
+        return err_fail(err, "schedule: unknown beta_schedule \"%.64s\" (expected linear, scaled_linear, "
                               "squaredcos_cap_v2 or cosine)", kind);
     if (k != 2 && !(beta_start > 0 && beta_start <= beta_end && beta_end < 1))
-        return ddpm_fail(err, "schedule: need 0 < beta_start <= beta_end < 1, got beta_start = %g, beta_end = %g",
+        return err_fail(err, "schedule: need 0 < beta_start <= beta_end < 1, got beta_start = %g, beta_end = %g",
                          beta_start, beta_end);
     s->T = T;
     snprintf(s->kind, sizeof s->kind, "%s", k == 2 ? "squaredcos_cap_v2" : kind);
@@ -148,12 +148,12 @@ fail:
     return -1;
 }
 
-int schedule_init_trained(schedule *s, const double *betas, int T, const char *kind, ddpm_err *err) {
+int schedule_init_trained(schedule *s, const double *betas, int T, const char *kind, err_t *err) {
     memset(s, 0, sizeof *s);
     if (check_T(T, err)) return -1;
     for (int t = 0; t < T; t++)
         if (!(betas[t] > 0 && betas[t] < 1 && (float)betas[t] > 0 && (float)betas[t] < 1)) /* kept as floats */
-            return ddpm_fail(err, "schedule: trained_betas[%d] = %g outside (0, 1) as a float32", t, betas[t]);
+            return err_fail(err, "schedule: trained_betas[%d] = %g outside (0, 1) as a float32", t, betas[t]);
     s->T = T;
     s->trained = 1;
     snprintf(s->kind, sizeof s->kind, "%.31s", kind ? kind : "linear");
@@ -180,49 +180,49 @@ void schedule_free(schedule *s) {
 #define CFG "scheduler config"
 
 /* Each getter leaves *out untouched when the key is absent (the default). */
-static int get_num(const cJSON *o, const char *key, double *out, ddpm_err *err) {
+static int get_num(const cJSON *o, const char *key, double *out, err_t *err) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!it) return 0;
     if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
-        return ddpm_fail(err, CFG ": \"%s\" must be a number", key);
+        return err_fail(err, CFG ": \"%s\" must be a number", key);
     *out = it->valuedouble;
     return 0;
 }
 
-static int get_int(const cJSON *o, const char *key, int *out, ddpm_err *err) {
+static int get_int(const cJSON *o, const char *key, int *out, err_t *err) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!it) return 0;
     double v = it->valuedouble;
     if (!cJSON_IsNumber(it) || !isfinite(v) || v != floor(v) || v < -2147483647.0 || v > 2147483647.0)
-        return ddpm_fail(err, CFG ": \"%s\" must be an integer", key);
+        return err_fail(err, CFG ": \"%s\" must be an integer", key);
     *out = (int)v;
     return 0;
 }
 
-static int get_bool(const cJSON *o, const char *key, int *out, ddpm_err *err) {
+static int get_bool(const cJSON *o, const char *key, int *out, err_t *err) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!it) return 0;
-    if (!cJSON_IsBool(it)) return ddpm_fail(err, CFG ": \"%s\" must be true or false", key);
+    if (!cJSON_IsBool(it)) return err_fail(err, CFG ": \"%s\" must be true or false", key);
     *out = cJSON_IsTrue(it) ? 1 : 0;
     return 0;
 }
 
-static int get_str(const cJSON *o, const char *key, const char **out, ddpm_err *err) {
+static int get_str(const cJSON *o, const char *key, const char **out, err_t *err) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!it) return 0;
-    if (!cJSON_IsString(it) || !it->valuestring) return ddpm_fail(err, CFG ": \"%s\" must be a string", key);
+    if (!cJSON_IsString(it) || !it->valuestring) return err_fail(err, CFG ": \"%s\" must be a string", key);
     *out = it->valuestring;
     return 0;
 }
 
-int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
+int schedule_from_json(schedule *s, const char *json_text, err_t *err) {
     memset(s, 0, sizeof *s);
     double *tb = NULL;
     cJSON *root = json_text ? cJSON_ParseWithOpts(json_text, NULL, 1) : NULL; /* nothing after the value */
-    if (!root) return ddpm_fail(err, CFG ": invalid JSON");
+    if (!root) return err_fail(err, CFG ": invalid JSON");
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return ddpm_fail(err, CFG ": not a JSON object");
+        return err_fail(err, CFG ": not a JSON object");
     }
     int T = 1000, clip = 1, offset = 0, one = 1, thresholding = 0, rescale = 0;
     double bs = 0.0001, be = 0.02, range = 1.0, ratio = 0.995, smax = 1.0;
@@ -240,61 +240,61 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
     if (!strcmp(vt, "fixed_small")) var_type = SCHED_FIXED_SMALL;
     else if (!strcmp(vt, "fixed_large")) var_type = SCHED_FIXED_LARGE;
     else {
-        ddpm_fail(err, CFG ": variance_type \"%.64s\" is not supported (only fixed_small and fixed_large; "
+        err_fail(err, CFG ": variance_type \"%.64s\" is not supported (only fixed_small and fixed_large; "
                        "learned variances need a model with 2x output channels)", vt);
         goto fail;
     }
     if (strcmp(pred, "epsilon")) {
-        ddpm_fail(err, CFG ": prediction_type \"%.64s\" is not supported (only epsilon)", pred);
+        err_fail(err, CFG ": prediction_type \"%.64s\" is not supported (only epsilon)", pred);
         goto fail;
     }
     if (!(ratio > 0 && ratio <= 1 && (float)ratio > 0)) { /* kept as a float: 1e-300 would be 0 */
-        ddpm_fail(err, CFG ": dynamic_thresholding_ratio = %g must be in (0, 1] (as a float32)", ratio);
+        err_fail(err, CFG ": dynamic_thresholding_ratio = %g must be in (0, 1] (as a float32)", ratio);
         goto fail;
     }
     if (!(smax >= 1 && smax <= 1e6)) {
-        ddpm_fail(err, CFG ": sample_max_value = %g must be in [1, 1e6]", smax);
+        err_fail(err, CFG ": sample_max_value = %g must be in [1, 1e6]", smax);
         goto fail;
     }
     if (rescale) {
-        ddpm_fail(err, CFG ": rescale_betas_zero_snr is not supported");
+        err_fail(err, CFG ": rescale_betas_zero_snr is not supported");
         goto fail;
     }
     if (strcmp(spacing, "leading") && strcmp(spacing, "trailing") && strcmp(spacing, "linspace")) {
-        ddpm_fail(err, CFG ": timestep_spacing \"%.64s\" unknown (expected leading, trailing or linspace)", spacing);
+        err_fail(err, CFG ": timestep_spacing \"%.64s\" unknown (expected leading, trailing or linspace)", spacing);
         goto fail;
     }
     if (!(range > 0 && range <= FLT_MAX && (float)range > 0)) { /* kept as a float */
-        ddpm_fail(err, CFG ": clip_sample_range = %g must be > 0 and a finite float32", range);
+        err_fail(err, CFG ": clip_sample_range = %g must be > 0 and a finite float32", range);
         goto fail;
     }
     if (offset < 0) {
-        ddpm_fail(err, CFG ": steps_offset = %d must be >= 0", offset);
+        err_fail(err, CFG ": steps_offset = %d must be >= 0", offset);
         goto fail;
     }
     const cJSON *tbj = cJSON_GetObjectItemCaseSensitive(root, "trained_betas");
     int rc;
     if (tbj && !cJSON_IsNull(tbj)) {
         if (!cJSON_IsArray(tbj)) {
-            ddpm_fail(err, CFG ": \"trained_betas\" must be an array of numbers or null");
+            err_fail(err, CFG ": \"trained_betas\" must be an array of numbers or null");
             goto fail;
         }
         int n = cJSON_GetArraySize(tbj);
         if (n != T) {
-            ddpm_fail(err, CFG ": trained_betas has %d entries, num_train_timesteps is %d", n, T);
+            err_fail(err, CFG ": trained_betas has %d entries, num_train_timesteps is %d", n, T);
             goto fail;
         }
         if (check_T(T, err)) {
-            ddpm_wrap(err, CFG);
+            err_wrap(err, CFG);
             goto fail;
         }
-        tb = ddpm_malloc((size_t)n * sizeof *tb, err);
+        tb = mem_alloc((size_t)n * sizeof *tb, err);
         if (!tb) goto fail;
         int i = 0;
         const cJSON *el;
         cJSON_ArrayForEach(el, tbj) {
             if (!cJSON_IsNumber(el)) {
-                ddpm_fail(err, CFG ": trained_betas[%d] is not a number", i);
+                err_fail(err, CFG ": trained_betas[%d] is not a number", i);
                 goto fail;
             }
             tb[i++] = el->valuedouble;
@@ -308,7 +308,7 @@ int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err) {
         rc = schedule_init(s, kind, T, bs, be, err);
     }
     if (rc) {
-        ddpm_wrap(err, CFG);
+        err_wrap(err, CFG);
         goto fail;
     }
     s->variance_type = var_type;

@@ -13,7 +13,7 @@
  * beta' = 1 - alphabar_t / alphabar_{t-1} that DDPMScheduler.step forms (equal
  * to beta_t in exact arithmetic; in float it keeps the posterior consistent
  * with alphabar, e.g. post_c0[0] = 1 and post_ct[0] = 0 exactly), so they are
- * the coefficients of ddpm_step with prev_t = t - 1.
+ * the coefficients of diffusion_ddpm_step with prev_t = t - 1.
  */
 #ifndef DDPM_SCHEDULE_H
 #define DDPM_SCHEDULE_H
@@ -32,11 +32,11 @@ typedef struct schedule {
     int variance_type;      /* SCHED_FIXED_SMALL | SCHED_FIXED_LARGE */
     int clip_sample;        /* clamp predicted x0 to [-clip_range, clip_range] when stepping */
     float clip_range;       /* clip_sample_range */
-    int thresholding;       /* dynamic thresholding of predicted x0 (wins over clip_sample), see x0_threshold */
+    int thresholding;       /* dynamic thresholding of predicted x0 (wins over clip_sample), see diffusion_x0_threshold */
     float threshold_ratio;  /* dynamic_thresholding_ratio: the percentile of |x0| */
     float sample_max;       /* sample_max_value: the largest threshold */
     int set_alpha_to_one;   /* DDIM: alphabar_prev = 1 (else alphas_cumprod[0]) when prev_t < 0 */
-    char timestep_spacing[16]; /* "leading" | "trailing" | "linspace" (for timesteps_set) */
+    char timestep_spacing[16]; /* "leading" | "trailing" | "linspace" (for diffusion_timesteps_set) */
     int spacing_given;      /* the config names timestep_spacing (else each scheduler's default applies) */
     int steps_offset;       /* added to "leading" timesteps */
     double beta_start, beta_end;
@@ -71,7 +71,7 @@ typedef struct schedule {
  * afterwards if needed. Requires 2 <= T <= SCHED_MAX_T. On failure returns -1
  * with err set and leaves *s zeroed (schedule_free is harmless).
  */
-int schedule_init(schedule *s, const char *kind, int T, double beta_start, double beta_end, ddpm_err *err);
+int schedule_init(schedule *s, const char *kind, int T, double beta_start, double beta_end, err_t *err);
 
 /* Builds a schedule from explicit betas[0..T-1] (diffusers trained_betas); each
  * must be finite with 0 < beta < 1. betas are rounded to float first (as
@@ -79,7 +79,7 @@ int schedule_init(schedule *s, const char *kind, int T, double beta_start, doubl
  * be NULL -> "linear"). Same options, failure behaviour and T range as
  * schedule_init.
  */
-int schedule_init_trained(schedule *s, const double *betas, int T, const char *kind, ddpm_err *err);
+int schedule_init_trained(schedule *s, const double *betas, int T, const char *kind, err_t *err);
 
 /* Frees the tables and zeroes *s. Safe on a zeroed or already freed schedule. */
 void schedule_free(schedule *s);
@@ -100,7 +100,7 @@ void schedule_free(schedule *s);
  * (e.g. "v_prediction"), rescale_betas_zero_snr true, values out
  * of range. On failure *s is left zeroed.
  */
-int schedule_from_json(schedule *s, const char *json_text, ddpm_err *err);
+int schedule_from_json(schedule *s, const char *json_text, err_t *err);
 
 /* Serialises s as a DDPMScheduler config (keys sorted like diffusers writes
  * them, "_class_name": "DDPMScheduler", trained_betas null or the float betas).

@@ -26,11 +26,11 @@ static size_t g_buf_len;
 
 int dist_have_mpi(void) { return 1; }
 
-int dist_init(ddpm_err *err) {
+int dist_init(err_t *err) {
     if (!launched()) return 0;
     int provided;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-        return ddpm_fail(err, "MPI_Init failed");
+        return err_fail(err, "MPI_Init failed");
     g_on = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
@@ -59,11 +59,11 @@ static void sendrecv_floats(const float *send, size_t ns, float *recv, size_t nr
 /* Block b of N over n elements: [b n / N, (b+1) n / N). */
 static size_t block_start(size_t n, int N, int b) { return (size_t)((unsigned __int128)n * (unsigned)b / (unsigned)N); }
 
-int dist_reserve(size_t n, ddpm_err *err) {
+int dist_reserve(size_t n, err_t *err) {
     size_t need = n / 2 + (size_t)g_size;
     if (g_size == 1 || g_buf_len >= need) return 0;
     float *b = realloc(g_buf, need * sizeof *b);
-    if (!b) return ddpm_oom(err, "out of memory (%zu MB for the gradient reduction)", need * 4 >> 20);
+    if (!b) return err_oom(err, "out of memory (%zu MB for the gradient reduction)", need * 4 >> 20);
     g_buf = b, g_buf_len = need;
     return 0;
 }
@@ -71,7 +71,7 @@ int dist_reserve(size_t n, ddpm_err *err) {
 void dist_sum_tree(float *x, size_t n) {
     int N = g_size, r = g_rank;
     if (N == 1) return;
-    DDPM_ASSERT((N & (N - 1)) == 0 && g_buf_len >= n / 2 + (size_t)N);
+    ERR_ASSERT((N & (N - 1)) == 0 && g_buf_len >= n / 2 + (size_t)N);
     /* Reduce-scatter by recursive halving, partners at distance 1, 2, 4, ...:
      * after the step at distance d a rank's kept blocks hold the sum over its
      * group of 2d ranks, the left group's sum plus the right one's (float
@@ -106,7 +106,7 @@ void dist_allgather(const void *mine, void *all, size_t bytes) {
         memmove(all, mine, bytes);
         return;
     }
-    DDPM_ASSERT(bytes <= CHUNK);
+    ERR_ASSERT(bytes <= CHUNK);
     MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
 }
 
@@ -159,18 +159,18 @@ void dist_abort(int code) {
 
 int dist_have_mpi(void) { return 0; }
 
-int dist_init(ddpm_err *err) {
+int dist_init(err_t *err) {
     const char *n = getenv("OMPI_COMM_WORLD_SIZE");
     if (!n) n = getenv("PMI_SIZE");
     if (launched() && n && atoi(n) > 1)
-        return ddpm_fail(err, "started as one of %s processes, but this ddpm was built without MPI "
+        return err_fail(err, "started as one of %s processes, but this ddpm was built without MPI "
                               "(install libopenmpi-dev and rebuild: make MPI=1)", n);
     return 0;
 }
 void dist_finalize(void) {}
 int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
-int dist_reserve(size_t n, ddpm_err *err) { return (void)n, (void)err, 0; }
+int dist_reserve(size_t n, err_t *err) { return (void)n, (void)err, 0; }
 void dist_sum_tree(float *x, size_t n) { (void)x, (void)n; }
 void dist_allgather(const void *mine, void *all, size_t bytes) { memmove(all, mine, bytes); }
 void dist_gather(const void *mine, void *all, const size_t *bytes) { memmove(all, mine, bytes[0]); }

@@ -25,7 +25,7 @@
  * srun/PMIx), else stays a single process. Call once, before threads start.
  * Returns 0, or -1 (MPI failed to start, or this build has no MPI but a
  * launcher started several copies). Not collective. */
-int dist_init(ddpm_err *err);
+int dist_init(err_t *err);
 
 /* Leaves the job (after the last collective call); safe to call when
  * dist_init was not called. Not collective in a single process. */
@@ -41,7 +41,7 @@ int dist_have_mpi(void);
 /* Makes the receive buffer of dist_sum_tree for n floats (before a run, so
  * that no step can fail half-way through a collective). Not collective.
  * Returns 0, or -1 (out of memory). */
-int dist_reserve(size_t n, ddpm_err *err);
+int dist_reserve(size_t n, err_t *err);
 
 /* x[n] (=) the sum of every rank's x[n] in the tree order above; dist_size()
  * must be a power of two and dist_reserve(n) done. */

@@ -41,7 +41,7 @@ typedef struct featnet featnet;
 /* Builds the network for batches of up to `batch` images. weights: the
  * Inception safetensors file (NULL: the default above); ignored for FMNIST.
  * A missing Inception file is an error that says how to make one. */
-int featnet_open(featnet **net, int kind, const char *weights, int batch, ddpm_err *err);
+int featnet_open(featnet **net, int kind, const char *weights, int batch, err_t *err);
 void featnet_free(featnet *net);
 
 int featnet_kind_of(const featnet *net);
@@ -60,7 +60,7 @@ typedef struct image_set {
 
 /* Whether the network takes these images (FMNIST: 28x28 gray only; floats
  * must be finite). Returns 0, or -1 with a message. */
-int featnet_check(const featnet *net, const image_set *s, ddpm_err *err);
+int featnet_check(const featnet *net, const image_set *s, err_t *err);
 
 /* feats [n, dim] and logits [n, classes] (either may be NULL) of every image.
  * progress (may be NULL) is called after each batch with images done / n.
@@ -68,6 +68,6 @@ int featnet_check(const featnet *net, const image_set *s, ddpm_err *err);
  * operators' temporaries). The network runs on the thread count it was
  * opened with. */
 int featnet_extract(featnet *net, const image_set *s, float *feats, float *logits,
-                    void (*progress)(void *ctx, int done, int total), void *ctx, ddpm_err *err);
+                    void (*progress)(void *ctx, int done, int total), void *ctx, err_t *err);
 
 #endif

@@ -9,13 +9,13 @@
 
 __asm__(".section .rodata\n"
         ".balign 64\n"
-        ".globl ddpm_fmnist_weights\n"
-        ".hidden ddpm_fmnist_weights\n"
-        "ddpm_fmnist_weights:\n"
+        ".globl fmnist_weights\n"
+        ".hidden fmnist_weights\n"
+        "fmnist_weights:\n"
         ".incbin \"src/eval/fmnist_features.safetensors\"\n"
-        ".globl ddpm_fmnist_weights_end\n"
-        ".hidden ddpm_fmnist_weights_end\n"
-        "ddpm_fmnist_weights_end:\n"
+        ".globl fmnist_weights_end\n"
+        ".hidden fmnist_weights_end\n"
+        "fmnist_weights_end:\n"
         ".previous\n");
 
 static const kern K3 = {3, 3, 1, 1, 1};
@@ -32,5 +32,5 @@ void fmnist_forward(featnet *n, const float *x, float *feats, float *logits) {
     t = nb_pool(n, t, 2, 2, 0, 1, (t4){b, 7, 7, 64, 64});
     t = nb_conv(n, NULL, "conv5", t, K3, (t4){a, 7, 7, 128, 128});
     t = nb_conv(n, NULL, "conv6", t, K3, (t4){b, 7, 7, 256, 256});
-    if (!n->building) global_avgpool(feats, t.p, 256, n->B, 49, 256);
+    if (!n->building) ops_global_avgpool(feats, t.p, 256, n->B, 49, 256);
 }

@@ -107,5 +107,5 @@ void inception_forward(featnet *n, const float *x, float *feats, float *logits) 
     block_e(n, "Mixed_7b", act(n, 1, 8, 8, 1280), act(n, 0, 8, 8, 2048), 0);
     block_e(n, "Mixed_7c", act(n, 0, 8, 8, 2048), act(n, 1, 8, 8, 2048), 1);
     /* pool3: the 2048-d features. */
-    if (!n->building) global_avgpool(feats, n->act[1], 2048, n->B, 64, 2048);
+    if (!n->building) ops_global_avgpool(feats, n->act[1], 2048, n->B, 64, 2048);
 }

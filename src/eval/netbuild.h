@@ -50,7 +50,7 @@ struct featnet {
     /* build pass */
     int building, failed;
     const st_file *st;
-    ddpm_err *err;
+    err_t *err;
 };
 
 t4 nb_slice(t4 t, int c0, int C);
@@ -69,7 +69,7 @@ float *nb_tensor(featnet *n, const char *name, int ndim, const int64_t *shape);
 void inception_forward(featnet *n, const float *x, float *feats, float *logits);
 void fmnist_forward(featnet *n, const float *x, float *feats, float *logits);
 /* The built-in F-MNIST weights (safetensors bytes). */
-extern const unsigned char ddpm_fmnist_weights[];
-extern const unsigned char ddpm_fmnist_weights_end[];
+extern const unsigned char fmnist_weights[];
+extern const unsigned char fmnist_weights_end[];
 
 #endif

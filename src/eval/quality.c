@@ -11,20 +11,20 @@
 #include "io/npz.h"
 
 void quality_ref_free(quality_ref *r) {
-    fid_stats_free(&r->st);
+    stats_fid_free(&r->st);
     free(r->feats);
     memset(r, 0, sizeof *r);
 }
 
 int quality_ref_from_images(quality_ref *r, featnet *net, const image_set *s, int keep_feats, float **logits_out,
-                            quality_progress cb, void *ctx, ddpm_err *err) {
+                            quality_progress cb, void *ctx, err_t *err) {
     memset(r, 0, sizeof *r);
     if (logits_out) *logits_out = NULL;
-    if (s->n < 2) return ddpm_fail(err, "statistics need at least 2 images, got %d", s->n);
+    if (s->n < 2) return err_fail(err, "statistics need at least 2 images, got %d", s->n);
     const int d = featnet_dim(net), k = featnet_classes(net);
-    float *f = ddpm_alloc_floats((size_t)s->n * d, err), *l = NULL;
-    if (!f || (logits_out && !(l = ddpm_alloc_floats((size_t)s->n * k, err)))) goto fail;
-    if (featnet_extract(net, s, f, l, cb, ctx, err) || fid_stats_compute(&r->st, f, s->n, d, err)) goto fail;
+    float *f = mem_alloc_floats((size_t)s->n * d, err), *l = NULL;
+    if (!f || (logits_out && !(l = mem_alloc_floats((size_t)s->n * k, err)))) goto fail;
+    if (featnet_extract(net, s, f, l, cb, ctx, err) || stats_fid_compute(&r->st, f, s->n, d, err)) goto fail;
     if (keep_feats) r->feats = f, r->n = s->n;
     else free(f);
     if (logits_out) *logits_out = l;
@@ -35,7 +35,7 @@ fail:
     return -1;
 }
 
-int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, ddpm_err *err) {
+int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, err_t *err) {
     const int d = r->st.d;
     npz_entry e[4] = {
         {"mu", NPY_F64, 1, {d}, r->st.mu},
@@ -53,7 +53,7 @@ static int all_finite(const double *x, size_t n) {
     return 1;
 }
 
-int quality_ref_load(quality_ref *r, const char *path, ddpm_err *err) {
+int quality_ref_load(quality_ref *r, const char *path, err_t *err) {
     memset(r, 0, sizeof *r);
     npz_file f;
     int ndim;
@@ -61,29 +61,29 @@ int quality_ref_load(quality_ref *r, const char *path, ddpm_err *err) {
     if (npz_open(&f, path, err)) return -1;
     if (npz_read_f64(&f, "mu", &r->st.mu, &ndim, shape, err)) goto fail;
     if (ndim != 1 || shape[0] < 1 || shape[0] > 65536) {
-        ddpm_fail(err, "%s: 'mu' must be a vector of 1 to 65536 values", path);
+        err_fail(err, "%s: 'mu' must be a vector of 1 to 65536 values", path);
         goto fail;
     }
     int d = r->st.d = (int)shape[0];
     if (npz_read_f64(&f, "sigma", &r->st.sigma, &ndim, shape, err)) goto fail;
     if (ndim != 2 || shape[0] != d || shape[1] != d) {
-        ddpm_fail(err, "%s: 'sigma' must be [%d, %d] to match 'mu'", path, d, d);
+        err_fail(err, "%s: 'sigma' must be [%d, %d] to match 'mu'", path, d, d);
         goto fail;
     }
     if (!all_finite(r->st.mu, (size_t)d) || !all_finite(r->st.sigma, (size_t)d * d)) {
-        ddpm_fail(err, "%s: 'mu' or 'sigma' holds values that are not finite", path);
+        err_fail(err, "%s: 'mu' or 'sigma' holds values that are not finite", path);
         goto fail;
     }
     if (npz_find(&f, "features")) {
         if (npz_read_f32(&f, "features", &r->feats, &ndim, shape, err)) goto fail;
         if (ndim != 2 || shape[1] != d || shape[0] < 1) {
-            ddpm_fail(err, "%s: 'features' must be [n, %d] to match 'mu'", path, d);
+            err_fail(err, "%s: 'features' must be [n, %d] to match 'mu'", path, d);
             goto fail;
         }
         r->n = r->st.n = shape[0];
         for (size_t i = 0; i < (size_t)r->n * d; i++)
             if (!isfinite(r->feats[i])) {
-                ddpm_fail(err, "%s: 'features' holds values that are not finite", path);
+                err_fail(err, "%s: 'features' holds values that are not finite", path);
                 goto fail;
             }
     }
@@ -96,11 +96,11 @@ fail:
 }
 
 int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,
-                    void *ctx, ddpm_err *err) {
+                    void *ctx, err_t *err) {
     memset(q, 0, sizeof *q);
     const int d = featnet_dim(net);
     if (ref->st.d != d)
-        return ddpm_fail(err, "the reference statistics are %d-dimensional, but the %s network's features are %d-d "
+        return err_fail(err, "the reference statistics are %d-dimensional, but the %s network's features are %d-d "
                               "(was the reference made with other features?)", ref->st.d,
                          featnet_kind_name(featnet_kind_of(net)), d);
     const int want_is = featnet_kind_of(net) == FEATNET_INCEPTION && s->n >= QUALITY_IS_SPLITS;
@@ -116,18 +116,18 @@ int quality_measure(quality *q, featnet *net, const image_set *s, const quality_
 /* Precision/recall of mine against ref on m = min(n, ref n) rows of each side:
  * the first m samples, and m reference rows spread evenly over the reference
  * (which may be sorted, e.g. by class). */
-static int compare_pr(quality *q, const quality_ref *mine, const quality_ref *ref, int d, ddpm_err *err) {
+static int compare_pr(quality *q, const quality_ref *mine, const quality_ref *ref, int d, err_t *err) {
     long long m = ref->n < mine->n ? ref->n : mine->n;
     if (!ref->feats || !mine->feats || m <= QUALITY_PR_K) return 0;
     const float *real = ref->feats;
     float *picked = NULL;
     if (ref->n > m) {
-        if (!(picked = ddpm_alloc_floats((size_t)m * d, err))) return -1;
+        if (!(picked = mem_alloc_floats((size_t)m * d, err))) return -1;
         for (long long i = 0; i < m; i++)
             memcpy(picked + (size_t)i * d, ref->feats + (size_t)(i * ref->n / m) * d, sizeof(float) * d);
         real = picked;
     }
-    int bad = precision_recall(&q->precision, &q->recall, real, m, mine->feats, m, d, QUALITY_PR_K, err);
+    int bad = stats_precision_recall(&q->precision, &q->recall, real, m, mine->feats, m, d, QUALITY_PR_K, err);
     free(picked);
     if (bad) return -1;
     q->has_pr = 1, q->n_pr = m;
@@ -135,17 +135,17 @@ static int compare_pr(quality *q, const quality_ref *mine, const quality_ref *re
 }
 
 int quality_compare(quality *q, featnet *net, const quality_ref *mine, const float *logits, const quality_ref *ref,
-                    ddpm_err *err) {
+                    err_t *err) {
     memset(q, 0, sizeof *q);
     const int d = featnet_dim(net);
     if (ref->st.d != d || mine->st.d != d)
-        return ddpm_fail(err, "the reference statistics are %d-dimensional, but the %s network's features are %d-d "
+        return err_fail(err, "the reference statistics are %d-dimensional, but the %s network's features are %d-d "
                               "(was the reference made with other features?)", ref->st.d,
                          featnet_kind_name(featnet_kind_of(net)), d);
     q->n = mine->st.n, q->n_ref = ref->st.n;
-    if (fid_distance(&q->fid, &mine->st, &ref->st, err)) return -1;
+    if (stats_fid_distance(&q->fid, &mine->st, &ref->st, err)) return -1;
     if (logits && featnet_kind_of(net) == FEATNET_INCEPTION && q->n >= QUALITY_IS_SPLITS) {
-        if (inception_score(&q->is_mean, &q->is_std, logits, q->n, featnet_classes(net), QUALITY_IS_SPLITS, err))
+        if (stats_inception_score(&q->is_mean, &q->is_std, logits, q->n, featnet_classes(net), QUALITY_IS_SPLITS, err))
             return -1;
         q->has_is = 1;
     }
@@ -153,16 +153,16 @@ int quality_compare(quality *q, featnet *net, const quality_ref *mine, const flo
 }
 
 int quality_class_stats(fid_stats *s, const float *feats, long long n, int d, const int32_t *labels, int k,
-                        ddpm_err *err) {
+                        err_t *err) {
     memset(s, 0, sizeof *s);
     long long m = 0;
     for (long long i = 0; i < n; i++) m += labels[i] == k;
-    if (m < 2) return ddpm_fail(err, "statistics of class %d need at least 2 rows, got %lld", k, m);
-    float *rows = ddpm_alloc_floats((size_t)m * d, err);
+    if (m < 2) return err_fail(err, "statistics of class %d need at least 2 rows, got %lld", k, m);
+    float *rows = mem_alloc_floats((size_t)m * d, err);
     if (!rows) return -1;
     for (long long i = 0, j = 0; i < n; i++)
         if (labels[i] == k) memcpy(rows + (size_t)j++ * d, feats + (size_t)i * d, sizeof(float) * d);
-    int rc = fid_stats_compute(s, rows, m, d, err);
+    int rc = stats_fid_compute(s, rows, m, d, err);
     free(rows);
     return rc;
 }
@@ -177,24 +177,24 @@ static int argmax(const float *x, int k) {
 
 /* c->fid: class c->k of mine against class c->ref_k of ref. */
 static int class_fid(quality_class *c, const quality_ref *mine, const int32_t *labels, const quality_ref *ref,
-                     const int32_t *ref_labels, ddpm_err *err) {
+                     const int32_t *ref_labels, err_t *err) {
     const int d = mine->st.d;
     fid_stats a, b;
     if (quality_class_stats(&a, mine->feats, mine->n, d, labels, c->k, err)) return -1;
     if (quality_class_stats(&b, ref->feats, ref->n, d, ref_labels, c->ref_k, err)) {
-        fid_stats_free(&a);
+        stats_fid_free(&a);
         return -1;
     }
-    int rc = fid_distance(&c->fid, &a, &b, err);
-    fid_stats_free(&a);
-    fid_stats_free(&b);
+    int rc = stats_fid_distance(&c->fid, &a, &b, err);
+    stats_fid_free(&a);
+    stats_fid_free(&b);
     if (rc) return -1;
     c->has_fid = 1;
     return 0;
 }
 
 int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int32_t *labels, const float *logits,
-                     int nlogits, const quality_ref *ref, const int32_t *ref_labels, ddpm_err *err) {
+                     int nlogits, const quality_ref *ref, const int32_t *ref_labels, err_t *err) {
     for (int j = 0; j < m; j++) {
         quality_class *q = &c[j];
         q->n = q->n_ref = q->correct = 0;
@@ -208,7 +208,7 @@ int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int
         for (long long i = 0; ref_labels && q->ref_k >= 0 && i < ref->n; i++) q->n_ref += ref_labels[i] == q->ref_k;
         if (ref_labels && ref->feats && mine->feats && q->n >= 2 && q->n_ref >= 2 &&
             class_fid(q, mine, labels, ref, ref_labels, err))
-            return ddpm_wrap(err, "class %d", q->k);
+            return err_wrap(err, "class %d", q->k);
     }
     return 0;
 }
@@ -226,12 +226,12 @@ static void on_sampler_step(void *ctx, int done, int total) {
 }
 
 int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
-                   void *ctx, ddpm_err *err) {
+                   void *ctx, err_t *err) {
     return quality_sample_classes(d, NULL, NULL, s, o, n, x, cb, ctx, err);
 }
 
 int quality_sample_classes(const denoiser *d, const int32_t **y, const int32_t *labels, const schedule *s,
-                           const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, ddpm_err *err) {
+                           const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, err_t *err) {
     const size_t D = d->D;
     const int B = d->batch;
     sample_progress p = {cb, ctx, 0, ((n + B - 1) / B) * o->steps};

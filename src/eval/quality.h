@@ -37,12 +37,12 @@ typedef void (*quality_progress)(void *ctx, int done, int total);
 /* Features (and logits, if logits_out) of s, then their statistics. r->feats
  * is kept when keep_feats. *logits_out (may be NULL) gets [n, classes]. */
 int quality_ref_from_images(quality_ref *r, featnet *net, const image_set *s, int keep_feats, float **logits_out,
-                            quality_progress cb, void *ctx, ddpm_err *err);
+                            quality_progress cb, void *ctx, err_t *err);
 /* Writes r (and logits [r->n, classes] if not NULL) as an .npz (atomically). */
-int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, ddpm_err *err);
+int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, err_t *err);
 /* Reads mu and sigma (and features when present) of an .npz; checks the shapes
  * and that every value is finite. */
-int quality_ref_load(quality_ref *r, const char *path, ddpm_err *err);
+int quality_ref_load(quality_ref *r, const char *path, err_t *err);
 void quality_ref_free(quality_ref *r);
 
 /* Measures s against ref: FID always; IS with Inception features (n >= 10);
@@ -50,18 +50,18 @@ void quality_ref_free(quality_ref *r);
  * side (equal sizes, as the method expects): the first m samples, and m
  * reference rows spread evenly over the reference. */
 int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,
-                    void *ctx, ddpm_err *err);
+                    void *ctx, err_t *err);
 
 /* quality_measure on features computed already: mine holds the samples'
  * statistics and features (mine->feats, for precision/recall), logits [mine->n,
  * classes] or NULL (then no IS). Same results as quality_measure on the images. */
 int quality_compare(quality *q, featnet *net, const quality_ref *mine, const float *logits, const quality_ref *ref,
-                    ddpm_err *err);
+                    err_t *err);
 
-/* s (=) the statistics (fid_stats_compute) of the rows i of feats [n, d] with
+/* s (=) the statistics (stats_fid_compute) of the rows i of feats [n, d] with
  * labels[i] == k; there must be at least 2. */
 int quality_class_stats(fid_stats *s, const float *feats, long long n, int d, const int32_t *labels, int k,
-                        ddpm_err *err);
+                        err_t *err);
 
 /* One class of a per-class report: the caller sets k and ref_k, quality_by_class the rest. */
 typedef struct quality_class {
@@ -82,21 +82,21 @@ typedef struct quality_class {
  *     ref->feats with ref_labels[ref->n] (class ref_k); has_fid when
  *     ref_labels and ref->feats are given, ref_k >= 0, and n >= 2 and n_ref >= 2.
  * Samples of classes not in c are left out. Returns 0, or -1 (out of memory,
- * fid_distance's errors) with a message naming the class. */
+ * stats_fid_distance's errors) with a message naming the class. */
 int quality_by_class(quality_class *c, int m, const quality_ref *mine, const int32_t *labels, const float *logits,
-                     int nlogits, const quality_ref *ref, const int32_t *ref_labels, ddpm_err *err);
+                     int nlogits, const quality_ref *ref, const int32_t *ref_labels, err_t *err);
 
 /* Samples n images from d with the sampler options into x [n, D] (NHWC),
  * batch by batch (image indices 0..n-1, so the noise does not depend on d's
  * batch; the network's rounding may, see docs/determinism.md). cb reports
  * network calls done of the total. */
 int quality_sample(const denoiser *d, const schedule *s, const sampler_opts *o, int n, float *x, quality_progress cb,
-                   void *ctx, ddpm_err *err);
+                   void *ctx, err_t *err);
 
 /* quality_sample for a class-conditional model: d is a denoiser that reads
  * its batch's labels from *y (a guided U-Net's), and image i gets the class
  * labels[i] (*y is set to each batch's labels, as `ddpm sample` does). */
 int quality_sample_classes(const denoiser *d, const int32_t **y, const int32_t *labels, const schedule *s,
-                           const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, ddpm_err *err);
+                           const sampler_opts *o, int n, float *x, quality_progress cb, void *ctx, err_t *err);
 
 #endif

@@ -48,36 +48,36 @@ static long long first_nonfinite_row(const float *x, long long n, int d, int *co
     return bad;
 }
 
-static int check_rows(const float *x, long long n, int d, const char *what, ddpm_err *err) {
+static int check_rows(const float *x, long long n, int d, const char *what, err_t *err) {
     int col = 0;
     long long bad = first_nonfinite_row(x, n, d, &col);
     if (bad >= 0)
-        return ddpm_fail(err, "%s row %lld is not finite (column %d is %g)", what, bad, col,
+        return err_fail(err, "%s row %lld is not finite (column %d is %g)", what, bad, col,
                          (double)x[(size_t)bad * d + col]);
     return 0;
 }
 
 /* ---- mean and covariance -------------------------------------------------- */
 
-void fid_stats_free(fid_stats *s) {
+void stats_fid_free(fid_stats *s) {
     if (!s) return;
     free(s->mu);
     free(s->sigma);
     memset(s, 0, sizeof *s);
 }
 
-int fid_stats_compute(fid_stats *s, const float *feats, long long n, int d, ddpm_err *err) {
+int stats_fid_compute(fid_stats *s, const float *feats, long long n, int d, err_t *err) {
     memset(s, 0, sizeof *s);
-    if (n < 2) return ddpm_fail(err, "FID statistics need at least 2 feature rows, got %lld", n);
-    if (d < 1) return ddpm_fail(err, "FID statistics: feature dimension %d < 1", d);
+    if (n < 2) return err_fail(err, "FID statistics need at least 2 feature rows, got %lld", n);
+    if (d < 1) return err_fail(err, "FID statistics: feature dimension %d < 1", d);
     if (check_rows(feats, n, d, "feature", err)) return -1;
-    double *mu = ddpm_calloc((size_t)d, sizeof(double), err);
-    double *sigma = mu ? ddpm_calloc((size_t)d * d, sizeof(double), err) : NULL;
+    double *mu = mem_calloc((size_t)d, sizeof(double), err);
+    double *sigma = mu ? mem_calloc((size_t)d * d, sizeof(double), err) : NULL;
     long long bs = n < COV_BLOCK ? n : COV_BLOCK;
-    double *blk = sigma ? ddpm_malloc(sizeof(double) * (size_t)bs * d, err) : NULL;
+    double *blk = sigma ? mem_alloc(sizeof(double) * (size_t)bs * d, err) : NULL;
     if (!blk) {
         free(mu), free(sigma);
-        return ddpm_wrap(err, "FID statistics (d = %d)", d);
+        return err_wrap(err, "FID statistics (d = %d)", d);
     }
 
     /* mu = sum_i x_i / n, each column summed in row order (any thread count). */
@@ -119,54 +119,54 @@ int fid_stats_compute(fid_stats *s, const float *feats, long long n, int d, ddpm
 
 /* ---- Frechet distance ----------------------------------------------------- */
 
-static int check_stats(const fid_stats *s, const char *which, ddpm_err *err) {
-    if (!s || !s->mu || !s->sigma || s->d < 1) return ddpm_fail(err, "FID: %s statistics are empty", which);
+static int check_stats(const fid_stats *s, const char *which, err_t *err) {
+    if (!s || !s->mu || !s->sigma || s->d < 1) return err_fail(err, "FID: %s statistics are empty", which);
     size_t d = (size_t)s->d;
     for (size_t j = 0; j < d; j++)
-        if (!isfinite(s->mu[j])) return ddpm_fail(err, "FID: %s statistics: mu[%zu] is not finite", which, j);
+        if (!isfinite(s->mu[j])) return err_fail(err, "FID: %s statistics: mu[%zu] is not finite", which, j);
     for (size_t i = 0; i < d * d; i++)
         if (!isfinite(s->sigma[i]))
-            return ddpm_fail(err, "FID: %s statistics: sigma[%zu, %zu] is not finite", which, i / d, i % d);
+            return err_fail(err, "FID: %s statistics: sigma[%zu, %zu] is not finite", which, i / d, i % d);
     return 0;
 }
 
 /* Eigenvalues w[n] ascending of the symmetric a [n, n] (upper triangle read,
  * overwritten by the eigenvectors as columns when vectors != 0). */
-static int sym_eig(double *a, int n, double *w, int vectors, ddpm_err *err) {
+static int sym_eig(double *a, int n, double *w, int vectors, err_t *err) {
     const char *jobz = vectors ? "V" : "N";
     int lwork = -1, liwork = -1, info = 0, iq = 0;
     double wq = 0;
     dsyevd_(jobz, "U", &n, a, &n, w, &wq, &lwork, &iq, &liwork, &info, 1, 1);
-    if (info != 0) return ddpm_fail(err, "FID: LAPACK dsyevd workspace query failed (info %d)", info);
+    if (info != 0) return err_fail(err, "FID: LAPACK dsyevd workspace query failed (info %d)", info);
     lwork = (int)wq + 1, liwork = iq > 1 ? iq : 1;
-    double *work = ddpm_malloc(sizeof(double) * (size_t)lwork, err);
-    int *iwork = work ? ddpm_malloc(sizeof(int) * (size_t)liwork, err) : NULL;
+    double *work = mem_alloc(sizeof(double) * (size_t)lwork, err);
+    int *iwork = work ? mem_alloc(sizeof(int) * (size_t)liwork, err) : NULL;
     if (!iwork) {
         free(work);
-        return ddpm_wrap(err, "FID: eigendecomposition of a %d x %d matrix", n, n);
+        return err_wrap(err, "FID: eigendecomposition of a %d x %d matrix", n, n);
     }
     dsyevd_(jobz, "U", &n, a, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
     free(work), free(iwork);
     if (info != 0)
-        return ddpm_fail(err, "FID: LAPACK dsyevd did not converge on a %d x %d matrix (info %d)", n, n, info);
+        return err_fail(err, "FID: LAPACK dsyevd did not converge on a %d x %d matrix (info %d)", n, n, info);
     return 0;
 }
 
-int fid_distance(double *fid, const fid_stats *a, const fid_stats *b, ddpm_err *err) {
+int stats_fid_distance(double *fid, const fid_stats *a, const fid_stats *b, err_t *err) {
     if (check_stats(a, "first", err) || check_stats(b, "second", err)) return -1;
     if (a->d != b->d)
-        return ddpm_fail(err, "FID: feature dimensions differ (%d and %d)", a->d, b->d);
+        return err_fail(err, "FID: feature dimensions differ (%d and %d)", a->d, b->d);
     if (a->d > 30000) /* LAPACK's workspace, 1 + 6d + 2d^2, must fit in an int */
-        return ddpm_fail(err, "FID: feature dimension %d is too large (at most 30000)", a->d);
+        return err_fail(err, "FID: feature dimension %d is too large (at most 30000)", a->d);
     int d = a->d, rc = -1;
     size_t dd = (size_t)d * d;
-    double *V = ddpm_malloc(sizeof(double) * dd, err);   /* S1, then its eigenvectors */
-    double *S2 = V ? ddpm_malloc(sizeof(double) * dd, err) : NULL;
-    double *W = S2 ? ddpm_malloc(sizeof(double) * dd, err) : NULL;  /* V diag(sqrt l), d x r */
-    double *T = W ? ddpm_malloc(sizeof(double) * dd, err) : NULL;   /* S2 W, then W^T S2 W */
-    double *l = T ? ddpm_malloc(sizeof(double) * d, err) : NULL;
+    double *V = mem_alloc(sizeof(double) * dd, err);   /* S1, then its eigenvectors */
+    double *S2 = V ? mem_alloc(sizeof(double) * dd, err) : NULL;
+    double *W = S2 ? mem_alloc(sizeof(double) * dd, err) : NULL;  /* V diag(sqrt l), d x r */
+    double *T = W ? mem_alloc(sizeof(double) * dd, err) : NULL;   /* S2 W, then W^T S2 W */
+    double *l = T ? mem_alloc(sizeof(double) * d, err) : NULL;
     if (!l) {
-        ddpm_wrap(err, "FID (d = %d)", d);
+        err_wrap(err, "FID (d = %d)", d);
         goto done;
     }
 
@@ -224,20 +224,20 @@ done:
 
 /* ---- Inception Score ------------------------------------------------------ */
 
-int inception_score(double *mean, double *std, const float *logits, long long n, int k, int splits,
-                    ddpm_err *err) {
-    if (k < 1) return ddpm_fail(err, "Inception Score: %d classes", k);
+int stats_inception_score(double *mean, double *std, const float *logits, long long n, int k, int splits,
+                    err_t *err) {
+    if (k < 1) return err_fail(err, "Inception Score: %d classes", k);
     if (splits < 1 || n < splits)
-        return ddpm_fail(err, "Inception Score: %lld rows cannot make %d splits (need 1 <= splits <= rows)",
+        return err_fail(err, "Inception Score: %lld rows cannot make %d splits (need 1 <= splits <= rows)",
                          n, splits);
     if (check_rows(logits, n, k, "logit", err)) return -1;
-    double *lse = ddpm_malloc(sizeof(double) * (size_t)n, err);  /* logsumexp of each row */
-    double *kl = lse ? ddpm_malloc(sizeof(double) * (size_t)n, err) : NULL;
-    double *pm = kl ? ddpm_malloc(sizeof(double) * (size_t)k, err) : NULL;
-    double *score = pm ? ddpm_malloc(sizeof(double) * (size_t)splits, err) : NULL;
+    double *lse = mem_alloc(sizeof(double) * (size_t)n, err);  /* logsumexp of each row */
+    double *kl = lse ? mem_alloc(sizeof(double) * (size_t)n, err) : NULL;
+    double *pm = kl ? mem_alloc(sizeof(double) * (size_t)k, err) : NULL;
+    double *score = pm ? mem_alloc(sizeof(double) * (size_t)splits, err) : NULL;
     if (!score) {
         free(lse), free(kl), free(pm);
-        return ddpm_wrap(err, "Inception Score (%lld x %d)", n, k);
+        return err_wrap(err, "Inception Score (%lld x %d)", n, k);
     }
 
     /* log p(y|x) = z_y - lse(z), lse(z) = max z + log sum exp(z - max z). */
@@ -302,7 +302,7 @@ static void row_norms(float *nrm, const float *x, long long n, int d) {
  * runs on this thread alone and the tile's values never depend on the team. */
 static void sqdist_tile(float *D, const float *a, const float *an, int m, const float *b, const float *bn,
                         int c, int d) {
-    gemm(0, 1, m, c, d, -2.0f, a, d, b, d, 0.0f, D, c);
+    ops_gemm(0, 1, m, c, d, -2.0f, a, d, b, d, 0.0f, D, c);
     for (int i = 0; i < m; i++) {
         float *row = D + (size_t)i * c;
         for (int j = 0; j < c; j++) {
@@ -343,22 +343,22 @@ static void knn_radii(float *r2, const float *x, const float *nrm, long long n, 
     }
 }
 
-int precision_recall(double *precision, double *recall, const float *real, long long nr,
-                     const float *fake, long long nf, int d, int k, ddpm_err *err) {
-    if (d < 1) return ddpm_fail(err, "precision/recall: feature dimension %d < 1", d);
-    if (k < 1) return ddpm_fail(err, "precision/recall: k = %d neighbours (need k >= 1)", k);
+int stats_precision_recall(double *precision, double *recall, const float *real, long long nr,
+                     const float *fake, long long nf, int d, int k, err_t *err) {
+    if (d < 1) return err_fail(err, "precision/recall: feature dimension %d < 1", d);
+    if (k < 1) return err_fail(err, "precision/recall: k = %d neighbours (need k >= 1)", k);
     if (nr <= k || nf <= k)
-        return ddpm_fail(err, "precision/recall: %lld real and %lld fake rows, need more than k = %d of each",
+        return err_fail(err, "precision/recall: %lld real and %lld fake rows, need more than k = %d of each",
                          nr, nf, k);
     if (check_rows(real, nr, d, "real feature", err) || check_rows(fake, nf, d, "fake feature", err)) return -1;
     int nt = omp_get_max_threads();
     size_t per = (size_t)PR_ROWS * PR_COLS + (size_t)PR_ROWS * k;
-    float *rn = ddpm_malloc(sizeof(float) * (size_t)(nr + nf) * 2, err);  /* norms, then radii^2 */
-    float *buf = rn ? ddpm_malloc(sizeof(float) * per * nt, err) : NULL;
-    unsigned char *hit = buf ? ddpm_calloc((size_t)nr + (size_t)nf * nt, 1, err) : NULL;
+    float *rn = mem_alloc(sizeof(float) * (size_t)(nr + nf) * 2, err);  /* norms, then radii^2 */
+    float *buf = rn ? mem_alloc(sizeof(float) * per * nt, err) : NULL;
+    unsigned char *hit = buf ? mem_calloc((size_t)nr + (size_t)nf * nt, 1, err) : NULL;
     if (!hit) {
         free(rn), free(buf);
-        return ddpm_wrap(err, "precision/recall (%lld real, %lld fake rows)", nr, nf);
+        return err_wrap(err, "precision/recall (%lld real, %lld fake rows)", nr, nf);
     }
     float *fn = rn + nr, *rr2 = fn + nf, *fr2 = rr2 + nr;
     row_norms(rn, real, nr, d);

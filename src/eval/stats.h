@@ -26,10 +26,10 @@ typedef struct fid_stats {
  * Rows are centred and widened to double in blocks of 1024, so the extra
  * memory is 1024*d doubles besides sigma. Every value must be finite (the
  * error names the first bad row). s is zeroed on failure. */
-int fid_stats_compute(fid_stats *s, const float *feats, long long n, int d, ddpm_err *err);
+int stats_fid_compute(fid_stats *s, const float *feats, long long n, int d, err_t *err);
 
 /* Frees s->mu and s->sigma and zeroes s. Safe on a zeroed or freed s. */
-void fid_stats_free(fid_stats *s);
+void stats_fid_free(fid_stats *s);
 
 /* *fid (=) ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}), as
  * pytorch-fid's calculate_frechet_distance (which uses scipy's sqrtm).
@@ -43,7 +43,7 @@ void fid_stats_free(fid_stats *s);
  * singular), whose square roots would otherwise add up to a visible error.
  * Only the symmetric parts (S + S^T)/2 of the covariances are used. The result
  * is not clamped: identical statistics give 0 up to rounding, of either sign. */
-int fid_distance(double *fid, const fid_stats *a, const fid_stats *b, ddpm_err *err);
+int stats_fid_distance(double *fid, const fid_stats *a, const fid_stats *b, err_t *err);
 
 /* Inception Score as the original code (Salimans et al. 2016, openai
  * improved-gan inception_score.py): p(y|x) = softmax of logits [n, k] (in
@@ -56,8 +56,8 @@ int fid_distance(double *fid, const fid_stats *a, const fid_stats *b, ddpm_err *
  * std, ddof 0) of the scores. log p(y|x) is the log-softmax itself (logit -
  * logsumexp), and a term with p(y|x) = 0 counts 0 (the original would give
  * NaN there). Needs 1 <= splits <= n, k >= 1, finite logits. */
-int inception_score(double *mean, double *std, const float *logits, long long n, int k, int splits,
-                    ddpm_err *err);
+int stats_inception_score(double *mean, double *std, const float *logits, long long n, int k, int splits,
+                    err_t *err);
 
 /* Improved precision and recall (Kynkaanniemi et al. 2019) with k nearest
  * neighbours, for real [nr, d] and fake [nf, d]. The radius r(x) of a real row
@@ -70,7 +70,7 @@ int inception_score(double *mean, double *std, const float *logits, long long n,
  * the project's sgemm in fixed 256 x 1024 tiles, negatives clamped to 0), so
  * memory stays bounded and the result does not depend on the thread count.
  * Needs 1 <= k < nr and k < nf, d >= 1, finite features. */
-int precision_recall(double *precision, double *recall, const float *real, long long nr,
-                     const float *fake, long long nf, int d, int k, ddpm_err *err);
+int stats_precision_recall(double *precision, double *recall, const float *real, long long nr,
+                     const float *fake, long long nf, int d, int k, err_t *err);
 
 #endif

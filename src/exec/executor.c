@@ -18,7 +18,7 @@ struct exec_worker {
     size_t len[EXEC_SLOTS];
     dnnl_stream_t stream;
     int failed;
-    ddpm_err err;             /* the first failure */
+    err_t err;             /* the first failure */
 };
 
 struct executor {
@@ -96,14 +96,14 @@ void exec_oom(const char *fmt, ...) {
     va_end(ap);
 }
 
-static int take_failure(exec_worker *w, ddpm_err *err) {
+static int take_failure(exec_worker *w, err_t *err) {
     if (!w->failed) return 0;
     if (err) *err = w->err;
     w->failed = 0;
     return -1;
 }
 
-int exec_take_failure(ddpm_err *err) { return take_failure(exec_self(), err); }
+int exec_take_failure(err_t *err) { return take_failure(exec_self(), err); }
 
 void exec_set_buffer_limit(size_t bytes) { atomic_store(&buffer_limit, bytes); }
 
@@ -116,13 +116,13 @@ static void *worker_grow(exec_worker *w, int slot, size_t bytes, size_t slack) {
     free(w->buf[slot]);
     w->len[slot] = 0;
     size_t floats = (bytes + slack + sizeof(float) - 1) / sizeof(float);
-    if (!(w->buf[slot] = ddpm_alloc_floats(floats, NULL))) return NULL; /* pre-faulted: no page faults in the hot loop */
+    if (!(w->buf[slot] = mem_alloc_floats(floats, NULL))) return NULL; /* pre-faulted: no page faults in the hot loop */
     w->len[slot] = floats * sizeof(float);
     return w->buf[slot];
 }
 
 void *exec_buffer(int slot, size_t bytes) {
-    DDPM_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
+    ERR_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
     exec_worker *w = exec_self();
     void *p = worker_grow(w, slot, bytes, bytes / 4); /* on demand: room to grow */
     if (!p) exec_oom("out of memory for a worker's temporaries (%zu bytes in slot %d)", bytes, slot);
@@ -130,7 +130,7 @@ void *exec_buffer(int slot, size_t bytes) {
 }
 
 void exec_reserve(int slot, size_t bytes) {
-    DDPM_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
+    ERR_ASSERT(slot >= 0 && slot < EXEC_SLOTS);
     exec_worker *w = exec_self();
     if (w->e && w->e->building && bytes > w->e->reserve[slot]) w->e->reserve[slot] = bytes;
 }
@@ -144,24 +144,24 @@ static void engine_make(void) {
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
 }
 
-void *exec_engine(ddpm_err *err) {
+void *exec_engine(err_t *err) {
     pthread_once(&engine_once, engine_make);
-    if (!engine) ddpm_fail(err, "oneDNN: cannot create the CPU engine");
+    if (!engine) err_fail(err, "oneDNN: cannot create the CPU engine");
     return engine;
 }
 
-static int cpu_worker_init(exec_worker *w, ddpm_err *err) {
+static int cpu_worker_init(exec_worker *w, err_t *err) {
     if (!exec_engine(err)) return -1;
     dnnl_status_t s = dnnl_stream_create(&w->stream, engine, dnnl_stream_default_flags);
-    if (s == dnnl_out_of_memory) return ddpm_oom(err, "out of memory (oneDNN: stream)");
-    if (s != dnnl_success) return ddpm_fail(err, "oneDNN: cannot create a stream (status %d)", (int)s);
+    if (s == dnnl_out_of_memory) return err_oom(err, "out of memory (oneDNN: stream)");
+    if (s != dnnl_success) return err_fail(err, "oneDNN: cannot create a stream (status %d)", (int)s);
     return 0;
 }
 
 void *exec_stream(void) {
     exec_worker *w = exec_self();
     if (!w->stream) {
-        ddpm_err err = {{0}, 0};
+        err_t err = {{0}, 0};
         if (exec_cpu.worker_init(w, &err)) {
             exec_fail("%s", err.msg);
             return NULL;
@@ -198,21 +198,21 @@ static int levels_for(int n) {
     return l;
 }
 
-int exec_create(executor **out, const exec_config *c, ddpm_err *err) {
+int exec_create(executor **out, const exec_config *c, err_t *err) {
     *out = NULL;
-    if (c->nshards < 1) return ddpm_fail(err, "an executor needs at least one shard, not %d", c->nshards);
+    if (c->nshards < 1) return err_fail(err, "an executor needs at least one shard, not %d", c->nshards);
     int threads = c->threads > 0 ? c->threads : omp_get_max_threads();
-    executor *e = ddpm_calloc(1, sizeof *e, err);
+    executor *e = mem_calloc(1, sizeof *e, err);
     if (!e) return -1;
     e->be = &exec_cpu;
     e->nshards = c->nshards;
     e->nworkers = c->sharded ? (c->nshards < threads ? c->nshards : threads) : 1;
     e->op_threads = c->sharded ? 1 : threads;
     e->levels = levels_for(c->nshards);
-    e->workers = ddpm_calloc((size_t)e->nworkers, sizeof *e->workers, err);
-    e->pool = ddpm_calloc((size_t)(e->nworkers + e->levels + 1), sizeof *e->pool, err);
-    e->level = ddpm_calloc((size_t)e->levels + 1, sizeof *e->level, err);
-    e->leaf = ddpm_calloc((size_t)e->nworkers, sizeof *e->leaf, err);
+    e->workers = mem_calloc((size_t)e->nworkers, sizeof *e->workers, err);
+    e->pool = mem_calloc((size_t)(e->nworkers + e->levels + 1), sizeof *e->pool, err);
+    e->level = mem_calloc((size_t)e->levels + 1, sizeof *e->level, err);
+    e->leaf = mem_calloc((size_t)e->nworkers, sizeof *e->leaf, err);
     if (!e->workers || !e->pool || !e->level || !e->leaf) goto fail;
     for (int w = 0; w < e->nworkers; w++) {
         e->workers[w].e = e;
@@ -235,7 +235,7 @@ void exec_free(executor *e) {
 }
 
 void exec_build_begin(executor *e) {
-    DDPM_ASSERT(!e->building);
+    ERR_ASSERT(!e->building);
     e->building = 1;
     e->saved_self = self;
     self = &e->workers[0];
@@ -243,23 +243,23 @@ void exec_build_begin(executor *e) {
 }
 
 void exec_reserve_grads(executor *e, size_t floats) {
-    DDPM_ASSERT(e->building && e->npool == 0);
+    ERR_ASSERT(e->building && e->npool == 0);
     e->grad_len = floats;
 }
 
-int exec_build_end(executor *e, ddpm_err *err) {
-    DDPM_ASSERT(e->building);
+int exec_build_end(executor *e, err_t *err) {
+    ERR_ASSERT(e->building);
     e->be->set_threads(e->saved_threads);
     self = e->saved_self;
     e->building = 0;
     if (take_failure(&e->workers[0], err)) return -1;
     if (e->grad_len)
         for (int i = 0; i < e->nworkers + e->levels; i++)
-            if (!(e->pool[e->npool++] = ddpm_alloc_floats(e->grad_len, err))) return -1;
+            if (!(e->pool[e->npool++] = mem_alloc_floats(e->grad_len, err))) return -1;
     for (int w = 0; w < e->nworkers; w++)
         for (int s = 0; s < EXEC_SLOTS; s++)
             if (e->reserve[s] && !worker_grow(&e->workers[w], s, e->reserve[s], 0))
-                return ddpm_oom(err, "out of memory for the workers' buffers (%zu bytes each in slot %d)",
+                return err_oom(err, "out of memory for the workers' buffers (%zu bytes each in slot %d)",
                                 e->reserve[s], s);
     return 0;
 }
@@ -305,8 +305,8 @@ static void round_body(void *arg, int k) {
     self = prev;
 }
 
-int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, ddpm_err *err) {
-    DDPM_ASSERT(!grads || e->grad_len > 0);
+int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, err_t *err) {
+    ERR_ASSERT(!grads || e->grad_len > 0);
     int W = e->nworkers;
     e->fn = fn, e->ctx = ctx, e->with_grads = grads != NULL;
     for (int first = 0; first < e->nshards; first += W) {
@@ -314,7 +314,7 @@ int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, ddpm_err *e
         e->n = e->nshards - first < W ? e->nshards - first : W;
         if (grads)
             for (int k = 0; k < e->n; k++) {
-                DDPM_ASSERT(e->npool > 0);
+                ERR_ASSERT(e->npool > 0);
                 e->leaf[k] = e->pool[--e->npool];
             }
         if (W == 1) { /* on the calling thread, with the operator thread count the plans were built for */

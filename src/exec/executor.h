@@ -64,7 +64,7 @@ enum { EXEC_SLOT_SCRATCHPAD = 0, EXEC_SLOT_USER = 1, EXEC_SLOTS = 24 };
 typedef struct exec_backend {
     const char *name;
     /* A worker's own resources (its stream); 0 or -1 with err set. */
-    int (*worker_init)(exec_worker *w, ddpm_err *err);
+    int (*worker_init)(exec_worker *w, err_t *err);
     void (*worker_free)(exec_worker *w);
     /* Runs body(arg, k) for every k < n, at once on up to n threads;
      * operators called from there run on one thread. */
@@ -77,13 +77,13 @@ extern const exec_backend exec_cpu;
 
 typedef struct exec_config {
     int nshards;        /* shards of a batch (>= 1) */
-    int threads;        /* <= 0: ddpm's thread count (ddpm_set_threads) */
+    int threads;        /* <= 0: ddpm's thread count (thread_set_count) */
     int sharded;        /* != 0: one shard per worker at a time, single-threaded operators;
                          * 0: one worker runs every shard with multi-threaded operators */
 } exec_config;
 
 /* Makes the executor and its workers. Returns 0, or -1 with err set. */
-int exec_create(executor **e, const exec_config *c, ddpm_err *err);
+int exec_create(executor **e, const exec_config *c, err_t *err);
 void exec_free(executor *e);
 
 /* Plans for e are made between these two calls, on the calling thread: it
@@ -92,7 +92,7 @@ void exec_free(executor *e);
  * reserved; it returns 0, or -1 with err set (also for a failure recorded
  * while building). */
 void exec_build_begin(executor *e);
-int exec_build_end(executor *e, ddpm_err *err);
+int exec_build_end(executor *e, err_t *err);
 
 /* While building: runs will sum parameter gradients of `floats` floats. */
 void exec_reserve_grads(executor *e, size_t floats);
@@ -106,7 +106,7 @@ typedef void (*exec_shard_fn)(void *ctx, int shard, float *grads);
  * grads is not NULL (the executor must have reserved gradients). Returns 0, or -1
  * with the first failure of a worker (in worker order) in err; the outputs
  * are then unspecified. */
-int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, ddpm_err *err);
+int exec_run(executor *e, exec_shard_fn fn, void *ctx, float *grads, err_t *err);
 
 /* Workers, and bytes held (buffers and gradients). */
 int exec_workers(const executor *e);
@@ -129,7 +129,7 @@ void *exec_buffer(int slot, size_t bytes);
 
 /* The process's oneDNN CPU engine (a dnnl_engine_t), made on first use:
  * NULL with err set when it cannot be made. */
-void *exec_engine(ddpm_err *err);
+void *exec_engine(err_t *err);
 
 /* The calling worker's oneDNN stream (a dnnl_stream_t), or NULL after
  * recording a failure. */
@@ -142,7 +142,7 @@ void exec_oom(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Moves the calling worker's recorded failure into err (NULL: drops it) and
  * clears it: returns 0 when there was none, else -1. For callers that run
  * operators outside exec_run. */
-int exec_take_failure(ddpm_err *err);
+int exec_take_failure(err_t *err);
 
 /* For tests: exec_buffer fails for any request above `bytes` (0: no limit),
  * as if memory had run out. Call while nothing runs. */

@@ -13,7 +13,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-int file_read_all(const char *path, unsigned char **buf, size_t *len, ddpm_err *err) {
+int file_read_all(const char *path, unsigned char **buf, size_t *len, err_t *err) {
     int rc = -1, fd = -1;
     unsigned char *b = NULL;
     size_t cap = 4096, n = 0;
@@ -23,34 +23,34 @@ int file_read_all(const char *path, unsigned char **buf, size_t *len, ddpm_err *
     *len = 0;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        ddpm_fail(err, "cannot open %s: %s", path, strerror(errno));
+        err_fail(err, "cannot open %s: %s", path, strerror(errno));
         goto done;
     }
     if (fstat(fd, &st) != 0) {
-        ddpm_fail(err, "cannot stat %s: %s", path, strerror(errno));
+        err_fail(err, "cannot stat %s: %s", path, strerror(errno));
         goto done;
     }
     if (S_ISDIR(st.st_mode)) {
-        ddpm_fail(err, "cannot read %s: %s", path, strerror(EISDIR));
+        err_fail(err, "cannot read %s: %s", path, strerror(EISDIR));
         goto done;
     }
     if (S_ISREG(st.st_mode) && st.st_size > 0) {
         if ((uintmax_t)st.st_size >= SIZE_MAX) {
-            ddpm_fail(err, "cannot read %s: file too large (%jd bytes)", path, (intmax_t)st.st_size);
+            err_fail(err, "cannot read %s: file too large (%jd bytes)", path, (intmax_t)st.st_size);
             goto done;
         }
         cap = (size_t)st.st_size + 1; /* +1: EOF is seen without growing the buffer */
     }
     b = malloc(cap);
     if (!b) {
-        ddpm_fail(err, "cannot read %s: out of memory allocating %zu bytes", path, cap);
+        err_fail(err, "cannot read %s: out of memory allocating %zu bytes", path, cap);
         goto done;
     }
     for (;;) {
         if (n == cap) {
             unsigned char *nb = cap <= SIZE_MAX / 2 ? realloc(b, cap * 2) : NULL;
             if (!nb) {
-                ddpm_fail(err, "cannot read %s: out of memory after %zu bytes", path, n);
+                err_fail(err, "cannot read %s: out of memory after %zu bytes", path, n);
                 goto done;
             }
             b = nb;
@@ -59,7 +59,7 @@ int file_read_all(const char *path, unsigned char **buf, size_t *len, ddpm_err *
         ssize_t r = read(fd, b + n, cap - n);
         if (r < 0) {
             if (errno == EINTR) continue;
-            ddpm_fail(err, "cannot read %s: %s", path, strerror(errno));
+            err_fail(err, "cannot read %s: %s", path, strerror(errno));
             goto done;
         }
         if (r == 0) break;
@@ -104,7 +104,7 @@ static int is_no_space(int e) {
 /* fsyncs the directory containing path so the rename is durable. Opening the
  * directory may legitimately fail (no read permission) and some file systems
  * refuse fsync on directories; only a real I/O error is reported. */
-static int sync_parent_dir(const char *path, ddpm_err *err) {
+static int sync_parent_dir(const char *path, err_t *err) {
     int rc = -1, fd = -1;
     char *dir = NULL;
     const char *slash = strrchr(path, '/');
@@ -112,7 +112,7 @@ static int sync_parent_dir(const char *path, ddpm_err *err) {
 
     dir = malloc(dl + 2);
     if (!dir) {
-        ddpm_oom(err, "out of memory syncing the directory of %s", path);
+        err_oom(err, "out of memory syncing the directory of %s", path);
         goto done;
     }
     if (!slash) {
@@ -125,7 +125,7 @@ static int sync_parent_dir(const char *path, ddpm_err *err) {
     }
     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0 && fsync(fd) != 0 && errno == EIO) {
-        ddpm_fail(err, "cannot sync directory %s after writing %s: %s", dir, path, strerror(errno));
+        err_fail(err, "cannot sync directory %s after writing %s: %s", dir, path, strerror(errno));
         goto done;
     }
     rc = 0;
@@ -136,23 +136,23 @@ done:
 }
 
 int file_write_atomic(const char *path, const void *const *chunks, const size_t *lens, int nchunks,
-                      ddpm_err *err) {
+                      err_t *err) {
     int rc = -1, fd = -1, created = 0;
     char *tmp = NULL;
     size_t tl;
 
     if (!path || !*path) {
-        ddpm_fail(err, "cannot write file: empty path");
+        err_fail(err, "cannot write file: empty path");
         goto done;
     }
     if (nchunks < 0 || (nchunks > 0 && (!chunks || !lens))) {
-        ddpm_fail(err, "cannot write %s: invalid chunk list", path);
+        err_fail(err, "cannot write %s: invalid chunk list", path);
         goto done;
     }
     tl = strlen(path) + 32;
     tmp = malloc(tl);
     if (!tmp) {
-        ddpm_fail(err, "cannot write %s: out of memory", path);
+        err_fail(err, "cannot write %s: out of memory", path);
         goto done;
     }
     snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
@@ -162,41 +162,41 @@ int file_write_atomic(const char *path, const void *const *chunks, const size_t 
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     }
     if (fd < 0) {
-        ddpm_fail(err, "cannot write %s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
+        err_fail(err, "cannot write %s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
         goto done;
     }
     created = 1;
     for (int i = 0; i < nchunks; i++) {
         if (lens[i] == 0) continue;
         if (!chunks[i]) {
-            ddpm_fail(err, "cannot write %s: chunk %d is NULL", path, i);
+            err_fail(err, "cannot write %s: chunk %d is NULL", path, i);
             goto done;
         }
         if (write_full(fd, chunks[i], lens[i]) != 0) {
             if (is_no_space(errno))
-                ddpm_fail(err, "no space left on device writing %s", path);
+                err_fail(err, "no space left on device writing %s", path);
             else
-                ddpm_fail(err, "cannot write %s: %s", path, strerror(errno));
+                err_fail(err, "cannot write %s: %s", path, strerror(errno));
             goto done;
         }
     }
     if (fsync(fd) != 0) {
         if (is_no_space(errno))
-            ddpm_fail(err, "no space left on device writing %s", path);
+            err_fail(err, "no space left on device writing %s", path);
         else
-            ddpm_fail(err, "cannot sync %s: %s", path, strerror(errno));
+            err_fail(err, "cannot sync %s: %s", path, strerror(errno));
         goto done;
     }
     {
         int cfd = fd;
         fd = -1;
         if (close(cfd) != 0) {
-            ddpm_fail(err, "cannot close %s: %s", path, strerror(errno));
+            err_fail(err, "cannot close %s: %s", path, strerror(errno));
             goto done;
         }
     }
     if (rename(tmp, path) != 0) {
-        ddpm_fail(err, "cannot write %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        err_fail(err, "cannot write %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         goto done;
     }
     created = 0;
@@ -209,17 +209,17 @@ done:
     return rc;
 }
 
-int file_keep_previous(const char *path, const char *prev, ddpm_err *err) {
+int file_keep_previous(const char *path, const char *prev, err_t *err) {
     struct stat st;
     if (stat(path, &st) != 0) {
         if (errno == ENOENT) return 0;
-        return ddpm_fail(err, "cannot keep %s as %s: %s", path, prev, strerror(errno));
+        return err_fail(err, "cannot keep %s as %s: %s", path, prev, strerror(errno));
     }
     if (unlink(prev) != 0 && errno != ENOENT)
-        return ddpm_fail(err, "cannot replace %s: %s", prev, strerror(errno));
+        return err_fail(err, "cannot replace %s: %s", prev, strerror(errno));
     if (link(path, prev) == 0) return sync_parent_dir(prev, err);
     if (errno != EPERM && errno != EXDEV && errno != EMLINK && errno != ENOSYS && errno != EOPNOTSUPP)
-        return ddpm_fail(err, "cannot keep %s as %s: %s", path, prev, strerror(errno));
+        return err_fail(err, "cannot keep %s as %s: %s", path, prev, strerror(errno));
     /* no hard links on this file system: a copy */
     unsigned char *buf;
     size_t len;
@@ -231,29 +231,29 @@ int file_keep_previous(const char *path, const char *prev, ddpm_err *err) {
 }
 
 /* mkdir of one path component; an existing directory is fine. */
-static int mkdir_one(const char *p, ddpm_err *err) {
+static int mkdir_one(const char *p, err_t *err) {
     struct stat st;
     if (mkdir(p, 0777) == 0) return 0;
     if (errno == EEXIST) {
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
-        return ddpm_fail(err, "cannot create directory %s: it exists and is not a directory", p);
+        return err_fail(err, "cannot create directory %s: it exists and is not a directory", p);
     }
-    return ddpm_fail(err, "cannot create directory %s: %s", p, strerror(errno));
+    return err_fail(err, "cannot create directory %s: %s", p, strerror(errno));
 }
 
-int make_dirs(const char *path, ddpm_err *err) {
+int file_make_dirs(const char *path, err_t *err) {
     int rc = -1;
     char *p = NULL;
     size_t n;
 
     if (!path || !*path) {
-        ddpm_fail(err, "cannot create directory: empty path");
+        err_fail(err, "cannot create directory: empty path");
         goto done;
     }
     n = strlen(path);
     p = malloc(n + 1);
     if (!p) {
-        ddpm_fail(err, "cannot create directory %s: out of memory", path);
+        err_fail(err, "cannot create directory %s: out of memory", path);
         goto done;
     }
     memcpy(p, path, n + 1);
@@ -272,13 +272,13 @@ done:
     return rc;
 }
 
-int path_join(char *out, size_t outsz, const char *dir, const char *name, ddpm_err *err) {
+int file_path_join(char *out, size_t outsz, const char *dir, const char *name, err_t *err) {
     size_t dl = strlen(dir), nl = strlen(name);
     size_t sep = (dl > 0 && dir[dl - 1] != '/') ? 1 : 0;
 
     if (dl + sep + nl + 1 > outsz) {
         if (outsz > 0) out[0] = '\0';
-        return ddpm_fail(err, "path too long (%zu bytes, limit %zu): %s%s%s", dl + sep + nl, outsz ? outsz - 1 : 0,
+        return err_fail(err, "path too long (%zu bytes, limit %zu): %s%s%s", dl + sep + nl, outsz ? outsz - 1 : 0,
                          dir, sep ? "/" : "", name);
     }
     memmove(out, dir, dl); /* memmove: out may alias dir */

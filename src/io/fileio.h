@@ -14,7 +14,7 @@
  * file) and *len is their count. On failure *buf is NULL, *len is 0 and err says
  * why ("cannot open X: No such file or directory", "cannot read X: ...").
  */
-int file_read_all(const char *path, unsigned char **buf, size_t *len, ddpm_err *err);
+int file_read_all(const char *path, unsigned char **buf, size_t *len, err_t *err);
 
 /* Replaces (or creates) the file at path with the concatenation of nchunks
  * chunks (chunk i is lens[i] bytes at chunks[i]; a chunk with lens[i] == 0 may be
@@ -25,7 +25,7 @@ int file_read_all(const char *path, unsigned char **buf, size_t *len, ddpm_err *
  * "no space left on device writing X".
  */
 int file_write_atomic(const char *path, const void *const *chunks, const size_t *lens, int nchunks,
-                      ddpm_err *err);
+                      err_t *err);
 
 /* Keeps the file at path as prev before path is replaced: makes prev a second
  * name (hard link) of it, replacing any file at prev, and fsyncs the
@@ -34,19 +34,19 @@ int file_write_atomic(const char *path, const void *const *chunks, const size_t 
  * touched; prev is absent for a moment. A file_write_atomic of path after it
  * leaves the old contents at prev: at no moment is neither a complete old nor
  * a complete new file on disk. */
-int file_keep_previous(const char *path, const char *prev, ddpm_err *err);
+int file_keep_previous(const char *path, const char *prev, err_t *err);
 
 /* Creates the directory path and any missing parents (like mkdir -p, mode 0777
  * before umask). Succeeds if path already is a directory; fails if path or a
  * parent exists and is not a directory.
  */
-int make_dirs(const char *path, ddpm_err *err);
+int file_make_dirs(const char *path, err_t *err);
 
 /* Writes "dir/name" into out (outsz bytes including the NUL). No extra '/' is
  * added when dir is empty or already ends in '/'. out may be the same buffer as
  * dir (appending in place) but must not overlap name. Fails (out set to "") if
  * the result would not fit.
  */
-int path_join(char *out, size_t outsz, const char *dir, const char *name, ddpm_err *err);
+int file_path_join(char *out, size_t outsz, const char *dir, const char *name, err_t *err);
 
 #endif

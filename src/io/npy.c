@@ -118,47 +118,47 @@ typedef struct npy_header {
     int64_t shape[NPY_MAX_DIMS];
 } npy_header;
 
-static int parse_header(const char *path, const char *s, size_t n, npy_header *h, ddpm_err *err) {
+static int parse_header(const char *path, const char *s, size_t n, npy_header *h, err_t *err) {
     cursor c = {s, n, 0};
     int seen_descr = 0, seen_fortran = 0, seen_shape = 0;
 
-    if (eat(&c, '{') != 0) return ddpm_fail(err, "%s: malformed .npy header (does not start with '{')", path);
+    if (eat(&c, '{') != 0) return err_fail(err, "%s: malformed .npy header (does not start with '{')", path);
     for (;;) {
         char key[32];
         if (eat(&c, '}') == 0) break;
         if (scan_str(&c, key, sizeof key) != 0 || eat(&c, ':') != 0)
-            return ddpm_fail(err, "%s: malformed .npy header near byte %zu", path, c.i);
+            return err_fail(err, "%s: malformed .npy header near byte %zu", path, c.i);
         if (strcmp(key, "descr") == 0 && !seen_descr) {
             seen_descr = 1;
             skip_ws(&c);
             if (c.i < c.n && c.s[c.i] == '[')
-                return ddpm_fail(err, "%s: structured dtype is not supported (need '<f4', '<f8' or '|u1')", path);
+                return err_fail(err, "%s: structured dtype is not supported (need '<f4', '<f8' or '|u1')", path);
             if (scan_str(&c, h->descr, sizeof h->descr) != 0)
-                return ddpm_fail(err, "%s: malformed .npy header: bad 'descr'", path);
+                return err_fail(err, "%s: malformed .npy header: bad 'descr'", path);
         } else if (strcmp(key, "fortran_order") == 0 && !seen_fortran) {
             seen_fortran = 1;
             if (eat_word(&c, "True") == 0) h->fortran = 1;
             else if (eat_word(&c, "False") == 0) h->fortran = 0;
-            else return ddpm_fail(err, "%s: malformed .npy header: bad 'fortran_order'", path);
+            else return err_fail(err, "%s: malformed .npy header: bad 'fortran_order'", path);
         } else if (strcmp(key, "shape") == 0 && !seen_shape) {
             int too_many = 0;
             seen_shape = 1;
             if (scan_shape(&c, &h->ndim, h->shape, &too_many) != 0) {
-                if (too_many) return ddpm_fail(err, "%s: array has more than %d dimensions", path, NPY_MAX_DIMS);
-                return ddpm_fail(err, "%s: malformed .npy header: bad 'shape'", path);
+                if (too_many) return err_fail(err, "%s: array has more than %d dimensions", path, NPY_MAX_DIMS);
+                return err_fail(err, "%s: malformed .npy header: bad 'shape'", path);
             }
         } else {
-            return ddpm_fail(err, "%s: malformed .npy header: unexpected or repeated key '%s'", path, key);
+            return err_fail(err, "%s: malformed .npy header: unexpected or repeated key '%s'", path, key);
         }
         if (eat(&c, ',') != 0) {
-            if (eat(&c, '}') != 0) return ddpm_fail(err, "%s: malformed .npy header near byte %zu", path, c.i);
+            if (eat(&c, '}') != 0) return err_fail(err, "%s: malformed .npy header near byte %zu", path, c.i);
             break;
         }
     }
     skip_ws(&c);
-    if (c.i != c.n) return ddpm_fail(err, "%s: malformed .npy header: trailing characters", path);
+    if (c.i != c.n) return err_fail(err, "%s: malformed .npy header: trailing characters", path);
     if (!seen_descr || !seen_fortran || !seen_shape)
-        return ddpm_fail(err, "%s: malformed .npy header: missing '%s'", path,
+        return err_fail(err, "%s: malformed .npy header: missing '%s'", path,
                          !seen_descr ? "descr" : !seen_fortran ? "fortran_order" : "shape");
     return 0;
 }
@@ -168,31 +168,31 @@ static int parse_header(const char *path, const char *s, size_t n, npy_header *h
 size_t npy_type_size(npy_type t) { return t == NPY_F64 ? 8 : t == NPY_F32 ? 4 : 1; }
 
 int npy_parse_header(const char *name, const unsigned char *buf, size_t len, size_t total, npy_info *info,
-                     ddpm_err *err) {
+                     err_t *err) {
     size_t hstart, hlen, numel = 1, need, have;
     npy_header h;
 
     memset(info, 0, sizeof *info);
     memset(&h, 0, sizeof h);
-    DDPM_ASSERT(len <= total);
+    ERR_ASSERT(len <= total);
     if (total < 10 || memcmp(buf, npy_magic, sizeof npy_magic) != 0)
-        return ddpm_fail(err, "%s: not a .npy file (bad magic)", name);
-    DDPM_ASSERT(len >= 10);
+        return err_fail(err, "%s: not a .npy file (bad magic)", name);
+    ERR_ASSERT(len >= 10);
     if (buf[6] == 1) {
         hstart = 10;
         hlen = le_get16(buf + 8);
     } else if (buf[6] == 2 || buf[6] == 3) {
-        if (total < 12) return ddpm_fail(err, "%s: truncated .npy header", name);
-        DDPM_ASSERT(len >= 12);
+        if (total < 12) return err_fail(err, "%s: truncated .npy header", name);
+        ERR_ASSERT(len >= 12);
         hstart = 12;
         hlen = le_get32(buf + 8);
     } else {
-        return ddpm_fail(err, "%s: unsupported .npy format version %d.%d", name, buf[6], buf[7]);
+        return err_fail(err, "%s: unsupported .npy format version %d.%d", name, buf[6], buf[7]);
     }
     if (hlen > total - hstart)
-        return ddpm_fail(err, "%s: truncated .npy header (%zu header bytes declared, file has %zu bytes)", name, hlen,
+        return err_fail(err, "%s: truncated .npy header (%zu header bytes declared, file has %zu bytes)", name, hlen,
                          total);
-    DDPM_ASSERT(len >= hstart + hlen);
+    ERR_ASSERT(len >= hstart + hlen);
     if (parse_header(name, (const char *)buf + hstart, hlen, &h, err) != 0) return -1;
     if (strcmp(h.descr, "<f4") == 0) {
         info->type = NPY_F32;
@@ -201,26 +201,26 @@ int npy_parse_header(const char *name, const unsigned char *buf, size_t len, siz
     } else if (strcmp(h.descr, "|u1") == 0 || strcmp(h.descr, "<u1") == 0) {
         info->type = NPY_U8;
     } else if (h.descr[0] == '>') {
-        return ddpm_fail(err, "%s: big-endian dtype '%s' is not supported (need '<f4', '<f8' or '|u1')", name,
+        return err_fail(err, "%s: big-endian dtype '%s' is not supported (need '<f4', '<f8' or '|u1')", name,
                          h.descr);
     } else {
-        return ddpm_fail(err, "%s: unsupported dtype '%s' (need '<f4', '<f8' or '|u1')", name, h.descr);
+        return err_fail(err, "%s: unsupported dtype '%s' (need '<f4', '<f8' or '|u1')", name, h.descr);
     }
     if (h.fortran)
-        return ddpm_fail(err, "%s: fortran_order True (column-major) arrays are not supported; save a C-order array",
+        return err_fail(err, "%s: fortran_order True (column-major) arrays are not supported; save a C-order array",
                          name);
     for (int i = 0; i < h.ndim; i++) {
         size_t d = (size_t)h.shape[i];
         if ((uint64_t)h.shape[i] > SIZE_MAX || (d != 0 && numel > SIZE_MAX / 8 / d))
-            return ddpm_fail(err, "%s: array shape is too large", name);
+            return err_fail(err, "%s: array shape is too large", name);
         numel *= d;
     }
     need = numel * npy_type_size(info->type);
     have = total - hstart - hlen;
     if (have < need)
-        return ddpm_fail(err, "%s: truncated data: %zu elements need %zu bytes but only %zu are present", name, numel,
+        return err_fail(err, "%s: truncated data: %zu elements need %zu bytes but only %zu are present", name, numel,
                          need, have);
-    if (have > need) return ddpm_fail(err, "%s: %zu unexpected bytes after the array data", name, have - need);
+    if (have > need) return err_fail(err, "%s: %zu unexpected bytes after the array data", name, have - need);
     info->ndim = h.ndim;
     for (int i = 0; i < h.ndim; i++) info->shape[i] = h.shape[i];
     info->numel = numel;
@@ -244,7 +244,7 @@ void npy_convert(void *dst, npy_type to, const unsigned char *src, npy_type from
             }
         }
     } else {
-        DDPM_ASSERT(to == NPY_F64);
+        ERR_ASSERT(to == NPY_F64);
         double *out = dst;
         for (size_t i = 0; i < n; i++) {
             if (from == NPY_U8) {
@@ -257,17 +257,17 @@ void npy_convert(void *dst, npy_type to, const unsigned char *src, npy_type from
 }
 
 int npy_parse(const char *name, const unsigned char *buf, size_t len, npy_type as, void **data, int *ndim,
-              int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+              int64_t shape[NPY_MAX_DIMS], err_t *err) {
     npy_info info;
     void *out;
 
-    DDPM_ASSERT(as == NPY_F32 || as == NPY_F64);
+    ERR_ASSERT(as == NPY_F32 || as == NPY_F64);
     *data = NULL;
     *ndim = 0;
     if (npy_parse_header(name, buf, len, len, &info, err) != 0) return -1;
     /* numel * 8 fits in size_t (npy_parse_header), so the float count does too */
-    out = ddpm_alloc_floats(as == NPY_F64 ? 2 * info.numel : info.numel, err);
-    if (!out) return ddpm_wrap(err, "%s", name);
+    out = mem_alloc_floats(as == NPY_F64 ? 2 * info.numel : info.numel, err);
+    if (!out) return err_wrap(err, "%s", name);
     npy_convert(out, as, buf + info.data_offset, info.type, info.numel);
     *data = out;
     *ndim = info.ndim;
@@ -276,7 +276,7 @@ int npy_parse(const char *name, const unsigned char *buf, size_t len, npy_type a
 }
 
 static int npy_read(const char *path, npy_type as, void **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                    ddpm_err *err) {
+                    err_t *err) {
     unsigned char *buf = NULL;
     size_t len;
     int rc;
@@ -289,14 +289,14 @@ static int npy_read(const char *path, npy_type as, void **data, int *ndim, int64
     return rc;
 }
 
-int npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+int npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS], err_t *err) {
     void *p = NULL;
     int rc = npy_read(path, NPY_F32, &p, ndim, shape, err);
     *data = p;
     return rc;
 }
 
-int npy_read_f64(const char *path, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err) {
+int npy_read_f64(const char *path, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS], err_t *err) {
     void *p = NULL;
     int rc = npy_read(path, NPY_F64, &p, ndim, shape, err);
     *data = p;
@@ -306,18 +306,18 @@ int npy_read_f64(const char *path, double **data, int *ndim, int64_t shape[NPY_M
 /* ---------------------------------------------------------------- writer */
 
 int npy_encode_header(const char *path, unsigned char hdr[NPY_HEADER_MAX], size_t *hlen, npy_type type, int ndim,
-                      const int64_t *shape, size_t *nbytes, ddpm_err *err) {
+                      const int64_t *shape, size_t *nbytes, err_t *err) {
     static const char *const descr[] = {[NPY_F32] = "<f4", [NPY_F64] = "<f8", [NPY_U8] = "|u1"};
     size_t elsize = npy_type_size(type), hl, numel = 1;
     char *h = (char *)hdr;
 
-    DDPM_ASSERT(type == NPY_F32 || type == NPY_F64 || type == NPY_U8);
+    ERR_ASSERT(type == NPY_F32 || type == NPY_F64 || type == NPY_U8);
     if (ndim < 0 || ndim > NPY_MAX_DIMS)
-        return ddpm_fail(err, "cannot write %s: %d dimensions (0..%d allowed)", path, ndim, NPY_MAX_DIMS);
+        return err_fail(err, "cannot write %s: %d dimensions (0..%d allowed)", path, ndim, NPY_MAX_DIMS);
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (uint64_t)shape[i] > SIZE_MAX ||
             (shape[i] != 0 && numel > SIZE_MAX / elsize / (size_t)shape[i]))
-            return ddpm_fail(err, "cannot write %s: invalid shape (dimension %d is %lld)", path, i,
+            return err_fail(err, "cannot write %s: invalid shape (dimension %d is %lld)", path, i,
                              (long long)shape[i]);
         numel *= (size_t)shape[i];
     }
@@ -333,7 +333,7 @@ int npy_encode_header(const char *path, unsigned char hdr[NPY_HEADER_MAX], size_
     hl += (size_t)snprintf(h + hl, NPY_HEADER_MAX - hl, "%s), }", ndim == 1 ? "," : "");
     while ((hl + 1) % 64 != 0) h[hl++] = ' ';
     h[hl++] = '\n';
-    DDPM_ASSERT(hl <= NPY_HEADER_MAX);
+    ERR_ASSERT(hl <= NPY_HEADER_MAX);
     le_put16((unsigned char *)h + 8, (uint16_t)(hl - 10));
     *hlen = hl;
     *nbytes = numel * elsize;
@@ -341,26 +341,26 @@ int npy_encode_header(const char *path, unsigned char hdr[NPY_HEADER_MAX], size_
 }
 
 static int npy_write(const char *path, const void *data, npy_type type, int ndim, const int64_t *shape,
-                     ddpm_err *err) {
+                     err_t *err) {
     unsigned char hdr[NPY_HEADER_MAX];
     const void *chunks[2];
     size_t lens[2];
 
     if (npy_encode_header(path, hdr, &lens[0], type, ndim, shape, &lens[1], err) != 0) return -1;
-    if (lens[1] > 0 && !data) return ddpm_fail(err, "cannot write %s: no data", path);
+    if (lens[1] > 0 && !data) return err_fail(err, "cannot write %s: no data", path);
     chunks[0] = hdr;
     chunks[1] = data;
     return file_write_atomic(path, chunks, lens, 2, err);
 }
 
-int npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape, ddpm_err *err) {
+int npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape, err_t *err) {
     return npy_write(path, data, NPY_F32, ndim, shape, err);
 }
 
-int npy_write_f64(const char *path, const double *data, int ndim, const int64_t *shape, ddpm_err *err) {
+int npy_write_f64(const char *path, const double *data, int ndim, const int64_t *shape, err_t *err) {
     return npy_write(path, data, NPY_F64, ndim, shape, err);
 }
 
-int npy_write_u8(const char *path, const uint8_t *data, int ndim, const int64_t *shape, ddpm_err *err) {
+int npy_write_u8(const char *path, const uint8_t *data, int ndim, const int64_t *shape, err_t *err) {
     return npy_write(path, data, NPY_U8, ndim, shape, err);
 }

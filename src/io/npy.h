@@ -29,23 +29,23 @@ typedef enum npy_type { NPY_F32, NPY_F64, NPY_U8 } npy_type;
  * big-endian or other dtypes, too many dimensions, truncated data, or bytes
  * after the data.
  */
-int npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err);
+int npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS], err_t *err);
 
 /* As npy_read_f32, into doubles: '<f8' exactly, '<f4' and '|u1' converted
  * (exactly: every float and byte value is a double). */
-int npy_read_f64(const char *path, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS], ddpm_err *err);
+int npy_read_f64(const char *path, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS], err_t *err);
 
 /* Writes data (C order, product of shape elements; ndim 0..8, dims >= 0) as a
  * version 1.0 .npy with dtype '<f4'. The header is padded with spaces so the
  * data starts at a multiple of 64 bytes. Written atomically (file_write_atomic).
  */
-int npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape, ddpm_err *err);
+int npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape, err_t *err);
 
 /* As npy_write_f32, for uint8 data with dtype '|u1'. */
-int npy_write_u8(const char *path, const uint8_t *data, int ndim, const int64_t *shape, ddpm_err *err);
+int npy_write_u8(const char *path, const uint8_t *data, int ndim, const int64_t *shape, err_t *err);
 
 /* As npy_write_f32, for double data with dtype '<f8'. */
-int npy_write_f64(const char *path, const double *data, int ndim, const int64_t *shape, ddpm_err *err);
+int npy_write_f64(const char *path, const double *data, int ndim, const int64_t *shape, err_t *err);
 
 /* ---------------------------------------------------------------- in memory */
 
@@ -72,7 +72,7 @@ typedef struct npy_info {
  * wording listed at npy_read_f32.
  */
 int npy_parse_header(const char *name, const unsigned char *buf, size_t len, size_t total, npy_info *info,
-                     ddpm_err *err);
+                     err_t *err);
 
 /* Converts n little-endian elements of type `from` at src (any alignment) to
  * type `to` at dst. to == NPY_F32: from any type (f8 beyond float range ->
@@ -85,7 +85,7 @@ void npy_convert(void *dst, npy_type to, const unsigned char *src, npy_type from
  * function applied to the file's bytes, name = path).
  */
 int npy_parse(const char *name, const unsigned char *buf, size_t len, npy_type as, void **data, int *ndim,
-              int64_t shape[NPY_MAX_DIMS], ddpm_err *err);
+              int64_t shape[NPY_MAX_DIMS], err_t *err);
 
 /* Encodes the version 1.0 header of a C-order array of `type` and shape
  * (ndim 0..8, dims >= 0) into hdr: magic, version, length, the dict padded with
@@ -93,6 +93,6 @@ int npy_parse(const char *name, const unsigned char *buf, size_t len, npy_type a
  * Errors name `path` ("cannot write X: invalid shape ...").
  */
 int npy_encode_header(const char *path, unsigned char hdr[NPY_HEADER_MAX], size_t *hlen, npy_type type, int ndim,
-                      const int64_t *shape, size_t *nbytes, ddpm_err *err);
+                      const int64_t *shape, size_t *nbytes, err_t *err);
 
 #endif

@@ -63,16 +63,16 @@ enum {
 static unsigned long long ull(uint64_t v) { return (unsigned long long)v; }
 
 /* Reads exactly n bytes at off (bounded by the caller against f->size). */
-static int read_at(const npz_file *f, uint64_t off, void *buf, size_t n, ddpm_err *err) {
+static int read_at(const npz_file *f, uint64_t off, void *buf, size_t n, err_t *err) {
     unsigned char *p = buf;
     while (n > 0) {
         ssize_t r = pread(f->fd, p, n, (off_t)off);
         if (r < 0) {
             if (errno == EINTR) continue;
-            return ddpm_fail(err, "cannot read %s: %s", f->path, strerror(errno));
+            return err_fail(err, "cannot read %s: %s", f->path, strerror(errno));
         }
         if (r == 0)
-            return ddpm_fail(err, "cannot read %s: unexpected end of file at offset %llu (file changed?)", f->path,
+            return err_fail(err, "cannot read %s: unexpected end of file at offset %llu (file changed?)", f->path,
                              ull(off));
         p += r;
         off += (uint64_t)r;
@@ -135,14 +135,14 @@ static int cmp_member_name(const void *a, const void *b) {
 
 /* Finds the end record in the last bytes of the file and reads the directory
  * position from it (or from the ZIP64 end record it points to). */
-static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, uint64_t *cd_off, ddpm_err *err) {
+static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, uint64_t *cd_off, err_t *err) {
     int rc = -1;
     size_t tail_len = f->size < EOCD_LEN + MAX_COMMENT ? (size_t)f->size : EOCD_LEN + MAX_COMMENT;
     uint64_t tail_off = f->size - tail_len, eocd_pos, end_pos, disk, cd_disk, n_disk;
-    unsigned char *tail = ddpm_malloc(tail_len, err), loc[LOC64_LEN], rec[EOCD64_LEN];
+    unsigned char *tail = mem_alloc(tail_len, err), loc[LOC64_LEN], rec[EOCD64_LEN];
     const unsigned char *e = NULL;
 
-    if (!tail) return ddpm_wrap(err, "%s", f->path);
+    if (!tail) return err_wrap(err, "%s", f->path);
     if (read_at(f, tail_off, tail, tail_len, err) != 0) goto done;
     /* the last record whose comment fits in the file */
     for (size_t i = tail_len - EOCD_LEN + 1; i-- > 0;) {
@@ -152,7 +152,7 @@ static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, u
         }
     }
     if (!e) {
-        ddpm_fail(err, "%s: not a zip archive (no end-of-central-directory record; not an .npz file?)", f->path);
+        err_fail(err, "%s: not a zip archive (no end-of-central-directory record; not an .npz file?)", f->path);
         goto done;
     }
     eocd_pos = tail_off + (uint64_t)(e - tail);
@@ -168,17 +168,17 @@ static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, u
         if (le_get32(loc) == SIG_LOC64) {
             uint64_t rec_off = le_get64(loc + 8);
             if (le_get32(loc + 4) != 0 || le_get32(loc + 16) > 1) {
-                ddpm_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
+                err_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
                 goto done;
             }
             if (eocd_pos - LOC64_LEN < EOCD64_LEN || rec_off > eocd_pos - LOC64_LEN - EOCD64_LEN) {
-                ddpm_fail(err, "%s: ZIP64 end record offset %llu lies outside the file (truncated?)", f->path,
+                err_fail(err, "%s: ZIP64 end record offset %llu lies outside the file (truncated?)", f->path,
                           ull(rec_off));
                 goto done;
             }
             if (read_at(f, rec_off, rec, EOCD64_LEN, err) != 0) goto done;
             if (le_get32(rec) != SIG_EOCD64) {
-                ddpm_fail(err, "%s: no ZIP64 end record at offset %llu (bad signature)", f->path, ull(rec_off));
+                err_fail(err, "%s: no ZIP64 end record at offset %llu (bad signature)", f->path, ull(rec_off));
                 goto done;
             }
             end_pos = rec_off;
@@ -191,16 +191,16 @@ static int read_end(const npz_file *f, uint64_t *n_entries, uint64_t *cd_size, u
         }
     }
     if (disk != 0 || cd_disk != 0 || n_disk != *n_entries) {
-        ddpm_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
+        err_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
         goto done;
     }
     if (*cd_off > end_pos || *cd_size > end_pos - *cd_off) {
-        ddpm_fail(err, "%s: central directory (offset %llu, %llu bytes) lies outside the file of %llu bytes (truncated?)",
+        err_fail(err, "%s: central directory (offset %llu, %llu bytes) lies outside the file of %llu bytes (truncated?)",
                   f->path, ull(*cd_off), ull(*cd_size), ull(f->size));
         goto done;
     }
     if (*n_entries > *cd_size / CENTRAL_LEN || *n_entries > INT_MAX) {
-        ddpm_fail(err, "%s: %llu entries cannot fit in a central directory of %llu bytes", f->path, ull(*n_entries),
+        err_fail(err, "%s: %llu entries cannot fit in a central directory of %llu bytes", f->path, ull(*n_entries),
                   ull(*cd_size));
         goto done;
     }
@@ -212,25 +212,25 @@ done:
 
 /* Parses central header number k at cd[*pos..cd_size) into m and checks it. */
 static int parse_central(const npz_file *f, int k, const unsigned char *cd, size_t cd_size, size_t *pos,
-                         npz_member *m, ddpm_err *err) {
+                         npz_member *m, err_t *err) {
     const unsigned char *c = cd + *pos, *name;
     size_t nlen, elen, clen;
     uint64_t disk;
     const char *why;
 
     if (cd_size - *pos < CENTRAL_LEN || le_get32(c) != SIG_CENTRAL)
-        return ddpm_fail(err, "%s: central directory entry %d is malformed (bad signature or truncated)", f->path, k);
+        return err_fail(err, "%s: central directory entry %d is malformed (bad signature or truncated)", f->path, k);
     nlen = le_get16(c + 28);
     elen = le_get16(c + 30);
     clen = le_get16(c + 32);
     if (CENTRAL_LEN + nlen + elen + clen > cd_size - *pos)
-        return ddpm_fail(err, "%s: central directory entry %d runs past the end of the directory", f->path, k);
+        return err_fail(err, "%s: central directory entry %d runs past the end of the directory", f->path, k);
     name = c + CENTRAL_LEN;
-    if (nlen == 0) return ddpm_fail(err, "%s: central directory entry %d has an empty name", f->path, k);
-    if (memchr(name, 0, nlen)) return ddpm_fail(err, "%s: central directory entry %d has a NUL in its name", f->path, k);
+    if (nlen == 0) return err_fail(err, "%s: central directory entry %d has an empty name", f->path, k);
+    if (memchr(name, 0, nlen)) return err_fail(err, "%s: central directory entry %d has a NUL in its name", f->path, k);
     m->entry = strndup((const char *)name, nlen);
     m->name = strndup((const char *)name, nlen > 4 && memcmp(name + nlen - 4, ".npy", 4) == 0 ? nlen - 4 : nlen);
-    if (!m->entry || !m->name) return ddpm_fail(err, "%s: out of memory", f->path);
+    if (!m->entry || !m->name) return err_fail(err, "%s: out of memory", f->path);
     m->flags = le_get16(c + 8);
     m->method = le_get16(c + 10);
     m->crc = le_get32(c + 16);
@@ -239,35 +239,35 @@ static int parse_central(const npz_file *f, int k, const unsigned char *cd, size
     disk = le_get16(c + 34);
     m->offset = le_get32(c + 42);
     why = apply_zip64(name + nlen, elen, &m->usize, &m->csize, &m->offset, &disk);
-    if (why) return ddpm_fail(err, "%s: entry '%s': %s", f->path, m->entry, why);
+    if (why) return err_fail(err, "%s: entry '%s': %s", f->path, m->entry, why);
     if (m->flags & (FLAG_ENCRYPTED | FLAG_STRONG))
-        return ddpm_fail(err, "%s: entry '%s' is encrypted (not supported)", f->path, m->entry);
+        return err_fail(err, "%s: entry '%s' is encrypted (not supported)", f->path, m->entry);
     if (m->method != METHOD_STORED && m->method != METHOD_DEFLATED)
-        return ddpm_fail(err, "%s: entry '%s' uses compression method %d (only 0 stored and 8 deflated are supported)",
+        return err_fail(err, "%s: entry '%s' uses compression method %d (only 0 stored and 8 deflated are supported)",
                          f->path, m->entry, m->method);
-    if (disk != 0) return ddpm_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
+    if (disk != 0) return err_fail(err, "%s: multi-disk (split or spanned) zip archives are not supported", f->path);
     if (m->offset > f->cd_offset || f->cd_offset - m->offset < LOCAL_LEN + nlen)
-        return ddpm_fail(err, "%s: entry '%s': local header offset %llu lies outside the data before the central "
+        return err_fail(err, "%s: entry '%s': local header offset %llu lies outside the data before the central "
                          "directory at %llu",
                          f->path, m->entry, ull(m->offset), ull(f->cd_offset));
     if (m->csize > f->cd_offset - m->offset - LOCAL_LEN - nlen)
-        return ddpm_fail(err, "%s: entry '%s': compressed size %llu at offset %llu runs past the central directory "
+        return err_fail(err, "%s: entry '%s': compressed size %llu at offset %llu runs past the central directory "
                          "at %llu (truncated?)",
                          f->path, m->entry, ull(m->csize), ull(m->offset), ull(f->cd_offset));
     if (m->usize > NPZ_MAX_ENTRY)
-        return ddpm_fail(err, "%s: entry '%s': uncompressed size %llu exceeds the limit of %llu bytes", f->path,
+        return err_fail(err, "%s: entry '%s': uncompressed size %llu exceeds the limit of %llu bytes", f->path,
                          m->entry, ull(m->usize), ull(NPZ_MAX_ENTRY));
     if (m->method == METHOD_STORED && m->csize != m->usize)
-        return ddpm_fail(err, "%s: entry '%s': stored, but compressed size %llu != uncompressed size %llu", f->path,
+        return err_fail(err, "%s: entry '%s': stored, but compressed size %llu != uncompressed size %llu", f->path,
                          m->entry, ull(m->csize), ull(m->usize));
     if (m->method == METHOD_DEFLATED && m->usize / NPZ_MAX_RATIO > m->csize)
-        return ddpm_fail(err, "%s: entry '%s': %llu compressed bytes cannot inflate to the %llu bytes claimed", f->path,
+        return err_fail(err, "%s: entry '%s': %llu compressed bytes cannot inflate to the %llu bytes claimed", f->path,
                          m->entry, ull(m->csize), ull(m->usize));
     *pos += CENTRAL_LEN + nlen + elen + clen;
     return 0;
 }
 
-int npz_open(npz_file *f, const char *path, ddpm_err *err) {
+int npz_open(npz_file *f, const char *path, err_t *err) {
     int rc = -1;
     unsigned char *cd = NULL;
     npz_member **sorted = NULL;
@@ -279,35 +279,35 @@ int npz_open(npz_file *f, const char *path, ddpm_err *err) {
     f->fd = -1;
     f->path = strdup(path);
     if (!f->path) {
-        ddpm_fail(err, "%s: out of memory", path);
+        err_fail(err, "%s: out of memory", path);
         goto done;
     }
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) {
-        ddpm_fail(err, "cannot open %s: %s", path, strerror(errno));
+        err_fail(err, "cannot open %s: %s", path, strerror(errno));
         goto done;
     }
     if (fstat(f->fd, &st) != 0) {
-        ddpm_fail(err, "cannot stat %s: %s", path, strerror(errno));
+        err_fail(err, "cannot stat %s: %s", path, strerror(errno));
         goto done;
     }
     if (!S_ISREG(st.st_mode)) {
-        ddpm_fail(err, "cannot read %s: %s", path, S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+        err_fail(err, "cannot read %s: %s", path, S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
         goto done;
     }
     f->size = (uint64_t)st.st_size;
     if (f->size < EOCD_LEN) {
-        ddpm_fail(err, "%s: not a zip archive (%llu bytes, too short for an end-of-central-directory record)", path,
+        err_fail(err, "%s: not a zip archive (%llu bytes, too short for an end-of-central-directory record)", path,
                   ull(f->size));
         goto done;
     }
     if (read_end(f, &n_entries, &cd_size, &cd_off, err) != 0) goto done;
     f->cd_offset = cd_off;
-    cd = ddpm_malloc((size_t)cd_size, err); /* at most the file size */
-    f->members = ddpm_calloc((size_t)n_entries, sizeof *f->members, err);
-    sorted = ddpm_calloc((size_t)n_entries, sizeof *sorted, err);
+    cd = mem_alloc((size_t)cd_size, err); /* at most the file size */
+    f->members = mem_calloc((size_t)n_entries, sizeof *f->members, err);
+    sorted = mem_calloc((size_t)n_entries, sizeof *sorted, err);
     if (!cd || !f->members || !sorted) {
-        ddpm_wrap(err, "%s", path);
+        err_wrap(err, "%s", path);
         goto done;
     }
     if (read_at(f, cd_off, cd, (size_t)cd_size, err) != 0) goto done;
@@ -319,7 +319,7 @@ int npz_open(npz_file *f, const char *path, ddpm_err *err) {
     qsort(sorted, (size_t)f->n, sizeof *sorted, cmp_member_name);
     for (int k = 1; k < f->n; k++) {
         if (strcmp(sorted[k - 1]->name, sorted[k]->name) == 0) {
-            ddpm_fail(err, "%s: duplicate entries '%s' and '%s'", path, sorted[k - 1]->entry, sorted[k]->entry);
+            err_fail(err, "%s: duplicate entries '%s' and '%s'", path, sorted[k - 1]->entry, sorted[k]->entry);
             goto done;
         }
     }
@@ -351,7 +351,7 @@ typedef struct npz_sink {
     unsigned char *hdr;
     size_t hdr_len, hdr_need;
     int sized, parsed, failed;
-    ddpm_err perr;
+    err_t perr;
     npy_info info;
     void *out;
     size_t idx; /* elements written to out */
@@ -374,8 +374,8 @@ static int sink_parse(npz_sink *s) {
     s->parsed = 1;
     if (npy_parse_header(s->what, s->hdr, s->hdr_len, s->total, &s->info, &s->perr) != 0) return -1;
     /* numel * 8 fits in size_t (npy_parse_header) */
-    s->out = ddpm_alloc_floats(s->as == NPY_F64 ? 2 * s->info.numel : s->info.numel, &s->perr);
-    if (!s->out) return ddpm_wrap(&s->perr, "%s", s->what);
+    s->out = mem_alloc_floats(s->as == NPY_F64 ? 2 * s->info.numel : s->info.numel, &s->perr);
+    if (!s->out) return err_wrap(&s->perr, "%s", s->what);
     return 0;
 }
 
@@ -389,14 +389,14 @@ static void sink_data(npz_sink *s, const unsigned char *p, size_t n) {
             p += t;
             n -= t;
             if (s->carry_n == es) {
-                DDPM_ASSERT(s->idx < s->info.numel);
+                ERR_ASSERT(s->idx < s->info.numel);
                 npy_convert((char *)s->out + s->idx * eo, s->as, s->carry, s->info.type, 1);
                 s->idx++;
                 s->carry_n = 0;
             }
         } else {
             size_t k = n / es;
-            DDPM_ASSERT(k <= s->info.numel - s->idx);
+            ERR_ASSERT(k <= s->info.numel - s->idx);
             npy_convert((char *)s->out + s->idx * eo, s->as, p, s->info.type, k);
             s->idx += k;
             p += k * es;
@@ -406,9 +406,9 @@ static void sink_data(npz_sink *s, const unsigned char *p, size_t n) {
 }
 
 /* Takes the next n bytes of the entry; -1 only if there are more than stated. */
-static int sink_put(npz_sink *s, const unsigned char *p, size_t n, ddpm_err *err) {
+static int sink_put(npz_sink *s, const unsigned char *p, size_t n, err_t *err) {
     if (n > s->total - s->got)
-        return ddpm_fail(err, "%s: the data inflates to more than the %zu bytes stated in the central directory",
+        return err_fail(err, "%s: the data inflates to more than the %zu bytes stated in the central directory",
                          s->what, s->total);
     s->crc = (uint32_t)crc32_z(s->crc, p, n);
     s->got += n;
@@ -423,7 +423,7 @@ static int sink_put(npz_sink *s, const unsigned char *p, size_t n, ddpm_err *err
             size_t hs = npy_header_size(s->hdr, s->hdr_len);
             s->sized = 1;
             if (hs > NPZ_MAX_NPY_HEADER) {
-                ddpm_fail(&s->perr, "%s: .npy header of %zu bytes exceeds the limit of %zu", s->what, hs,
+                err_fail(&s->perr, "%s: .npy header of %zu bytes exceeds the limit of %zu", s->what, hs,
                           NPZ_MAX_NPY_HEADER);
                 s->failed = 1;
                 break;
@@ -439,7 +439,7 @@ static int sink_put(npz_sink *s, const unsigned char *p, size_t n, ddpm_err *err
 
 /* Checks the local header of m against the central one; *data_off gets where
  * the entry's bytes start. */
-static int check_local(const npz_file *f, const npz_member *m, const char *what, uint64_t *data_off, ddpm_err *err) {
+static int check_local(const npz_file *f, const npz_member *m, const char *what, uint64_t *data_off, err_t *err) {
     unsigned char h[LOCAL_LEN], *ne = NULL;
     size_t nlen, elen, mlen = strlen(m->entry);
     uint64_t lcsize, lusize, start;
@@ -449,7 +449,7 @@ static int check_local(const npz_file *f, const npz_member *m, const char *what,
 
     if (read_at(f, m->offset, h, LOCAL_LEN, err) != 0) return -1;
     if (le_get32(h) != SIG_LOCAL)
-        return ddpm_fail(err, "%s: bad local header at offset %llu (signature %08x)", what, ull(m->offset),
+        return err_fail(err, "%s: bad local header at offset %llu (signature %08x)", what, ull(m->offset),
                          (unsigned)le_get32(h));
     lflags = le_get16(h + 6);
     lmethod = le_get16(h + 8);
@@ -459,40 +459,40 @@ static int check_local(const npz_file *f, const npz_member *m, const char *what,
     nlen = le_get16(h + 26);
     elen = le_get16(h + 28);
     if (f->cd_offset - m->offset - LOCAL_LEN < nlen + elen) /* offset + 30 + name <= cd_offset: parse_central */
-        return ddpm_fail(err, "%s: local header at offset %llu runs into the central directory", what, ull(m->offset));
+        return err_fail(err, "%s: local header at offset %llu runs into the central directory", what, ull(m->offset));
     start = m->offset + LOCAL_LEN + nlen + elen;
-    ne = ddpm_malloc(nlen + elen, err);
-    if (!ne) return ddpm_wrap(err, "%s", what);
+    ne = mem_alloc(nlen + elen, err);
+    if (!ne) return err_wrap(err, "%s", what);
     if (read_at(f, m->offset + LOCAL_LEN, ne, nlen + elen, err) != 0) goto done;
     if (nlen != mlen || memcmp(ne, m->entry, nlen) != 0) {
-        ddpm_fail(err, "%s: local header names a different entry ('%.*s')", what, (int)(nlen < 200 ? nlen : 200),
+        err_fail(err, "%s: local header names a different entry ('%.*s')", what, (int)(nlen < 200 ? nlen : 200),
                   (const char *)ne);
         goto done;
     }
     if (lmethod != m->method) {
-        ddpm_fail(err, "%s: local header says compression method %d, the central directory %d", what, lmethod,
+        err_fail(err, "%s: local header says compression method %d, the central directory %d", what, lmethod,
                   m->method);
         goto done;
     }
     if (lflags & (FLAG_ENCRYPTED | FLAG_STRONG)) {
-        ddpm_fail(err, "%s: entry is encrypted (not supported)", what);
+        err_fail(err, "%s: entry is encrypted (not supported)", what);
         goto done;
     }
     why = apply_zip64(ne + nlen, elen, &lusize, &lcsize, NULL, NULL);
     if (why) {
-        ddpm_fail(err, "%s: local header: %s", what, why);
+        err_fail(err, "%s: local header: %s", what, why);
         goto done;
     }
     /* with a data descriptor (bit 3) the local fields may be zero; the central ones count */
     if (!(lflags & FLAG_DESCRIPTOR) && (lcrc != m->crc || lcsize != m->csize || lusize != m->usize)) {
-        ddpm_fail(err,
+        err_fail(err,
                   "%s: local header (crc %08x, %llu -> %llu bytes) disagrees with the central directory "
                   "(crc %08x, %llu -> %llu bytes)",
                   what, (unsigned)lcrc, ull(lcsize), ull(lusize), (unsigned)m->crc, ull(m->csize), ull(m->usize));
         goto done;
     }
     if (m->csize > f->cd_offset - start) {
-        ddpm_fail(err, "%s: %llu bytes of data at offset %llu run into the central directory (truncated?)", what,
+        err_fail(err, "%s: %llu bytes of data at offset %llu run into the central directory (truncated?)", what,
                   ull(m->csize), ull(start));
         goto done;
     }
@@ -504,7 +504,7 @@ done:
 }
 
 static int read_stored(const npz_file *f, const npz_member *m, uint64_t off, unsigned char *buf, npz_sink *s,
-                       ddpm_err *err) {
+                       err_t *err) {
     for (uint64_t left = m->csize; left > 0;) {
         size_t k = left < NPZ_CHUNK ? (size_t)left : NPZ_CHUNK;
         if (read_at(f, off, buf, k, err) != 0 || sink_put(s, buf, k, err) != 0) return -1;
@@ -515,18 +515,18 @@ static int read_stored(const npz_file *f, const npz_member *m, uint64_t off, uns
 }
 
 static int read_deflated(const npz_file *f, const npz_member *m, uint64_t off, unsigned char *in,
-                         unsigned char *out, npz_sink *s, ddpm_err *err) {
+                         unsigned char *out, npz_sink *s, err_t *err) {
     z_stream zs;
     int zr = Z_OK, rc = -1;
     uint64_t left = m->csize;
 
     memset(&zs, 0, sizeof zs);
-    if (inflateInit2(&zs, -15) != Z_OK) return ddpm_fail(err, "%s: cannot start inflating (out of memory)", s->what);
+    if (inflateInit2(&zs, -15) != Z_OK) return err_fail(err, "%s: cannot start inflating (out of memory)", s->what);
     while (zr != Z_STREAM_END) {
         if (zs.avail_in == 0) {
             size_t k = left < NPZ_CHUNK ? (size_t)left : NPZ_CHUNK;
             if (k == 0) {
-                ddpm_fail(err, "%s: deflated data is truncated (the stream does not end within its %llu bytes)",
+                err_fail(err, "%s: deflated data is truncated (the stream does not end within its %llu bytes)",
                           s->what, ull(m->csize));
                 goto done;
             }
@@ -540,13 +540,13 @@ static int read_deflated(const npz_file *f, const npz_member *m, uint64_t off, u
         zs.avail_out = (uInt)NPZ_CHUNK;
         zr = inflate(&zs, Z_NO_FLUSH);
         if (zr != Z_OK && zr != Z_STREAM_END) {
-            ddpm_fail(err, "%s: corrupt deflate data (%s)", s->what, zs.msg ? zs.msg : zError(zr));
+            err_fail(err, "%s: corrupt deflate data (%s)", s->what, zs.msg ? zs.msg : zError(zr));
             goto done;
         }
         if (sink_put(s, out, NPZ_CHUNK - zs.avail_out, err) != 0) goto done;
     }
     if (left != 0 || zs.avail_in != 0) {
-        ddpm_fail(err, "%s: %llu bytes after the end of the deflate stream", s->what, ull(left + zs.avail_in));
+        err_fail(err, "%s: %llu bytes after the end of the deflate stream", s->what, ull(left + zs.avail_in));
         goto done;
     }
     rc = 0;
@@ -556,7 +556,7 @@ done:
 }
 
 /* "X: no array 'name' (the archive has: a, b, c)", the list cut short with "...". */
-static int missing_array(const npz_file *f, const char *name, ddpm_err *err) {
+static int missing_array(const npz_file *f, const char *name, err_t *err) {
     char list[600] = "no entries";
     size_t used = 0;
     for (int i = 0; i < f->n; i++) {
@@ -567,11 +567,11 @@ static int missing_array(const npz_file *f, const char *name, ddpm_err *err) {
         }
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", f->members[i].name);
     }
-    return ddpm_fail(err, "%s: no array '%s' (the archive has: %s)", f->path, name, list);
+    return err_fail(err, "%s: no array '%s' (the archive has: %s)", f->path, name, list);
 }
 
 static int npz_read(const npz_file *f, const char *name, npy_type as, void **data, int *ndim,
-                    int64_t shape[NPY_MAX_DIMS], npy_type *stored, ddpm_err *err) {
+                    int64_t shape[NPY_MAX_DIMS], npy_type *stored, err_t *err) {
     int rc = -1;
     const npz_member *m;
     char what[1024];
@@ -589,23 +589,23 @@ static int npz_read(const npz_file *f, const char *name, npy_type as, void **dat
     s.as = as;
     s.total = (size_t)m->usize; /* <= NPZ_MAX_ENTRY */
     s.hdr_need = s.total < 12 ? s.total : 12;
-    s.hdr = ddpm_malloc(s.total < NPZ_MAX_NPY_HEADER ? s.total : NPZ_MAX_NPY_HEADER, err);
-    in = ddpm_malloc(NPZ_CHUNK, err);
-    if (m->method == METHOD_DEFLATED) out = ddpm_malloc(NPZ_CHUNK, err);
+    s.hdr = mem_alloc(s.total < NPZ_MAX_NPY_HEADER ? s.total : NPZ_MAX_NPY_HEADER, err);
+    in = mem_alloc(NPZ_CHUNK, err);
+    if (m->method == METHOD_DEFLATED) out = mem_alloc(NPZ_CHUNK, err);
     if (!s.hdr || !in || (m->method == METHOD_DEFLATED && !out)) {
-        ddpm_wrap(err, "%s", what);
+        err_wrap(err, "%s", what);
         goto done;
     }
     if (check_local(f, m, what, &off, err) != 0) goto done;
     if (m->method == METHOD_STORED ? read_stored(f, m, off, in, &s, err) : read_deflated(f, m, off, in, out, &s, err))
         goto done;
     if (s.got != s.total) {
-        ddpm_fail(err, "%s: the data inflates to %zu bytes, not the %zu stated in the central directory", what, s.got,
+        err_fail(err, "%s: the data inflates to %zu bytes, not the %zu stated in the central directory", what, s.got,
                   s.total);
         goto done;
     }
     if (s.crc != m->crc) {
-        ddpm_fail(err, "%s: CRC-32 mismatch (stored %08x, computed %08x): the entry is corrupt", what,
+        err_fail(err, "%s: CRC-32 mismatch (stored %08x, computed %08x): the entry is corrupt", what,
                   (unsigned)m->crc, (unsigned)s.crc);
         goto done;
     }
@@ -614,7 +614,7 @@ static int npz_read(const npz_file *f, const char *name, npy_type as, void **dat
         if (err) *err = s.perr;
         goto done;
     }
-    DDPM_ASSERT(s.idx == s.info.numel && s.carry_n == 0);
+    ERR_ASSERT(s.idx == s.info.numel && s.carry_n == 0);
     *data = s.out;
     s.out = NULL;
     *ndim = s.info.ndim;
@@ -630,7 +630,7 @@ done:
 }
 
 int npz_read_f64(const npz_file *f, const char *name, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                 ddpm_err *err) {
+                 err_t *err) {
     void *p = NULL;
     int rc = npz_read(f, name, NPY_F64, &p, ndim, shape, NULL, err);
     *data = p;
@@ -638,12 +638,12 @@ int npz_read_f64(const npz_file *f, const char *name, double **data, int *ndim, 
 }
 
 int npz_read_f32(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                 ddpm_err *err) {
+                 err_t *err) {
     return npz_read_f32_stored(f, name, data, ndim, shape, NULL, err);
 }
 
 int npz_read_f32_stored(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                        npy_type *stored, ddpm_err *err) {
+                        npy_type *stored, err_t *err) {
     void *p = NULL;
     int rc = npz_read(f, name, NPY_F32, &p, ndim, shape, stored, err);
     *data = p;
@@ -736,23 +736,23 @@ static size_t put_end(unsigned char *p, uint64_t n, uint64_t cd_size, uint64_t c
 
 /* Checks an array name: non-empty, at most MAX_NAME bytes, no '/', '\\' or
  * control bytes. Sets *flags to FLAG_UTF8 if it has non-ASCII bytes. */
-static int check_name(const char *path, int i, const char *name, int *flags, ddpm_err *err) {
+static int check_name(const char *path, int i, const char *name, int *flags, err_t *err) {
     size_t l;
-    if (!name || !*name) return ddpm_fail(err, "cannot write %s: array %d has no name", path, i);
+    if (!name || !*name) return err_fail(err, "cannot write %s: array %d has no name", path, i);
     l = strlen(name);
-    if (l > MAX_NAME) return ddpm_fail(err, "cannot write %s: array name of %zu bytes is too long", path, l);
+    if (l > MAX_NAME) return err_fail(err, "cannot write %s: array name of %zu bytes is too long", path, l);
     *flags = 0;
     for (size_t k = 0; k < l; k++) {
         unsigned char c = (unsigned char)name[k];
         if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
-            return ddpm_fail(err, "cannot write %s: invalid array name '%s' (no '/', '\\' or control characters)",
+            return err_fail(err, "cannot write %s: invalid array name '%s' (no '/', '\\' or control characters)",
                              path, name);
         if (c >= 0x80) *flags = FLAG_UTF8;
     }
     return 0;
 }
 
-int npz_write(const char *path, const npz_entry *e, int n, ddpm_err *err) {
+int npz_write(const char *path, const npz_entry *e, int n, err_t *err) {
     int rc = -1, *flags = NULL;
     unsigned char(*npyh)[NPY_HEADER_MAX] = NULL, *loc = NULL, *cen = NULL;
     const void **chunks = NULL;
@@ -761,14 +761,14 @@ int npz_write(const char *path, const npz_entry *e, int n, ddpm_err *err) {
     uint64_t off = 0;
 
     if (n < 0 || n > MAX_WRITE_ENTRIES || (n > 0 && !e))
-        return ddpm_fail(err, "cannot write %s: invalid number of arrays (%d)", path, n);
-    flags = ddpm_calloc((size_t)n, sizeof *flags, err);
-    crcs = ddpm_calloc((size_t)n, sizeof *crcs, err);
-    npyh = ddpm_calloc((size_t)n, sizeof *npyh, err);
-    chunks = ddpm_calloc(3 * (size_t)n + 1, sizeof *chunks, err);
-    lens = ddpm_calloc(3 * (size_t)n + 1, sizeof *lens, err);
+        return err_fail(err, "cannot write %s: invalid number of arrays (%d)", path, n);
+    flags = mem_calloc((size_t)n, sizeof *flags, err);
+    crcs = mem_calloc((size_t)n, sizeof *crcs, err);
+    npyh = mem_calloc((size_t)n, sizeof *npyh, err);
+    chunks = mem_calloc(3 * (size_t)n + 1, sizeof *chunks, err);
+    lens = mem_calloc(3 * (size_t)n + 1, sizeof *lens, err);
     if (!flags || !crcs || !npyh || !chunks || !lens) {
-        ddpm_wrap(err, "cannot write %s", path);
+        err_wrap(err, "cannot write %s", path);
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -777,12 +777,12 @@ int npz_write(const char *path, const npz_entry *e, int n, ddpm_err *err) {
         if (check_name(path, i, e[i].name, &flags[i], err) != 0) goto done;
         for (int j = 0; j < i; j++) {
             if (strcmp(e[j].name, e[i].name) == 0) {
-                ddpm_fail(err, "cannot write %s: two arrays named '%s'", path, e[i].name);
+                err_fail(err, "cannot write %s: two arrays named '%s'", path, e[i].name);
                 goto done;
             }
         }
         if (e[i].type != NPY_F32 && e[i].type != NPY_F64 && e[i].type != NPY_U8) {
-            ddpm_fail(err, "cannot write %s: array '%s' has an invalid type (%d)", path, e[i].name, (int)e[i].type);
+            err_fail(err, "cannot write %s: array '%s' has an invalid type (%d)", path, e[i].name, (int)e[i].type);
             goto done;
         }
         snprintf(what, sizeof what, "%s (array '%s')", path, e[i].name);
@@ -790,7 +790,7 @@ int npz_write(const char *path, const npz_entry *e, int n, ddpm_err *err) {
                               err) != 0)
             goto done;
         if (lens[3 * i + 2] > 0 && !e[i].data) {
-            ddpm_fail(err, "cannot write %s: array '%s' has no data", path, e[i].name);
+            err_fail(err, "cannot write %s: array '%s' has no data", path, e[i].name);
             goto done;
         }
         crcs[i] = (uint32_t)crc32_z(0, npyh[i], lens[3 * i + 1]);
@@ -799,10 +799,10 @@ int npz_write(const char *path, const npz_entry *e, int n, ddpm_err *err) {
         loc_len += LOCAL_LEN + nlen + 20;
         cen_len += CENTRAL_LEN + nlen + 28;
     }
-    loc = ddpm_malloc(loc_len, err);
-    cen = ddpm_malloc(cen_len + EOCD64_LEN + LOC64_LEN + EOCD_LEN, err);
+    loc = mem_alloc(loc_len, err);
+    cen = mem_alloc(cen_len + EOCD64_LEN + LOC64_LEN + EOCD_LEN, err);
     if (!loc || !cen) {
-        ddpm_wrap(err, "cannot write %s", path);
+        err_wrap(err, "cannot write %s", path);
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -818,7 +818,7 @@ int npz_write(const char *path, const npz_entry *e, int n, ddpm_err *err) {
         cpos += put_central(cen + cpos, entry, nlen, flags[i], crcs[i], size, off);
         off += l + size;
     }
-    DDPM_ASSERT(lpos == loc_len && cpos == cen_len);
+    ERR_ASSERT(lpos == loc_len && cpos == cen_len);
     cpos += put_end(cen + cpos, (uint64_t)n, cen_len, off);
     chunks[3 * n] = cen;
     lens[3 * n] = cpos;

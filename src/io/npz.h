@@ -58,7 +58,7 @@ typedef struct npz_file {
 /* Opens path and reads its central directory. On failure f is left closed
  * (npz_close on it is a no-op) and err names the file and the problem.
  */
-int npz_open(npz_file *f, const char *path, ddpm_err *err);
+int npz_open(npz_file *f, const char *path, err_t *err);
 
 /* Closes the file and frees everything; safe on a zeroed or closed npz_file. */
 void npz_close(npz_file *f);
@@ -74,15 +74,15 @@ const npz_member *npz_find(const npz_file *f, const char *name);
  * Reads of one npz_file may run concurrently (pread only).
  */
 int npz_read_f64(const npz_file *f, const char *name, double **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                 ddpm_err *err);
+                 err_t *err);
 
 /* As npz_read_f64, converted to float as npy_read_f32 does ('<f8' beyond float
  * range -> +-inf). */
 int npz_read_f32(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                 ddpm_err *err);
+                 err_t *err);
 /* The same, also giving the type the array is stored as (stored may be NULL). */
 int npz_read_f32_stored(const npz_file *f, const char *name, float **data, int *ndim, int64_t shape[NPY_MAX_DIMS],
-                        npy_type *stored, ddpm_err *err);
+                        npy_type *stored, err_t *err);
 
 /* One array to write: C-order data of `type` with the given shape. */
 typedef struct npz_entry {
@@ -97,6 +97,6 @@ typedef struct npz_entry {
  * distinct), in order, as np.savez would write them but with ZIP64 fields
  * everywhere (see the top of this file); np.load reads it back exactly.
  */
-int npz_write(const char *path, const npz_entry *entries, int n, ddpm_err *err);
+int npz_write(const char *path, const npz_entry *entries, int n, err_t *err);
 
 #endif

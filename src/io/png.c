@@ -90,28 +90,28 @@ static int read_body(png_job *job) {
     return 0;
 }
 
-int png_read_u8(const char *path, uint8_t **pix, int *w, int *h, int *c, ddpm_err *err) {
+int png_read_u8(const char *path, uint8_t **pix, int *w, int *h, int *c, err_t *err) {
     png_job job = {0};
     int rc = -1;
     *pix = NULL;
     job.f = fopen(path, "rb");
     if (!job.f) {
-        ddpm_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        err_fail(err, "%s: cannot open: %s", path, strerror(errno));
         goto done;
     }
     unsigned char sig[8];
     if (fread(sig, 1, 8, job.f) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
-        ddpm_fail(err, "%s: not a PNG file (bad signature)", path);
+        err_fail(err, "%s: not a PNG file (bad signature)", path);
         goto done;
     }
     job.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &job, on_png_error, on_png_warning);
     if (job.png) job.info = png_create_info_struct(job.png);
     if (!job.png || !job.info) {
-        ddpm_fail(err, "%s: cannot initialise libpng (out of memory)", path);
+        err_fail(err, "%s: cannot initialise libpng (out of memory)", path);
         goto done;
     }
     if (read_body(&job) != 0) {
-        ddpm_fail(err, "%s: corrupt or unreadable PNG: %s", path, job.msg);
+        err_fail(err, "%s: corrupt or unreadable PNG: %s", path, job.msg);
         goto done;
     }
     *pix = job.pix;
@@ -180,19 +180,19 @@ static void sync_parent_dir(const char *path) {
     }
 }
 
-int png_write_u8(const char *path, const uint8_t *pix, int w, int h, int c, ddpm_err *err) {
+int png_write_u8(const char *path, const uint8_t *pix, int w, int h, int c, err_t *err) {
     static unsigned counter; /* distinguishes temp files of concurrent writers in one process */
     png_job job = {0};
     char tmp[4200];
     int rc = -1, fd = -1, have_tmp = 0;
     if (!path || !*path || !pix || w <= 0 || h <= 0 || (c != 1 && c != 3) ||
         (uint64_t)w * h * c > PNG_MAX_BYTES) {
-        ddpm_fail(err, "%s: cannot write a %dx%dx%d PNG (need w, h > 0, c = 1 or 3, at most 2^31 bytes)",
+        err_fail(err, "%s: cannot write a %dx%dx%d PNG (need w, h > 0, c = 1 or 3, at most 2^31 bytes)",
                   path ? path : "(null)", w, h, c);
         goto done;
     }
     if (strlen(path) > 4096) {
-        ddpm_fail(err, "%.64s...: path too long", path);
+        err_fail(err, "%.64s...: path too long", path);
         goto done;
     }
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
@@ -202,13 +202,13 @@ int png_write_u8(const char *path, const uint8_t *pix, int w, int h, int c, ddpm
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
-        ddpm_fail(err, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
+        err_fail(err, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
         goto done;
     }
     have_tmp = 1;
     job.f = fdopen(fd, "wb");
     if (!job.f) {
-        ddpm_fail(err, "%s: fdopen failed: %s", path, strerror(errno));
+        err_fail(err, "%s: fdopen failed: %s", path, strerror(errno));
         close(fd);
         goto done;
     }
@@ -218,28 +218,28 @@ int png_write_u8(const char *path, const uint8_t *pix, int w, int h, int c, ddpm
     job.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &job, on_png_error, on_png_warning);
     if (job.png) job.info = png_create_info_struct(job.png);
     if (!job.png || !job.info) {
-        ddpm_fail(err, "%s: cannot initialise libpng (out of memory)", path);
+        err_fail(err, "%s: cannot initialise libpng (out of memory)", path);
         goto done;
     }
     if (write_body(&job, pix) != 0) {
         if (job.io_errno)
-            ddpm_fail(err, "%s: writing %s failed: %s", path, tmp, strerror(job.io_errno));
+            err_fail(err, "%s: writing %s failed: %s", path, tmp, strerror(job.io_errno));
         else
-            ddpm_fail(err, "%s: libpng error: %s", path, job.msg);
+            err_fail(err, "%s: libpng error: %s", path, job.msg);
         goto done;
     }
     if (fflush(job.f) != 0 || fsync(fileno(job.f)) != 0) {
-        ddpm_fail(err, "%s: writing %s failed: %s", path, tmp, strerror(errno));
+        err_fail(err, "%s: writing %s failed: %s", path, tmp, strerror(errno));
         goto done;
     }
     FILE *f = job.f;
     job.f = NULL;
     if (fclose(f) != 0) {
-        ddpm_fail(err, "%s: closing %s failed: %s", path, tmp, strerror(errno));
+        err_fail(err, "%s: closing %s failed: %s", path, tmp, strerror(errno));
         goto done;
     }
     if (rename(tmp, path) != 0) {
-        ddpm_fail(err, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        err_fail(err, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         goto done;
     }
     have_tmp = 0;
@@ -254,7 +254,7 @@ done:
 
 /* ---- conversion and grids ---- */
 
-void image_to_u8(const float *x, uint8_t *out, size_t n) {
+void png_to_u8(const float *x, uint8_t *out, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i] / 2.0f + 0.5f;
         if (!(v >= 0.0f)) v = 0.0f; /* also NaN */
@@ -264,11 +264,11 @@ void image_to_u8(const float *x, uint8_t *out, size_t n) {
 }
 
 int png_write_grid(const char *path, const float *imgs, int n, int h, int w, int c, int ncols, int pad,
-                   ddpm_err *err) {
+                   err_t *err) {
     uint8_t *canvas = NULL;
     int rc = -1;
     if (!imgs || n <= 0 || h <= 0 || w <= 0 || (c != 1 && c != 3) || ncols <= 0 || pad < 0) {
-        ddpm_fail(err, "%s: bad grid arguments (n=%d h=%d w=%d c=%d ncols=%d pad=%d)", path ? path : "(null)", n,
+        err_fail(err, "%s: bad grid arguments (n=%d h=%d w=%d c=%d ncols=%d pad=%d)", path ? path : "(null)", n,
                   h, w, c, ncols, pad);
         goto done;
     }
@@ -276,15 +276,15 @@ int png_write_grid(const char *path, const float *imgs, int n, int h, int w, int
     int64_t gw = (int64_t)cols * w + (int64_t)(cols - 1) * pad;
     int64_t gh = (int64_t)rows * h + (int64_t)(rows - 1) * pad;
     if (gw > 0x7fffffff || gh > 0x7fffffff || (uint64_t)gw * (uint64_t)gh * c > PNG_MAX_BYTES) {
-        ddpm_fail(err, "%s: grid of %d images %dx%d is too large", path ? path : "(null)", n, h, w);
+        err_fail(err, "%s: grid of %d images %dx%d is too large", path ? path : "(null)", n, h, w);
         goto done;
     }
-    canvas = ddpm_calloc((size_t)gw * gh * c, 1, err);
+    canvas = mem_calloc((size_t)gw * gh * c, 1, err);
     if (!canvas) goto done;
     for (int i = 0; i < n; i++) {
         int64_t x0 = (int64_t)(i % cols) * (w + pad), y0 = (int64_t)(i / cols) * (h + pad);
         for (int y = 0; y < h; y++)
-            image_to_u8(imgs + (((size_t)i * h + y) * w) * c, canvas + ((y0 + y) * gw + x0) * c, (size_t)w * c);
+            png_to_u8(imgs + (((size_t)i * h + y) * w) * c, canvas + ((y0 + y) * gw + x0) * c, (size_t)w * c);
     }
     rc = png_write_u8(path, canvas, (int)gw, (int)gh, c, err);
 done:

@@ -157,11 +157,11 @@ static int json_uint(const cJSON *j, uint64_t *out) {
 
 /* ---------------------------------------------------------------- reader */
 
-static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_t len, ddpm_err *err);
+static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_t len, err_t *err);
 
-int st_open(st_file *f, const char *path, ddpm_err *err) { return open_file_or_mem(f, path, NULL, 0, err); }
+int st_open(st_file *f, const char *path, err_t *err) { return open_file_or_mem(f, path, NULL, 0, err); }
 
-int st_open_mem(st_file *f, const char *name, const void *bytes, size_t len, ddpm_err *err) {
+int st_open_mem(st_file *f, const char *name, const void *bytes, size_t len, err_t *err) {
     return open_file_or_mem(f, name, bytes, len, err);
 }
 
@@ -182,85 +182,85 @@ void st_close(st_file *f) {
 }
 
 /* Fills t (whose name is set) from its JSON entry. */
-static int parse_tensor(const char *path, const cJSON *j, st_tensor *t, size_t data_len, ddpm_err *err) {
+static int parse_tensor(const char *path, const cJSON *j, st_tensor *t, size_t data_len, err_t *err) {
     const cJSON *jd = NULL, *js = NULL, *jo = NULL, *c;
     uint64_t off[2];
     size_t nbytes;
     int frac, nd;
     char sh[256];
 
-    if (!cJSON_IsObject(j)) return ddpm_fail(err, "%s: tensor '%s': entry is not a JSON object", path, t->name);
+    if (!cJSON_IsObject(j)) return err_fail(err, "%s: tensor '%s': entry is not a JSON object", path, t->name);
     cJSON_ArrayForEach(c, j) {
         const cJSON **slot = strcmp(c->string, "dtype") == 0          ? &jd
                              : strcmp(c->string, "shape") == 0        ? &js
                              : strcmp(c->string, "data_offsets") == 0 ? &jo
                                                                       : NULL;
         if (!slot) continue; /* unknown keys are ignored, as by the reference reader */
-        if (*slot) return ddpm_fail(err, "%s: tensor '%s': duplicate key \"%s\"", path, t->name, c->string);
+        if (*slot) return err_fail(err, "%s: tensor '%s': duplicate key \"%s\"", path, t->name, c->string);
         *slot = c;
     }
-    if (!jd) return ddpm_fail(err, "%s: tensor '%s': missing \"dtype\"", path, t->name);
-    if (!js) return ddpm_fail(err, "%s: tensor '%s': missing \"shape\"", path, t->name);
-    if (!jo) return ddpm_fail(err, "%s: tensor '%s': missing \"data_offsets\"", path, t->name);
-    if (!cJSON_IsString(jd)) return ddpm_fail(err, "%s: tensor '%s': \"dtype\" is not a string", path, t->name);
+    if (!jd) return err_fail(err, "%s: tensor '%s': missing \"dtype\"", path, t->name);
+    if (!js) return err_fail(err, "%s: tensor '%s': missing \"shape\"", path, t->name);
+    if (!jo) return err_fail(err, "%s: tensor '%s': missing \"data_offsets\"", path, t->name);
+    if (!cJSON_IsString(jd)) return err_fail(err, "%s: tensor '%s': \"dtype\" is not a string", path, t->name);
     t->dtype = st_dtype_from_name(jd->valuestring);
-    if (t->dtype < 0) return ddpm_fail(err, "%s: tensor '%s': unknown dtype '%s'", path, t->name, jd->valuestring);
-    if (!cJSON_IsArray(js)) return ddpm_fail(err, "%s: tensor '%s': \"shape\" is not an array", path, t->name);
+    if (t->dtype < 0) return err_fail(err, "%s: tensor '%s': unknown dtype '%s'", path, t->name, jd->valuestring);
+    if (!cJSON_IsArray(js)) return err_fail(err, "%s: tensor '%s': \"shape\" is not an array", path, t->name);
     nd = cJSON_GetArraySize(js);
     if (nd > ST_MAX_DIMS)
-        return ddpm_fail(err, "%s: tensor '%s': shape has %d dimensions (at most %d supported)", path, t->name, nd,
+        return err_fail(err, "%s: tensor '%s': shape has %d dimensions (at most %d supported)", path, t->name, nd,
                          ST_MAX_DIMS);
     t->ndim = 0;
     cJSON_ArrayForEach(c, js) {
         uint64_t d;
         if (json_uint(c, &d) != 0)
-            return ddpm_fail(err, "%s: tensor '%s': shape[%d] is not a non-negative integer", path, t->name, t->ndim);
+            return err_fail(err, "%s: tensor '%s': shape[%d] is not a non-negative integer", path, t->name, t->ndim);
         t->shape[t->ndim++] = (int64_t)d;
     }
     if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2 || json_uint(jo->child, &off[0]) != 0 ||
         json_uint(jo->child->next, &off[1]) != 0)
-        return ddpm_fail(err, "%s: tensor '%s': \"data_offsets\" is not [begin, end] with non-negative integers",
+        return err_fail(err, "%s: tensor '%s': \"data_offsets\" is not [begin, end] with non-negative integers",
                          path, t->name);
     if (off[0] > off[1])
-        return ddpm_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] end before they begin", path, t->name,
+        return err_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] end before they begin", path, t->name,
                          (unsigned long long)off[0], (unsigned long long)off[1]);
     if (off[1] > data_len)
-        return ddpm_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] outside the %zu-byte data buffer", path,
+        return err_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] outside the %zu-byte data buffer", path,
                          t->name, (unsigned long long)off[0], (unsigned long long)off[1], data_len);
     t->begin = (size_t)off[0];
     t->end = (size_t)off[1];
     fmt_shape(sh, sizeof sh, t->shape, t->ndim);
     if (tensor_size(t->dtype, t->shape, t->ndim, &t->numel, &nbytes, &frac) != 0)
-        return ddpm_fail(err, "%s: tensor '%s': shape %s is too large", path, t->name, sh);
+        return err_fail(err, "%s: tensor '%s': shape %s is too large", path, t->name, sh);
     if (frac)
-        return ddpm_fail(err, "%s: tensor '%s': shape %s of %s is not a whole number of bytes", path, t->name, sh,
+        return err_fail(err, "%s: tensor '%s': shape %s of %s is not a whole number of bytes", path, t->name, sh,
                          st_dtype_name(t->dtype));
     if (nbytes != t->end - t->begin)
-        return ddpm_fail(err,
+        return err_fail(err,
                          "%s: tensor '%s': shape %s of %s needs %zu bytes but data_offsets [%zu, %zu] span %zu "
                          "bytes (size mismatch)",
                          path, t->name, sh, st_dtype_name(t->dtype), nbytes, t->begin, t->end, t->end - t->begin);
     return 0;
 }
 
-static int parse_metadata(const char *path, const cJSON *j, st_file *f, ddpm_err *err) {
+static int parse_metadata(const char *path, const cJSON *j, st_file *f, err_t *err) {
     const cJSON *c;
     int n = cJSON_GetArraySize(j), i = 0;
 
-    if (!cJSON_IsObject(j)) return ddpm_fail(err, "%s: \"__metadata__\" is not a JSON object", path);
-    f->meta_keys = ddpm_calloc((size_t)n, sizeof(char *), err);
-    f->meta_vals = ddpm_calloc((size_t)n, sizeof(char *), err);
-    if (!f->meta_keys || !f->meta_vals) return ddpm_wrap(err, "%s", path);
+    if (!cJSON_IsObject(j)) return err_fail(err, "%s: \"__metadata__\" is not a JSON object", path);
+    f->meta_keys = mem_calloc((size_t)n, sizeof(char *), err);
+    f->meta_vals = mem_calloc((size_t)n, sizeof(char *), err);
+    if (!f->meta_keys || !f->meta_vals) return err_wrap(err, "%s", path);
     cJSON_ArrayForEach(c, j) {
         if (!cJSON_IsString(c))
-            return ddpm_fail(err, "%s: \"__metadata__\" value of key '%s' is not a string", path, c->string);
+            return err_fail(err, "%s: \"__metadata__\" value of key '%s' is not a string", path, c->string);
         for (int k = 0; k < i; k++)
             if (strcmp(f->meta_keys[k], c->string) == 0)
-                return ddpm_fail(err, "%s: duplicate \"__metadata__\" key '%s'", path, c->string);
+                return err_fail(err, "%s: duplicate \"__metadata__\" key '%s'", path, c->string);
         f->meta_keys[i] = strdup(c->string);
         f->meta_vals[i] = strdup(c->valuestring);
         f->n_meta = ++i;
-        if (!f->meta_keys[i - 1] || !f->meta_vals[i - 1]) return ddpm_fail(err, "%s: out of memory", path);
+        if (!f->meta_keys[i - 1] || !f->meta_vals[i - 1]) return err_fail(err, "%s: out of memory", path);
     }
     return 0;
 }
@@ -325,7 +325,7 @@ done:
 /* Reads the ST_SUM_KEY metadata, if present, into the tensors (sorted by name,
  * names unique): one 16-hex-digit checksum for each tensor, nothing else but
  * the metadata's own (key "__metadata__", checked here). */
-static int parse_sums(const char *path, st_file *f, ddpm_err *err) {
+static int parse_sums(const char *path, st_file *f, err_t *err) {
     const char *s = st_meta(f, ST_SUM_KEY);
     cJSON *root;
     const cJSON *c;
@@ -334,7 +334,7 @@ static int parse_sums(const char *path, st_file *f, ddpm_err *err) {
     if (!s) return 0;
     root = cJSON_ParseWithOpts(s, NULL, 1);
     if (!cJSON_IsObject(root)) {
-        ddpm_fail(err, "%s: metadata '%s' is not a JSON object: the file is corrupt", path, ST_SUM_KEY);
+        err_fail(err, "%s: metadata '%s' is not a JSON object: the file is corrupt", path, ST_SUM_KEY);
         goto done;
     }
     cJSON_ArrayForEach(c, root) {
@@ -343,32 +343,32 @@ static int parse_sums(const char *path, st_file *f, ddpm_err *err) {
         uint64_t v, m;
         if (strcmp(c->string, "__metadata__") == 0) {
             if (have_meta++ || !cJSON_IsString(c) || parse_hex64(c->valuestring, &v) != 0) {
-                ddpm_fail(err, "%s: metadata '%s': the metadata's checksum is repeated or not 16 hex digits: the "
+                err_fail(err, "%s: metadata '%s': the metadata's checksum is repeated or not 16 hex digits: the "
                                "file is corrupt", path, ST_SUM_KEY);
                 goto done;
             }
             if (meta_sum((const char *const *)f->meta_keys, (const char *const *)f->meta_vals, f->n_meta, &m) != 0) {
-                ddpm_oom(err, "%s: out of memory", path);
+                err_oom(err, "%s: out of memory", path);
                 goto done;
             }
             if (m != v) {
-                ddpm_fail(err, "%s: the metadata fails its checksum: the file is corrupt", path);
+                err_fail(err, "%s: the metadata fails its checksum: the file is corrupt", path);
                 goto done;
             }
             continue;
         }
         if (!t) {
-            ddpm_fail(err, "%s: metadata '%s' names tensor '%s', which the file does not hold: the file is corrupt",
+            err_fail(err, "%s: metadata '%s' names tensor '%s', which the file does not hold: the file is corrupt",
                       path, ST_SUM_KEY, c->string);
             goto done;
         }
         if (t->has_sum) {
-            ddpm_fail(err, "%s: metadata '%s' holds two checksums of tensor '%s': the file is corrupt", path,
+            err_fail(err, "%s: metadata '%s' holds two checksums of tensor '%s': the file is corrupt", path,
                       ST_SUM_KEY, t->name);
             goto done;
         }
         if (!cJSON_IsString(c) || parse_hex64(c->valuestring, &v) != 0) {
-            ddpm_fail(err, "%s: metadata '%s': the checksum of tensor '%s' is not 16 hex digits: the file is corrupt",
+            err_fail(err, "%s: metadata '%s': the checksum of tensor '%s' is not 16 hex digits: the file is corrupt",
                       path, ST_SUM_KEY, t->name);
             goto done;
         }
@@ -377,7 +377,7 @@ static int parse_sums(const char *path, st_file *f, ddpm_err *err) {
     }
     for (int i = 0; i < f->n; i++) {
         if (!f->tensors[i].has_sum) {
-            ddpm_fail(err, "%s: tensor '%s' has no checksum in metadata '%s': the file is corrupt", path,
+            err_fail(err, "%s: tensor '%s' has no checksum in metadata '%s': the file is corrupt", path,
                       f->tensors[i].name, ST_SUM_KEY);
             goto done;
         }
@@ -388,13 +388,13 @@ done:
     return rc;
 }
 
-static int check_sum(const st_file *f, const st_tensor *t, ddpm_err *err) {
+static int check_sum(const st_file *f, const st_tensor *t, err_t *err) {
     if (t->has_sum && tensor_sum(f->data + t->begin, t->end - t->begin) != t->sum)
-        return ddpm_fail(err, "%s: tensor '%s' fails its checksum: the file is corrupt", f->path, t->name);
+        return err_fail(err, "%s: tensor '%s' fails its checksum: the file is corrupt", f->path, t->name);
     return 0;
 }
 
-int st_verify(const st_file *f, ddpm_err *err) {
+int st_verify(const st_file *f, err_t *err) {
     for (int i = 0; i < f->n; i++)
         if (check_sum(f, &f->tensors[i], err) != 0) return -1;
     return 0;
@@ -409,7 +409,7 @@ static int cmp_by_offset(const void *a, const void *b) {
 
 /* Opens the file at path, or (mem != NULL) a copy of the len bytes at mem
  * with path as its name in messages. */
-static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_t len, ddpm_err *err) {
+static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_t len, err_t *err) {
     int rc = -1, n_entries = 0, have_meta = 0;
     cJSON *root = NULL;
     const cJSON *c;
@@ -420,12 +420,12 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
     if (!f->path) {
-        ddpm_fail(err, "%s: out of memory", path);
+        err_fail(err, "%s: out of memory", path);
         goto done;
     }
     if (mem) {
         if (!(f->buf = malloc(len ? len : 1))) {
-            ddpm_fail(err, "%s: out of memory", path);
+            err_fail(err, "%s: out of memory", path);
             goto done;
         }
         memcpy(f->buf, mem, len);
@@ -434,43 +434,43 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
         goto done;
     }
     if (f->buf_len == 0) {
-        ddpm_fail(err, "%s: file is empty (0 bytes), not a safetensors file", path);
+        err_fail(err, "%s: file is empty (0 bytes), not a safetensors file", path);
         goto done;
     }
     if (f->buf_len < 8) {
-        ddpm_fail(err, "%s: file is too short (%zu bytes) to hold the 8-byte safetensors header length", path,
+        err_fail(err, "%s: file is too short (%zu bytes) to hold the 8-byte safetensors header length", path,
                   f->buf_len);
         goto done;
     }
     hlen = le_get64(f->buf);
     if (hlen > ST_MAX_HEADER) {
-        ddpm_fail(err, "%s: header length %llu exceeds the limit of %llu bytes (not a safetensors file?)", path,
+        err_fail(err, "%s: header length %llu exceeds the limit of %llu bytes (not a safetensors file?)", path,
                   (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
         goto done;
     }
     if (hlen > f->buf_len - 8) {
-        ddpm_fail(err, "%s: header length %llu runs past the end of the file (%zu bytes; truncated?)", path,
+        err_fail(err, "%s: header length %llu runs past the end of the file (%zu bytes; truncated?)", path,
                   (unsigned long long)hlen, f->buf_len);
         goto done;
     }
     if (hlen == 0 || f->buf[8] != '{') {
-        ddpm_fail(err, "%s: header does not start with '{' (not a safetensors file?)", path);
+        err_fail(err, "%s: header does not start with '{' (not a safetensors file?)", path);
         goto done;
     }
     if (memchr(f->buf + 8, 0, (size_t)hlen)) {
-        ddpm_fail(err, "%s: header contains a NUL byte", path);
+        err_fail(err, "%s: header contains a NUL byte", path);
         goto done;
     }
     if (!utf8_valid(f->buf + 8, (size_t)hlen)) {
-        ddpm_fail(err, "%s: header is not valid UTF-8", path);
+        err_fail(err, "%s: header is not valid UTF-8", path);
         goto done;
     }
     f->data = f->buf + 8 + hlen;
     f->data_len = f->buf_len - 8 - (size_t)hlen;
 
-    hdr = ddpm_malloc((size_t)hlen + 1, err);
+    hdr = mem_alloc((size_t)hlen + 1, err);
     if (!hdr) {
-        ddpm_wrap(err, "%s", path);
+        err_wrap(err, "%s", path);
         goto done;
     }
     memcpy(hdr, f->buf + 8, (size_t)hlen);
@@ -479,27 +479,27 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
         const char *end = NULL;
         root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen + 1, &end, 1);
         if (!root || end != hdr + hlen) {
-            ddpm_fail(err, "%s: header is not valid JSON (error near byte %zu of %llu)", path,
+            err_fail(err, "%s: header is not valid JSON (error near byte %zu of %llu)", path,
                       end ? (size_t)(end - hdr) : (size_t)0, (unsigned long long)hlen);
             goto done;
         }
     }
     if (!cJSON_IsObject(root)) {
-        ddpm_fail(err, "%s: header is not a JSON object", path);
+        err_fail(err, "%s: header is not a JSON object", path);
         goto done;
     }
     cJSON_ArrayForEach(c, root) {
         if (strcmp(c->string, "__metadata__") != 0) n_entries++;
     }
-    f->tensors = ddpm_calloc((size_t)n_entries, sizeof *f->tensors, err);
+    f->tensors = mem_calloc((size_t)n_entries, sizeof *f->tensors, err);
     if (!f->tensors) {
-        ddpm_wrap(err, "%s", path);
+        err_wrap(err, "%s", path);
         goto done;
     }
     cJSON_ArrayForEach(c, root) {
         if (strcmp(c->string, "__metadata__") == 0) {
             if (have_meta++) {
-                ddpm_fail(err, "%s: duplicate \"__metadata__\" entry", path);
+                err_fail(err, "%s: duplicate \"__metadata__\" entry", path);
                 goto done;
             }
             if (parse_metadata(path, c, f, err) != 0) goto done;
@@ -508,7 +508,7 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
         st_tensor *t = &f->tensors[f->n];
         t->name = strdup(c->string);
         if (!t->name) {
-            ddpm_fail(err, "%s: out of memory", path);
+            err_fail(err, "%s: out of memory", path);
             goto done;
         }
         f->n++;
@@ -518,7 +518,7 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
     qsort(f->tensors, (size_t)f->n, sizeof *f->tensors, cmp_by_name);
     for (int i = 1; i < f->n; i++) {
         if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0) {
-            ddpm_fail(err, "%s: duplicate tensor name '%s'", path, f->tensors[i].name);
+            err_fail(err, "%s: duplicate tensor name '%s'", path, f->tensors[i].name);
             goto done;
         }
     }
@@ -528,20 +528,20 @@ static int open_file_or_mem(st_file *f, const char *path, const void *mem, size_
     for (int i = 0; i < f->n; i++) {
         const st_tensor *t = &f->tensors[i];
         if (t->begin > pos) {
-            ddpm_fail(err, "%s: gap of %zu unused bytes in the data buffer at offset %zu, before tensor '%s'", path,
+            err_fail(err, "%s: gap of %zu unused bytes in the data buffer at offset %zu, before tensor '%s'", path,
                       t->begin - pos, pos, t->name);
             goto done;
         }
         if (t->begin < pos) {
             const st_tensor *p = &f->tensors[i - 1];
-            ddpm_fail(err, "%s: tensor '%s' data_offsets [%zu, %zu] overlap tensor '%s' data_offsets [%zu, %zu]", path,
+            err_fail(err, "%s: tensor '%s' data_offsets [%zu, %zu] overlap tensor '%s' data_offsets [%zu, %zu]", path,
                       t->name, t->begin, t->end, p->name, p->begin, p->end);
             goto done;
         }
         pos = t->end;
     }
     if (pos != f->data_len) {
-        ddpm_fail(err, "%s: %zu unused bytes at the end of the %zu-byte data buffer (tensors end at offset %zu)", path,
+        err_fail(err, "%s: %zu unused bytes at the end of the %zu-byte data buffer (tensors end at offset %zu)", path,
                   f->data_len - pos, f->data_len, pos);
         goto done;
     }
@@ -565,11 +565,11 @@ const char *st_meta(const st_file *f, const char *key) {
     return NULL;
 }
 
-int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, ddpm_err *err) {
+int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, err_t *err) {
     const unsigned char *p = f->data + t->begin;
 
     if (numel != t->numel)
-        return ddpm_fail(err, "%s: tensor '%s' has %zu elements, caller expected %zu", f->path, t->name, t->numel,
+        return err_fail(err, "%s: tensor '%s' has %zu elements, caller expected %zu", f->path, t->name, t->numel,
                          numel);
     if (check_sum(f, t, err) != 0) return -1;
     switch (t->dtype) {
@@ -588,17 +588,17 @@ int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, 
         }
         return 0;
     default:
-        return ddpm_fail(err, "%s: tensor '%s' has dtype %s, which cannot be converted to float (need F32, F16, BF16 or F64)",
+        return err_fail(err, "%s: tensor '%s' has dtype %s, which cannot be converted to float (need F32, F16, BF16 or F64)",
                          f->path, t->name, st_dtype_name(t->dtype));
     }
 }
 
-int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, ddpm_err *err) {
+int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, err_t *err) {
     if (st_dtype_bits(t->dtype) % 8 != 0)
-        return ddpm_fail(err, "%s: tensor '%s' has sub-byte dtype %s, which is not supported", f->path, t->name,
+        return err_fail(err, "%s: tensor '%s' has sub-byte dtype %s, which is not supported", f->path, t->name,
                          st_dtype_name(t->dtype));
     if (nbytes != t->end - t->begin)
-        return ddpm_fail(err, "%s: tensor '%s' has %zu bytes, caller expected %zu", f->path, t->name,
+        return err_fail(err, "%s: tensor '%s' has %zu bytes, caller expected %zu", f->path, t->name,
                          t->end - t->begin, nbytes);
     if (check_sum(f, t, err) != 0) return -1;
     if (nbytes) memcpy(out, f->data + t->begin, nbytes);
@@ -606,37 +606,37 @@ int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, 
 }
 
 float *st_load_f32(const st_file *f, const char *name, int ndim_expected, const int64_t *shape_expected,
-                   size_t *numel_out, ddpm_err *err) {
+                   size_t *numel_out, err_t *err) {
     const st_tensor *t = st_find(f, name);
     float *out = NULL;
     char got[256], want[256];
 
     if (numel_out) *numel_out = 0;
     if (!t) {
-        ddpm_fail(err, "%s: missing tensor '%s'", f->path, name);
+        err_fail(err, "%s: missing tensor '%s'", f->path, name);
         goto done;
     }
     fmt_shape(got, sizeof got, t->shape, t->ndim);
     if (ndim_expected >= 0 && t->ndim != ndim_expected) {
         if (shape_expected)
-            ddpm_fail(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got,
+            err_fail(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got,
                       fmt_shape(want, sizeof want, shape_expected, ndim_expected));
         else
-            ddpm_fail(err, "%s: tensor '%s' has shape %s, expected %d dimension(s)", f->path, name, got,
+            err_fail(err, "%s: tensor '%s' has shape %s, expected %d dimension(s)", f->path, name, got,
                       ndim_expected);
         goto done;
     }
     if (shape_expected) {
-        DDPM_ASSERT(ndim_expected >= 0);
+        ERR_ASSERT(ndim_expected >= 0);
         if (memcmp(t->shape, shape_expected, (size_t)ndim_expected * sizeof *shape_expected) != 0) {
-            ddpm_fail(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got,
+            err_fail(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got,
                       fmt_shape(want, sizeof want, shape_expected, ndim_expected));
             goto done;
         }
     }
-    out = ddpm_alloc_floats(t->numel, err);
+    out = mem_alloc_floats(t->numel, err);
     if (!out) {
-        ddpm_wrap(err, "%s: tensor '%s'", f->path, name);
+        err_wrap(err, "%s: tensor '%s'", f->path, name);
         goto done;
     }
     if (st_read_f32(f, t, out, t->numel, err) != 0) {
@@ -685,7 +685,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    DDPM_ASSERT(n >= 0 && (size_t)n < sizeof tmp);
+    ERR_ASSERT(n >= 0 && (size_t)n < sizeof tmp);
     sb_put(b, tmp, (size_t)n);
 }
 
@@ -725,7 +725,7 @@ static int cmp_went_layout(const void *a, const void *b) {
 
 static int utf8_str_valid(const char *s) { return utf8_valid((const unsigned char *)s, strlen(s)); }
 
-int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, ddpm_err *err) {
+int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, err_t *err) {
     int rc = -1, nmeta = 0, user_format = 0;
     wentry *w = NULL;
     const void **chunks = NULL;
@@ -734,7 +734,7 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     unsigned char lenbuf[8];
 
     if (n < 0 || (n > 0 && !e)) {
-        ddpm_fail(err, "cannot write %s: invalid tensor list", path);
+        err_fail(err, "cannot write %s: invalid tensor list", path);
         goto done;
     }
     /* metadata pairs */
@@ -742,32 +742,32 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
         for (; meta_kv[2 * nmeta]; nmeta++) {
             const char *k = meta_kv[2 * nmeta], *v = meta_kv[2 * nmeta + 1];
             if (!v) {
-                ddpm_fail(err, "cannot write %s: metadata key '%s' has no value", path, k);
+                err_fail(err, "cannot write %s: metadata key '%s' has no value", path, k);
                 goto done;
             }
             if (!utf8_str_valid(k) || !utf8_str_valid(v)) {
-                ddpm_fail(err, "cannot write %s: metadata key '%s' or its value is not valid UTF-8", path, k);
+                err_fail(err, "cannot write %s: metadata key '%s' or its value is not valid UTF-8", path, k);
                 goto done;
             }
             for (int j = 0; j < nmeta; j++) {
                 if (strcmp(meta_kv[2 * j], k) == 0) {
-                    ddpm_fail(err, "cannot write %s: duplicate metadata key '%s'", path, k);
+                    err_fail(err, "cannot write %s: duplicate metadata key '%s'", path, k);
                     goto done;
                 }
             }
             if (strcmp(k, ST_SUM_KEY) == 0) {
-                ddpm_fail(err, "cannot write %s: metadata key '%s' is reserved for the checksums", path, k);
+                err_fail(err, "cannot write %s: metadata key '%s' is reserved for the checksums", path, k);
                 goto done;
             }
             if (strcmp(k, "format") == 0) user_format = 1;
         }
     }
     /* tensors */
-    w = ddpm_calloc((size_t)n, sizeof *w, err);
-    chunks = ddpm_calloc((size_t)n + 2, sizeof *chunks, err);
-    lens = ddpm_calloc((size_t)n + 2, sizeof *lens, err);
+    w = mem_calloc((size_t)n, sizeof *w, err);
+    chunks = mem_calloc((size_t)n + 2, sizeof *chunks, err);
+    lens = mem_calloc((size_t)n + 2, sizeof *lens, err);
     if (!w || !chunks || !lens) {
-        ddpm_wrap(err, "cannot write %s", path);
+        err_wrap(err, "cannot write %s", path);
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -775,16 +775,16 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
         size_t numel;
         int frac;
         if (!x->name || !*x->name || strcmp(x->name, "__metadata__") == 0 || !utf8_str_valid(x->name)) {
-            ddpm_fail(err, "cannot write %s: tensor %d has an invalid name '%s'", path, i, x->name ? x->name : "(null)");
+            err_fail(err, "cannot write %s: tensor %d has an invalid name '%s'", path, i, x->name ? x->name : "(null)");
             goto done;
         }
         if (x->dtype < 0 || x->dtype >= ST_NUM_DTYPES || st_dtype_bits(x->dtype) % 8 != 0) {
-            ddpm_fail(err, "cannot write %s: tensor '%s' has unsupported dtype %s", path, x->name,
+            err_fail(err, "cannot write %s: tensor '%s' has unsupported dtype %s", path, x->name,
                       st_dtype_name(x->dtype));
             goto done;
         }
         if (x->ndim < 0 || x->ndim > ST_MAX_DIMS) {
-            ddpm_fail(err, "cannot write %s: tensor '%s' has %d dimensions (0..%d allowed)", path, x->name, x->ndim,
+            err_fail(err, "cannot write %s: tensor '%s' has %d dimensions (0..%d allowed)", path, x->name, x->ndim,
                       ST_MAX_DIMS);
             goto done;
         }
@@ -792,19 +792,19 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
         w[i].esize = st_dtype_bits(x->dtype) / 8;
         if (tensor_size(x->dtype, x->shape, x->ndim, &numel, &w[i].nbytes, &frac) != 0) {
             char sh[256];
-            ddpm_fail(err, "cannot write %s: tensor '%s' has invalid shape %s", path, x->name,
+            err_fail(err, "cannot write %s: tensor '%s' has invalid shape %s", path, x->name,
                       fmt_shape(sh, sizeof sh, x->shape, x->ndim));
             goto done;
         }
         if (w[i].nbytes > 0 && !x->data) {
-            ddpm_fail(err, "cannot write %s: tensor '%s' has no data", path, x->name);
+            err_fail(err, "cannot write %s: tensor '%s' has no data", path, x->name);
             goto done;
         }
     }
     qsort(w, (size_t)n, sizeof *w, cmp_went_name);
     for (int i = 1; i < n; i++) {
         if (strcmp(w[i - 1].e->name, w[i].e->name) == 0) {
-            ddpm_fail(err, "cannot write %s: duplicate tensor name '%s'", path, w[i].e->name);
+            err_fail(err, "cannot write %s: duplicate tensor name '%s'", path, w[i].e->name);
             goto done;
         }
     }
@@ -812,7 +812,7 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
 
     /* checksums: {"__metadata__":"<XXH64 as 16 hex digits>","name":"...",...}, tensors in layout order */
     {
-        const char **keys = ddpm_calloc((size_t)nmeta + 1, 2 * sizeof *keys, err), **vals;
+        const char **keys = mem_calloc((size_t)nmeta + 1, 2 * sizeof *keys, err), **vals;
         uint64_t m = 0;
         int k = 0, bad = !keys;
         if (keys) {
@@ -823,7 +823,7 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
         }
         free(keys);
         if (bad) {
-            ddpm_oom(err, "cannot write %s: out of memory", path);
+            err_oom(err, "cannot write %s: out of memory", path);
             goto done;
         }
         sb_printf(&sums, "{\"__metadata__\":\"%016llx\"", (unsigned long long)m);
@@ -861,11 +861,11 @@ int st_write(const char *path, const st_entry *e, int n, const char *const *meta
     sb_puts(&hb, "}");
     while (hb.len % 8 != 0) sb_puts(&hb, " ");
     if (hb.oom || sums.oom) {
-        ddpm_fail(err, "cannot write %s: out of memory building the header", path);
+        err_fail(err, "cannot write %s: out of memory building the header", path);
         goto done;
     }
     if (hb.len > ST_MAX_HEADER) {
-        ddpm_fail(err, "cannot write %s: header would be %zu bytes (limit %llu)", path, hb.len,
+        err_fail(err, "cannot write %s: header would be %zu bytes (limit %llu)", path, hb.len,
                   (unsigned long long)ST_MAX_HEADER);
         goto done;
     }

@@ -105,7 +105,7 @@ int st_verify_enabled(void);
 
 /* Checks every tensor of f that has a checksum (a whole-file check, e.g.
  * before trusting a checkpoint); 0 when all match or there are none. */
-int st_verify(const st_file *f, ddpm_err *err);
+int st_verify(const st_file *f, err_t *err);
 
 /* Reads and validates the file at path. On success f owns everything (release
  * with st_close). On failure f is left closed (st_close is harmless) and err
@@ -122,11 +122,11 @@ int st_verify(const st_file *f, ddpm_err *err);
  * if present and verification is on, as described above. Unknown extra keys
  * inside a tensor entry are ignored (as the reference reader does).
  */
-int st_open(st_file *f, const char *path, ddpm_err *err);
+int st_open(st_file *f, const char *path, err_t *err);
 
 /* As st_open, on a copy of the len bytes at bytes (e.g. weights built into the
  * program); name stands for the file in messages. */
-int st_open_mem(st_file *f, const char *name, const void *bytes, size_t len, ddpm_err *err);
+int st_open_mem(st_file *f, const char *name, const void *bytes, size_t len, err_t *err);
 
 /* Frees everything f owns and zeroes it. Safe on a zeroed or already closed f. */
 void st_close(st_file *f);
@@ -141,12 +141,12 @@ const char *st_meta(const st_file *f, const char *key);
  * checking its checksum (if it has one). numel must equal t->numel. F16 handles subnormals, infinities and NaN; F64 values beyond
  * the float range become +-inf. Other dtypes are an error naming the dtype.
  */
-int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, ddpm_err *err);
+int st_read_f32(const st_file *f, const st_tensor *t, float *out, size_t numel, err_t *err);
 
 /* Copies tensor t's raw little-endian bytes (checksum checked) into out. nbytes must equal
  * t->end - t->begin. The caller checks t->dtype; sub-byte dtypes are refused.
  */
-int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, ddpm_err *err);
+int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, err_t *err);
 
 /* Finds tensor name, checks it has ndim_expected dimensions (-1 = any) and,
  * if shape_expected is not NULL, exactly that shape (ndim_expected entries;
@@ -156,7 +156,7 @@ int st_read_raw(const st_file *f, const st_tensor *t, void *out, size_t nbytes, 
  * "<file>: tensor 'x' has shape [a, b], expected [c, d]" etc.
  */
 float *st_load_f32(const st_file *f, const char *name, int ndim_expected, const int64_t *shape_expected,
-                   size_t *numel_out, ddpm_err *err);
+                   size_t *numel_out, err_t *err);
 
 /* One tensor to write; data holds numel * element-size little-endian bytes
  * (may be NULL when that is 0). */
@@ -178,6 +178,6 @@ typedef struct st_entry {
  * empty tensor names, "__metadata__" as a name, duplicate metadata keys,
  * ST_SUM_KEY in meta_kv, bad shapes and sub-byte dtypes are errors.
  */
-int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, ddpm_err *err);
+int st_write(const char *path, const st_entry *e, int n, const char *const *meta_kv, err_t *err);
 
 #endif

@@ -62,18 +62,18 @@ static double wall_now(void) {
  * comes up short is cut back off (ftruncate to the previous size; O_APPEND puts the
  * next write at the new end, not after a hole), so the file keeps ending on a whole
  * record. */
-static int append_event(tfevents *w, const Tfevents__Event *ev, ddpm_err *err) {
+static int append_event(tfevents *w, const Tfevents__Event *ev, err_t *err) {
     if (w->broken)
-        return ddpm_fail(err, "%s: an earlier failed write could not be undone; no more events are written",
+        return err_fail(err, "%s: an earlier failed write could not be undone; no more events are written",
                          w->path);
     size_t n = tfevents__event__get_packed_size(ev);
-    if (n > SIZE_MAX - TFEVENTS_FRAME_BYTES) return ddpm_fail(err, "%s: event too large", w->path);
-    unsigned char *rec = ddpm_malloc(n + TFEVENTS_FRAME_BYTES, err);
-    if (!rec) return ddpm_wrap(err, "%s", w->path);
+    if (n > SIZE_MAX - TFEVENTS_FRAME_BYTES) return err_fail(err, "%s: event too large", w->path);
+    unsigned char *rec = mem_alloc(n + TFEVENTS_FRAME_BYTES, err);
+    if (!rec) return err_wrap(err, "%s", w->path);
     le_put64(rec, (uint64_t)n);
     le_put32(rec + 8, tfevents_masked_crc(rec, 8));
     size_t packed = tfevents__event__pack(ev, rec + 12);
-    DDPM_ASSERT(packed == n);
+    ERR_ASSERT(packed == n);
     le_put32(rec + 12 + n, tfevents_masked_crc(rec + 12, n));
 
     size_t total = n + TFEVENTS_FRAME_BYTES, done = 0;
@@ -83,8 +83,8 @@ static int append_event(tfevents *w, const Tfevents__Event *ev, ddpm_err *err) {
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             int e = r < 0 ? errno : ENOSPC;
-            rc = e == ENOSPC ? ddpm_fail(err, "no space left on device writing %s", w->path)
-                             : ddpm_fail(err, "cannot write %s: %s", w->path, strerror(e));
+            rc = e == ENOSPC ? err_fail(err, "no space left on device writing %s", w->path)
+                             : err_fail(err, "cannot write %s: %s", w->path, strerror(e));
             break;
         }
         done += (size_t)r;
@@ -99,7 +99,7 @@ static int append_event(tfevents *w, const Tfevents__Event *ev, ddpm_err *err) {
 }
 
 static int scalars_or_image(tfevents *w, int64_t step, Tfevents__Summary__Value **vals, size_t n,
-                            ddpm_err *err) {
+                            err_t *err) {
     Tfevents__Summary sum = TFEVENTS__SUMMARY__INIT;
     Tfevents__Event ev = TFEVENTS__EVENT__INIT;
     sum.n_value = n;
@@ -111,15 +111,15 @@ static int scalars_or_image(tfevents *w, int64_t step, Tfevents__Summary__Value 
     return append_event(w, &ev, err);
 }
 
-int tfevents_scalars(tfevents *w, int64_t step, const tfevents_scalar *v, int n, ddpm_err *err) {
-    if (n < 1) return ddpm_fail(err, "%s: a summary of %d scalars", w->path, n);
-    Tfevents__Summary__Value *vals = ddpm_calloc((size_t)n, sizeof *vals, err);
-    Tfevents__Summary__Value **ptrs = vals ? ddpm_calloc((size_t)n, sizeof *ptrs, err) : NULL;
+int tfevents_scalars(tfevents *w, int64_t step, const tfevents_scalar *v, int n, err_t *err) {
+    if (n < 1) return err_fail(err, "%s: a summary of %d scalars", w->path, n);
+    Tfevents__Summary__Value *vals = mem_calloc((size_t)n, sizeof *vals, err);
+    Tfevents__Summary__Value **ptrs = vals ? mem_calloc((size_t)n, sizeof *ptrs, err) : NULL;
     int rc = -1;
     if (!ptrs) goto done;
     for (int i = 0; i < n; i++) {
         if (!v[i].tag || !v[i].tag[0]) {
-            ddpm_fail(err, "%s: scalar %d has no tag", w->path, i);
+            err_fail(err, "%s: scalar %d has no tag", w->path, i);
             goto done;
         }
         vals[i] = (Tfevents__Summary__Value)TFEVENTS__SUMMARY__VALUE__INIT;
@@ -136,10 +136,10 @@ done:
 }
 
 int tfevents_image(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, int width,
-                   int height, int channels, ddpm_err *err) {
-    if (!tag || !tag[0]) return ddpm_fail(err, "%s: image without a tag", w->path);
+                   int height, int channels, err_t *err) {
+    if (!tag || !tag[0]) return err_fail(err, "%s: image without a tag", w->path);
     if (!png || len == 0 || width < 1 || height < 1 || channels < 1 || channels > 4)
-        return ddpm_fail(err, "%s: image %s: bad image (%zu bytes, %dx%d, %d channels)", w->path, tag, len,
+        return err_fail(err, "%s: image %s: bad image (%zu bytes, %dx%d, %d channels)", w->path, tag, len,
                          width, height, channels);
     Tfevents__Summary__Image im = TFEVENTS__SUMMARY__IMAGE__INIT;
     Tfevents__Summary__Value val = TFEVENTS__SUMMARY__VALUE__INIT, *ptr = &val;
@@ -154,24 +154,24 @@ int tfevents_image(tfevents *w, int64_t step, const char *tag, const void *png, 
     return scalars_or_image(w, step, &ptr, 1, err);
 }
 
-int tfevents_png(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, ddpm_err *err) {
+int tfevents_png(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, err_t *err) {
     /* The 8-byte signature, then the IHDR chunk: length 13, "IHDR", width, height (big-endian
      * u32), bit depth, colour type (0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA). */
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     const unsigned char *b = png;
     if (!b || len < 33 || memcmp(b, sig, 8) || memcmp(b + 12, "IHDR", 4))
-        return ddpm_fail(err, "%s: image %s: not a PNG (%zu bytes)", w->path, tag ? tag : "", len);
+        return err_fail(err, "%s: image %s: not a PNG (%zu bytes)", w->path, tag ? tag : "", len);
     uint32_t width = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
     uint32_t height = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
     static const int colorspace[7] = {1, 0, 3, 3, 2, 0, 4};
     int cs = b[25] < 7 ? colorspace[b[25]] : 0;
     if (!cs || width > INT32_MAX || height > INT32_MAX)
-        return ddpm_fail(err, "%s: image %s: a PNG of colour type %d, %ux%u", w->path, tag ? tag : "", b[25],
+        return err_fail(err, "%s: image %s: a PNG of colour type %d, %ux%u", w->path, tag ? tag : "", b[25],
                          (unsigned)width, (unsigned)height);
     return tfevents_image(w, step, tag, png, len, (int)width, (int)height, cs, err);
 }
 
-int tfevents_session_start(tfevents *w, int64_t step, ddpm_err *err) {
+int tfevents_session_start(tfevents *w, int64_t step, err_t *err) {
     Tfevents__SessionLog log = TFEVENTS__SESSION_LOG__INIT;
     Tfevents__Event ev = TFEVENTS__EVENT__INIT;
     log.status = TFEVENTS__SESSION_LOG__SESSION_STATUS__START;
@@ -194,10 +194,10 @@ static void host_name(char *out, size_t n) {
             *p = '_';
 }
 
-tfevents *tfevents_open(const char *dir, ddpm_err *err) {
+tfevents *tfevents_open(const char *dir, err_t *err) {
     char host[256], name[400];
-    if (make_dirs(dir, err)) return NULL;
-    tfevents *w = ddpm_calloc(1, sizeof *w, err);
+    if (file_make_dirs(dir, err)) return NULL;
+    tfevents *w = mem_calloc(1, sizeof *w, err);
     if (!w) return NULL;
     w->fd = -1;
     host_name(host, sizeof host);
@@ -207,10 +207,10 @@ tfevents *tfevents_open(const char *dir, ddpm_err *err) {
             snprintf(name, sizeof name, "events.out.tfevents.%010lld.%s", t, host);
         else
             snprintf(name, sizeof name, "events.out.tfevents.%010lld.%s.%d", t, host, k);
-        if (path_join(w->path, sizeof w->path, dir, name, err)) goto fail;
+        if (file_path_join(w->path, sizeof w->path, dir, name, err)) goto fail;
         w->fd = open(w->path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (w->fd < 0 && (errno != EEXIST || k == 999)) {
-            ddpm_fail(err, "cannot create %s: %s", w->path, strerror(errno));
+            err_fail(err, "cannot create %s: %s", w->path, strerror(errno));
             goto fail;
         }
     }
@@ -233,12 +233,12 @@ const char *tfevents_path(const tfevents *w) {
     return w->path;
 }
 
-int tfevents_close(tfevents *w, ddpm_err *err) {
+int tfevents_close(tfevents *w, err_t *err) {
     int rc = 0;
     if (!w) return 0;
     if (fsync(w->fd) != 0 && errno != EINVAL && errno != EROFS)
-        rc = ddpm_fail(err, "cannot sync %s: %s", w->path, strerror(errno));
-    if (close(w->fd) != 0 && rc == 0) rc = ddpm_fail(err, "cannot close %s: %s", w->path, strerror(errno));
+        rc = err_fail(err, "cannot sync %s: %s", w->path, strerror(errno));
+    if (close(w->fd) != 0 && rc == 0) rc = err_fail(err, "cannot close %s: %s", w->path, strerror(errno));
     free(w);
     return rc;
 }

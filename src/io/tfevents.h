@@ -42,7 +42,7 @@ typedef struct tfevents_scalar {
  * name already there, e.g. from a restart in the same second, is never touched:
  * ".1", ".2", ... is appended), and writes its first record (file_version
  * "brain.Event:2"). Returns the writer, or NULL with a message naming the path. */
-tfevents *tfevents_open(const char *dir, ddpm_err *err);
+tfevents *tfevents_open(const char *dir, err_t *err);
 
 /* The path of the writer's file. */
 const char *tfevents_path(const tfevents *w);
@@ -50,28 +50,28 @@ const char *tfevents_path(const tfevents *w);
 /* Appends one Event at step with the current wall time and a Summary of the n scalars
  * v[0..n-1] (n >= 1, every tag non-empty). Returns 0, or -1 with a message (bad
  * arguments, a failed write: the file then ends at the record before). */
-int tfevents_scalars(tfevents *w, int64_t step, const tfevents_scalar *v, int n, ddpm_err *err);
+int tfevents_scalars(tfevents *w, int64_t step, const tfevents_scalar *v, int n, err_t *err);
 
 /* Appends one Event at step with an image summary under tag: png (len bytes) is a
  * whole PNG file of width x height pixels with channels 1 (gray), 2 (gray + alpha),
  * 3 (RGB) or 4 (RGBA) -- TensorBoard's colorspace. The bytes are stored as they are
  * (TensorBoard's browser decodes them). Returns 0 or -1 as tfevents_scalars. */
 int tfevents_image(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, int width,
-                   int height, int channels, ddpm_err *err);
+                   int height, int channels, err_t *err);
 
 /* tfevents_image of a PNG file's bytes, its width, height and colorspace read from
  * its IHDR chunk (gray, gray + alpha, RGB, RGBA; a palette image counts as RGB).
  * Fails with a message when png is not a PNG. */
-int tfevents_png(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, ddpm_err *err);
+int tfevents_png(tfevents *w, int64_t step, const char *tag, const void *png, size_t len, err_t *err);
 
 /* Appends a SessionLog START at step: TensorBoard then forgets every value it read
  * before this record with a step >= step (its purge of orphaned data, for a run that
  * resumed from an earlier state than the last one it logged). */
-int tfevents_session_start(tfevents *w, int64_t step, ddpm_err *err);
+int tfevents_session_start(tfevents *w, int64_t step, err_t *err);
 
 /* fsyncs and closes the file and frees the writer (NULL: nothing). Returns 0, or -1
  * with a message if the fsync or close failed; the writer is freed either way. */
-int tfevents_close(tfevents *w, ddpm_err *err);
+int tfevents_close(tfevents *w, err_t *err);
 
 /* The CRC32C (Castagnoli, reflected polynomial 0x82F63B78) of n bytes at p, continued
  * from crc (0 to start): tfevents_crc32c(0, "123456789", 9) = 0xE3069283. */

@@ -32,7 +32,7 @@ typedef struct unet_config {
 /* Parses config.json text. Absent keys take diffusers' UNet2DModel defaults;
  * unsupported values (multi-head attention, other embeddings or block types)
  * are errors that name the key. Runs unet_config_check. */
-int unet_config_from_json(unet_config *c, const char *json, ddpm_err *err);
+int unet_config_from_json(unet_config *c, const char *json, err_t *err);
 
 /* The class names of a conditional model: config.json's "_class_names" (a
  * ddpm key; diffusers ignores keys that start with '_'). names[k] is class k's
@@ -46,7 +46,7 @@ typedef struct unet_classes {
 
 /* Reads "_class_names" from config.json text into c (n = 0, names NULL when
  * absent; at most UNET_MAX_CLASSES strings, each cut to UNET_NAME_LEN - 1). */
-int unet_classes_from_json(unet_classes *c, const char *json, ddpm_err *err);
+int unet_classes_from_json(unet_classes *c, const char *json, err_t *err);
 void unet_classes_free(unet_classes *c);
 
 /* The null class of a model with config cfg and classes c: c->n when
@@ -58,13 +58,13 @@ int unet_null_class(const unet_config *cfg, const unet_classes *c);
 char *unet_config_to_json(const unet_config *c, const unet_classes *cls);
 
 /* Fills c with a preset: "fmnist-small", "fmnist" or "cifar10". */
-int unet_config_preset(unet_config *c, const char *name, ddpm_err *err);
+int unet_config_preset(unet_config *c, const char *name, err_t *err);
 
 /* Names of the presets, NULL-terminated. */
 extern const char *const unet_preset_names[];
 
 /* Checks sizes: sample_size divisible by 2^(levels-1), channels divisible by
  * the group count, positive counts, dropout in [0,1). */
-int unet_config_check(const unet_config *c, ddpm_err *err);
+int unet_config_check(const unet_config *c, err_t *err);
 
 #endif

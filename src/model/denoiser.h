@@ -13,7 +13,7 @@
 /* The U-Net as a denoiser (batch u->batch; calls with fewer images run
  * zero-padded rows, see unet.h), unconditional. Requires out_channels ==
  * in_channels (no learned variance); returns -1 with a message otherwise. */
-int unet_denoiser(denoiser *d, unet *u, ddpm_err *err);
+int unet_denoiser(denoiser *d, unet *u, err_t *err);
 
 /* The U-Net as a denoiser whose rows carry class labels: row i of a call
  * with n images gets y[i] for i < n and the last class (a ddpm model's null
@@ -27,7 +27,7 @@ typedef struct unet_labelled {
     int32_t *yb;      /* [u->batch] the rows' labels (NULL: unconditional) */
 } unet_labelled;
 
-int unet_labelled_denoiser(denoiser *d, unet_labelled *l, unet *u, ddpm_err *err);
+int unet_labelled_denoiser(denoiser *d, unet_labelled *l, unet *u, err_t *err);
 void unet_labelled_free(unet_labelled *l);
 
 /* Classifier-free guidance (Ho & Salimans 2021) over a class-conditional
@@ -53,7 +53,7 @@ int unet_guided_rows(float w, int B);
 
 /* A guided denoiser of batch B over u (which has unet_guided_rows(w, B) rows
  * and null_class in range); the caller keeps g alive and calls unet_guided_free. */
-int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_class, float w, ddpm_err *err);
+int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_class, float w, err_t *err);
 void unet_guided_free(unet_guided *g);
 
 #endif

@@ -132,7 +132,7 @@ typedef struct net {
  * exec_build_begin and _end of the executor that runs it: its plans are for
  * that executor's threads, and what it needs of a worker's buffers is
  * reserved there. Returns 0, or -1 with err set. */
-int net_create(net **n, const unet_config *cfg, int batch, int training, int image0, ddpm_err *err);
+int net_create(net **n, const unet_config *cfg, int batch, int training, int image0, err_t *err);
 void net_free(net *n);
 
 /* Floating-point operations of one image's forward (multiply-add = 2). */

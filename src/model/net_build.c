@@ -22,7 +22,7 @@ typedef struct builder {
     size_t act, saved, scratch;   /* running arena sizes (floats) */
     size_t saved_base, saved_max; /* inference: where every unit's saved tensors start, and their end */
     int layers;                   /* dropout layer ids handed out */
-    ddpm_err *err;
+    err_t *err;
 } builder;
 
 static size_t take(size_t *top, size_t n) {
@@ -33,7 +33,7 @@ static size_t take(size_t *top, size_t n) {
 
 static size_t add_param(builder *b, int ndim, const int *shape, const char *fmt, ...) {
     net *u = b->u;
-    DDPM_ASSERT(u->ntensors < u->cap_tensors); /* net_capacity counts them */
+    ERR_ASSERT(u->ntensors < u->cap_tensors); /* net_capacity counts them */
     param_info *p = &u->table[u->ntensors++];
     va_list ap;
     va_start(ap, fmt);
@@ -72,7 +72,7 @@ static wb add_norm(builder *b, int c, const char *prefix) {
 
 static net_unit *new_unit(builder *b, int kind, int H, int W, int cin, int cout, view in, view out) {
     net *u = b->u;
-    DDPM_ASSERT(u->nunits < u->cap_units); /* net_capacity counts them */
+    ERR_ASSERT(u->nunits < u->cap_units); /* net_capacity counts them */
     net_unit *x = &u->units[u->nunits++];
     memset(x, 0, sizeof *x);
     if (!u->training) {
@@ -146,12 +146,12 @@ static void build_attn(builder *b, const char *prefix, int H, int W, int C, view
     a->saved.o = take(&b->saved, M * C);
     a->saved.mean = take(&b->saved, (size_t)B * G);
     a->saved.rstd = take(&b->saved, (size_t)B * G);
-    need_scratch(b, attn_scratch_floats(B, HW, C));
+    need_scratch(b, ops_attn_scratch_floats(B, HW, C));
 }
 
 static int make_plan(builder *b, conv_plan **p, int H, int W, int cin, int cout, int stride, int pad,
                      int ldx, int ldy) {
-    return conv_plan_create(p, b->u->batch, H, W, cin, cout, stride, pad, ldx, ldy, b->u->training, b->err);
+    return ops_conv_plan_create(p, b->u->batch, H, W, cin, cout, stride, pad, ldx, ldy, b->u->training, b->err);
 }
 
 /* Skip tensors pushed by the down path, in push order. */
@@ -183,12 +183,12 @@ static int build(builder *b) {
         for (int j = 0; j <= n; j++) {
             skip *s = &skips[--top];
             int hc = j == 0 ? prev : outc, w = hc + s->C;
-            DDPM_ASSERT(s->H == res);
+            ERR_ASSERT(s->H == res);
             cat[i][j] = plain(b, res, res, w);
             s->v = (view){cat[i][j].off + (size_t)hc, w};
         }
     }
-    DDPM_ASSERT(top == 0);
+    ERR_ASSERT(top == 0);
 
     /* 3. Parameters and units in forward order. */
     char name[96];
@@ -302,8 +302,8 @@ static void net_capacity(const unet_config *c, int *units, int *tensors) {
 void net_free(net *u) {
     if (!u) return;
     for (int i = 0; i < u->nunits; i++) {
-        conv_plan_free(u->units[i].c1);
-        conv_plan_free(u->units[i].c2);
+        ops_conv_plan_free(u->units[i].c1);
+        ops_conv_plan_free(u->units[i].c2);
     }
     free(u->units);
     free(u->table);
@@ -312,25 +312,25 @@ void net_free(net *u) {
     free(u);
 }
 
-int net_create(net **out, const unet_config *cfg, int batch, int training, int image0, ddpm_err *err) {
+int net_create(net **out, const unet_config *cfg, int batch, int training, int image0, err_t *err) {
     *out = NULL;
-    net *u = ddpm_calloc(1, sizeof *u, err);
+    net *u = mem_calloc(1, sizeof *u, err);
     if (!u) return -1;
     u->cfg = *cfg;
     u->batch = batch;
     u->training = training;
     u->image0 = image0;
     net_capacity(cfg, &u->cap_units, &u->cap_tensors);
-    u->units = ddpm_calloc((size_t)u->cap_units, sizeof *u->units, err);
-    u->table = ddpm_calloc((size_t)u->cap_tensors, sizeof *u->table, err);
+    u->units = mem_calloc((size_t)u->cap_units, sizeof *u->units, err);
+    u->table = mem_calloc((size_t)u->cap_tensors, sizeof *u->table, err);
     if (!u->units || !u->table) goto fail;
     builder b = {.u = u, .err = err};
     if (build(&b)) goto fail;
     u->act_len = b.act;
     u->saved_len = b.saved;
     u->scratch_len = training ? b.scratch : 0;
-    if (cfg->num_class_embeds > 0 && !(u->labels = ddpm_calloc((size_t)batch, sizeof *u->labels, err))) goto fail;
-    if (training && !(u->dtemb_act = ddpm_alloc_floats((size_t)batch * 4 * cfg->block_out[0], err))) goto fail;
+    if (cfg->num_class_embeds > 0 && !(u->labels = mem_calloc((size_t)batch, sizeof *u->labels, err))) goto fail;
+    if (training && !(u->dtemb_act = mem_alloc_floats((size_t)batch * 4 * cfg->block_out[0], err))) goto fail;
     size_t hw = (size_t)cfg->sample_size * cfg->sample_size;
     exec_reserve(NET_SLOT_ACT, sizeof(float) * u->act_len);
     exec_reserve(NET_SLOT_SAVED, sizeof(float) * u->saved_len);

@@ -23,17 +23,17 @@ int unet_shard_count(int batch) {
 /* The network for `batch` images as S networks of consecutive images;
  * sharded: each on one thread (a worker each), else the one network on every
  * thread. */
-static int create(unet **out, const unet_config *cfg, int batch, int S, int sharded, int training, ddpm_err *err) {
+static int create(unet **out, const unet_config *cfg, int batch, int S, int sharded, int training, err_t *err) {
     *out = NULL;
     if (unet_config_check(cfg, err)) return -1;
-    if (batch < 1 || batch > 65536) return ddpm_fail(err, "batch size must be in 1..65536, is %d", batch);
-    if (S < 1 || S > batch) return ddpm_fail(err, "%d shards for a batch of %d images", S, batch);
-    unet *u = ddpm_calloc(1, sizeof *u, err);
+    if (batch < 1 || batch > 65536) return err_fail(err, "batch size must be in 1..65536, is %d", batch);
+    if (S < 1 || S > batch) return err_fail(err, "%d shards for a batch of %d images", S, batch);
+    unet *u = mem_calloc(1, sizeof *u, err);
     if (!u) return -1;
     u->cfg = *cfg;
     u->batch = batch;
     u->training = training;
-    u->shards = ddpm_calloc(S, sizeof *u->shards, err);
+    u->shards = mem_calloc(S, sizeof *u->shards, err);
     exec_config ec = {.nshards = S, .threads = 0, .sharded = sharded};
     if (!u->shards || exec_create(&u->exec, &ec, err)) goto fail;
     u->nshards = S;
@@ -49,14 +49,14 @@ static int create(unet **out, const unet_config *cfg, int batch, int S, int shar
     /* One copy of each convolution's weights in oneDNN's layout, for all shards. */
     for (int s = 0; s < S; s++)
         for (int i = 0; i < s0->nunits; i++) {
-            if (s0->units[i].c1) conv_plan_share(u->shards[s]->units[i].c1, s0->units[i].c1);
-            if (s0->units[i].c2) conv_plan_share(u->shards[s]->units[i].c2, s0->units[i].c2);
+            if (s0->units[i].c1) ops_conv_plan_share(u->shards[s]->units[i].c1, s0->units[i].c1);
+            if (s0->units[i].c2) ops_conv_plan_share(u->shards[s]->units[i].c2, s0->units[i].c2);
         }
     u->ntensors = s0->ntensors;
     u->nparams = s0->nparams;
-    u->table = ddpm_malloc(sizeof *u->table * u->ntensors, err);
-    u->params = ddpm_alloc_floats(u->nparams, err);
-    if (!u->table || !u->params || (training && !(u->grads = ddpm_alloc_floats(u->nparams, err)))) goto fail;
+    u->table = mem_alloc(sizeof *u->table * u->ntensors, err);
+    u->params = mem_alloc_floats(u->nparams, err);
+    if (!u->table || !u->params || (training && !(u->grads = mem_alloc_floats(u->nparams, err)))) goto fail;
     memcpy(u->table, s0->table, sizeof *u->table * u->ntensors);
     for (int s = 0; s < S; s++) u->shards[s]->params = u->params;
     *out = u;
@@ -66,12 +66,12 @@ fail:
     return -1;
 }
 
-int unet_create(unet **out, const unet_config *cfg, int batch, int training, ddpm_err *err) {
+int unet_create(unet **out, const unet_config *cfg, int batch, int training, err_t *err) {
     int S = batch >= 1 ? unet_shard_count(batch) : 1;
     return create(out, cfg, batch, S, S > 1, training, err);
 }
 
-int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, int training, ddpm_err *err) {
+int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, int training, err_t *err) {
     return create(out, cfg, batch, S, 1, training, err);
 }
 
@@ -140,29 +140,29 @@ static void shard_pass(void *ctx, int shard, float *grads) {
 /* A pass over the shards on the executor: the weights in oneDNN's layout
  * made once, then the shards, their gradients (+=) u->grads in the
  * executor's fixed tree. */
-static int run_pass(unet *u, const net_pass_args *a, const char *what, ddpm_err *err) {
+static int run_pass(unet *u, const net_pass_args *a, const char *what, err_t *err) {
     net *s0 = u->shards[0];
     exec_take_failure(NULL); /* the calling thread's: none of this pass's yet */
     for (int i = 0; i < s0->nunits; i++) {
         net_unit *r = &s0->units[i];
-        if (r->c1) conv_prepare(r->c1, u->params + net_conv_weights(r, 0));
-        if (r->c2) conv_prepare(r->c2, u->params + net_conv_weights(r, 1));
+        if (r->c1) ops_conv_prepare(r->c1, u->params + net_conv_weights(r, 0));
+        if (r->c2) ops_conv_prepare(r->c2, u->params + net_conv_weights(r, 1));
     }
     pass p = {*a, u};
     if (exec_take_failure(err) || exec_run(u->exec, shard_pass, &p, a->loss ? u->grads : NULL, err))
-        return ddpm_wrap(err, "the U-Net's %s", what);
+        return err_wrap(err, "the U-Net's %s", what);
     return 0;
 }
 
 int unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout,
-                 ddpm_err *err) {
+                 err_t *err) {
     net_pass_args a = {.out = out, .x = x, .t = t, .y = y, .dropout = dropout};
     return run_pass(u, &a, "forward pass", err);
 }
 
 int unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
-                    const unet_dropout *dropout, unet_loss_grad loss, void *ctx, ddpm_err *err) {
-    DDPM_ASSERT(u->training && loss != NULL);
+                    const unet_dropout *dropout, unet_loss_grad loss, void *ctx, err_t *err) {
+    ERR_ASSERT(u->training && loss != NULL);
     net_pass_args a = {out, dx, x, t, y, dropout, loss, ctx};
     return run_pass(u, &a, "training pass", err);
 }

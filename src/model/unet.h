@@ -63,14 +63,14 @@ int unet_shard_count(int batch);
 /* Builds the network for `batch` images: every primitive, and the workers'
  * buffers (activations, saved tensors, backward temporaries, oneDNN
  * scratchpads) sized for them, are made here, for the thread count of now
- * (ddpm_set_threads). Parameters start at zero: load them or call
+ * (thread_set_count). Parameters start at zero: load them or call
  * unet_init_official. training != 0 adds what the backward needs. */
-int unet_create(unet **u, const unet_config *cfg, int batch, int training, ddpm_err *err);
+int unet_create(unet **u, const unet_config *cfg, int batch, int training, err_t *err);
 
 /* As unet_create, with the batch split into exactly `shards` shards (1..batch;
  * shard s holds images [s*batch/shards, (s+1)*batch/shards)), each on one
  * thread, even when there is one: bitwise the same with any thread count. */
-int unet_create_sharded(unet **u, const unet_config *cfg, int batch, int shards, int training, ddpm_err *err);
+int unet_create_sharded(unet **u, const unet_config *cfg, int batch, int shards, int training, err_t *err);
 void unet_free(unet *u);
 
 /* The official DDPM initialisation (variance scaling, fan_avg, uniform; the
@@ -86,7 +86,7 @@ void unet_init_official(unet *u, uint64_t seed);
  * Returns 0, or -1 with err set (err->oom for memory) when an operator
  * failed (out is then unspecified). */
 int unet_forward(unet *u, float *out, const float *x, const float *t, const int32_t *y, const unet_dropout *dropout,
-                 ddpm_err *err);
+                 err_t *err);
 
 /* The gradient of a loss of the network's output, asked for group by group:
  * dout[n,H,W,out_channels] (=) d loss / d out for the n images from image0 of
@@ -101,7 +101,7 @@ typedef void (*unet_loss_grad)(void *ctx, int image0, int n, const float *out, f
  * Returns 0, or -1 with err set as unet_forward (out, dx and the
  * gradients are then unspecified). */
 int unet_train_pass(unet *u, float *out, float *dx, const float *x, const float *t, const int32_t *y,
-                    const unet_dropout *dropout, unet_loss_grad loss, void *ctx, ddpm_err *err);
+                    const unet_dropout *dropout, unet_loss_grad loss, void *ctx, err_t *err);
 
 /* Index of the parameter named `name` in u->table, or -1. */
 int unet_param_index(const unet *u, const char *name);

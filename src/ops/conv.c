@@ -22,15 +22,15 @@
 
 /* One primitive and its descriptor. */
 typedef struct prim {
-    dnnl_op op;
+    ops_prim op;
     dnnl_primitive_desc_t pd;
 } prim;
 
 /* A weight reorder between the user's OIHW array (handle set per call) and the
  * primitive's layout. When the layouts agree, prim == user and p is NULL.
- * shared: prim is another plan's (conv_plan_share), filled by conv_prepare. */
+ * shared: prim is another plan's (ops_conv_plan_share), filled by ops_conv_prepare. */
 typedef struct reorder {
-    dnnl_op p;                 /* p.p NULL: no reorder */
+    ops_prim p;                 /* p.p NULL: no reorder */
     dnnl_memory_t user, prim;
     int to_prim, shared, borrowed;
 } reorder;
@@ -51,9 +51,9 @@ struct conv_plan {
 static dnnl_engine_t engine;
 static int conv_algorithm = CONV_ALG_AUTO;
 
-void conv_set_algorithm(int alg) { conv_algorithm = alg; }
+void ops_conv_set_algorithm(int alg) { conv_algorithm = alg; }
 
-void conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
+void ops_conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
     *Ho = (H - 1) / stride + 1;
     *Wo = (W - 1) / stride + 1;
 }
@@ -74,7 +74,7 @@ static dnnl_status_t mem_user(dnnl_memory_t *m, const dnnl_memory_desc_t *md) {
 /* Makes the reorder between user_md (OIHW) and prim_md, in the direction to_prim;
  * the primitive-layout memory is allocated here, or (alloc == 0) set per call. */
 static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *prim_md,
-                        int to_prim, int alloc, ddpm_err *err) {
+                        int to_prim, int alloc, err_t *err) {
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
     r->to_prim = to_prim;
@@ -85,10 +85,10 @@ static int make_reorder(reorder *r, const dnnl_memory_desc_t *user_md, const dnn
     }
     DNNL_TRY(dnnl_memory_create(&r->prim, prim_md, engine, alloc ? DNNL_MEMORY_ALLOCATE : DNNL_MEMORY_NONE),
         "weight memory");
-    if (dnnl_attr_user(&attr, err)) goto fail;
+    if (ops_prim_attr_user(&attr, err)) goto fail;
     DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, to_prim ? user_md : prim_md, engine,
                                            to_prim ? prim_md : user_md, engine, attr), "reorder");
-    if (dnnl_op_make(&r->p, pd, "weight reorder", err)) goto fail;
+    if (ops_prim_make(&r->p, pd, "weight reorder", err)) goto fail;
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
     return 0;
@@ -99,7 +99,7 @@ fail:
 }
 
 static void free_reorder(reorder *r) {
-    dnnl_op_free(&r->p);
+    ops_prim_free(&r->p);
     if (r->prim && r->prim != r->user && !r->borrowed) dnnl_memory_destroy(r->prim);
     if (r->user) dnnl_memory_destroy(r->user);
 }
@@ -111,7 +111,7 @@ static dnnl_memory_t run_reorder(reorder *r, const float *buf) {
     if (r->p.p) {
         dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, r->to_prim ? r->user : r->prim},
                                {DNNL_ARG_TO, r->to_prim ? r->prim : r->user}};
-        if (dnnl_op_run(&r->p, 2, a)) return NULL;
+        if (ops_prim_run(&r->p, 2, a)) return NULL;
     }
     return r->prim;
 }
@@ -125,7 +125,7 @@ static int is_ref(const prim *q) {
 static void free_prims(conv_plan *p) {
     prim *ps[] = {&p->fwd, &p->bwd_data, &p->bwd_w};
     for (int i = 0; i < 3; i++) {
-        dnnl_op_free(&ps[i]->op);
+        ops_prim_free(&ps[i]->op);
         if (ps[i]->pd) dnnl_primitive_desc_destroy(ps[i]->pd);
         ps[i]->pd = NULL;
     }
@@ -144,11 +144,11 @@ static void free_prims(conv_plan *p) {
 
 /* Creates the primitives for activations with row strides ldx / ldy. Sets
  * *any_ref when oneDNN could only offer its slow reference kernel for one of them. */
-static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *err) {
+static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err) {
     int B = p->B, H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, stride = p->stride, pad = p->pad;
     dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
-    dnnl_md_nhwc(&x_md, B, Cin, H, W, ldx);
-    dnnl_md_nhwc(&y_md, B, Cout, p->Ho, p->Wo, ldy);
+    ops_md_nhwc(&x_md, B, Cin, H, W, ldx);
+    ops_md_nhwc(&y_md, B, Cout, p->Ho, p->Wo, ldy);
     dnnl_dims_t wd = {Cout, Cin, 3, 3}, bd = {Cout};
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
@@ -163,7 +163,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
     }
     *any_ref = 0;
     dnnl_primitive_attr_t attr = NULL;
-    if (dnnl_attr_user(&attr, err)) return -1;
+    if (ops_prim_attr_user(&attr, err)) return -1;
 
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, p->training ? dnnl_forward_training : dnnl_forward_inference,
@@ -173,7 +173,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
     DNNL_TRY(mem_user(&p->x, &x_md), "memory");
     DNNL_TRY(mem_user(&p->y, &y_md), "memory");
     if (!p->wino) { /* else the forward descriptor is only the backward's hint */
-        if (dnnl_op_make(&p->fwd.op, p->fwd.pd, "convolution forward", err)) goto fail;
+        if (ops_prim_make(&p->fwd.op, p->fwd.pd, "convolution forward", err)) goto fail;
         *any_ref |= is_ref(&p->fwd);
         DNNL_TRY(mem_user(&p->bias, &b_md), "memory");
         const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(p->fwd.pd, dnnl_query_weights_md, 0);
@@ -186,7 +186,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
             DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                          &y_md, strides, pl, pr), "conv bwd-data desc");
             DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, attr, engine, p->fwd.pd), "conv bwd-data pd");
-            if (dnnl_op_make(&p->bwd_data.op, p->bwd_data.pd, "convolution backward-data", err)) goto fail;
+            if (ops_prim_make(&p->bwd_data.op, p->bwd_data.pd, "convolution backward-data", err)) goto fail;
             *any_ref |= is_ref(&p->bwd_data);
             const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
             if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
@@ -198,7 +198,7 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, ddpm_err *e
         DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
         DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, attr, engine, p->fwd.pd), "conv bwd-weights pd");
-        if (dnnl_op_make(&p->bwd_w.op, p->bwd_w.pd, "convolution backward-weights", err)) goto fail;
+        if (ops_prim_make(&p->bwd_w.op, p->bwd_w.pd, "convolution backward-weights", err)) goto fail;
         p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
         if (make_reorder(&p->dw, &w_user, dwm, 0, 0, err)) goto fail;
@@ -212,15 +212,15 @@ fail:
     return -1;
 }
 
-int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
-                     int ld_x, int ld_y, int training, ddpm_err *err) {
+int ops_conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
+                     int ld_x, int ld_y, int training, err_t *err) {
     *out = NULL;
     if (ops_dnnl_engine(&engine, err)) return -1;
-    conv_plan *p = ddpm_calloc(1, sizeof *p, err);
+    conv_plan *p = mem_calloc(1, sizeof *p, err);
     if (!p) return -1;
     p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
     p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
-    conv_out_size(H, W, stride, &p->Ho, &p->Wo);
+    ops_conv_out_size(H, W, stride, &p->Ho, &p->Wo);
     int gemm_ok = stride == 1 && Cin >= 8 && Cout >= 8;
     int avx512 = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
     int any = conv_algorithm == CONV_ALG_GEMM, autopick = conv_algorithm == CONV_ALG_AUTO && !avx512;
@@ -230,7 +230,7 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
      * up borrowing another's frees it untouched (no resident pages). */
     if (p->wino && posix_memalign((void **)&p->U, 64, sizeof(float) * 16 * Cin * Cout) != 0) {
         p->U = NULL;
-        ddpm_oom(err, "out of memory for a convolution's Winograd weights");
+        err_oom(err, "out of memory for a convolution's Winograd weights");
         goto fail;
     }
 
@@ -248,13 +248,13 @@ int conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, in
     *out = p;
     return 0;
 fail:
-    conv_plan_free(p);
+    ops_conv_plan_free(p);
     return -1;
 }
 
-int conv_plan_winograd(const conv_plan *p) { return p->wino; }
+int ops_conv_plan_winograd(const conv_plan *p) { return p->wino; }
 
-void conv_plan_free(conv_plan *p) {
+void ops_conv_plan_free(conv_plan *p) {
     if (!p) return;
     free_prims(p);
     if (!p->U_borrowed) free(p->U);
@@ -361,7 +361,7 @@ static void conv_bwd_w_direct(conv_plan *p, float *dw, float *db, const float *d
 
 static const dnnl_memory_desc_t *mem_md(dnnl_memory_t m) {
     const dnnl_memory_desc_t *md = NULL;
-    DDPM_ASSERT(dnnl_memory_get_memory_desc(m, &md) == dnnl_success); /* a memory ddpm made: cannot fail */
+    ERR_ASSERT(dnnl_memory_get_memory_desc(m, &md) == dnnl_success); /* a memory ddpm made: cannot fail */
     return md;
 }
 
@@ -375,7 +375,7 @@ static void share_reorder(reorder *r, reorder *owner) {
     r->shared = owner->shared = 1;
 }
 
-void conv_plan_share(conv_plan *p, conv_plan *owner) {
+void ops_conv_plan_share(conv_plan *p, conv_plan *owner) {
     share_reorder(&p->w_fwd, &owner->w_fwd);
     share_reorder(&p->w_bwd, &owner->w_bwd);
     if (p->wino && owner->wino) {
@@ -413,7 +413,7 @@ static void wino_weights(conv_plan *p, const float *w) {
         }
 }
 
-void conv_prepare(conv_plan *p, const float *w) {
+void ops_conv_prepare(conv_plan *p, const float *w) {
     reorder *rs[] = {&p->w_fwd, &p->w_bwd};
     for (int i = 0; i < 2; i++)
         if (rs[i]->shared && !rs[i]->borrowed) run_reorder(rs[i], w);
@@ -493,7 +493,7 @@ static void wino_outputs(float *o[4], const conv_plan *p, size_t t, float *y, in
  * J), read transposed. */
 static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, int Ci, int Co,
                       const float *w, const float *bias, int back) {
-    if (!p->U_shared) wino_weights(p, w); /* else conv_prepare made them */
+    if (!p->U_shared) wino_weights(p, w); /* else ops_conv_prepare made them */
     size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
     float *V = exec_buffer(OPS_SLOT_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = exec_buffer(OPS_SLOT_WINO_M, sizeof(float) * 16 * chunk * Co);
@@ -510,7 +510,7 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
         /* M[k] = V[k] U[k]: 16 GEMMs. */
         for (int k = 0; k < 16; k++) {
             int ku = back ? 4 * pi[k / 4] + pi[k % 4] : k;
-            gemm(0, back, (int)nt, Co, Ci, 1.0f, V + k * nt * Ci, Ci, p->U + (size_t)ku * Ci * Co, back ? Ci : Co,
+            ops_gemm(0, back, (int)nt, Co, Ci, 1.0f, V + k * nt * Ci, Ci, p->U + (size_t)ku * Ci * Co, back ? Ci : Co,
                  0.0f, M + k * mplane, Co);
         }
         /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. */
@@ -577,7 +577,7 @@ static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy
             }
         }
         for (int k = 0; k < 16; k++)
-            gemm(1, 0, Co, Ci, (int)nt, 1.0f, Z + k * zplane, Co, V + k * nt * Ci, Ci, t0 ? 1.0f : 0.0f,
+            ops_gemm(1, 0, Co, Ci, (int)nt, 1.0f, Z + k * zplane, Co, V + k * nt * Ci, Ci, t0 ? 1.0f : 0.0f,
                  dU + (size_t)k * Co * Ci, Ci);
     }
     /* dw = G^T dU G, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
@@ -610,7 +610,7 @@ static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t row
     for (size_t r = 0; r < rows; r++) memcpy(dst + r * ldd, src + r * lds, sizeof(float) * C);
 }
 
-void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
+void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
     if (ops_reference()) {
         conv_forward_ref(p, y, x, w, b);
         return;
@@ -631,13 +631,13 @@ void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const 
     dnnl_memory_set_data_handle(p->bias, (void *)b);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, p->bias},
                            {DNNL_ARG_DST, p->y}};
-    if (dnnl_op_run(&p->fwd.op, 4, a)) return;
+    if (ops_prim_run(&p->fwd.op, 4, a)) return;
     if (ys) copy_rows(y, p->ld_y, ys, p->Cout, ny, p->Cout);
 }
 
-void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
+void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
                    const float *x, const float *w) {
-    DDPM_ASSERT(p->training);
+    ERR_ASSERT(p->training);
     if (ops_reference()) {
         conv_backward_ref(p, dx, dw, db, dy, x, w);
         return;
@@ -663,7 +663,7 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
         dnnl_memory_t wm = weights(&p->w_bwd, w);
         if (!wm) return;
         dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, p->dx}};
-        if (dnnl_op_run(&p->bwd_data.op, 3, a)) return;
+        if (ops_prim_run(&p->bwd_data.op, 3, a)) return;
         if (xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
@@ -685,7 +685,7 @@ void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *d
             dnnl_memory_set_data_handle(p->dw.prim, p->dw.p.p ? (void *)(dwt + head) : (void *)dwt);
             dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
                                    {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
-            if (dnnl_op_run(&p->bwd_w.op, 4, a) || !run_reorder(&p->dw, dwt)) return;
+            if (ops_prim_run(&p->bwd_w.op, 4, a) || !run_reorder(&p->dw, dwt)) return;
         }
         if (dw)
             for (size_t i = 0; i < nw; i++) dw[i] += dwt[i];

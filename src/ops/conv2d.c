@@ -20,20 +20,20 @@ struct conv2d_plan {
     int Ho, Wo, ld_x, ld_y, relu;
     float *w, *b;            /* OIHW weights and bias as given (the reference tier reads them) */
     dnnl_engine_t engine;
-    dnnl_op fwd;
+    ops_prim fwd;
     dnnl_memory_t x, y, wm, bm; /* x, y: handles set per call; wm: weights in the primitive's layout */
     int stage_x, stage_y;    /* the fast kernel wants dense rows: copy through per-worker buffers */
     conv_plan *wino;         /* a 3x3 stride-1 convolution by Winograd (conv.c), or NULL */
 };
 
-void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo) {
+void ops_conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo) {
     *Ho = (s->H + 2 * s->ph - s->kh) / s->sh + 1;
     *Wo = (s->W + 2 * s->pw - s->kw) / s->sw + 1;
 }
 
 
 static void free_prim(conv2d_plan *p) {
-    dnnl_op_free(&p->fwd);
+    ops_prim_free(&p->fwd);
     dnnl_memory_t *ms[] = {&p->x, &p->y, &p->wm, &p->bm};
     for (int i = 0; i < 4; i++)
         if (*ms[i]) dnnl_memory_destroy(*ms[i]);
@@ -42,16 +42,16 @@ static void free_prim(conv2d_plan *p) {
 
 /* The primitive for activations with row strides ldx / ldy; *ref says whether
  * oneDNN could only offer its slow reference kernel. */
-static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
+static int build(conv2d_plan *p, int ldx, int ldy, int *ref, err_t *err) {
     const conv2d_shape *s = &p->s;
     dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
-    dnnl_op reorder = {0};
+    ops_prim reorder = {0};
     dnnl_memory_t wu = NULL;
-    dnnl_md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
-    dnnl_md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
+    ops_md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
+    ops_md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
     dnnl_dims_t wd = {s->Cout, s->Cin, s->kh, s->kw}, bd = {s->Cout};
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
@@ -62,7 +62,7 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &x_md, &w_any,
                                            &b_md, &y_md, strides, pl, pr), "conv2d descriptor");
-    if (dnnl_attr_user(&attr, err)) goto fail;
+    if (ops_prim_attr_user(&attr, err)) goto fail;
     if (p->relu) {
         DNNL_TRY(dnnl_post_ops_create(&po), "post-ops");
         DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "ReLU post-op");
@@ -72,7 +72,7 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     *ref = impl && !strncmp(impl, "ref", 3);
-    if (dnnl_op_make(&p->fwd, pd, "convolution forward (feature network)", err)) goto fail;
+    if (ops_prim_make(&p->fwd, pd, "convolution forward (feature network)", err)) goto fail;
     DNNL_TRY(dnnl_memory_create(&p->x, &x_md, p->engine, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&p->y, &y_md, p->engine, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&p->bm, &b_md, p->engine, p->b), "memory");
@@ -81,11 +81,11 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
     DNNL_TRY(dnnl_memory_create(&p->wm, wp, p->engine, DNNL_MEMORY_ALLOCATE), "weight memory");
     DNNL_TRY(dnnl_memory_create(&wu, &w_user, p->engine, p->w), "memory");
     dnnl_primitive_attr_destroy(attr); /* the reorder's: no post-ops */
-    if (dnnl_attr_user(&attr, err)) goto fail;
+    if (ops_prim_attr_user(&attr, err)) goto fail;
     DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &w_user, p->engine, wp, p->engine, attr), "weight reorder");
-    if (dnnl_op_make(&reorder, rpd, "weight reorder", err)) goto fail;
+    if (ops_prim_make(&reorder, rpd, "weight reorder", err)) goto fail;
     dnnl_exec_arg_t a[] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, p->wm}};
-    if (dnnl_op_run(&reorder, 2, a)) {
+    if (ops_prim_run(&reorder, 2, a)) {
         exec_take_failure(err);
         goto fail;
     }
@@ -94,7 +94,7 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, ddpm_err *err) {
 fail:
     rc = -1;
 done:
-    dnnl_op_free(&reorder);
+    ops_prim_free(&reorder);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
     if (wu) dnnl_memory_destroy(wu);
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -103,18 +103,18 @@ done:
     return rc;
 }
 
-int conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int ld_y, int relu, const float *w,
-                       const float *b, ddpm_err *err) {
+int ops_conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int ld_y, int relu, const float *w,
+                       const float *b, err_t *err) {
     *out = NULL;
-    conv2d_plan *p = ddpm_calloc(1, sizeof *p, err);
+    conv2d_plan *p = mem_calloc(1, sizeof *p, err);
     if (!p) return -1;
     p->s = *s, p->ld_x = ld_x, p->ld_y = ld_y, p->relu = relu;
-    conv2d_out_size(s, &p->Ho, &p->Wo);
-    DDPM_ASSERT(s->B > 0 && s->Cin > 0 && s->Cout > 0 && s->sh > 0 && s->sw > 0 && p->Ho > 0 && p->Wo > 0 &&
+    ops_conv2d_out_size(s, &p->Ho, &p->Wo);
+    ERR_ASSERT(s->B > 0 && s->Cin > 0 && s->Cout > 0 && s->sh > 0 && s->sw > 0 && p->Ho > 0 && p->Wo > 0 &&
                 ld_x >= s->Cin && ld_y >= s->Cout);
     size_t nw = (size_t)s->Cout * s->Cin * s->kh * s->kw;
-    p->w = ddpm_alloc_floats(nw, err);
-    p->b = ddpm_alloc_floats((size_t)s->Cout, err);
+    p->w = mem_alloc_floats(nw, err);
+    p->b = mem_alloc_floats((size_t)s->Cout, err);
     if (!p->w || !p->b) goto fail;
     memcpy(p->w, w, sizeof(float) * nw);
     if (b) memcpy(p->b, b, sizeof(float) * s->Cout);
@@ -123,16 +123,16 @@ int conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int l
      * into a dense buffer when the output is cropped), where it picks Winograd. */
     if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->ph == s->pw && (s->ph == 0 || s->ph == 1)) {
         int dense = s->ph == 0;
-        if (conv_plan_create(&p->wino, s->B, s->H, s->W, s->Cin, s->Cout, 1, CONV_PAD_SAME, ld_x,
+        if (ops_conv_plan_create(&p->wino, s->B, s->H, s->W, s->Cin, s->Cout, 1, CONV_PAD_SAME, ld_x,
                              dense ? s->Cout : ld_y, 0, err))
             goto fail;
-        if (conv_plan_winograd(p->wino)) {
-            conv_plan_share(p->wino, p->wino);
-            conv_prepare(p->wino, p->w);
+        if (ops_conv_plan_winograd(p->wino)) {
+            ops_conv_plan_share(p->wino, p->wino);
+            ops_conv_prepare(p->wino, p->w);
             *out = p;
             return 0;
         }
-        conv_plan_free(p->wino);
+        ops_conv_plan_free(p->wino);
         p->wino = NULL;
     }
     if (ops_dnnl_engine(&p->engine, err)) goto fail;
@@ -146,14 +146,14 @@ int conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, int l
     *out = p;
     return 0;
 fail:
-    conv2d_plan_free(p);
+    ops_conv2d_plan_free(p);
     return -1;
 }
 
-void conv2d_plan_free(conv2d_plan *p) {
+void ops_conv2d_plan_free(conv2d_plan *p) {
     if (!p) return;
     free_prim(p);
-    conv_plan_free(p->wino);
+    ops_conv_plan_free(p->wino);
     free(p->w), free(p->b);
     free(p);
 }
@@ -196,7 +196,7 @@ static void conv2d_forward_wino(conv2d_plan *p, float *y, const float *x) {
     const int crop = s->ph == 0, C = s->Cout, relu = p->relu;
     float *full = crop ? exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * s->B * s->H * s->W * C) : y;
     if (!full) return; /* out of memory: see exec_buffer */
-    conv_forward(p->wino, full, x, p->w, p->b);
+    ops_conv_forward(p->wino, full, x, p->w, p->b);
     const int ldf = crop ? C : p->ld_y;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < s->B; n++)
@@ -208,7 +208,7 @@ static void conv2d_forward_wino(conv2d_plan *p, float *y, const float *x) {
             }
 }
 
-void conv2d_forward(conv2d_plan *p, float *y, const float *x) {
+void ops_conv2d_forward(conv2d_plan *p, float *y, const float *x) {
     if (ops_reference()) {
         conv2d_forward_ref(p, y, x);
         return;
@@ -232,6 +232,6 @@ void conv2d_forward(conv2d_plan *p, float *y, const float *x) {
     dnnl_memory_set_data_handle(p->y, ys);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, p->wm}, {DNNL_ARG_BIAS, p->bm},
                            {DNNL_ARG_DST, p->y}};
-    if (dnnl_op_run(&p->fwd, 4, a)) return;
+    if (ops_prim_run(&p->fwd, 4, a)) return;
     if (p->stage_y) copy_rows(y, p->ld_y, ys, s->Cout, My, s->Cout);
 }

@@ -1,4 +1,4 @@
-/* dnnl_op.c -- oneDNN primitives with user-managed scratchpads on the
+/* ops_prim.c -- oneDNN primitives with user-managed scratchpads on the
  * executor's workers (see dnnl_engine.h). */
 #include <omp.h>
 #include <string.h>
@@ -6,12 +6,12 @@
 #include "dnnl_engine.h"
 #include "exec/executor.h"
 
-int ops_dnnl_engine(dnnl_engine_t *e, ddpm_err *err) {
+int ops_dnnl_engine(dnnl_engine_t *e, err_t *err) {
     *e = exec_engine(err);
     return *e ? 0 : -1;
 }
 
-int dnnl_attr_user(dnnl_primitive_attr_t *attr, ddpm_err *err) {
+int ops_prim_attr_user(dnnl_primitive_attr_t *attr, err_t *err) {
     *attr = NULL;
     DNNL_TRY(dnnl_primitive_attr_create(attr), "primitive attributes");
     DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user), "scratchpad mode");
@@ -22,7 +22,7 @@ fail:
     return -1;
 }
 
-int dnnl_op_make(dnnl_op *op, const_dnnl_primitive_desc_t pd, const char *what, ddpm_err *err) {
+int ops_prim_make(ops_prim *op, const_dnnl_primitive_desc_t pd, const char *what, err_t *err) {
     memset(op, 0, sizeof *op);
     op->what = what;
     op->threads = omp_get_max_threads();
@@ -37,17 +37,17 @@ int dnnl_op_make(dnnl_op *op, const_dnnl_primitive_desc_t pd, const char *what, 
     }
     return 0;
 fail:
-    dnnl_op_free(op);
+    ops_prim_free(op);
     return -1;
 }
 
-void dnnl_op_free(dnnl_op *op) {
+void ops_prim_free(ops_prim *op) {
     if (op->p) dnnl_primitive_destroy(op->p);
     if (op->scratch) dnnl_memory_destroy(op->scratch);
     op->p = NULL, op->scratch = NULL;
 }
 
-int dnnl_op_run(dnnl_op *op, int nargs, const dnnl_exec_arg_t *args) {
+int ops_prim_run(ops_prim *op, int nargs, const dnnl_exec_arg_t *args) {
     if (op->threads > 1 && omp_in_parallel()) {
         exec_fail("oneDNN: %s made for %d threads ran inside a team of workers (it would compute part of its "
                   "result)", op->what, op->threads);
@@ -56,7 +56,7 @@ int dnnl_op_run(dnnl_op *op, int nargs, const dnnl_exec_arg_t *args) {
     dnnl_stream_t stream = exec_stream();
     if (!stream) return -1;
     dnnl_exec_arg_t a[8];
-    DDPM_ASSERT(nargs < 8);
+    ERR_ASSERT(nargs < 8);
     memcpy(a, args, sizeof *a * nargs);
     if (op->scratch) {
         void *sp = exec_buffer(EXEC_SLOT_SCRATCHPAD, op->scratch_bytes);

@@ -10,12 +10,12 @@
 
 enum { PAR_MIN = 1 << 15 }; /* element-wise loops shorter than this stay on one thread */
 
-void silu_forward(float *y, const float *x, size_t n) {
+void ops_silu_forward(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) y[i] = x[i] * vsigmoidf(x[i]);
 }
 
-void silu_backward(float *dx, const float *dy, const float *x, size_t n) {
+void ops_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float s = vsigmoidf(x[i]);
@@ -23,7 +23,7 @@ void silu_backward(float *dx, const float *dy, const float *x, size_t n) {
     }
 }
 
-void add_rows(float *y, int ldy, const float *x, int ldx, int M, int C) {
+void ops_add_rows(float *y, int ldy, const float *x, int ldx, int M, int C) {
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < M; i++) {
         float *o = y + (size_t)i * ldy;
@@ -32,7 +32,7 @@ void add_rows(float *y, int ldy, const float *x, int ldx, int M, int C) {
     }
 }
 
-void add_bias_per_sample(float *y, const float *v, int B, int HW, int C) {
+void ops_add_bias_per_sample(float *y, const float *v, int B, int HW, int C) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int p = 0; p < HW; p++) {
@@ -42,11 +42,11 @@ void add_bias_per_sample(float *y, const float *v, int B, int HW, int C) {
         }
 }
 
-void sum_per_sample(float *v, const float *dy, int B, int HW, int C) {
+void ops_sum_per_sample(float *v, const float *dy, int B, int HW, int C) {
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         double acc[4096];
-        DDPM_ASSERT(C <= 4096);
+        ERR_ASSERT(C <= 4096);
         memset(acc, 0, sizeof(double) * C);
         for (int p = 0; p < HW; p++) {
             const float *r = dy + ((size_t)b * HW + p) * C;
@@ -56,7 +56,7 @@ void sum_per_sample(float *v, const float *dy, int B, int HW, int C) {
     }
 }
 
-void upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C) {
+void ops_upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int oy = 0; oy < 2 * H; oy++)
@@ -65,7 +65,7 @@ void upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, 
                        x + (((size_t)b * H + oy / 2) * W + ox / 2) * ldx, (size_t)C * sizeof(float));
 }
 
-void upsample2x_backward(float *dx, int lddx, const float *dy, int B, int H, int W, int C) {
+void ops_upsample2x_backward(float *dx, int lddx, const float *dy, int B, int H, int W, int C) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int iy = 0; iy < H; iy++)
@@ -97,12 +97,12 @@ static void dropout_apply(float *dst, const float *src, int B, size_t n, float p
     }
 }
 
-void dropout_forward(float *x, int B, size_t n_per_sample, float p, uint64_t seed, uint64_t stream) {
+void ops_dropout_forward(float *x, int B, size_t n_per_sample, float p, uint64_t seed, uint64_t stream) {
     if (p <= 0.0f) return;
     dropout_apply(x, x, B, n_per_sample, p, seed, stream);
 }
 
-void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, float p, uint64_t seed,
+void ops_dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, float p, uint64_t seed,
                       uint64_t stream) {
     if (p <= 0.0f) {
         if (dx != dy) memcpy(dx, dy, (size_t)B * n_per_sample * sizeof(float));
@@ -111,12 +111,12 @@ void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, fl
     dropout_apply(dx, dy, B, n_per_sample, p, seed, stream);
 }
 
-void guidance_mix(float *out, const float *c, const float *u, float w, size_t n) {
+void ops_guidance_mix(float *out, const float *c, const float *u, float w, size_t n) {
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = u[i] + w * (c[i] - u[i]);
 }
 
-void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D) {
+void ops_embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D) {
     for (int b = 0; b < B; b++) {
         const float *w = W + (size_t)idx[b] * D;
         float *yb = y + (size_t)b * D;
@@ -124,7 +124,7 @@ void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int 
     }
 }
 
-void embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, int D) {
+void ops_embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, int D) {
     for (int b = 0; b < B; b++) {
         float *g = dW + (size_t)idx[b] * D;
         const float *d = dy + (size_t)b * D;
@@ -132,7 +132,7 @@ void embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, i
     }
 }
 
-void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift) {
+void ops_timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift) {
     int half = D / 2;
     for (int b = 0; b < B; b++) {
         float *o = out + (size_t)b * D;
@@ -149,7 +149,7 @@ void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_t
     }
 }
 
-void lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n) {
+void ops_lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n) {
     if (!z) {
         #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
         for (size_t i = 0; i < n; i++) out[i] = a * u[i] + b * w[i];
@@ -162,18 +162,18 @@ void lincomb(float *out, float a, const float *u, float b, const float *w, float
     }
 }
 
-void unmix(float *out, const float *x, float b, const float *e, float a, size_t n) {
+void ops_unmix(float *out, const float *x, float b, const float *e, float a, size_t n) {
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = (x[i] - b * e[i]) / a;
 }
 
-void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW) {
+void ops_nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW) {
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
             for (int p = 0; p < HW; p++) dst[((size_t)b * HW + p) * C + c] = src[((size_t)b * C + c) * HW + p];
 }
 
-void nhwc_to_nchw(float *dst, const float *src, int B, int C, int HW) {
+void ops_nhwc_to_nchw(float *dst, const float *src, int B, int C, int HW) {
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
             for (int p = 0; p < HW; p++) dst[((size_t)b * C + c) * HW + p] = src[((size_t)b * HW + p) * C + c];

@@ -13,11 +13,11 @@
 
 enum { GN_BLOCK = 16 }; /* pixels accumulated in float before adding to the double sums */
 
-void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
+void ops_groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
                        const float *gamma, const float *beta, int B, int HW, int C, int G,
                        float eps, int silu) {
     int cg = C / G;
-    DDPM_ASSERT(cg * G == C && C <= 4096);
+    ERR_ASSERT(cg * G == C && C <= 4096);
     #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         /* Per channel: sums of d = x - k and d^2 over the pixels, with k the
@@ -141,11 +141,11 @@ static void gn_backward_sample(float *dxb, int lddx, double *sdz, double *sdzx, 
     }
 }
 
-void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
+void ops_groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
                         const float *x, int ldx, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                         int silu, int accumulate) {
-    DDPM_ASSERT((C / G) * G == C && C <= 4096);
+    ERR_ASSERT((C / G) * G == C && C <= 4096);
     /* Per-sample partial sums of dgamma/dbeta [B][2][C], in the caller's buffer
      * (shared with the team below); each thread keeps the dz rows of its sample. */
     double *part = exec_buffer(OPS_SLOT_GN_PARTIAL, sizeof(double) * B * 2 * C);

@@ -28,7 +28,7 @@ static void gemm_ref(int ta, int tb, int M, int N, int K, float alpha, const flo
         }
 }
 
-void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) return;
     if (use_reference) {
@@ -40,16 +40,16 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
     if (st != dnnl_success) exec_fail("oneDNN: sgemm %dx%dx%d failed (status %d)", M, N, K, (int)st);
 }
 
-void linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
+void ops_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
                     int M, int K, int N, int accumulate) {
     if (b && !accumulate) {
         /* Start from the bias, then accumulate the product on top of it. */
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * ldy, b, (size_t)N * sizeof(float));
-        gemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, 1.0f, y, ldy);
+        ops_gemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, 1.0f, y, ldy);
         return;
     }
-    gemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, accumulate ? 1.0f : 0.0f, y, ldy);
+    ops_gemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, accumulate ? 1.0f : 0.0f, y, ldy);
     if (b) {
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < M; i++)
@@ -57,14 +57,14 @@ void linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, 
     }
 }
 
-void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
+void ops_linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
                      const float *x, int ldx, const float *W, int M, int K, int N) {
-    if (dx) gemm(0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
+    if (dx) ops_gemm(0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
     /* Each parameter gradient is computed whole, then added once (see ops.h). */
     float *t = dW || db ? exec_buffer(OPS_SLOT_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) : NULL;
     if (!t) return; /* no parameter gradients, or out of memory: see exec_buffer */
     if (dW) {
-        gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
+        ops_gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
         for (size_t i = 0; i < (size_t)N * K; i++) dW[i] += t[i];
     }
     if (db) {

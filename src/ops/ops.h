@@ -54,15 +54,15 @@ int ops_reference(void);
 
 /* ---- GEMM (row-major) ------------------------------------------------------
  * C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T (ta/tb non-zero). */
-void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 
 /* ---- linear (also every 1x1 convolution, on NHWC rows) ----------------------
  * y[M,N] (= or += by accumulate) x[M,K] W[N,K]^T + b[N] (b may be NULL). */
-void linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
+void ops_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
                     int M, int K, int N, int accumulate);
 /* dx[M,K] += dy W (dx may be NULL); dW[N,K] += dy^T x; db[N] += colsum(dy). */
-void linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
+void ops_linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
                      const float *x, int ldx, const float *W, int M, int K, int N);
 
 /* ---- 3x3 convolution ------------------------------------------------------ */
@@ -77,7 +77,7 @@ enum conv_pad {
  * kernels otherwise. DIRECT (oneDNN only) and GEMM (Winograd wherever it
  * applies) are for tests and benchmarks. */
 enum conv_alg { CONV_ALG_AUTO, CONV_ALG_DIRECT, CONV_ALG_GEMM };
-void conv_set_algorithm(int alg);
+void ops_conv_set_algorithm(int alg);
 
 /* One convolution shape: its oneDNN primitives and reorder buffers, made once. */
 typedef struct conv_plan conv_plan;
@@ -85,26 +85,26 @@ typedef struct conv_plan conv_plan;
 /* Plans y[B,Ho,Wo,Cout] = conv(x[B,H,W,Cin]) for a 3x3 kernel; ld_x/ld_y are the
  * row strides of x and y (>= Cin / Cout). training != 0 also makes the backward
  * primitives. */
-int conv_plan_create(conv_plan **p, int B, int H, int W, int Cin, int Cout, int stride, int pad,
-                     int ld_x, int ld_y, int training, ddpm_err *err);
-void conv_plan_free(conv_plan *p);
-void conv_out_size(int H, int W, int stride, int *Ho, int *Wo);
+int ops_conv_plan_create(conv_plan **p, int B, int H, int W, int Cin, int Cout, int stride, int pad,
+                     int ld_x, int ld_y, int training, err_t *err);
+void ops_conv_plan_free(conv_plan *p);
+void ops_conv_out_size(int H, int W, int stride, int *Ho, int *Wo);
 
 /* Plans running concurrently on the same weights (U-Net shards) can hold one
- * copy of them in the primitives' layout: conv_plan_share(p, owner) makes p use
+ * copy of them in the primitives' layout: ops_conv_plan_share(p, owner) makes p use
  * owner's (where the layouts agree; both then skip the per-call weight reorder),
- * and conv_prepare(owner, w) must then fill it from w before the plans run. */
-void conv_plan_share(conv_plan *p, conv_plan *owner);
-void conv_prepare(conv_plan *owner, const float *w);
+ * and ops_conv_prepare(owner, w) must then fill it from w before the plans run. */
+void ops_conv_plan_share(conv_plan *p, conv_plan *owner);
+void ops_conv_prepare(conv_plan *owner, const float *w);
 /* (A plan shared with itself, then prepared, makes its weights once: fixed
  * weights for inference, as conv2d.c uses it.) */
 /* Whether the plan computes its forward by Winograd. */
-int conv_plan_winograd(const conv_plan *p);
+int ops_conv_plan_winograd(const conv_plan *p);
 
 /* y (=) conv(x, w) + b. */
-void conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);
+void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);
 /* dx (=) (may be NULL, row stride ld_x), dw (+=), db (+=). */
-void conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
+void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
                    const float *x, const float *w);
 
 /* ---- convolution of any kernel, inference only (feature networks) ---------
@@ -116,66 +116,66 @@ typedef struct conv2d_shape {
     int B, H, W, Cin, Cout, kh, kw, sh, sw, ph, pw;
 } conv2d_shape;
 typedef struct conv2d_plan conv2d_plan;
-void conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo);
-int conv2d_plan_create(conv2d_plan **p, const conv2d_shape *s, int ld_x, int ld_y, int relu, const float *w,
-                       const float *b, ddpm_err *err);
-void conv2d_plan_free(conv2d_plan *p);
-void conv2d_forward(conv2d_plan *p, float *y, const float *x);
+void ops_conv2d_out_size(const conv2d_shape *s, int *Ho, int *Wo);
+int ops_conv2d_plan_create(conv2d_plan **p, const conv2d_shape *s, int ld_x, int ld_y, int relu, const float *w,
+                       const float *b, err_t *err);
+void ops_conv2d_plan_free(conv2d_plan *p);
+void ops_conv2d_forward(conv2d_plan *p, float *y, const float *x);
 
 /* ---- pooling and resizing (feature networks) ------------------------------
  * k x k max (max != 0) or average pooling, PyTorch's floor mode; padding pad
  * on every side is ignored (the average divides by the pixels inside the
  * image: count_include_pad=False). y (=) [B,Ho,Wo,C] with row stride ldy. */
-void pool2d_out_size(int H, int W, int k, int stride, int pad, int *Ho, int *Wo);
-void pool2d_forward(float *y, int ldy, const float *x, int ldx, int B, int H, int W, int C, int k, int stride,
+void ops_pool2d_out_size(int H, int W, int k, int stride, int pad, int *Ho, int *Wo);
+void ops_pool2d_forward(float *y, int ldy, const float *x, int ldx, int B, int H, int W, int C, int k, int stride,
                     int pad, int max);
 /* y[B, C] (=) the mean over the HW pixels of each image. */
-void global_avgpool(float *y, const float *x, int ldx, int B, int HW, int C);
+void ops_global_avgpool(float *y, const float *x, int ldx, int B, int HW, int C);
 /* y[B,Ho,Wo,C] (=) bilinear resize of x[B,H,W,C] (both dense), as PyTorch's
  * F.interpolate(mode='bilinear', align_corners=False, antialias=False). */
-void resize_bilinear(float *y, const float *x, int B, int H, int W, int C, int Ho, int Wo);
+void ops_resize_bilinear(float *y, const float *x, int B, int H, int W, int C, int Ho, int Wo);
 
 /* ---- GroupNorm, optionally fused with SiLU --------------------------------
  * y = act(gamma * (x - mean_g) * rstd_g + beta), act = SiLU if silu else identity.
  * mean/rstd [B*G] are saved for the backward. */
-void groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
+void ops_groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
                        const float *gamma, const float *beta, int B, int HW, int C, int G,
                        float eps, int silu);
 /* dx (= or += by accumulate), dgamma (+=), dbeta (+=). */
-void groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
+void ops_groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, const float *dy, int lddy,
                         const float *x, int ldx, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                         int silu, int accumulate);
 
 /* ---- layout: PyTorch's NCHW <-> our NHWC, for files and interop ------------ */
-void nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW);
-void nhwc_to_nchw(float *dst, const float *src, int B, int C, int HW);
+void ops_nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW);
+void ops_nhwc_to_nchw(float *dst, const float *src, int B, int C, int HW);
 
 /* ---- element-wise --------------------------------------------------------- */
 /* y = x * sigmoid(x) (y may equal x). */
-void silu_forward(float *y, const float *x, size_t n);
+void ops_silu_forward(float *y, const float *x, size_t n);
 /* dx (=) dy * silu'(x). */
-void silu_backward(float *dx, const float *dy, const float *x, size_t n);
+void ops_silu_backward(float *dx, const float *dy, const float *x, size_t n);
 /* y[M, C] (row stride ldy) += x[M, C] (row stride ldx). */
-void add_rows(float *y, int ldy, const float *x, int ldx, int M, int C);
+void ops_add_rows(float *y, int ldy, const float *x, int ldx, int M, int C);
 /* y[b, p, c] += v[b, c] for every pixel p < HW (contiguous rows of C). */
-void add_bias_per_sample(float *y, const float *v, int B, int HW, int C);
+void ops_add_bias_per_sample(float *y, const float *v, int B, int HW, int C);
 /* v[b, c] (=) sum over pixels p of dy[b, p, c]. */
-void sum_per_sample(float *v, const float *dy, int B, int HW, int C);
+void ops_sum_per_sample(float *v, const float *dy, int B, int HW, int C);
 
 /* Nearest 2x upsampling: y[B,2H,2W,C] (contiguous) from x[B,H,W,C] (row stride ldx). */
-void upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C);
+void ops_upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C);
 /* dx (+=, row stride lddx) = the sum of each 2x2 block of dy. */
-void upsample2x_backward(float *dx, int lddx, const float *dy, int B, int H, int W, int C);
+void ops_upsample2x_backward(float *dx, int lddx, const float *dy, int B, int H, int W, int C);
 
 /* Dropout with probability p on x[B, n_per_sample] in place: keep with
  * probability 1-p and scale by 1/(1-p). The mask of sample b is a pure function
  * of (seed, stream, b), so the backward regenerates it instead of storing it.
  * stream = rng_stream(step, layer << 16): its low 16 bits must be zero, the
  * sample index (B <= 65536) goes there. */
-void dropout_forward(float *x, int B, size_t n_per_sample, float p, uint64_t seed, uint64_t stream);
+void ops_dropout_forward(float *x, int B, size_t n_per_sample, float p, uint64_t seed, uint64_t stream);
 /* dx (=, in place allowed) = dy * mask / (1-p). */
-void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, float p,
+void ops_dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, float p,
                       uint64_t seed, uint64_t stream);
 
 /* The sampler steps' arithmetic over a whole batch (element-wise; threads over
@@ -183,24 +183,24 @@ void dropout_backward(float *dx, const float *dy, int B, size_t n_per_sample, fl
  * out[i] (=) a u[i] + b w[i], then + c z[i] when z is not NULL (out may alias
  * u, w or z). The DDPM and DDIM updates (diffusion.h) are this with their
  * coefficients. */
-void lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n);
+void ops_lincomb(float *out, float a, const float *u, float b, const float *w, float c, const float *z, size_t n);
 /* out[i] (=) (x[i] - b e[i]) / a (out may alias x or e): x0 from x_t and the
  * predicted noise. */
-void unmix(float *out, const float *x, float b, const float *e, float a, size_t n);
+void ops_unmix(float *out, const float *x, float b, const float *e, float a, size_t n);
 
 /* Classifier-free guidance: out[i] (=) u[i] + w (c[i] - u[i]) (diffusers'
  * order of operations; out may alias u or c). */
-void guidance_mix(float *out, const float *c, const float *u, float w, size_t n);
+void ops_guidance_mix(float *out, const float *c, const float *u, float w, size_t n);
 
 /* Embedding lookup added to rows (class conditioning): y[b, :] += W[idx[b], :]
  * for b < B, rows of D (contiguous). */
-void embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D);
+void ops_embedding_forward(float *y, const float *W, const int32_t *idx, int B, int D);
 /* dW[idx[b], :] += dy[b, :], b in increasing order (a row used by several
  * images gets their sum added in that order). */
-void embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, int D);
+void ops_embedding_backward(float *dW, const float *dy, const int32_t *idx, int B, int D);
 
 /* Sinusoidal timestep embedding as diffusers' Timesteps: out[B, D] from t[B]. */
-void timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
+void ops_timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
 
 /* ---- single-head self-attention block (diffusers Attention, one head) -----
  * out = x + Wo softmax(q k^T / sqrt(C)) v + bo with q,k,v = W{q,k,v} GN(x) + b.
@@ -215,13 +215,13 @@ typedef struct attn_grads {
 typedef struct attn_saved {
     float *g, *q, *k, *v, *p, *o, *mean, *rstd;
 } attn_saved;
-/* Floats of scratch attn_backward needs. */
-size_t attn_scratch_floats(int B, int HW, int C);
+/* Floats of scratch ops_attn_backward needs. */
+size_t ops_attn_scratch_floats(int B, int HW, int C);
 /* out (= , row stride ldo) from x (row stride ldx). */
-void attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ldx, const attn_params *p,
+void ops_attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ldx, const attn_params *p,
                   int B, int HW, int C, int G, float eps);
-/* dx (+=, row stride lddx), parameter grads (+=); scratch of attn_scratch_floats. */
-void attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, int lddo, const attn_saved *s,
+/* dx (+=, row stride lddx), parameter grads (+=); scratch of ops_attn_scratch_floats. */
+void ops_attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, int lddo, const attn_saved *s,
                    const float *x, int ldx, const attn_params *p, int B, int HW, int C, int G,
                    float *scratch);
 
@@ -233,17 +233,17 @@ void attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, int ld
  * in float and squared and summed in double; dpred (=, may be NULL, may be
  * pred) = gscale * (pred - target). The MSE over N values and its gradient are
  * the sum / N with gscale = 2 / N. */
-double sq_error(float *dpred, const float *pred, const float *target, size_t n, float gscale);
+double ops_sq_error(float *dpred, const float *pred, const float *target, size_t n, float gscale);
 /* Mean squared error: returns mean((pred-target)^2) over n; dpred (=, may be
  * NULL) = its gradient 2 (pred-target) / n. */
-double mse_loss(float *dpred, const float *pred, const float *target, size_t n);
+double ops_mse_loss(float *dpred, const float *pred, const float *target, size_t n);
 
 /* The sum of x[i]^2 in double (the global gradient norm's square). */
-double sum_squares(const float *x, size_t n);
+double ops_sum_squares(const float *x, size_t n);
 
 /* x_t of the forward process for `rows` images of `per` values:
  * xt[i] (=) a[i] x0[i] + b[i] eps[i] (xt may be x0 or eps). */
-void q_sample_rows(float *xt, const float *x0, const float *eps, const float *a, const float *b, int rows,
+void ops_q_sample_rows(float *xt, const float *x0, const float *eps, const float *a, const float *b, int rows,
                    size_t per);
 
 /* One step of Adam (torch.optim.Adam, bias corrections folded into c1, c2)
@@ -255,6 +255,6 @@ void q_sample_rows(float *xt, const float *x0, const float *eps, const float *a,
 typedef struct adam_ema_coef {
     float scale, b1, b2, c1, c2, eps, decay;
 } adam_ema_coef;
-void adam_ema_update(float *p, float *m, float *v, float *ema, const float *grad, size_t n, const adam_ema_coef *c);
+void ops_adam_ema_update(float *p, float *m, float *v, float *ema, const float *grad, size_t n, const adam_ema_coef *c);
 
 #endif

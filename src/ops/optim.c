@@ -6,7 +6,7 @@
 
 #include "ops/ops.h"
 
-double sq_error(float *dpred, const float *pred, const float *target, size_t n, float gscale) {
+double ops_sq_error(float *dpred, const float *pred, const float *target, size_t n, float gscale) {
     double acc = 0;
     for (size_t i = 0; i < n; i++) {
         float d = pred[i] - target[i];
@@ -16,11 +16,11 @@ double sq_error(float *dpred, const float *pred, const float *target, size_t n, 
     return acc;
 }
 
-double mse_loss(float *dpred, const float *pred, const float *target, size_t n) {
-    return sq_error(dpred, pred, target, n, 2.0f / (float)n) / (double)n;
+double ops_mse_loss(float *dpred, const float *pred, const float *target, size_t n) {
+    return ops_sq_error(dpred, pred, target, n, 2.0f / (float)n) / (double)n;
 }
 
-double sum_squares(const float *x, size_t n) {
+double ops_sum_squares(const float *x, size_t n) {
     enum { CHUNK = 1 << 16, MAX_CHUNKS = 4096 };
     size_t nc = (n + CHUNK - 1) / CHUNK;
     double part[MAX_CHUNKS], total = 0;
@@ -40,7 +40,7 @@ double sum_squares(const float *x, size_t n) {
     return total;
 }
 
-void q_sample_rows(float *xt, const float *x0, const float *eps, const float *a, const float *b, int rows,
+void ops_q_sample_rows(float *xt, const float *x0, const float *eps, const float *a, const float *b, int rows,
                    size_t per) {
     #pragma omp parallel for schedule(static) if (rows > 1)
     for (int r = 0; r < rows; r++) {
@@ -50,7 +50,7 @@ void q_sample_rows(float *xt, const float *x0, const float *eps, const float *a,
     }
 }
 
-void adam_ema_update(float *p, float *m, float *v, float *ema, const float *grad, size_t n, const adam_ema_coef *c) {
+void ops_adam_ema_update(float *p, float *m, float *v, float *ema, const float *grad, size_t n, const adam_ema_coef *c) {
     const float scale = c->scale, b1 = c->b1, b2 = c->b2, c1 = c->c1, c2 = c->c2, eps = c->eps, d = c->decay;
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {

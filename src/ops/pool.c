@@ -7,15 +7,15 @@
 
 #include "ops.h"
 
-void pool2d_out_size(int H, int W, int k, int stride, int pad, int *Ho, int *Wo) {
+void ops_pool2d_out_size(int H, int W, int k, int stride, int pad, int *Ho, int *Wo) {
     *Ho = (H + 2 * pad - k) / stride + 1;
     *Wo = (W + 2 * pad - k) / stride + 1;
 }
 
-void pool2d_forward(float *y, int ldy, const float *x, int ldx, int B, int H, int W, int C, int k, int stride,
+void ops_pool2d_forward(float *y, int ldy, const float *x, int ldx, int B, int H, int W, int C, int k, int stride,
                     int pad, int max) {
     int Ho, Wo;
-    pool2d_out_size(H, W, k, stride, pad, &Ho, &Wo);
+    ops_pool2d_out_size(H, W, k, stride, pad, &Ho, &Wo);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < B; n++)
         for (int oy = 0; oy < Ho; oy++) {
@@ -42,7 +42,7 @@ void pool2d_forward(float *y, int ldy, const float *x, int ldx, int B, int H, in
         }
 }
 
-void global_avgpool(float *y, const float *x, int ldx, int B, int HW, int C) {
+void ops_global_avgpool(float *y, const float *x, int ldx, int B, int HW, int C) {
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < B; n++) {
         double acc[C];
@@ -66,7 +66,7 @@ static void bilinear_taps(int o, int in, int out, int *i0, int *i1, float *l1) {
     *l1 = s - (float)*i0;
 }
 
-void resize_bilinear(float *y, const float *x, int B, int H, int W, int C, int Ho, int Wo) {
+void ops_resize_bilinear(float *y, const float *x, int B, int H, int W, int C, int Ho, int Wo) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < B; n++)
         for (int oy = 0; oy < Ho; oy++) {

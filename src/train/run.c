@@ -21,36 +21,36 @@
 /* A new event file in RUN/tb, which starts with a SessionLog START at `first`, the
  * first step this session logs: TensorBoard then drops what earlier files hold at
  * steps >= first (written past the state this run resumed from). */
-static int tb_open(train_run *r, long long first, ddpm_err *err)
+static int tb_open(train_run *r, long long first, err_t *err)
 {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/tb", r->dir);
     if (!(r->tb = tfevents_open(dir, err)) || tfevents_session_start(r->tb, first, err)) {
         tfevents_close(r->tb, NULL);
         r->tb = NULL;
-        return ddpm_wrap(err, "TensorBoard events (--no-tensorboard turns them off)");
+        return err_wrap(err, "TensorBoard events (--no-tensorboard turns them off)");
     }
     return 0;
 }
 
 /* The scalars v[0..n-1] at the trainer's step, when there is an event file. */
-static int tb_scalars(train_run *r, const tfevents_scalar *v, int n, ddpm_err *err)
+static int tb_scalars(train_run *r, const tfevents_scalar *v, int n, err_t *err)
 {
     if (r->tb && tfevents_scalars(r->tb, r->tr.step, v, n, err))
-        return ddpm_wrap(err, "TensorBoard events");
+        return err_wrap(err, "TensorBoard events");
     return 0;
 }
 
 /* The grid file at path as the image "samples" at the trainer's step. */
-static int tb_grid(train_run *r, const char *path, ddpm_err *err)
+static int tb_grid(train_run *r, const char *path, err_t *err)
 {
     unsigned char *png;
     size_t len;
     if (!r->tb) return 0;
-    if (file_read_all(path, &png, &len, err)) return ddpm_wrap(err, "TensorBoard events");
+    if (file_read_all(path, &png, &len, err)) return err_wrap(err, "TensorBoard events");
     int rc = tfevents_png(r->tb, r->tr.step, "samples", png, len, err);
     free(png);
-    return rc ? ddpm_wrap(err, "TensorBoard events") : 0;
+    return rc ? err_wrap(err, "TensorBoard events") : 0;
 }
 
 /* ---------------------------------------------------- grids and the FID */
@@ -72,7 +72,7 @@ static void grid_path(const train_run *r, char *path, size_t n)
 /* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights. A
  * conditional model draws the classes in turn, plainly conditioned (guidance
  * 1): one column per class. */
-static int sample_grid(train_run *r, int n, ddpm_err *err)
+static int sample_grid(train_run *r, int n, err_t *err)
 {
     const trainer *tr = &r->tr;
     const unet_config *c = &tr->u->cfg;
@@ -88,14 +88,14 @@ static int sample_grid(train_run *r, int n, ddpm_err *err)
     unet_guided g = {0};
     int rc = -1;
     if (!x || !y) {
-        ddpm_oom(err, "out of memory");
+        err_oom(err, "out of memory");
         goto done;
     }
     const int K = tr->cls.n;
     for (int i = 0; i < n; i++) y[i] = K ? i % K : 0;
     sampler_opts so = ema_sampler(tr);
     snprintf(path, sizeof path, "%s/samples", r->dir);
-    if (make_dirs(path, err) ||
+    if (file_make_dirs(path, err) ||
         (K ? unet_guided_denoiser(&d, &g, r->su, n, K, 1.0f, err) : unet_denoiser(&d, r->su, err)))
         goto done;
     g.y = y;
@@ -121,7 +121,7 @@ static void fid_free(run_fid *e)
 
 /* The feature network and the reference statistics, logged with the time
  * they took. Fails with a message prefixed "eval_every: ". */
-static int fid_open(train_run *r, ddpm_err *err)
+static int fid_open(train_run *r, err_t *err)
 {
     const unet_config *c = &r->tr.u->cfg;
     const dataset *d = &r->d;
@@ -129,35 +129,35 @@ static int fid_open(train_run *r, ddpm_err *err)
     int kind = c->sample_size == 28 && c->in_channels == 1 ? FEATNET_FMNIST : FEATNET_INCEPTION;
     int nref = d->n < 10000 ? d->n : 10000;
     image_set real = {nref, d->h, d->w, d->c, d->pixels, NULL};
-    double t0 = ddpm_now();
+    double t0 = clock_now();
     if (featnet_open(&e->net, kind, r->inception, 16, err) ||
         quality_ref_from_images(&e->ref, e->net, &real, 1, NULL, NULL, NULL, err)) {
         fid_free(e); /* opened again at the next try */
-        return ddpm_wrap(err, "eval_every");
+        return err_wrap(err, "eval_every");
     }
     e->have_ref = 1;
     log_note(LOG_INFO, "eval_every: %s of %lld EMA samples against %d training images (%.0f s to set up)",
-             featnet_fid_label(e->net), r->tr.o.eval_n, nref, ddpm_now() - t0);
+             featnet_fid_label(e->net), r->tr.o.eval_n, nref, clock_now() - t0);
     return 0;
 }
 
 /* One FID of eval_n EMA samples against the reference into ev, and its
  * metrics.jsonl line {"step", "fid", "features", "precision", "recall",
  * "broken", "eval_n", "eval_s"}. */
-static int fid_run(train_run *r, run_events *ev, ddpm_err *err)
+static int fid_run(train_run *r, run_events *ev, err_t *err)
 {
     run_fid *e = &r->fe;
     const trainer *tr = &r->tr;
     const unet_config *c = &tr->u->cfg;
     const int n = (int)tr->o.eval_n;
-    double t0 = ddpm_now();
+    double t0 = clock_now();
     if (!e->net && fid_open(r, err)) return -1;
     if (e->n != n) {
         unet_free(e->u), free(e->x);
         e->u = NULL, e->x = NULL, e->n = 0;
         size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
-        if (unet_create(&e->u, c, n < 64 ? n : 64, 0, err) || !(e->x = ddpm_alloc_floats((size_t)n * D, err)))
-            return ddpm_wrap(err, "FID evaluation");
+        if (unet_create(&e->u, c, n < 64 ? n : 64, 0, err) || !(e->x = mem_alloc_floats((size_t)n * D, err)))
+            return err_wrap(err, "FID evaluation");
         e->n = n;
     }
     memcpy(e->u->params, tr->ema, tr->u->nparams * sizeof(float));
@@ -169,11 +169,11 @@ static int fid_run(train_run *r, run_events *ev, ddpm_err *err)
     denoiser d;
     if (unet_denoiser(&d, e->u, err) || quality_sample(&d, &tr->sched, &so, n, e->x, NULL, NULL, err) ||
         quality_measure(&q, e->net, &s, &e->ref, NULL, NULL, err))
-        return ddpm_wrap(err, "FID evaluation");
+        return err_wrap(err, "FID evaluation");
     ev->evaluated = 1;
     ev->fid = q.fid, ev->precision = q.precision, ev->recall = q.recall;
     ev->broken = (double)range.broken / (double)range.images;
-    ev->eval_s = ddpm_now() - t0;
+    ev->eval_s = clock_now() - t0;
     ev->eval_n = n;
     ev->fid_label = featnet_fid_label(e->net);
     tfevents_scalar sc[3] = {{"eval/fid", q.fid}, {"eval/precision", q.precision}, {"eval/recall", q.recall}};
@@ -190,7 +190,7 @@ static int fid_run(train_run *r, run_events *ev, ddpm_err *err)
 /* ------------------------------------------------------------ new, resumed */
 
 /* Keeps the lines of RUN/metrics.jsonl up to `step` (a resumed run rewrites the rest). */
-static int trim_metrics(const char *path, long long step, ddpm_err *err)
+static int trim_metrics(const char *path, long long step, err_t *err)
 {
     unsigned char *buf;
     size_t len;
@@ -230,7 +230,7 @@ void run_free(train_run *r)
 {
     if (!r) return;
     if (r->mf) fclose(r->mf);
-    ddpm_err e = {0};
+    err_t e = {0};
     if (r->tb && tfevents_close(r->tb, &e)) log_note(LOG_WARN, "%s", e.msg);
     unet_free(r->su);
     fid_free(&r->fe);
@@ -242,10 +242,10 @@ void run_free(train_run *r)
 
 /* One failure kind agreed by every rank: a rank that did not fail itself
  * reports that another did. */
-static int agree(int kind, ddpm_err *err)
+static int agree(int kind, err_t *err)
 {
     if (dist_or(kind != RUN_OK) && kind == RUN_OK) {
-        ddpm_fail(err, "stopped: another process failed");
+        err_fail(err, "stopped: another process failed");
         return RUN_RUNTIME;
     }
     return kind;
@@ -255,7 +255,7 @@ static int agree(int kind, ddpm_err *err)
  * feature network (rank 0), the state read (resume: every rank), the event
  * file (rank 0, tensorboard), the step-0 save (create: rank 0),
  * RUN/metrics.jsonl opened (rank 0). */
-static int open_folder(train_run *r, const char *state, int resume, ddpm_err *err)
+static int open_folder(train_run *r, const char *state, int resume, err_t *err)
 {
     const int rank0 = dist_rank() == 0;
     char metrics[4200];
@@ -275,7 +275,7 @@ static int open_folder(train_run *r, const char *state, int resume, ddpm_err *er
     else if (rank0) {
         if (!resume) remove(metrics);
         if (!(r->mf = fopen(metrics, "a"))) {
-            ddpm_fail(err, "cannot open %s: %s", metrics, strerror(errno));
+            err_fail(err, "cannot open %s: %s", metrics, strerror(errno));
             kind = RUN_IO;
         }
     }
@@ -286,7 +286,7 @@ static int open_folder(train_run *r, const char *state, int resume, ddpm_err *er
  * open_folder; prev: resuming from the previous state (made the latest again
  * once every rank has read it). */
 static int start(train_run *r, const unet_config *cfg, const schedule *sched, const train_opts *o,
-                 const char *state, int resume, int prev, ddpm_err *err)
+                 const char *state, int resume, int prev, err_t *err)
 {
     if (trainer_init(&r->tr, cfg, sched, &r->d, o, err)) return RUN_BAD_ARG;
     int kind = open_folder(r, state, resume, err);
@@ -295,30 +295,30 @@ static int start(train_run *r, const unet_config *cfg, const schedule *sched, co
         int bad = dist_rank() == 0 && prev && trainer_restore_prev(r->dir, err);
         if ((kind = agree(bad ? RUN_IO : RUN_OK, err))) return kind;
     }
-    r->t0 = r->tlast = ddpm_now();
+    r->t0 = r->tlast = clock_now();
     r->start = r->last_log = r->last_save = r->tr.step;
     return RUN_OK;
 }
 
 /* The folder's and the Inception file's names, and the data of o. */
-static int begin(train_run *r, const char *dir, const train_opts *o, const char *inception, ddpm_err *err)
+static int begin(train_run *r, const char *dir, const train_opts *o, const char *inception, err_t *err)
 {
     memset(r, 0, sizeof *r);
     if (!(r->dir = strdup(dir)) || (inception && !(r->inception = strdup(inception))))
-        return ddpm_oom(err, "out of memory"), RUN_BAD_ARG;
+        return err_oom(err, "out of memory"), RUN_BAD_ARG;
     if (dataset_load(&r->d, o->data[0] ? o->data : NULL, DATASET_TRAIN, o->limit, err))
-        return ddpm_wrap(err, "data"), RUN_BAD_INPUT;
+        return err_wrap(err, "data"), RUN_BAD_INPUT;
     return RUN_OK;
 }
 
 int run_create(train_run *r, const char *dir, const unet_config *cfg, const schedule *sched, const train_opts *o,
-               const char *inception, ddpm_err *err)
+               const char *inception, err_t *err)
 {
     unet_config c = *cfg;
     int kind = begin(r, dir, o, inception, err);
     if (!kind && o->classes) {
         if (!r->d.labels) {
-            ddpm_fail(err, "classes: %s has no class labels (an IDX label file next to the images, CIFAR-10 "
+            err_fail(err, "classes: %s has no class labels (an IDX label file next to the images, CIFAR-10 "
                       "batches, or a PNG folder with one subfolder per class)", r->d.desc);
             kind = RUN_BAD_ARG;
         }
@@ -333,9 +333,9 @@ int run_create(train_run *r, const char *dir, const unet_config *cfg, const sche
  * whole one: trainer_find_state, whose choice is logged); prev: it is the
  * previous state. */
 static int read_run(const char *dir, char *state, size_t n, int *prev, train_opts *o, unet_config *cfg,
-                    schedule *sched, ddpm_err *err)
+                    schedule *sched, err_t *err)
 {
-    ddpm_err why = {0};
+    err_t why = {0};
     if (trainer_find_state(dir, state, n, &why, err)) return RUN_BAD_INPUT;
     *prev = why.msg[0] != 0;
     if (*prev) {
@@ -350,7 +350,7 @@ static int read_run(const char *dir, char *state, size_t n, int *prev, train_opt
     return bad ? RUN_BAD_INPUT : RUN_OK;
 }
 
-int run_resume(train_run *r, const char *dir, const long long *cadence, const char *inception, ddpm_err *err)
+int run_resume(train_run *r, const char *dir, const long long *cadence, const char *inception, err_t *err)
 {
     char state[4200];
     int prev = 0;
@@ -374,7 +374,7 @@ int run_resume(train_run *r, const char *dir, const long long *cadence, const ch
 
 double run_img_per_s(const train_run *r)
 {
-    double el = ddpm_now() - r->t0;
+    double el = clock_now() - r->t0;
     return el > 0 ? (double)(r->tr.step - r->start) * r->tr.o.batch / el : 0;
 }
 
@@ -384,7 +384,7 @@ double run_img_per_s(const train_run *r)
  * line, the mean loss of the images in each timestep quartile since the last
  * line (loss_q0..q3, left out when none fell in it), the seconds per step of
  * summing over the processes (MPI). */
-static int log_line(train_run *r, double now, run_events *ev, ddpm_err *err)
+static int log_line(train_run *r, double now, run_events *ev, err_t *err)
 {
     const trainer *tr = &r->tr;
     const double k = (double)(tr->step - r->last_log);
@@ -424,19 +424,19 @@ static int log_line(train_run *r, double now, run_events *ev, ddpm_err *err)
 
 /* Rank 0's writes at the new step: the metrics line, the checkpoint, the
  * grid, the FID (a failed FID is logged and recorded; training goes on). */
-static int cadence(train_run *r, run_events *ev, ddpm_err *err)
+static int cadence(train_run *r, run_events *ev, err_t *err)
 {
     const trainer *tr = &r->tr;
     const train_opts *o = &tr->o;
     if (!o->tensorboard != !r->tb) { /* turned on or off (ddpm_trainer_set_cadence) */
         if (r->tb) {
-            ddpm_err e = {0};
+            err_t e = {0};
             if (tfevents_close(r->tb, &e)) log_note(LOG_WARN, "%s", e.msg);
             r->tb = NULL;
         } else if (tb_open(r, tr->step, err))
             return RUN_IO;
     }
-    if (tr->step % o->log_every == 0 && log_line(r, ddpm_now(), ev, err)) return RUN_IO;
+    if (tr->step % o->log_every == 0 && log_line(r, clock_now(), ev, err)) return RUN_IO;
     if (tr->step - r->last_save >= o->save_every) {
         if (run_save(r, err)) return RUN_IO;
         ev->saved = 1;
@@ -445,7 +445,7 @@ static int cadence(train_run *r, run_events *ev, ddpm_err *err)
         if (run_sample_grid(r, err)) return RUN_IO;
         ev->sampled = 1;
     }
-    ddpm_err e = {0};
+    err_t e = {0};
     if (o->eval_every > 0 && tr->step % o->eval_every == 0 && fid_run(r, ev, &e)) {
         log_note(LOG_WARN, "step %lld: %s", (long long)tr->step, e.msg);
         ev->evaluated = -1;
@@ -457,7 +457,7 @@ static int cadence(train_run *r, run_events *ev, ddpm_err *err)
     return RUN_OK;
 }
 
-int run_step(train_run *r, run_events *ev, ddpm_err *err)
+int run_step(train_run *r, run_events *ev, err_t *err)
 {
     run_events mine = {0};
     if (!ev) ev = &mine;
@@ -469,24 +469,24 @@ int run_step(train_run *r, run_events *ev, ddpm_err *err)
     return dist_rank() == 0 ? cadence(r, ev, err) : RUN_OK;
 }
 
-int run_save(train_run *r, ddpm_err *err)
+int run_save(train_run *r, err_t *err)
 {
     if (dist_rank() != 0) return RUN_OK;
-    if (trainer_save(&r->tr, r->dir, err)) return ddpm_wrap(err, "saving the checkpoint failed"), RUN_IO;
+    if (trainer_save(&r->tr, r->dir, err)) return err_wrap(err, "saving the checkpoint failed"), RUN_IO;
     r->last_save = r->tr.step;
     return RUN_OK;
 }
 
-int run_sample_grid(train_run *r, ddpm_err *err)
+int run_sample_grid(train_run *r, err_t *err)
 {
     if (dist_rank() != 0) return RUN_OK;
-    if (sample_grid(r, (int)r->tr.o.sample_n, err)) return ddpm_wrap(err, "sample grid"), RUN_IO;
+    if (sample_grid(r, (int)r->tr.o.sample_n, err)) return err_wrap(err, "sample grid"), RUN_IO;
     char path[4300];
     grid_path(r, path, sizeof path);
     return tb_grid(r, path, err) ? RUN_IO : RUN_OK;
 }
 
-int run_finish(train_run *r, ddpm_err *err)
+int run_finish(train_run *r, err_t *err)
 {
     if (dist_rank() != 0) return RUN_OK;
     const long long step = r->tr.step, every = r->tr.o.sample_every;

@@ -90,29 +90,29 @@ int run_exists(const char *dir);
  * metrics.jsonl. inception: the FID's Inception weights (NULL: the default).
  * On failure r is freed. Collective. */
 int run_create(train_run *r, const char *dir, const unet_config *cfg, const schedule *sched, const train_opts *o,
-               const char *inception, ddpm_err *err);
+               const char *inception, err_t *err);
 
 /* Resumes the run in dir with the options, config and schedule it was started
  * with; cadence (may be NULL): [TRAIN_CADENCE_FIELDS] values that replace the
  * run's from now on where >= 0. On failure r is freed. Collective. */
-int run_resume(train_run *r, const char *dir, const long long *cadence, const char *inception, ddpm_err *err);
+int run_resume(train_run *r, const char *dir, const long long *cadence, const char *inception, err_t *err);
 
 void run_free(train_run *r);
 
 /* One training step, then what the cadence asks for at the new step (rank 0):
  * the metrics line, the checkpoint, the grid, the FID. ev (may be NULL) says
  * what was done. Collective. */
-int run_step(train_run *r, run_events *ev, ddpm_err *err);
+int run_step(train_run *r, run_events *ev, err_t *err);
 
 /* Rank 0 writes the checkpoint now; a no-op elsewhere. */
-int run_save(train_run *r, ddpm_err *err);
+int run_save(train_run *r, err_t *err);
 
 /* Rank 0 writes RUN/samples/step_NNNNNNNN.png now (sample_n EMA samples); a no-op elsewhere. */
-int run_sample_grid(train_run *r, ddpm_err *err);
+int run_sample_grid(train_run *r, err_t *err);
 
 /* The end of a run (rank 0): saves unless the last step was saved, and writes
  * the grid unless this step has one (and sample_every > 0). */
-int run_finish(train_run *r, ddpm_err *err);
+int run_finish(train_run *r, err_t *err);
 
 /* Images per second since create/resume. */
 double run_img_per_s(const train_run *r);

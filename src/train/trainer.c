@@ -37,37 +37,37 @@ train_opts train_opts_default(void) {
     return o;
 }
 
-static int copy_schedule(schedule *dst, const schedule *src, ddpm_err *err) {
+static int copy_schedule(schedule *dst, const schedule *src, err_t *err) {
     char *j = schedule_to_json(src);
-    if (!j) return ddpm_oom(err, "out of memory");
+    if (!j) return err_oom(err, "out of memory");
     int rc = schedule_from_json(dst, j, err);
     free(j);
     return rc;
 }
 
 int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, const dataset *d,
-                 const train_opts *o, ddpm_err *err) {
+                 const train_opts *o, err_t *err) {
     memset(tr, 0, sizeof *tr);
     tr->o = *o;
     if (d->h != cfg->sample_size || d->w != cfg->sample_size || d->c != cfg->in_channels)
-        return ddpm_fail(err, "the data are %dx%dx%d images but the model takes %dx%dx%d (pick a matching "
+        return err_fail(err, "the data are %dx%dx%d images but the model takes %dx%dx%d (pick a matching "
                          "--preset or --config)", d->h, d->w, d->c, cfg->sample_size, cfg->sample_size,
                          cfg->in_channels);
-    if (o->batch < 1) return ddpm_fail(err, "batch size must be at least 1");
+    if (o->batch < 1) return err_fail(err, "batch size must be at least 1");
     if (cfg->out_channels != cfg->in_channels)
-        return ddpm_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
+        return err_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
                          cfg->out_channels, cfg->in_channels);
     if (train_split(o->batch, o->shards, dist_size(), &tr->o.shards, err)) return -1;
     if (o->classes && !d->labels)
-        return ddpm_fail(err, "--classes: %s has no class labels (an IDX label file, CIFAR-10 batches or a PNG "
+        return err_fail(err, "--classes: %s has no class labels (an IDX label file, CIFAR-10 batches or a PNG "
                               "folder with one subfolder per class)", d->desc);
     if (o->classes && cfg->num_class_embeds != d->nclasses + 1)
-        return ddpm_fail(err, "--classes: the model has %d class embeddings, the data %d classes (+1 null class)",
+        return err_fail(err, "--classes: the model has %d class embeddings, the data %d classes (+1 null class)",
                          cfg->num_class_embeds, d->nclasses);
     if (!o->classes && cfg->num_class_embeds > 0)
-        return ddpm_fail(err, "the model is class-conditional (num_class_embeds %d): train it with --classes",
+        return err_fail(err, "the model is class-conditional (num_class_embeds %d): train it with --classes",
                          cfg->num_class_embeds);
-    if (!(o->p_uncond >= 0 && o->p_uncond <= 1)) return ddpm_fail(err, "--p-uncond must be in [0, 1]");
+    if (!(o->p_uncond >= 0 && o->p_uncond <= 1)) return err_fail(err, "--p-uncond must be in [0, 1]");
     if (copy_schedule(&tr->sched, sched, err)) return -1;
     tr->nranks = dist_size();
     tr->local = o->batch / tr->nranks;
@@ -80,22 +80,22 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     if (dist_reserve(tr->u->nparams, err)) goto fail;
     unet_init_official(tr->u, o->seed);
     size_t P = tr->u->nparams, n = (size_t)tr->local * cfg->sample_size * cfg->sample_size * cfg->in_channels;
-    tr->m = ddpm_alloc_floats(P, err);
-    tr->v = ddpm_alloc_floats(P, err);
-    tr->ema = ddpm_alloc_floats(P, err);
-    tr->x0 = ddpm_alloc_floats(n, err);
-    tr->eps = ddpm_alloc_floats(n, err);
-    tr->xt = ddpm_alloc_floats(n, err);
-    tr->out = ddpm_alloc_floats(n, err);
-    tr->t = ddpm_alloc_floats((size_t)tr->local, err);
-    tr->ti = ddpm_calloc((size_t)tr->local, sizeof *tr->ti, err);
-    tr->y = ddpm_calloc((size_t)tr->local, sizeof *tr->y, err);
-    if (o->classes && tr->y && (tr->cls.names = ddpm_calloc((size_t)d->nclasses, sizeof *tr->cls.names, err))) {
+    tr->m = mem_alloc_floats(P, err);
+    tr->v = mem_alloc_floats(P, err);
+    tr->ema = mem_alloc_floats(P, err);
+    tr->x0 = mem_alloc_floats(n, err);
+    tr->eps = mem_alloc_floats(n, err);
+    tr->xt = mem_alloc_floats(n, err);
+    tr->out = mem_alloc_floats(n, err);
+    tr->t = mem_alloc_floats((size_t)tr->local, err);
+    tr->ti = mem_calloc((size_t)tr->local, sizeof *tr->ti, err);
+    tr->y = mem_calloc((size_t)tr->local, sizeof *tr->y, err);
+    if (o->classes && tr->y && (tr->cls.names = mem_calloc((size_t)d->nclasses, sizeof *tr->cls.names, err))) {
         tr->cls.n = d->nclasses;
         for (int k = 0; k < d->nclasses; k++) snprintf(tr->cls.names[k], UNET_NAME_LEN, "%s", d->names[k]);
     }
     if (o->classes && !tr->cls.names) goto fail;
-    tr->sq = ddpm_calloc((size_t)o->batch, sizeof *tr->sq, err);
+    tr->sq = mem_calloc((size_t)o->batch, sizeof *tr->sq, err);
     if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq)
         goto fail;
     memset(tr->m, 0, P * sizeof(float));
@@ -119,12 +119,12 @@ void trainer_free(trainer *tr) {
 
 static int is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 
-int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err) {
-    if (batch < 1) return ddpm_fail(err, "batch size must be at least 1");
+int train_split(int batch, int shards, int nranks, int *out, err_t *err) {
+    if (batch < 1) return err_fail(err, "batch size must be at least 1");
     if (!is_pow2(nranks))
-        return ddpm_fail(err, "%d processes: a data-parallel run needs a power of two (1, 2, 4, 8, ...)", nranks);
+        return err_fail(err, "%d processes: a data-parallel run needs a power of two (1, 2, 4, 8, ...)", nranks);
     if (batch % nranks)
-        return ddpm_fail(err, "the batch of %d images does not split evenly over %d processes "
+        return err_fail(err, "the batch of %d images does not split evenly over %d processes "
                               "(pick a --batch that is a multiple of %d)", batch, nranks, nranks);
     int g = shards;
     if (g == 0) {
@@ -132,10 +132,10 @@ int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err) {
         if (g < nranks) g = nranks;
     }
     if (!is_pow2(g) || g > batch)
-        return ddpm_fail(err, "%d shards: the shard count must be a power of two no larger than the batch (%d)", g,
+        return err_fail(err, "%d shards: the shard count must be a power of two no larger than the batch (%d)", g,
                          batch);
     if (g % nranks)
-        return ddpm_fail(err, "the run sums its gradients over %d shards, which %d processes cannot share "
+        return err_fail(err, "the run sums its gradients over %d shards, which %d processes cannot share "
                               "(use at most %d processes, a power of two)", g, nranks, g);
     *out = g;
     return 0;
@@ -149,7 +149,7 @@ static void simple_loss_grad(void *ctx, int image0, int n, const float *out, flo
     size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels;
     float g = 2.0f / (float)(per * (size_t)tr->o.batch);
     for (int i = image0; i < image0 + n; i++)
-        tr->sq[tr->first + i] = sq_error(dout + (size_t)(i - image0) * per, out + (size_t)(i - image0) * per,
+        tr->sq[tr->first + i] = ops_sq_error(dout + (size_t)(i - image0) * per, out + (size_t)(i - image0) * per,
                                          tr->eps + (size_t)i * per, per, g);
 }
 
@@ -158,7 +158,7 @@ static int timestep_of(const trainer *tr, uint64_t step, uint64_t g) {
     return (int)rng_below((uint32_t)tr->sched.T, tr->o.seed, RNG_TIMESTEP, step, g);
 }
 
-int trainer_step(trainer *tr, ddpm_err *err) {
+int trainer_step(trainer *tr, err_t *err) {
     const train_opts *o = &tr->o;
     unet *u = tr->u;
     int b = tr->local, T = tr->sched.T;
@@ -166,7 +166,7 @@ int trainer_step(trainer *tr, ddpm_err *err) {
     uint64_t step = (uint64_t)tr->step;
 
     /* Algorithm 1 on this rank's images first..first+b-1 of the global batch:
-     * x0 ~ data, t ~ U{1..T}, eps ~ N(0, I), x_t = q_sample(x0, t, eps); every
+     * x0 ~ data, t ~ U{1..T}, eps ~ N(0, I), x_t = diffusion_q_sample(x0, t, eps); every
      * draw keyed by the image's global index. */
     loader_batch(&tr->ld, step, o->batch, tr->first, b, tr->x0);
     #pragma omp parallel for schedule(static)
@@ -176,7 +176,7 @@ int trainer_step(trainer *tr, ddpm_err *err) {
         tr->ti[i] = timestep_of(tr, step, g);
         tr->t[i] = (float)tr->ti[i];
     }
-    q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
+    diffusion_q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
     if (o->classes) { /* the image's class, or with probability p_uncond the null class */
         loader_labels(&tr->ld, step, o->batch, tr->first, b, tr->y);
         for (int i = 0; i < b; i++) {
@@ -190,13 +190,13 @@ int trainer_step(trainer *tr, ddpm_err *err) {
     int oom = unet_train_pass(u, tr->out, NULL, tr->xt, tr->t, o->classes ? tr->y : NULL, &dp, simple_loss_grad, tr,
                               err) != 0;
     if (dist_or(oom)) /* every rank stops here, before the collectives below, when one ran out of memory */
-        return oom ? -1 : ddpm_oom(err, "stopped at step %lld: another process ran out of memory", (long long)step + 1);
+        return oom ? -1 : err_oom(err, "stopped at step %lld: another process ran out of memory", (long long)step + 1);
 
     /* The global gradient and loss, the same bits on every rank. */
-    double t0 = ddpm_now();
+    double t0 = clock_now();
     dist_sum_tree(u->grads, u->nparams);
     dist_allgather(tr->sq + tr->first, tr->sq, sizeof(double) * (size_t)b);
-    tr->reduce_s = ddpm_now() - t0;
+    tr->reduce_s = clock_now() - t0;
     double loss = 0, q_sum[4] = {0};
     int q_n[4] = {0};
     for (int i = 0; i < o->batch; i++) { /* every rank knows every image's t: a pure function */
@@ -206,11 +206,11 @@ int trainer_step(trainer *tr, ddpm_err *err) {
     }
     loss /= (double)per * o->batch;
     if (!isfinite(loss))
-        return ddpm_fail(err, "the loss is not finite at step %lld (%g): stopping; the last checkpoint is kept",
+        return err_fail(err, "the loss is not finite at step %lld (%g): stopping; the last checkpoint is kept",
                          (long long)step + 1, loss);
-    double gnorm = sqrt(sum_squares(u->grads, u->nparams));
+    double gnorm = sqrt(ops_sum_squares(u->grads, u->nparams));
     if (!isfinite(gnorm))
-        return ddpm_fail(err, "the gradient is not finite at step %lld: stopping; the last checkpoint is kept",
+        return err_fail(err, "the gradient is not finite at step %lld: stopping; the last checkpoint is kept",
                          (long long)step + 1);
 
     /* Clipping as tf.clip_by_global_norm (the official code), Adam as torch.optim.Adam. */
@@ -222,7 +222,7 @@ int trainer_step(trainer *tr, ddpm_err *err) {
                        .b1 = (float)o->beta1, .b2 = (float)o->beta2, .eps = (float)o->adam_eps,
                        .c1 = (float)(lr / (1.0 - pow(o->beta1, k))), .c2 = (float)(1.0 / sqrt(1.0 - pow(o->beta2, k))),
                        .decay = (float)d};
-    adam_ema_update(u->params, tr->m, tr->v, tr->ema, u->grads, u->nparams, &c);
+    ops_adam_ema_update(u->params, tr->m, tr->v, tr->ema, u->grads, u->nparams, &c);
     tr->loss = loss;
     tr->grad_norm = gnorm;
     tr->lr = lr;
@@ -273,11 +273,11 @@ char *train_opts_to_json(const train_opts *o) {
     return s;
 }
 
-int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
+int train_opts_from_json(train_opts *o, const char *json, err_t *err) {
     cJSON *j = cJSON_ParseWithOpts(json, NULL, 1);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        return ddpm_fail(err, "training options are not a JSON object");
+        return err_fail(err, "training options are not a JSON object");
     }
     *o = train_opts_default();
     const char *num[] = {"batch", "lr", "warmup", "beta1", "beta2", "adam_eps", "clip", "ema"};
@@ -286,7 +286,7 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
         cJSON *x = cJSON_GetObjectItemCaseSensitive(j, num[i]);
         if (!cJSON_IsNumber(x)) {
             cJSON_Delete(j);
-            return ddpm_fail(err, "training options: '%s' missing or not a number", num[i]);
+            return err_fail(err, "training options: '%s' missing or not a number", num[i]);
         }
         val[i] = x->valuedouble;
     }
@@ -296,7 +296,7 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
     cJSON *ew = cJSON_GetObjectItemCaseSensitive(j, "ema_warmup"), *fl = cJSON_GetObjectItemCaseSensitive(j, "flip");
     if (!cJSON_IsString(seed) || !cJSON_IsBool(ew) || !cJSON_IsBool(fl)) {
         cJSON_Delete(j);
-        return ddpm_fail(err, "training options: 'seed', 'ema_warmup' or 'flip' missing or of the wrong type");
+        return err_fail(err, "training options: 'seed', 'ema_warmup' or 'flip' missing or of the wrong type");
     }
     o->seed = strtoull(seed->valuestring, NULL, 10);
     o->ema_warmup = cJSON_IsTrue(ew);
@@ -315,7 +315,7 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
         double v = cJSON_IsNumber(x) ? x->valuedouble : -1;
         if (!(v >= train_cadence[i].min && v <= train_cadence[i].max) || v != floor(v)) {
             cJSON_Delete(j);
-            return ddpm_fail(err, "training options: '%s' is not an integer in [%.0f, %.0f]", train_cadence[i].name,
+            return err_fail(err, "training options: '%s' is not an integer in [%.0f, %.0f]", train_cadence[i].name,
                              train_cadence[i].min, train_cadence[i].max);
         }
         *train_cadence_of(o, i) = (long long)v;
@@ -328,16 +328,16 @@ int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err) {
 
 static const char *const state_tensors[4] = {"params", "ema", "adam.m", "adam.v"};
 
-int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err) {
+int trainer_save(const trainer *tr, const char *run_dir, err_t *err) {
     char path[4096], prev[4096], stepbuf[32];
     const unet *u = tr->u;
     char *sj = schedule_to_json(&tr->sched), *cj = unet_config_to_json(&u->cfg, &tr->cls), *oj = train_opts_to_json(&tr->o);
     int rc = -1;
     if (!sj || !cj || !oj) {
-        ddpm_oom(err, "out of memory");
+        err_oom(err, "out of memory");
         goto done;
     }
-    if (make_dirs(run_dir, err)) goto done;
+    if (file_make_dirs(run_dir, err)) goto done;
     snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)tr->step);
     const char *meta[] = {"step", stepbuf, "options", oj, "config", cj, "scheduler", sj, NULL};
     int64_t P = (int64_t)u->nparams;
@@ -347,42 +347,42 @@ int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err) {
      * later (a full disk) leaves model folders at most one save behind it. The
      * latest state becomes the previous one (a second name: the latest stays
      * whole), then the new one replaces the latest atomically. */
-    if (path_join(path, sizeof path, run_dir, TRAIN_STATE_FILE, err) ||
-        path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err) || file_keep_previous(path, prev, err) ||
+    if (file_path_join(path, sizeof path, run_dir, TRAIN_STATE_FILE, err) ||
+        file_path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err) || file_keep_previous(path, prev, err) ||
         st_write(path, e, 4, meta, err))
         goto done;
     snprintf(path, sizeof path, "%s/model", run_dir);
-    if (model_save(u, tr->ema, path, sj, &tr->cls, err)) goto done;
+    if (folder_save(u, tr->ema, path, sj, &tr->cls, err)) goto done;
     snprintf(path, sizeof path, "%s/model-raw", run_dir);
-    rc = model_save(u, u->params, path, sj, &tr->cls, err);
+    rc = folder_save(u, u->params, path, sj, &tr->cls, err);
 done:
     free(sj), free(cj), free(oj);
     return rc;
 }
 
-static char *dup_meta(const st_file *f, const char *key, ddpm_err *err) {
+static char *dup_meta(const st_file *f, const char *key, err_t *err) {
     const char *v = st_meta(f, key);
     if (!v) {
-        ddpm_fail(err, "%s: metadata '%s' missing (not a ddpm training state?)", f->path, key);
+        err_fail(err, "%s: metadata '%s' missing (not a ddpm training state?)", f->path, key);
         return NULL;
     }
     char *s = strdup(v);
-    if (!s) ddpm_oom(err, "out of memory");
+    if (!s) err_oom(err, "out of memory");
     return s;
 }
 
 /* The step, options, model config and schedule JSON of an open state. */
 static int read_meta(const st_file *f, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
-                     ddpm_err *err) {
+                     err_t *err) {
     const char *s = st_meta(f, "step");
     char *end;
     long long k = s ? strtoll(s, &end, 10) : -1;
     *cfg_json = *sched_json = NULL;
-    if (!s || *end || k < 0) return ddpm_fail(err, "%s: metadata 'step' missing or malformed", f->path);
+    if (!s || *end || k < 0) return err_fail(err, "%s: metadata 'step' missing or malformed", f->path);
     *step = k;
     const char *oj = st_meta(f, "options");
-    if (!oj) return ddpm_fail(err, "%s: metadata 'options' missing", f->path);
-    if (train_opts_from_json(o, oj, err)) return ddpm_wrap(err, "%s", f->path);
+    if (!oj) return err_fail(err, "%s: metadata 'options' missing", f->path);
+    if (train_opts_from_json(o, oj, err)) return err_wrap(err, "%s", f->path);
     if (!(*cfg_json = dup_meta(f, "config", err)) || !(*sched_json = dup_meta(f, "scheduler", err))) {
         free(*cfg_json), free(*sched_json);
         *cfg_json = *sched_json = NULL;
@@ -392,7 +392,7 @@ static int read_meta(const st_file *f, train_opts *o, int64_t *step, char **cfg_
 }
 
 int trainer_read_run(const char *state, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
-                     ddpm_err *err) {
+                     err_t *err) {
     st_file f;
     *cfg_json = *sched_json = NULL;
     if (st_open(&f, state, err)) return -1;
@@ -404,7 +404,7 @@ int trainer_read_run(const char *state, train_opts *o, int64_t *step, char **cfg
 /* 0 if the file at path is a whole training state: it opens, its metadata
  * read, it holds the four tensors as float32 vectors of one length, and every
  * checksum verifies (with verification on). */
-static int check_state(const char *path, ddpm_err *err) {
+static int check_state(const char *path, err_t *err) {
     st_file f;
     train_opts o;
     int64_t step;
@@ -414,7 +414,7 @@ static int check_state(const char *path, ddpm_err *err) {
     for (int i = 0; i < 4 && !rc; i++) {
         const st_tensor *t = st_find(&f, state_tensors[i]), *t0 = st_find(&f, state_tensors[0]);
         if (!t || t->dtype != ST_F32 || t->ndim != 1 || t->numel != t0->numel)
-            rc = ddpm_fail(err, "%s: tensor '%s' missing or not a float32 vector of the weights' length (not a "
+            rc = err_fail(err, "%s: tensor '%s' missing or not a float32 vector of the weights' length (not a "
                                 "ddpm training state?)", path, state_tensors[i]);
     }
     if (!rc) rc = st_verify(&f, err);
@@ -423,29 +423,29 @@ static int check_state(const char *path, ddpm_err *err) {
     return rc;
 }
 
-int trainer_find_state(const char *run_dir, char *path, size_t n, ddpm_err *why, ddpm_err *err) {
+int trainer_find_state(const char *run_dir, char *path, size_t n, err_t *why, err_t *err) {
     char prev[4096];
-    ddpm_err perr = {0};
+    err_t perr = {0};
     why->msg[0] = 0;
-    if (path_join(path, n, run_dir, TRAIN_STATE_FILE, err)) return -1;
+    if (file_path_join(path, n, run_dir, TRAIN_STATE_FILE, err)) return -1;
     if (check_state(path, why) == 0) return 0;
-    if (path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err)) return -1;
+    if (file_path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err)) return -1;
     if (check_state(prev, &perr) != 0)
-        return ddpm_fail(err, "no usable training state in %s: the latest: %s; the previous: %s", run_dir, why->msg,
+        return err_fail(err, "no usable training state in %s: the latest: %s; the previous: %s", run_dir, why->msg,
                          perr.msg);
-    return path_join(path, n, run_dir, TRAIN_STATE_PREV_FILE, err);
+    return file_path_join(path, n, run_dir, TRAIN_STATE_PREV_FILE, err);
 }
 
-int trainer_restore_prev(const char *run_dir, ddpm_err *err) {
+int trainer_restore_prev(const char *run_dir, err_t *err) {
     char path[4096], prev[4096];
-    if (path_join(path, sizeof path, run_dir, TRAIN_STATE_FILE, err) ||
-        path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err))
+    if (file_path_join(path, sizeof path, run_dir, TRAIN_STATE_FILE, err) ||
+        file_path_join(prev, sizeof prev, run_dir, TRAIN_STATE_PREV_FILE, err))
         return -1;
-    if (rename(prev, path) != 0) return ddpm_fail(err, "cannot rename %s to %s: %s", prev, path, strerror(errno));
+    if (rename(prev, path) != 0) return err_fail(err, "cannot rename %s to %s: %s", prev, path, strerror(errno));
     return 0;
 }
 
-int trainer_load(trainer *tr, const char *state, ddpm_err *err) {
+int trainer_load(trainer *tr, const char *state, err_t *err) {
     st_file f;
     if (st_open(&f, state, err)) return -1;
     int64_t P = (int64_t)tr->u->nparams;

@@ -100,7 +100,7 @@ typedef struct trainer {
  * `shards`, or by default unet_shard_count(batch) and at least nranks. Fails
  * unless nranks is a power of two dividing the batch and the shard count a
  * power of two (<= batch) that nranks divides. */
-int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err);
+int train_split(int batch, int shards, int nranks, int *out, err_t *err);
 
 /* Builds a trainer for a network of config cfg on dataset d (borrowed; its
  * image size must match cfg), with schedule sched (copied), initialising the
@@ -108,14 +108,14 @@ int train_split(int batch, int shards, int nranks, int *out, ddpm_err *err);
  * d must have labels and cfg->num_class_embeds == d->nclasses + 1 (the last
  * is the null class); without, cfg must be unconditional. */
 int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, const dataset *d,
-                 const train_opts *o, ddpm_err *err);
+                 const train_opts *o, err_t *err);
 void trainer_free(trainer *tr);
 
 /* One training step. Collective. Returns 0, or -1 without touching the weights
  * when the loss or the gradient is not finite (err says which, at which step)
  * or when this or another process ran out of memory for the network's
  * temporaries (err->oom set). */
-int trainer_step(trainer *tr, ddpm_err *err);
+int trainer_step(trainer *tr, err_t *err);
 
 /* Writes the checkpoint into run_dir (created if needed): the training state
  * first, then model/ and model-raw/, each file atomically (a failed save never
@@ -126,7 +126,7 @@ int trainer_step(trainer *tr, ddpm_err *err);
  * the previous file holds the state before. A run resumed from the previous
  * state (because the latest was corrupt) must call trainer_restore_prev
  * before its first save, or that save would keep the corrupt file. */
-int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err);
+int trainer_save(const trainer *tr, const char *run_dir, err_t *err);
 
 /* The state file to resume run_dir from, into path (n bytes): the latest,
  * RUN/training_state.safetensors, when it is whole -- it opens, its checksums
@@ -135,26 +135,26 @@ int trainer_save(const trainer *tr, const char *run_dir, ddpm_err *err);
  * when that is whole, with why->msg saying what is wrong with the latest
  * (why->msg is "" when the latest is used). When neither is, fails with an
  * err naming both files and what is wrong with each. */
-int trainer_find_state(const char *run_dir, char *path, size_t n, ddpm_err *why, ddpm_err *err);
+int trainer_find_state(const char *run_dir, char *path, size_t n, err_t *why, err_t *err);
 
 /* After resuming from the previous state (trainer_find_state passed over the
  * latest): makes it the latest again (one rename), so that the next save keeps
  * it as the previous one rather than the corrupt file. */
-int trainer_restore_prev(const char *run_dir, ddpm_err *err);
+int trainer_restore_prev(const char *run_dir, err_t *err);
 
 /* Reads the options, model config and schedule a run was started with from
  * the training state file at state (trainer_find_state). The caller frees
  * *cfg_json, *sched_json. */
 int trainer_read_run(const char *state, train_opts *o, int64_t *step, char **cfg_json, char **sched_json,
-                     ddpm_err *err);
+                     err_t *err);
 
 /* Restores weights, EMA, Adam moments and step from the training state file
  * at state into a trainer built with the run's options and config
  * (trainer_read_run); every tensor's checksum is checked. */
-int trainer_load(trainer *tr, const char *state, ddpm_err *err);
+int trainer_load(trainer *tr, const char *state, err_t *err);
 
 /* Options as JSON (malloc'd), and back. */
 char *train_opts_to_json(const train_opts *o);
-int train_opts_from_json(train_opts *o, const char *json, ddpm_err *err);
+int train_opts_from_json(train_opts *o, const char *json, err_t *err);
 
 #endif
