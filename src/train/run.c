@@ -176,8 +176,6 @@ static int fid_run(train_run *r, run_events *ev, err_t *err)
     ev->eval_s = clock_now() - t0;
     ev->eval_n = n;
     ev->fid_label = featnet_fid_label(e->net);
-    tfevents_scalar sc[3] = {{"eval/fid", q.fid}, {"eval/precision", q.precision}, {"eval/recall", q.recall}};
-    if (tb_scalars(r, sc, 3, err)) return -1;
     if (r->mf) {
         fprintf(r->mf, "{\"step\":%lld,\"fid\":%.6g,\"features\":\"%s\",\"precision\":%.4g,\"recall\":%.4g,"
                        "\"broken\":%.4g,\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step, q.fid,
@@ -423,7 +421,9 @@ static int log_line(train_run *r, double now, run_events *ev, err_t *err)
 }
 
 /* Rank 0's writes at the new step: the metrics line, the checkpoint, the
- * grid, the FID (a failed FID is logged and recorded; training goes on). */
+ * grid, the FID (a failed FID is logged and recorded; training goes on), and
+ * the same in the event file (tensorboard; a failed event write stops the
+ * run, as a failed grid does). */
 static int cadence(train_run *r, run_events *ev, err_t *err)
 {
     const trainer *tr = &r->tr;
@@ -453,6 +453,9 @@ static int cadence(train_run *r, run_events *ev, err_t *err)
             fprintf(r->mf, "{\"step\":%lld,\"fid\":null}\n", (long long)tr->step);
             fflush(r->mf);
         }
+    } else if (ev->evaluated == 1) {
+        tfevents_scalar v[3] = {{"eval/fid", ev->fid}, {"eval/precision", ev->precision}, {"eval/recall", ev->recall}};
+        if (tb_scalars(r, v, 3, err)) return RUN_IO;
     }
     return RUN_OK;
 }
