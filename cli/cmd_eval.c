@@ -134,8 +134,8 @@ static int eval_nll(int argc, char **argv)
     };
     arg_cmd cmd = {"eval nll", "The variational bound (negative log-likelihood) in bits/dim: L_T + sum of L_{t-1} + L_0.",
                    "Every one of the T terms is evaluated for every image (no subsampling), with the model's\n"
-                   "fixed variance from scheduler_config.json and x0 predictions clipped to [-1, 1] as the\n"
-                   "paper's code. Cost: T network calls per batch. Under mpirun the processes share the\n"
+                   "variance (fixed by scheduler_config.json, or learned: variance_type learned_range, as\n"
+                   "improved-diffusion) and x0 predictions clipped to [-1, 1] as the paper's code. Cost: T network calls per batch. Under mpirun the processes share the\n"
                    "batches, and rank 0 writes the same numbers as one process would.", specs};
     int r = args_parse(&cmd, argc, argv);
     if (r) return r > 0 ? 0 : EXIT_USAGE;

@@ -55,8 +55,8 @@ int cmd_info(int argc, char **argv)
     printf("%-22s %zu\n", "parameters", mi.num_parameters);
     printf("%-22s %.3f GFLOP per image\n", "forward cost", mi.flops_per_image / 1e9);
     if (mi.has_scheduler)
-        printf("%-22s %s, T = %d, beta %g .. %g, variance %s\n", "noise schedule", mi.beta_schedule,
-               mi.num_train_timesteps, mi.beta_start, mi.beta_end, mi.variance_type);
+        printf("%-22s %s, T = %d, beta %g .. %g, variance %s, predicts %s\n", "noise schedule", mi.beta_schedule,
+               mi.num_train_timesteps, mi.beta_start, mi.beta_end, mi.variance_type, mi.prediction_type);
     else
         printf("%-22s none (scheduler_config.json absent)\n", "noise schedule");
 

@@ -229,9 +229,10 @@ int cmd_sample(int argc, char **argv)
     ddpm_model_get_info(m, &mi);
     const int H = mi.sample_size, W = mi.sample_size, C = mi.in_channels;
     const size_t D = (size_t)H * W * C;
-    if (mi.out_channels != mi.in_channels) {
-        args_error(&cmd, "%s: the model predicts %d channels for %d input channels; only epsilon models "
-                         "(out_channels == in_channels) can be sampled", mi.dir, mi.out_channels, mi.in_channels);
+    if (mi.out_channels != (strcmp(mi.variance_type, "learned_range") ? 1 : 2) * mi.in_channels) {
+        args_error(&cmd, "%s: the model predicts %d channels for %d input channels, which variance_type %s does not "
+                         "fit (the same number, or twice as many for learned_range)", mi.dir, mi.out_channels,
+                   mi.in_channels, mi.variance_type);
         rc = EXIT_USAGE;
         goto done;
     }

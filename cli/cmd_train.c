@@ -26,9 +26,10 @@ static void on_signal(int sig) { stop_signal = sig; }
 /* The flags' values. */
 typedef struct train_flags {
     const char *data, *preset, *config, *out, *schedule_kind, *variance, *inception, *recipe;
+    const char *prediction, *lr_schedule, *loss_weight;
     long long steps, batch, warmup, seed, limit, threads, T, shards;
     long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
-    double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond;
+    double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond, snr_gamma, vlb_weight;
     int resume, flip, no_ema_warmup, classes, no_verify, no_tensorboard, tensorboard;
 } train_flags;
 
@@ -43,7 +44,9 @@ static train_flags default_flags(void)
                          .warmup = o.warmup, .T = o.T, .save_every = c->save_every, .log_every = c->log_every,
                          .sample_every = c->sample_every, .sample_n = c->sample_n, .eval_every = c->eval_every,
                          .eval_n = c->eval_n, .lr = o.lr, .clip = o.clip, .ema = o.ema, .dropout = o.dropout,
-                         .beta_start = o.beta_start, .beta_end = o.beta_end, .p_uncond = o.p_uncond};
+                         .beta_start = o.beta_start, .beta_end = o.beta_end, .p_uncond = o.p_uncond,
+                         .prediction = "epsilon", .lr_schedule = o.lr_schedule, .loss_weight = o.loss_weight,
+                         .snr_gamma = o.snr_gamma, .vlb_weight = o.vlb_weight};
 }
 
 /* --recipe short: its values, where the flag itself is not given. */
@@ -63,7 +66,8 @@ static int check_fixed(const arg_cmd *cmd, const arg_spec *specs)
 {
     static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema",
                                   "no-ema-warmup", "dropout", "flip", "seed", "T", "schedule", "beta-start",
-                                  "beta-end", "variance", "shards", "classes", "p-uncond", NULL};
+                                  "beta-end", "variance", "shards", "classes", "p-uncond", "prediction",
+                                  "lr-schedule", "loss-weight", "snr-gamma", "vlb-weight", NULL};
     for (const arg_spec *s = specs; s->name; s++)
         for (int i = 0; fixed[i]; i++)
             if (s->seen && !strcmp(s->name, fixed[i])) {
@@ -97,6 +101,9 @@ static ddpm_train_options new_options(const train_flags *f)
     o.p_uncond = f->p_uncond, o.seed = (uint64_t)f->seed, o.T = (int)f->T, o.schedule = f->schedule_kind;
     o.beta_start = f->beta_start, o.beta_end = f->beta_end, o.variance = f->variance, o.shards = (int)f->shards;
     o.inception = f->inception;
+    o.prediction = !strcmp(f->prediction, "v") ? "v_prediction" : f->prediction;
+    o.lr_schedule = f->lr_schedule, o.loss_weight = f->loss_weight, o.snr_gamma = f->snr_gamma;
+    o.vlb_weight = f->vlb_weight;
     o.cadence = (ddpm_train_cadence){f->save_every, f->log_every, f->sample_every, f->sample_n, f->eval_every,
                                      f->eval_n, !f->no_tensorboard};
     return o;
@@ -180,6 +187,17 @@ static void report(const ddpm_train_metrics *m, const train_flags *f, int tty, d
                 m->eval_s);
 }
 
+/* The step after which the learning rate reaches zero: --steps, or with
+ * --time the steps done plus those the time left allows at the speed so far
+ * (one process: the ranks would not agree on a measured speed), at most
+ * --steps. */
+static long long horizon(const train_flags *f, long long start, long long step, double elapsed)
+{
+    if (f->time_limit <= 0 || ddpm_proc_size() > 1 || step - start < 20 || elapsed <= 0) return f->steps;
+    double est = (double)step + (f->time_limit - elapsed) * (double)(step - start) / elapsed;
+    return est < (double)f->steps ? (long long)est : f->steps;
+}
+
 /* Steps until --steps, --time or a signal; then the final save. Returns the exit status. */
 static int train_loop(ddpm_trainer *t, const train_flags *f)
 {
@@ -201,6 +219,8 @@ static int train_loop(ddpm_trainer *t, const train_flags *f)
         }
         if (flags >> 2) stopped = flags >> 2;
         if (flags || step >= f->steps) break;
+        if (step == start || (step - start) % 100 == 20) /* the estimate, corrected as the run goes */
+            ddpm_trainer_set_horizon(t, horizon(f, start, step, ddpm_now() - t0));
         int st = ddpm_trainer_step(t, &m);
         if (st) { /* the other ranks hear of it at the top */
             if (rank0 || st != DDPM_ERR_NONFINITE) /* a non-finite loss is the same on every rank */
@@ -264,8 +284,21 @@ int cmd_train(int argc, char **argv)
         {"schedule", ARG_CHOICE, &f->schedule_kind, NULL, "beta schedule", 0, 0, "linear|cosine", 0, 0},
         {"beta-start", ARG_FLOAT, &f->beta_start, "X", "first beta of the linear schedule [1e-4]", 1e-8, 0.5, NULL, 0, 0},
         {"beta-end", ARG_FLOAT, &f->beta_end, "X", "last beta of the linear schedule [0.02]", 1e-8, 0.999, NULL, 0, 0},
-        {"variance", ARG_CHOICE, &f->variance, NULL, "sampler variance written to scheduler_config.json", 0, 0,
-         "fixed_small|fixed_large", 0, 0},
+        {"variance", ARG_CHOICE, &f->variance, NULL, "the reverse process's variance, written to "
+         "scheduler_config.json: fixed (the paper's two), or learned_range: the network also outputs where log "
+         "sigma^2 lies between them (out_channels doubled; Improved DDPM's L_hybrid, --vlb-weight)", 0, 0,
+         "fixed_small|fixed_large|learned_range", 0, 0},
+        {"vlb-weight", ARG_FLOAT, &f->vlb_weight, "X", "with --variance learned_range: lambda of L_hybrid = "
+         "L_simple + lambda L_vlb [0.001]", 0, 1e3, NULL, 0, 0},
+        {"prediction", ARG_CHOICE, &f->prediction, NULL, "what the network learns to output (written to "
+         "scheduler_config.json as prediction_type): the noise (the paper's), x0 (sample) or v = sqrt(ab) eps - "
+         "sqrt(1-ab) x0 (v_prediction)", 0, 0, "epsilon|sample|v", 0, 0},
+        {"lr-schedule", ARG_CHOICE, &f->lr_schedule, NULL, "the learning rate after warm-up: constant, or decaying "
+         "to zero at the end of --steps (or of --time, estimated from the speed as the run goes); a resume with "
+         "another budget goes on from the current rate (docs/quality.md)", 0, 0, "constant|linear|cosine", 0, 0},
+        {"loss-weight", ARG_CHOICE, &f->loss_weight, NULL, "each image's loss weight: none, or min-snr "
+         "(Min-SNR-gamma, Hang et al. 2023)", 0, 0, "none|min-snr", 0, 0},
+        {"snr-gamma", ARG_FLOAT, &f->snr_gamma, "X", "gamma of --loss-weight min-snr [5]", 1e-3, 1e6, NULL, 0, 0},
         {"save-every", ARG_INT, &f->save_every, "N", "checkpoint every N steps (and at the end)", 1, 1e12, NULL, 0, 0},
         {"log-every", ARG_INT, &f->log_every, "N", "metrics line every N steps", 1, 1e12, NULL, 0, 0},
         {"sample-every", ARG_INT, &f->sample_every, "N",

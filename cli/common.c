@@ -32,6 +32,7 @@ int cli_sample_options(const arg_cmd *cmd, const cli_sampler *a, const ddpm_mode
         return EXIT_USAGE;
     }
     o->eta = (float)a->eta, o->seed = (uint64_t)a->seed, o->raw = a->raw;
+    o->guidance_rescale = (float)a->guidance_rescale;
     o->threshold_ratio = (float)a->threshold, o->threshold_max = (float)a->threshold_max;
     o->x0 = x0_of(a->x0);
     o->spacing = strcmp(a->spacing, "config") ? a->spacing : NULL;

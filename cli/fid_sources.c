@@ -258,8 +258,8 @@ static int sample_model(const arg_cmd *cmd, fid_source *s, const char *path, int
         rc = cli_status(cmd, st);
         goto done;
     }
-    if (mi.out_channels != mi.in_channels || (mi.in_channels != 1 && mi.in_channels != 3)) {
-        args_error(cmd, "%s: only epsilon models of 1 or 3 channels can be sampled", mi.dir);
+    if (mi.in_channels != 1 && mi.in_channels != 3) {
+        args_error(cmd, "%s: only models of 1 or 3 channels can be measured", mi.dir);
         rc = EXIT_USAGE;
         goto done;
     }

@@ -64,9 +64,9 @@ extern "C" {
 /* ------------------------------------------------------------------ version */
 
 #define DDPM_VERSION_MAJOR 0
-#define DDPM_VERSION_MINOR 5
+#define DDPM_VERSION_MINOR 6
 #define DDPM_VERSION_PATCH 0
-#define DDPM_VERSION "0.5.0"
+#define DDPM_VERSION "0.6.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH: compare with ddpm_version_number(). */
 #define DDPM_VERSION_NUMBER (DDPM_VERSION_MAJOR * 10000 + DDPM_VERSION_MINOR * 100 + DDPM_VERSION_PATCH)
 
@@ -182,8 +182,9 @@ typedef struct ddpm_model_info {
     /* The noise schedule (scheduler_config.json or the defaults). */
     const char *beta_schedule;    /* "linear", "scaled_linear", "squaredcos_cap_v2" */
     double beta_start, beta_end;
-    const char *variance_type;    /* "fixed_small" | "fixed_large" */
+    const char *variance_type;    /* "fixed_small" | "fixed_large" | "learned_range" (out_channels = 2 in_channels) */
     const char *timestep_spacing; /* "leading" | "trailing" | "linspace" */
+    const char *prediction_type;  /* what the network outputs: "epsilon" | "sample" | "v_prediction" */
 } ddpm_model_info;
 /* Fills *info. The strings belong to m. */
 DDPM_API int ddpm_model_get_info(const ddpm_model *m, ddpm_model_info *info);
@@ -265,9 +266,15 @@ typedef struct ddpm_sample_options {
      * guidance W mixes eps = eps_null + W (eps_class - eps_null)
      * (classifier-free guidance, one batched pass); W < 0 (the default) means
      * 3 for models with a null class, 1 otherwise; W != 1 needs a null class.
-     * Unconditional models take no classes and ignore guidance. */
+     * Unconditional models take no classes and ignore guidance.
+     * guidance_rescale R in [0, 1] (0, the default: off) is diffusers'
+     * guidance_rescale (Lin et al. 2023, rescale_noise_cfg): the guided output
+     * g of each image becomes R g std(c)/std(g) + (1 - R) g, c its conditional
+     * output (std over the image's values, unbiased), which keeps guidance
+     * from overshooting. */
     const int32_t *classes;
     float guidance;
+    float guidance_rescale;
     /* Optional start: x_T [n, C, H, W], finite (NULL: drawn from the seed). With
      * start_t > 0, noise is x_t at timestep start_t - 1 and only the steps
      * from there run (the paper's Fig. 7 and 8). */
@@ -420,11 +427,20 @@ typedef struct ddpm_train_options {
     int T;                  /* diffusion steps (1000) */
     const char *schedule;   /* "linear" (default) | "cosine" */
     double beta_start, beta_end; /* linear schedule (1e-4, 0.02) */
-    const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config */
+    const char *variance;   /* "fixed_small" (default) | "fixed_large", for the scheduler_config; or
+                             * "learned_range": the network's out_channels doubled, its second half the
+                             * variance, trained on L_hybrid with vlb_weight (Nichol & Dhariwal 2021) */
     int shards;             /* gradient shards summed in a fixed tree (0: the default: the largest power of
                              * two up to min(8, batch / 4), at least the process count; docs/determinism.md) */
     const char *inception;  /* Inception weights for eval_every on non-F-MNIST data (NULL: the default path) */
     ddpm_train_cadence cadence;
+    const char *prediction; /* what the network learns to output (scheduler_config's prediction_type): "epsilon"
+                             * (default, the paper's), "sample" (x0) or "v_prediction" (sqrt(ab) eps - sqrt(1-ab) x0) */
+    const char *lr_schedule; /* the learning rate after warm-up: "constant" (default), "linear" or "cosine",
+                              * decaying to zero after the run's horizon (ddpm_trainer_set_horizon) */
+    const char *loss_weight; /* each image's loss weight: "none" (default) or "min-snr" (Min-SNR-gamma) */
+    double snr_gamma;       /* min-snr's gamma, > 0 (5) */
+    double vlb_weight;      /* learned_range: lambda of L_hybrid = L_simple + lambda L_vlb, >= 0 (0.001) */
 } ddpm_train_options;
 
 /* The paper's recipe (the defaults above). */
@@ -462,6 +478,17 @@ DDPM_API int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *
  * Inception weights), DDPM_ERR_NOMEM, DDPM_ERR_IO, DDPM_ERR_RUNTIME. */
 DDPM_API int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *cadence, const char *inception,
                                  ddpm_trainer **out);
+/* Sets the step after which the learning rate of a "linear" or "cosine"
+ * lr_schedule reaches zero: the run's budget in steps, or an estimate of it
+ * (ddpm train sets it from --steps, or from --time and the measured speed,
+ * as the run goes). The run records it. A change keeps the rate continuous:
+ * the decay goes on from the current rate at the current step to zero at
+ * the new horizon. Until a horizon is set the rate stays constant; a
+ * "constant" lr_schedule ignores it (its run does not depend on it). Not
+ * collective, but every rank must set the same value before the same step.
+ * DDPM_ERR_ARG for NULL or total < 1. */
+DDPM_API int ddpm_trainer_set_horizon(ddpm_trainer *t, long long total);
+
 /* Closes RUN/metrics.jsonl and frees t (NULL is fine); writes nothing else
  * (call ddpm_trainer_finish first to save). */
 DDPM_API void ddpm_trainer_free(ddpm_trainer *t);

@@ -261,6 +261,109 @@ static float ref_quantile(const float *x, size_t n, float ratio) {
  * float, linear interpolation), clamped to [1, smax]; x0 = clamp(x0, +-s) / s.
  * Hand-computed values, then the quickselect against a sort on larger images
  * with many ties. */
+/* The prediction types (issue 24): for each of epsilon, sample and v, the
+ * target of (x0, eps) read back by diffusion_x0_from_output and
+ * diffusion_eps_from_output gives x0 and eps again (to float rounding, which
+ * 1/sqrt(ab) amplifies at large t), at small and large t; DPM++'s x0 agrees
+ * with diffusion_x0_from_output; and the three outputs differ. */
+static void test_predictions(void) {
+    schedule s;
+    err_t err;
+    CHECK(schedule_init(&s, "linear", 1000, 1e-4, 0.02, &err) == 0, "%s", err.msg);
+    enum { n = 64 };
+    float x0[n], eps[n], xt[n], target[3][n], back[n];
+    for (int i = 0; i < n; i++) x0[i] = (float)sin(0.7 * i), eps[i] = (float)cos(1.3 * i + 0.2);
+    const int ts[] = {0, 10, 500, 999};
+    for (int k = 0; k < 4; k++) {
+        int t = ts[k];
+        diffusion_q_sample(&s, t, x0, eps, xt, n);
+        double tol = 2e-6 / sqrt((double)s.alphas_cumprod[t]);
+        for (int p = 0; p < 3; p++) {
+            s.prediction = p;
+            diffusion_target(&s, t, x0, eps, target[p], n);
+            diffusion_x0_from_output(&s, t, target[p], xt, back, n);
+            double e0 = 0, e1 = 0, e2 = 0;
+            for (int i = 0; i < n; i++) e0 = fmax(e0, fabs(back[i] - x0[i]));
+            diffusion_eps_from_output(&s, t, target[p], xt, back, n);
+            for (int i = 0; i < n; i++) e1 = fmax(e1, fabs(back[i] - eps[i]));
+            diffusion_dpm_x0(diffusion_dpm_sigma(&s, t), p, target[p], xt, back, n);
+            for (int i = 0; i < n; i++) e2 = fmax(e2, fabs(back[i] - x0[i]));
+            CHECK(e0 < tol && e1 < 2e-5 && e2 < 4 * tol, "%s at t %d: x0 off by %.2e, eps by %.2e, DPM's x0 by %.2e",
+                  schedule_prediction_name(p), t, e0, e1, e2);
+        }
+        double d01 = 0, d02 = 0;
+        for (int i = 0; i < n; i++)
+            d01 = fmax(d01, fabs(target[0][i] - target[1][i])), d02 = fmax(d02, fabs(target[0][i] - target[2][i]));
+        CHECK(d01 > 0.1 && d02 > 1e-3, "t %d: the targets differ (%.2e, %.2e)", t, d01, d02);
+    }
+    char *j = schedule_to_json(&s); /* v: written, and read back */
+    schedule r;
+    CHECK(j && strstr(j, "\"v_prediction\"") && schedule_from_json(&r, j, &err) == 0 && r.prediction == SCHED_PRED_V,
+          "prediction_type round trip: %s", err.msg);
+    schedule_free(&r);
+    free(j);
+    CHECK(schedule_from_json(&r, "{\"prediction_type\": \"velocity\"}", &err) == -1 &&
+              strstr(err.msg, "prediction_type"), "an unknown prediction_type: %s", err.msg);
+    schedule_free(&s);
+}
+
+/* diffusion_vlb_term's gradient against central finite differences of its
+ * value, for every value of v, at t = 0 (the decoder, with pixels at both
+ * edges and inside) and t > 0 (the KL); a wrong gradient (scaled by 1.1) is
+ * caught. Also: v = -1 everywhere gives the fixed_small bound term. */
+static void test_vlb_grad(void) {
+    schedule s;
+    err_t err;
+    CHECK(schedule_init(&s, "linear", 1000, 1e-4, 0.02, &err) == 0, "%s", err.msg);
+    enum { D = 24 };
+    float x0[D], xt[D], x0p[D], v[D], dv[D], scr[2 * D], eps[D];
+    for (int j = 0; j < D; j++) {
+        x0[j] = j == 0 ? -1.0f : j == 1 ? 1.0f : (float)(((j * 37) % 255) / 127.5 - 1.0);
+        eps[j] = (float)sin(1.7 * j);
+        v[j] = (float)(0.9 * cos(0.9 * j));
+    }
+    const int ts[] = {0, 3, 400};
+    for (int k = 0; k < 3; k++) {
+        int t = ts[k];
+        diffusion_q_sample(&s, t, x0, eps, xt, D);
+        for (int j = 0; j < D; j++) x0p[j] = x0[j] + 0.02f * (float)sin(3.1 * j); /* a near miss */
+        diffusion_vlb_term(&s, t, x0, xt, x0p, v, dv, D, scr);
+        double fd[D], top = 0, worst = 0, worst_wrong = 0;
+        for (int j = 0; j < D; j++) {
+            float keep = v[j], tmp[D];
+            const float h = 1e-3f;
+            v[j] = keep + h;
+            double up = diffusion_vlb_term(&s, t, x0, xt, x0p, v, tmp, D, scr);
+            v[j] = keep - h;
+            double down = diffusion_vlb_term(&s, t, x0, xt, x0p, v, tmp, D, scr);
+            v[j] = keep;
+            fd[j] = (up - down) / (2.0 * h);
+            top = fmax(top, fabs(fd[j]));
+        }
+        for (int j = 0; j < D; j++) { /* relative to the value, or for the smallest to 1e-3 of the largest */
+            double scale = fmax(fabs(fd[j]), 1e-3 * top);
+            worst = fmax(worst, fabs(dv[j] - fd[j]) / scale);
+            worst_wrong = fmax(worst_wrong, fabs(1.1 * dv[j] - fd[j]) / scale);
+        }
+        CHECK(top > 0, "t %d: the term depends on v", t);
+        CHECK(worst < 2e-3, "t %d: the bound term's gradient against finite differences: worst relative error %.2e", t,
+              worst);
+        CHECK(worst_wrong > 2e-2, "t %d: a gradient scaled by 1.1 is caught (%.2e)", t, worst_wrong);
+    }
+    /* v = -1: log sigma^2 is the clipped posterior's, the fixed_small bound term (bits per dim). */
+    for (int j = 0; j < D; j++) v[j] = -1.0f;
+    const int t = 400;
+    diffusion_q_sample(&s, t, x0, eps, xt, D);
+    double got = diffusion_vlb_term(&s, t, x0, xt, x0p, v, dv, D, scr), want = 0;
+    float mq[D], mp[D];
+    diffusion_posterior_mean_var(&s, t, x0, xt, mq, D);
+    diffusion_posterior_mean_var(&s, t, x0p, xt, mp, D);
+    for (int j = 0; j < D; j++) want += diffusion_normal_kl(mq[j], s.post_log_var_clipped[t], mp[j], s.post_log_var_clipped[t]);
+    want /= D * M_LN2;
+    CHECK(fabs(got - want) < 1e-12 * fmax(1.0, fabs(want)), "v = -1: the fixed_small term (%.9g, want %.9g)", got, want);
+    schedule_free(&s);
+}
+
 static void test_x0_threshold(void) {
     /* |x| sorted: 0.5 1.5 2 3 4 */
     const float a[5] = {-4.0f, 3.0f, 0.5f, -2.0f, 1.5f};
@@ -694,9 +797,9 @@ static void test_json(void) {
     expect_json_error("", "invalid JSON");
     expect_json_error("{\"beta_schedule\": \"quadratic\"}", "unknown beta_schedule \"quadratic\"");
     expect_json_error("{\"variance_type\": \"learned\"}", "variance_type \"learned\" is not supported");
-    expect_json_error("{\"variance_type\": \"learned_range\"}", "variance_type");
-    expect_json_error("{\"prediction_type\": \"v_prediction\"}", "prediction_type \"v_prediction\" is not supported");
-    expect_json_error("{\"prediction_type\": \"sample\"}", "prediction_type");
+    expect_json_error("{\"variance_type\": \"fixed_small_log\"}", "variance_type");
+    expect_json_error("{\"prediction_type\": \"v-prediction\"}", "prediction_type \"v-prediction\" is not supported");
+    expect_json_error("{\"prediction_type\": 1}", "prediction_type");
     expect_json_error("{\"num_train_timesteps\": \"1000\"}", "\"num_train_timesteps\" must be an integer");
     expect_json_error("{\"num_train_timesteps\": 10.5}", "must be an integer");
     expect_json_error("{\"num_train_timesteps\": 1}", "out of range");
@@ -776,6 +879,6 @@ static void test_init_errors(void) {
     schedule_free(&s);
 }
 
-TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_x0_threshold,
+TEST_MAIN(test_tables, test_section6_table, test_q_sample_and_loss, test_x0_from_eps, test_predictions, test_vlb_grad, test_x0_threshold,
           test_ddpm_step, test_ddim_step, test_timesteps,
           test_vlb_terms, test_json, test_json_fuzz, test_init_errors)

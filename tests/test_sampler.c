@@ -192,11 +192,16 @@ static void test_errors(void) {
     CHECK(sampler_check(&sched, &o, &err) == 0, "threshold 0.9 / 1.5: %s", err.msg);
     o = (sampler_opts){.kind = SAMPLER_DDIM, .steps = 10};
 
-    /* a learned-variance model is refused by unet_denoiser */
+    /* Three times the input channels: refused by unet_denoiser; twice (a learned variance): refused by a
+     * sampler whose schedule has a fixed variance. */
     denoiser d2;
     int keep_out = u->cfg.out_channels;
+    u->cfg.out_channels = 3 * u->cfg.in_channels;
+    CHECK(unet_denoiser(&d2, u, &err) == -1 && strstr(err.msg, "twice"), "3x channels: %s", err.msg);
     u->cfg.out_channels = 2 * u->cfg.in_channels;
-    CHECK(unet_denoiser(&d2, u, &err) == -1 && strstr(err.msg, "learned variance"), "learned variance: %s", err.msg);
+    CHECK(unet_denoiser(&d2, u, &err) == 0 && d2.out_mult == 2, "2x channels: %s", err.msg);
+    CHECK(sampler_run(&d2, &sched, &o, 0, 1, x, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "fixed_small"),
+          "a variance output with fixed_small: %s", err.msg);
     u->cfg.out_channels = keep_out;
 
     /* Non-finite values are errors, not crashes: in x_T, and from the network. */
@@ -247,7 +252,7 @@ static void manual(unet *u, const sampler_opts *o, int first, int n, float *x) {
             /* drawn at every step: DDPM ignores it at t = 0, DDIM at eta = 0, DPM++ always */
             rng_normal(z, D, o->seed, RNG_SAMPLE, rng_stream((uint64_t)ts[k], (uint64_t)(first + i)));
             if (o->kind == SAMPLER_DPMPP)
-                diffusion_dpm_x0(sig[k], ei, xi, x0i, D);
+                diffusion_dpm_x0(sig[k], SCHED_PRED_EPSILON, ei, xi, x0i, D);
             else
                 diffusion_x0_from_eps(&sched, ts[k], ei, xi, x0i, D);
             diffusion_x0_clip(x0i, D, sched.clip_range);

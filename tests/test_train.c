@@ -69,6 +69,21 @@ static void make(trainer *tr, dataset *d, int batch, float dropout) {
     schedule_free(&s);
 }
 
+/* make() with a prediction type, an lr schedule (horizon total) and a loss weight. */
+static void make_with(trainer *tr, dataset *d, int batch, float dropout, int prediction, int lr_schedule,
+                      long long total, int weight) {
+    unet_config c = tiny_config(dropout);
+    schedule s;
+    err_t err;
+    CHECK(schedule_init(&s, "linear", 100, 1e-4, 0.02 * 10, &err) == 0, "schedule: %s", err.msg);
+    s.prediction = prediction;
+    train_opts o = tiny_opts(batch);
+    o.lr_schedule = lr_schedule, o.lr_total = total, o.loss_weight = weight;
+    int rc = trainer_init(tr, &c, &s, d, &o, &err);
+    CHECK(rc == 0, "trainer_init: %s", err.msg);
+    schedule_free(&s);
+}
+
 static void run(trainer *tr, int steps) {
     err_t err;
     for (int i = 0; i < steps; i++) {
@@ -129,14 +144,17 @@ static void test_threads(void) {
     dataset_free(&d);
 }
 
-static void test_resume(void) {
-    dataset d = tiny_data(10); /* 10 images, batch 8: epochs cross batch boundaries */
+/* 6 steps against 3, a save, a resume and 3 more, for a run of prediction
+ * type, lr schedule (horizon total) and loss weight: the same bits, with the
+ * options recorded by the state; then the state truncated: an error, not a
+ * crash. */
+static void check_resume(dataset *d, int prediction, int lr_schedule, long long total, int weight, const char *what) {
     char dir[] = "/tmp/ddpm_test_train_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     trainer full, half, resumed;
-    make(&full, &d, 8, 0.1f);
+    make_with(&full, d, 8, 0.1f, prediction, lr_schedule, total, weight);
     run(&full, 6);
-    make(&half, &d, 8, 0.1f);
+    make_with(&half, d, 8, 0.1f, prediction, lr_schedule, total, weight);
     run(&half, 3);
     err_t err;
     CHECK(trainer_save(&half, dir, &err) == 0, "save: %s", err.msg);
@@ -149,16 +167,18 @@ static void test_resume(void) {
     int rc = trainer_read_run(path, &o, &step, &cj, &sj, &err);
     CHECK(rc == 0, "read run: %s", err.msg);
     if (rc) return;
-    CHECK(step == 3 && o.batch == 8 && o.seed == 7 && o.lr == 2e-3 && o.flip == 1, "options round trip");
     unet_config c;
     schedule s;
     CHECK(unet_config_from_json(&c, cj, &err) == 0 && schedule_from_json(&s, sj, &err) == 0, "json: %s", err.msg);
-    CHECK(trainer_init(&resumed, &c, &s, &d, &o, &err) == 0, "init: %s", err.msg);
+    CHECK(step == 3 && o.batch == 8 && o.seed == 7 && o.lr == 2e-3 && o.flip == 1 && o.lr_schedule == lr_schedule &&
+              o.lr_total == total && o.loss_weight == weight && s.prediction == prediction,
+          "%s: the options round trip", what);
+    CHECK(trainer_init(&resumed, &c, &s, d, &o, &err) == 0, "init: %s", err.msg);
     CHECK(trainer_load(&resumed, path, &err) == 0, "load: %s", err.msg);
+    if (total > 0) trainer_set_horizon(&resumed, total); /* ddpm train on a resume with the same --steps: no change */
     run(&resumed, 3);
-    check_same_state(&full, &resumed, "6 steps vs 3 + resume + 3");
+    check_same_state(&full, &resumed, what);
 
-    /* A corrupt state is an error, not a crash. */
     FILE *f = fopen(path, "r+b");
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
@@ -174,7 +194,78 @@ static void test_resume(void) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "cleanup");
+}
+
+static void test_resume(void) {
+    dataset d = tiny_data(10); /* 10 images, batch 8: epochs cross batch boundaries */
+    check_resume(&d, SCHED_PRED_EPSILON, TRAIN_LR_CONSTANT, 0, TRAIN_WEIGHT_NONE, "6 steps vs 3 + resume + 3");
     dataset_free(&d);
+}
+
+/* Issue 24's options: the lr factor of each schedule, a horizon moved mid-run
+ * (the rate stays continuous and reaches zero after the new horizon), the
+ * Min-SNR weights of each prediction type, and a v-prediction run with a
+ * cosine schedule and Min-SNR weights resumed to the same bits. */
+static void test_schedules(void) {
+    train_opts o = train_opts_default();
+    CHECK(train_lr_factor(&o, 5) == 1.0, "constant: 1");
+    o.lr_schedule = TRAIN_LR_LINEAR;
+    CHECK(train_lr_factor(&o, 5) == 1.0, "no horizon yet: 1");
+    o.lr_total = 9;
+    CHECK(fabs(train_lr_factor(&o, 5) - 0.5) < 1e-15 && train_lr_factor(&o, 10) == 0 && train_lr_factor(&o, 0) == 1,
+          "linear: 1 - k/(total+1)");
+    o.lr_schedule = TRAIN_LR_COSINE;
+    CHECK(fabs(train_lr_factor(&o, 5) - 0.5) < 1e-15 && train_lr_factor(&o, 10) == 0 && train_lr_factor(&o, 9) > 0,
+          "cosine: (1 + cos(pi k/(total+1)))/2");
+
+    dataset d = tiny_data(10);
+    trainer tr;
+    make_with(&tr, &d, 8, 0.0f, SCHED_PRED_V, TRAIN_LR_COSINE, 20, TRAIN_WEIGHT_MIN_SNR);
+    run(&tr, 6);
+    double before = train_lr_factor(&tr.o, 6), next = train_lr_factor(&tr.o, 7);
+    trainer_set_horizon(&tr, 40);
+    CHECK(train_lr_factor(&tr.o, 6) == before && tr.o.lr_k0 == 6 && train_lr_factor(&tr.o, 7) > next &&
+              train_lr_factor(&tr.o, 41) == 0 && train_lr_factor(&tr.o, 40) > 0,
+          "a new horizon: continuous at step 6 (%g), slower after, zero after 40", before);
+    run(&tr, 1);
+    CHECK(fabs(tr.lr - tr.o.lr * train_lr_factor(&tr.o, 7)) < 1e-12, "the step's lr is the schedule's: %g", tr.lr);
+    for (int i = 0; i < tr.local; i++) {
+        double ab = tr.sched.alphas_cumprod[tr.ti[i]], snr = ab / (1 - ab), m = snr < 5 ? snr : 5;
+        CHECK(fabsf(tr.w[i] - (float)(m / (snr + 1))) < 1e-6f, "v, min-snr: image %d, t %d: weight %g", i, tr.ti[i],
+              tr.w[i]);
+    }
+    trainer_free(&tr);
+    for (int p = SCHED_PRED_EPSILON; p <= SCHED_PRED_SAMPLE; p++) {
+        make_with(&tr, &d, 8, 0.0f, p, TRAIN_LR_CONSTANT, 0, TRAIN_WEIGHT_MIN_SNR);
+        run(&tr, 1);
+        for (int i = 0; i < tr.local; i++) {
+            double ab = tr.sched.alphas_cumprod[tr.ti[i]], snr = ab / (1 - ab), m = snr < 5 ? snr : 5;
+            double w = p == SCHED_PRED_EPSILON ? m / snr : m;
+            CHECK(fabsf(tr.w[i] - (float)w) < 1e-6f * (float)(w > 1 ? w : 1), "%s, min-snr: t %d: weight %g, not %g",
+                  schedule_prediction_name(p), tr.ti[i], tr.w[i], w);
+        }
+        trainer_free(&tr);
+    }
+
+    check_resume(&d, SCHED_PRED_V, TRAIN_LR_COSINE, 8, TRAIN_WEIGHT_MIN_SNR,
+                 "v, cosine, min-snr: 6 steps vs 3 + resume + 3");
+    dataset_free(&d);
+
+    /* The options' JSON: round trip, and names that are not valid. */
+    o = train_opts_default();
+    o.lr_schedule = TRAIN_LR_LINEAR, o.lr_total = 99, o.lr_k0 = 7, o.lr_s0 = 0.25, o.loss_weight = TRAIN_WEIGHT_MIN_SNR;
+    o.snr_gamma = 3;
+    char *j = train_opts_to_json(&o);
+    train_opts back;
+    err_t err;
+    CHECK(train_opts_from_json(&back, j, &err) == 0 && back.lr_schedule == TRAIN_LR_LINEAR && back.lr_total == 99 &&
+              back.lr_k0 == 7 && back.lr_s0 == 0.25 && back.loss_weight == TRAIN_WEIGHT_MIN_SNR && back.snr_gamma == 3,
+          "schedule round trip: %s", j);
+    char *at = strstr(j, "linear");
+    if (at) memcpy(at, "lenear", 6);
+    CHECK(train_opts_from_json(&back, j, &err) == -1 && strstr(err.msg, "lr_schedule"), "an unknown schedule: %s",
+          err.msg);
+    free(j);
 }
 
 /* Flips a bit in the middle of tensor name's data in the safetensors file at path. */
@@ -378,5 +469,5 @@ static void test_step_stats(void) {
     dataset_free(&d);
 }
 
-TEST_MAIN(test_overfit, test_threads, test_resume, test_prev_state, test_nonfinite, test_step_oom,
+TEST_MAIN(test_overfit, test_threads, test_resume, test_schedules, test_prev_state, test_nonfinite, test_step_oom,
           test_opts_json, test_step_stats)

@@ -116,7 +116,8 @@ int ddpm_model_get_info(const ddpm_model *m, ddpm_model_info *info)
         .num_parameters = m->u->nparams, .flops_per_image = m->flops, .dir = m->dir, .levels = c->levels,
         .layers_per_block = c->layers_per_block, .norm_groups = c->norm_groups, .norm_eps = c->norm_eps,
         .dropout = c->dropout, .beta_schedule = s->kind, .beta_start = s->beta_start, .beta_end = s->beta_end,
-        .variance_type = s->variance_type == SCHED_FIXED_SMALL ? "fixed_small" : "fixed_large",
+        .variance_type = schedule_variance_name(s->variance_type),
+        .prediction_type = schedule_prediction_name(s->prediction),
         .timestep_spacing = s->timestep_spacing};
     for (int i = 0; i < c->levels; i++) {
         info->block_out_channels[i] = c->block_out[i];

@@ -59,10 +59,11 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
     err_t err = {0};
     if ((int)o->sampler < 0 || (int)o->sampler >= SAMPLER_KINDS)
         return api_fail(h, DDPM_ERR_ARG, "sampler %d is not a ddpm_sampler", (int)o->sampler);
-    if (c->out_channels != c->in_channels)
-        return api_fail(h, DDPM_ERR_ARG, "%s: the model predicts %d channels for %d input channels; only epsilon "
-                        "models (out_channels == in_channels) can be sampled", m->dir, c->out_channels,
-                        c->in_channels);
+    const int learned = s->variance_type == SCHED_LEARNED_RANGE;
+    if (c->out_channels != (learned ? 2 : 1) * c->in_channels)
+        return api_fail(h, DDPM_ERR_ARG, "%s: the model predicts %d channels for %d input channels; variance_type %s "
+                        "needs %s", m->dir, c->out_channels, c->in_channels, schedule_variance_name(s->variance_type),
+                        learned ? "twice as many" : "as many");
     *so = (sampler_opts){.kind = (sampler_kind)o->sampler, .eta = o->eta, .seed = o->seed, .raw = o->raw,
                          .spacing = o->spacing, .threshold_ratio = o->threshold_ratio,
                          .threshold_max = o->threshold_max, .start_from = o->start_t};
@@ -103,6 +104,8 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
     so->ntrack = o->ntrack, so->track_t = o->track_t;
     if (c->num_class_embeds <= 0 && o->classes)
         return api_fail(h, DDPM_ERR_ARG, "classes need a class-conditional model; %s is unconditional", m->dir);
+    if (!(o->guidance_rescale >= 0 && o->guidance_rescale <= 1))
+        return api_fail(h, DDPM_ERR_ARG, "guidance_rescale %g is out of range [0, 1]", (double)o->guidance_rescale);
     *w = guidance_of(m, o);
     if (c->num_class_embeds > 0 && !isfinite(*w))
         return api_fail(h, DDPM_ERR_ARG, "guidance %g is not finite", (double)*w);
@@ -217,6 +220,7 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
         (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
                      : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
+    if (conditional) r->g.rescale = r->o->guidance_rescale;
     return DDPM_OK;
 }
 
@@ -236,7 +240,7 @@ static int run_share(ddpm_model *m, sample_run *r)
     const int nb = (r->count + r->B - 1) / r->B;
     run_watch watch = {dist_rank() == 0 ? r->o->progress : NULL, r->o->progress_ctx, 0,
                        (long long)nb * r->so.steps, 0, 0, &r->den};
-    denoiser den = {watch_eps, &watch, r->den.batch, r->den.D};
+    denoiser den = {watch_eps, &watch, r->den.batch, r->den.D, r->den.out_mult};
     err_t err = {0};
     for (int i = 0; i < r->count; i += r->B) {
         const int mb = r->count - i < r->B ? r->count - i : r->B, g = r->first + i;

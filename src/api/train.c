@@ -72,6 +72,8 @@ void ddpm_train_options_init(ddpm_train_options *o)
     o->ema_warmup = d.ema_warmup, o->dropout = -1, o->p_uncond = d.p_uncond, o->seed = d.seed;
     o->T = 1000, o->schedule = "linear", o->beta_start = 1e-4, o->beta_end = 0.02, o->variance = "fixed_small";
     o->cadence = cadence_of(&d);
+    o->prediction = "epsilon", o->lr_schedule = "constant", o->loss_weight = "none", o->snr_gamma = d.snr_gamma;
+    o->vlb_weight = d.vlb_weight;
 }
 
 int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe)
@@ -101,8 +103,17 @@ static int check_options(const ddpm_train_options *o)
     if (bad) return api_fail(NULL, DDPM_ERR_ARG, "the option %s is out of range", bad);
     if (o->schedule && strcmp(o->schedule, "linear") && strcmp(o->schedule, "cosine"))
         return api_fail(NULL, DDPM_ERR_ARG, "schedule '%s': linear or cosine", o->schedule);
-    if (o->variance && strcmp(o->variance, "fixed_small") && strcmp(o->variance, "fixed_large"))
-        return api_fail(NULL, DDPM_ERR_ARG, "variance '%s': fixed_small or fixed_large", o->variance);
+    if (o->variance && strcmp(o->variance, "fixed_small") && strcmp(o->variance, "fixed_large") &&
+        strcmp(o->variance, "learned_range"))
+        return api_fail(NULL, DDPM_ERR_ARG, "variance '%s': fixed_small, fixed_large or learned_range", o->variance);
+    if (!(o->vlb_weight >= 0 && o->vlb_weight <= 1e3)) return api_fail(NULL, DDPM_ERR_ARG, "the option vlb_weight is out of range");
+    if (o->prediction && schedule_prediction_parse(o->prediction) < 0)
+        return api_fail(NULL, DDPM_ERR_ARG, "prediction '%s': epsilon, sample or v_prediction", o->prediction);
+    if (o->lr_schedule && train_lr_schedule_parse(o->lr_schedule) < 0)
+        return api_fail(NULL, DDPM_ERR_ARG, "lr_schedule '%s': constant, linear or cosine", o->lr_schedule);
+    if (o->loss_weight && train_loss_weight_parse(o->loss_weight) < 0)
+        return api_fail(NULL, DDPM_ERR_ARG, "loss_weight '%s': none or min-snr", o->loss_weight);
+    if (!(o->snr_gamma > 0 && o->snr_gamma <= 1e6)) return api_fail(NULL, DDPM_ERR_ARG, "the option snr_gamma is out of range");
     if (o->data && strlen(o->data) >= sizeof(((train_opts *)0)->data))
         return api_fail(NULL, DDPM_ERR_ARG, "data: the path is too long");
     return check_cadence(NULL, &o->cadence, 0);
@@ -136,9 +147,13 @@ static int keep_options(ddpm_trainer *t, const ddpm_train_options *o, const char
     k->classes = r->classes, k->p_uncond = r->p_uncond, k->seed = r->seed, k->T = s->T;
     k->schedule = strcmp(s->kind, "linear") ? "cosine" : "linear";
     k->beta_start = s->beta_start, k->beta_end = s->beta_end;
-    k->variance = s->variance_type == SCHED_FIXED_LARGE ? "fixed_large" : "fixed_small";
+    k->variance = schedule_variance_name(s->variance_type);
+    k->vlb_weight = r->vlb_weight;
     k->shards = r->shards;
     k->cadence = cadence_of(r);
+    k->prediction = schedule_prediction_name(s->prediction);
+    k->lr_schedule = train_lr_schedule_name(r->lr_schedule), k->loss_weight = train_loss_weight_name(r->loss_weight);
+    k->snr_gamma = r->snr_gamma;
     return DDPM_OK;
 }
 
@@ -203,6 +218,10 @@ static train_opts new_train_opts(const ddpm_train_options *o)
     cadence_to(&r, &o->cadence);
     snprintf(r.data, sizeof r.data, "%s", o->data ? o->data : "");
     r.limit = o->limit;
+    r.lr_schedule = o->lr_schedule ? train_lr_schedule_parse(o->lr_schedule) : TRAIN_LR_CONSTANT;
+    r.loss_weight = o->loss_weight ? train_loss_weight_parse(o->loss_weight) : TRAIN_WEIGHT_NONE;
+    r.snr_gamma = o->snr_gamma;
+    r.vlb_weight = o->vlb_weight;
     return r;
 }
 
@@ -224,7 +243,11 @@ int ddpm_trainer_create(const char *run_dir, const ddpm_train_options *o, ddpm_t
         return api_fail(NULL, DDPM_ERR_ARG, "beta_start %g is larger than beta_end %g", o->beta_start, o->beta_end);
     if (schedule_init(&sched, o->schedule ? o->schedule : "linear", o->T, o->beta_start, o->beta_end, &e))
         return api_status(NULL, DDPM_ERR_ARG, &e);
-    sched.variance_type = o->variance && !strcmp(o->variance, "fixed_large") ? SCHED_FIXED_LARGE : SCHED_FIXED_SMALL;
+    sched.variance_type = !o->variance || !strcmp(o->variance, "fixed_small") ? SCHED_FIXED_SMALL
+                          : !strcmp(o->variance, "fixed_large")          ? SCHED_FIXED_LARGE
+                                                                          : SCHED_LEARNED_RANGE;
+    if (sched.variance_type == SCHED_LEARNED_RANGE) cfg.out_channels = 2 * cfg.in_channels; /* the variance half */
+    sched.prediction = o->prediction ? schedule_prediction_parse(o->prediction) : SCHED_PRED_EPSILON;
     train_opts r = new_train_opts(o);
     ddpm_trainer *t = new_trainer();
     if (!t) st = DDPM_ERR_NOMEM;
@@ -285,6 +308,14 @@ int ddpm_trainer_set_cadence(ddpm_trainer *t, const ddpm_train_cadence *c)
     merge_cadence(&now, c);
     cadence_to(&t->run.tr.o, &now);
     t->opts.cadence = now;
+    return DDPM_OK;
+}
+
+int ddpm_trainer_set_horizon(ddpm_trainer *t, long long total)
+{
+    API_REQUIRE(NULL, t);
+    if (total < 1) return api_fail(&t->head, DDPM_ERR_ARG, "horizon %lld: at least 1 step", total);
+    trainer_set_horizon(&t->run.tr, total);
     return DDPM_OK;
 }
 

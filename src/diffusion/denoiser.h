@@ -9,8 +9,10 @@
 
 #include "core/status.h"
 
-/* eps(x_t, t) for n images: x[n, D] at timesteps t[n] into eps[n, D].
- * Returns 0, or -1 with err set. */
+/* The network's output for n images: x[n, D] at timesteps t[n] into
+ * eps[batch, D] (its rows n..batch-1 are scratch), followed, for a network
+ * that also predicts its variance (out_mult 2), by the variance outputs
+ * eps[batch + i, D] of image i. Returns 0, or -1 with err set. */
 typedef int (*denoiser_fn)(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err);
 
 typedef struct denoiser {
@@ -18,6 +20,7 @@ typedef struct denoiser {
     void *ctx;
     int batch;   /* the most images one call takes */
     size_t D;    /* values per image */
+    int out_mult; /* 1, or 2 when the output has a variance half (variance_type learned_range) */
 } denoiser;
 
 #endif

@@ -72,6 +72,40 @@ void diffusion_x0_from_eps(const schedule *s, int t, const float *eps, const flo
     ops_unmix(x0, xt, sb, eps, sa, n);
 }
 
+/* sqrt(ab) and sqrt(1 - ab) of timestep t, rounded to float. */
+static void coefs(const schedule *s, int t, float *sa, float *sb) {
+    ERR_ASSERT(t >= 0 && t < s->T);
+    *sa = (float)sqrt((double)s->alphas_cumprod[t]);
+    *sb = (float)sqrt(1.0 - (double)s->alphas_cumprod[t]);
+}
+
+void diffusion_x0_from_output(const schedule *s, int t, const float *out, const float *xt, float *x0, size_t n) {
+    float sa, sb;
+    coefs(s, t, &sa, &sb);
+    if (s->prediction == SCHED_PRED_EPSILON) ops_unmix(x0, xt, sb, out, sa, n);
+    else if (s->prediction == SCHED_PRED_SAMPLE) memmove(x0, out, n * sizeof *x0);
+    else
+        for (size_t i = 0; i < n; i++) x0[i] = sa * xt[i] - sb * out[i];
+}
+
+void diffusion_eps_from_output(const schedule *s, int t, const float *out, const float *xt, float *eps, size_t n) {
+    float sa, sb;
+    coefs(s, t, &sa, &sb);
+    if (s->prediction == SCHED_PRED_EPSILON) memmove(eps, out, n * sizeof *eps);
+    else if (s->prediction == SCHED_PRED_SAMPLE) ops_unmix(eps, xt, sa, out, sb, n);
+    else
+        for (size_t i = 0; i < n; i++) eps[i] = sa * out[i] + sb * xt[i];
+}
+
+void diffusion_target(const schedule *s, int t, const float *x0, const float *eps, float *target, size_t n) {
+    float sa, sb;
+    coefs(s, t, &sa, &sb);
+    if (s->prediction == SCHED_PRED_EPSILON) memmove(target, eps, n * sizeof *target);
+    else if (s->prediction == SCHED_PRED_SAMPLE) memmove(target, x0, n * sizeof *target);
+    else
+        for (size_t i = 0; i < n; i++) target[i] = sa * eps[i] - sb * x0[i];
+}
+
 void diffusion_x0_clip(float *x0, size_t n, float r) {
     for (size_t i = 0; i < n; i++) x0[i] = x0[i] < -r ? -r : x0[i] > r ? r : x0[i];
 }
@@ -136,6 +170,22 @@ void diffusion_ddpm_step(const schedule *s, int t, int prev_t, const float *x0, 
     ops_lincomb(x_prev, c0, x0, ct, xt, sigma, t > 0 ? z : NULL, n); /* mean, + sigma z */
 }
 
+void diffusion_ddpm_step_learned(const schedule *s, int t, int prev_t, const float *x0, const float *xt,
+                                 const float *v, const float *z, float *x_prev, size_t n) {
+    ERR_ASSERT(t >= 0 && t < s->T && prev_t >= -1 && prev_t < t);
+    double ab = s->alphas_cumprod[t], ab_prev = prev_t >= 0 ? (double)s->alphas_cumprod[prev_t] : 1.0;
+    double cur_beta = 1.0 - ab / ab_prev, var = (1.0 - ab_prev) / (1.0 - ab) * cur_beta;
+    const float c0 = (float)(sqrt(ab_prev) * cur_beta / (1.0 - ab));
+    const float ct = (float)(sqrt(ab / ab_prev) * (1.0 - ab_prev) / (1.0 - ab));
+    const float min_log = (float)log(var < 1e-20 ? 1e-20 : var), max_log = (float)log(cur_beta);
+    ops_lincomb(x_prev, c0, x0, ct, xt, 0.0f, NULL, n); /* the mean */
+    if (t == 0 || !z) return;
+    for (size_t i = 0; i < n; i++) {
+        float f = (v[i] + 1.0f) / 2.0f;
+        x_prev[i] += expf(0.5f * (f * max_log + (1.0f - f) * min_log)) * z[i];
+    }
+}
+
 int diffusion_ddim_prev_t(int T, int N, int t) {
     ERR_ASSERT(N >= 1);
     return t - T / N;
@@ -194,10 +244,13 @@ static void dpm_alpha_sigma(float sigma, float *alpha, float *sig) {
     *sig = sigma * *alpha;
 }
 
-void diffusion_dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n) {
+void diffusion_dpm_x0(float sigma, int prediction, const float *out, const float *x, float *x0, size_t n) {
     float a, sg;
     dpm_alpha_sigma(sigma, &a, &sg);
-    ops_unmix(x0, x, sg, eps, a, n);
+    if (prediction == SCHED_PRED_EPSILON) ops_unmix(x0, x, sg, out, a, n);
+    else if (prediction == SCHED_PRED_SAMPLE) memmove(x0, out, n * sizeof *x0);
+    else
+        for (size_t i = 0; i < n; i++) x0[i] = a * x[i] - sg * out[i];
 }
 
 void diffusion_dpm_step(float sigma_t, float sigma_s0, float sigma_s1, const float *m0, const float *m1, const float *x,
@@ -264,6 +317,44 @@ double diffusion_reverse_log_variance(const schedule *s, int t) {
         return log(1.0 - (double)s->alphas_cumprod[t] / (double)s->alphas_cumprod[t - 1]);
     }
     return s->post_log_var_clipped[t];
+}
+
+/* d log P / d log_scale of diffusion_discretized_gaussian_loglik (0 where P is floored). */
+static double loglik_dscale(double x, double mean, double log_scale) {
+    const double inv = exp(-log_scale), r2 = 1.0 / sqrt(2.0), k = 1.0 / sqrt(2.0 * M_PI);
+    const double plus_in = inv * (x - mean + 1.0 / 255.0), min_in = inv * (x - mean - 1.0 / 255.0);
+    const double dplus = plus_in * k * exp(-0.5 * plus_in * plus_in), dmin = min_in * k * exp(-0.5 * min_in * min_in);
+    double p, dp;
+    if (x < -0.999) p = 0.5 * erfc(-plus_in * r2), dp = -dplus;
+    else if (x > 0.999) p = 0.5 * erfc(min_in * r2), dp = dmin;
+    else if (min_in > 0) p = 0.5 * (erfc(min_in * r2) - erfc(plus_in * r2)), dp = dmin - dplus;
+    else p = 0.5 * (erfc(-plus_in * r2) - erfc(-min_in * r2)), dp = dmin - dplus;
+    return p > 1e-12 ? dp / p : 0.0;
+}
+
+double diffusion_vlb_term(const schedule *s, int t, const float *x0, const float *xt, const float *x0p,
+                          const float *v, float *dv, size_t D, float *scratch) {
+    ERR_ASSERT(t >= 0 && t < s->T);
+    float *mp = scratch, *mq = scratch + D;
+    const double min_log = s->post_log_var_clipped[t], max_log = log((double)s->betas[t]);
+    const double lq = s->post_log_var_clipped[t], per = 1.0 / ((double)D * M_LN2);
+    diffusion_posterior_mean_var(s, t, x0p, xt, mp, D);
+    if (t > 0) diffusion_posterior_mean_var(s, t, x0, xt, mq, D);
+    double L = 0;
+    for (size_t j = 0; j < D; j++) {
+        const double f = ((double)v[j] + 1.0) / 2.0, lp = f * max_log + (1.0 - f) * min_log;
+        double g; /* d term / d lp */
+        if (t > 0) {
+            const double d = (double)mq[j] - (double)mp[j];
+            L += diffusion_normal_kl(mq[j], lq, mp[j], lp);
+            g = 0.5 * (1.0 - exp(lq - lp) - d * d * exp(-lp));
+        } else {
+            L -= diffusion_discretized_gaussian_loglik(x0[j], mp[j], 0.5 * lp);
+            g = -0.5 * loglik_dscale(x0[j], mp[j], 0.5 * lp);
+        }
+        dv[j] = (float)(g * 0.5 * (max_log - min_log) * per);
+    }
+    return L * per;
 }
 
 double diffusion_prior_bpd_nats(const schedule *s, const float *x0, size_t n) {

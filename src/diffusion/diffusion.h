@@ -46,6 +46,21 @@ int diffusion_timesteps_set(int T, int N, const char *spacing, int steps_offset,
  * ab = alphas_cumprod[t]. Not clipped: see diffusion_x0_clip and diffusion_x0_threshold. */
 void diffusion_x0_from_eps(const schedule *s, int t, const float *eps, const float *xt, float *x0, size_t n);
 
+/* The x0 of a network's output at timestep t, for s->prediction, as
+ * diffusers' DDPMScheduler.step and DDIMScheduler.step compute it (ab =
+ * alphas_cumprod[t]): epsilon (xt - sqrt(1 - ab) out) / sqrt(ab) (=
+ * diffusion_x0_from_eps), sample out, v sqrt(ab) xt - sqrt(1 - ab) out. */
+void diffusion_x0_from_output(const schedule *s, int t, const float *out, const float *xt, float *x0, size_t n);
+
+/* The eps of a network's output at timestep t (DDIMScheduler.step's
+ * pred_epsilon, from the output before x0 is clipped): epsilon out, sample
+ * (xt - sqrt(ab) out) / sqrt(1 - ab), v sqrt(ab) out + sqrt(1 - ab) xt. */
+void diffusion_eps_from_output(const schedule *s, int t, const float *out, const float *xt, float *eps, size_t n);
+
+/* What the network learns to output for x0 and its noise eps at timestep t:
+ * eps, x0, or v = sqrt(ab) eps - sqrt(1 - ab) x0 (diffusers get_velocity). */
+void diffusion_target(const schedule *s, int t, const float *x0, const float *eps, float *target, size_t n);
+
 /* clip_sample: clamps x0[0..n-1] to [-r, r]. */
 void diffusion_x0_clip(float *x0, size_t n, float r);
 
@@ -69,6 +84,14 @@ float diffusion_x0_threshold(float *x0, size_t n, float ratio, float smax, float
  * z: standard normal noise [n] (NULL = no noise; it is ignored at t == 0). */
 void diffusion_ddpm_step(const schedule *s, int t, int prev_t, const float *x0, const float *xt, const float *z,
                float *x_prev, size_t n);
+
+/* The same step for variance_type learned_range (DDPMScheduler.step and
+ * _get_variance): v [n] is the network's variance output; with the fixed_small
+ * sigma^2 above (floored at 1e-20) and beta', log sigma_i^2 = f_i log beta' +
+ * (1 - f_i) log sigma^2, f_i = (v_i + 1)/2, and x_prev = mean +
+ * exp(log sigma_i^2 / 2) z_i. */
+void diffusion_ddpm_step_learned(const schedule *s, int t, int prev_t, const float *x0, const float *xt,
+                                 const float *v, const float *z, float *x_prev, size_t n);
 
 /* DDIM's previous timestep (docs/diffusers.md, "DDIMScheduler.step"): t - T/N (integer division),
  * whatever the spacing; may be negative at the last step. Requires N >= 1. */
@@ -103,9 +126,11 @@ float diffusion_dpm_sigma(const schedule *s, int t);
  * "leading" or "linspace" (N > T for "trailing"), a timestep outside [0, T). */
 int diffusion_dpm_timesteps(int T, int N, const char *spacing, int steps_offset, int *out, err_t *err);
 
-/* x0 from eps in that parametrisation (convert_model_output):
- * x0 = (x - sigma_t eps) / alpha_t with sigma_t = sigma alpha_t. */
-void diffusion_dpm_x0(float sigma, const float *eps, const float *x, float *x0, size_t n);
+/* x0 from the network's output in that parametrisation (convert_model_output),
+ * alpha_t = 1/sqrt(sigma^2 + 1), sigma_t = sigma alpha_t: for prediction
+ * (SCHED_PRED_*) epsilon (x - sigma_t out) / alpha_t, sample out, v
+ * alpha_t x - sigma_t out. */
+void diffusion_dpm_x0(float sigma, int prediction, const float *out, const float *x, float *x0, size_t n);
 
 /* One DPM-Solver++ step from sigma s0 to sigma t (t = 0: the final step,
  * which returns x0). m0 is the current x0 prediction; m1 the previous step's
@@ -140,6 +165,18 @@ void diffusion_posterior_mean_var(const schedule *s, int t, const float *x0, con
  * 1 - alphabar_t / alphabar_{t-1} (= beta_t up to float rounding), except
  * log(post_var[1]) at t == 0. */
 double diffusion_reverse_log_variance(const schedule *s, int t);
+
+/* One image's term of the bound for a learned-range network, as
+ * improved-diffusion trains it (_vb_terms_bpd with the mean frozen, x0 not
+ * clipped), in bits per dimension: with p's mean the posterior mean of x0p
+ * (the network's x0) and x_t, and log sigma^2_j = f_j log beta_t + (1 - f_j)
+ * post_log_var_clipped[t], f_j = (v_j + 1)/2, the mean over the D values of
+ * KL(q(x_{t-1} | x_t, x0) || p) for t > 0, or of the decoder's negative
+ * log-likelihood of x0 (diffusion_discretized_gaussian_loglik) at t = 0.
+ * dv (=) its gradient with respect to v (the mean gets none). scratch: 2 D
+ * floats. */
+double diffusion_vlb_term(const schedule *s, int t, const float *x0, const float *xt, const float *x0p,
+                          const float *v, float *dv, size_t D, float *scratch);
 
 /* The prior term L_T = KL(q(x_T | x_0) || N(0, I)) in nats, summed over the
  * n values of x0 (float64 arithmetic from alphas_cumprod[T-1]). */

@@ -113,18 +113,21 @@ typedef struct step_ctx {
 
 /* Step k of the sampler on n images of D values, each a whole-batch call but
  * for what is per image (x0 thresholding, the noise of image first_index + i):
- * x0 (=) the prediction from eps, processed; x (=) the sampler's update;
- * m1: DPM's previous x0 (NULL: first order); z, scratch: [n D] temporaries. */
-static void step_batch(const step_ctx *c, int k, int n, size_t D, int first_index, float *x, const float *eps,
-                       float *x0, const float *m1, float *scratch, float *z) {
+ * out: the network's output (s->prediction); var: its variance half (learned
+ * range; the ancestral step uses it, DDIM and DPM++ have no use for it) or
+ * NULL; x0 (=) the prediction from out, processed; x (=) the sampler's update; m1: DPM's previous x0 (NULL: first
+ * order); z, scratch, eps: [n D] temporaries. */
+static void step_batch(const step_ctx *c, int k, int n, size_t D, int first_index, float *x, const float *out,
+                       const float *var, float *x0, const float *m1, float *scratch, float *z, float *eps) {
     const schedule *s = c->s;
     const sampler_opts *o = c->o;
     const int t = c->ts[k], K = o->steps;
     const size_t nd = (size_t)n * D;
     if (o->kind == SAMPLER_DPMPP)
-        diffusion_dpm_x0(c->sig[k], eps, x, x0, nd);
+        diffusion_dpm_x0(c->sig[k], s->prediction, out, x, x0, nd);
     else
-        diffusion_x0_from_eps(s, t, eps, x, x0, nd);
+        diffusion_x0_from_output(s, t, out, x, x0, nd);
+    if (o->kind == SAMPLER_DDIM) diffusion_eps_from_output(s, t, out, x, eps, nd); /* before x0 is processed */
     if (c->mode == X0_CLIP) diffusion_x0_clip(x0, nd, s->clip_range);
     if (c->mode == X0_THRESHOLD) {
 #pragma omp parallel for schedule(static) if (n > 1)
@@ -138,7 +141,10 @@ static void step_batch(const step_ctx *c, int k, int n, size_t D, int first_inde
     }
     switch (o->kind) {
     case SAMPLER_DDPM:
-        diffusion_ddpm_step(s, t, c->prev[k], x0, x, noise ? z : NULL, x, nd);
+        if (var)
+            diffusion_ddpm_step_learned(s, t, c->prev[k], x0, x, var, noise ? z : NULL, x, nd);
+        else
+            diffusion_ddpm_step(s, t, c->prev[k], x0, x, noise ? z : NULL, x, nd);
         break;
     case SAMPLER_DDIM:
         diffusion_ddim_step(s, t, c->prev[k], o->eta, x0, eps, x, noise ? z : NULL, x, nd);
@@ -154,17 +160,21 @@ int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int
     if (n < 1 || n > d->batch) return err_fail(err, "sampler: %d images for a network of batch %d", n, d->batch);
     if (first_index < 0) return err_fail(err, "sampler: negative image index %d", first_index);
     if (sampler_check(s, o, err)) return -1;
+    if ((s->variance_type == SCHED_LEARNED_RANGE) != (d->out_mult == 2))
+        return err_fail(err, "sampler: variance_type %s needs a network with %s output channels as input channels",
+                        schedule_variance_name(s->variance_type), d->out_mult == 2 ? "as many" : "twice as many");
 
     const int B = d->batch, K = o->steps, dpm = o->kind == SAMPLER_DPMPP;
     const size_t D = d->D, nd = (size_t)n * D;
     int rc = -1;
     int *ts = malloc(sizeof(int) * (size_t)K), *prev = malloc(sizeof(int) * (size_t)K);
     float *sig = malloc(sizeof(float) * (size_t)(K + 1)), *tt = malloc(sizeof(float) * (size_t)B);
-    /* x and eps with the denoiser's B rows (the padding rows stay zero), then
-     * per image: x0, DPM's previous x0, the thresholding scratch, the noise */
+    /* x and the output with the denoiser's B rows (the padding rows stay zero),
+     * then per image: x0, DPM's previous x0, the thresholding scratch, the
+     * noise, DDIM's eps */
     float *xb = mem_alloc_floats((size_t)B * D, err);
-    float *eb = xb ? mem_alloc_floats((size_t)B * D, err) : NULL;
-    float *work = eb ? mem_alloc_floats(4 * nd, err) : NULL;
+    float *eb = xb ? mem_alloc_floats((size_t)B * D * (d->out_mult == 2 ? 2 : 1), err) : NULL;
+    float *work = eb ? mem_alloc_floats(5 * nd, err) : NULL;
     if (!ts || !prev || !sig || !tt || !work) {
         if (work) err_fail(err, "sampler: out of memory");
         goto done;
@@ -172,7 +182,7 @@ int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int
     if (sampler_timesteps(s, o, ts, prev, err)) goto done;
     for (int k = 0; k < K; k++) sig[k] = diffusion_dpm_sigma(s, ts[k]);
     sig[K] = 0.0f;
-    float *x0b = work, *m1b = work + nd, *scr = work + 2 * nd, *zb = work + 3 * nd;
+    float *x0b = work, *m1b = work + nd, *scr = work + 2 * nd, *zb = work + 3 * nd, *epb = work + 4 * nd;
     step_ctx sc = {.s = s, .o = o, .ts = ts, .prev = prev, .sig = sig};
     sc.mode = resolve_x0(s, o, &sc.ratio, &sc.smax);
 
@@ -194,8 +204,11 @@ int sampler_run(const denoiser *d, const schedule *s, const sampler_opts *o, int
         if (d->eps(d->ctx, n, xb, tt, eb, err)) goto done;
         char what[96];
         snprintf(what, sizeof what, "sampler: network output at timestep %d (step %d of %d)", t, k + 1, K);
-        if (sampler_check_finite(what, eb, n, D, first_index, err)) goto done;
-        step_batch(&sc, k, n, D, first_index, xb, eb, x0b, dpm && have_m1 ? m1b : NULL, scr, zb);
+        if (sampler_check_finite(what, eb, n, D, first_index, err) ||
+            (d->out_mult == 2 && sampler_check_finite(what, eb + (size_t)B * D, n, D, first_index, err)))
+            goto done;
+        step_batch(&sc, k, n, D, first_index, xb, eb, d->out_mult == 2 ? eb + (size_t)B * D : NULL, x0b,
+                   dpm && have_m1 ? m1b : NULL, scr, zb, epb);
         for (int j = 0; j < o->ntrack; j++)
             if (o->track_t[j] == t) memcpy(o->track_x0 + (size_t)j * nd, x0b, nd * sizeof *x0b);
         if (dpm) memcpy(m1b, x0b, nd * sizeof *x0b);

@@ -239,13 +239,15 @@ int schedule_from_json(schedule *s, const char *json_text, err_t *err) {
     int var_type;
     if (!strcmp(vt, "fixed_small")) var_type = SCHED_FIXED_SMALL;
     else if (!strcmp(vt, "fixed_large")) var_type = SCHED_FIXED_LARGE;
+    else if (!strcmp(vt, "learned_range")) var_type = SCHED_LEARNED_RANGE;
     else {
-        err_fail(err, CFG ": variance_type \"%.64s\" is not supported (only fixed_small and fixed_large; "
-                       "learned variances need a model with 2x output channels)", vt);
+        err_fail(err, CFG ": variance_type \"%.64s\" is not supported (fixed_small, fixed_large or learned_range)",
+                 vt);
         goto fail;
     }
-    if (strcmp(pred, "epsilon")) {
-        err_fail(err, CFG ": prediction_type \"%.64s\" is not supported (only epsilon)", pred);
+    const int prediction = schedule_prediction_parse(pred);
+    if (prediction < 0) {
+        err_fail(err, CFG ": prediction_type \"%.64s\" is not supported (epsilon, sample or v_prediction)", pred);
         goto fail;
     }
     if (!(ratio > 0 && ratio <= 1 && (float)ratio > 0)) { /* kept as a float: 1e-300 would be 0 */
@@ -312,6 +314,7 @@ int schedule_from_json(schedule *s, const char *json_text, err_t *err) {
         goto fail;
     }
     s->variance_type = var_type;
+    s->prediction = prediction;
     s->clip_sample = clip;
     s->clip_range = (float)range;
     s->thresholding = thresholding;
@@ -331,6 +334,25 @@ fail:
     return -1;
 }
 
+static const char *const prediction_names[] = {"epsilon", "sample", "v_prediction"};
+static const char *const variance_names[] = {"fixed_small", "fixed_large", "learned_range"};
+
+const char *schedule_variance_name(int variance_type) {
+    ERR_ASSERT(variance_type >= 0 && variance_type < 3);
+    return variance_names[variance_type];
+}
+
+const char *schedule_prediction_name(int prediction) {
+    ERR_ASSERT(prediction >= 0 && prediction < 3);
+    return prediction_names[prediction];
+}
+
+int schedule_prediction_parse(const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, prediction_names[i])) return i;
+    return -1;
+}
+
 char *schedule_to_json(const schedule *s) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -343,7 +365,7 @@ char *schedule_to_json(const schedule *s) {
              cJSON_AddNumberToObject(o, "clip_sample_range", (double)s->clip_range) &&
              cJSON_AddNumberToObject(o, "dynamic_thresholding_ratio", (double)s->threshold_ratio) &&
              cJSON_AddNumberToObject(o, "num_train_timesteps", s->T) &&
-             cJSON_AddStringToObject(o, "prediction_type", "epsilon") &&
+             cJSON_AddStringToObject(o, "prediction_type", schedule_prediction_name(s->prediction)) &&
              cJSON_AddFalseToObject(o, "rescale_betas_zero_snr") &&
              cJSON_AddBoolToObject(o, "set_alpha_to_one", s->set_alpha_to_one) &&
              cJSON_AddNumberToObject(o, "sample_max_value", (double)s->sample_max) &&
@@ -359,8 +381,7 @@ char *schedule_to_json(const schedule *s) {
             ok = cJSON_AddNullToObject(o, "trained_betas") != NULL;
         }
     }
-    ok = ok && cJSON_AddStringToObject(o, "variance_type",
-                                       s->variance_type == SCHED_FIXED_LARGE ? "fixed_large" : "fixed_small");
+    ok = ok && cJSON_AddStringToObject(o, "variance_type", schedule_variance_name(s->variance_type));
     char *txt = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     return txt;

@@ -21,7 +21,22 @@
 #include "core/status.h"
 
 enum { SCHED_FIXED_SMALL = 0, /* sigma_t^2 = posterior variance beta~_t (diffusers "fixed_small") */
-       SCHED_FIXED_LARGE = 1  /* sigma_t^2 = beta_t (diffusers "fixed_large") */ };
+       SCHED_FIXED_LARGE = 1, /* sigma_t^2 = beta_t (diffusers "fixed_large") */
+       SCHED_LEARNED_RANGE = 2 /* log sigma_t^2 between log beta~_t and log beta_t, the network's second half
+                                * of channels v in [-1, 1] saying where (diffusers "learned_range", Nichol &
+                                * Dhariwal 2021) */ };
+
+/* diffusers' name of a variance type (SCHED_FIXED_SMALL ...). */
+const char *schedule_variance_name(int variance_type);
+
+/* What the network predicts (diffusers prediction_type), with
+ * ab = alphabar_t: the noise eps ("epsilon"), x0 itself ("sample"), or
+ * v = sqrt(ab) eps - sqrt(1 - ab) x0 ("v_prediction", Salimans & Ho 2022). */
+enum { SCHED_PRED_EPSILON = 0, SCHED_PRED_SAMPLE = 1, SCHED_PRED_V = 2 };
+
+/* diffusers' name of a prediction (SCHED_PRED_*), and back (-1: unknown). */
+const char *schedule_prediction_name(int prediction);
+int schedule_prediction_parse(const char *name);
 
 #define SCHED_MAX_T 100000 /* largest T accepted (a sanity bound on configs) */
 
@@ -30,6 +45,7 @@ typedef struct schedule {
     char kind[32];          /* beta_schedule: "linear", "scaled_linear" or "squaredcos_cap_v2" */
     int trained;            /* 1 if betas came from trained_betas (kind is then only recorded) */
     int variance_type;      /* SCHED_FIXED_SMALL | SCHED_FIXED_LARGE */
+    int prediction;         /* what the network predicts (prediction_type): SCHED_PRED_EPSILON | _SAMPLE | _V */
     int clip_sample;        /* clamp predicted x0 to [-clip_range, clip_range] when stepping */
     float clip_range;       /* clip_sample_range */
     int thresholding;       /* dynamic thresholding of predicted x0 (wins over clip_sample), see diffusion_x0_threshold */
@@ -90,14 +106,14 @@ void schedule_free(schedule *s);
  * "linear", trained_betas null (or an array of num_train_timesteps numbers,
  * which then wins over beta_schedule), variance_type "fixed_small" (or
  * "fixed_large"), clip_sample true, clip_sample_range 1.0 (> 0), prediction_type
- * "epsilon", timestep_spacing "leading" (or "trailing", "linspace"), steps_offset
+ * "epsilon" (or "sample", "v_prediction"), timestep_spacing "leading" (or "trailing", "linspace"), steps_offset
  * 0 (>= 0), set_alpha_to_one true, thresholding false, dynamic_thresholding_ratio
  * 0.995 (in (0, 1]), sample_max_value 1.0 (in [1, 1e6]), rescale_betas_zero_snr
  * false. Other keys are ignored (as diffusers does). Errors, each naming the key:
  * invalid JSON or not an object, a value of the wrong type (null included,
  * except for trained_betas), an unknown beta_schedule, variance_type other than
- * the two fixed ones (e.g. "learned"), prediction_type other than "epsilon"
- * (e.g. "v_prediction"), rescale_betas_zero_snr true, values out
+ * the two fixed ones (e.g. "learned"), an unknown prediction_type,
+ * rescale_betas_zero_snr true, values out
  * of range. On failure *s is left zeroed.
  */
 int schedule_from_json(schedule *s, const char *json_text, err_t *err);

@@ -7,18 +7,41 @@
 
 #include "ops/ops.h"
 
+/* rows [n][HW][2C] (NHWC, a learned-variance network's output) into its
+ * halves: mean[n][HW][C] (the first C channels) and var[n][HW][C]. */
+static void split_halves(const float *rows, int n, size_t HW, int C, float *mean, float *var) {
+    for (size_t p = 0; p < (size_t)n * HW; p++) {
+        memcpy(mean + p * C, rows + p * 2 * C, sizeof(float) * C);
+        memcpy(var + p * C, rows + p * 2 * C + C, sizeof(float) * C);
+    }
+}
+
+/* u's output for all its rows (labels y, may be NULL) in the denoiser's
+ * layout: out[batch][D], then for a learned-variance network the variance
+ * half out[batch + i][D]. */
+static int forward_halves(unet *u, float *out, const float *x, const float *t, const int32_t *y, err_t *err) {
+    if (u->cfg.out_channels == u->cfg.in_channels) return unet_forward(u, out, x, t, y, NULL, err);
+    const size_t HW = (size_t)u->cfg.sample_size * u->cfg.sample_size, D = HW * u->cfg.in_channels;
+    float *rows = mem_alloc_floats((size_t)u->batch * 2 * D, err);
+    int rc = rows ? unet_forward(u, rows, x, t, y, NULL, err) : -1;
+    if (!rc) split_halves(rows, u->batch, HW, u->cfg.in_channels, out, out + (size_t)u->batch * D);
+    free(rows);
+    return rc;
+}
+
 static int unet_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
     (void)n;
-    return unet_forward(ctx, eps, x, t, NULL, NULL, err); /* all u->batch rows: the caller's buffers have them */
+    return forward_halves(ctx, eps, x, t, NULL, err); /* all u->batch rows: the caller's buffers have them */
 }
 
 int unet_denoiser(denoiser *d, unet *u, err_t *err) {
     const unet_config *c = &u->cfg;
-    if (c->out_channels != c->in_channels)
-        return err_fail(err, "sampler: the model predicts %d channels for %d input channels (learned variance "
-                              "models are not supported)", c->out_channels, c->in_channels);
+    const int mult = c->out_channels / c->in_channels;
+    if (c->out_channels != mult * c->in_channels || mult > 2)
+        return err_fail(err, "sampler: the model predicts %d channels for %d input channels (the same, or twice "
+                              "as many for a learned variance)", c->out_channels, c->in_channels);
     *d = (denoiser){.eps = unet_eps, .ctx = u, .batch = u->batch,
-                    .D = (size_t)c->sample_size * c->sample_size * c->in_channels};
+                    .D = (size_t)c->sample_size * c->sample_size * c->in_channels, .out_mult = mult};
     return 0;
 }
 
@@ -28,7 +51,7 @@ static int labelled_eps(void *ctx, int n, const float *x, const float *t, float 
     unet_labelled *l = ctx;
     if (l->yb) /* the labels, padded with the null class */
         for (int i = 0; i < l->u->batch; i++) l->yb[i] = l->y && i < n ? l->y[i] : l->u->cfg.num_class_embeds - 1;
-    return unet_forward(l->u, eps, x, t, l->yb, NULL, err);
+    return forward_halves(l->u, eps, x, t, l->yb, err);
 }
 
 int unet_labelled_denoiser(denoiser *d, unet_labelled *l, unet *u, err_t *err) {
@@ -48,6 +71,24 @@ void unet_labelled_free(unet_labelled *l) {
 
 /* ----------------------------------------------------------------- guided */
 
+/* The unbiased standard deviation of v[0..n-1] (n >= 2), in double. */
+static double stdev(const float *v, size_t n) {
+    double m = 0, q = 0;
+    for (size_t i = 0; i < n; i++) m += v[i];
+    m /= (double)n;
+    for (size_t i = 0; i < n; i++) q += (v[i] - m) * (v[i] - m);
+    return sqrt(q / (double)(n - 1));
+}
+
+/* diffusers' rescale_noise_cfg on one image: g = r (g std(c)/std(g)) + (1 - r) g,
+ * in float as torch computes it from its float32 standard deviations. */
+static void rescale(float *g, const float *c, size_t D, float r) {
+    float sg = (float)stdev(g, D), sc = (float)stdev(c, D);
+    if (!(sg > 0)) return;
+    const float f = sc / sg, keep = (float)(1.0 - (double)r);
+    for (size_t j = 0; j < D; j++) g[j] = r * (g[j] * f) + keep * g[j];
+}
+
 int unet_guided_rows(float w, int B) { return w == 0.0f || w == 1.0f ? B : 2 * B; }
 
 static int guided_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
@@ -60,8 +101,22 @@ static int guided_eps(void *ctx, int n, const float *x, const float *t, float *e
         g->tin[r] = t[r % B];
         g->yin[r] = r < B && r < n && g->w != 0.0f ? g->y[r] : g->null_class;
     }
-    if (unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL, err)) return -1;
-    if (R > B) ops_guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D); /* cond, uncond */
+    if (g->u->cfg.out_channels != g->u->cfg.in_channels) { /* a variance half: guidance mixes the mean half */
+        const size_t HW = D / (size_t)g->u->cfg.in_channels;
+        if (unet_forward(g->u, g->rows, g->xin, g->tin, g->yin, NULL, err)) return -1;
+        if (R == B) {
+            split_halves(g->rows, R, HW, g->u->cfg.in_channels, eps, eps + (size_t)B * D);
+        } else { /* xin is free until the next call: the variance of the R rows; the conditional ones' stay */
+            split_halves(g->rows, R, HW, g->u->cfg.in_channels, g->out, g->xin);
+            memcpy(eps + (size_t)B * D, g->xin, sizeof(float) * (size_t)B * D);
+            ops_guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D);
+        }
+    } else {
+        if (unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL, err)) return -1;
+        if (R > B) ops_guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D); /* cond, uncond */
+    }
+    for (int i = 0; R > B && g->rescale > 0 && i < n; i++)
+        rescale(eps + (size_t)i * D, g->out + (size_t)i * D, D, g->rescale);
     return 0;
 }
 
@@ -79,16 +134,17 @@ int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_c
     g->xin = mem_alloc_floats(R * D, err);
     g->out = g->xin ? mem_alloc_floats(R * D, err) : NULL;
     g->tin = g->out ? mem_alloc_floats(R, err) : NULL;
-    g->yin = g->tin ? mem_calloc(R, sizeof *g->yin, err) : NULL;
+    g->rows = g->tin && d->out_mult == 2 ? mem_alloc_floats(R * 2 * D, err) : NULL;
+    g->yin = g->tin && (d->out_mult == 1 || g->rows) ? mem_calloc(R, sizeof *g->yin, err) : NULL;
     if (!g->yin) {
         unet_guided_free(g);
         return -1;
     }
-    *d = (denoiser){.eps = guided_eps, .ctx = g, .batch = B, .D = D};
+    *d = (denoiser){.eps = guided_eps, .ctx = g, .batch = B, .D = D, .out_mult = d->out_mult};
     return 0;
 }
 
 void unet_guided_free(unet_guided *g) {
-    free(g->xin), free(g->out), free(g->tin), free(g->yin);
+    free(g->xin), free(g->out), free(g->tin), free(g->yin), free(g->rows);
     memset(g, 0, sizeof *g);
 }

@@ -32,7 +32,10 @@ void unet_labelled_free(unet_labelled *l);
 
 /* Classifier-free guidance (Ho & Salimans 2021) over a class-conditional
  * U-Net, as diffusers' pipelines compute it:
- *   eps = eps(x, t, null) + w (eps(x, t, y) - eps(x, t, null))
+ *   eps = eps(x, t, null) + w (eps(x, t, y) - eps(x, t, null)),
+ * then with rescale R > 0 diffusers' rescale_noise_cfg (Lin et al. 2023) per
+ * image: eps = R eps std(eps(x, t, y)) / std(eps) + (1 - R) eps, the std
+ * over the image's values, unbiased (torch's)
  * with both evaluations in one forward pass of 2B rows (the unconditional
  * half after the conditional one). w = 1 is plain conditioning and w = 0 the
  * unconditional model: each is one evaluation of B rows. The labels of the
@@ -43,8 +46,10 @@ typedef struct unet_guided {
     const int32_t *y; /* the labels of the batch's images */
     int null_class;   /* the model's null class */
     float w;
+    float rescale;    /* guidance_rescale in [0, 1] (set after unet_guided_denoiser; 0: off) */
     int B;
     float *xin, *tin, *out; /* [2B] rows of scratch */
+    float *rows;      /* [2B] rows of a learned-variance network's whole output (NULL otherwise) */
     int32_t *yin;
 } unet_guided;
 

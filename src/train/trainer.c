@@ -32,9 +32,43 @@ train_opts train_opts_default(void) {
     o.ema_warmup = 1;
     o.flip = 0;
     o.p_uncond = 0.1;
+    o.lr_schedule = TRAIN_LR_CONSTANT, o.lr_total = 0, o.lr_k0 = 0, o.lr_s0 = 1.0;
+    o.loss_weight = TRAIN_WEIGHT_NONE, o.snr_gamma = 5.0, o.vlb_weight = 0.001;
     o.save_every = 1000, o.log_every = 100, o.sample_every = 0, o.sample_n = 16, o.eval_every = 0, o.eval_n = 1000;
     o.tensorboard = 1;
     return o;
+}
+
+static const char *const lr_names[] = {"constant", "linear", "cosine"};
+static const char *const weight_names[] = {"none", "min-snr"};
+
+static int find_name(const char *const *names, int n, const char *name) {
+    for (int i = 0; name && i < n; i++)
+        if (!strcmp(names[i], name)) return i;
+    return -1;
+}
+
+const char *train_lr_schedule_name(int schedule) { return lr_names[schedule]; }
+int train_lr_schedule_parse(const char *name) { return find_name(lr_names, 3, name); }
+const char *train_loss_weight_name(int weight) { return weight_names[weight]; }
+int train_loss_weight_parse(const char *name) { return find_name(weight_names, 2, name); }
+
+double train_lr_factor(const train_opts *o, long long k) {
+    if (o->lr_schedule == TRAIN_LR_CONSTANT || o->lr_total <= 0) return 1.0;
+    double span = (double)(o->lr_total + 1 - o->lr_k0);
+    double u = span > 0 ? (double)(k - o->lr_k0) / span : 1.0;
+    u = u < 0 ? 0 : u > 1 ? 1 : u;
+    return o->lr_schedule == TRAIN_LR_LINEAR ? o->lr_s0 * (1.0 - u) : o->lr_s0 * 0.5 * (1.0 + cos(M_PI * u));
+}
+
+void trainer_set_horizon(trainer *tr, long long total) {
+    train_opts *o = &tr->o;
+    if (o->lr_schedule == TRAIN_LR_CONSTANT || total == o->lr_total || total < 0) return; /* nothing to decay */
+    if (o->lr_total > 0) { /* continue from where the old horizon had got to */
+        o->lr_s0 = train_lr_factor(o, tr->step);
+        o->lr_k0 = tr->step;
+    }
+    o->lr_total = total;
 }
 
 static int copy_schedule(schedule *dst, const schedule *src, err_t *err) {
@@ -54,9 +88,11 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
                          "--preset or --config)", d->h, d->w, d->c, cfg->sample_size, cfg->sample_size,
                          cfg->in_channels);
     if (o->batch < 1) return err_fail(err, "batch size must be at least 1");
-    if (cfg->out_channels != cfg->in_channels)
-        return err_fail(err, "the model predicts the noise, so out_channels must equal in_channels (are %d, %d)",
-                         cfg->out_channels, cfg->in_channels);
+    const int learned = sched->variance_type == SCHED_LEARNED_RANGE;
+    if (cfg->out_channels != (learned ? 2 : 1) * cfg->in_channels)
+        return err_fail(err, "out_channels must be %s in_channels (are %d, %d)%s", learned ? "twice" : "equal to",
+                        cfg->out_channels, cfg->in_channels,
+                        learned ? ": a learned variance is the second half" : "");
     if (train_split(o->batch, o->shards, dist_size(), &tr->o.shards, err)) return -1;
     if (o->classes && !d->labels)
         return err_fail(err, "--classes: %s has no class labels (an IDX label file, CIFAR-10 batches or a PNG "
@@ -86,7 +122,10 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->x0 = mem_alloc_floats(n, err);
     tr->eps = mem_alloc_floats(n, err);
     tr->xt = mem_alloc_floats(n, err);
-    tr->out = mem_alloc_floats(n, err);
+    tr->out = mem_alloc_floats(n * (size_t)(cfg->out_channels / cfg->in_channels), err);
+    tr->target = sched->prediction == SCHED_PRED_EPSILON ? tr->eps : mem_alloc_floats(n, err);
+    tr->w = mem_alloc_floats((size_t)tr->local, err);
+    if (learned && !(tr->vlb = mem_alloc_floats(6 * n, err))) goto fail;
     tr->t = mem_alloc_floats((size_t)tr->local, err);
     tr->ti = mem_calloc((size_t)tr->local, sizeof *tr->ti, err);
     tr->y = mem_calloc((size_t)tr->local, sizeof *tr->y, err);
@@ -96,7 +135,8 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     }
     if (o->classes && !tr->cls.names) goto fail;
     tr->sq = mem_calloc((size_t)o->batch, sizeof *tr->sq, err);
-    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq)
+    if (!tr->m || !tr->v || !tr->ema || !tr->x0 || !tr->eps || !tr->xt || !tr->out || !tr->t || !tr->ti || !tr->sq ||
+        !tr->target || !tr->w)
         goto fail;
     memset(tr->m, 0, P * sizeof(float));
     memset(tr->v, 0, P * sizeof(float));
@@ -112,6 +152,8 @@ void trainer_free(trainer *tr) {
     schedule_free(&tr->sched);
     loader_free(&tr->ld);
     free(tr->m), free(tr->v), free(tr->ema);
+    if (tr->target != tr->eps) free(tr->target);
+    free(tr->w), free(tr->vlb);
     free(tr->x0), free(tr->eps), free(tr->xt), free(tr->out), free(tr->t), free(tr->ti), free(tr->sq), free(tr->y);
     unet_classes_free(&tr->cls);
     memset(tr, 0, sizeof *tr);
@@ -141,16 +183,62 @@ int train_split(int batch, int shards, int nranks, int *out, err_t *err) {
     return 0;
 }
 
-/* L_simple's gradient for a group of this rank's images, and their squared
- * errors: L_simple is the mean of (out - eps)^2 over the whole global batch. */
+/* The loss's gradient for a group of this rank's images, and their weighted
+ * squared errors: the loss is the mean of w_i (out - target)^2 over the whole
+ * global batch (L_simple when every w_i is 1 and the target is eps). */
+/* L_hybrid's gradient and value for image i of a learned-variance network:
+ * out, dout: its [HW][2C] output and gradient (the mean half, then the
+ * variance half of each pixel). Returns w_i (squared error) + vlb_weight T
+ * (bound term) D, in the units of tr->sq. */
+static double hybrid_loss_grad(trainer *tr, int i, const float *out, float *dout, float g) {
+    const unet_config *c = &tr->u->cfg;
+    const int C = c->in_channels;
+    const size_t HW = (size_t)c->sample_size * c->sample_size, D = HW * C;
+    float *mo = tr->vlb + (size_t)i * 6 * D, *vo = mo + D, *x0p = vo + D, *dv = x0p + D, *scr = dv + D;
+    for (size_t p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) mo[p * C + k] = out[p * 2 * C + k], vo[p * C + k] = out[p * 2 * C + C + k];
+    const float *target = tr->target + (size_t)i * D, *xt = tr->xt + (size_t)i * D;
+    double sq = ops_sq_error(x0p, mo, target, D, g * tr->w[i]); /* x0p: the mean half's gradient, for now */
+    for (size_t p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) dout[p * 2 * C + k] = x0p[p * C + k];
+    const int t = tr->ti[i];
+    diffusion_x0_from_output(&tr->sched, t, mo, xt, x0p, D);
+    const double scale = tr->o.vlb_weight * tr->sched.T;
+    double vb = diffusion_vlb_term(&tr->sched, t, tr->x0 + (size_t)i * D, xt, x0p, vo, dv, D, scr);
+    const float gv = (float)(scale / tr->o.batch);
+    for (size_t p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) dout[p * 2 * C + C + k] = gv * dv[p * C + k];
+    return tr->w[i] * sq + scale * vb * (double)D;
+}
+
 static void simple_loss_grad(void *ctx, int image0, int n, const float *out, float *dout) {
     trainer *tr = ctx;
     const unet_config *c = &tr->u->cfg;
     size_t per = (size_t)c->sample_size * c->sample_size * c->out_channels;
+    if (tr->vlb) { /* L_hybrid */
+        const size_t D = per / 2;
+        const float g = 2.0f / (float)(D * (size_t)tr->o.batch);
+        for (int i = image0; i < image0 + n; i++)
+            tr->sq[tr->first + i] = hybrid_loss_grad(tr, i, out + (size_t)(i - image0) * per,
+                                                     dout + (size_t)(i - image0) * per, g);
+        return;
+    }
     float g = 2.0f / (float)(per * (size_t)tr->o.batch);
-    for (int i = image0; i < image0 + n; i++)
-        tr->sq[tr->first + i] = ops_sq_error(dout + (size_t)(i - image0) * per, out + (size_t)(i - image0) * per,
-                                         tr->eps + (size_t)i * per, per, g);
+    for (int i = image0; i < image0 + n; i++) {
+        size_t at = (size_t)(i - image0) * per;
+        if (tr->o.loss_weight == TRAIN_WEIGHT_NONE)
+            tr->sq[tr->first + i] = ops_sq_error(dout + at, out + at, tr->target + (size_t)i * per, per, g);
+        else
+            tr->sq[tr->first + i] = tr->w[i] * ops_sq_error(dout + at, out + at, tr->target + (size_t)i * per, per,
+                                                            g * tr->w[i]);
+    }
+}
+
+/* Min-SNR-gamma's weight of timestep t for the schedule's prediction. */
+static float min_snr_weight(const schedule *s, int t, double gamma) {
+    double ab = s->alphas_cumprod[t], snr = ab / (1.0 - ab), m = snr < gamma ? snr : gamma;
+    return (float)(s->prediction == SCHED_PRED_EPSILON ? m / snr : s->prediction == SCHED_PRED_SAMPLE ? m
+                                                                                                      : m / (snr + 1));
 }
 
 /* t of the global batch's image g at step (0-based): uniform on 0..T-1, keyed by both. */
@@ -177,6 +265,11 @@ int trainer_step(trainer *tr, err_t *err) {
         tr->t[i] = (float)tr->ti[i];
     }
     diffusion_q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
+    for (int i = 0; tr->target != tr->eps && i < b; i++)
+        diffusion_target(&tr->sched, tr->ti[i], tr->x0 + (size_t)i * per, tr->eps + (size_t)i * per,
+                         tr->target + (size_t)i * per, per);
+    for (int i = 0; i < b; i++)
+        tr->w[i] = o->loss_weight == TRAIN_WEIGHT_MIN_SNR ? min_snr_weight(&tr->sched, tr->ti[i], o->snr_gamma) : 1.0f;
     if (o->classes) { /* the image's class, or with probability p_uncond the null class */
         loader_labels(&tr->ld, step, o->batch, tr->first, b, tr->y);
         for (int i = 0; i < b; i++) {
@@ -215,7 +308,7 @@ int trainer_step(trainer *tr, err_t *err) {
 
     /* Clipping as tf.clip_by_global_norm (the official code), Adam as torch.optim.Adam. */
     double k = (double)step + 1;
-    double lr = o->lr * (o->warmup > 0 && k < o->warmup ? k / o->warmup : 1.0);
+    double lr = o->lr * (o->warmup > 0 && k < o->warmup ? k / o->warmup : 1.0) * train_lr_factor(o, (long long)k);
     double d = o->ema;
     if (o->ema_warmup && (1.0 + k) / (10.0 + k) < d) d = (1.0 + k) / (10.0 + k);
     adam_ema_coef c = {.scale = o->clip > 0 && gnorm > o->clip ? (float)(o->clip / gnorm) : 1.0f,
@@ -266,6 +359,13 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddNumberToObject(j, "shards", o->shards);
     cJSON_AddBoolToObject(j, "classes", o->classes);
     cJSON_AddNumberToObject(j, "p_uncond", o->p_uncond);
+    cJSON_AddStringToObject(j, "lr_schedule", lr_names[o->lr_schedule]);
+    cJSON_AddNumberToObject(j, "lr_total", (double)o->lr_total);
+    cJSON_AddNumberToObject(j, "lr_k0", (double)o->lr_k0);
+    cJSON_AddNumberToObject(j, "lr_s0", o->lr_s0);
+    cJSON_AddStringToObject(j, "loss_weight", weight_names[o->loss_weight]);
+    cJSON_AddNumberToObject(j, "snr_gamma", o->snr_gamma);
+    cJSON_AddNumberToObject(j, "vlb_weight", o->vlb_weight);
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++)
         cJSON_AddNumberToObject(j, train_cadence[i].name, (double)*(const long long *)((const char *)o + train_cadence[i].offset));
     char *s = cJSON_PrintUnformatted(j);
@@ -309,6 +409,24 @@ int train_opts_from_json(train_opts *o, const char *json, err_t *err) {
     cJSON *classes = cJSON_GetObjectItemCaseSensitive(j, "classes"), *pu = cJSON_GetObjectItemCaseSensitive(j, "p_uncond");
     o->classes = cJSON_IsTrue(classes);
     if (cJSON_IsNumber(pu)) o->p_uncond = pu->valuedouble;
+    /* absent before budget-aware schedules and loss weights: constant, none */
+    cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "lr_schedule"), *lw = cJSON_GetObjectItemCaseSensitive(j, "loss_weight");
+    cJSON *lt = cJSON_GetObjectItemCaseSensitive(j, "lr_total"), *lk = cJSON_GetObjectItemCaseSensitive(j, "lr_k0");
+    cJSON *l0 = cJSON_GetObjectItemCaseSensitive(j, "lr_s0"), *sg = cJSON_GetObjectItemCaseSensitive(j, "snr_gamma");
+    if (ls) o->lr_schedule = cJSON_IsString(ls) ? train_lr_schedule_parse(ls->valuestring) : -1;
+    if (lw) o->loss_weight = cJSON_IsString(lw) ? train_loss_weight_parse(lw->valuestring) : -1;
+    if (cJSON_IsNumber(lt)) o->lr_total = (long long)lt->valuedouble;
+    if (cJSON_IsNumber(lk)) o->lr_k0 = (long long)lk->valuedouble;
+    if (cJSON_IsNumber(l0)) o->lr_s0 = l0->valuedouble;
+    if (cJSON_IsNumber(sg)) o->snr_gamma = sg->valuedouble;
+    cJSON *vw = cJSON_GetObjectItemCaseSensitive(j, "vlb_weight");
+    if (cJSON_IsNumber(vw)) o->vlb_weight = vw->valuedouble;
+    if (o->lr_schedule < 0 || o->loss_weight < 0 || o->lr_total < 0 || o->lr_k0 < 0 || !(o->lr_s0 >= 0 && o->lr_s0 <= 1) ||
+        !(o->snr_gamma > 0)) {
+        cJSON_Delete(j);
+        return err_fail(err, "training options: 'lr_schedule', 'lr_total', 'lr_k0', 'lr_s0', 'loss_weight' or "
+                             "'snr_gamma' is not valid");
+    }
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++) { /* absent before --resume kept them: the defaults */
         cJSON *x = cJSON_GetObjectItemCaseSensitive(j, train_cadence[i].name);
         if (!x) continue;

@@ -50,6 +50,24 @@ typedef struct train_opts {
     double p_uncond;    /* probability that an image's label is replaced by the null class (label dropout) */
     int shards;         /* the global batch's shards, whose gradients are summed in a fixed tree
                          * (0 = the default, see train_split); recorded for --resume */
+    /* The learning rate's decay after warm-up (train_lr_factor): TRAIN_LR_CONSTANT,
+     * TRAIN_LR_LINEAR or TRAIN_LR_COSINE, to zero after step lr_total (0: not
+     * known yet, constant until then), starting from factor lr_s0 at step lr_k0
+     * (0 and 1 for a run with one budget; trainer_set_horizon moves them). */
+    int lr_schedule;
+    long long lr_total, lr_k0;
+    double lr_s0;
+    /* Each image's loss weight: TRAIN_WEIGHT_NONE or TRAIN_WEIGHT_MIN_SNR (Hang et
+     * al. 2023, with gamma snr_gamma: min(SNR, gamma) / SNR for an epsilon network,
+     * min(SNR, gamma) for a sample one, min(SNR, gamma) / (SNR + 1) for a v one). */
+    int loss_weight;
+    double snr_gamma;
+    /* A learned-variance network (variance_type learned_range, out_channels 2C)
+     * trains on L_hybrid = L_simple + vlb_weight L_vlb (Nichol & Dhariwal 2021;
+     * 0.001): each image adds vlb_weight T times its bound term
+     * (diffusion_vlb_term, the mean frozen), whose gradient reaches only the
+     * variance half. */
+    double vlb_weight;
     /* The run's cadence, in steps and images (the CLI's --save-every, --log-every,
      * --sample-every, --sample-n, --eval-every, --eval-n; tensorboard: 1, or 0 with
      * --no-tensorboard): the trainer does not use them; they are recorded so that
@@ -57,8 +75,24 @@ typedef struct train_opts {
     long long save_every, log_every, sample_every, sample_n, eval_every, eval_n, tensorboard;
 } train_opts;
 
+enum { TRAIN_LR_CONSTANT = 0, TRAIN_LR_LINEAR = 1, TRAIN_LR_COSINE = 2 };
+enum { TRAIN_WEIGHT_NONE = 0, TRAIN_WEIGHT_MIN_SNR = 1 };
+
 /* The paper's recipe (flips off: set it for CIFAR-10). */
 train_opts train_opts_default(void);
+
+/* The names of the lr schedules ("constant", "linear", "cosine") and loss
+ * weights ("none", "min-snr"), and back (-1: unknown). */
+const char *train_lr_schedule_name(int schedule);
+int train_lr_schedule_parse(const char *name);
+const char *train_loss_weight_name(int weight);
+int train_loss_weight_parse(const char *name);
+
+/* The factor of the learning rate at step k (1-based) after warm-up: 1 for a
+ * constant schedule or before the horizon is known; else, with u = (k - lr_k0)
+ * / (lr_total + 1 - lr_k0) in [0, 1], lr_s0 (1 - u) (linear) or lr_s0 (1 +
+ * cos(pi u)) / 2 (cosine): it reaches zero one step after lr_total. */
+double train_lr_factor(const train_opts *o, long long k);
 
 /* The cadence fields of train_opts (save_every .. tensorboard): each one's name, where it
  * lies in train_opts, and the range a value must be in (what the CLI's flags allow). */
@@ -90,6 +124,9 @@ typedef struct trainer {
     double reduce_s;      /* seconds the last step spent summing over the processes */
     int nranks, first, local; /* processes in the run; this one's images: first..first+local-1 of the batch */
     float *x0, *eps, *xt, *out, *t; /* per-step buffers, [local] images */
+    float *target;        /* what the network learns to output: eps itself for an epsilon network, else [local] images */
+    float *w;             /* [local] each image's loss weight */
+    float *vlb;           /* learned variance: [local][6 D] scratch of each image's bound term (else NULL) */
     int *ti;              /* [local] timesteps */
     int32_t *y;           /* [local] class labels (conditional runs) */
     unet_classes cls;     /* the class names (conditional runs) */
@@ -110,6 +147,13 @@ int train_split(int batch, int shards, int nranks, int *out, err_t *err);
 int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, const dataset *d,
                  const train_opts *o, err_t *err);
 void trainer_free(trainer *tr);
+
+/* Sets the step after which the learning rate reaches zero (the run's budget,
+ * or its estimate); a no-op for a constant schedule, whose run (and state)
+ * then does not depend on the budget. A change keeps the rate continuous: the decay starts
+ * again from the current factor at the current step (lr_k0, lr_s0) and ends
+ * at the new horizon. */
+void trainer_set_horizon(trainer *tr, long long total);
 
 /* One training step. Collective. Returns 0, or -1 without touching the weights
  * when the loss or the gradient is not finite (err says which, at which step)

@@ -8,7 +8,8 @@ diffusers (0.31.0) and gives the same eps; classifier-free guidance matches diff
      class); `ddpm eps --class ...` equals model(x, t, class_labels=...).sample for given classes and for
      the null class (no --class); the classes change eps (the check can fail).
   3. `ddpm sample --sampler ddim --guidance 3 --class ...` from a given x_T equals a loop of diffusers'
-     DDIMScheduler over eps = eps(x, t, null) + 3 (eps(x, t, y) - eps(x, t, null)).
+     DDIMScheduler over eps = eps(x, t, null) + 3 (eps(x, t, y) - eps(x, t, null)); with
+     --guidance-rescale 0.7, the same loop with diffusers' rescale_noise_cfg on each guided eps.
 
 Debian's torch 1.13 on some Intel CPUs returns NaN from diffusers' attention now and then (see
 tests/py/test_dpmsolver.py): a non-finite diffusers result is recomputed.
@@ -97,6 +98,35 @@ def main():
     ours = np.load(out / "samples.npy")
     err = float(np.abs(ours - xs.numpy()).max())
     check(err < 1e-4, f"guided DDIM samples against diffusers' DDIMScheduler loop: max |diff| {err:.2e}")
+
+    # With guidance_rescale: diffusers' own rescale_noise_cfg on each guided output (issue 24). Its module imports
+    # transformers, which the pixel-space tests do not need: the function's own source is taken from the file.
+    import ast
+    import diffusers.pipelines as dp
+    src = pathlib.Path(dp.__file__).parent / "stable_diffusion" / "pipeline_stable_diffusion.py"
+    fn = next(n for n in ast.parse(src.read_text()).body
+              if isinstance(n, ast.FunctionDef) and n.name == "rescale_noise_cfg")
+    space = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(src), "exec"), space)
+    rescale_noise_cfg = space["rescale_noise_cfg"]
+    rs = 0.7
+    out_r = tmp / "s-rescaled"
+    check(ddpm("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim", "--steps", steps,
+               "--class", "1,2", "--guidance", w, "--guidance-rescale", rs, "--raw", "--out", out_r,
+               "--threads", 1) == 0, "ddpm sample --guidance 3 --guidance-rescale 0.7")
+    sched.set_timesteps(steps)
+    xr = torch.from_numpy(xT)
+    with torch.no_grad():
+        for tt in sched.timesteps:
+            ec = finite(lambda: model(xr, tt, class_labels=y).sample)
+            eu = finite(lambda: model(xr, tt, class_labels=null).sample)
+            xr = sched.step(rescale_noise_cfg(eu + w * (ec - eu), ec, guidance_rescale=rs), tt, xr).prev_sample
+    rescaled = np.load(out_r / "samples.npy")
+    err = float(np.abs(rescaled - xr.numpy()).max())
+    check(err < 1e-4, f"guidance_rescale {rs}: against diffusers' rescale_noise_cfg in a DDIMScheduler loop: "
+          f"max |diff| {err:.2e}")
+    moved = float(np.abs(rescaled - ours).max())
+    check(moved > 1e-3, f"guidance_rescale changes the samples (max |diff| {moved:.2e})")
 
     return finish(tmp)
 
