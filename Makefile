@@ -37,9 +37,10 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-trapping-math -fopenmp
                $(WERROR) -Wno-unused-parameter -MMD -MP
 # The library: position-independent, and every symbol hidden unless marked DDPM_API
 # (include/ddpm.h), so libddpm.so exports the public API alone.
-CFLAGS  := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Iinclude -Isrc
+# $(BUILD)/gen: the C that protoc-c generates from src/*/*.proto (the TensorBoard events).
+CFLAGS  := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Iinclude -Isrc -I$(BUILD)/gen
 # OpenBLAS (OpenMP build): double-precision BLAS/LAPACK for the FID statistics.
-DEPLIBS := -ldnnl -lopenblas -lcjson -lpng -lz -lxxhash -lm -fopenmp
+DEPLIBS := -ldnnl -lopenblas -lcjson -lpng -lz -lxxhash -lprotobuf-c -lm -fopenmp
 # MPI (src/dist): on when Open MPI's mpicc is installed, or with MPI=1; MPI=0 builds
 # a single-process ddpm. One binary serves plain runs and mpirun/srun.
 MPI     ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
@@ -55,7 +56,9 @@ MAJOR   := $(call ver,MAJOR)
 VERSION := $(MAJOR).$(call ver,MINOR).$(call ver,PATCH)
 
 SRC       := $(wildcard src/*/*.c)
-OBJ       := $(SRC:%.c=$(BUILD)/%.o)
+PROTO     := $(wildcard src/*/*.proto)
+# The generated C's objects sit with their folder's (tests/test_symbols.sh checks names by folder).
+OBJ       := $(SRC:%.c=$(BUILD)/%.o) $(PROTO:%.proto=$(BUILD)/%.pb-c.o)
 SO_NAME   := libddpm.so.$(MAJOR)
 SO        := $(BUILD)/libddpm.so.$(VERSION)
 SO_LINKS  := $(BUILD)/$(SO_NAME) $(BUILD)/libddpm.so
@@ -92,6 +95,16 @@ deps:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# protoc-c: src/DIR/NAME.proto -> $(BUILD)/gen/DIR/NAME.pb-c.{c,h}, included as "DIR/NAME.pb-c.h".
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/%.proto
+	@mkdir -p $(dir $@)
+	protoc-c --proto_path=$(dir $<) --c_out=$(dir $@) $<
+$(BUILD)/src/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+# Before their first build (-MMD has no .d yet), the sources that include a generated header.
+$(BUILD)/src/io/tfevents.o: $(BUILD)/gen/io/tfevents.pb-c.h
 
 # The compiler flags in use: objects built with other flags (e.g. before -fPIC) are rebuilt.
 flags_stamp = @mkdir -p $(dir $@); echo '$(CC) $(1)' | cmp -s - $@ || echo '$(CC) $(1)' > $@

@@ -30,7 +30,7 @@ typedef struct train_flags {
     long long steps, batch, warmup, seed, limit, threads, T, shards;
     long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
     double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond, snr_gamma, vlb_weight;
-    int resume, flip, no_ema_warmup, classes, no_verify;
+    int resume, flip, no_ema_warmup, classes, no_verify, no_tensorboard, tensorboard;
 } train_flags;
 
 /* The defaults: ddpm_train_options_init's. */
@@ -80,13 +80,14 @@ static int check_fixed(const arg_cmd *cmd, const arg_spec *specs)
 /* The cadence flags given on the command line (the others -1: the run's own). */
 static ddpm_train_cadence given_cadence(const train_flags *f, const arg_spec *specs)
 {
-    ddpm_train_cadence c = {-1, -1, -1, -1, -1, -1};
+    ddpm_train_cadence c = {-1, -1, -1, -1, -1, -1, -1};
     if (args_seen(specs, "save-every")) c.save_every = f->save_every;
     if (args_seen(specs, "log-every")) c.log_every = f->log_every;
     if (args_seen(specs, "sample-every")) c.sample_every = f->sample_every;
     if (args_seen(specs, "sample-n")) c.sample_n = f->sample_n;
     if (args_seen(specs, "eval-every")) c.eval_every = f->eval_every;
     if (args_seen(specs, "eval-n")) c.eval_n = f->eval_n;
+    if (f->no_tensorboard || f->tensorboard) c.tensorboard = f->tensorboard;
     return c;
 }
 
@@ -104,7 +105,7 @@ static ddpm_train_options new_options(const train_flags *f)
     o.lr_schedule = f->lr_schedule, o.loss_weight = f->loss_weight, o.snr_gamma = f->snr_gamma;
     o.vlb_weight = f->vlb_weight;
     o.cadence = (ddpm_train_cadence){f->save_every, f->log_every, f->sample_every, f->sample_n, f->eval_every,
-                                     f->eval_n};
+                                     f->eval_n, !f->no_tensorboard};
     return o;
 }
 
@@ -112,6 +113,14 @@ static ddpm_train_options new_options(const train_flags *f)
 static int open_run(const arg_cmd *cmd, const arg_spec *specs, const train_flags *f, ddpm_trainer **t)
 {
     int exists = ddpm_run_exists(f->out), st;
+    if (f->tensorboard && f->no_tensorboard) {
+        args_error(cmd, "--tensorboard and --no-tensorboard: pick one");
+        return EXIT_USAGE;
+    }
+    if (f->tensorboard && !f->resume) {
+        args_error(cmd, "--tensorboard applies to --resume only (a new run writes the event files by default)");
+        return EXIT_USAGE;
+    }
     if (f->resume) {
         if ((st = check_fixed(cmd, specs))) return st;
         if (!exists) {
@@ -300,6 +309,11 @@ int cmd_train(int argc, char **argv)
          "log the FID of EMA samples (ancestral sampling, 20 steps, fixed noise) against the training data in metrics.jsonl "
          "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 2e9, NULL, 0, 0},
         {"eval-n", ARG_INT, &f->eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
+        {"no-tensorboard", ARG_FLAG, &f->no_tensorboard, NULL,
+         "write no TensorBoard event files (default: RUN/tb/events.out.tfevents.*, docs/monitoring.md); kept by --resume",
+         0, 0, NULL, 0, 0},
+        {"tensorboard", ARG_FLAG, &f->tensorboard, NULL,
+         "with --resume: write the event files again in a run started with --no-tensorboard", 0, 0, NULL, 0, 0},
         {"inception", ARG_STR, &f->inception, "FILE", "Inception weights for --eval-every (see `ddpm eval fid --help`)",
          0, 0, NULL, 0, 0},
         {"shards", ARG_INT, &f->shards, "N",
@@ -315,8 +329,9 @@ int cmd_train(int argc, char **argv)
                    "The run folder gets model/ (EMA weights, diffusers layout: load it with `ddpm sample` or\n"
                    "diffusers), model-raw/ (raw weights), training_state.safetensors (to --resume; the one\n"
                    "before it stays as training_state.prev.safetensors, which --resume falls back on when the\n"
-                   "latest is corrupt; --save-every, --log-every, --sample-every/-n and --eval-every/-n are kept),\n"
-                   "metrics.jsonl (one JSON object per --log-every steps), samples/ (--sample-every). Ctrl-C or SIGTERM finishes the\n"
+                   "latest is corrupt; --save-every, --log-every, --sample-every/-n, --eval-every/-n and --no-tensorboard are kept),\n"
+                   "metrics.jsonl (one JSON object per --log-every steps), samples/ (--sample-every), tb/ (TensorBoard\n"
+                   "event files: `tensorboard --logdir DIR`; --no-tensorboard). Ctrl-C or SIGTERM finishes the\n"
                    "step, saves and exits (status 130 / 143).\n"
                    "Over MPI (mpirun -np N ddpm train ...), the N processes (a power of two) share each --batch and\n"
                    "make one run; rank 0 writes the run folder.",

@@ -404,6 +404,8 @@ typedef struct ddpm_train_cadence {
                              * metrics.jsonl at multiples: F-MNIST features for 28x28 gray images, else
                              * Inception; default 0 */
     long long eval_n;       /* samples per FID, 10..100000; default 1000 */
+    long long tensorboard;  /* 1: TensorBoard event files in RUN/tb (the metrics lines' values, the grids, the
+                             * FIDs; docs/monitoring.md); 0: none; default 1 */
 } ddpm_train_cadence;
 
 typedef struct ddpm_train_options {

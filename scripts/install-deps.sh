@@ -3,16 +3,18 @@
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
 # pkg-config: what programs built on the installed library use (ddpm.pc), and tests/test_install.sh.
+# protobuf-c (library and protoc-c): the TensorBoard event files (src/io/tfevents.proto).
 pkgs=(gcc make pkg-config libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libxxhash-dev
-      dataset-fashion-mnist openmpi-bin libopenmpi-dev)
+      libprotobuf-c-dev protobuf-c-compiler dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 # --test: also what the parity tests run (Debian's torch, numpy/scipy, and pytorch-fid and diffusers
-# from PyPI, with the Debian packages diffusers imports), clang-14 with its libFuzzer
-# (libclang-rt-14-dev) for the fuzz smoke test, and what the Python package's tests need (cffi,
-# pytest, python3-venv; its build backend hatchling, pinned, from PyPI).
+# from PyPI, with the Debian packages diffusers imports; tensorboard from PyPI with the Debian packages
+# its event reader imports: protobuf, absl), clang-14 with its libFuzzer (libclang-rt-14-dev) for the
+# fuzz smoke test, and what the Python package's tests need (cffi, pytest, python3-venv; its build
+# backend hatchling, pinned, from PyPI).
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3-torch python3-torchvision python3-scipy python3-numpy python3-pil python3-pip
            python3-packaging python3-filelock python3-requests python3-regex python3-yaml python3-tqdm
-           clang-14 libclang-rt-14-dev python3-cffi python3-pytest python3-venv)
+           python3-protobuf python3-absl clang-14 libclang-rt-14-dev python3-cffi python3-pytest python3-venv)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -35,6 +37,10 @@ if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c 'import diffusers' 2>/dev/nu
     echo "install-deps: installing diffusers==0.31.0 (huggingface_hub==0.26.2, safetensors==0.4.5) from PyPI"
     $sudo /usr/bin/python3 -m pip install -q --break-system-packages --no-deps diffusers==0.31.0 \
         huggingface_hub==0.26.2 safetensors==0.4.5
+fi
+if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c 'import tensorboard' 2>/dev/null; then
+    echo "install-deps: installing tensorboard==2.18.0 from PyPI"
+    $sudo /usr/bin/python3 -m pip install -q --break-system-packages --no-deps tensorboard==2.18.0
 fi
 if [ "${1:-}" = "--test" ] && ! /usr/bin/python3 -c 'import hatchling' 2>/dev/null; then
     echo "install-deps: installing hatchling==1.27.0 (python/'s build backend) from PyPI"

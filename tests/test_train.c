@@ -420,9 +420,11 @@ static void test_opts_json(void) {
     CHECK(train_opts_from_json(&back, "[1]", &err) == -1, "not an object");
     /* The run's cadence: round trip; absent (an older state): the defaults; out of range: an error. */
     o.save_every = 7, o.log_every = 3, o.sample_every = 5, o.sample_n = 4, o.eval_every = 9, o.eval_n = 20;
+    o.tensorboard = 0;
     j = train_opts_to_json(&o);
     CHECK(train_opts_from_json(&back, j, &err) == 0 && back.save_every == 7 && back.log_every == 3 &&
-              back.sample_every == 5 && back.sample_n == 4 && back.eval_every == 9 && back.eval_n == 20,
+              back.sample_every == 5 && back.sample_n == 4 && back.eval_every == 9 && back.eval_n == 20 &&
+              back.tensorboard == 0,
           "cadence round trip: %s", j);
     free(j);
     const char *old = "{\"seed\":\"0\",\"batch\":4,\"lr\":1,\"warmup\":1,\"beta1\":0.9,\"beta2\":0.9,\"adam_eps\":1,"
@@ -431,7 +433,8 @@ static void test_opts_json(void) {
     snprintf(buf, sizeof buf, old, "");
     train_opts def = train_opts_default();
     CHECK(train_opts_from_json(&back, buf, &err) == 0 && back.save_every == def.save_every &&
-              back.log_every == def.log_every && back.sample_n == def.sample_n && back.eval_n == def.eval_n,
+              back.log_every == def.log_every && back.sample_n == def.sample_n && back.eval_n == def.eval_n &&
+              back.tensorboard == 1,
           "an older state: the default cadence: %s", err.msg);
     snprintf(buf, sizeof buf, old, ",\"log_every\":0");
     CHECK(train_opts_from_json(&back, buf, &err) == -1 && strstr(err.msg, "'log_every'"), "log_every 0: %s", err.msg);
@@ -439,5 +442,32 @@ static void test_opts_json(void) {
     CHECK(train_opts_from_json(&back, buf, &err) == -1 && strstr(err.msg, "'sample_n'"), "sample_n 1.5: %s", err.msg);
 }
 
+/* What a step reports beside its loss (the run logs them): the EMA decay of its update,
+ * min(ema, (1+k)/(10+k)) at step k, and the loss by timestep quartile, whose counts
+ * are those of the step's timesteps (one process: ti holds the whole batch's) and
+ * whose sums add up to the loss. */
+static void test_step_stats(void) {
+    dataset d = tiny_data(16);
+    trainer tr;
+    make(&tr, &d, 8, 0.0f);
+    for (int k = 1; k <= 12; k++) {
+        run(&tr, 1);
+        int n[4] = {0}, total = 0;
+        double sum = 0;
+        for (int i = 0; i < 8; i++) n[4 * tr.ti[i] / tr.sched.T]++;
+        for (int q = 0; q < 4; q++) {
+            CHECK(tr.q_n[q] == n[q], "step %d quartile %d: %d images, the timesteps say %d", k, q, tr.q_n[q], n[q]);
+            CHECK(tr.q_n[q] || tr.q_sum[q] == 0, "step %d quartile %d: a sum without images", k, q);
+            total += tr.q_n[q], sum += tr.q_sum[q];
+        }
+        CHECK(total == 8 && fabs(sum / 8 - tr.loss) <= 1e-12 * tr.loss, "step %d: quartile sums %.17g / 8 vs loss %.17g",
+              k, sum, tr.loss);
+        double want = fmin(0.99, (1.0 + k) / (10.0 + k));
+        CHECK(tr.ema_decay == want, "step %d: EMA decay %.17g, want %.17g", k, tr.ema_decay, want);
+    }
+    trainer_free(&tr);
+    dataset_free(&d);
+}
+
 TEST_MAIN(test_overfit, test_threads, test_resume, test_schedules, test_prev_state, test_nonfinite, test_step_oom,
-          test_opts_json)
+          test_opts_json, test_step_stats)

@@ -23,13 +23,15 @@ struct ddpm_trainer {
 /* The trainer's cadence (train_opts records it) as the public struct, and back. */
 static ddpm_train_cadence cadence_of(const train_opts *o)
 {
-    return (ddpm_train_cadence){o->save_every, o->log_every, o->sample_every, o->sample_n, o->eval_every, o->eval_n};
+    return (ddpm_train_cadence){o->save_every, o->log_every, o->sample_every, o->sample_n, o->eval_every, o->eval_n,
+                                o->tensorboard};
 }
 
 static void cadence_to(train_opts *o, const ddpm_train_cadence *c)
 {
     o->save_every = c->save_every, o->log_every = c->log_every, o->sample_every = c->sample_every;
     o->sample_n = c->sample_n, o->eval_every = c->eval_every, o->eval_n = c->eval_n;
+    o->tensorboard = c->tensorboard;
 }
 
 /* Checks c's fields against the trainer's ranges (keep_negative: a field < 0
@@ -272,7 +274,7 @@ int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *cadence, 
         return api_fail(NULL, DDPM_ERR_ARG, "no run to resume: %s/%s does not exist", run_dir, TRAIN_STATE_FILE);
     long long given[TRAIN_CADENCE_FIELDS];
     train_opts c;
-    cadence_to(&c, cadence ? cadence : &(ddpm_train_cadence){-1, -1, -1, -1, -1, -1});
+    cadence_to(&c, cadence ? cadence : &(ddpm_train_cadence){-1, -1, -1, -1, -1, -1, -1});
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++) given[i] = *train_cadence_of(&c, i);
     err_t e = {0};
     ddpm_trainer *t = new_trainer();

@@ -16,6 +16,43 @@
 #include "model/config.h"
 #include "model/denoiser.h"
 
+/* ------------------------------------------------------ TensorBoard events */
+
+/* A new event file in RUN/tb, which starts with a SessionLog START at `first`, the
+ * first step this session logs: TensorBoard then drops what earlier files hold at
+ * steps >= first (written past the state this run resumed from). */
+static int tb_open(train_run *r, long long first, err_t *err)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/tb", r->dir);
+    if (!(r->tb = tfevents_open(dir, err)) || tfevents_session_start(r->tb, first, err)) {
+        tfevents_close(r->tb, NULL);
+        r->tb = NULL;
+        return err_wrap(err, "TensorBoard events (--no-tensorboard turns them off)");
+    }
+    return 0;
+}
+
+/* The scalars v[0..n-1] at the trainer's step, when there is an event file. */
+static int tb_scalars(train_run *r, const tfevents_scalar *v, int n, err_t *err)
+{
+    if (r->tb && tfevents_scalars(r->tb, r->tr.step, v, n, err))
+        return err_wrap(err, "TensorBoard events");
+    return 0;
+}
+
+/* The grid file at path as the image "samples" at the trainer's step. */
+static int tb_grid(train_run *r, const char *path, err_t *err)
+{
+    unsigned char *png;
+    size_t len;
+    if (!r->tb) return 0;
+    if (file_read_all(path, &png, &len, err)) return err_wrap(err, "TensorBoard events");
+    int rc = tfevents_png(r->tb, r->tr.step, "samples", png, len, err);
+    free(png);
+    return rc ? err_wrap(err, "TensorBoard events") : 0;
+}
+
 /* ---------------------------------------------------- grids and the FID */
 
 /* How training looks at its EMA weights (grids and FID): `ddpm sample`'s
@@ -24,6 +61,12 @@
 static sampler_opts ema_sampler(const trainer *tr)
 {
     return (sampler_opts){.kind = SAMPLER_DDPM, .steps = tr->sched.T < 20 ? tr->sched.T : 20, .x0 = X0_NONE, .seed = 0};
+}
+
+/* RUN/samples/step_NNNNNNNN.png of the trainer's step. */
+static void grid_path(const train_run *r, char *path, size_t n)
+{
+    snprintf(path, n, "%s/samples/step_%08lld.png", r->dir, (long long)r->tr.step);
 }
 
 /* RUN/samples/step_NNNNNNNN.png: n images from the EMA weights. A
@@ -57,7 +100,7 @@ static int sample_grid(train_run *r, int n, err_t *err)
         goto done;
     g.y = y;
     if (sampler_run(&d, &tr->sched, &so, 0, n, x, NULL, NULL, NULL, err)) goto done;
-    snprintf(path, sizeof path, "%s/samples/step_%08lld.png", r->dir, (long long)tr->step);
+    grid_path(r, path, sizeof path);
     int cols = 1;
     while (cols * cols < n) cols++;
     rc = png_write_grid(path, x, n, c->sample_size, c->sample_size, c->in_channels, K && K <= n ? K : cols, 2, err);
@@ -185,6 +228,8 @@ void run_free(train_run *r)
 {
     if (!r) return;
     if (r->mf) fclose(r->mf);
+    err_t e = {0};
+    if (r->tb && tfevents_close(r->tb, &e)) log_note(LOG_WARN, "%s", e.msg);
     unet_free(r->su);
     fid_free(&r->fe);
     trainer_free(&r->tr);
@@ -205,8 +250,9 @@ static int agree(int kind, err_t *err)
 }
 
 /* The part of create and resume where the ranks may fail apart: the FID's
- * feature network (rank 0), the state read (resume: every rank) or the
- * step-0 save (create: rank 0), RUN/metrics.jsonl opened (rank 0). */
+ * feature network (rank 0), the state read (resume: every rank), the event
+ * file (rank 0, tensorboard), the step-0 save (create: rank 0),
+ * RUN/metrics.jsonl opened (rank 0). */
 static int open_folder(train_run *r, const char *state, int resume, err_t *err)
 {
     const int rank0 = dist_rank() == 0;
@@ -219,6 +265,8 @@ static int open_folder(train_run *r, const char *state, int resume, err_t *err)
     else if (resume && trainer_load(&r->tr, state, err))
         kind = RUN_RUNTIME;
     else if (resume && rank0 && trim_metrics(metrics, r->tr.step, err))
+        kind = RUN_IO;
+    else if (rank0 && r->tr.o.tensorboard && tb_open(r, r->tr.step + 1, err)) /* new runs too: before the save */
         kind = RUN_IO;
     else if (!resume && rank0 && trainer_save(&r->tr, r->dir, err)) /* step 0: usable (and writable) from the start */
         kind = RUN_IO;
@@ -328,31 +376,67 @@ double run_img_per_s(const train_run *r)
     return el > 0 ? (double)(r->tr.step - r->start) * r->tr.o.batch / el : 0;
 }
 
-/* The metrics.jsonl line of this step (log_every). */
-static void log_line(train_run *r, double now, run_events *ev)
+/* The metrics.jsonl line of this step (log_every), and the same values as the
+ * event file's scalars train/<key>: the mean loss since the last line, the
+ * last step's lr, grad norm and EMA decay, images per second since the last
+ * line, the mean loss of the images in each timestep quartile since the last
+ * line (loss_q0..q3, left out when none fell in it), the seconds per step of
+ * summing over the processes (MPI). */
+static int log_line(train_run *r, double now, run_events *ev, err_t *err)
 {
     const trainer *tr = &r->tr;
     const double k = (double)(tr->step - r->last_log);
+    tfevents_scalar v[10];
+    int n = 0;
     ev->logged = 1;
     ev->log_loss = r->loss_sum / k;
     ev->log_img_per_s = k * tr->o.batch / (now - r->tlast);
-    fprintf(r->mf, "{\"step\":%lld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"img_per_s\":%.4g,"
-                   "\"elapsed_s\":%.3f", (long long)tr->step, ev->log_loss, tr->lr, tr->grad_norm, ev->log_img_per_s,
-            now - r->t0);
-    if (tr->nranks > 1) /* seconds per step spent in the sum over the processes */
-        fprintf(r->mf, ",\"reduce_s\":%.4g", r->reduce_sum / k);
-    fputs("}\n", r->mf);
-    fflush(r->mf);
+    v[n++] = (tfevents_scalar){"train/loss", ev->log_loss};
+    v[n++] = (tfevents_scalar){"train/lr", tr->lr};
+    v[n++] = (tfevents_scalar){"train/grad_norm", tr->grad_norm};
+    v[n++] = (tfevents_scalar){"train/img_per_s", ev->log_img_per_s};
+    v[n++] = (tfevents_scalar){"train/ema_decay", tr->ema_decay};
+    if (r->mf)
+        fprintf(r->mf, "{\"step\":%lld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"img_per_s\":%.4g,"
+                       "\"elapsed_s\":%.3f,\"ema_decay\":%.6g", (long long)tr->step, ev->log_loss, tr->lr,
+                tr->grad_norm, ev->log_img_per_s, now - r->t0, tr->ema_decay);
+    static const char *qtag[4] = {"train/loss_q0", "train/loss_q1", "train/loss_q2", "train/loss_q3"};
+    for (int q = 0; q < 4; q++) {
+        if (!r->q_n[q]) continue;
+        double lq = r->q_sum[q] / (double)r->q_n[q];
+        v[n++] = (tfevents_scalar){qtag[q], lq};
+        if (r->mf) fprintf(r->mf, ",\"loss_q%d\":%.6g", q, lq);
+    }
+    if (tr->nranks > 1) { /* seconds per step spent in the sum over the processes */
+        v[n++] = (tfevents_scalar){"train/reduce_s", r->reduce_sum / k};
+        if (r->mf) fprintf(r->mf, ",\"reduce_s\":%.4g", r->reduce_sum / k);
+    }
+    if (r->mf) {
+        fputs("}\n", r->mf);
+        fflush(r->mf);
+    }
     r->loss_sum = 0, r->reduce_sum = 0, r->last_log = tr->step, r->tlast = now;
+    memset(r->q_sum, 0, sizeof r->q_sum), memset(r->q_n, 0, sizeof r->q_n);
+    return tb_scalars(r, v, n, err);
 }
 
 /* Rank 0's writes at the new step: the metrics line, the checkpoint, the
- * grid, the FID (a failed FID is logged and recorded; training goes on). */
+ * grid, the FID (a failed FID is logged and recorded; training goes on), and
+ * the same in the event file (tensorboard; a failed event write stops the
+ * run, as a failed grid does). */
 static int cadence(train_run *r, run_events *ev, err_t *err)
 {
     const trainer *tr = &r->tr;
     const train_opts *o = &tr->o;
-    if (tr->step % o->log_every == 0 && r->mf) log_line(r, clock_now(), ev);
+    if (!o->tensorboard != !r->tb) { /* turned on or off (ddpm_trainer_set_cadence) */
+        if (r->tb) {
+            err_t e = {0};
+            if (tfevents_close(r->tb, &e)) log_note(LOG_WARN, "%s", e.msg);
+            r->tb = NULL;
+        } else if (tb_open(r, tr->step, err))
+            return RUN_IO;
+    }
+    if (tr->step % o->log_every == 0 && log_line(r, clock_now(), ev, err)) return RUN_IO;
     if (tr->step - r->last_save >= o->save_every) {
         if (run_save(r, err)) return RUN_IO;
         ev->saved = 1;
@@ -369,6 +453,9 @@ static int cadence(train_run *r, run_events *ev, err_t *err)
             fprintf(r->mf, "{\"step\":%lld,\"fid\":null}\n", (long long)tr->step);
             fflush(r->mf);
         }
+    } else if (ev->evaluated == 1) {
+        tfevents_scalar v[3] = {{"eval/fid", ev->fid}, {"eval/precision", ev->precision}, {"eval/recall", ev->recall}};
+        if (tb_scalars(r, v, 3, err)) return RUN_IO;
     }
     return RUN_OK;
 }
@@ -381,6 +468,7 @@ int run_step(train_run *r, run_events *ev, err_t *err)
     if (trainer_step(&r->tr, err)) return RUN_NONFINITE;
     r->loss_sum += r->tr.loss;
     r->reduce_sum += r->tr.reduce_s;
+    for (int q = 0; q < 4; q++) r->q_sum[q] += r->tr.q_sum[q], r->q_n[q] += r->tr.q_n[q];
     return dist_rank() == 0 ? cadence(r, ev, err) : RUN_OK;
 }
 
@@ -394,9 +482,11 @@ int run_save(train_run *r, err_t *err)
 
 int run_sample_grid(train_run *r, err_t *err)
 {
-    if (dist_rank() == 0 && sample_grid(r, (int)r->tr.o.sample_n, err))
-        return err_wrap(err, "sample grid"), RUN_IO;
-    return RUN_OK;
+    if (dist_rank() != 0) return RUN_OK;
+    if (sample_grid(r, (int)r->tr.o.sample_n, err)) return err_wrap(err, "sample grid"), RUN_IO;
+    char path[4300];
+    grid_path(r, path, sizeof path);
+    return tb_grid(r, path, err) ? RUN_IO : RUN_OK;
 }
 
 int run_finish(train_run *r, err_t *err)

@@ -6,10 +6,16 @@
  *   RUN/model/, RUN/model-raw/           EMA and raw weights, diffusers layout
  *   RUN/metrics.jsonl                    one JSON line per log_every step and per FID
  *   RUN/samples/step_NNNNNNNN.png        sample grids of the EMA weights (sample_every)
+ *   RUN/tb/events.out.tfevents.*         TensorBoard event files (tensorboard: one per
+ *                                        create/resume) with the metrics lines' values,
+ *                                        the grids and the FIDs (io/tfevents.h)
  *
  * A resumed run goes on from the latest whole state, or from the previous one
  * when the latest is corrupt (trainer_find_state), and drops the metrics lines
- * past the state's step. Under MPI every rank trains and reads the state;
+ * past the state's step; its new event file starts with a SessionLog START at
+ * the first step it logs, so TensorBoard drops the values past the state's step
+ * too (what an event file holds after the state's step, a run killed after
+ * its last save, or a fallback to the previous state, logged). Under MPI every rank trains and reads the state;
  * rank 0 alone writes the folder.
  *
  * The functions return 0 or a run_failure saying what kind of failure it was,
@@ -22,6 +28,7 @@
 
 #include "data/dataset.h"
 #include "eval/quality.h"
+#include "io/tfevents.h"
 #include "train/trainer.h"
 
 typedef enum run_failure {
@@ -51,11 +58,14 @@ typedef struct train_run {
     dataset d;                 /* the training images (the trainer borrows them) */
     trainer tr;
     FILE *mf;                  /* RUN/metrics.jsonl (rank 0) */
+    tfevents *tb;              /* RUN/tb's event file (rank 0, tensorboard) */
     unet *su;                  /* the sample grids' network, for su_n images */
     int su_n;
     run_fid fe;
     double t0, tlast;          /* create/resume, the last metrics line */
     double loss_sum, reduce_sum; /* since the last metrics line */
+    double q_sum[4];           /* ... and the loss by timestep quartile (trainer's q_sum, q_n) */
+    long long q_n[4];
     long long start, last_log, last_save; /* steps at create/resume, the last metrics line, the last save */
 } train_run;
 

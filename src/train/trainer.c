@@ -35,6 +35,7 @@ train_opts train_opts_default(void) {
     o.lr_schedule = TRAIN_LR_CONSTANT, o.lr_total = 0, o.lr_k0 = 0, o.lr_s0 = 1.0;
     o.loss_weight = TRAIN_WEIGHT_NONE, o.snr_gamma = 5.0, o.vlb_weight = 0.001;
     o.save_every = 1000, o.log_every = 100, o.sample_every = 0, o.sample_n = 16, o.eval_every = 0, o.eval_n = 1000;
+    o.tensorboard = 1;
     return o;
 }
 
@@ -240,6 +241,11 @@ static float min_snr_weight(const schedule *s, int t, double gamma) {
                                                                                                       : m / (snr + 1));
 }
 
+/* t of the global batch's image g at step (0-based): uniform on 0..T-1, keyed by both. */
+static int timestep_of(const trainer *tr, uint64_t step, uint64_t g) {
+    return (int)rng_below((uint32_t)tr->sched.T, tr->o.seed, RNG_TIMESTEP, step, g);
+}
+
 int trainer_step(trainer *tr, err_t *err) {
     const train_opts *o = &tr->o;
     unet *u = tr->u;
@@ -255,7 +261,7 @@ int trainer_step(trainer *tr, err_t *err) {
     for (int i = 0; i < b; i++) {
         uint64_t g = (uint64_t)(tr->first + i);
         rng_normal(tr->eps + (size_t)i * per, per, o->seed, RNG_NOISE, rng_stream(step, g));
-        tr->ti[i] = (int)rng_below((uint32_t)T, o->seed, RNG_TIMESTEP, step, g);
+        tr->ti[i] = timestep_of(tr, step, g);
         tr->t[i] = (float)tr->ti[i];
     }
     diffusion_q_sample_batch(&tr->sched, tr->ti, b, tr->x0, tr->eps, tr->xt, per);
@@ -284,8 +290,13 @@ int trainer_step(trainer *tr, err_t *err) {
     dist_sum_tree(u->grads, u->nparams);
     dist_allgather(tr->sq + tr->first, tr->sq, sizeof(double) * (size_t)b);
     tr->reduce_s = clock_now() - t0;
-    double loss = 0;
-    for (int i = 0; i < o->batch; i++) loss += tr->sq[i];
+    double loss = 0, q_sum[4] = {0};
+    int q_n[4] = {0};
+    for (int i = 0; i < o->batch; i++) { /* every rank knows every image's t: a pure function */
+        int q = (int)(4LL * timestep_of(tr, step, (uint64_t)i) / T);
+        loss += tr->sq[i];
+        q_sum[q] += tr->sq[i] / (double)per, q_n[q]++;
+    }
     loss /= (double)per * o->batch;
     if (!isfinite(loss))
         return err_fail(err, "the loss is not finite at step %lld (%g): stopping; the last checkpoint is kept",
@@ -308,6 +319,8 @@ int trainer_step(trainer *tr, err_t *err) {
     tr->loss = loss;
     tr->grad_norm = gnorm;
     tr->lr = lr;
+    tr->ema_decay = d;
+    memcpy(tr->q_sum, q_sum, sizeof q_sum), memcpy(tr->q_n, q_n, sizeof q_n);
     tr->step++;
     return 0;
 }
@@ -321,6 +334,7 @@ const train_cadence_field train_cadence[TRAIN_CADENCE_FIELDS] = {
     {"sample_n", offsetof(train_opts, sample_n), 1, 1024},
     {"eval_every", offsetof(train_opts, eval_every), 0, 2e9},
     {"eval_n", offsetof(train_opts, eval_n), 10, 100000},
+    {"tensorboard", offsetof(train_opts, tensorboard), 0, 1},
 };
 
 long long *train_cadence_of(train_opts *o, int i) { return (long long *)((char *)o + train_cadence[i].offset); }

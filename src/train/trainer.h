@@ -69,10 +69,10 @@ typedef struct train_opts {
      * variance half. */
     double vlb_weight;
     /* The run's cadence, in steps and images (the CLI's --save-every, --log-every,
-     * --sample-every, --sample-n, --eval-every, --eval-n): the trainer does not use
-     * them; they are recorded so that --resume keeps them (defaults when a state
-     * from before them lacks them). */
-    long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
+     * --sample-every, --sample-n, --eval-every, --eval-n; tensorboard: 1, or 0 with
+     * --no-tensorboard): the trainer does not use them; they are recorded so that
+     * --resume keeps them (defaults when a state from before them lacks them). */
+    long long save_every, log_every, sample_every, sample_n, eval_every, eval_n, tensorboard;
 } train_opts;
 
 enum { TRAIN_LR_CONSTANT = 0, TRAIN_LR_LINEAR = 1, TRAIN_LR_COSINE = 2 };
@@ -94,9 +94,9 @@ int train_loss_weight_parse(const char *name);
  * cos(pi u)) / 2 (cosine): it reaches zero one step after lr_total. */
 double train_lr_factor(const train_opts *o, long long k);
 
-/* The cadence fields of train_opts (save_every .. eval_n): each one's name, where it
+/* The cadence fields of train_opts (save_every .. tensorboard): each one's name, where it
  * lies in train_opts, and the range a value must be in (what the CLI's flags allow). */
-#define TRAIN_CADENCE_FIELDS 6
+#define TRAIN_CADENCE_FIELDS 7
 typedef struct train_cadence_field {
     const char *name;
     size_t offset;
@@ -115,6 +115,12 @@ typedef struct trainer {
     float *m, *v, *ema;   /* [nparams] each */
     int64_t step;         /* steps done */
     double loss, grad_norm, lr; /* of the last step */
+    double ema_decay;     /* the EMA decay of the last step's update */
+    /* The last step's loss by timestep quartile (improved-diffusion's loss_q0..q3): the
+     * sum of the images' losses (mean squared error over the pixels) of the global batch
+     * whose t is in quartile q (q = 4t/T) and their count; loss = sum of q_sum / batch. */
+    double q_sum[4];
+    int q_n[4];
     double reduce_s;      /* seconds the last step spent summing over the processes */
     int nranks, first, local; /* processes in the run; this one's images: first..first+local-1 of the batch */
     float *x0, *eps, *xt, *out, *t; /* per-step buffers, [local] images */

@@ -4,7 +4,8 @@
 With Open MPI's mpirun (Debian's openmpi-bin; --oversubscribe, as CI has two cores):
   * identity: the training state after 3 steps (weights, EMA, Adam moments) is byte-identical
     for one process with 1 and 2 threads and for np = 2 and 4, with dropout and flips on, and
-    so are the logged losses and gradient norms;
+    so are the logged losses and gradient norms, and TensorBoard's view of RUN/tb (one event file,
+    rank 0's: the global loss, gradient norm and loss by timestep quartile);
   * resume across np: a run started with np = 4 resumes with one process, one started with one
     process resumes with np = 2, and both end byte-identical to the uninterrupted run;
   * a process count or batch that cannot be split fails with a message and a non-zero status,
@@ -17,6 +18,7 @@ With Open MPI's mpirun (Debian's openmpi-bin; --oversubscribe, as CI has two cor
 Exits non-zero on any failure; says SKIP and exits 77 (scripts/run-tests.sh counts it as skipped,
 or as failed under DDPM_NO_SKIP=1) when mpirun is not installed.
 """
+import logging
 import os
 import pathlib
 import shutil
@@ -27,6 +29,9 @@ import tempfile
 import time
 
 from ddpmtest import CONFIG, DDPM, check, finish, metrics, saved_step, tiny_idx  # noqa: E402
+
+logging.getLogger("tensorboard").setLevel(logging.ERROR)
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 SKIPPED = 77  # the exit status of a skip (automake's convention; scripts/run-tests.sh)
 
@@ -80,6 +85,15 @@ def start_and_wait(np_, out, args, min_step):
     return p
 
 
+def tb_view(run_dir):
+    """The event files of RUN/tb, and {tag: [(step, value)]} of the tags that do not depend on timing."""
+    tb = pathlib.Path(run_dir, "tb")
+    files = sorted(f.name for f in tb.iterdir()) if tb.is_dir() else []
+    acc = event_accumulator.EventAccumulator(str(tb), size_guidance={event_accumulator.SCALARS: 0}).Reload()
+    tags = [t for t in acc.Tags()["scalars"] if t not in ("train/img_per_s", "train/reduce_s")]
+    return files, {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
+
+
 def main():
     if not shutil.which("mpirun"):
         print("SKIP: mpirun not found (the test command installs openmpi-bin)")
@@ -101,6 +115,10 @@ def main():
         if rc == 0:
             check(state(out) == state(ref), f"np {np_} x {threads} thread(s): training state byte-identical")
             check(metrics(out) == metrics(ref), f"np {np_} x {threads} thread(s): the same global loss and grad norm")
+            files, view = tb_view(out)
+            check(len(files) == 1 and view == tb_view(ref)[1] and "train/loss_q3" in view,
+                  f"np {np_} x {threads} thread(s): one event file, TensorBoard shows the one-process run's values "
+                  f"({', '.join(sorted(view))})")
     if np_ == 4 and rc == 0:
         check("4 processes x 4 images of batch 16" in log, "the run says how the batch is split")
 

@@ -11,14 +11,21 @@ very first save), then continued with `--resume` and no other flags (the run kee
     `--resume` never fails, and never needs the previous state (the latest is always whole);
   * the final training_state.safetensors and model weights are byte-identical to those of one
     uninterrupted run to the same step;
-  * metrics.jsonl holds each step 1..N once, in order, with the uninterrupted run's loss and grad norm.
+  * metrics.jsonl holds each step 1..N once, in order, with the uninterrupted run's loss and grad norm;
+  * TensorBoard (its EventAccumulator) loads the run's event files (RUN/tb) after every kill, a record
+    cut by the kill or not, and at the end shows train/loss and train/grad_norm at each step 1..N once,
+    with metrics.jsonl's values (each resumed session's SessionLog START purges the steps a killed one
+    logged past its last save).
 
     DDPM_BUILD=build /usr/bin/python3 tests/py/test_soak.py
     DDPM_SOAK_KILLS=200 DDPM_SOAK_S=3600 DDPM_BUILD=build /usr/bin/python3 tests/py/test_soak.py   # long
 Exits non-zero on any failure.
 """
+import logging
+import math
 import os
 import pathlib
+import struct
 import random
 import signal
 import subprocess
@@ -27,6 +34,9 @@ import tempfile
 import time
 
 from ddpmtest import CONFIG, DDPM, check, finish, metrics, saved_step, tiny_idx  # noqa: E402
+
+logging.getLogger("tensorboard").setLevel(logging.ERROR)
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 KILLS = int(os.environ.get("DDPM_SOAK_KILLS", "20"))
 SECONDS = float(os.environ.get("DDPM_SOAK_S", "60"))
@@ -50,6 +60,21 @@ def in_window(run, p, not_before):
     return False
 
 
+def tb_view(tb):
+    """{tag: [(step, value)]} of train/loss and train/grad_norm as TensorBoard shows the folder tb."""
+    acc = event_accumulator.EventAccumulator(str(tb), size_guidance={event_accumulator.SCALARS: 0}).Reload()
+    tags = acc.Tags()["scalars"]
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] if t in tags else [] for t in ("train/loss", "train/grad_norm")}
+
+
+def torn(f):
+    """Whether the event file f ends inside a record (by its length fields)."""
+    raw, off = f.read_bytes(), 0
+    while off + 8 <= len(raw):
+        off += 16 + struct.unpack_from("<Q", raw, off)[0]
+    return off != len(raw)
+
+
 def main():
     rng = random.Random(SEED)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddpm_soak_"))
@@ -60,6 +85,7 @@ def main():
     print(f"seed {SEED} (DDPM_SOAK_SEED), at most {KILLS} kills or {SECONDS:.0f} s", flush=True)
 
     kills = starts = in_state = in_models = aimed = 0
+    tb_bad, tb_torn = [], 0
     t0 = time.time()
     while kills < KILLS and time.time() - t0 < SECONDS:
         resume = (run / STATE).exists() or (run / PREV).exists()
@@ -90,6 +116,12 @@ def main():
         if "resuming from the previous state" in text or "no usable training state" in text:
             check(False, f"kill {kills}: the latest state was not whole:\n{text}")
             break
+        try:  # TensorBoard reads what the kill left, whatever it cut
+            if (run / "tb").is_dir():
+                tb_view(run / "tb")
+                tb_torn += sum(torn(f) for f in (run / "tb").iterdir())
+        except Exception as e:  # noqa: BLE001 -- any exception is the failure being looked for
+            tb_bad.append(f"kill {kills}: {type(e).__name__}: {e}")
         left = list(run.glob("**/*.tmp.*"))  # what a killed save leaves (file_write_atomic's temporary files)
         in_state += any(f.name.startswith(STATE) for f in left)
         in_models += any(f.parent.name.startswith("model") for f in left)
@@ -100,6 +132,8 @@ def main():
     check(last is not None, f"{kills} kills in {time.time() - t0:.0f} s ({starts} fresh starts), the last state "
                             f"at step {last}; {aimed} aimed inside a state save; caught writing the state: {in_state}, the model folders: "
                             f"{in_models} (the rest: elsewhere in a save, or in a step)")
+    check(not tb_bad, f"TensorBoard loaded RUN/tb after every kill (files ending inside a record, summed over the "
+                      f"kills: {tb_torn})" + ("" if not tb_bad else ": " + "; ".join(tb_bad[:3])))
     if last is None:
         return finish(tmp, f" (seed {SEED})")
     final = last + 3
@@ -120,6 +154,13 @@ def main():
         got, want = metrics(run), metrics(ref)
         check([s for s, _, _ in got] == list(range(1, final + 1)), f"metrics.jsonl: steps 1..{final} once each")
         check(got == want, "metrics.jsonl: the uninterrupted run's loss and grad norm at every step")
+        view = tb_view(run / "tb")
+        f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]  # noqa: E731
+        for i, tag in ((1, "train/loss"), (2, "train/grad_norm")):
+            ok = [s for s, _ in view[tag]] == [r[0] for r in got] and all(
+                math.isclose(v, f32(r[i]), rel_tol=1e-5) for (_, v), r in zip(view[tag], got))
+            check(ok, f"TensorBoard: {tag} at each step 1..{final} once, as in metrics.jsonl, over "
+                      f"{len(list((run / 'tb').iterdir()))} event files")
     return finish(tmp, f" (seed {SEED})")
 
 

@@ -55,7 +55,7 @@ class Trainer:
     (or config=a config.json path); recipe "paper" | "short" (applied before the options); options:
     any field of ddpm_train_options (limit, batch, lr, warmup, clip, ema, ema_warmup, dropout, flip,
     classes, p_uncond, seed, T, schedule, beta_start, beta_end, variance, shards, inception) or of
-    its cadence (save_every, log_every, sample_every, sample_n, eval_every, eval_n)."""
+    its cadence (save_every, log_every, sample_every, sample_n, eval_every, eval_n, tensorboard)."""
 
     def __init__(self, out, data=None, preset=None, recipe=None, **options):
         self._h = None
