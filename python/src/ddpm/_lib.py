@@ -162,6 +162,41 @@ def call(fn, *args, handle=ffi.NULL):
             raise error(st, handle)
 
 
+class Handle:
+    """A Python object that owns a C one (self._h): close() frees it once (_free names the
+    ddpm_*_free function), a with-block closes it, the garbage collector closes what was left
+    open, and a call on a closed object raises ValueError ("ddpm.<Class>: the <_what> is closed")."""
+    _h = None
+    _free = None
+    _what = None
+
+    def close(self):
+        """Frees the C object; further calls raise ValueError. Closing twice is fine."""
+        h, self._h = self._h, None
+        if h is not None:
+            with LOCK:
+                getattr(lib, self._free)(h)
+
+    def __del__(self):
+        if self._h is not None and lib is not None:  # lib is None at interpreter exit
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def closed(self):
+        return self._h is None
+
+    def _handle(self):
+        if self._h is None:
+            raise ValueError(f"ddpm.{type(self).__name__}: the {self._what} is closed")
+        return self._h
+
+
 class _Worker:
     """One daemon thread that makes the long calls (sampling, likelihood, statistics), so that the
     calling thread waits interruptibly: Ctrl-C there sets the call's cancel flag, which the progress

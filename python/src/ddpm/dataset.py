@@ -23,11 +23,12 @@ class DatasetInfo:
     desc: str
 
 
-class Dataset:
+class Dataset(_lib.Handle):
     """Dataset(path=None, split="train", limit=0): up to limit images (0: all) of split ("train" |
     "test") of path: None or "fashion-mnist" (Debian's Fashion-MNIST), an IDX file or MNIST-layout
     folder, a CIFAR-10 binary folder or .bin batch, or a folder of PNGs (one subfolder per class).
     The images stay in the library's memory; .images() copies a range out."""
+    _free, _what = "ddpm_dataset_free", "data set"
 
     def __init__(self, path=None, split="train", limit=0):
         if split not in SPLITS:
@@ -41,27 +42,6 @@ class Dataset:
         _lib.call(lib.ddpm_dataset_get_info, self._h, i, handle=self._h)
         self.info = DatasetInfo(i.n, i.channels, i.height, i.width, i.num_classes, string(i.desc))
         self.path = path
-
-    def close(self):
-        h, self._h = self._h, None
-        if h is not None:
-            with _lib.LOCK:
-                lib.ddpm_dataset_free(h)
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and _lib is not None and _lib.lib is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _handle(self):
-        if self._h is None:
-            raise ValueError("ddpm.Dataset: the data set is closed")
-        return self._h
 
     def __len__(self):
         return self.info.n

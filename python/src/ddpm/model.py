@@ -63,10 +63,11 @@ class NLL:
     mse: np.ndarray
 
 
-class Model:
+class Model(_lib.Handle):
     """A model folder (diffusers layout) or a training run's model, loaded by Model.load(path).
     Close it with .close() or a with block (it is also freed when garbage-collected); a closed model
     raises ValueError. Calls on one model, like every ddpm call, run one at a time."""
+    _free, _what = "ddpm_model_free", "model"
 
     def __init__(self, handle):
         self._h = handle
@@ -80,33 +81,6 @@ class Model:
         keep, out = [], ffi.new("ddpm_model **")
         _lib.call(lib.ddpm_model_load, cstr(os.fspath(path), keep), out)
         return cls(out[0])
-
-    # -- lifetime
-    def close(self):
-        """ddpm_model_free; further calls raise ValueError. Closing twice is fine."""
-        h, self._h = self._h, None
-        if h is not None:
-            with _lib.LOCK:
-                lib.ddpm_model_free(h)
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and _lib is not None and _lib.lib is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    @property
-    def closed(self):
-        return self._h is None
-
-    def _handle(self):
-        if self._h is None:
-            raise ValueError("ddpm.Model: the model is closed")
-        return self._h
 
     def __repr__(self):
         if self._h is None:

@@ -48,14 +48,27 @@ def _set(struct, name, value, keep, what):
         raise type(e)(f"{what} {name}={value!r}: {e}") from None
 
 
-class Trainer:
+def _cadence(cadence, keep, who):
+    """A ddpm_train_cadence with the fields of the dict cadence set and the others -1 (unchanged)."""
+    c = ffi.new("ddpm_train_cadence *")
+    for k in CADENCE_FIELDS:
+        setattr(c, k, -1)
+    for k, v in cadence.items():
+        if k not in CADENCE_FIELDS:
+            raise TypeError(f"{who}: unknown cadence field {k!r} (fields: {', '.join(CADENCE_FIELDS)})")
+        _set(c, k, v, keep, "cadence")
+    return c
+
+class Trainer(_lib.Handle):
     """Trainer(out, data=None, preset=None, recipe=None, **options): a new run in the folder out
     (ddpm_trainer_create; ArgumentError when out already holds one: use Trainer.resume(out)).
     data as ddpm.Dataset takes it (None: Fashion-MNIST); preset "fmnist-small" | "fmnist" | "cifar10"
     (or config=a config.json path); recipe "paper" | "short" (applied before the options); options:
     any field of ddpm_train_options (limit, batch, lr, warmup, clip, ema, ema_warmup, dropout, flip,
     classes, p_uncond, seed, T, schedule, beta_start, beta_end, variance, shards, inception) or of
-    its cadence (save_every, log_every, sample_every, sample_n, eval_every, eval_n, tensorboard)."""
+    its cadence (save_every, log_every, sample_every, sample_n, eval_every, eval_n, tensorboard).
+    close() closes metrics.jsonl and saves nothing: call finish() or save() first."""
+    _free, _what = "ddpm_trainer_free", "trainer"
 
     def __init__(self, out, data=None, preset=None, recipe=None, **options):
         self._h = None
@@ -87,13 +100,7 @@ class Trainer:
         self = cls.__new__(cls)
         self._h, self.out = None, os.fspath(out)
         keep = []
-        c = ffi.new("ddpm_train_cadence *")
-        for k in CADENCE_FIELDS:
-            setattr(c, k, -1)
-        for k, v in cadence.items():
-            if k not in CADENCE_FIELDS:
-                raise TypeError(f"Trainer.resume: unknown cadence field {k!r} (fields: {', '.join(CADENCE_FIELDS)})")
-            _set(c, k, v, keep, "cadence")
+        c = _cadence(cadence, keep, "Trainer.resume")
         out_p = ffi.new("ddpm_trainer **")
         _lib.call(lib.ddpm_trainer_resume, cstr(self.out, keep), c, cstr(inception, keep), out_p)
         self._h = out_p[0]
@@ -105,29 +112,6 @@ class Trainer:
         keep = []
         with _lib.LOCK:
             return bool(lib.ddpm_run_exists(cstr(os.fspath(out), keep)))
-
-    # -- lifetime
-    def close(self):
-        """ddpm_trainer_free: closes metrics.jsonl; saves nothing (call finish() or save() first)."""
-        h, self._h = self._h, None
-        if h is not None:
-            with _lib.LOCK:
-                lib.ddpm_trainer_free(h)
-
-    def __del__(self):
-        if getattr(self, "_h", None) is not None and _lib is not None and _lib.lib is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _handle(self):
-        if self._h is None:
-            raise ValueError("ddpm.Trainer: the trainer is closed")
-        return self._h
 
     def __repr__(self):
         return f"<ddpm.Trainer {self.out!r}" + (" (closed)>" if self._h is None else f" at step {self.metrics.step}>")
@@ -159,13 +143,7 @@ class Trainer:
         """Changes what the run writes and how often from now on (ddpm_trainer_set_cadence)."""
         h = self._handle()
         keep = []
-        c = ffi.new("ddpm_train_cadence *")
-        for k in CADENCE_FIELDS:
-            setattr(c, k, -1)
-        for k, v in cadence.items():
-            if k not in CADENCE_FIELDS:
-                raise TypeError(f"set_cadence: unknown field {k!r} (fields: {', '.join(CADENCE_FIELDS)})")
-            _set(c, k, v, keep, "cadence")
+        c = _cadence(cadence, keep, "set_cadence")
         _lib.call(lib.ddpm_trainer_set_cadence, h, c, handle=h)
 
     # -- work
