@@ -97,7 +97,11 @@ static cJSON *results_json(const fid_job *j) {
               json_int(o, "pr_k", DDPM_QUALITY_PR_K) + json_int(o, "n", q->n) +
               json_num(o, "n_ref", q->n_ref > 0, (double)q->n_ref) + json_int(o, "n_pr", q->n_pr) +
               json_num(o, "out_of_range", ranged, ranged ? (double)r->out_pixels / (double)r->pixels : 0) +
-              json_num(o, "broken", ranged, ranged ? (double)r->broken / (double)r->images : 0) +
+              json_num(o, "out_of_range_images", ranged, ranged ? (double)r->out_images / (double)r->images : 0) +
+              json_num(o, "broken", q->has_broken, (double)q->broken / (double)q->n) +
+              json_num(o, "broken_dark", q->has_broken, (double)q->broken_by[0] / (double)q->n) +
+              json_num(o, "broken_white", q->has_broken, (double)q->broken_by[1] / (double)q->n) +
+              json_num(o, "broken_noisy", q->has_broken, (double)q->broken_by[2] / (double)q->n) +
               json_num(o, "max_abs", ranged, r->max_abs);
     if (j->cls) bad += json_classes(o, j);
     bad += !cJSON_AddRawToObject(o, "seconds", secs);
@@ -139,9 +143,13 @@ static const char fid_usage[] =
     "  a statistics .npz without arr_0 (`ddpm eval stats`, or pytorch-fid's --save-stats);\n"
     "  --samples only: a model or run folder, from which --n images (default 1000) are\n"
     "    sampled first with the sampler flags of `ddpm sample`.\n"
-    "Float samples are also checked for broken images: the share of pixels beyond +-1.05\n"
-    "before the clamp to [-1, 1], and of images with more than 1% of such pixels (a model's\n"
-    "samples are measured before the clamp; use --raw in `ddpm sample` to keep them).\n"
+    "Broken images: a sample is broken when it is darker (nearly blank), whiter (a blown-out\n"
+    "blob) or rougher (noise) than 99.9% of the reference images, by three numbers per image\n"
+    "(docs/quality.md); the reference must be images or ddpm's statistics (pytorch-fid's have\n"
+    "no such numbers). Float samples are also checked for values out of range: the share of\n"
+    "pixels beyond +-1.05 before the clamp to [-1, 1], and of images with more than 1% of such\n"
+    "pixels (a model's samples are measured before the clamp; use --raw in `ddpm sample` to\n"
+    "keep them).\n"
     "Features: --features inception is pytorch-fid's Inception-v3 (weights from --inception,\n"
     "see docs/fid.md); --features fmnist is ddpm's built-in F-MNIST classifier for 28x28 gray\n"
     "images, reported as \"FID (F-MNIST features)\", not comparable with Inception FID. auto\n"
@@ -294,11 +302,15 @@ static void fid_report(const fid_job *j) {
                (double)j->correct / (double)q->n, j->correct, q->n);
     if (q->n_ref > 0) printf("N: %lld samples, %lld reference images; %.1f s\n", q->n, q->n_ref, j->secs);
     else printf("N: %lld samples, reference statistics of an unknown number of images; %.1f s\n", q->n, j->secs);
+    if (q->has_broken)
+        printf("broken: %lld of %lld images (%.1f%%): %lld dark, %lld white, %lld noisy\n", q->broken, q->n,
+               100.0 * (double)q->broken / (double)q->n, q->broken_by[0], q->broken_by[1], q->broken_by[2]);
     const ddpm_sample_report *sr = &j->S.range;
     if (sr->images > 0)
-        printf("out of range: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g); broken: %lld of %lld images (%.1f%%)\n",
-               100.0 * (double)sr->out_pixels / (double)sr->pixels, (double)(float)DDPM_RANGE_TOL, sr->max_abs,
-               sr->broken, sr->images, 100.0 * (double)sr->broken / (double)sr->images);
+        printf("out of range: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g), %lld of %lld images with more than "
+               "1%% of them (%.1f%%)\n", 100.0 * (double)sr->out_pixels / (double)sr->pixels,
+               (double)(float)DDPM_RANGE_TOL, sr->max_abs, sr->out_images, sr->images,
+               100.0 * (double)sr->out_images / (double)sr->images);
     fflush(stdout);
     if (j->cls) report_classes(j);
 }

@@ -42,7 +42,7 @@ static const char sample_usage[] =
     "samples are clamped there, as diffusers' pipelines do, unless --raw\n"
     "(pixel = round((x + 1) / 2 * 255) as diffusers saves images). Reports the share of\n"
     "pixels beyond +-1.05 before that clamp, and the images with more than 1% of them\n"
-    "(broken samples).\n"
+    "(out of range; `ddpm eval fid` also counts broken images).\n"
     "Class-conditional models (ddpm train --classes): --class picks the classes (names or\n"
     "indices, given to the images in turn), --per-class K draws K of every class (one grid\n"
     "row per class), and --guidance W mixes in the unconditional model (classifier-free\n"
@@ -280,9 +280,9 @@ int cmd_sample(int argc, char **argv)
     if ((rc = write_samples(&cmd, out, sdir, x, N, H, W, C, per_class ? (int)per_class : 0))) goto done;
     fprintf(stderr, "ddpm sample: %d image(s) in %.2f s (%.3f s per image)\n", N, secs, secs / N);
     fprintf(stderr, "ddpm sample: before the clamp to [-1, 1]: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g), "
-                    "%lld of %d image(s) broken (more than %.0f%% of their pixels)%s\n",
-            100.0 * (double)rep.out_pixels / (double)rep.pixels, DDPM_RANGE_TOL, rep.max_abs, rep.broken, N,
-            100 * DDPM_BROKEN_FRAC, o.raw ? "; --raw: not clamped" : "");
+                    "%lld of %d image(s) out of range (more than %.0f%% of their pixels)%s\n",
+            100.0 * (double)rep.out_pixels / (double)rep.pixels, DDPM_RANGE_TOL, rep.max_abs, rep.out_images, N,
+            100 * DDPM_OUT_IMAGE_FRAC, o.raw ? "; --raw: not clamped" : "");
     if (png_ok) printf("%s/grid.png\n%s/000000.png .. %06d.png\n", out, sdir, N - 1);
     printf("%s/samples.npy [%d, %d, %d, %d] float32 NCHW\n", out, N, C, H, W);
 done:

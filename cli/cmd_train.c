@@ -182,9 +182,9 @@ static void report(const ddpm_train_metrics *m, const train_flags *f, int tty, d
         *tdraw = now;
     }
     if (m->evaluated == 1)
-        fprintf(stderr, "%sstep %lld  %s %.3f  precision %.3f  recall %.3f  broken %.1f%%  (%d EMA samples, %.0f s)\n",
-                tty ? "\n" : "", m->step, m->fid_label, m->fid, m->precision, m->recall, 100 * m->broken, m->eval_n,
-                m->eval_s);
+        fprintf(stderr, "%sstep %lld  %s %.3f  precision %.3f  recall %.3f  broken %.1f%%  out of range %.1f%%  "
+                        "(%d EMA samples, %.0f s)\n", tty ? "\n" : "", m->step, m->fid_label, m->fid, m->precision,
+                m->recall, 100 * m->broken, 100 * m->out_of_range, m->eval_n, m->eval_s);
 }
 
 /* The step after which the learning rate reaches zero: --steps, or with

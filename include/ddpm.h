@@ -306,14 +306,15 @@ DDPM_API void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_option
 
 /* What ddpm_sample saw in the final samples before the clamp to [-1, 1]: a
  * pixel is out when |x| > DDPM_RANGE_TOL (the small overshoot of a flat
- * background at +-1 is normal), an image is broken when more than
- * DDPM_BROKEN_FRAC of its pixels are out. */
+ * background at +-1 is normal), an image is out of range when more than
+ * DDPM_OUT_IMAGE_FRAC of its pixels are out. (Broken images, those a person
+ * would call broken, are measured against a reference: ddpm_quality.) */
 #define DDPM_RANGE_TOL 1.05
-#define DDPM_BROKEN_FRAC 0.01
+#define DDPM_OUT_IMAGE_FRAC 0.01
 typedef struct ddpm_sample_report {
     long long images, pixels;
     long long out_pixels; /* |x| > DDPM_RANGE_TOL */
-    long long broken;     /* images with more than DDPM_BROKEN_FRAC of their pixels out */
+    long long out_images; /* images with more than DDPM_OUT_IMAGE_FRAC of their pixels out */
     double max_abs;       /* the largest |x| */
 } ddpm_sample_report;
 
@@ -524,7 +525,9 @@ typedef struct ddpm_train_metrics {
     /* Set at a step that ran an FID evaluation (eval_every, rank 0): 1, or -1
      * when it failed (logged as a warning "step N: ..."; training goes on). */
     int evaluated;
-    double fid, precision, recall, broken, eval_s; /* broken: the fraction of broken samples */
+    double fid, precision, recall, eval_s;
+    double broken;       /* the share of broken samples (ddpm_quality) */
+    double out_of_range; /* the share of samples out of range (ddpm_sample_report) */
     int eval_n;
     const char *fid_label; /* "FID" (Inception) or "FID (F-MNIST features)" */
     int saved, sampled;    /* this step wrote a checkpoint / a sample grid (rank 0) */
@@ -677,10 +680,26 @@ typedef struct ddpm_quality {
     int has_is, has_pr;
     long long n, n_ref;         /* samples; reference images (0: unknown) */
     long long n_pr;             /* images per side in precision/recall */
+    int has_broken;             /* both sides keep looks (below) */
+    long long broken;           /* samples a person would call broken (below) */
+    long long broken_by[3];     /* of them: dark (near blank), white (a blown-out blob), noisy (an image may be
+                                 * counted under several) */
 } ddpm_quality;
+/* Broken images: besides features, ddpm_stats_compute keeps three numbers per
+ * image, its "looks", on its pixels clamped to [-1, 1] (gray: the mean of the
+ * channels): ink, the share of pixels brighter than -0.5; white, the share
+ * brighter than 0.9; rough, 1 - the correlation of neighbouring pixels (right
+ * and below). A sample is broken when its ink is below the 0.1%
+ * quantile of the reference's (dark, near blank), or its white or rough above
+ * the 99.9% quantile (a blown-out blob; noise): about 0.3% of real images
+ * drawn like the reference's are. The old pixel statistic (values beyond
+ * +-DDPM_RANGE_TOL before the clamp) is ddpm_sample_report's "out of range".
+ * Statistics files keep the looks as `looks` [n, 3]; pytorch-fid's have none. */
+
 /* Measures samples against ref (both in f's feature space): the FID always;
  * the Inception Score with Inception features over the samples' logits in
- * DDPM_QUALITY_IS_SPLITS splits; precision/recall on m = min(n, ref n) rows of
+ * DDPM_QUALITY_IS_SPLITS splits; the broken samples when both keep looks (by
+ * the rule of ref's); precision/recall on m = min(n, ref n) rows of
  * each side: the first m samples, and m reference rows spread evenly over the
  * reference (which may be sorted, e.g. by class).
  * Errors: DDPM_ERR_ARG (NULL, statistics of another dimension than f's

@@ -553,7 +553,8 @@ static void test_fid(void) {
     expect(a, 0, "FID (F-MNIST features): ");
     const char *js = slurp(p);
     CHECK(strstr(js, "\"fid\":") && strstr(js, "\"features\":\"fmnist\"") && strstr(js, "\"inception_score\":null") &&
-              strstr(js, "\"n\":120"), "fid.json: %s", js);
+              strstr(js, "\"n\":120") && strstr(js, "\"broken\":") && !strstr(js, "\"broken\":null") &&
+              strstr(js, "\"out_of_range_images\":null"), "fid.json: %s", js);
     /* Statistics with features, then samples (.npy) against them: precision/recall. */
     snprintf(a, sizeof a, "eval stats --data fashion-mnist --split test --n 100 --out %s --save-features --threads 1",
              tpath(q, sizeof q, "ref.npz"));
@@ -563,6 +564,9 @@ static void test_fid(void) {
     write_npy(tpath(r, sizeof r, "noise.npy"), x, 30, 1, 28, 28);
     snprintf(a, sizeof a, "eval fid --samples %s --ref %s --threads 1", r, q);
     expect(a, 0, "precision: ");
+    /* Noise is broken (noisy) by the looks the statistics file keeps. */
+    expect(a, 0, "broken: 30 of 30 images (100.0%): 0 dark, ");
+    expect(a, 0, " 30 noisy\n");
     x[784 * 3 + 5] = NAN;
     write_npy(r, x, 30, 1, 28, 28);
     expect(a, 2, "not finite");

@@ -76,7 +76,7 @@ static void test_by_class(void) {
     }
     logits[8 * L + 2] = 5; /* the tie */
     err_t err;
-    quality_ref mine = {{0}, f, N}, ref = {{0}, f, N};
+    quality_ref mine = {.feats = f, .n = N}, ref = {.feats = f, .n = N};
     CHECK(stats_fid_compute(&mine.st, f, N, D, &err) == 0, "%s", err.msg);
     quality_class c[5] = {{.k = 0, .ref_k = 10}, {.k = 1, .ref_k = 11}, {.k = 2, .ref_k = 12},
                           {.k = 0, .ref_k = 11}, {.k = 3, .ref_k = 13}};

@@ -606,22 +606,22 @@ static int scale_eps(void *ctx, int n, const float *x, const float *t, float *ep
 }
 
 /* sampler_range_add: a pixel is out when |x| > SAMPLE_RANGE_TOL (1.05 itself
- * is not), an image broken when more than SAMPLE_BROKEN_FRAC (1%) of its
+ * is not), an image out of range when more than SAMPLE_OUT_IMAGE_FRAC (1%) of its
  * pixels are; counts accumulate over calls. */
 static void test_sample_range(void) {
     enum { RD = 200, RN = 4 }; /* 1% of 200 = 2 pixels */
     float *v = fbuf((size_t)RN * RD);
     v[0] = SAMPLE_RANGE_TOL, v[1] = -SAMPLE_RANGE_TOL, v[2] = -1.0f; /* image 0: none out */
     v[RD + 0] = nextafterf(SAMPLE_RANGE_TOL, 2.0f);                  /* image 1: 1 out */
-    v[2 * RD + 5] = 3.0f, v[2 * RD + 6] = -2.0f;                      /* image 2: 2 out, exactly 1%: not broken */
-    v[3 * RD + 7] = -4.5f, v[3 * RD + 8] = 1.5f, v[3 * RD + 9] = 1.1f; /* image 3: 3 out: broken */
+    v[2 * RD + 5] = 3.0f, v[2 * RD + 6] = -2.0f;                      /* image 2: 2 out, exactly 1%: not out */
+    v[3 * RD + 7] = -4.5f, v[3 * RD + 8] = 1.5f, v[3 * RD + 9] = 1.1f; /* image 3: 3 out: out of range */
     sample_range r = {0};
     sampler_range_add(&r, v, RN, RD);
-    CHECK(r.images == RN && r.pixels == RN * RD && r.out_pixels == 6 && r.broken == 1 && r.max_abs == 4.5,
-          "range: %lld images %lld pixels %lld out %lld broken max %g", r.images, r.pixels, r.out_pixels, r.broken,
+    CHECK(r.images == RN && r.pixels == RN * RD && r.out_pixels == 6 && r.out_images == 1 && r.max_abs == 4.5,
+          "range: %lld images %lld pixels %lld out %lld out-images max %g", r.images, r.pixels, r.out_pixels, r.out_images,
           r.max_abs);
     sampler_range_add(&r, v + RD, 1, RD);
-    CHECK(r.images == RN + 1 && r.pixels == (RN + 1) * RD && r.out_pixels == 7 && r.broken == 1,
+    CHECK(r.images == RN + 1 && r.pixels == (RN + 1) * RD && r.out_pixels == 7 && r.out_images == 1,
           "range accumulates: %lld images %lld out", r.images, r.out_pixels);
     free(v);
 }
@@ -640,8 +640,8 @@ static void test_raw_and_range(void) {
     for (int j = 0; j < RD; j++)
         xT[j] = 0.5f, xT[RD + j] = 0.9f, xT[2 * RD + j] = 0.1f, xT[3 * RD + j] = -0.2f;
     xT[RD + 3] = 1.2f, xT[RD + 7] = -1.04f; /* image 1: 1.20006 out; -1.04005 in (< 1.05) but clamped */
-    xT[2 * RD] = 3.0f, xT[2 * RD + 1] = -3.0f; /* image 2: 2 out, not broken */
-    xT[3 * RD + 10] = xT[3 * RD + 11] = xT[3 * RD + 12] = -2.5f; /* image 3: 3 out, broken */
+    xT[2 * RD] = 3.0f, xT[2 * RD + 1] = -3.0f; /* image 2: 2 out, not out */
+    xT[3 * RD + 10] = xT[3 * RD + 11] = xT[3 * RD + 12] = -2.5f; /* image 3: 3 out, counted */
     scale_ctx zero = {0.0f, RD};
     denoiser d = {.eps = scale_eps, .ctx = &zero, .batch = RN, .D = RD};
     sample_range r1 = {0}, r0 = {0};
@@ -660,10 +660,10 @@ static void test_raw_and_range(void) {
     CHECK(raw_ok && a[RD + 3] > 1.2f && a[RD + 7] < -1.04f, "raw: x_T / sqrt(alphabar_0) unclamped (%g, %g)",
           (double)a[RD + 3], (double)a[RD + 7]);
     CHECK(clamp_ok && b[RD + 3] == 1.0f && b[RD + 7] == -1.0f && b[2 * RD] == 1.0f, "not raw: clamp of the raw result");
-    CHECK(r1.images == RN && r1.pixels == RN * RD && r1.out_pixels == 6 && r1.broken == 1 && r1.max_abs == mx,
-          "range (raw): %lld images %lld out %lld broken max %g", r1.images, r1.out_pixels, r1.broken, r1.max_abs);
-    CHECK(!memcmp(&r0, &r1, sizeof r0), "range without raw: %lld out %lld broken max %g (counted before the clamp)",
-          r0.out_pixels, r0.broken, r0.max_abs);
+    CHECK(r1.images == RN && r1.pixels == RN * RD && r1.out_pixels == 6 && r1.out_images == 1 && r1.max_abs == mx,
+          "range (raw): %lld images %lld out %lld out-images max %g", r1.images, r1.out_pixels, r1.out_images, r1.max_abs);
+    CHECK(!memcmp(&r0, &r1, sizeof r0), "range without raw: %lld out %lld out-images max %g (counted before the clamp)",
+          r0.out_pixels, r0.out_images, r0.max_abs);
 
     /* DPM++ overshooting: raw leaves it, otherwise the clamp; x0 clipping
      * (X0_CLIP) keeps even the raw result in range (its last step returns x0) */

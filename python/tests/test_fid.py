@@ -22,7 +22,11 @@ def test_fid_of_images(fmnist):
     same = ddpm.fid(x[:150], x[:150])
     assert abs(same.fid) < 1e-3 and same.precision == 1 and same.recall == 1
     noise = np.random.default_rng(0).uniform(-1, 1, x[:150].shape).astype(np.float32)
-    assert ddpm.fid(noise, x[150:]).fid > 10 * q.fid
+    n = ddpm.fid(noise, x[150:])
+    assert n.fid > 10 * q.fid
+    # Broken images: noise is (all of it, as noisy), real images seldom (beyond the extremes of only
+    # 150 reference images: about 3 / 151 of them expected, 7 of 150 here).
+    assert n.broken == 1 and n.broken_by["noisy"] == 1 and q.broken <= 0.08
     u = np.floor((x[:150] + 1) * 127.5 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
     assert abs(ddpm.fid(u, x[150:]).fid - q.fid) < 1e-6  # uint8 NHWC of the same pixels
 
@@ -36,6 +40,7 @@ def test_fid_against_a_dataset_and_statistics(fmnist, tmp_path):
     assert r.returncode == 0, r.stderr
     s = ddpm.fid(x[:100], stats)
     assert s.features == "fmnist" and abs(s.fid - q.fid) < 1e-6 * max(1, q.fid)
+    assert q.broken is not None and s.broken == q.broken  # the statistics file keeps the looks
 
 
 def test_fid_progress_and_bad_inputs(fmnist, tmp_path):

@@ -136,11 +136,11 @@ static ddpm_stats *stats_new(void) {
     return s;
 }
 
-/* The features feats [n, d] and (if logits) logits [n, classes] of x [n, c, h,
- * w], a batch at a time (each batch as NHWC in the network's batch). Returns
- * DDPM_OK or a status recorded on f. */
+/* The features feats [n, d], (if logits) logits [n, classes] and the looks
+ * [n, BROKEN_LOOKS] (broken.h) of x [n, c, h, w], a batch at a time (each batch
+ * as NHWC in the network's batch). Returns DDPM_OK or a status recorded on f. */
 static int extract(ddpm_features *f, int n, int c, int h, int w, const float *x, float *feats, float *logits,
-                   ddpm_progress_fn progress, void *ctx) {
+                   float *looks, ddpm_progress_fn progress, void *ctx) {
     const int B = f->batch, d = featnet_dim(f->net), k = featnet_classes(f->net), HW = h * w;
     const size_t D = (size_t)c * HW;
     err_t e = {0};
@@ -151,6 +151,7 @@ static int extract(ddpm_features *f, int n, int c, int h, int w, const float *x,
         int m = n - i0 < B ? n - i0 : B;
         ops_nchw_to_nhwc(buf, x + (size_t)i0 * D, m, c, HW);
         image_set s = {m, h, w, c, NULL, buf};
+        broken_looks(looks + (size_t)i0 * BROKEN_LOOKS, &s);
         if (featnet_extract(f->net, &s, feats + (size_t)i0 * d, logits ? logits + (size_t)i0 * k : NULL, NULL, NULL,
                             &e)) {
             rc = api_status(&f->head, DDPM_ERR_RUNTIME, &e);
@@ -178,12 +179,13 @@ int ddpm_stats_compute(ddpm_features *f, int n, int c, int h, int w, const float
     err_t e = {0};
     ddpm_stats *s = stats_new();
     float *feats = mem_alloc_floats((size_t)n * d, &e);
-    if (!s || !feats || ((flags & DDPM_STATS_LOGITS) && !(s->logits = mem_alloc_floats((size_t)n * k, &e))) ||
+    if (!s || !feats || !(s->r.looks = mem_alloc_floats((size_t)n * BROKEN_LOOKS, &e)) || ((flags & DDPM_STATS_LOGITS) && !(s->logits = mem_alloc_floats((size_t)n * k, &e))) ||
         (labels && !(s->labels = mem_alloc(sizeof *labels * (size_t)n, &e)))) {
         rc = s ? api_status(&f->head, DDPM_ERR_NOMEM, &e) : api_fail(&f->head, DDPM_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((rc = extract(f, n, c, h, w, x, feats, s->logits, progress, progress_ctx))) goto done;
+    s->r.n_looks = n;
+    if ((rc = extract(f, n, c, h, w, x, feats, s->logits, s->r.looks, progress, progress_ctx))) goto done;
     if (stats_fid_compute(&s->r.st, feats, n, d, &e)) {
         rc = api_status(&f->head, DDPM_ERR_NONFINITE, &e);
         goto done;
@@ -252,7 +254,8 @@ int ddpm_quality_compare(ddpm_features *f, const ddpm_stats *samples, const ddpm
     if (quality_compare(&iq, f->net, &samples->r, samples->logits, &ref->r, &e))
         return api_status(&f->head, DDPM_ERR_RUNTIME, &e);
     *q = (ddpm_quality){iq.fid, iq.is_mean, iq.is_std, iq.precision, iq.recall, iq.has_is, iq.has_pr, iq.n,
-                        iq.n_ref, iq.n_pr};
+                        iq.n_ref, iq.n_pr, iq.has_broken, iq.broken, {iq.broken_by[BROKEN_DARK],
+                        iq.broken_by[BROKEN_WHITE], iq.broken_by[BROKEN_NOISY]}};
     return DDPM_OK;
 }
 

@@ -271,7 +271,7 @@ static int range_sum(sample_range *r)
     *r = (sample_range){0};
     for (int q = 0; q < dist_size(); q++) {
         r->images += ranks[q].images, r->pixels += ranks[q].pixels;
-        r->out_pixels += ranks[q].out_pixels, r->broken += ranks[q].broken;
+        r->out_pixels += ranks[q].out_pixels, r->out_images += ranks[q].out_images;
         r->max_abs = ranks[q].max_abs > r->max_abs ? ranks[q].max_abs : r->max_abs;
     }
     free(ranks);
@@ -312,7 +312,7 @@ int ddpm_sample(ddpm_model *m, const ddpm_sample_options *o, int n, float *x, dd
         }
     }
     if (report)
-        *report = (ddpm_sample_report){r.range.images, r.range.pixels, r.range.out_pixels, r.range.broken,
+        *report = (ddpm_sample_report){r.range.images, r.range.pixels, r.range.out_pixels, r.range.out_images,
                                        r.range.max_abs};
 done:
     unet_guided_free(&r.g);
@@ -323,7 +323,7 @@ done:
 void ddpm_sample_report_add(ddpm_sample_report *r, int n, size_t values_per_image, const float *x)
 {
     if (!r || !x || n < 1) return;
-    sample_range s = {r->images, r->pixels, r->out_pixels, r->broken, r->max_abs};
+    sample_range s = {r->images, r->pixels, r->out_pixels, r->out_images, r->max_abs};
     sampler_range_add(&s, x, n, values_per_image);
-    *r = (ddpm_sample_report){s.images, s.pixels, s.out_pixels, s.broken, s.max_abs};
+    *r = (ddpm_sample_report){s.images, s.pixels, s.out_pixels, s.out_images, s.max_abs};
 }

@@ -347,7 +347,7 @@ int ddpm_trainer_step(ddpm_trainer *t, ddpm_train_metrics *m)
     ddpm_trainer_get_metrics(t, m);
     m->logged = ev.logged, m->log_loss = ev.log_loss, m->log_img_per_s = ev.log_img_per_s;
     m->evaluated = ev.evaluated, m->fid = ev.fid, m->precision = ev.precision, m->recall = ev.recall;
-    m->broken = ev.broken, m->eval_s = ev.eval_s, m->fid_label = ev.fid_label;
+    m->broken = ev.broken, m->out_of_range = ev.out_of_range, m->eval_s = ev.eval_s, m->fid_label = ev.fid_label;
     m->saved = ev.saved, m->sampled = ev.sampled;
     return status_of(&t->head, kind, &e);
 }

@@ -35,7 +35,7 @@ void sampler_range_add(sample_range *r, const float *x, int n, size_t D) {
         r->images++;
         r->pixels += (long long)D;
         r->out_pixels += out;
-        if ((double)out > SAMPLE_BROKEN_FRAC * (double)D) r->broken++;
+        if ((double)out > SAMPLE_OUT_IMAGE_FRAC * (double)D) r->out_images++;
     }
 }
 

@@ -61,15 +61,15 @@ typedef enum x0_mode {
 
 /* Out-of-range statistics of final samples before the clamp of the samples
  * contract: a pixel is out of range when |x| > SAMPLE_RANGE_TOL, and an image
- * is broken when more than SAMPLE_BROKEN_FRAC of its pixels are. The
+ * is out of range when more than SAMPLE_OUT_IMAGE_FRAC of its pixels are. The
  * tolerance ignores the small overshoot of values that should be exactly +-1
  * (a flat background), which a working model makes too. */
 #define SAMPLE_RANGE_TOL 1.05f
-#define SAMPLE_BROKEN_FRAC 0.01
+#define SAMPLE_OUT_IMAGE_FRAC 0.01
 typedef struct sample_range {
     long long images, pixels;  /* counted so far */
     long long out_pixels;      /* pixels with |x| > SAMPLE_RANGE_TOL */
-    long long broken;          /* images with more than SAMPLE_BROKEN_FRAC of their pixels out */
+    long long out_images;      /* images with more than SAMPLE_OUT_IMAGE_FRAC of their pixels out */
     double max_abs;            /* the largest |x| */
 } sample_range;
 

@@ -13,6 +13,7 @@
 void quality_ref_free(quality_ref *r) {
     stats_fid_free(&r->st);
     free(r->feats);
+    free(r->looks);
     memset(r, 0, sizeof *r);
 }
 
@@ -25,6 +26,9 @@ int quality_ref_from_images(quality_ref *r, featnet *net, const image_set *s, in
     float *f = mem_alloc_floats((size_t)s->n * d, err), *l = NULL;
     if (!f || (logits_out && !(l = mem_alloc_floats((size_t)s->n * k, err)))) goto fail;
     if (featnet_extract(net, s, f, l, cb, ctx, err) || stats_fid_compute(&r->st, f, s->n, d, err)) goto fail;
+    if (!(r->looks = mem_alloc_floats((size_t)s->n * BROKEN_LOOKS, err))) goto fail;
+    broken_looks(r->looks, s);
+    r->n_looks = s->n;
     if (keep_feats) r->feats = f, r->n = s->n;
     else free(f);
     if (logits_out) *logits_out = l;
@@ -37,13 +41,14 @@ fail:
 
 int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, err_t *err) {
     const int d = r->st.d;
-    npz_entry e[4] = {
+    npz_entry e[5] = {
         {"mu", NPY_F64, 1, {d}, r->st.mu},
         {"sigma", NPY_F64, 2, {d, d}, r->st.sigma},
-        {"features", NPY_F32, 2, {r->n, d}, r->feats},
-        {"logits", NPY_F32, 2, {r->n, classes}, logits},
     };
-    int n = r->feats ? (logits ? 4 : 3) : 2;
+    int n = 2;
+    if (r->feats) e[n++] = (npz_entry){"features", NPY_F32, 2, {r->n, d}, r->feats};
+    if (r->feats && logits) e[n++] = (npz_entry){"logits", NPY_F32, 2, {r->n, classes}, logits};
+    if (r->looks) e[n++] = (npz_entry){"looks", NPY_F32, 2, {r->n_looks, BROKEN_LOOKS}, r->looks};
     return npz_write(path, e, n, err);
 }
 
@@ -84,6 +89,19 @@ int quality_ref_load(quality_ref *r, const char *path, err_t *err) {
         for (size_t i = 0; i < (size_t)r->n * d; i++)
             if (!isfinite(r->feats[i])) {
                 err_fail(err, "%s: 'features' holds values that are not finite", path);
+                goto fail;
+            }
+    }
+    if (npz_find(&f, "looks")) {
+        if (npz_read_f32(&f, "looks", &r->looks, &ndim, shape, err)) goto fail;
+        if (ndim != 2 || shape[1] != BROKEN_LOOKS || shape[0] < 1) {
+            err_fail(err, "%s: 'looks' must be [n, %d]", path, BROKEN_LOOKS);
+            goto fail;
+        }
+        r->n_looks = shape[0];
+        for (size_t i = 0; i < (size_t)r->n_looks * BROKEN_LOOKS; i++)
+            if (!isfinite(r->looks[i])) {
+                err_fail(err, "%s: 'looks' holds values that are not finite", path);
                 goto fail;
             }
     }
@@ -148,6 +166,12 @@ int quality_compare(quality *q, featnet *net, const quality_ref *mine, const flo
         if (stats_inception_score(&q->is_mean, &q->is_std, logits, q->n, featnet_classes(net), QUALITY_IS_SPLITS, err))
             return -1;
         q->has_is = 1;
+    }
+    if (ref->looks && mine->looks) {
+        broken_rule rule;
+        if (broken_rule_from(&rule, ref->looks, ref->n_looks, err)) return -1;
+        q->broken = broken_count(&rule, mine->looks, mine->n_looks, q->broken_by);
+        q->has_broken = 1;
     }
     return compare_pr(q, mine, ref, d, err);
 }

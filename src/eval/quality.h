@@ -11,6 +11,7 @@
 #ifndef DDPM_QUALITY_H
 #define DDPM_QUALITY_H
 
+#include "broken.h"
 #include "diffusion/sampler.h"
 #include "featnet.h"
 #include "stats.h"
@@ -22,31 +23,34 @@
  * the features themselves. */
 typedef struct quality_ref {
     fid_stats st;
-    float *feats; /* [n, d] or NULL */
-    long long n;  /* rows of feats (0 without) */
+    float *feats;        /* [n, d] or NULL */
+    long long n;         /* rows of feats (0 without) */
+    float *looks;        /* [n_looks, BROKEN_LOOKS] (broken.h) or NULL */
+    long long n_looks;
 } quality_ref;
 
 typedef struct quality {
     double fid, is_mean, is_std, precision, recall;
-    int has_is, has_pr;
+    int has_is, has_pr, has_broken;
+    long long broken, broken_by[BROKEN_LOOKS]; /* has_broken: broken images (broken.h), and by reason */
     long long n, n_ref, n_pr; /* images measured, reference images, images per side in P/R */
 } quality;
 
 typedef void (*quality_progress)(void *ctx, int done, int total);
 
-/* Features (and logits, if logits_out) of s, then their statistics. r->feats
- * is kept when keep_feats. *logits_out (may be NULL) gets [n, classes]. */
+/* Features (and logits, if logits_out) of s, then their statistics, and the
+ * looks of its images (broken.h). r->feats is kept when keep_feats. *logits_out (may be NULL) gets [n, classes]. */
 int quality_ref_from_images(quality_ref *r, featnet *net, const image_set *s, int keep_feats, float **logits_out,
                             quality_progress cb, void *ctx, err_t *err);
 /* Writes r (and logits [r->n, classes] if not NULL) as an .npz (atomically). */
 int quality_ref_save(const quality_ref *r, const float *logits, int classes, const char *path, err_t *err);
-/* Reads mu and sigma (and features when present) of an .npz; checks the shapes
+/* Reads mu and sigma (and features and looks when present) of an .npz; checks the shapes
  * and that every value is finite. */
 int quality_ref_load(quality_ref *r, const char *path, err_t *err);
 void quality_ref_free(quality_ref *r);
 
 /* Measures s against ref: FID always; IS with Inception features (n >= 10);
- * precision/recall when ref has features, on m = min(n, ref n) rows of each
+ * the broken images when ref has looks (broken.h, by ref's rule); precision/recall when ref has features, on m = min(n, ref n) rows of each
  * side (equal sizes, as the method expects): the first m samples, and m
  * reference rows spread evenly over the reference. */
 int quality_measure(quality *q, featnet *net, const image_set *s, const quality_ref *ref, quality_progress cb,

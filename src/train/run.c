@@ -143,7 +143,7 @@ static int fid_open(train_run *r, err_t *err)
 
 /* One FID of eval_n EMA samples against the reference into ev, and its
  * metrics.jsonl line {"step", "fid", "features", "precision", "recall",
- * "broken", "eval_n", "eval_s"}. */
+ * "broken", "out_of_range", "eval_n", "eval_s"}. */
 static int fid_run(train_run *r, run_events *ev, err_t *err)
 {
     run_fid *e = &r->fe;
@@ -172,14 +172,16 @@ static int fid_run(train_run *r, run_events *ev, err_t *err)
         return err_wrap(err, "FID evaluation");
     ev->evaluated = 1;
     ev->fid = q.fid, ev->precision = q.precision, ev->recall = q.recall;
-    ev->broken = (double)range.broken / (double)range.images;
+    ev->broken = (double)q.broken / n;
+    ev->out_of_range = (double)range.out_images / (double)range.images;
     ev->eval_s = clock_now() - t0;
     ev->eval_n = n;
     ev->fid_label = featnet_fid_label(e->net);
     if (r->mf) {
         fprintf(r->mf, "{\"step\":%lld,\"fid\":%.6g,\"features\":\"%s\",\"precision\":%.4g,\"recall\":%.4g,"
-                       "\"broken\":%.4g,\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step, q.fid,
-                featnet_kind_name(featnet_kind_of(e->net)), q.precision, q.recall, ev->broken, n, ev->eval_s);
+                       "\"broken\":%.4g,\"out_of_range\":%.4g,\"eval_n\":%d,\"eval_s\":%.3f}\n", (long long)tr->step,
+                q.fid, featnet_kind_name(featnet_kind_of(e->net)), q.precision, q.recall, ev->broken, ev->out_of_range, n,
+                ev->eval_s);
         fflush(r->mf);
     }
     return 0;
@@ -454,8 +456,9 @@ static int cadence(train_run *r, run_events *ev, err_t *err)
             fflush(r->mf);
         }
     } else if (ev->evaluated == 1) {
-        tfevents_scalar v[3] = {{"eval/fid", ev->fid}, {"eval/precision", ev->precision}, {"eval/recall", ev->recall}};
-        if (tb_scalars(r, v, 3, err)) return RUN_IO;
+        tfevents_scalar v[5] = {{"eval/fid", ev->fid}, {"eval/precision", ev->precision}, {"eval/recall", ev->recall},
+                                {"eval/broken", ev->broken}, {"eval/out_of_range", ev->out_of_range}};
+        if (tb_scalars(r, v, 5, err)) return RUN_IO;
     }
     return RUN_OK;
 }

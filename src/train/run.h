@@ -74,7 +74,8 @@ typedef struct run_events {
     int logged;                /* a metrics line: the mean loss and images/s since the one before */
     double log_loss, log_img_per_s;
     int evaluated;             /* an FID: 1, or -1 when it failed (logged as a warning; training goes on) */
-    double fid, precision, recall, broken, eval_s; /* broken: the fraction of broken samples */
+    double fid, precision, recall, eval_s;
+    double broken, out_of_range; /* shares of the samples: broken (broken.h), out of range (sample_range) */
     int eval_n;
     const char *fid_label;     /* "FID" or "FID (F-MNIST features)" */
     int saved, sampled;        /* a checkpoint, a sample grid */

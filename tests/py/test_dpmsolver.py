@@ -108,7 +108,8 @@ def end_to_end():
         clamped, log = ddpm_samples(tmp, xT, 12, "linspace", False)
         check(float(np.abs(raw).max()) > 1, f"the fixture model's raw samples leave [-1, 1] (max |x| {np.abs(raw).max():.3g})")
         check(np.array_equal(clamped, np.clip(raw, -1, 1)), "samples.npy without --raw is the raw result clamped to [-1, 1]")
-        check("beyond +-1.05" in log and "broken" in log, "ddpm sample reports the out-of-range share and broken images")
+        check("beyond +-1.05" in log and "out of range (more than 1% of their pixels)" in log,
+              "ddpm sample reports the out-of-range share of pixels and of images")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ second session logged). After each part:
   * one event file per session, each starting with a SessionLog START; after the fallback, the control:
     without TensorBoard's purge (purge_orphaned_data=False) step 45 shows twice, so the START is what
     keeps the view right.
-Then: an FID run (the default preset, --eval-every 2) has eval/fid, eval/precision and eval/recall equal
+Then: an FID run (the default preset, --eval-every 2) has eval/fid, precision, recall, broken and out_of_range equal
 to its metrics.jsonl line; --no-tensorboard writes no RUN/tb, and its --resume keeps it off; a RUN/tb that
 cannot be made (a file in its place) fails the run at the start with a message naming it, exit status
 non-zero, and --no-tensorboard then trains.
@@ -161,7 +161,7 @@ def main():
     if check(rc == 0, "an FID run" + ("" if rc == 0 else f": {out}")):
         rows = [r for r in lines(fid) if "fid" in r]
         check(len(rows) == 1 and rows[0]["step"] == 2, f"one FID line: {rows}")
-        compare_scalars(load(fid / "tb"), rows, ["fid", "precision", "recall"], "eval", "FID run")
+        compare_scalars(load(fid / "tb"), rows, ["fid", "precision", "recall", "broken", "out_of_range"], "eval", "FID run")
 
     # --no-tensorboard, kept by --resume.
     quiet = tmp / "quiet"

@@ -50,7 +50,7 @@ class SampleReport:
     images: int
     pixels: int
     out_pixels: int
-    broken: int
+    out_images: int
     max_abs: float
 
 
@@ -256,7 +256,7 @@ class Model(_lib.Handle):
             return lib.ddpm_sample(h, o, n, fptr(x), report)
 
         _lib.long_call(run, progress, handle=h)
-        self.last_report = SampleReport(report.images, report.pixels, report.out_pixels, report.broken,
+        self.last_report = SampleReport(report.images, report.pixels, report.out_pixels, report.out_images,
                                         report.max_abs)
         return images_out(x, uint8)
 

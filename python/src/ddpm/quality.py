@@ -17,7 +17,10 @@ class Quality:
     """What ddpm.fid measured. fid is labelled by label ("FID", or "FID (F-MNIST features)": not
     comparable with Inception FIDs); inception_score (and its std over 10 splits) only with Inception
     features and n >= 10, precision and recall (k = 3) only when both sides keep features: None
-    otherwise. n samples, n_ref reference images (0: unknown), n_pr images per side in precision/recall."""
+    otherwise. n samples, n_ref reference images (0: unknown), n_pr images per side in precision/recall.
+    broken: the share of broken samples (dark, white or noisy beyond 99.9% of the reference's images,
+    docs/quality.md) and broken_by {"dark", "white", "noisy"}, when the reference keeps the images'
+    looks (images, or ddpm's statistics): None otherwise."""
     fid: float
     label: str
     features: str
@@ -28,6 +31,8 @@ class Quality:
     n: int
     n_ref: int
     n_pr: int
+    broken: object = None
+    broken_by: object = None
 
 
 def _stats(net, x, flags, progress):
@@ -94,7 +99,10 @@ def fid(samples, ref, features="auto", inception=None, batch=64, progress=None):
                        inception_score=q.is_mean if q.has_is else None,
                        inception_score_std=q.is_std if q.has_is else None,
                        precision=q.precision if q.has_pr else None, recall=q.recall if q.has_pr else None,
-                       n=q.n, n_ref=q.n_ref, n_pr=q.n_pr)
+                       n=q.n, n_ref=q.n_ref, n_pr=q.n_pr,
+                       broken=q.broken / q.n if q.has_broken else None,
+                       broken_by=dict(zip(("dark", "white", "noisy"), (q.broken_by[k] / q.n for k in range(3))))
+                       if q.has_broken else None)
     finally:
         with _lib.LOCK:
             for s in handles:
