@@ -86,6 +86,13 @@ tver=$($PY -c "import torch; print(torch.__version__)")
 if [ "$THREADS" = 0 ]; then th="all ($ncpu)"; else th=$THREADS; fi
 echo "machine: $cpu, $ncpu CPUs usable (affinity), $(grep -c ^processor /proc/cpuinfo) online," \
      "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+# The instruction sets that decide the kernels (bf16 and AMX ones included), and the family/model
+# that tell Zen 3 from Zen 4 or Sapphire Rapids when the model name does not.
+isa=$(grep -m 1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
+      grep -xE 'avx2|fma|avx512f|avx512bw|avx512vl|avx512_vnni|avx512_bf16|avx_vnni|amx_tile|amx_bf16|amx_int8' |
+      tr '\n' ' ')
+echo "cpu: family $(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
+     "model $(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1); isa: ${isa:-none of AVX2, AVX-512, AMX}"
 echo "ddpm: $BT (oneDNN $(dpkg-query -W -f='${Version}' libdnnl2 2>/dev/null || echo '?'), OpenMP)," \
      "threads $th"
 echo "torch: $tver (Debian python3-torch, $PY), threads $th"
