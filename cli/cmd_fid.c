@@ -305,6 +305,9 @@ static void fid_report(const fid_job *j) {
     if (q->has_broken)
         printf("broken: %lld of %lld images (%.1f%%): %lld dark, %lld white, %lld noisy\n", q->broken, q->n,
                100.0 * (double)q->broken / (double)q->n, q->broken_by[0], q->broken_by[1], q->broken_by[2]);
+    else
+        printf("broken: not counted (a statistics file without the images' looks, such as pytorch-fid's; "
+               "`ddpm eval stats` keeps them)\n");
     const ddpm_sample_report *sr = &j->S.range;
     if (sr->images > 0)
         printf("out of range: %.3f%% of pixels beyond +-%.2f (largest |x| %.3g), %lld of %lld images with more than "

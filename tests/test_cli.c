@@ -600,6 +600,14 @@ static void test_fid(void) {
     e[1].shape[1] = 10;
     CHECK(npz_write(p, e, 2, &err) == 0, "%s", err.msg);
     expect(a, 2, "10-dimensional statistics, but the fmnist network's features are 256-d");
+    /* mu and sigma alone (pytorch-fid's layout): an FID, no broken count, and the line says why. */
+    double *mu2 = calloc(256, sizeof *mu2), *sigma2 = calloc(256 * 256, sizeof *sigma2);
+    for (int i = 0; i < 256; i++) sigma2[i * 257] = 1;
+    npz_entry e2[2] = {{"mu", NPY_F64, 1, {256}, mu2}, {"sigma", NPY_F64, 2, {256, 256}, sigma2}};
+    CHECK(npz_write(tpath(p, sizeof p, "plain.npz"), e2, 2, &err) == 0, "%s", err.msg);
+    snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s --threads 1", p);
+    expect(a, 0, "broken: not counted (a statistics file without the images' looks");
+    free(mu2), free(sigma2);
     write_text(tpath(p, sizeof p, "bad.npz"), "not a zip file");
     snprintf(a, sizeof a, "eval fid --samples fashion-mnist --n 20 --ref %s", p);
     expect(a, 2, "bad.npz");
