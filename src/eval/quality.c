@@ -58,6 +58,22 @@ static int all_finite(const double *x, size_t n) {
     return 1;
 }
 
+/* The optional array name of f as rows [n, cols] of finite floats into *out
+ * and *n (left NULL and 0 when f has none). what: added to the shape message. */
+static int read_rows(npz_file *f, const char *name, int cols, const char *what, float **out, long long *n,
+                     const char *path, err_t *err) {
+    int ndim;
+    int64_t shape[NPY_MAX_DIMS];
+    if (!npz_find(f, name)) return 0;
+    if (npz_read_f32(f, name, out, &ndim, shape, err)) return -1;
+    if (ndim != 2 || shape[1] != cols || shape[0] < 1)
+        return err_fail(err, "%s: '%s' must be [n, %d]%s", path, name, cols, what);
+    *n = shape[0];
+    for (size_t i = 0; i < (size_t)*n * cols; i++)
+        if (!isfinite((*out)[i])) return err_fail(err, "%s: '%s' holds values that are not finite", path, name);
+    return 0;
+}
+
 int quality_ref_load(quality_ref *r, const char *path, err_t *err) {
     memset(r, 0, sizeof *r);
     npz_file f;
@@ -79,32 +95,11 @@ int quality_ref_load(quality_ref *r, const char *path, err_t *err) {
         err_fail(err, "%s: 'mu' or 'sigma' holds values that are not finite", path);
         goto fail;
     }
-    if (npz_find(&f, "features")) {
-        if (npz_read_f32(&f, "features", &r->feats, &ndim, shape, err)) goto fail;
-        if (ndim != 2 || shape[1] != d || shape[0] < 1) {
-            err_fail(err, "%s: 'features' must be [n, %d] to match 'mu'", path, d);
-            goto fail;
-        }
-        r->n = r->st.n = shape[0];
-        for (size_t i = 0; i < (size_t)r->n * d; i++)
-            if (!isfinite(r->feats[i])) {
-                err_fail(err, "%s: 'features' holds values that are not finite", path);
-                goto fail;
-            }
-    }
-    if (npz_find(&f, "looks")) {
-        if (npz_read_f32(&f, "looks", &r->looks, &ndim, shape, err)) goto fail;
-        if (ndim != 2 || shape[1] != BROKEN_LOOKS || shape[0] < 1) {
-            err_fail(err, "%s: 'looks' must be [n, %d]", path, BROKEN_LOOKS);
-            goto fail;
-        }
-        r->n_looks = shape[0];
-        for (size_t i = 0; i < (size_t)r->n_looks * BROKEN_LOOKS; i++)
-            if (!isfinite(r->looks[i])) {
-                err_fail(err, "%s: 'looks' holds values that are not finite", path);
-                goto fail;
-            }
-    }
+    long long nf = 0;
+    if (read_rows(&f, "features", d, " to match 'mu'", &r->feats, &nf, path, err) ||
+        read_rows(&f, "looks", BROKEN_LOOKS, "", &r->looks, &r->n_looks, path, err))
+        goto fail;
+    if (r->feats) r->n = r->st.n = nf;
     npz_close(&f);
     return 0;
 fail:
