@@ -52,7 +52,7 @@ static void run(int alg, int T, int B, int H, int Cin, int Cout) {
         free(x); free(y); free(w); free(b); free(dw); free(db); free(dx);
     }
     printf("%-14s T=%d B=%-2d %2dx%-2d %3d->%-3d  forward %6.1f  weight grad %6.1f  input grad %6.1f GFLOP/s/thread\n",
-           alg == CONV_ALG_GEMM ? "GEMM-based" : "oneDNN", T, B, H, H, Cin, Cout, flops / tf / 1e9,
+           alg == CONV_ALG_WINOGRAD ? "Winograd" : "oneDNN", T, B, H, H, Cin, Cout, flops / tf / 1e9,
            flops / tw / 1e9, flops / td / 1e9);
     for (int i = 0; i < T; i++) ops_conv_plan_free(plans[i]);
 }
@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         int *s = shapes[i];
         run(CONV_ALG_DIRECT, T, s[0], s[1], s[2], s[3]);
-        run(CONV_ALG_GEMM, T, s[0], s[1], s[2], s[3]);
+        run(CONV_ALG_WINOGRAD, T, s[0], s[1], s[2], s[3]);
     }
     return 0;
 }

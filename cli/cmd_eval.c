@@ -119,6 +119,7 @@ static int eval_nll(int argc, char **argv)
     const char *model = NULL, *data = NULL, *csv = NULL;
     long long n = 256, batch = 64, seed = 0, threads = 0;
     int no_verify = 0;
+    const char *conv = CLI_CONV_DEFAULT;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder or run folder", 0, 0, NULL, 1, 0},
         {"data", ARG_STR, &data, "SRC", "images (default: Fashion-MNIST's test split)", 0, 0, NULL, 0, 0},
@@ -129,6 +130,7 @@ static int eval_nll(int argc, char **argv)
                                        "distortion (RMSE, 0..255); the rate-distortion curve goes to FILE_rd.svg "
                                        "(default: MODEL/../nll.csv for a run folder, else ./nll.csv)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_CONV(&conv),
         ARG_NO_VERIFY(&no_verify),
         {0},
     };
@@ -141,6 +143,7 @@ static int eval_nll(int argc, char **argv)
     if (r) return r > 0 ? 0 : EXIT_USAGE;
     ddpm_set_threads((int)threads);
     ddpm_set_verify(!no_verify);
+    ddpm_set_conv_algorithm(conv);
     ddpm_model *m = NULL;
     ddpm_dataset *d = NULL;
     ddpm_model_info mi;

@@ -324,6 +324,7 @@ int eval_fid(int argc, char **argv) {
     long long n = 0, ref_n = 0, batch = 50, threads = 0;
     fid_sample_args sa = {CLI_SAMPLER_INIT, 0, NULL, 1, 0};
     int no_verify = 0;
+    const char *conv = CLI_CONV_DEFAULT;
     arg_spec specs[] = {
         {"samples", ARG_STR, &samples, "X", "the images to measure (see below)", 0, 0, NULL, 1, 0},
         {"ref", ARG_STR, &ref, "Y", "the reference (see below)", 0, 0, NULL, 0, 0},
@@ -347,6 +348,7 @@ int eval_fid(int argc, char **argv) {
          0, 0, NULL, 0, 0},
         {"guidance", ARG_FLOAT, &sa.guidance, "W", "a conditional model: " CLI_GUIDANCE_HELP, 0, 100, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_CONV(&conv),
         ARG_NO_VERIFY(&no_verify),
         {0},
     };
@@ -358,6 +360,7 @@ int eval_fid(int argc, char **argv) {
     sa.guidance_seen = args_seen(specs, "guidance");
     ddpm_set_threads((int)threads);
     ddpm_set_verify(!no_verify);
+    ddpm_set_conv_algorithm(conv);
     double t0 = ddpm_now();
     fid_job j = {0};
     fid_source_spec ss = {"--samples", samples, !strcmp(samples_split, "test"), n, fid_layout_of(layout), &sa};

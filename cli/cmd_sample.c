@@ -193,6 +193,7 @@ int cmd_sample(int argc, char **argv)
     double guidance = 1;
     cli_sampler sa = CLI_SAMPLER_INIT;
     int no_verify = 0;
+    const char *conv = CLI_CONV_DEFAULT;
     arg_spec specs[] = {
         {"model", ARG_STR, &model, "DIR", "model folder (diffusers layout) or run folder", 0, 0, NULL, 1, 0},
         {"out", ARG_STR, &out, "DIR", "output folder (created if missing)", 0, 0, NULL, 1, 0},
@@ -207,6 +208,7 @@ int cmd_sample(int argc, char **argv)
         {"noise", ARG_STR, &noise, "X_T.npy",
          "start from this x_T instead of drawing it: float32 [n, C, H, W] (sets --n)", 0, 0, NULL, 0, 0},
         ARG_THREADS(&threads),
+        ARG_CONV(&conv),
         ARG_NO_VERIFY(&no_verify),
         {0},
     };
@@ -217,6 +219,7 @@ int cmd_sample(int argc, char **argv)
     const int root = ddpm_proc_rank() == 0;
     int nthreads = ddpm_set_threads((int)threads);
     ddpm_set_verify(!no_verify);
+    ddpm_set_conv_algorithm(conv);
 
     ddpm_model *m = NULL;
     ddpm_model_info mi;

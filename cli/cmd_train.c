@@ -26,7 +26,7 @@ static void on_signal(int sig) { stop_signal = sig; }
 /* The flags' values. */
 typedef struct train_flags {
     const char *data, *preset, *config, *out, *schedule_kind, *variance, *inception, *recipe;
-    const char *prediction, *lr_schedule, *loss_weight;
+    const char *prediction, *lr_schedule, *loss_weight, *conv;
     long long steps, batch, warmup, seed, limit, threads, T, shards;
     long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
     double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond, snr_gamma, vlb_weight;
@@ -46,7 +46,7 @@ static train_flags default_flags(void)
                          .eval_n = c->eval_n, .lr = o.lr, .clip = o.clip, .ema = o.ema, .dropout = o.dropout,
                          .beta_start = o.beta_start, .beta_end = o.beta_end, .p_uncond = o.p_uncond,
                          .prediction = "epsilon", .lr_schedule = o.lr_schedule, .loss_weight = o.loss_weight,
-                         .snr_gamma = o.snr_gamma, .vlb_weight = o.vlb_weight};
+                         .snr_gamma = o.snr_gamma, .vlb_weight = o.vlb_weight, .conv = CLI_CONV_DEFAULT};
 }
 
 /* --recipe short: its values, where the flag itself is not given. */
@@ -324,6 +324,7 @@ int cmd_train(int argc, char **argv)
          "(docs/determinism.md) (default: the largest power of two up to min(8, batch/4), at least the process "
          "count; one process does not split a batch under 8)", 0, 65536, NULL, 0, 0},
         ARG_THREADS(&f->threads),
+        ARG_CONV(&f->conv),
         ARG_NO_VERIFY(&f->no_verify),
         {0},
     };
@@ -343,6 +344,7 @@ int cmd_train(int argc, char **argv)
     if (!strcmp(f->recipe, "short")) apply_recipe(f, specs);
     int nthreads = ddpm_set_threads((int)f->threads);
     ddpm_set_verify(!f->no_verify);
+    ddpm_set_conv_algorithm(f->conv);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);

@@ -13,6 +13,14 @@
 /* The --threads flag every compute command takes (0 = every CPU we may use). */
 #define ARG_THREADS(dst) {"threads", ARG_INT, (dst), "N", "CPU threads (0 = all available)", 0, 4096, NULL, 0, 0}
 
+/* --conv, the flag of every command that runs a U-Net or a feature network:
+ * after args_parse, ddpm_set_conv_algorithm(value). */
+#define CLI_CONV_DEFAULT "measure"
+#define ARG_CONV(dst)                                                                                               \
+    {"conv", ARG_CHOICE, (dst), NULL, "how 3x3 convolutions are computed: measure (per shape and pass, the fastest " \
+     "algorithm on this CPU, measured once and cached in ~/.cache/ddpm), or that algorithm wherever it applies "   \
+     "(docs/perf.md)", 0, 0, "measure|direct|winograd|onednn-winograd", 0, 0}
+
 /* --no-verify, the flag of every command that loads weights or resumes a run:
  * after args_parse, ddpm_set_verify(!flag). */
 #define ARG_NO_VERIFY(dst)                                                                                          \

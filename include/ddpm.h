@@ -125,6 +125,19 @@ DDPM_API int ddpm_set_threads(int n);
  * does not notice a corrupt file). Call before other threads use the library. */
 DDPM_API void ddpm_set_verify(int on);
 
+/* How the 3x3 convolutions of networks made from now on are computed:
+ * "measure" (the default): for each shape and pass (forward, input gradient,
+ * weight gradient), whichever of the algorithms offered measures fastest on
+ * this machine: oneDNN's direct kernels, ddpm's Winograd F(2x2, 3x3), or
+ * oneDNN's Winograd. Measured once per shape and machine (a few seconds at
+ * most) and remembered in $XDG_CACHE_HOME/ddpm/conv-algorithms.txt
+ * (~/.cache/ddpm/ without XDG_CACHE_HOME); a training run keeps its choices
+ * in RUN/conv_algorithms.txt, which a resume uses. "direct", "winograd",
+ * "onednn-winograd": that algorithm wherever it applies, direct elsewhere.
+ * Returns DDPM_OK, or DDPM_ERR_ARG for another name. Call before other
+ * threads use the library. */
+DDPM_API int ddpm_set_conv_algorithm(const char *name);
+
 /* Seconds on a monotonic clock (for timing and progress). Thread-safe. */
 DDPM_API double ddpm_now(void);
 

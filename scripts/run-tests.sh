@@ -11,6 +11,11 @@ set -u
 # Threads sleep rather than spin while waiting: a busy machine must not slow the tests 50x.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 build=${1:-build}
+# The convolution algorithms every test process chooses by measurement (src/ops/conv_choice.c)
+# go to a cache of this run's own: not the user's, and the same for all the suite's processes.
+export XDG_CACHE_HOME
+XDG_CACHE_HOME=$(mktemp -d "${TMPDIR:-/tmp}/ddpm-tests-cache.XXXXXX") || exit 1
+trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 no_skip=${DDPM_NO_SKIP:-0}
 pass=0; fail=0; skip=0; failed=(); skipped=()
 export DDPM_BUILD=$build

@@ -778,6 +778,95 @@ static void test_resume_cadence(void) {
     expect(a, 0, "\"save_every\":2,\"log_every\":2,");
 }
 
+/* RUN/conv_algorithms.txt keeps the algorithms each convolution ran with: a
+ * resume uses them whatever the machine's cache says since, so that it gives
+ * the bits of the uninterrupted run. Control: without the file, the cache's
+ * other algorithms give other bits. A file that does not parse stops the
+ * resume and names the file. */
+static void test_conv_record(void) {
+    char a[1024], env[400], data[400], cache[400], whole[300], part[300], bare[300], path[600];
+    snprintf(env, sizeof env, "XDG_CACHE_HOME=%s/convcache", tmp);
+    snprintf(cache, sizeof cache, "%s/convcache/ddpm/conv-algorithms.txt", tmp);
+    snprintf(whole, sizeof whole, "%s/conv-whole", tmp);
+    snprintf(part, sizeof part, "%s/conv-part", tmp);
+    snprintf(bare, sizeof bare, "%s/conv-bare", tmp);
+    tiny_idx(data, sizeof data, "conv-images-idx3-ubyte", 16);
+    const char *common = "--config " MODEL "/config.json --batch 4 --threads 1 --save-every 2";
+    /* A new network is timed once against oneDNN's direct kernels alone: the verdict goes to the
+     * cache, and a verdict of "direct" makes the next run of that network all-direct. */
+    char first[300], second[300], text[1 << 14];
+    snprintf(first, sizeof first, "%s/conv-first", tmp);
+    snprintf(second, sizeof second, "%s/conv-second", tmp);
+    snprintf(a, sizeof a, "train --out %s --data %s %s --steps 1", first, data, common);
+    expect_with(env, a, 0, "a training pass takes");
+    FILE *f = fopen(cache, "r");
+    size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[len] = 0;
+    char *verdict = strstr(text, " images per shard|");
+    CHECK(verdict != NULL, "no verdict in the cache:\n%s", text);
+    if (verdict) {
+        verdict += strlen(" images per shard|");
+        char *end = strchr(verdict, '|');
+        f = fopen(cache, "w");
+        fprintf(f, "%.*sdirect%s", (int)(verdict - text), text, end);
+        fclose(f);
+        snprintf(a, sizeof a, "train --out %s --data %s %s --steps 1", second, data, common);
+        expect_with(env, a, 0, "done at step 1");
+        snprintf(path, sizeof path, "%s/conv_algorithms.txt", second);
+        f = fopen(path, "r");
+        char line[1024];
+        int n = 0, direct = 0;
+        while (f && fgets(line, sizeof line, f)) n++, direct += strstr(line, "|direct direct direct|") != NULL;
+        if (f) fclose(f);
+        CHECK(n > 0 && direct == n, "%s: %d of %d lines all-direct after a verdict of direct", path, direct, n);
+    }
+    snprintf(a, sizeof a, "train --out %s --data %s %s --steps 4 --conv winograd", whole, data, common);
+    expect_with(env, a, 0, "done at step 4");
+    for (int k = 0; k < 2; k++) {
+        snprintf(a, sizeof a, "train --out %s --data %s %s --steps 2 --conv winograd", k ? bare : part, data, common);
+        expect_with(env, a, 0, "done at step 2");
+    }
+    /* The record: a line per shape, Winograd where it applies. */
+    snprintf(path, sizeof path, "%s/conv_algorithms.txt", part);
+    f = fopen(path, "r");
+    char line[1024], lines[64][1024];
+    int n = 0, wino = 0;
+    while (f && n < 64 && fgets(line, sizeof line, f)) wino += strstr(line, "|winograd winograd winograd|") != NULL,
+                                                       snprintf(lines[n++], sizeof lines[0], "%s", line);
+    if (f) fclose(f);
+    CHECK(n >= 4 && wino >= 2, "%s: %d lines, %d with Winograd", path, n, wino);
+    /* The cache now says direct for every shape of the run. */
+    snprintf(a, sizeof a, "mkdir -p %s/convcache/ddpm", tmp);
+    CHECK(system(a) == 0, "%s", a);
+    f = fopen(cache, "w");
+    for (int i = 0; f && i < n; i++) {
+        char *bar = strstr(lines[i], "|winograd winograd winograd|");
+        if (bar) fprintf(f, "%.*s|direct direct direct|%s", (int)(bar - lines[i]), lines[i], bar + 28);
+        else fputs(lines[i], f);
+    }
+    CHECK(f && fclose(f) == 0, "%s", cache);
+    snprintf(path, sizeof path, "%s/conv_algorithms.txt", bare);
+    CHECK(remove(path) == 0, "%s", path);
+    for (int k = 0; k < 2; k++) {
+        snprintf(a, sizeof a, "train --out %s --resume --steps 4 --threads 1", k ? bare : part);
+        expect_with(env, a, 0, "done at step 4");
+    }
+    char sw[400], sp[400], sb[400];
+    snprintf(sw, sizeof sw, "%s/training_state.safetensors", whole);
+    snprintf(sp, sizeof sp, "%s/training_state.safetensors", part);
+    snprintf(sb, sizeof sb, "%s/training_state.safetensors", bare);
+    CHECK(same_file(sw, sp), "resumed with the run's record: not the bits of the uninterrupted run");
+    CHECK(!same_file(sw, sb), "control: resumed on the cache's direct kernels, yet the same bits");
+    snprintf(path, sizeof path, "%s/conv_algorithms.txt", part);
+    f = fopen(path, "w");
+    fputs("this is not a record\n", f);
+    fclose(f);
+    snprintf(a, sizeof a, "train --out %s --resume --steps 6 --threads 1", part);
+    expect_with(env, a, 2, "conv_algorithms.txt: convolution choices, line 1");
+    expect("train --out x --conv fastest", 2, "--conv");
+}
+
 /* Removes the scratch folder (ours alone); runs last. */
 static void test_cleanup(void) {
     char a[300];
@@ -785,6 +874,6 @@ static void test_cleanup(void) {
     CHECK(system(a) == 0, "%s", a);
 }
 
-TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_checksums, test_resume_cadence, test_disk_full, test_eval, test_classes, test_model_exit_codes, test_figure,
+TEST_MAIN(test_usage_errors, test_bad_files, test_success, test_train, test_checksums, test_resume_cadence, test_conv_record, test_disk_full, test_eval, test_classes, test_model_exit_codes, test_figure,
           test_fid,
           test_cleanup)

@@ -190,10 +190,10 @@ static void test_bad_images(void) {
  * err.oom, not an exit; with the limit lifted the same features again. */
 static void test_extract_oom(void) {
     err_t err;
-    ops_conv_set_algorithm(CONV_ALG_GEMM);
+    ops_conv_set_algorithm(CONV_ALG_WINOGRAD);
     featnet *net = NULL;
     CHECK(featnet_open(&net, FEATNET_FMNIST, NULL, 4, &err) == 0, "%s", err.msg);
-    ops_conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_MEASURE);
     if (!net) return;
     enum { N = 6 };
     float *x = randn((size_t)N * 28 * 28, 3, 0.5f), f[2][N * 256];

@@ -738,7 +738,7 @@ static void test_shard_threads(void) {
     size_t np = 0;
     int threads = omp_get_max_threads(), counts[2] = {1, threads > 1 ? threads : 4};
     for (int a = 0; a < 2; a++) {
-        ops_conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+        ops_conv_set_algorithm(a ? CONV_ALG_WINOGRAD : CONV_ALG_DIRECT);
         unet *u;
         int rc = unet_create_sharded(&u, &cfg, B, 5, 1, &err);
         CHECK(rc == 0, "unet_create: %s", err.msg);
@@ -767,7 +767,7 @@ static void test_shard_threads(void) {
         CHECK(!memcmp(g[a][0], g[a][1], np * sizeof(float)), "parameter gradients depend on the thread count");
         unet_free(u);
     }
-    ops_conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_MEASURE);
     check_close("GEMM-based vs oneDNN: output", out[1][0], out[0][0], no, 1e-5 * maxabs(out[0][0], no), 1e-3);
     check_close("GEMM-based vs oneDNN: dx", dx[1][0], dx[0][0], nx, 1e-5 * maxabs(dx[0][0], nx), 1e-3);
     check_close("GEMM-based vs oneDNN: parameter gradients", g[1][0], g[0][0], np, 1e-5 * maxabs(g[0][0], np), 1e-3);
@@ -861,7 +861,7 @@ static void test_tbuf_oom(void) {
     for (int a = 0; a < 2; a++)
         for (int sharded = 0; sharded < 2; sharded++) {
             const int B = sharded ? 8 : 2;
-            ops_conv_set_algorithm(a ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+            ops_conv_set_algorithm(a ? CONV_ALG_WINOGRAD : CONV_ALG_DIRECT);
             unet *u;
             int rc = sharded ? unet_create_sharded(&u, &cfg, B, 2, 1, &err) : unet_create(&u, &cfg, B, 1, &err);
             CHECK(rc == 0, "unet_create: %s", err.msg);
@@ -913,7 +913,7 @@ static void test_tbuf_oom(void) {
             free(x), free(r);
             unet_free(u);
         }
-    ops_conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_MEASURE);
 }
 
 TEST_MAIN(test_preset_counts, test_config_errors, test_config_fuzz, test_fd_config_a, test_fd_config_b,

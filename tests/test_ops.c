@@ -288,9 +288,11 @@ static void conv_fixture(const char *file, int stride, int pad, int reference) {
     free(xw); free(yw); free(y); free(dyw); free(dxw); free(dw); free(db);
 }
 
-/* Both fast algorithms for stride-1 convolutions (oneDNN's kernels; Winograd
- * and the nine-tap GEMMs) against the plain-loop tier, on non-square images
- * with row-strided input and output: forward, dx (=), dw/db (+=), twice.
+/* The fast algorithms for stride-1 convolutions (oneDNN's direct kernels,
+ * ddpm's Winograd, oneDNN's Winograd where offered, and two mixes of them per
+ * pass, pinned as a run folder pins them) against the plain-loop tier, on
+ * non-square images with row-strided input and output: forward, dx (=),
+ * dw/db (+=), twice.
  * 3 images of 25x23 are 468 Winograd tiles: more than one chunk, the last
  * one partial. */
 static void conv_algorithms(int B, int H, int W) {
@@ -300,15 +302,29 @@ static void conv_algorithms(int B, int H, int W) {
     float *x = rnd(nx, 0, 1), *w = rnd(nw, 0, 0.3f), *b = rnd(Co, 0, 0.3f), *dy = rnd(ny, 0, 1);
     float *xw = widen(x, M, Cin, ldx, NAN), *dyw = widen(dy, M, Co, ldy, NAN);
     float *ref[4] = {NULL};           /* y, dx, dw, db of the plain loops */
-    const char *alg_name[] = {"plain loops", "oneDNN", "GEMM-based"};
-    for (int alg = 0; alg < 3; alg++) {
+    const char *alg_name[] = {"plain loops", "oneDNN direct", "Winograd", "oneDNN Winograd (or direct)",
+                              "winograd direct winograd", "direct winograd direct"};
+    const int forced[] = {CONV_ALG_DIRECT, CONV_ALG_DIRECT, CONV_ALG_WINOGRAD, CONV_ALG_DNNL_WINOGRAD,
+                          CONV_ALG_MEASURE, CONV_ALG_MEASURE};
+    for (int alg = 0; alg < 6; alg++) {
         ops_set_reference(alg == 0);
-        ops_conv_set_algorithm(alg == 2 ? CONV_ALG_GEMM : CONV_ALG_DIRECT);
+        ops_conv_set_algorithm(forced[alg]);
         conv_plan *p;
         err_t err;
+        if (alg >= 4) {
+            char pin[256];
+            snprintf(pin, sizeof pin, "a test|none|%d %d %d %d %d 1 0 %d %d 1|%s\n", B, H, W, Cin, Co, ldx, ldy,
+                     alg_name[alg]);
+            CHECK(ops_conv_choices_pin(pin, &err) == 0, "%s", err.msg);
+        }
         int rc = ops_conv_plan_create(&p, B, H, W, Cin, Co, 1, CONV_PAD_SAME, ldx, ldy, 1, &err);
+        ops_conv_choices_reset();
         CHECK(rc == 0, "conv_plan_create: %s", err.msg);
         if (rc) break;
+        if (alg >= 4)
+            for (int i = 0; i < CONV_PASSES; i++)
+                CHECK(ops_conv_plan_algorithm(p, i) == (((alg == 4) ^ (i == 1)) ? CONV_ALG_WINOGRAD : CONV_ALG_DIRECT),
+                      "%s: pass %d runs %s", alg_name[alg], i, ops_conv_algorithm_name(ops_conv_plan_algorithm(p, i)));
         float *yw = filled((size_t)M * ldy, SENTINEL), *dxw = filled((size_t)M * ldx, SENTINEL);
         float *dw = filled(nw, 0), *db = filled(Co, 0);
         ops_conv_forward(p, yw, xw, w, b);
@@ -333,7 +349,7 @@ static void conv_algorithms(int B, int H, int W) {
         free(yw); free(dxw); free(dw); free(db);
     }
     ops_set_reference(0);
-    ops_conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_MEASURE);
     for (int k = 0; k < 4; k++) free(ref[k]);
     free(x); free(w); free(b); free(dy); free(xw); free(dyw);
 }

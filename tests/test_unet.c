@@ -21,7 +21,7 @@ static void check_model(const char *name, int tier) {
     const char *tier_name[] = {"fast (automatic choice)", "reference", "fast, Winograd forced"};
     printf("  %s, %s kernels\n", name, tier_name[tier]);
     ops_set_reference(tier == 1);
-    ops_conv_set_algorithm(tier == 2 ? CONV_ALG_GEMM : CONV_ALG_AUTO);
+    ops_conv_set_algorithm(tier == 2 ? CONV_ALG_WINOGRAD : CONV_ALG_MEASURE);
     err_t err;
     unet *u;
     st_file f = fx_open(io);
@@ -75,7 +75,7 @@ static void check_model(const char *name, int tier) {
     st_close(&f);
     unet_free(u);
     ops_set_reference(0);
-    ops_conv_set_algorithm(CONV_ALG_AUTO);
+    ops_conv_set_algorithm(CONV_ALG_MEASURE);
 }
 
 static void test_unet_a_fast(void) { check_model("unet_a", 0); }

@@ -57,6 +57,13 @@ def test_set_threads_and_verify():
     ddpm.set_verify(True)
 
 
+def test_set_conv_algorithm():
+    ddpm.set_conv_algorithm("direct")
+    ddpm.set_conv_algorithm("measure")
+    with pytest.raises(ddpm.ArgumentError, match="fastest"):
+        ddpm.set_conv_algorithm("fastest")
+
+
 def test_set_log_receives_the_librarys_notes(tiny_run, tmp_path):
     import shutil
     run = tmp_path / "run"

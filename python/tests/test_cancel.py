@@ -33,6 +33,15 @@ def test_progress_exception_cancels_and_is_raised(model):
     assert model.sample(1, steps=2).shape == (1, 1, 8, 8)
 
 
+@pytest.fixture(autouse=True)
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt here even when the tests were started as a background job of a
+    non-interactive shell, which starts them with SIGINT ignored (then Python installs no handler)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def interrupt_at(k):
     """A progress callback (it runs on ddpm's worker thread) that sends SIGINT to the main thread at
     network call k, as Ctrl-C does; it records every call."""

@@ -11,6 +11,7 @@
 #include "core/threads.h"
 #include "dist/dist.h"
 #include "io/safetensors.h"
+#include "ops/ops.h"
 
 static _Thread_local char last_msg[sizeof(((api_obj *)0)->msg)];
 static ddpm_log_fn log_fn;
@@ -78,6 +79,16 @@ int ddpm_set_threads(int n) { return thread_set_count(n); }
 double ddpm_now(void) { return clock_now(); }
 
 void ddpm_set_verify(int on) { st_set_verify(on); }
+
+int ddpm_set_conv_algorithm(const char *name)
+{
+    int alg = name ? ops_conv_algorithm_parse(name) : -1;
+    if (alg < 0)
+        return api_fail(NULL, DDPM_ERR_ARG, "ddpm_set_conv_algorithm: \"%s\" is not measure, direct, winograd or "
+                        "onednn-winograd", name ? name : "(null)");
+    ops_conv_set_algorithm(alg);
+    return DDPM_OK;
+}
 
 void ddpm_free(void *p) { free(p); }
 

@@ -234,6 +234,16 @@ void exec_free(executor *e) {
     free(e);
 }
 
+int exec_build_shards(void) {
+    exec_worker *w = exec_self();
+    return w->e && w->e->building ? w->e->nshards : 1;
+}
+
+int exec_build_concurrency(void) {
+    exec_worker *w = exec_self();
+    return w->e && w->e->building && w->e->op_threads == 1 ? w->e->nworkers : 1;
+}
+
 void exec_build_begin(executor *e) {
     ERR_ASSERT(!e->building);
     e->building = 1;

@@ -94,6 +94,13 @@ void exec_free(executor *e);
 void exec_build_begin(executor *e);
 int exec_build_end(executor *e, err_t *err);
 
+/* The shard count of the executor whose plans the calling thread is building
+ * (1 when it builds none). */
+int exec_build_shards(void);
+/* How many of its shards run at once, each on one thread (1 when it builds
+ * none, or runs its shards one after the other on multi-threaded operators). */
+int exec_build_concurrency(void);
+
 /* While building: runs will sum parameter gradients of `floats` floats. */
 void exec_reserve_grads(executor *e, size_t floats);
 

@@ -1,8 +1,13 @@
 /* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
  * (forward, backward-data, backward-weights, and the weight reorders between
  * PyTorch's OIHW and the primitive's blocked layout); on CPUs without AVX-512,
- * Winograd F(2x2, 3x3) for stride-1 convolutions; and a plain-loop reference
- * used when ops_reference() is on.
+ * ddpm's own Winograd F(2x2, 3x3) for stride-1 convolutions; and a plain-loop
+ * reference used when ops_reference() is on.
+ *
+ * Which algorithm computes each pass (forward, input gradient, weight
+ * gradient) of a plan is decided when the plan is made: by the flag
+ * (ops_conv_set_algorithm), or by measuring every candidate on the plan's own
+ * shape (conv_measure below), remembered per machine (conv_choice.c).
  *
  * Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output tile is
  * A^T [(G g G^T) . (B^T d B)] A over its 4x4 input tile d, so the convolution
@@ -17,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threads.h"
+#include "conv_choice.h"
 #include "dnnl_engine.h"
 #include "ops.h"
 
@@ -37,33 +44,31 @@ typedef struct reorder {
 
 struct conv_plan {
     int B, H, W, Cin, Cout, stride, pad, Ho, Wo, ld_x, ld_y, training;
+    int alg[CONV_PASSES];  /* each pass's algorithm: CONV_ALG_DIRECT, _WINOGRAD or _DNNL_WINOGRAD */
     prim fwd, bwd_data, bwd_w;
+    dnnl_primitive_desc_t hint; /* the direct forward: the backward primitives' hint */
     dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
-    int wino;              /* forward and input gradient by Winograd F(2x2, 3x3) */
-    int wino_dw;           /* weight gradient by Winograd */
-    float *U;              /* Winograd weights [16][Cin][Cout] (another plan's if U_borrowed) */
+    int wino;              /* forward by ddpm's Winograd F(2x2, 3x3) */
+    int wino_dx;           /* input gradient by ddpm's Winograd */
+    int wino_dw;           /* weight gradient by ddpm's Winograd */
+    float *U;              /* Winograd weights [16][Cin][Cout], for wino or wino_dx (another plan's if U_borrowed) */
     int U_shared, U_borrowed;
     int bwd_w_ref;         /* oneDNN has only a reference kernel for the weight gradient */
 };
 
 static dnnl_engine_t engine;
-static int conv_algorithm = CONV_ALG_AUTO;
+static int conv_algorithm = CONV_ALG_MEASURE;
 
 void ops_conv_set_algorithm(int alg) { conv_algorithm = alg; }
+int ops_conv_get_algorithm(void) { return conv_algorithm; }
 
 void ops_conv_out_size(int H, int W, int stride, int *Ho, int *Wo) {
     *Ho = (H - 1) / stride + 1;
     *Wo = (W - 1) / stride + 1;
 }
 
-/* Where Winograd beats oneDNN's kernels (AVX2 Zen 3, two shards at once;
- * bench/bench_conv.c): the forward and input gradient from 14x14 up (1.2-2.5x;
- * at 8x8 and below the tiles' overhead loses), the weight gradient from 7x7
- * up (1.4-3x; at 4x4 it is not faster). */
-#define WINO_MIN_PIXELS 196
-#define WINO_DW_MIN_PIXELS 49
 #define WINO_CHUNK 256 /* tiles transformed and multiplied at a time */
 
 
@@ -129,6 +134,8 @@ static void free_prims(conv_plan *p) {
         if (ps[i]->pd) dnnl_primitive_desc_destroy(ps[i]->pd);
         ps[i]->pd = NULL;
     }
+    if (p->hint) dnnl_primitive_desc_destroy(p->hint);
+    p->hint = NULL;
     free_reorder(&p->w_fwd);
     free_reorder(&p->w_bwd);
     free_reorder(&p->dw);
@@ -142,8 +149,13 @@ static void free_prims(conv_plan *p) {
     }
 }
 
-/* Creates the primitives for activations with row strides ldx / ldy. Sets
- * *any_ref when oneDNN could only offer its slow reference kernel for one of them. */
+static dnnl_alg_kind_t dnnl_alg(int alg) {
+    return alg == CONV_ALG_DNNL_WINOGRAD ? dnnl_convolution_winograd : dnnl_convolution_direct;
+}
+
+/* Creates the oneDNN primitives of the passes that do not run ddpm's
+ * Winograd, for activations with row strides ldx / ldy. Sets *any_ref when
+ * oneDNN could only offer its slow reference kernel for one of them. */
 static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err) {
     int B = p->B, H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, stride = p->stride, pad = p->pad;
     dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
@@ -164,15 +176,21 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err)
     *any_ref = 0;
     dnnl_primitive_attr_t attr = NULL;
     if (ops_prim_attr_user(&attr, err)) return -1;
+    const dnnl_prop_kind_t prop = p->training ? dnnl_forward_training : dnnl_forward_inference;
+    const int *alg = p->alg;
 
     dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, p->training ? dnnl_forward_training : dnnl_forward_inference,
-                                           dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
-                                           strides, pl, pr), "conv forward desc");
-    DNNL_TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, attr, engine, NULL), "conv forward pd");
     DNNL_TRY(mem_user(&p->x, &x_md), "memory");
     DNNL_TRY(mem_user(&p->y, &y_md), "memory");
-    if (!p->wino) { /* else the forward descriptor is only the backward's hint */
+    if (p->training) {
+        DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &x_md, &w_any, &b_md, &y_md,
+                                               strides, pl, pr), "conv forward desc");
+        DNNL_TRY(dnnl_primitive_desc_create(&p->hint, &cd, attr, engine, NULL), "conv forward pd");
+    }
+    if (!p->wino) {
+        DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, prop, dnnl_alg(alg[CONV_PASS_FWD]), &x_md, &w_any, &b_md,
+                                               &y_md, strides, pl, pr), "conv forward desc");
+        DNNL_TRY(dnnl_primitive_desc_create(&p->fwd.pd, &cd, attr, engine, NULL), "conv forward pd");
         if (ops_prim_make(&p->fwd.op, p->fwd.pd, "convolution forward", err)) goto fail;
         *any_ref |= is_ref(&p->fwd);
         DNNL_TRY(mem_user(&p->bias, &b_md), "memory");
@@ -182,10 +200,10 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err)
 
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
-        if (!p->wino) {
-            DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_convolution_direct, &x_md, &w_any,
-                                                         &y_md, strides, pl, pr), "conv bwd-data desc");
-            DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, attr, engine, p->fwd.pd), "conv bwd-data pd");
+        if (!p->wino_dx) {
+            DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_alg(alg[CONV_PASS_BWD_DATA]), &x_md,
+                                                         &w_any, &y_md, strides, pl, pr), "conv bwd-data desc");
+            DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, attr, engine, p->hint), "conv bwd-data pd");
             if (ops_prim_make(&p->bwd_data.op, p->bwd_data.pd, "convolution backward-data", err)) goto fail;
             *any_ref |= is_ref(&p->bwd_data);
             const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
@@ -195,9 +213,9 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err)
         DNNL_TRY(mem_user(&p->dy, &y_md), "memory");
         if (p->wino_dw) goto done;
 
-        DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_convolution_direct, &x_md, &w_any,
+        DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_alg(alg[CONV_PASS_BWD_W]), &x_md, &w_any,
                                                         &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
-        DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, attr, engine, p->fwd.pd), "conv bwd-weights pd");
+        DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, attr, engine, p->hint), "conv bwd-weights pd");
         if (ops_prim_make(&p->bwd_w.op, p->bwd_w.pd, "convolution backward-weights", err)) goto fail;
         p->bwd_w_ref = is_ref(&p->bwd_w);
         const dnnl_memory_desc_t *dwm = dnnl_primitive_desc_query_md(p->bwd_w.pd, dnnl_query_diff_weights_md, 0);
@@ -212,23 +230,30 @@ fail:
     return -1;
 }
 
-int ops_conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
-                     int ld_x, int ld_y, int training, err_t *err) {
+/* Whether ddpm's Winograd applies: stride 1, at least 8 channels each way. */
+static int winograd_applies(const conv_key *k) { return k->stride == 1 && k->Cin >= 8 && k->Cout >= 8; }
+
+/* Makes the plan of shape k with the passes' algorithms alg (ddpm's Winograd
+ * only where it applies). */
+static int plan_make(conv_plan **out, const conv_key *k, const int alg[CONV_PASSES], err_t *err) {
     *out = NULL;
     if (ops_dnnl_engine(&engine, err)) return -1;
     conv_plan *p = mem_calloc(1, sizeof *p, err);
     if (!p) return -1;
-    p->B = B; p->H = H; p->W = W; p->Cin = Cin; p->Cout = Cout; p->stride = stride; p->pad = pad;
-    p->ld_x = ld_x; p->ld_y = ld_y; p->training = training;
-    ops_conv_out_size(H, W, stride, &p->Ho, &p->Wo);
-    int gemm_ok = stride == 1 && Cin >= 8 && Cout >= 8;
-    int avx512 = dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core;
-    int any = conv_algorithm == CONV_ALG_GEMM, autopick = conv_algorithm == CONV_ALG_AUTO && !avx512;
-    p->wino = gemm_ok && (any || (autopick && H * W >= WINO_MIN_PIXELS));
-    p->wino_dw = training && gemm_ok && (any || (autopick && H * W >= WINO_DW_MIN_PIXELS));
+    p->B = k->B; p->H = k->H; p->W = k->W; p->Cin = k->Cin; p->Cout = k->Cout; p->stride = k->stride;
+    p->pad = k->pad; p->ld_x = k->ld_x; p->ld_y = k->ld_y; p->training = k->training;
+    ops_conv_out_size(p->H, p->W, p->stride, &p->Ho, &p->Wo);
+    int gemm_ok = winograd_applies(k);
+    for (int i = 0; i < CONV_PASSES; i++) {
+        int a = i == CONV_PASS_FWD || p->training ? alg[i] : CONV_ALG_DIRECT;
+        p->alg[i] = a == CONV_ALG_WINOGRAD && !gemm_ok ? CONV_ALG_DIRECT : a;
+    }
+    p->wino = p->alg[CONV_PASS_FWD] == CONV_ALG_WINOGRAD;
+    p->wino_dx = p->alg[CONV_PASS_BWD_DATA] == CONV_ALG_WINOGRAD;
+    p->wino_dw = p->alg[CONV_PASS_BWD_W] == CONV_ALG_WINOGRAD;
     /* Not zeroed: wino_weights writes it all before use, and a plan that ends
      * up borrowing another's frees it untouched (no resident pages). */
-    if (p->wino && posix_memalign((void **)&p->U, 64, sizeof(float) * 16 * Cin * Cout) != 0) {
+    if ((p->wino || p->wino_dx) && posix_memalign((void **)&p->U, 64, sizeof(float) * 16 * p->Cin * p->Cout) != 0) {
         p->U = NULL;
         err_oom(err, "out of memory for a convolution's Winograd weights");
         goto fail;
@@ -238,12 +263,12 @@ int ops_conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout
      * slices of a concat buffer) on every CPU: then the plan works on dense
      * staging copies, which costs a copy instead of a reference kernel. */
     int any_ref;
-    if (build_prims(p, ld_x, ld_y, &any_ref, err)) goto fail;
-    if ((any_ref || p->bwd_w_ref) && (ld_x != Cin || ld_y != Cout)) {
+    if (build_prims(p, p->ld_x, p->ld_y, &any_ref, err)) goto fail;
+    if ((any_ref || p->bwd_w_ref) && (p->ld_x != p->Cin || p->ld_y != p->Cout)) {
         free_prims(p);
-        if (build_prims(p, Cin, Cout, &any_ref, err)) goto fail;
-        p->stage_x = ld_x != Cin;
-        p->stage_y = ld_y != Cout;
+        if (build_prims(p, p->Cin, p->Cout, &any_ref, err)) goto fail;
+        p->stage_x = p->ld_x != p->Cin;
+        p->stage_y = p->ld_y != p->Cout;
     }
     *out = p;
     return 0;
@@ -252,7 +277,30 @@ fail:
     return -1;
 }
 
-int ops_conv_plan_winograd(const conv_plan *p) { return p->wino; }
+int ops_conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout, int stride, int pad,
+                     int ld_x, int ld_y, int training, err_t *err) {
+    conv_key k = {B, H, W, Cin, Cout, stride, pad, ld_x, ld_y, training != 0, exec_build_shards(),
+                  exec_build_concurrency()};
+    int alg[CONV_PASSES] = {CONV_ALG_DIRECT, CONV_ALG_DIRECT, CONV_ALG_DIRECT};
+    if (conv_algorithm == CONV_ALG_MEASURE) {
+        if (ops_conv_choose(&k, alg, err)) return -1;
+    } else if (conv_algorithm != CONV_ALG_DIRECT) {
+        for (int i = 0; i < CONV_PASSES; i++) alg[i] = conv_algorithm;
+    }
+    int dnnl_wino = 0, rc;
+    for (int i = 0; i < CONV_PASSES; i++) dnnl_wino |= alg[i] == CONV_ALG_DNNL_WINOGRAD;
+    if (!dnnl_wino || (rc = plan_make(out, &k, alg, NULL))) {
+        /* oneDNN's Winograd where this CPU's oneDNN does not offer it (forced,
+         * or pinned by a run made on another CPU): the direct kernels. */
+        for (int i = 0; i < CONV_PASSES; i++) alg[i] = alg[i] == CONV_ALG_DNNL_WINOGRAD ? CONV_ALG_DIRECT : alg[i];
+        rc = plan_make(out, &k, alg, err);
+    }
+    if (!rc && conv_algorithm != CONV_ALG_MEASURE) ops_conv_choice_note(&k, (*out)->alg);
+    return rc;
+}
+
+int ops_conv_plan_algorithm(const conv_plan *p, int pass) { return p->alg[pass]; }
+
 
 void ops_conv_plan_free(conv_plan *p) {
     if (!p) return;
@@ -378,7 +426,7 @@ static void share_reorder(reorder *r, reorder *owner) {
 void ops_conv_plan_share(conv_plan *p, conv_plan *owner) {
     share_reorder(&p->w_fwd, &owner->w_fwd);
     share_reorder(&p->w_bwd, &owner->w_bwd);
-    if (p->wino && owner->wino) {
+    if (p->U && owner->U) {
         if (p != owner) {
             if (!p->U_borrowed) free(p->U);
             p->U = owner->U;
@@ -655,7 +703,7 @@ void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const floa
         lddy = p->ld_y;
     }
     dnnl_memory_set_data_handle(p->dy, (void *)dy);
-    if (dx && p->wino) {
+    if (dx && p->wino_dx) {
         wino_conv(p, dx, p->ld_x, dy, lddy, p->Cout, p->Cin, w, NULL, 1);
     } else if (dx) {
         float *dxs = xs ? xs + nx * p->Cin : dx;
@@ -692,4 +740,82 @@ void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const floa
         if (db)
             for (int i = 0; i < p->Cout; i++) db[i] += dbt[i];
     }
+}
+
+/* ---- measuring the algorithms ---------------------------------------------- */
+
+/* Buffers of one copy of a measured convolution. */
+typedef struct trial {
+    conv_plan *p;
+    float *x, *dx, *y, *w, *dw, *b, *db;
+} trial;
+
+static void trial_run(trial *c, int pass) {
+    if (pass == CONV_PASS_FWD) ops_conv_forward(c->p, c->y, c->x, c->w, c->b);
+    else if (pass == CONV_PASS_BWD_DATA) ops_conv_backward(c->p, c->dx, NULL, NULL, c->y, c->x, c->w);
+    else if (pass == CONV_PASS_BWD_W) ops_conv_backward(c->p, NULL, c->dw, c->db, c->y, c->x, c->w);
+    else ops_conv_prepare(c->p, c->w);
+}
+
+/* The best of a few runs of one pass (seconds), each copy of c[n] on its own
+ * thread at once (as shards run; the preparation: the first copy alone):
+ * after a warm-up run, at least 2 and at most 12, until 5 ms have gone. */
+static double time_pass(trial *c, int n, int pass) {
+    double best = 1e30, spent = 0;
+    if (pass == CONV_PASSES) n = 1;
+    for (int r = 0; r < 13 && (r < 3 || spent < 0.005); r++) {
+        double t0 = clock_now();
+        if (n == 1) {
+            trial_run(c, pass);
+        } else {
+            #pragma omp parallel for num_threads(n) schedule(static, 1)
+            for (int i = 0; i < n; i++) trial_run(&c[i], pass);
+        }
+        double t = clock_now() - t0;
+        if (r > 0) best = t < best ? t : best, spent += t;
+    }
+    return best;
+}
+
+int ops_conv_measure(const conv_key *k, conv_times *t, err_t *err) {
+    int Ho, Wo, n = k->concurrency > 1 ? k->concurrency : 1;
+    ops_conv_out_size(k->H, k->W, k->stride, &Ho, &Wo);
+    size_t nx = (size_t)k->B * k->H * k->W * k->ld_x, ny = (size_t)k->B * Ho * Wo * k->ld_y;
+    size_t nw = (size_t)k->Cout * k->Cin * 9, each = 2 * nx + ny + 2 * nw + 2 * (size_t)k->Cout;
+    float *buf = mem_alloc_floats(each * n, err);
+    trial *c = mem_calloc((size_t)n, sizeof *c, err);
+    if (!buf || !c) {
+        free(buf), free(c);
+        return -1;
+    }
+    /* Values of the size activations and weights have; the time does not depend on them. */
+    for (size_t i = 0; i < each * n; i++) buf[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (int j = 0; j < n; j++) {
+        float *q = buf + each * j;
+        c[j] = (trial){NULL, q, q + nx, q + 2 * nx, q + 2 * nx + ny, q + 2 * nx + ny + nw, q + 2 * nx + ny + 2 * nw,
+                       q + 2 * nx + ny + 2 * nw + k->Cout};
+        for (size_t i = 0; i < nw; i++) c[j].w[i] *= 0.03f;
+    }
+    for (int a = 0; a < CONV_ALGS; a++)
+        for (int i = 0; i <= CONV_PASSES; i++) t->s[a][i] = -1; /* not offered */
+    int rc = 0;
+    for (int a = CONV_ALG_DIRECT; a < CONV_ALGS && !rc; a++) {
+        if (a == CONV_ALG_WINOGRAD && !winograd_applies(k)) continue;
+        const int alg[CONV_PASSES] = {a, a, a};
+        int made = 0;
+        while (made < n && !plan_make(&c[made].p, k, alg, a == CONV_ALG_DIRECT ? err : NULL)) {
+            ops_conv_plan_share(c[made].p, c[made].p); /* weights prepared once per step, as the shards share them */
+            made++;
+        }
+        if (made == n)
+            for (int i = CONV_PASSES; i >= 0; i--) /* the preparation first */
+                if (i == CONV_PASSES || i == CONV_PASS_FWD || k->training) t->s[a][i] = time_pass(c, n, i);
+        for (int j = 0; j < made; j++) ops_conv_plan_free(c[j].p), c[j].p = NULL;
+        if (made < n && a == CONV_ALG_DIRECT) rc = -1; /* else oneDNN offers no Winograd for it */
+        if (exec_take_failure(NULL)) /* it failed to run: not a candidate */
+            for (int i = 0; i <= CONV_PASSES; i++) t->s[a][i] = -1;
+    }
+    free(buf), free(c);
+    if (!rc && t->s[CONV_ALG_DIRECT][CONV_PASS_FWD] < 0) rc = err_fail(err, "convolution: the direct kernels failed to run");
+    return rc;
 }

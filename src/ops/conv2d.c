@@ -126,7 +126,7 @@ int ops_conv2d_plan_create(conv2d_plan **out, const conv2d_shape *s, int ld_x, i
         if (ops_conv_plan_create(&p->wino, s->B, s->H, s->W, s->Cin, s->Cout, 1, CONV_PAD_SAME, ld_x,
                              dense ? s->Cout : ld_y, 0, err))
             goto fail;
-        if (ops_conv_plan_winograd(p->wino)) {
+        if (ops_conv_plan_algorithm(p->wino, CONV_PASS_FWD) == CONV_ALG_WINOGRAD) {
             ops_conv_plan_share(p->wino, p->wino);
             ops_conv_prepare(p->wino, p->w);
             *out = p;

@@ -14,9 +14,9 @@
  *
  * Two tiers: ops_set_reference(1) routes gemm and conv to plain C loops (the
  * oracle the tests hold the fast path against); the default is the fast
- * tier: dnnl_sgemm, and for convolutions the algorithm CONV_ALG_AUTO picks
- * (conv.c: on CPUs without AVX-512, Winograd F(2x2, 3x3) for the shapes where
- * it is faster; oneDNN's NHWC primitives otherwise; see CONV_ALG_AUTO below). GroupNorm, SiLU, upsample,
+ * tier: dnnl_sgemm, and for convolutions oneDNN's NHWC primitives or ddpm's
+ * Winograd F(2x2, 3x3), chosen per shape and pass by measurement (see
+ * enum conv_alg below). GroupNorm, SiLU, upsample,
  * dropout and the rest are plain loops parallelised with OpenMP in both tiers.
  */
 #ifndef DDPM_OPS_H
@@ -71,13 +71,57 @@ enum conv_pad {
     CONV_PAD_TF = 1    /* stride 2 only: zero padding 1 at the bottom and right (TF "SAME") */
 };
 
-/* How plans made from now on compute stride-1 convolutions with at least 8
- * channels in and out: AUTO uses, on CPUs without AVX-512, Winograd
- * F(2x2, 3x3) (GEMMs on transformed tiles) where it is faster there, oneDNN's
- * kernels otherwise. DIRECT (oneDNN only) and GEMM (Winograd wherever it
- * applies) are for tests and benchmarks. */
-enum conv_alg { CONV_ALG_AUTO, CONV_ALG_DIRECT, CONV_ALG_GEMM };
+/* Each pass of a convolution (forward, input gradient, weight gradient) runs
+ * one of these algorithms: oneDNN's direct kernels, ddpm's Winograd
+ * F(2x2, 3x3) (GEMMs on transformed tiles; stride 1 with at least 8 channels
+ * in and out), or oneDNN's Winograd (where oneDNN offers it for the shape and
+ * the CPU). MEASURE, the default, picks per plan shape and pass the
+ * combination whose measured time (with the weights' preparation once per
+ * step) is least, remembered per machine: a line per shape in
+ * $XDG_CACHE_HOME/ddpm/conv-algorithms.txt (~/.cache/ddpm/ without it),
+ * keyed by CPU model, oneDNN's instruction set and shape. The
+ * others force that algorithm on every pass (ddpm's Winograd where it does
+ * not apply and oneDNN's Winograd where it is not offered: direct). */
+enum conv_alg { CONV_ALG_MEASURE, CONV_ALG_DIRECT, CONV_ALG_WINOGRAD, CONV_ALG_DNNL_WINOGRAD, CONV_ALGS };
+enum conv_pass { CONV_PASS_FWD, CONV_PASS_BWD_DATA, CONV_PASS_BWD_W, CONV_PASSES };
+/* For plans made from now on. */
 void ops_conv_set_algorithm(int alg);
+int ops_conv_get_algorithm(void);
+/* "measure", "direct", "winograd", "onednn-winograd" and back; -1 / NULL when unknown. */
+int ops_conv_algorithm_parse(const char *name);
+const char *ops_conv_algorithm_name(int alg);
+
+/* The choices of this process (measured, read from the cache, or pinned), as
+ * text: a line per shape, the cache's format. Malloc'd; NULL when out of
+ * memory. A run folder keeps it, so that a resume makes the same choices. */
+char *ops_conv_choices_text(void);
+/* Pins the choices of such a text: plans of those shapes use them from now
+ * on, on any CPU and thread count, before the cache. Returns 0, or -1 with
+ * err set (a line that does not parse). */
+int ops_conv_choices_pin(const char *text, err_t *err);
+/* The choice checked on a whole training step: a network's per-shape choices
+ * can win convolution by convolution and still lose the step (the
+ * transforms' memory traffic, docs/perf.md), so a trainer times a pass of
+ * both its networks, per-shape choices against all-direct, the first time it
+ * meets a network on a machine, and records the verdict in the cache under
+ * `net` (its own key, no '|' or newline): CONV_NET_PER_SHAPE or
+ * CONV_NET_DIRECT, and the two times. ops_conv_net_verdict returns it, or
+ * CONV_NET_UNKNOWN. */
+enum conv_net_verdict { CONV_NET_UNKNOWN = -1, CONV_NET_PER_SHAPE = 0, CONV_NET_DIRECT = 1 };
+int ops_conv_net_verdict(const char *net);
+void ops_conv_net_record(const char *net, int verdict, double per_shape_s, double direct_s);
+/* While on, plans made with a forced algorithm are not recorded as this
+ * process's choices (a network built only to be timed against). */
+void ops_conv_set_probe(int on);
+/* Choices pinned so far (ops_conv_choices_pin). */
+int ops_conv_pinned(void);
+
+/* Forgets every choice of this process (pinned or not); the cache stays. */
+void ops_conv_choices_reset(void);
+/* Shapes measured by this process so far. */
+int ops_conv_measured(void);
+/* The cache file's path (NULL when neither XDG_CACHE_HOME nor HOME is set). */
+const char *ops_conv_cache_path(void);
 
 /* One convolution shape: its oneDNN primitives and reorder buffers, made once. */
 typedef struct conv_plan conv_plan;
@@ -98,8 +142,8 @@ void ops_conv_plan_share(conv_plan *p, conv_plan *owner);
 void ops_conv_prepare(conv_plan *owner, const float *w);
 /* (A plan shared with itself, then prepared, makes its weights once: fixed
  * weights for inference, as conv2d.c uses it.) */
-/* Whether the plan computes its forward by Winograd. */
-int ops_conv_plan_winograd(const conv_plan *p);
+/* The algorithm of pass (enum conv_pass) in the plan. */
+int ops_conv_plan_algorithm(const conv_plan *p, int pass);
 
 /* y (=) conv(x, w) + b. */
 void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);

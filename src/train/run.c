@@ -15,6 +15,7 @@
 #include "io/png.h"
 #include "model/config.h"
 #include "model/denoiser.h"
+#include "ops/ops.h"
 
 /* ------------------------------------------------------ TensorBoard events */
 
@@ -240,6 +241,69 @@ void run_free(train_run *r)
     memset(r, 0, sizeof *r);
 }
 
+/* ---------------------------------------------- convolution algorithms */
+
+/* RUN/conv_algorithms.txt: the algorithm each convolution shape of the run
+ * uses (ops.h, enum conv_alg), written with every checkpoint; a resume pins
+ * them, so that it computes what the run computed before, on this machine
+ * whatever its cache holds since, and over MPI every rank computes what
+ * rank 0 does. */
+#define CONV_FILE "conv_algorithms.txt"
+
+static int conv_save(const train_run *r, err_t *err)
+{
+    char path[4200], *text = ops_conv_choices_text();
+    if (!text) return err_oom(err, "out of memory");
+    const void *chunk = text;
+    size_t len = strlen(text);
+    int rc = file_path_join(path, sizeof path, r->dir, CONV_FILE, err) ||
+             file_write_atomic(path, &chunk, &len, 1, err);
+    free(text);
+    return rc ? -1 : 0;
+}
+
+/* Pins the choices in RUN/conv_algorithms.txt (none in a folder from before it). */
+static int conv_pin_run(const char *dir, err_t *err)
+{
+    char path[4200];
+    unsigned char *text;
+    size_t len;
+    struct stat st;
+    if (file_path_join(path, sizeof path, dir, CONV_FILE, err)) return -1;
+    if (stat(path, &st) != 0 && errno == ENOENT) return 0;
+    if (file_read_all(path, &text, &len, err)) return -1;
+    char *z = realloc(text, len + 1);
+    if (!z) return free(text), err_oom(err, "out of memory");
+    z[len] = 0;
+    int rc = ops_conv_choices_pin(z, err);
+    free(z);
+    return rc ? err_wrap(err, "%s", path) : 0;
+}
+
+/* Over MPI: rank 0's choices, pinned on the other ranks. */
+static int conv_share(err_t *err)
+{
+    char *text = dist_rank() == 0 ? ops_conv_choices_text() : NULL;
+    uint64_t len = text ? strlen(text) + 1 : 0;
+    dist_bcast(&len, sizeof len);
+    if (dist_rank() != 0 && len && !(text = malloc(len))) return err_oom(err, "out of memory"); /* cannot happen */
+    if (len) dist_bcast(text, len);
+    int rc = dist_rank() != 0 && len ? ops_conv_choices_pin(text, err) : 0;
+    free(text);
+    return rc;
+}
+
+/* trainer_init, first on rank 0, whose convolution choices (measured, or
+ * pinned by a resume) the other ranks then take. */
+static int init_trainer(train_run *r, const unet_config *cfg, const schedule *sched, const train_opts *o, err_t *err)
+{
+    const int rank0 = dist_rank() == 0;
+    int bad = rank0 && trainer_init(&r->tr, cfg, sched, &r->d, o, err);
+    if (dist_size() > 1) bad |= conv_share(err) != 0;
+    if (!rank0 && !bad) bad = trainer_init(&r->tr, cfg, sched, &r->d, o, err) != 0;
+    return bad;
+}
+
 /* One failure kind agreed by every rank: a rank that did not fail itself
  * reports that another did. */
 static int agree(int kind, err_t *err)
@@ -270,7 +334,7 @@ static int open_folder(train_run *r, const char *state, int resume, err_t *err)
         kind = RUN_IO;
     else if (rank0 && r->tr.o.tensorboard && tb_open(r, r->tr.step + 1, err)) /* new runs too: before the save */
         kind = RUN_IO;
-    else if (!resume && rank0 && trainer_save(&r->tr, r->dir, err)) /* step 0: usable (and writable) from the start */
+    else if (!resume && rank0 && (trainer_save(&r->tr, r->dir, err) || conv_save(r, err))) /* step 0: usable (and writable) from the start */
         kind = RUN_IO;
     else if (rank0) {
         if (!resume) remove(metrics);
@@ -288,7 +352,8 @@ static int open_folder(train_run *r, const char *state, int resume, err_t *err)
 static int start(train_run *r, const unet_config *cfg, const schedule *sched, const train_opts *o,
                  const char *state, int resume, int prev, err_t *err)
 {
-    if (trainer_init(&r->tr, cfg, sched, &r->d, o, err)) return RUN_BAD_ARG;
+    if (resume && conv_pin_run(r->dir, err)) return RUN_BAD_INPUT;
+    if (agree(init_trainer(r, cfg, sched, o, err) ? RUN_BAD_ARG : RUN_OK, err)) return RUN_BAD_ARG;
     int kind = open_folder(r, state, resume, err);
     if (kind) return kind;
     if (resume) { /* every rank has read the state: the previous one may become the latest again */
@@ -478,7 +543,8 @@ int run_step(train_run *r, run_events *ev, err_t *err)
 int run_save(train_run *r, err_t *err)
 {
     if (dist_rank() != 0) return RUN_OK;
-    if (trainer_save(&r->tr, r->dir, err)) return err_wrap(err, "saving the checkpoint failed"), RUN_IO;
+    if (trainer_save(&r->tr, r->dir, err) || conv_save(r, err))
+        return err_wrap(err, "saving the checkpoint failed"), RUN_IO;
     r->last_save = r->tr.step;
     return RUN_OK;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "dist/dist.h"
@@ -79,6 +80,93 @@ static int copy_schedule(schedule *dst, const schedule *src, err_t *err) {
     return rc;
 }
 
+/* ---- the network, its convolution algorithms checked on a whole pass ---- */
+
+/* tr's training network, with the convolution algorithms in force. */
+static int make_net(const trainer *tr, unet **u, const unet_config *cfg, err_t *err) {
+    int k = tr->o.shards / tr->nranks; /* this rank's shards: global shards [rank k, (rank+1) k) */
+    return tr->o.shards > 1 ? unet_create_sharded(u, cfg, tr->local, k, 1, err) : unet_create(u, cfg, tr->local, 1, err);
+}
+
+static void copy_grad(void *ctx, int image0, int n, const float *out, float *dout) {
+    memcpy(dout, out, sizeof(float) * *(const size_t *)ctx * n); /* the gradient of half the sum of squares */
+}
+
+/* Seconds of one training pass of u (forward and backward, no update): the
+ * best of 2 after a warm-up; -1 with err set when it failed. */
+static double pass_seconds(const trainer *tr, unet *u, const unet_config *cfg, err_t *err) {
+    size_t px = (size_t)cfg->sample_size * cfg->sample_size, per_image = px * cfg->out_channels;
+    size_t nin = (size_t)tr->local * px * cfg->in_channels;
+    float *x = mem_alloc_floats(nin, err), *out = mem_alloc_floats(tr->local * per_image, err);
+    float *t = mem_alloc_floats((size_t)tr->local, err);
+    double best = -1;
+    if (x && out && t) {
+        for (size_t i = 0; i < nin; i++) x[i] = (float)((i * 2654435761u) % 2000) / 1000.0f - 1.0f;
+        for (int i = 0; i < tr->local; i++) t[i] = (float)(i * 997 % 1000);
+        unet_dropout dp = {tr->o.seed, 0, 0};
+        best = 1e30;
+        for (int r = 0; r < 3 && best > 0; r++) {
+            double t0 = clock_now();
+            if (unet_train_pass(u, out, NULL, x, t, NULL, &dp, copy_grad, &per_image, err)) best = -1;
+            else if (r) best = fmin(best, clock_now() - t0);
+        }
+    }
+    free(x), free(out), free(t);
+    return best;
+}
+
+/* The network's key in the machine's cache: its config, and the images a
+ * shard runs (not the process count: every rank and process count must make
+ * the same choice). */
+static void net_key(char *out, size_t n, const trainer *tr, const unet_config *cfg) {
+    char *json = unet_config_to_json(cfg, NULL);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *s = json ? json : ""; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    free(json);
+    snprintf(out, n, "%016llx, %d images per shard", (unsigned long long)h, tr->o.batch / tr->o.shards);
+}
+
+/* Builds tr->u. With the convolution algorithms chosen by measurement and
+ * none pinned (a resume's, or rank 0's over MPI), a network met for the
+ * first time on this machine is timed against the same network on oneDNN's
+ * direct kernels alone, and the faster is kept: the per-shape choices may
+ * win convolution by convolution and still lose the whole pass
+ * (docs/perf.md). The verdict goes to the machine's cache; rank 0 decides. */
+static int create_net(trainer *tr, const unet_config *cfg, err_t *err) {
+    if (ops_conv_get_algorithm() != CONV_ALG_MEASURE || ops_conv_pinned()) return make_net(tr, &tr->u, cfg, err);
+    char net[96];
+    net_key(net, sizeof net, tr, cfg);
+    int v = ops_conv_net_verdict(net), rc;
+    if (v == CONV_NET_DIRECT || (v == CONV_NET_UNKNOWN && dist_rank() == 0)) {
+        if (v == CONV_NET_UNKNOWN) {
+            unet *probe = NULL;
+            log_note(LOG_INFO, "timing a training pass on these convolution algorithms against oneDNN's direct "
+                     "kernels alone (once per network and machine)");
+            if (make_net(tr, &tr->u, cfg, err)) return -1;
+            ops_conv_set_probe(1);
+            ops_conv_set_algorithm(CONV_ALG_DIRECT);
+            rc = make_net(tr, &probe, cfg, err);
+            ops_conv_set_algorithm(CONV_ALG_MEASURE);
+            ops_conv_set_probe(0);
+            double ts = rc ? -1 : pass_seconds(tr, tr->u, cfg, err), td = ts < 0 ? -1 : pass_seconds(tr, probe, cfg, err);
+            unet_free(probe);
+            if (td < 0) return -1;
+            v = td < ts ? CONV_NET_DIRECT : CONV_NET_PER_SHAPE;
+            ops_conv_net_record(net, v, ts, td);
+            log_note(LOG_INFO, "a training pass takes %.1f ms on the measured choices, %.1f ms on direct kernels: "
+                     "keeping the %s", 1e3 * ts, 1e3 * td, v == CONV_NET_DIRECT ? "direct kernels" : "measured choices");
+            if (v == CONV_NET_PER_SHAPE) return 0;
+            unet_free(tr->u);
+            tr->u = NULL;
+        }
+        ops_conv_set_algorithm(CONV_ALG_DIRECT); /* recorded: the run folder keeps it */
+        rc = make_net(tr, &tr->u, cfg, err);
+        ops_conv_set_algorithm(CONV_ALG_MEASURE);
+        return rc;
+    }
+    return make_net(tr, &tr->u, cfg, err);
+}
+
 int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, const dataset *d,
                  const train_opts *o, err_t *err) {
     memset(tr, 0, sizeof *tr);
@@ -109,10 +197,7 @@ int trainer_init(trainer *tr, const unet_config *cfg, const schedule *sched, con
     tr->local = o->batch / tr->nranks;
     tr->first = dist_rank() * tr->local;
     if (loader_init(&tr->ld, d, o->seed, o->flip, err)) goto fail;
-    int k = tr->o.shards / tr->nranks; /* this rank's shards: global shards [rank k, (rank+1) k) */
-    if ((tr->o.shards > 1 ? unet_create_sharded(&tr->u, cfg, tr->local, k, 1, err)
-                          : unet_create(&tr->u, cfg, tr->local, 1, err)))
-        goto fail;
+    if (create_net(tr, cfg, err)) goto fail;
     if (dist_reserve(tr->u->nparams, err)) goto fail;
     unet_init_official(tr->u, o->seed);
     size_t P = tr->u->nparams, n = (size_t)tr->local * cfg->sample_size * cfg->sample_size * cfg->in_channels;

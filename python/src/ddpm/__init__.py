@@ -25,7 +25,7 @@ version = _lib.VERSION
 
 __all__ = ["Model", "ModelInfo", "SampleReport", "NLL", "Trainer", "Metrics", "Dataset", "DatasetInfo", "fid",
            "Quality", "Error", "ArgumentError", "InputError", "OutOfMemoryError", "WriteError", "NonFiniteError",
-           "CancelledError", "BackendError", "set_threads", "set_verify", "set_log", "save_grid", "read_png",
+           "CancelledError", "BackendError", "set_threads", "set_verify", "set_conv_algorithm", "set_log", "save_grid", "read_png",
            "version"]
 
 
@@ -39,6 +39,13 @@ def set_verify(on=True):
     """Whether weights are checked against ddpm's XXH64 checksums when read (on by default)."""
     with _lib.LOCK:
         lib.ddpm_set_verify(1 if on else 0)
+
+
+def set_conv_algorithm(name="measure"):
+    """How the 3x3 convolutions of networks made from now on are computed: "measure" (the default: per
+    shape and pass, the fastest algorithm on this CPU, measured once and cached in ~/.cache/ddpm),
+    "direct", "winograd" or "onednn-winograd" (that algorithm wherever it applies)."""
+    _lib.call(lib.ddpm_set_conv_algorithm, str(name).encode())
 
 
 _log_callback = None
