@@ -29,7 +29,10 @@ BUILD   ?= build
 OPT     := -O3 -g
 LDSAN   :=
 endif
-ARCH    ?= -march=native
+# The x86-64 baseline: the build runs on any x86-64 CPU. ddpm's hot loops (KERNEL_SRC below)
+# are compiled again for AVX2 and AVX-512 and chosen when the program starts (src/core/cpu.h).
+# ARCH=-march=native makes a build for the building CPU (and those like it) only.
+ARCH    ?= -march=x86-64 -mtune=generic
 WERROR  ?= -Werror
 # -fno-trapping-math: no FP exception traps are used, and it lets GCC
 # vectorise clamps written as a < b ? b : a (src/ops/vmath.h).
@@ -57,8 +60,20 @@ VERSION := $(MAJOR).$(call ver,MINOR).$(call ver,PATCH)
 
 SRC       := $(wildcard src/*/*.c)
 PROTO     := $(wildcard src/*/*.proto)
+# The kernels: compiled once per instruction-set level (src/core/cpu.h), FILE.LEVEL.o, each
+# global NAME renamed NAME__LEVEL; per folder, a generated kernels.c jumps from NAME to the
+# running level's copy.
+KERNEL_SRC  := src/core/rng.c src/ops/elementwise.c src/ops/groupnorm.c src/ops/optim.c src/ops/winograd.c
+CPU_LEVELS  := x86_64 avx2 avx512
+march_x86_64 :=
+march_avx2   := -march=x86-64-v3
+march_avx512 := -march=x86-64-v4
+KERNEL_DIRS := $(sort $(patsubst src/%/,%,$(dir $(KERNEL_SRC))))
+KERNEL_OBJ  := $(foreach l,$(CPU_LEVELS),$(KERNEL_SRC:%.c=$(BUILD)/%.$(l).o))
 # The generated C's objects sit with their folder's (tests/test_symbols.sh checks names by folder).
-OBJ       := $(SRC:%.c=$(BUILD)/%.o) $(PROTO:%.proto=$(BUILD)/%.pb-c.o)
+OBJ       := $(filter-out $(KERNEL_SRC),$(SRC))
+OBJ       := $(OBJ:%.c=$(BUILD)/%.o) $(PROTO:%.proto=$(BUILD)/%.pb-c.o) $(KERNEL_OBJ) \
+             $(KERNEL_DIRS:%=$(BUILD)/src/%/kernels.o)
 SO_NAME   := libddpm.so.$(MAJOR)
 SO        := $(BUILD)/libddpm.so.$(VERSION)
 SO_LINKS  := $(BUILD)/$(SO_NAME) $(BUILD)/libddpm.so
@@ -101,6 +116,26 @@ $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/%.proto
 	@mkdir -p $(dir $@)
 	protoc-c --proto_path=$(dir $<) --c_out=$(dir $@) $<
 $(BUILD)/src/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+# A kernel's copy for one level (src/core/cpu.h): compiled with that level's -march (none for
+# the baseline: ARCH's), then each global NAME the object defines renamed NAME__LEVEL.
+define KERNEL_COPY
+$$(BUILD)/%.$(1).o: %.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$(march_$(1)) -MF $$(@:.o=.d) -MT $$@ -c $$< -o $$@.tmp
+	nm -g --defined-only $$@.tmp | awk 'NF == 3 { print $$$$3, $$$$3 "__$(1)" }' > $$@.names
+	objcopy --redefine-syms=$$@.names $$@.tmp $$@
+	@rm -f $$@.tmp $$@.names
+endef
+$(foreach l,$(CPU_LEVELS),$(eval $(call KERNEL_COPY,$(l))))
+# A folder's dispatch: CPU_KERNELS over the functions its kernels' baseline copies define (a
+# global that is not a function fails the build: it would exist once per level).
+$(BUILD)/gen/%/kernels.c: scripts/kernel-dispatch.sh
+	@mkdir -p $(dir $@)
+	scripts/kernel-dispatch.sh $(filter $(BUILD)/src/$*/%,$^) > $@.tmp && mv $@.tmp $@
+$(foreach d,$(KERNEL_DIRS),$(eval $(BUILD)/gen/$(d)/kernels.c: $(patsubst %.c,$(BUILD)/%.x86_64.o,$(filter src/$(d)/%,$(KERNEL_SRC)))))
+$(BUILD)/src/%/kernels.o: $(BUILD)/gen/%/kernels.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 # Before their first build (-MMD has no .d yet), the sources that include a generated header.

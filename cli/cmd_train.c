@@ -154,8 +154,8 @@ static void banner(ddpm_trainer *t, const train_flags *f, int nthreads)
     if (m.processes > 1)
         fprintf(stderr, "ddpm train: %d processes x %d images of batch %d, %d threads each, %d shards\n",
                 m.processes, m.local_batch, m.batch, nthreads, m.shards);
-    fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads, run folder %s%s\n", m.num_parameters, m.batch,
-            nthreads, f->out, f->resume ? " (resumed)" : "");
+    fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads (%s kernels), run folder %s%s\n",
+            m.num_parameters, m.batch, nthreads, ddpm_cpu_level(), f->out, f->resume ? " (resumed)" : "");
     if (f->resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", m.step);
 }
 

@@ -120,6 +120,14 @@ typedef int (*ddpm_progress_fn)(void *ctx, long long done, long long total);
  * Returns the count in use. Call before other threads use the library. */
 DDPM_API int ddpm_set_threads(int n);
 
+/* The instruction-set level ddpm's own kernels (Winograd transforms,
+ * GroupNorm, element-wise, optimizer, RNG) run at: "x86-64", "avx2" or
+ * "avx512", the highest this CPU supports, capped by the environment's
+ * ONEDNN_MAX_CPU_ISA, which caps oneDNN's kernels too (ONEDNN_MAX_CPU_ISA=AVX2
+ * makes an AVX-512 machine compute what an AVX2 one does). Chosen when the
+ * library loads. */
+DDPM_API const char *ddpm_cpu_level(void);
+
 /* Whether weights are checked against the XXH64 checksums ddpm stores in its
  * safetensors files when they are read (on: the default; off is faster and
  * does not notice a corrupt file). Call before other threads use the library. */

@@ -10,11 +10,13 @@ pkgs=(gcc make pkg-config libdnnl-dev libopenblas-openmp-dev libcjson-dev libpng
 # from PyPI, with the Debian packages diffusers imports; tensorboard from PyPI with the Debian packages
 # its event reader imports: protobuf, absl), clang-14 with its libFuzzer (libclang-rt-14-dev) for the
 # fuzz smoke test, and what the Python package's tests need (cffi, pytest, python3-venv; its build
-# backend hatchling, pinned, from PyPI).
+# backend hatchling, pinned, from PyPI), qemu-user (tests/test_install.sh runs the installed ddpm on
+# emulated CPUs: one without AVX, one with AVX2).
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3-torch python3-torchvision python3-scipy python3-numpy python3-pil python3-pip
            python3-packaging python3-filelock python3-requests python3-regex python3-yaml python3-tqdm
-           python3-protobuf python3-absl clang-14 libclang-rt-14-dev python3-cffi python3-pytest python3-venv)
+           python3-protobuf python3-absl clang-14 libclang-rt-14-dev python3-cffi python3-pytest python3-venv
+           qemu-user)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -10,7 +10,9 @@
 #      names of ddpm) links statically against libddpm.a with the libraries of `pkg-config --static`
 #      ($DDPM_BUILD/ddpm.pc), and runs, calling its own functions and the library's;
 #   5. the prefix rule of src/README.md on libddpm-internal.a: every global name of an object of
-#      src/FOLDER/ starts with one of FOLDER's prefixes, and no prefix belongs to two folders.
+#      src/FOLDER/ starts with one of FOLDER's prefixes, and no prefix belongs to two folders;
+#   6. the kernels' copies per instruction-set level (src/core/cpu.h) use that level's instructions
+#      and none above.
 # Each check is first run on an input made bad on purpose and must fail there (the "control"
 # lines): the checks can fail.
 set -u
@@ -162,6 +164,37 @@ if [ -f "$internal" ]; then
         bad "names without their folder's prefix (src/README.md): $s"
 else
     bad "$internal is missing"
+fi
+
+# ---- 6. the kernels' copies (src/core/cpu.h): each instruction-set level's objects use its
+# instructions and none above. The x86-64 copies, and the rest of the library (unless ARCH= chose
+# a CPU), have no VEX or EVEX instruction (no mnemonic starts with v); the avx2 copies have VEX
+# instructions and nothing only EVEX can encode (zmm, the mask registers k0-k7, registers 16-31);
+# the avx512 copies have such instructions. (Control: the x86-64 check on the avx2 copies fails.)
+# "vex evex": how many instructions of the objects $@ are VEX/EVEX, and need EVEX.
+isa_use() {
+    objdump -d --no-show-raw-insn "$@" | awk -F'\t' 'NF >= 2 { i = $NF; v += i ~ /^v/
+        e += i ~ /%zmm|%k[0-7]|%[xyz]mm(1[6-9]|2[0-9]|3[01])/ } END { print v + 0, e + 0 }'
+}
+copies() { ls "$B"/src/*/*."$1".o 2> /dev/null; }
+if [ -z "$(copies x86_64)" ] || [ -z "$(copies avx2)" ] || [ -z "$(copies avx512)" ]; then
+    bad "the kernels' copies ($B/src/*/*.{x86_64,avx2,avx512}.o) are missing"
+else
+    if grep -q -- '-march=x86-64 ' "$B/cflags.txt"; then
+        base=$(ls "$B"/src/*/*.o | grep -v '\.avx2\.o$\|\.avx512\.o$')
+        read -r v e <<< "$(isa_use $base)"
+        [ "$v" -eq 0 ] && ok "the library's $(wc -w <<< "$base") baseline objects, x86-64 copies included: no VEX/EVEX instruction" ||
+            bad "baseline objects: $v VEX/EVEX instructions"
+    else
+        ok "(built with ARCH=$(grep -o -- '-march=[^ ]*' "$B/cflags.txt" | head -1): the baseline is that CPU's)"
+    fi
+    read -r v e <<< "$(isa_use $(copies avx2))"
+    [ "$v" -gt 0 ] && ok "control: the x86-64 check fails on the avx2 copies ($v VEX instructions)" ||
+        bad "control: the avx2 copies pass the x86-64 check"
+    [ "$v" -gt 0 ] && [ "$e" -eq 0 ] && ok "avx2 copies: $v VEX instructions, none that needs EVEX" ||
+        bad "avx2 copies: $v VEX/EVEX instructions, $e that need EVEX"
+    read -r v e <<< "$(isa_use $(copies avx512))"
+    [ "$e" -gt 0 ] && ok "avx512 copies: $e instructions that need EVEX (AVX-512)" || bad "avx512 copies: no AVX-512 instruction"
 fi
 
 echo "$fails failure(s)"

@@ -1,5 +1,6 @@
 """test_api.py -- the module's own functions: the version, the declarations generated from ddpm.h,
 ddpm_status as exceptions, settings, the log, PNG files."""
+import os
 import re
 
 import numpy as np
@@ -62,6 +63,17 @@ def test_set_conv_algorithm():
     ddpm.set_conv_algorithm("measure")
     with pytest.raises(ddpm.ArgumentError, match="fastest"):
         ddpm.set_conv_algorithm("fastest")
+
+
+def test_cpu_level_follows_the_onednn_cap():
+    assert ddpm.cpu_level() in ("x86-64", "avx2", "avx512")
+    # In a fresh process (the level is chosen when the library loads), capped at SSE4.1: the baseline.
+    import subprocess
+    import sys
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="SSE41")
+    out = subprocess.run([sys.executable, "-c", "import ddpm; print(ddpm.cpu_level())"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "x86-64", out.stderr
 
 
 def test_set_log_receives_the_librarys_notes(tiny_run, tmp_path):

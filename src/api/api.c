@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/log.h"
 #include "core/threads.h"
 #include "dist/dist.h"
@@ -75,6 +76,8 @@ void ddpm_set_log(ddpm_log_fn fn, void *ctx)
 }
 
 int ddpm_set_threads(int n) { return thread_set_count(n); }
+
+const char *ddpm_cpu_level(void) { return cpu_level_name(cpu_level()); }
 
 double ddpm_now(void) { return clock_now(); }
 

@@ -1,8 +1,8 @@
 /* conv.c -- 3x3 convolution on NHWC: oneDNN primitives made once per shape
  * (forward, backward-data, backward-weights, and the weight reorders between
- * PyTorch's OIHW and the primitive's blocked layout); on CPUs without AVX-512,
- * ddpm's own Winograd F(2x2, 3x3) for stride-1 convolutions; and a plain-loop
- * reference used when ops_reference() is on.
+ * PyTorch's OIHW and the primitive's blocked layout); ddpm's own Winograd
+ * F(2x2, 3x3) for stride-1 convolutions (its transforms: winograd.c); and a
+ * plain-loop reference used when ops_reference() is on.
  *
  * Which algorithm computes each pass (forward, input gradient, weight
  * gradient) of a plan is decided when the plan is made: by the flag
@@ -17,7 +17,6 @@
  * transform is a permutation of the forward one's (no second copy); the
  * weight gradient is the gradient of the forward's GEMMs, transformed back.
  * Tiles go through in chunks, so that their transforms stay in cache. */
-#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include "conv_choice.h"
 #include "dnnl_engine.h"
 #include "ops.h"
+#include "winograd.h"
 
 /* One primitive and its descriptor. */
 typedef struct prim {
@@ -436,30 +436,8 @@ void ops_conv_plan_share(conv_plan *p, conv_plan *owner) {
     }
 }
 
-/* U[i][j][ci][co] = (G g G^T)[i][j] for each 3x3 kernel g = w[co][ci],
- * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
-static void wino_weights(conv_plan *p, const float *w) {
-    int Cin = p->Cin, Cout = p->Cout;
-    size_t plane = (size_t)Cin * Cout;
-    for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++) {
-            const float *g = w + ((size_t)co * Cin + ci) * 9;
-            float a[4][3], u[4][4];
-            for (int j = 0; j < 3; j++) {
-                a[0][j] = g[j];
-                a[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                a[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                a[3][j] = g[6 + j];
-            }
-            for (int i = 0; i < 4; i++) {
-                u[i][0] = a[i][0];
-                u[i][1] = 0.5f * (a[i][0] + a[i][1] + a[i][2]);
-                u[i][2] = 0.5f * (a[i][0] - a[i][1] + a[i][2]);
-                u[i][3] = a[i][2];
-            }
-            for (int k = 0; k < 16; k++) p->U[k * plane + (size_t)ci * Cout + co] = u[k / 4][k % 4];
-        }
-}
+/* The plan's Winograd weights U from w. */
+static void wino_weights(conv_plan *p, const float *w) { ops_wino_weights(p->U, w, p->Cin, p->Cout); }
 
 void ops_conv_prepare(conv_plan *p, const float *w) {
     reorder *rs[] = {&p->w_fwd, &p->w_bwd};
@@ -474,113 +452,38 @@ static dnnl_memory_t weights(reorder *r, const float *w) {
     return r->shared ? r->prim : run_reorder(r, w);
 }
 
-/* ---- Winograd F(2x2, 3x3) ------------------------------------------------- */
-
-/* Tile t of the batch: image n, tile row ty, tile column tx (2x2 outputs each). */
-static void wino_tile(const conv_plan *p, size_t t, int *n, int *ty, int *tx) {
-    int TH = (p->H + 1) / 2, TW = (p->W + 1) / 2;
-    *n = (int)(t / ((size_t)TH * TW));
-    *ty = (int)(t / TW % TH);
-    *tx = (int)(t % TW);
-}
-
-/* V[i][j][t][c] (plane = nt * C floats per (i, j)) = (B^T d B)[i][j] for the
- * 4x4 input patches d of tiles t0 .. t0 + nt - 1 of x (row stride ld),
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; pixels outside read zero. */
-static void wino_input(float *V, const conv_plan *p, const float *x, int ld, int C, size_t t0, size_t nt,
-                       const float *zero) {
-    int H = p->H, W = p->W;
-    size_t plane = nt * C;
-    #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
-    for (size_t t = 0; t < nt; t++) {
-        int n, ty, tx;
-        wino_tile(p, t0 + t, &n, &ty, &tx);
-        const float *d[16];
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
-                int iy = 2 * ty - 1 + i, ix = 2 * tx - 1 + j;
-                d[4 * i + j] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x + ((size_t)(n * H + iy) * W + ix) * ld : zero;
-            }
-        float *v = V + t * C;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) {
-            float r[4][4];
-            for (int j = 0; j < 4; j++) {
-                r[0][j] = d[j][c] - d[8 + j][c];
-                r[1][j] = d[4 + j][c] + d[8 + j][c];
-                r[2][j] = d[8 + j][c] - d[4 + j][c];
-                r[3][j] = d[4 + j][c] - d[12 + j][c];
-            }
-            for (int i = 0; i < 4; i++) {
-                v[(4 * i) * plane + c] = r[i][0] - r[i][2];
-                v[(4 * i + 1) * plane + c] = r[i][1] + r[i][2];
-                v[(4 * i + 2) * plane + c] = r[i][2] - r[i][1];
-                v[(4 * i + 3) * plane + c] = r[i][1] - r[i][3];
-            }
-        }
-    }
-}
-
-/* The 2x2 output pixels of tile t as row pointers into y (row stride ld);
- * those past the image point at scrap. */
-static void wino_outputs(float *o[4], const conv_plan *p, size_t t, float *y, int ld, float *scrap) {
-    int n, ty, tx;
-    wino_tile(p, t, &n, &ty, &tx);
-    for (int r = 0; r < 2; r++)
-        for (int s = 0; s < 2; s++) {
-            int oy = 2 * ty + r, ox = 2 * tx + s;
-            o[2 * r + s] = oy < p->H && ox < p->W ? y + ((size_t)(n * p->H + oy) * p->W + ox) * ld : scrap;
-        }
-}
+/* ---- Winograd F(2x2, 3x3) (transforms: winograd.c) ------------------------ */
 
 /* y[B,H,W,Co] (row stride ldy) (=) the stride-1 pad-1 convolution of
  * x[B,H,W,Ci] (row stride ldx) + bias (may be NULL), by Winograd F(2x2, 3x3)
- * with the plan's U (from w). back: the input gradient (x is dy, y is dx; Ci = Cout,
- * Co = Cin): the kernel flipped and transposed, whose transform is U at the
- * positions (pi(i), pi(j)), pi swapping 0 and 3 (G J = P G for the reversal
- * J), read transposed. */
+ * with the plan's U (from w): per chunk of tiles, the input transform, 16
+ * GEMMs M[k] = V[k] U[k], the output transform. back: the input gradient (x
+ * is dy, y is dx; Ci = Cout, Co = Cin): the kernel flipped and transposed,
+ * whose transform is U at the positions (pi(i), pi(j)), pi swapping 0 and 3
+ * (G J = P G for the reversal J), read transposed. */
 static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, int Ci, int Co,
                       const float *w, const float *bias, int back) {
     if (!p->U_shared) wino_weights(p, w); /* else ops_conv_prepare made them */
-    size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
+    size_t T = ops_wino_tiles(p->B, p->H, p->W), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
     float *V = exec_buffer(OPS_SLOT_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *M = exec_buffer(OPS_SLOT_WINO_M, sizeof(float) * 16 * chunk * Co);
-    float *zero = exec_buffer(OPS_SLOT_WINO_ZERO, sizeof(float) * Ci);
-    /* Where each thread of the team below writes the outputs past the image. */
+    int zl = Ci > Co ? Ci : Co;
+    float *zero = exec_buffer(OPS_SLOT_WINO_ZERO, sizeof(float) * zl); /* pixels outside; no bias */
+    /* Where each thread of the team writes the outputs past the image. */
     size_t scrap_ld = ((size_t)Co + 15) / 16 * 16;
     float *scraps = exec_buffer(OPS_SLOT_WINO_SCRAP, sizeof(float) * scrap_ld * ops_team_size());
     if (!V || !M || !zero || !scraps) return; /* out of memory: see exec_buffer */
-    memset(zero, 0, sizeof(float) * Ci);
+    memset(zero, 0, sizeof(float) * zl);
     static const int pi[4] = {3, 1, 2, 0};
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
-        size_t nt = T - t0 < chunk ? T - t0 : chunk, mplane = nt * Co;
-        wino_input(V, p, x, ldx, Ci, t0, nt, zero);
-        /* M[k] = V[k] U[k]: 16 GEMMs. */
+        size_t nt = T - t0 < chunk ? T - t0 : chunk;
+        ops_wino_input(V, x, ldx, Ci, p->H, p->W, t0, nt, zero);
         for (int k = 0; k < 16; k++) {
             int ku = back ? 4 * pi[k / 4] + pi[k % 4] : k;
             ops_gemm(0, back, (int)nt, Co, Ci, 1.0f, V + k * nt * Ci, Ci, p->U + (size_t)ku * Ci * Co, back ? Ci : Co,
-                 0.0f, M + k * mplane, Co);
+                 0.0f, M + k * nt * Co, Co);
         }
-        /* y tile = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. */
-        #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
-        for (size_t t = 0; t < nt; t++) {
-            float *o[4];
-            wino_outputs(o, p, t0 + t, y, ldy, scraps + scrap_ld * omp_get_thread_num());
-            const float *m = M + t * Co;
-            #pragma omp simd
-            for (int c = 0; c < Co; c++) {
-                float s[2][4];
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = m[j * mplane + c] + m[(4 + j) * mplane + c] + m[(8 + j) * mplane + c];
-                    s[1][j] = m[(4 + j) * mplane + c] - m[(8 + j) * mplane + c] - m[(12 + j) * mplane + c];
-                }
-                float b = bias ? bias[c] : 0.0f;
-                o[0][c] = s[0][0] + s[0][1] + s[0][2] + b;
-                o[1][c] = s[0][1] - s[0][2] - s[0][3] + b;
-                o[2][c] = s[1][0] + s[1][1] + s[1][2] + b;
-                o[3][c] = s[1][1] - s[1][2] - s[1][3] + b;
-            }
-        }
+        ops_wino_output(y, ldy, M, Co, p->H, p->W, t0, nt, bias ? bias : zero, scraps, scrap_ld);
     }
 }
 
@@ -590,7 +493,7 @@ static void wino_conv(conv_plan *p, float *y, int ldy, const float *x, int ldx, 
  * the chunks), and dw = G^T dU G. */
 static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy, int lddy, const float *x, int ldx) {
     int Ci = p->Cin, Co = p->Cout;
-    size_t T = (size_t)p->B * ((p->H + 1) / 2) * ((p->W + 1) / 2), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
+    size_t T = ops_wino_tiles(p->B, p->H, p->W), chunk = T < WINO_CHUNK ? T : WINO_CHUNK;
     float *V = exec_buffer(OPS_SLOT_WINO_V, sizeof(float) * 16 * chunk * Ci);
     float *Z = exec_buffer(OPS_SLOT_WINO_M, sizeof(float) * 16 * chunk * Co);
     float *dU = exec_buffer(OPS_SLOT_WINO_DU, sizeof(float) * 16 * Co * Ci);
@@ -599,56 +502,15 @@ static void wino_bwd_w(const conv_plan *p, float *dw, float *db, const float *dy
     if (!V || !Z || !dU || !zero) return;
     memset(zero, 0, sizeof(float) * zl);
     for (size_t t0 = 0; t0 < T; t0 += chunk) {
-        size_t nt = T - t0 < chunk ? T - t0 : chunk, zplane = nt * Co;
-        wino_input(V, p, x, ldx, Ci, t0, nt, zero);
-        /* Z[i][j][t][c] = (A z A^T)[i][j] for the 2x2 dy tile z, A = [1 0; 1 1; 1 -1; 0 -1]. */
-        #pragma omp parallel for schedule(static) /* one network of a few images; inside a shard: serial */
-        for (size_t t = 0; t < nt; t++) {
-            float *o[4];
-            wino_outputs(o, p, t0 + t, (float *)dy, lddy, zero); /* read-only here: past the image reads zero */
-            float *z = Z + t * Co;
-            #pragma omp simd
-            for (int c = 0; c < Co; c++) {
-                float a[4][2];
-                for (int s = 0; s < 2; s++) {
-                    a[0][s] = o[s][c];
-                    a[1][s] = o[s][c] + o[2 + s][c];
-                    a[2][s] = o[s][c] - o[2 + s][c];
-                    a[3][s] = -o[2 + s][c];
-                }
-                for (int i = 0; i < 4; i++) {
-                    z[(4 * i) * zplane + c] = a[i][0];
-                    z[(4 * i + 1) * zplane + c] = a[i][0] + a[i][1];
-                    z[(4 * i + 2) * zplane + c] = a[i][0] - a[i][1];
-                    z[(4 * i + 3) * zplane + c] = -a[i][1];
-                }
-            }
-        }
+        size_t nt = T - t0 < chunk ? T - t0 : chunk;
+        ops_wino_input(V, x, ldx, Ci, p->H, p->W, t0, nt, zero);
+        ops_wino_output_grad(Z, dy, lddy, Co, p->H, p->W, t0, nt, zero);
         for (int k = 0; k < 16; k++)
-            ops_gemm(1, 0, Co, Ci, (int)nt, 1.0f, Z + k * zplane, Co, V + k * nt * Ci, Ci, t0 ? 1.0f : 0.0f,
+            ops_gemm(1, 0, Co, Ci, (int)nt, 1.0f, Z + k * nt * Co, Co, V + k * nt * Ci, Ci, t0 ? 1.0f : 0.0f,
                  dU + (size_t)k * Co * Ci, Ci);
     }
-    /* dw = G^T dU G, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
-    size_t plane = (size_t)Co * Ci;
-    for (int co = 0; co < Co; co++)
-        for (int ci = 0; ci < Ci; ci++) {
-            const float *u = dU + (size_t)co * Ci + ci;
-            float b[3][4], *g = dw + ((size_t)co * Ci + ci) * 9;
-            for (int j = 0; j < 4; j++) {
-                float u0 = u[j * plane], u1 = u[(4 + j) * plane], u2 = u[(8 + j) * plane], u3 = u[(12 + j) * plane];
-                b[0][j] = u0 + 0.5f * (u1 + u2);
-                b[1][j] = 0.5f * (u1 - u2);
-                b[2][j] = 0.5f * (u1 + u2) + u3;
-            }
-            for (int r = 0; r < 3; r++) {
-                g[3 * r] = b[r][0] + 0.5f * (b[r][1] + b[r][2]);
-                g[3 * r + 1] = 0.5f * (b[r][1] - b[r][2]);
-                g[3 * r + 2] = 0.5f * (b[r][1] + b[r][2]) + b[r][3];
-            }
-        }
-    memset(db, 0, sizeof(float) * Co);
-    for (size_t m = 0; m < (size_t)p->B * p->H * p->W; m++)
-        for (int o = 0; o < Co; o++) db[o] += dy[m * lddy + o];
+    ops_wino_weights_grad(dw, dU, Ci, Co);
+    ops_sum_rows(db, dy, lddy, (size_t)p->B * p->H * p->W, Co);
 }
 
 /* ---- dispatch ------------------------------------------------------------- */

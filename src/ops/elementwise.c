@@ -56,6 +56,12 @@ void ops_sum_per_sample(float *v, const float *dy, int B, int HW, int C) {
     }
 }
 
+void ops_sum_rows(float *s, const float *x, int ld, size_t rows, int C) {
+    memset(s, 0, sizeof(float) * C);
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) s[c] += x[r * ld + c];
+}
+
 void ops_upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C) {
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)

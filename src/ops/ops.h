@@ -206,6 +206,8 @@ void ops_add_rows(float *y, int ldy, const float *x, int ldx, int M, int C);
 void ops_add_bias_per_sample(float *y, const float *v, int B, int HW, int C);
 /* v[b, c] (=) sum over pixels p of dy[b, p, c]. */
 void ops_sum_per_sample(float *v, const float *dy, int B, int HW, int C);
+/* s[C] (=) the sum of x's rows [rows, C] (row stride ld), in row order. */
+void ops_sum_rows(float *s, const float *x, int ld, size_t rows, int C);
 
 /* Nearest 2x upsampling: y[B,2H,2W,C] (contiguous) from x[B,H,W,C] (row stride ldx). */
 void ops_upsample2x_forward(float *y, const float *x, int ldx, int B, int H, int W, int C);

@@ -25,7 +25,7 @@ version = _lib.VERSION
 
 __all__ = ["Model", "ModelInfo", "SampleReport", "NLL", "Trainer", "Metrics", "Dataset", "DatasetInfo", "fid",
            "Quality", "Error", "ArgumentError", "InputError", "OutOfMemoryError", "WriteError", "NonFiniteError",
-           "CancelledError", "BackendError", "set_threads", "set_verify", "set_conv_algorithm", "set_log", "save_grid", "read_png",
+           "CancelledError", "BackendError", "set_threads", "set_verify", "set_conv_algorithm", "cpu_level", "set_log", "save_grid", "read_png",
            "version"]
 
 
@@ -46,6 +46,12 @@ def set_conv_algorithm(name="measure"):
     shape and pass, the fastest algorithm on this CPU, measured once and cached in ~/.cache/ddpm),
     "direct", "winograd" or "onednn-winograd" (that algorithm wherever it applies)."""
     _lib.call(lib.ddpm_set_conv_algorithm, str(name).encode())
+
+
+def cpu_level():
+    """The instruction-set level ddpm's own kernels run at: "x86-64", "avx2" or "avx512", the highest
+    this CPU supports, capped by the environment's ONEDNN_MAX_CPU_ISA (which caps oneDNN's kernels too)."""
+    return ffi.string(lib.ddpm_cpu_level()).decode()
 
 
 _log_callback = None
