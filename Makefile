@@ -2,7 +2,8 @@
 #
 #   make            build/libddpm.so (soname libddpm.so.MAJOR), build/libddpm.a (both export
 #                   only the public ddpm_* functions of include/ddpm.h), build/ddpm (the CLI)
-#                   and build/ddpm.1 (its man page, from the --help texts)
+#                   and build/ddpm.1 (its man page, from the --help texts), for any x86-64 CPU
+#                   (ARCH=-march=native: for this CPU only)
 #   make install PREFIX=/usr/local DESTDIR=  the header, both libraries, ddpm, ddpm.pc (pkg-config)
 #                   and ddpm.1; `make uninstall` (same PREFIX and DESTDIR) removes exactly those
 #   make examples   build/examples/{sample,train} (examples/*.c on the shared library)

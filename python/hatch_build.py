@@ -2,13 +2,14 @@
 (`make libs` in the repository root, python/..) and puts it in the package as ddpm/libddpm.so.0, with
 include/ddpm.h as ddpm/ddpm.h (the package reads its C declarations from it). The wheel is tagged
 py3-none-linux_x86_64: the package is pure Python over ctypes-style calls (cffi in ABI mode), so one
-wheel serves every Python 3 -- on the machine it was built for (the library is built -march=native
-against the system's oneDNN, OpenBLAS, cJSON, libpng and xxHash, which are not bundled).
+wheel serves every Python 3 on any x86-64 CPU (the library's hot loops choose their AVX2 or AVX-512
+copy at run time); it links the system's oneDNN, OpenBLAS, cJSON, libpng and xxHash, which are not
+bundled.
 
 Environment:
   DDPM_WHEEL_BUILD=DIR     the Makefile's build folder (default: build, the Makefile's own)
   DDPM_WHEEL_LIBRARY=FILE  bundle this already built libddpm.so instead of running make
-  DDPM_WHEEL_MAKEFLAGS     extra make arguments (default: -jN with N the CPU count), e.g. "ARCH=-march=x86-64-v3"
+  DDPM_WHEEL_MAKEFLAGS     extra make arguments (default: -jN with N the CPU count), e.g. "ARCH=-march=native"
 """
 import os
 import pathlib
