@@ -249,6 +249,7 @@ bench: deps $(BENCH_BIN)
 
 # ddpm against the PyTorch reference (python3-torch), same models: train and sample img/s, GFLOP/s, peak RSS.
 bench-torch: deps $(BENCH_BIN)
+	@scripts/install-deps.sh --bench
 	bench/bench_torch.sh $(BUILD)
 
 bench-scaling: deps $(BENCH_BIN)

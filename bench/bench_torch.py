@@ -4,12 +4,16 @@ from the preset's config.json, official init), timed like bench/bench_train.c, s
 
     /usr/bin/python3 bench/bench_torch.py PRESET BATCH train|sample [steps=10] [threads=all] [warmup=2]
                                           [--format auto|contiguous|channels_last] [--probe-steps 2]
+                                          [--precision fp32|bf16]
 
 train:  one full training step: x0 from a synthetic uint8 dataset (2048 random images, as bench_train),
         t ~ U{0..999}, eps ~ N(0, I), q_sample, forward (dropout 0.1 active), MSE, backward,
         clip_grad_norm_(1.0), torch.optim.Adam(foreach=True) with linear lr warm-up, EMA of the weights
         with torch._foreach_mul_/_foreach_add_, loss.item() (the finiteness check ddpm does).
 sample: one forward of BATCH images under torch.inference_mode(), model.eval() (no dropout).
+--precision bf16: the forward (and the loss) under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
+        mixed precision (weights, Adam and EMA stay fp32): the bf16 baseline (oneDNN's bf16 kernels on CPUs
+        with AVX512_BF16 or AMX; elsewhere PyTorch's reference kernels, many times slower than its fp32).
 
 PyTorch gets its best CPU setting: torch.set_num_threads(len(os.sched_getaffinity(0))) (or `threads`),
 tcmalloc preloaded (the script re-executes itself with LD_PRELOAD=libtcmalloc_minimal.so.4; BENCH_NO_TCMALLOC=1
@@ -133,8 +137,12 @@ def run(args):
     info = model_info(args.preset)
     cfg = info["config"]
     B, train = args.batch, args.mode == "train"
-    if args.format == "jit" and args.mode != "sample":
-        raise SystemExit("--format jit is for sample mode only")
+    if args.format == "jit" and (args.mode != "sample" or args.precision != "fp32"):
+        raise SystemExit("--format jit is for fp32 sample mode only")
+    import contextlib
+    # bf16 mixed precision as PyTorch users get it: master weights, Adam and EMA fp32, the forward autocast.
+    autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16"
+                else contextlib.nullcontext)
     cl = args.format == "channels_last"
     mf = torch.channels_last if cl else torch.contiguous_format
 
@@ -145,6 +153,16 @@ def run(args):
     if nparams != info["nparams"]:
         raise SystemExit(f"parameter count {nparams} differs from ddpm's {info['nparams']}")
     model = model.to(memory_format=mf)
+    if args.precision == "bf16":
+        # PyTorch 1.13's CPU autocast leaves group_norm off its fp32 list, and group_norm then refuses bf16
+        # input with fp32 weights; PyTorch 2 autocasts it to fp32. Do what PyTorch 2 does.
+        class GroupNormF32(torch.nn.GroupNorm):
+            def forward(self, x):
+                return super().forward(x.float())
+
+        for mod in model.modules():
+            if type(mod) is torch.nn.GroupNorm:
+                mod.__class__ = GroupNormF32
     C, S = cfg["in_channels"], cfg["sample_size"]
 
     if train:
@@ -167,8 +185,9 @@ def run(args):
             t = torch.randint(0, T, (B,))
             noise = torch.randn_like(x0)
             xt = sqrt_ac[t].view(B, 1, 1, 1) * x0 + sqrt_1m_ac[t].view(B, 1, 1, 1) * noise
-            out = model(xt, t)
-            loss = F.mse_loss(out, noise)
+            with autocast():
+                out = model(xt, t)
+                loss = F.mse_loss(out.float(), noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -200,7 +219,7 @@ def run(args):
                 net(x, t)
 
         def step(k):
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 net(x, t)
 
     dts = []
@@ -219,14 +238,14 @@ def run(args):
         "step_s": round(med, 6), "img_s": round(B / med, 3), "img_s_min": round(B / max(dts), 3),
         "img_s_max": round(B / min(dts), 3), "gflops": round(gf / med, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "format": args.format, "tcmalloc": tcmalloc_loaded(), "blas": blas_loaded(), "torch": torch.__version__,
+        "format": args.format, "precision": args.precision, "tcmalloc": tcmalloc_loaded(), "blas": blas_loaded(), "torch": torch.__version__,
     }
 
 
 def child(args, fmt, steps, warmup):
     """One measurement in a fresh process; returns its JSON."""
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), args.preset, str(args.batch), args.mode,
-           str(steps), str(args.threads), str(warmup), "--format", fmt]
+           str(steps), str(args.threads), str(warmup), "--format", fmt, "--precision", args.precision]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -242,6 +261,8 @@ def main():
     ap.add_argument("--format", choices=["auto", "contiguous", "channels_last", "jit"], default="auto",
                     help="jit (sample only): contiguous, torch.jit.trace + freeze + optimize_for_inference")
     ap.add_argument("--probe-steps", type=int, default=2, help="timed steps of each format probe (auto)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: the forward (and loss) under torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         ap.error("batch and steps must be >= 1, warmup >= 0")
@@ -249,7 +270,7 @@ def main():
     if args.format != "auto":
         res = run(args)
     else:
-        fmts = ("contiguous", "channels_last") + (("jit",) if args.mode == "sample" else ())
+        fmts = ("contiguous", "channels_last") + (("jit",) if args.mode == "sample" and args.precision == "fp32" else ())
         probe = {f: child(args, f, args.probe_steps, 1)["img_s"] for f in fmts}
         best = max(probe, key=probe.get)
         res = child(args, best, args.steps, args.warmup)

@@ -16,6 +16,7 @@
 #   BENCH_WAIT_S=S     before each measurement, wait while a `ddpm train` / `ddpm sample` runs or other processes
 #                      keep more than BENCH_BUSY_PCT (default 20) percent of the CPUs busy, polling every 30 s,
 #                      at most S seconds (default 1500), so timings are not disturbed; then go on anyway
+#   BENCH_BF16=0|1     PyTorch bf16 autocast rows (default: 1 where the CPU has AVX512_BF16 or AMX-BF16)
 #   BENCH_TORCH_BLAS, BENCH_NO_TCMALLOC: see bench/bench_torch.py
 set -eu
 
@@ -93,9 +94,19 @@ isa=$(grep -m 1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
       tr '\n' ' ')
 echo "cpu: family $(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
      "model $(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1); isa: ${isa:-none of AVX2, AVX-512, AMX}"
+kernels=$("$BT" fmnist-small 1 sample 1 1 0 2>/dev/null | sed -n 's/.*"kernels":"\([^"]*\)".*/\1/p')
 echo "ddpm: $BT (oneDNN $(dpkg-query -W -f='${Version}' libdnnl2 2>/dev/null || echo '?'), OpenMP)," \
-     "threads $th"
+     "threads $th, ddpm's kernels: ${kernels:-?} (ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-unset})"
 echo "torch: $tver (Debian python3-torch, $PY), threads $th"
+# bf16 rows (PyTorch's torch.autocast bf16; ddpm has no bf16 path yet): where the CPU has bf16
+# arithmetic (AVX512_BF16 or AMX-BF16), or with BENCH_BF16=1. Elsewhere PyTorch's autocast runs reference
+# kernels, 15-35x slower than its fp32 (Zen 3, 2026-12-07), and the rows would take hours.
+case " $isa" in *" avx512_bf16 "*|*" amx_bf16 "*) BF16=${BENCH_BF16:-1} ;; *) BF16=${BENCH_BF16:-0} ;; esac
+if [ "$BF16" = 1 ]; then
+    echo "bf16: PyTorch rows with torch.autocast('cpu', dtype=torch.bfloat16) (GroupNorm in fp32, as PyTorch 2 does)"
+else
+    echo "bf16: no rows: this CPU has neither AVX512_BF16 nor AMX-BF16 (BENCH_BF16=1 measures PyTorch's autocast anyway)"
+fi
 
 : > "$OUT"
 echo "$CONFIGS" | {
@@ -122,6 +133,13 @@ while read -r preset batch mode steps warmup probe; do
     fi
     fmt=$(tail -n 1 "$OUT" | sed -n 's/.*"impl":"torch".*"format":"\([a-z_]*\)".*/\1/p')
     picked="$picked$preset/$mode=$fmt "
+    if [ "$BF16" = 1 ]; then
+        wait_idle
+        [ "$fmt" = jit ] && fmt=contiguous
+        echo "  $preset B=$batch $mode: torch bf16 autocast (${fmt:-contiguous}, $warmup + $steps steps)..." >&2
+        $PY bench/bench_torch.py "$preset" "$batch" "$mode" "$steps" "$THREADS" "$warmup" --format "${fmt:-contiguous}" \
+            --precision bf16 >> "$OUT" || echo "bench_torch: torch bf16 $preset B=$batch $mode FAILED" >&2
+    fi
 done
 }
 
@@ -141,7 +159,7 @@ lines = []
 key = lambda r: (r["preset"], r["batch"], r["mode"])
 by = {}
 for r in rows:
-    by.setdefault(key(r), {})[r["impl"]] = r
+    by.setdefault(key(r), {})[r["impl"] + ("_bf16" if r.get("precision") == "bf16" else "")] = r
 for k, v in by.items():
     d, t = v.get("ddpm"), v.get("torch")
     if not d or not t:
@@ -159,6 +177,17 @@ print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + " |")
 print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for l in lines:
     print("| " + " | ".join(c.ljust(w[i]) if i < 3 or i == 10 else c.rjust(w[i]) for i, c in enumerate(l)) + " |")
+bf = [(k, v) for k, v in by.items() if "torch_bf16" in v]
+if bf:
+    print()
+    print("bf16: PyTorch with torch.autocast('cpu', dtype=torch.bfloat16); ddpm has no bf16 path yet (its fp32 shown)")
+    print()
+    print("| preset | B | mode | torch bf16 img/s | torch fp32 img/s | torch bf16 / fp32 | ddpm fp32 img/s | ddpm fp32 / torch bf16 |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for k, v in bf:
+        b, t, d = v["torch_bf16"], v.get("torch"), v.get("ddpm")
+        print(f"| {k[0]} | {k[1]} | {k[2]} | {b['img_s']:.1f} | " + (f"{t['img_s']:.1f} | {b['img_s'] / t['img_s']:.2f}" if t else "- | -")
+              + " | " + (f"{d['img_s']:.1f} | {d['img_s'] / b['img_s']:.2f}" if d else "- | -") + " |")
 print()
 print("ratio = ddpm img/s / torch img/s (> 1: ddpm faster); steps = warm-up + timed steps, each side;")
 print("torch format: the variant measured, after the img/s of quick probes of contiguous/channels_last[/jit];")

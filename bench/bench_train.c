@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/cpu.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "data/dataset.h"
@@ -163,9 +164,10 @@ int main(int argc, char **argv) {
     double gf = (train ? 3.0 : 1.0) * flops * B / 1e9;
     printf("{\"impl\":\"ddpm\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"mode\":\"%s\",\"threads\":%d,\"warmup\":%d,"
            "\"steps\":%d,\"nparams\":%zu,\"flops_per_image\":%.0f,\"step_s\":%.6f,\"img_s\":%.3f,"
-           "\"img_s_min\":%.3f,\"img_s_max\":%.3f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,\"format\":\"nhwc\"}\n",
+           "\"img_s_min\":%.3f,\"img_s_max\":%.3f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,\"format\":\"nhwc\","
+           "\"kernels\":\"%s\"}\n",
            preset, cfg.sample_size, B, mode, th, warmup, steps, nparams, flops, med, B / med, B / hi, B / lo, gf / med,
-           peak_rss_mb());
+           peak_rss_mb(), cpu_level_name(cpu_level()));
     free(dt);
     return 0;
 }

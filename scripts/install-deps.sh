@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# install-deps.sh -- install ddpm's Debian 12 build and data dependencies (idempotent).
+# install-deps.sh [--test|--bench] -- install ddpm's Debian 12 build and data dependencies (idempotent);
+# --test adds what the tests run, --bench what `make bench-torch` runs.
 # Runs apt-get only when something is missing; needs root (or sudo) in that case.
 set -euo pipefail
 # pkg-config: what programs built on the installed library use (ddpm.pc), and tests/test_install.sh.
@@ -17,6 +18,10 @@ if [ "${1:-}" = "--test" ]; then
            python3-packaging python3-filelock python3-requests python3-regex python3-yaml python3-tqdm
            python3-protobuf python3-absl clang-14 libclang-rt-14-dev python3-cffi python3-pytest python3-venv
            qemu-user)
+fi
+# --bench: what `make bench-torch` runs PyTorch with (Debian's torch, and tcmalloc, its best allocator).
+if [ "${1:-}" = "--bench" ]; then
+    pkgs+=(python3-torch python3-numpy libtcmalloc-minimal4)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
