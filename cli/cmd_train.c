@@ -304,11 +304,11 @@ int cmd_train(int argc, char **argv)
         {"save-every", ARG_INT, &f->save_every, "N", "checkpoint every N steps (and at the end)", 1, 1e12, NULL, 0, 0},
         {"log-every", ARG_INT, &f->log_every, "N", "metrics line every N steps", 1, 1e12, NULL, 0, 0},
         {"sample-every", ARG_INT, &f->sample_every, "N",
-         "write RUN/samples/step_N.png (EMA weights, ancestral sampling, 20 steps) every N steps and at the end; 0 = never",
+         "write RUN/samples/step_N.png (EMA weights, ancestral sampling, 50 steps) every N steps and at the end; 0 = never",
          0, 1e12, NULL, 0, 0},
         {"sample-n", ARG_INT, &f->sample_n, "N", "images in those grids", 1, 1024, NULL, 0, 0},
         {"eval-every", ARG_INT, &f->eval_every, "N",
-         "log the FID of EMA samples (ancestral sampling, 20 steps, fixed noise) against the training data in metrics.jsonl "
+         "log the FID of EMA samples (ancestral sampling, 50 steps, fixed noise) against the training data in metrics.jsonl "
          "every N steps; F-MNIST features for 28x28 gray images, else Inception; 0 = never", 0, 2e9, NULL, 0, 0},
         {"eval-n", ARG_INT, &f->eval_n, "N", "samples per FID evaluation [1000]", 10, 100000, NULL, 0, 0},
         {"no-tensorboard", ARG_FLAG, &f->no_tensorboard, NULL,

@@ -54,14 +54,14 @@ typedef struct cli_sampler {
 } cli_sampler;
 
 /* The defaults, chosen by measurement (docs/quality.md): ancestral sampling
- * with 20 network calls, predicted x0 left as it is (--x0 auto: none for
+ * with 50 network calls (DDIM and DPM-Solver++: 20), predicted x0 left as it is (--x0 auto: none for
  * ddpm, a departure from DDPMScheduler's clip_sample; for ddim and dpm++2m what
  * DDIMScheduler and DPMSolverMultistepScheduler do with the scheduler_config). */
 #define CLI_SAMPLER_DEFAULT "ddpm"
 #define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "auto", 0, 0, 0.0, 0.0, 0.0, 0.0, 0}
 #define CLI_SAMPLER_SPECS(a)                                                                                         \
     {"sampler", ARG_CHOICE, &(a)->sampler, "ddpm|ddim|dpm++2m", "sampling algorithm", 0, 0, "ddpm|ddim|dpm++2m", 0, 0}, \
-    {"steps", ARG_INT, &(a)->steps, "K", "network calls in 1..T (default: 20; T = 1000 is the paper's sampler)", \
+    {"steps", ARG_INT, &(a)->steps, "K", "network calls in 1..T (default: 50 for ddpm, 20 for ddim and dpm++2m; T = 1000 is the paper's sampler)", \
      1, DDPM_MAX_TIMESTEPS, NULL, 0, 0},                                                                                     \
     {"eta", ARG_FLOAT, &(a)->eta, "X", "DDIM noise scale in [0, 1] (0 = deterministic)", 0, 1, NULL, 0, 0},          \
     {"guidance-rescale", ARG_FLOAT, &(a)->guidance_rescale, "R", "a conditional model with guidance: diffusers' "     \

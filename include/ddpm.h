@@ -273,7 +273,7 @@ typedef enum ddpm_x0 {
 
 typedef struct ddpm_sample_options {
     ddpm_sampler sampler;   /* default DDPM_SAMPLER_DDPM */
-    int steps;              /* network calls, 1..T (0, the default: 20; T when T <= 20, T - 1 for dpm++2m) */
+    int steps;              /* network calls, 1..T (0, the default: 50 for ddpm, 20 for ddim and dpm++2m; at most T, T - 1 for dpm++2m) */
     float eta;              /* DDIM only, in [0, 1] */
     uint64_t seed;          /* x_T and every step's noise depend only on (seed, image index, timestep) */
     const char *spacing;    /* "leading" | "trailing" | "linspace"; NULL: the scheduler_config's */
@@ -321,7 +321,7 @@ DDPM_API void ddpm_sample_options_init(ddpm_sample_options *o);
  * option. ddpm_sample makes the same checks. */
 DDPM_API int ddpm_sample_check(const ddpm_model *m, const ddpm_sample_options *o);
 
-/* One line describing what o does on m ("ddpm, 20 steps, leading spacing, x0
+/* One line describing what o does on m ("ddpm, 50 steps, leading spacing, x0
  * none") into buf (len bytes, truncated, always terminated). */
 DDPM_API void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, char *buf, size_t len);
 
@@ -575,7 +575,7 @@ DDPM_API int ddpm_trainer_get_metrics(const ddpm_trainer *t, ddpm_train_metrics 
 DDPM_API int ddpm_trainer_save(ddpm_trainer *t);
 
 /* Rank 0 writes RUN/samples/step_NNNNNNNN.png now (sample_n EMA samples, the
- * ddpm sampler with min(20, T) steps and fixed noise; one column per class);
+ * ddpm sampler with its default steps and fixed noise; one column per class);
  * a no-op elsewhere. */
 DDPM_API int ddpm_trainer_sample_grid(ddpm_trainer *t);
 

@@ -9,7 +9,7 @@
 # The recipe is --recipe short (docs/quality.md): the paper's network with the batch,
 # learning rate (decaying on a cosine to the end of the budget), warm-up, EMA decay
 # and Min-SNR loss weights that measured best on 2 CPU cores. Sampling uses `ddpm sample`'s default sampler
-# (ancestral, 20 network calls).
+# (ancestral, 50 network calls).
 set -euo pipefail
 bin=${1:-build/ddpm}
 classes=${DEMO_CLASSES:-0}

@@ -86,7 +86,7 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
     /* A config without timestep_spacing: DDPMScheduler and DDIMScheduler default
      * to "leading" (the schedule's), DPMSolverMultistepScheduler to "linspace". */
     if (!so->spacing && so->kind == SAMPLER_DPMPP && !s->spacing_given) so->spacing = "linspace";
-    so->steps = o->steps ? o->steps : 20 < s->T ? 20 : so->kind == SAMPLER_DPMPP ? s->T - 1 : s->T;
+    so->steps = o->steps ? o->steps : sampler_default_steps(so->kind, s->T);
     if (so->steps < 1 || so->steps > s->T)
         return api_fail(h, DDPM_ERR_ARG, "steps %d is out of range [1, %d] (the schedule's num_train_timesteps)",
                         so->steps, s->T);

@@ -24,6 +24,11 @@ int sampler_parse(const char *name, sampler_kind *k, err_t *err) {
     return err_fail(err, "unknown sampler '%.64s' (known: ddpm, ddim, dpm++2m)", name ? name : "");
 }
 
+int sampler_default_steps(sampler_kind k, int T) {
+    int steps = k == SAMPLER_DDPM ? 50 : 20;
+    return steps < T ? steps : k == SAMPLER_DPMPP ? T - 1 : T;
+}
+
 void sampler_range_add(sample_range *r, const float *x, int n, size_t D) {
     for (int i = 0; i < n; i++) {
         long long out = 0;

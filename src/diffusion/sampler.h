@@ -50,6 +50,11 @@ typedef enum sampler_kind {
 const char *sampler_name(sampler_kind k);
 /* Parses one of those names; -1 with a message listing them otherwise. */
 int sampler_parse(const char *name, sampler_kind *k, err_t *err);
+/* The network calls a sampler of kind k makes when none are asked for, on a
+ * schedule of T steps: 50 for ancestral sampling, whose FID keeps improving
+ * with calls on models trained for minutes (docs/quality.md), 20 for DDIM and
+ * DPM-Solver++, which gain nothing beyond; at most T (T - 1 for dpm++2m). */
+int sampler_default_steps(sampler_kind k, int T);
 
 /* What is done to each predicted x0 before it is used. */
 typedef enum x0_mode {

@@ -57,11 +57,12 @@ static int tb_grid(train_run *r, const char *path, err_t *err)
 /* ---------------------------------------------------- grids and the FID */
 
 /* How training looks at its EMA weights (grids and FID): `ddpm sample`'s
- * default sampler (ancestral, min(20, T) steps, x0 as predicted), seed 0 --
+ * default sampler (ancestral, its default steps, x0 as predicted), seed 0 --
  * the same noise every time. */
 static sampler_opts ema_sampler(const trainer *tr)
 {
-    return (sampler_opts){.kind = SAMPLER_DDPM, .steps = tr->sched.T < 20 ? tr->sched.T : 20, .x0 = X0_NONE, .seed = 0};
+    return (sampler_opts){
+        .kind = SAMPLER_DDPM, .steps = sampler_default_steps(SAMPLER_DDPM, tr->sched.T), .x0 = X0_NONE, .seed = 0};
 }
 
 /* RUN/samples/step_NNNNNNNN.png of the trainer's step. */

@@ -204,8 +204,8 @@ class Model(_lib.Handle):
                noise=None, start_t=0, first_index=0, uint8=False):
         """Draws n images (ddpm_sample), as `ddpm sample` does with the same options.
 
-        sampler "ddpm" | "ddim" | "dpm++2m"; steps network calls (None: the library's default, 20,
-        or T when T <= 20, T - 1 for dpm++2m); seed; classes (conditional models: an int, a name, or
+        sampler "ddpm" | "ddim" | "dpm++2m"; steps network calls (None: the library's default, 50
+        for ddpm and 20 for ddim and dpm++2m, at most T, T - 1 for dpm++2m); seed; classes (conditional models: an int, a name, or
         n of them; None: unconditional); guidance (classifier-free guidance W; None: the library's
         default, 3 with a null class); progress(done, total) after each network call, returning True
         to cancel (CancelledError). Keywords: eta (DDIM), spacing ("leading" | "trailing" |
