@@ -13,6 +13,7 @@
 #   make demo-classes  the same, class-conditional: a grid with one row per class (guidance 3)
 #   make bench      forward / forward+backward throughput of the presets
 #   make bench-torch  ddpm and PyTorch side by side on the same models (ratios, peak RSS)
+#   make bench-bf16   ddpm's bf16 mixed precision (a CPU with AVX512_BF16 or AMX-BF16): its test, then bench-torch's bf16 rows
 #   make bench-scaling  img/s against batch, threads and image size (docs/perf.md)
 #   make bench-mpi  one process with every thread against one process per CPU (MPI), same batch (docs/scaling.md)
 #   make fixtures   regenerate tests/fixtures with the PyTorch reference (needs python3-torch)
@@ -100,7 +101,7 @@ DESTDIR ?=
 PKGDIR  := $(DESTDIR)$(PREFIX)/lib/pkgconfig
 MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
 
-.PHONY: all libs examples test test-build deps install uninstall FORCE demo demo-classes bench bench-torch \
+.PHONY: all libs examples test test-build deps install uninstall FORCE demo demo-classes bench bench-torch bench-bf16 \
         bench-scaling bench-mpi fixtures clean
 all: libs $(BUILD)/ddpm $(BUILD)/ddpm.1 $(BUILD)/ddpm.pc
 libs: $(SO) $(SO_LINKS) $(STATIC)
@@ -251,6 +252,11 @@ bench: deps $(BENCH_BIN)
 bench-torch: deps $(BENCH_BIN)
 	@scripts/install-deps.sh --bench
 	bench/bench_torch.sh $(BUILD)
+
+# ddpm's --precision bf16 on a CPU with AVX512_BF16 or AMX-BF16: its test, then bench-torch with the bf16 rows.
+bench-bf16: deps $(BENCH_BIN) $(BUILD)/tests/test_bf16
+	@scripts/install-deps.sh --bench
+	bench/bench_bf16.sh $(BUILD)
 
 bench-scaling: deps $(BENCH_BIN)
 	bench/scaling.sh $(BUILD)

@@ -16,7 +16,8 @@
 #   BENCH_WAIT_S=S     before each measurement, wait while a `ddpm train` / `ddpm sample` runs or other processes
 #                      keep more than BENCH_BUSY_PCT (default 20) percent of the CPUs busy, polling every 30 s,
 #                      at most S seconds (default 1500), so timings are not disturbed; then go on anyway
-#   BENCH_BF16=0|1     PyTorch bf16 autocast rows (default: 1 where the CPU has AVX512_BF16 or AMX-BF16)
+#   BENCH_BF16=0|1     bf16 rows: ddpm --precision bf16 and PyTorch's bf16 autocast (default: 1 where the CPU
+#                      has AVX512_BF16 or AMX-BF16; on a CPU without them ddpm's rows say it cannot run)
 #   BENCH_TORCH_BLAS, BENCH_NO_TCMALLOC: see bench/bench_torch.py
 set -eu
 
@@ -98,12 +99,12 @@ kernels=$("$BT" fmnist-small 1 sample 1 1 0 2>/dev/null | sed -n 's/.*"kernels":
 echo "ddpm: $BT (oneDNN $(dpkg-query -W -f='${Version}' libdnnl2 2>/dev/null || echo '?'), OpenMP)," \
      "threads $th, ddpm's kernels: ${kernels:-?} (ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-unset})"
 echo "torch: $tver (Debian python3-torch, $PY), threads $th"
-# bf16 rows (PyTorch's torch.autocast bf16; ddpm has no bf16 path yet): where the CPU has bf16
-# arithmetic (AVX512_BF16 or AMX-BF16), or with BENCH_BF16=1. Elsewhere PyTorch's autocast runs reference
-# kernels, 15-35x slower than its fp32 (Zen 3, 2026-12-07), and the rows would take hours.
+# bf16 rows (ddpm's --precision bf16 and PyTorch's torch.autocast bf16): where the CPU has bf16
+# arithmetic (AVX512_BF16 or AMX-BF16), or with BENCH_BF16=1. Elsewhere ddpm refuses bf16 and PyTorch's
+# autocast runs reference kernels, 15-35x slower than its fp32 (Zen 3, 2026-12-07): the rows would take hours.
 case " $isa" in *" avx512_bf16 "*|*" amx_bf16 "*) BF16=${BENCH_BF16:-1} ;; *) BF16=${BENCH_BF16:-0} ;; esac
 if [ "$BF16" = 1 ]; then
-    echo "bf16: PyTorch rows with torch.autocast('cpu', dtype=torch.bfloat16) (GroupNorm in fp32, as PyTorch 2 does)"
+    echo "bf16: ddpm --precision bf16; PyTorch torch.autocast('cpu', dtype=torch.bfloat16) (GroupNorm in fp32, as PyTorch 2 does)"
 else
     echo "bf16: no rows: this CPU has neither AVX512_BF16 nor AMX-BF16 (BENCH_BF16=1 measures PyTorch's autocast anyway)"
 fi
@@ -135,6 +136,10 @@ while read -r preset batch mode steps warmup probe; do
     picked="$picked$preset/$mode=$fmt "
     if [ "$BF16" = 1 ]; then
         wait_idle
+        echo "  $preset B=$batch $mode: ddpm bf16 ($warmup warm-up + $steps timed steps)..." >&2
+        "$BT" "$preset" "$batch" "$mode" "$steps" "$THREADS" "$warmup" bf16 >> "$OUT" ||
+            echo "bench_torch: ddpm bf16 $preset B=$batch $mode did not run (above: why)" >&2
+        wait_idle
         [ "$fmt" = jit ] && fmt=contiguous
         echo "  $preset B=$batch $mode: torch bf16 autocast (${fmt:-contiguous}, $warmup + $steps steps)..." >&2
         $PY bench/bench_torch.py "$preset" "$batch" "$mode" "$steps" "$THREADS" "$warmup" --format "${fmt:-contiguous}" \
@@ -159,7 +164,7 @@ lines = []
 key = lambda r: (r["preset"], r["batch"], r["mode"])
 by = {}
 for r in rows:
-    by.setdefault(key(r), {})[r["impl"] + ("_bf16" if r.get("precision") == "bf16" else "")] = r
+    by.setdefault(key(r), {})[r["impl"] + ("_bf16" if r.get("precision", "fp32") != "fp32" else "")] = r
 for k, v in by.items():
     d, t = v.get("ddpm"), v.get("torch")
     if not d or not t:
@@ -180,14 +185,20 @@ for l in lines:
 bf = [(k, v) for k, v in by.items() if "torch_bf16" in v]
 if bf:
     print()
-    print("bf16: PyTorch with torch.autocast('cpu', dtype=torch.bfloat16); ddpm has no bf16 path yet (its fp32 shown)")
+    print("bf16: ddpm --precision bf16 (oneDNN's bf16 convolutions); PyTorch torch.autocast('cpu', dtype=torch.bfloat16).")
+    print("Targets (issue 21): ddpm bf16 >= 2.5x torch fp32 and >= 1.5x torch bf16.")
     print()
-    print("| preset | B | mode | torch bf16 img/s | torch fp32 img/s | torch bf16 / fp32 | ddpm fp32 img/s | ddpm fp32 / torch bf16 |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| preset | B | mode | ddpm bf16 img/s | ddpm fp32 img/s | torch bf16 img/s | torch fp32 img/s "
+          "| ddpm bf16 / torch fp32 | ddpm bf16 / torch bf16 | ddpm bf16 / fp32 |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    f = lambda r: f"{r['img_s']:.1f}" if r else "-"
+    q = lambda a, b: f"{a['img_s'] / b['img_s']:.2f}" if a and b else "-"
     for k, v in bf:
-        b, t, d = v["torch_bf16"], v.get("torch"), v.get("ddpm")
-        print(f"| {k[0]} | {k[1]} | {k[2]} | {b['img_s']:.1f} | " + (f"{t['img_s']:.1f} | {b['img_s'] / t['img_s']:.2f}" if t else "- | -")
-              + " | " + (f"{d['img_s']:.1f} | {d['img_s'] / b['img_s']:.2f}" if d else "- | -") + " |")
+        db, d, tb, t = v.get("ddpm_bf16"), v.get("ddpm"), v["torch_bf16"], v.get("torch")
+        print(f"| {k[0]} | {k[1]} | {k[2]} | {f(db)} | {f(d)} | {f(tb)} | {f(t)} | {q(db, t)} | {q(db, tb)} | {q(db, d)} |")
+    if not any(v.get("ddpm_bf16") for _, v in bf):
+        print()
+        print("ddpm bf16: not run (this CPU, or ONEDNN_MAX_CPU_ISA, has neither AVX512_BF16 nor AMX-BF16)")
 print()
 print("ratio = ddpm img/s / torch img/s (> 1: ddpm faster); steps = warm-up + timed steps, each side;")
 print("torch format: the variant measured, after the img/s of quick probes of contiguous/channels_last[/jit];")

@@ -1,9 +1,11 @@
 /* bench_train.c -- throughput of one full training step and of one sampling
  * step of a preset, for the comparison with PyTorch (make bench-torch).
  *
- *   build/bench/bench_train PRESET[@SIZE] BATCH MODE [steps=10] [threads=all] [warmup=2]
+ *   build/bench/bench_train PRESET[@SIZE] BATCH MODE [steps=10] [threads=all] [warmup=2] [precision=fp32]
  *
  * PRESET@SIZE: the preset's network on SIZE x SIZE images (the scaling table).
+ * precision: fp32, bf16 (oneDNN's bf16 kernels; refused with a message on a
+ * CPU without AVX512_BF16 or AMX-BF16) or bf16-emulated.
  *
  * MODE train:  trainer_step (x0 from the loader, t and eps drawn, q_sample,
  *              forward with dropout, MSE, backward, global-norm clip, Adam, EMA)
@@ -28,6 +30,7 @@
 #include "core/threads.h"
 #include "data/dataset.h"
 #include "diffusion/schedule.h"
+#include "exec/executor.h"
 #include "model/config.h"
 #include "model/unet.h"
 #include "train/trainer.h"
@@ -56,7 +59,8 @@ static void die(const err_t *err) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_train PRESET[@SIZE] BATCH train|sample|info [steps=10] [threads=all] [warmup=2]\n");
+    fprintf(stderr, "usage: bench_train PRESET[@SIZE] BATCH train|sample|info [steps=10] [threads=all] [warmup=2] "
+                    "[fp32|bf16|bf16-emulated]\n");
     return 2;
 }
 
@@ -67,8 +71,9 @@ int main(int argc, char **argv) {
     int steps = argc > 4 ? atoi(argv[4]) : 10;
     int threads = argc > 5 ? atoi(argv[5]) : 0;
     int warmup = argc > 6 ? atoi(argv[6]) : 2;
+    int precision = exec_precision_parse(argc > 7 ? argv[7] : "fp32");
     int train = !strcmp(mode, "train"), sample = !strcmp(mode, "sample"), info = !strcmp(mode, "info");
-    if (B < 1 || steps < 1 || warmup < 0 || !(train || sample || info)) return usage();
+    if (B < 1 || steps < 1 || warmup < 0 || precision < 0 || !(train || sample || info)) return usage();
 
     err_t err;
     unet_config cfg;
@@ -121,6 +126,7 @@ int main(int argc, char **argv) {
         train_opts o = train_opts_default();
         o.seed = 1;
         o.batch = B;
+        o.precision = precision;
         trainer tr;
         if (trainer_init(&tr, &cfg, &sched, &d, &o, &err)) die(&err);
         nparams = tr.u->nparams;
@@ -136,7 +142,7 @@ int main(int argc, char **argv) {
         dataset_free(&d);
     } else {
         unet *u;
-        if (unet_create(&u, &cfg, B, 0, &err)) die(&err);
+        if (unet_create_exec(&u, &cfg, B, &(unet_exec){0, precision}, 0, &err)) die(&err);
         unet_init_official(u, 1);
         nparams = u->nparams;
         flops = unet_forward_flops(u);
@@ -165,9 +171,9 @@ int main(int argc, char **argv) {
     printf("{\"impl\":\"ddpm\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"mode\":\"%s\",\"threads\":%d,\"warmup\":%d,"
            "\"steps\":%d,\"nparams\":%zu,\"flops_per_image\":%.0f,\"step_s\":%.6f,\"img_s\":%.3f,"
            "\"img_s_min\":%.3f,\"img_s_max\":%.3f,\"gflops\":%.3f,\"peak_rss_mb\":%.1f,\"format\":\"nhwc\","
-           "\"kernels\":\"%s\"}\n",
+           "\"kernels\":\"%s\",\"precision\":\"%s\"}\n",
            preset, cfg.sample_size, B, mode, th, warmup, steps, nparams, flops, med, B / med, B / hi, B / lo, gf / med,
-           peak_rss_mb(), cpu_level_name(cpu_level()));
+           peak_rss_mb(), cpu_level_name(cpu_level()), exec_precision_name(precision));
     free(dt);
     return 0;
 }

@@ -26,7 +26,7 @@ static void on_signal(int sig) { stop_signal = sig; }
 /* The flags' values. */
 typedef struct train_flags {
     const char *data, *preset, *config, *out, *schedule_kind, *variance, *inception, *recipe;
-    const char *prediction, *lr_schedule, *loss_weight, *conv;
+    const char *prediction, *lr_schedule, *loss_weight, *conv, *precision;
     long long steps, batch, warmup, seed, limit, threads, T, shards;
     long long save_every, log_every, sample_every, sample_n, eval_every, eval_n;
     double time_limit, lr, clip, ema, dropout, beta_start, beta_end, p_uncond, snr_gamma, vlb_weight;
@@ -46,7 +46,8 @@ static train_flags default_flags(void)
                          .eval_n = c->eval_n, .lr = o.lr, .clip = o.clip, .ema = o.ema, .dropout = o.dropout,
                          .beta_start = o.beta_start, .beta_end = o.beta_end, .p_uncond = o.p_uncond,
                          .prediction = "epsilon", .lr_schedule = o.lr_schedule, .loss_weight = o.loss_weight,
-                         .snr_gamma = o.snr_gamma, .vlb_weight = o.vlb_weight, .conv = CLI_CONV_DEFAULT};
+                         .snr_gamma = o.snr_gamma, .vlb_weight = o.vlb_weight, .conv = CLI_CONV_DEFAULT,
+                         .precision = o.precision};
 }
 
 /* --recipe short: its values, where the flag itself is not given. */
@@ -69,7 +70,7 @@ static int check_fixed(const arg_cmd *cmd, const arg_spec *specs)
     static const char *fixed[] = {"data", "limit", "recipe", "preset", "config", "batch", "lr", "warmup", "clip", "ema",
                                   "no-ema-warmup", "dropout", "flip", "seed", "T", "schedule", "beta-start",
                                   "beta-end", "variance", "shards", "classes", "p-uncond", "prediction",
-                                  "lr-schedule", "loss-weight", "snr-gamma", "vlb-weight", NULL};
+                                  "lr-schedule", "loss-weight", "snr-gamma", "vlb-weight", "precision", NULL};
     for (const arg_spec *s = specs; s->name; s++)
         for (int i = 0; fixed[i]; i++)
             if (s->seen && !strcmp(s->name, fixed[i])) {
@@ -106,6 +107,7 @@ static ddpm_train_options new_options(const train_flags *f)
     o.prediction = !strcmp(f->prediction, "v") ? "v_prediction" : f->prediction;
     o.lr_schedule = f->lr_schedule, o.loss_weight = f->loss_weight, o.snr_gamma = f->snr_gamma;
     o.vlb_weight = f->vlb_weight;
+    o.precision = f->precision;
     o.cadence = (ddpm_train_cadence){f->save_every, f->log_every, f->sample_every, f->sample_n, f->eval_every,
                                      f->eval_n, !f->no_tensorboard};
     return o;
@@ -154,8 +156,12 @@ static void banner(ddpm_trainer *t, const train_flags *f, int nthreads)
     if (m.processes > 1)
         fprintf(stderr, "ddpm train: %d processes x %d images of batch %d, %d threads each, %d shards\n",
                 m.processes, m.local_batch, m.batch, nthreads, m.shards);
-    fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads (%s kernels), run folder %s%s\n",
-            m.num_parameters, m.batch, nthreads, ddpm_cpu_level(), f->out, f->resume ? " (resumed)" : "");
+    ddpm_train_options o;
+    ddpm_trainer_get_options(t, &o);
+    int fp32 = !strcmp(o.precision, "fp32");
+    fprintf(stderr, "ddpm train: %zu parameters, batch %d, %d threads (%s kernels%s%s), run folder %s%s\n",
+            m.num_parameters, m.batch, nthreads, ddpm_cpu_level(), fp32 ? "" : ", ", fp32 ? "" : o.precision, f->out,
+            f->resume ? " (resumed)" : "");
     if (f->resume) fprintf(stderr, "ddpm train: resuming at step %lld\n", m.step);
 }
 
@@ -325,6 +331,7 @@ int cmd_train(int argc, char **argv)
          "count; one process does not split a batch under 8)", 0, 65536, NULL, 0, 0},
         ARG_THREADS(&f->threads),
         ARG_CONV(&f->conv),
+        ARG_PRECISION(&f->precision),
         ARG_NO_VERIFY(&f->no_verify),
         {0},
     };

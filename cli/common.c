@@ -37,6 +37,7 @@ int cli_sample_options(const arg_cmd *cmd, const cli_sampler *a, const ddpm_mode
     o->x0 = x0_of(a->x0);
     o->spacing = strcmp(a->spacing, "config") ? a->spacing : NULL;
     o->steps = (int)a->steps; /* 0: the default */
+    o->precision = a->precision;
     if (o->steps > T) {
         args_error(cmd, "--steps %d is out of range [1, %d] (the schedule's num_train_timesteps)", o->steps, T);
         return EXIT_USAGE;

@@ -21,6 +21,12 @@
      "algorithm on this CPU, measured once and cached in ~/.cache/ddpm), or that algorithm wherever it applies "   \
      "(docs/perf.md)", 0, 0, "measure|direct|winograd|onednn-winograd", 0, 0}
 
+/* --precision, of train and sample. */
+#define ARG_PRECISION(dst)                                                                                         \
+    {"precision", ARG_CHOICE, (dst), NULL, "of the convolutions and matrix products: fp32; bf16 (mixed precision "  \
+     "on oneDNN's bf16 kernels, needs AVX512_BF16 or AMX-BF16; weights, Adam and EMA stay fp32); bf16-emulated "    \
+     "(bf16's numbers on any CPU, slower than fp32) (docs/perf.md)", 0, 0, "fp32|bf16|bf16-emulated", 0, 0}
+
 /* --no-verify, the flag of every command that loads weights or resumes a run:
  * after args_parse, ddpm_set_verify(!flag). */
 #define ARG_NO_VERIFY(dst)                                                                                          \
@@ -47,7 +53,7 @@ int cli_status(const arg_cmd *cmd, int status);
  * the flag table, and after args_parse turn it into options with
  * cli_sample_options. */
 typedef struct cli_sampler {
-    const char *sampler, *spacing, *x0;
+    const char *sampler, *spacing, *x0, *precision;
     long long steps, seed;
     double eta, threshold, threshold_max, guidance_rescale;
     int raw;
@@ -58,7 +64,7 @@ typedef struct cli_sampler {
  * ddpm, a departure from DDPMScheduler's clip_sample; for ddim and dpm++2m what
  * DDIMScheduler and DPMSolverMultistepScheduler do with the scheduler_config). */
 #define CLI_SAMPLER_DEFAULT "ddpm"
-#define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "auto", 0, 0, 0.0, 0.0, 0.0, 0.0, 0}
+#define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "auto", "fp32", 0, 0, 0.0, 0.0, 0.0, 0.0, 0}
 #define CLI_SAMPLER_SPECS(a)                                                                                         \
     {"sampler", ARG_CHOICE, &(a)->sampler, "ddpm|ddim|dpm++2m", "sampling algorithm", 0, 0, "ddpm|ddim|dpm++2m", 0, 0}, \
     {"steps", ARG_INT, &(a)->steps, "K", "network calls in 1..T (default: 50 for ddpm, 20 for ddim and dpm++2m; T = 1000 is the paper's sampler)", \
@@ -80,7 +86,8 @@ typedef struct cli_sampler {
      "dynamic_thresholding_ratio, 0.995)", 1e-6, 1, NULL, 0, 0},                                                   \
     {"threshold-max", ARG_FLOAT, &(a)->threshold_max, "X", "--x0 threshold: largest threshold (default: the "     \
      "config's sample_max_value, 1 = plain clipping)", 1, 1e6, NULL, 0, 0},                                        \
-    {"raw", ARG_FLAG, &(a)->raw, NULL, "keep the final samples as computed (default: clamped to [-1, 1])", 0, 0, NULL, 0, 0}
+    {"raw", ARG_FLAG, &(a)->raw, NULL, "keep the final samples as computed (default: clamped to [-1, 1])", 0, 0, NULL, 0, 0}, \
+    ARG_PRECISION(&(a)->precision)
 
 /* The sampler fields of o (after ddpm_sample_options_init) from the flags a,
  * checked against model m (ddpm_sample_check). Returns 0, or EXIT_USAGE after

@@ -310,6 +310,8 @@ typedef struct ddpm_sample_options {
     int first_index;        /* index of the first image (its randomness); 0 by default */
     ddpm_progress_fn progress; /* network calls done of total (rank 0 under MPI: its own share) */
     void *progress_ctx;
+    const char *precision;  /* "fp32" (NULL, the default), "bf16" or "bf16-emulated": as ddpm_train_options'
+                             * precision */
 } ddpm_sample_options;
 
 /* The defaults (zeros, batch 64, guidance -1). Always start from these. */
@@ -463,6 +465,11 @@ typedef struct ddpm_train_options {
     const char *loss_weight; /* each image's loss weight: "none" (default) or "min-snr" (Min-SNR-gamma) */
     double snr_gamma;       /* min-snr's gamma, > 0 (5) */
     double vlb_weight;      /* learned_range: lambda of L_hybrid = L_simple + lambda L_vlb, >= 0 (0.001) */
+    const char *precision;  /* of the convolutions and matrix products: "fp32" (default); "bf16" (mixed
+                             * precision on oneDNN's bf16 kernels: operands rounded to bf16, products summed
+                             * in fp32; weights, Adam and the EMA stay fp32; needs a CPU with AVX512_BF16 or
+                             * AMX-BF16, else DDPM_ERR_ARG naming what is missing); or "bf16-emulated" (the
+                             * same numbers on any CPU, on the fp32 kernels: slower than fp32) */
 } ddpm_train_options;
 
 /* The paper's recipe (the defaults above). */

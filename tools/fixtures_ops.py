@@ -152,6 +152,26 @@ def main(outdir):
     st.write(out / "op_mse.safetensors", {"pred": pred.detach().float(), "target": target.float(),
                                           "out": loss.detach().reshape(1).float(), "dpred": pred.grad.float()})
 
+    bf16_fixture(out)
+
+
+def bf16_fixture(out):
+    """op_bf16: float32 values x and PyTorch's x.bfloat16() widened back to float32 (its 16 bits on top):
+    random magnitudes over the whole exponent range, every rounding case (ties to even and odd, just
+    above and below a tie), subnormals, signed zeros, the largest floats (which round to infinity),
+    infinities and NaNs of several payloads."""
+    g = torch.Generator().manual_seed(113)
+    words = torch.randint(0, 2**32, (4096,), generator=g, dtype=torch.int64)  # any bit pattern
+    normal = (torch.randn(4096, generator=g) * torch.exp(torch.randn(4096, generator=g) * 8)).float()
+    cases = []
+    for hi in (0x3F80, 0x3F81, 0x0000, 0x0001, 0x8000, 0x8001, 0x7F7F, 0xFF7F, 0x0080, 0x7F7E):
+        for lo in (0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF):
+            cases.append(hi << 16 | lo)
+    cases += [0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FBFFFFF, 0xFFFFFFFF, 0x7FFF8000]
+    bits = torch.cat([words, torch.tensor(cases, dtype=torch.int64)])
+    x = torch.cat([(bits - (bits >= 2**31).long() * 2**32).int().view(torch.float32), normal])
+    st.write(out / "op_bf16.safetensors", {"x": x, "out": x.bfloat16().float()})
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")

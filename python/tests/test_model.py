@@ -69,6 +69,10 @@ def test_sample_uint8_and_options(model):
     a = model.sample(2, sampler="ddim", steps=3, noise=start)
     assert np.array_equal(a, model.sample(2, sampler="ddim", steps=3, noise=start, seed=9))
     assert not np.array_equal(a, model.sample(2, sampler="ddim", steps=3, noise=-start))
+    b = model.sample(2, sampler="ddim", steps=3, noise=start, precision="bf16-emulated")
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.1
+    with pytest.raises(ddpm.ArgumentError, match="precision"):
+        model.sample(2, precision="int8")
 
 
 def test_conditional_sample_eps_and_nll(cond_run):

@@ -69,6 +69,19 @@ def test_sample_grid_and_recipe(tmp_path, tiny_data):
     s.close()
 
 
+def test_precision(tmp_path, tiny_data):
+    t = make(tmp_path, tiny_data, precision="bf16-emulated")
+    assert t.options["precision"] == "bf16-emulated"
+    t.step()
+    t.close()
+    with pytest.raises(ddpm.ArgumentError, match="fp32, bf16 or bf16-emulated"):
+        make(tmp_path / "x", tiny_data, precision="fp16")
+    try:  # oneDNN's bf16 kernels where the CPU (and its cap) has them, else a message naming what is missing
+        make(tmp_path / "y", tiny_data, precision="bf16").close()
+    except ddpm.ArgumentError as e:
+        assert "AVX512_BF16" in str(e) and "bf16-emulated" in str(e)
+
+
 def test_bad_options(tmp_path, tiny_data):
     with pytest.raises(TypeError, match="unknown option 'bach'"):
         make(tmp_path, tiny_data, bach=8)

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/threads.h"
 #include "dist/dist.h"
+#include "exec/executor.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
 
@@ -91,6 +92,15 @@ int ddpm_set_conv_algorithm(const char *name)
                         "onednn-winograd", name ? name : "(null)");
     ops_conv_set_algorithm(alg);
     return DDPM_OK;
+}
+
+int api_precision(api_obj *h, const char *name)
+{
+    int p = name ? exec_precision_parse(name) : EXEC_FP32;
+    err_t e = {0};
+    if (p < 0) return api_fail(h, DDPM_ERR_ARG, "precision '%s': fp32, bf16 or bf16-emulated", name), -1;
+    if (p == EXEC_BF16 && exec_bf16_check(&e)) return api_status(h, DDPM_ERR_ARG, &e), -1;
+    return p;
 }
 
 void ddpm_free(void *p) { free(p); }

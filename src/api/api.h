@@ -34,6 +34,11 @@ int api_fail(api_obj *h, int status, const char *fmt, ...) __attribute__((format
  * memory ran out -- and returns that. */
 int api_status(api_obj *h, int status, const err_t *e);
 
+/* The precision named `name` (NULL: fp32) as exec/executor.h numbers it, or
+ * -1 after api_fail(h, DDPM_ERR_ARG, ...): an unknown name, or "bf16" on a
+ * CPU that cannot run it (the message says what is missing). */
+int api_precision(api_obj *h, const char *name);
+
 /* n images of HWC bytes p into CHW floats o (=): p / 127.5 - 1, the public
  * layout and range (image.c). */
 void api_bytes_to_nchw(float *o, const uint8_t *p, int n, int C, size_t HW);

@@ -14,6 +14,7 @@
 #include "diffusion/diffusion.h"
 #include "diffusion/sampler.h"
 #include "dist/dist.h"
+#include "exec/executor.h"
 #include "io/modelfolder.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
@@ -177,11 +178,11 @@ size_t api_model_image_size(const ddpm_model *m)
     return (size_t)m->cfg.sample_size * m->cfg.sample_size * m->cfg.in_channels;
 }
 
-int api_model_net(ddpm_model *m, int rows, unet **u, err_t *err)
+int api_model_net(ddpm_model *m, int rows, int precision, unet **u, err_t *err)
 {
-    if (m->u->batch != rows) {
+    if (m->u->batch != rows || m->u->precision != precision) {
         unet *v = NULL;
-        if (unet_create(&v, &m->cfg, rows, 0, err)) return -1;
+        if (unet_create_exec(&v, &m->cfg, rows, &(unet_exec){0, precision}, 0, err)) return -1;
         memcpy(v->params, m->u->params, sizeof(float) * m->u->nparams);
         unet_free(m->u);
         m->u = v;
@@ -229,7 +230,7 @@ int ddpm_model_eps(ddpm_model *m, int n, const float *x, const int32_t *t, const
     unet *u = NULL;
     if (!xh || !eh || !tt || !y) goto done;
     st = DDPM_ERR_NOMEM; /* building the network fails only for memory */
-    if (api_model_net(m, n, &u, &err)) goto done;
+    if (api_model_net(m, n, EXEC_FP32, &u, &err)) goto done;
     for (int i = 0; i < n; i++) tt[i] = (float)t[i], y[i] = labels ? labels[i] : m->null_class;
     ops_nchw_to_nhwc(xh, x, n, c->in_channels, hw);
     if (unet_forward(u, eh, xh, tt, c->num_class_embeds > 0 ? y : NULL, NULL, &err)) goto done; /* st: NOMEM */

@@ -33,10 +33,11 @@ struct ddpm_model {
     char *run_step, *run_options; /* ddpm_model_run_state's strings */
 };
 
-/* The network of m built for exactly rows images (rebuilt, weights copied,
- * when the current one has another batch). Returns 0, or -1 with err set (the
- * old network is then kept). */
-int api_model_net(ddpm_model *m, int rows, unet **u, err_t *err);
+/* The network of m built for exactly rows images in `precision`
+ * (exec/executor.h; rebuilt, weights copied, when the current one has another
+ * batch or precision). Returns 0, or -1 with err set (the old network is then
+ * kept). */
+int api_model_net(ddpm_model *m, int rows, int precision, unet **u, err_t *err);
 
 /* Values per image (H W C). */
 size_t api_model_image_size(const ddpm_model *m);

@@ -9,6 +9,7 @@
 
 #include "diffusion/bound.h"
 #include "dist/dist.h"
+#include "exec/executor.h"
 #include "model/denoiser.h"
 #include "ops/ops.h"
 
@@ -98,7 +99,7 @@ int ddpm_nll(ddpm_model *m, int n, const float *x, const int32_t *labels, int ba
         const size_t held = root ? (size_t)n : (size_t)count + 1;
         tb = mem_alloc(sizeof(double) * held * (T + 1), &err);
         mb = mem_alloc(sizeof(double) * held * T, &err);
-        if (!tb || !mb || api_model_net(m, B, &u, &err)) st = api_status(&m->head, DDPM_ERR_NOMEM, &err);
+        if (!tb || !mb || api_model_net(m, B, EXEC_FP32, &u, &err)) st = api_status(&m->head, DDPM_ERR_NOMEM, &err);
     }
     /* Setting up may fail on one rank alone: every rank learns it before the evaluation. */
     if ((st = api_model_agree(m, "ddpm_nll", st))) goto done;

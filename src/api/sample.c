@@ -12,6 +12,7 @@
 
 #include "diffusion/sampler.h"
 #include "dist/dist.h"
+#include "exec/executor.h"
 #include "ops/ops.h"
 
 _Static_assert(DDPM_SAMPLER_DDPM == (int)SAMPLER_DDPM && DDPM_SAMPLER_DDIM == (int)SAMPLER_DDIM &&
@@ -113,6 +114,7 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
         return api_fail(h, DDPM_ERR_ARG, "%s has no null class (not trained by ddpm --classes): give classes, with "
                         "guidance 1", m->dir);
     if (sampler_check(s, so, &err)) return api_status(h, DDPM_ERR_ARG, &err);
+    if (api_precision(h, o->precision) < 0) return DDPM_ERR_ARG;
     return DDPM_OK;
 }
 
@@ -216,7 +218,8 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
         for (int i = 0; i < r->n; i++) r->labels[i] = o->classes ? o->classes[i] : m->null_class;
     }
     unet *u = NULL;
-    if (api_model_net(m, conditional ? unet_guided_rows(r->w, r->B) : r->B, &u, &err) ||
+    if (api_model_net(m, conditional ? unet_guided_rows(r->w, r->B) : r->B, exec_precision_parse(
+                          o->precision ? o->precision : "fp32"), &u, &err) ||
         (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
                      : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);

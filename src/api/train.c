@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "diffusion/schedule.h"
+#include "exec/executor.h"
 #include "io/fileio.h"
 #include "model/config.h"
 #include "train/run.h"
@@ -74,6 +75,7 @@ void ddpm_train_options_init(ddpm_train_options *o)
     o->cadence = cadence_of(&d);
     o->prediction = "epsilon", o->lr_schedule = "constant", o->loss_weight = "none", o->snr_gamma = d.snr_gamma;
     o->vlb_weight = d.vlb_weight;
+    o->precision = "fp32";
 }
 
 int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe)
@@ -115,6 +117,7 @@ static int check_options(const ddpm_train_options *o)
     if (o->loss_weight && train_loss_weight_parse(o->loss_weight) < 0)
         return api_fail(NULL, DDPM_ERR_ARG, "loss_weight '%s': none or min-snr", o->loss_weight);
     if (!(o->snr_gamma > 0 && o->snr_gamma <= 1e6)) return api_fail(NULL, DDPM_ERR_ARG, "the option snr_gamma is out of range");
+    if (o->precision && api_precision(NULL, o->precision) < 0) return DDPM_ERR_ARG;
     if (o->data && strlen(o->data) >= sizeof(((train_opts *)0)->data))
         return api_fail(NULL, DDPM_ERR_ARG, "data: the path is too long");
     return check_cadence(NULL, &o->cadence, 0);
@@ -155,6 +158,7 @@ static int keep_options(ddpm_trainer *t, const ddpm_train_options *o, const char
     k->prediction = schedule_prediction_name(s->prediction);
     k->lr_schedule = train_lr_schedule_name(r->lr_schedule), k->loss_weight = train_loss_weight_name(r->loss_weight);
     k->snr_gamma = r->snr_gamma;
+    k->precision = exec_precision_name(r->precision);
     return DDPM_OK;
 }
 
@@ -223,6 +227,7 @@ static train_opts new_train_opts(const ddpm_train_options *o)
     r.loss_weight = o->loss_weight ? train_loss_weight_parse(o->loss_weight) : TRAIN_WEIGHT_NONE;
     r.snr_gamma = o->snr_gamma;
     r.vlb_weight = o->vlb_weight;
+    r.precision = o->precision ? exec_precision_parse(o->precision) : EXEC_FP32;
     return r;
 }
 

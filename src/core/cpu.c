@@ -16,6 +16,11 @@ const char *cpu_level_name(int l) {
     return l >= 0 && l < CPU_LEVELS ? names[l] : NULL;
 }
 
+int cpu_has_bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+}
+
 int cpu_level_supported(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4")) return CPU_AVX512;

@@ -25,6 +25,9 @@
 
 enum cpu_level { CPU_X86_64, CPU_AVX2, CPU_AVX512, CPU_LEVELS };
 
+/* Whether the CPU has bf16 arithmetic (AVX512_BF16 or AMX-BF16), uncapped. */
+int cpu_has_bf16(void);
+
 /* The level the kernels run at. */
 int cpu_level(void);
 /* The highest level this CPU and OS support, uncapped. */

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
+
 struct exec_worker {
     executor *e;              /* NULL: a thread's own worker */
     void *buf[EXEC_SLOTS];
@@ -23,7 +25,7 @@ struct exec_worker {
 
 struct executor {
     const exec_backend *be;
-    int nshards, nworkers, op_threads, levels;
+    int nshards, nworkers, op_threads, levels, precision;
     size_t grad_len;
     exec_worker *workers;     /* [nworkers] */
     size_t reserve[EXEC_SLOTS];
@@ -170,6 +172,49 @@ void *exec_stream(void) {
     return w->stream;
 }
 
+/* ---- precision ------------------------------------------------------------- */
+
+static const char *const precision_names[EXEC_PRECISIONS] = {"fp32", "bf16", "bf16-emulated"};
+
+const char *exec_precision_name(int precision) {
+    return precision >= 0 && precision < EXEC_PRECISIONS ? precision_names[precision] : "?";
+}
+
+int exec_precision_parse(const char *name) {
+    for (int i = 0; name && i < EXEC_PRECISIONS; i++)
+        if (!strcmp(name, precision_names[i])) return i;
+    return -1;
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa) {
+    switch ((int)isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    default: return "an instruction set below avx512_core_bf16";
+    }
+}
+
+/* oneDNN has bf16 kernels from avx512_core up (emulating the bf16
+ * instructions there), but they are fast only with AVX512_BF16 (its
+ * avx512_core_bf16 level) or AMX: below that, refuse rather than run slower
+ * than fp32. avx2_vnni is numbered above them but is an AVX2 level. */
+int exec_bf16_check(err_t *err) {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if ((isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16) return 0;
+    if (!cpu_has_bf16())
+        return err_fail(err, "precision bf16 needs a CPU with AVX512_BF16 or AMX-BF16 (Zen 4 and later, Cooper Lake, "
+                             "Sapphire Rapids and later), and this one has neither; bf16-emulated computes the same "
+                             "numbers on any CPU, slower");
+    const char *cap = getenv("ONEDNN_MAX_CPU_ISA") ? "ONEDNN_MAX_CPU_ISA" : "DNNL_MAX_CPU_ISA";
+    return err_fail(err, "precision bf16: this CPU has AVX512_BF16 or AMX-BF16, but oneDNN runs at %s (%s=%s); "
+                         "bf16-emulated computes the same numbers at any level, slower",
+                    isa_name(isa), cap, getenv(cap) ? getenv(cap) : "unset");
+}
+
 /* ---- the CPU backend: OpenMP teams ------------------------------------------ */
 
 static void cpu_worker_free(exec_worker *w) { worker_release(w); }
@@ -201,11 +246,14 @@ static int levels_for(int n) {
 int exec_create(executor **out, const exec_config *c, err_t *err) {
     *out = NULL;
     if (c->nshards < 1) return err_fail(err, "an executor needs at least one shard, not %d", c->nshards);
+    if (c->precision < 0 || c->precision >= EXEC_PRECISIONS) return err_fail(err, "unknown precision %d", c->precision);
+    if (c->precision == EXEC_BF16 && exec_bf16_check(err)) return -1;
     int threads = c->threads > 0 ? c->threads : omp_get_max_threads();
     executor *e = mem_calloc(1, sizeof *e, err);
     if (!e) return -1;
     e->be = &exec_cpu;
     e->nshards = c->nshards;
+    e->precision = c->precision;
     e->nworkers = c->sharded ? (c->nshards < threads ? c->nshards : threads) : 1;
     e->op_threads = c->sharded ? 1 : threads;
     e->levels = levels_for(c->nshards);
@@ -242,6 +290,16 @@ int exec_build_shards(void) {
 int exec_build_concurrency(void) {
     exec_worker *w = exec_self();
     return w->e && w->e->building && w->e->op_threads == 1 ? w->e->nworkers : 1;
+}
+
+int exec_build_precision(void) {
+    exec_worker *w = exec_self();
+    return w->e && w->e->building ? w->e->precision : EXEC_FP32;
+}
+
+int exec_precision(void) {
+    exec_worker *w = exec_self();
+    return w->e ? w->e->precision : EXEC_FP32;
 }
 
 void exec_build_begin(executor *e) {

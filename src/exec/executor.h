@@ -45,7 +45,13 @@
  * The backend. What the executor asks of the machine it runs on (the workers'
  * resources, the team, the thread regime plans are built under) is a small
  * table of operations, exec_backend; the CPU backend (OpenMP and oneDNN) is
- * the one there is. A bf16 path or a GPU backend plugs in there. */
+ * the one there is. A GPU backend plugs in there.
+ *
+ * Precision. An executor computes its convolutions and matrix products in
+ * fp32, or in bf16 mixed precision (exec_precision below): the operators ask
+ * the executor they run on (exec_precision, exec_build_precision), so a
+ * network's precision is its executor's, and one process can hold networks
+ * of both (a bf16 training net, fp32 feature networks). */
 #ifndef DDPM_EXECUTOR_H
 #define DDPM_EXECUTOR_H
 
@@ -75,11 +81,31 @@ typedef struct exec_backend {
 
 extern const exec_backend exec_cpu;
 
+/* Precisions. In both bf16 ones the operands of every convolution and
+ * matrix product (inputs, weights, incoming gradients) are rounded to bf16
+ * (to nearest, ties to even) and the products summed in fp32, with fp32
+ * results; everything else (GroupNorm, softmax, the optimizer, master
+ * weights) stays fp32. EXEC_BF16 runs oneDNN's bf16 kernels, on CPUs with
+ * AVX512_BF16 or AMX-BF16 (exec_bf16_check); EXEC_BF16_EMULATED gets the
+ * same numbers on any CPU by rounding the operands and multiplying on the
+ * fp32 kernels (up to the order of the fp32 sums). */
+enum exec_precision { EXEC_FP32 = 0, EXEC_BF16 = 1, EXEC_BF16_EMULATED = 2, EXEC_PRECISIONS };
+
+/* "fp32", "bf16", "bf16-emulated", and back (-1: unknown). */
+const char *exec_precision_name(int precision);
+int exec_precision_parse(const char *name);
+
+/* Whether this CPU, under the instruction-set cap of oneDNN
+ * (ONEDNN_MAX_CPU_ISA), runs oneDNN's bf16 kernels: 0, or -1 with err
+ * saying which instructions are missing. */
+int exec_bf16_check(err_t *err);
+
 typedef struct exec_config {
     int nshards;        /* shards of a batch (>= 1) */
     int threads;        /* <= 0: ddpm's thread count (thread_set_count) */
     int sharded;        /* != 0: one shard per worker at a time, single-threaded operators;
                          * 0: one worker runs every shard with multi-threaded operators */
+    int precision;      /* enum exec_precision (0: fp32) */
 } exec_config;
 
 /* Makes the executor and its workers. Returns 0, or -1 with err set. */
@@ -100,6 +126,10 @@ int exec_build_shards(void);
 /* How many of its shards run at once, each on one thread (1 when it builds
  * none, or runs its shards one after the other on multi-threaded operators). */
 int exec_build_concurrency(void);
+
+/* The precision of the executor whose plans the calling thread is building
+ * (EXEC_FP32 when it builds none). */
+int exec_build_precision(void);
 
 /* While building: runs will sum parameter gradients of `floats` floats. */
 void exec_reserve_grads(executor *e, size_t floats);
@@ -123,6 +153,11 @@ size_t exec_bytes(const executor *e);
 
 /* The calling thread's worker (never NULL). */
 exec_worker *exec_self(void);
+
+/* The precision of the executor the calling thread runs as a worker of (or
+ * builds plans for); EXEC_FP32 on a thread's own worker. Threads an operator
+ * starts itself are not workers: it asks before it starts them. */
+int exec_precision(void);
 
 /* While building (exec_build_begin): slot `slot` of every worker of the
  * executor gets at least `bytes`. Elsewhere: nothing. */

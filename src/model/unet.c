@@ -23,7 +23,8 @@ int unet_shard_count(int batch) {
 /* The network for `batch` images as S networks of consecutive images;
  * sharded: each on one thread (a worker each), else the one network on every
  * thread. */
-static int create(unet **out, const unet_config *cfg, int batch, int S, int sharded, int training, err_t *err) {
+static int create(unet **out, const unet_config *cfg, int batch, int S, int sharded, int precision, int training,
+                  err_t *err) {
     *out = NULL;
     if (unet_config_check(cfg, err)) return -1;
     if (batch < 1 || batch > 65536) return err_fail(err, "batch size must be in 1..65536, is %d", batch);
@@ -33,8 +34,9 @@ static int create(unet **out, const unet_config *cfg, int batch, int S, int shar
     u->cfg = *cfg;
     u->batch = batch;
     u->training = training;
+    u->precision = precision;
     u->shards = mem_calloc(S, sizeof *u->shards, err);
-    exec_config ec = {.nshards = S, .threads = 0, .sharded = sharded};
+    exec_config ec = {.nshards = S, .threads = 0, .sharded = sharded, .precision = precision};
     if (!u->shards || exec_create(&u->exec, &ec, err)) goto fail;
     u->nshards = S;
     exec_build_begin(u->exec);
@@ -66,13 +68,18 @@ fail:
     return -1;
 }
 
+int unet_create_exec(unet **out, const unet_config *cfg, int batch, const unet_exec *x, int training, err_t *err) {
+    int S = x->shards > 0 ? x->shards : batch >= 1 ? unet_shard_count(batch) : 1;
+    return create(out, cfg, batch, S, x->shards > 0 || S > 1, x->precision, training, err);
+}
+
 int unet_create(unet **out, const unet_config *cfg, int batch, int training, err_t *err) {
-    int S = batch >= 1 ? unet_shard_count(batch) : 1;
-    return create(out, cfg, batch, S, S > 1, training, err);
+    return unet_create_exec(out, cfg, batch, &(unet_exec){0, EXEC_FP32}, training, err);
 }
 
 int unet_create_sharded(unet **out, const unet_config *cfg, int batch, int S, int training, err_t *err) {
-    return create(out, cfg, batch, S, 1, training, err);
+    if (S < 1) return err_fail(err, "%d shards for a batch of %d images", S, batch);
+    return unet_create_exec(out, cfg, batch, &(unet_exec){S, EXEC_FP32}, training, err);
 }
 
 void unet_free(unet *u) {

@@ -43,6 +43,7 @@ typedef struct unet {
     unet_config cfg;
     int batch;            /* every forward/backward runs exactly this many images */
     int training;         /* backward available (gradient buffers exist) */
+    int precision;        /* of its convolutions and matrix products: EXEC_FP32, EXEC_BF16 or EXEC_BF16_EMULATED */
     int ntensors;
     param_info *table;    /* ntensors entries, diffusers registration order */
     size_t nparams;
@@ -71,6 +72,16 @@ int unet_create(unet **u, const unet_config *cfg, int batch, int training, err_t
  * shard s holds images [s*batch/shards, (s+1)*batch/shards)), each on one
  * thread, even when there is one: bitwise the same with any thread count. */
 int unet_create_sharded(unet **u, const unet_config *cfg, int batch, int shards, int training, err_t *err);
+
+/* How a network runs: its shards (0: unet_create's default; else as
+ * unet_create_sharded), and the precision of its convolutions and matrix
+ * products (exec/executor.h: EXEC_FP32, EXEC_BF16 -- which fails with a
+ * message on a CPU without bf16 arithmetic -- or EXEC_BF16_EMULATED). */
+typedef struct unet_exec {
+    int shards;
+    int precision;
+} unet_exec;
+int unet_create_exec(unet **u, const unet_config *cfg, int batch, const unet_exec *x, int training, err_t *err);
 void unet_free(unet *u);
 
 /* The official DDPM initialisation (variance scaling, fan_avg, uniform; the

@@ -33,7 +33,7 @@ static void softmax_rows(float *p, int rows, int n) {
 
 void ops_attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ldx, const attn_params *p,
                   int B, int HW, int C, int G, float eps) {
-    int M = B * HW;
+    int M = B * HW, prec = exec_precision(); /* asked here: the image loop's threads are not workers */
     float scale = 1.0f / sqrtf((float)C);
     ops_groupnorm_forward(s->g, C, s->mean, s->rstd, x, ldx, p->gn_w, p->gn_b, B, HW, C, G, eps, 0);
     ops_linear_forward(s->q, C, s->g, C, p->wq, p->bq, M, C, C, 0);
@@ -43,9 +43,9 @@ void ops_attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ld
     for (int b = 0; b < B; b++) {
         size_t a = (size_t)b * HW * C;
         float *pb = s->p + (size_t)b * HW * HW;
-        ops_gemm(0, 1, HW, HW, C, scale, s->q + a, C, s->k + a, C, 0.0f, pb, HW);
+        ops_gemm_prec(prec, 0, 1, HW, HW, C, scale, s->q + a, C, s->k + a, C, 0.0f, pb, HW);
         softmax_rows(pb, HW, HW);
-        ops_gemm(0, 0, HW, C, HW, 1.0f, pb, HW, s->v + a, C, 0.0f, s->o + a, C);
+        ops_gemm_prec(prec, 0, 0, HW, C, HW, 1.0f, pb, HW, s->v + a, C, 0.0f, s->o + a, C);
     }
     ops_linear_forward(out, ldo, s->o, C, p->wo, p->bo, M, C, C, 0);
     ops_add_rows(out, ldo, x, ldx, M, C);
@@ -54,13 +54,13 @@ void ops_attn_forward(float *out, int ldo, attn_saved *s, const float *x, int ld
 void ops_attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, int lddo, const attn_saved *s,
                    const float *x, int ldx, const attn_params *p, int B, int HW, int C, int G,
                    float *scratch) {
-    int M = B * HW;
+    int M = B * HW, prec = exec_precision();
     size_t MC = (size_t)M * C;
     float scale = 1.0f / sqrtf((float)C);
     float *d_o = scratch, *dq = d_o + MC, *dk = dq + MC, *dv = dk + MC, *dg = dv + MC, *dp = dg + MC;
 
     ops_add_rows(dx, lddx, dout, lddo, M, C); /* the residual path */
-    ops_gemm(0, 0, M, C, C, 1.0f, dout, lddo, p->wo, C, 0.0f, d_o, C);
+    ops_gemm_prec(prec, 0, 0, M, C, C, 1.0f, dout, lddo, p->wo, C, 0.0f, d_o, C);
     ops_linear_backward(NULL, 0, g->wo, g->bo, dout, lddo, s->o, C, p->wo, M, C, C);
 
     #pragma omp parallel for schedule(static) if (per_image_parallel(B))
@@ -68,8 +68,8 @@ void ops_attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, in
         size_t a = (size_t)b * HW * C;
         const float *pb = s->p + (size_t)b * HW * HW;
         float *dpb = dp + (size_t)b * HW * HW;
-        ops_gemm(0, 1, HW, HW, C, 1.0f, d_o + a, C, s->v + a, C, 0.0f, dpb, HW);
-        ops_gemm(1, 0, HW, C, HW, 1.0f, pb, HW, d_o + a, C, 0.0f, dv + a, C);
+        ops_gemm_prec(prec, 0, 1, HW, HW, C, 1.0f, d_o + a, C, s->v + a, C, 0.0f, dpb, HW);
+        ops_gemm_prec(prec, 1, 0, HW, C, HW, 1.0f, pb, HW, d_o + a, C, 0.0f, dv + a, C);
         /* Softmax backward: dS = P * (dP - rowsum(dP * P)), times the scale. */
         for (int i = 0; i < HW; i++) {
             const float *pr = pb + (size_t)i * HW;
@@ -78,12 +78,12 @@ void ops_attn_backward(float *dx, int lddx, attn_grads *g, const float *dout, in
             for (int j = 0; j < HW; j++) dot += (double)dr[j] * pr[j];
             for (int j = 0; j < HW; j++) dr[j] = pr[j] * (dr[j] - (float)dot) * scale;
         }
-        ops_gemm(0, 0, HW, C, HW, 1.0f, dpb, HW, s->k + a, C, 0.0f, dq + a, C);
-        ops_gemm(1, 0, HW, C, HW, 1.0f, dpb, HW, s->q + a, C, 0.0f, dk + a, C);
+        ops_gemm_prec(prec, 0, 0, HW, C, HW, 1.0f, dpb, HW, s->k + a, C, 0.0f, dq + a, C);
+        ops_gemm_prec(prec, 1, 0, HW, C, HW, 1.0f, dpb, HW, s->q + a, C, 0.0f, dk + a, C);
     }
-    ops_gemm(0, 0, M, C, C, 1.0f, dq, C, p->wq, C, 0.0f, dg, C);
-    ops_gemm(0, 0, M, C, C, 1.0f, dk, C, p->wk, C, 1.0f, dg, C);
-    ops_gemm(0, 0, M, C, C, 1.0f, dv, C, p->wv, C, 1.0f, dg, C);
+    ops_gemm_prec(prec, 0, 0, M, C, C, 1.0f, dq, C, p->wq, C, 0.0f, dg, C);
+    ops_gemm_prec(prec, 0, 0, M, C, C, 1.0f, dk, C, p->wk, C, 1.0f, dg, C);
+    ops_gemm_prec(prec, 0, 0, M, C, C, 1.0f, dv, C, p->wv, C, 1.0f, dg, C);
     ops_linear_backward(NULL, 0, g->wq, g->bq, dq, C, s->g, C, p->wq, M, C, C);
     ops_linear_backward(NULL, 0, g->wk, g->bk, dk, C, s->g, C, p->wk, M, C, C);
     ops_linear_backward(NULL, 0, g->wv, g->bv, dv, C, s->g, C, p->wv, M, C, C);

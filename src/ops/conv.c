@@ -16,7 +16,15 @@
  * the same convolution of dy with the flipped, transposed kernel, whose
  * transform is a permutation of the forward one's (no second copy); the
  * weight gradient is the gradient of the forward's GEMMs, transformed back.
- * Tiles go through in chunks, so that their transforms stay in cache. */
+ * Tiles go through in chunks, so that their transforms stay in cache.
+ *
+ * bf16 (exec/executor.h, precisions): a plan takes the precision of the
+ * executor that builds it. In EXEC_BF16 its primitives are oneDNN's direct
+ * bf16 kernels (source, weights and incoming gradient in bf16, converted
+ * here; outputs and the weight gradient in fp32); where oneDNN has only a
+ * reference kernel for the shape (one input channel) the plan computes as
+ * EXEC_BF16_EMULATED does: its operands rounded to bf16 (copies in the
+ * worker's buffers), then the fp32 passes as chosen for the shape. */
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,10 +52,11 @@ typedef struct reorder {
 
 struct conv_plan {
     int B, H, W, Cin, Cout, stride, pad, Ho, Wo, ld_x, ld_y, training;
+    int precision;         /* EXEC_FP32, EXEC_BF16 (oneDNN's bf16 primitives) or EXEC_BF16_EMULATED */
     int alg[CONV_PASSES];  /* each pass's algorithm: CONV_ALG_DIRECT, _WINOGRAD or _DNNL_WINOGRAD */
     prim fwd, bwd_data, bwd_w;
     dnnl_primitive_desc_t hint; /* the direct forward: the backward primitives' hint */
-    dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call */
+    dnnl_memory_t x, y, bias, dx, dy, dbias;   /* user memories, handles set per call (x, dy: bf16 in EXEC_BF16) */
     reorder w_fwd, w_bwd, dw;                  /* weights for fwd / bwd-data, weight grad */
     int stage_x, stage_y;  /* work on dense per-thread copies of x (and dx) / y (and dy) */
     int wino;              /* forward by ddpm's Winograd F(2x2, 3x3) */
@@ -158,11 +167,17 @@ static dnnl_alg_kind_t dnnl_alg(int alg) {
  * oneDNN could only offer its slow reference kernel for one of them. */
 static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err) {
     int B = p->B, H = p->H, W = p->W, Cin = p->Cin, Cout = p->Cout, stride = p->stride, pad = p->pad;
-    dnnl_memory_desc_t x_md, y_md, w_any, w_user, b_md;
-    ops_md_nhwc(&x_md, B, Cin, H, W, ldx);
-    ops_md_nhwc(&y_md, B, Cout, p->Ho, p->Wo, ldy);
+    /* x_md, dy_md: the source and the incoming gradient, dense bf16 copies in EXEC_BF16. */
+    dnnl_memory_desc_t x_md, dx_md, y_md, dy_md, w_any, w_grad, w_user, b_md;
+    int bf = p->precision == EXEC_BF16;
+    dnnl_data_type_t dt = bf ? dnnl_bf16 : dnnl_f32;
+    ops_md_nhwc(&dx_md, B, Cin, H, W, ldx, dnnl_f32);
+    ops_md_nhwc(&y_md, B, Cout, p->Ho, p->Wo, ldy, dnnl_f32);
+    ops_md_nhwc(&x_md, B, Cin, H, W, bf ? Cin : ldx, dt);
+    ops_md_nhwc(&dy_md, B, Cout, p->Ho, p->Wo, bf ? Cout : ldy, dt);
     dnnl_dims_t wd = {Cout, Cin, 3, 3}, bd = {Cout};
-    dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dt, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_grad, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);
     dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x);
     dnnl_dims_t strides = {stride, stride};
@@ -201,20 +216,20 @@ static int build_prims(conv_plan *p, int ldx, int ldy, int *any_ref, err_t *err)
     if (p->training) {
         dnnl_convolution_desc_t bd_desc, bw_desc;
         if (!p->wino_dx) {
-            DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_alg(alg[CONV_PASS_BWD_DATA]), &x_md,
-                                                         &w_any, &y_md, strides, pl, pr), "conv bwd-data desc");
+            DNNL_TRY(dnnl_convolution_backward_data_desc_init(&bd_desc, dnnl_alg(alg[CONV_PASS_BWD_DATA]), &dx_md,
+                                                         &w_any, &dy_md, strides, pl, pr), "conv bwd-data desc");
             DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_data.pd, &bd_desc, attr, engine, p->hint), "conv bwd-data pd");
             if (ops_prim_make(&p->bwd_data.op, p->bwd_data.pd, "convolution backward-data", err)) goto fail;
             *any_ref |= is_ref(&p->bwd_data);
             const dnnl_memory_desc_t *wb = dnnl_primitive_desc_query_md(p->bwd_data.pd, dnnl_query_weights_md, 0);
             if (make_reorder(&p->w_bwd, &w_user, wb, 1, 1, err)) goto fail;
         }
-        DNNL_TRY(mem_user(&p->dx, &x_md), "memory");
-        DNNL_TRY(mem_user(&p->dy, &y_md), "memory");
+        DNNL_TRY(mem_user(&p->dx, &dx_md), "memory");
+        DNNL_TRY(mem_user(&p->dy, &dy_md), "memory");
         if (p->wino_dw) goto done;
 
-        DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_alg(alg[CONV_PASS_BWD_W]), &x_md, &w_any,
-                                                        &b_md, &y_md, strides, pl, pr), "conv bwd-weights desc");
+        DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&bw_desc, dnnl_alg(alg[CONV_PASS_BWD_W]), &x_md, &w_grad,
+                                                        &b_md, &dy_md, strides, pl, pr), "conv bwd-weights desc");
         DNNL_TRY(dnnl_primitive_desc_create(&p->bwd_w.pd, &bw_desc, attr, engine, p->hint), "conv bwd-weights pd");
         if (ops_prim_make(&p->bwd_w.op, p->bwd_w.pd, "convolution backward-weights", err)) goto fail;
         p->bwd_w_ref = is_ref(&p->bwd_w);
@@ -234,14 +249,15 @@ fail:
 static int winograd_applies(const conv_key *k) { return k->stride == 1 && k->Cin >= 8 && k->Cout >= 8; }
 
 /* Makes the plan of shape k with the passes' algorithms alg (ddpm's Winograd
- * only where it applies). */
-static int plan_make(conv_plan **out, const conv_key *k, const int alg[CONV_PASSES], err_t *err) {
+ * only where it applies), in `precision`. */
+static int plan_make(conv_plan **out, const conv_key *k, const int alg[CONV_PASSES], int precision, err_t *err) {
     *out = NULL;
     if (ops_dnnl_engine(&engine, err)) return -1;
     conv_plan *p = mem_calloc(1, sizeof *p, err);
     if (!p) return -1;
     p->B = k->B; p->H = k->H; p->W = k->W; p->Cin = k->Cin; p->Cout = k->Cout; p->stride = k->stride;
     p->pad = k->pad; p->ld_x = k->ld_x; p->ld_y = k->ld_y; p->training = k->training;
+    p->precision = precision;
     ops_conv_out_size(p->H, p->W, p->stride, &p->Ho, &p->Wo);
     int gemm_ok = winograd_applies(k);
     for (int i = 0; i < CONV_PASSES; i++) {
@@ -270,6 +286,11 @@ static int plan_make(conv_plan **out, const conv_key *k, const int alg[CONV_PASS
         p->stage_x = p->ld_x != p->Cin;
         p->stage_y = p->ld_y != p->Cout;
     }
+    if (precision == EXEC_BF16 && (any_ref || p->bwd_w_ref)) {
+        /* No fast bf16 kernel for this shape: the same numbers by rounding. */
+        ops_conv_plan_free(p);
+        return plan_make(out, k, alg, EXEC_BF16_EMULATED, err);
+    }
     *out = p;
     return 0;
 fail:
@@ -282,6 +303,9 @@ int ops_conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout
     conv_key k = {B, H, W, Cin, Cout, stride, pad, ld_x, ld_y, training != 0, exec_build_shards(),
                   exec_build_concurrency()};
     int alg[CONV_PASSES] = {CONV_ALG_DIRECT, CONV_ALG_DIRECT, CONV_ALG_DIRECT};
+    int precision = exec_build_precision();
+    if (precision == EXEC_BF16) /* oneDNN's direct bf16 kernels: nothing to choose */
+        return plan_make(out, &k, alg, precision, err);
     if (conv_algorithm == CONV_ALG_MEASURE) {
         if (ops_conv_choose(&k, alg, err)) return -1;
     } else if (conv_algorithm != CONV_ALG_DIRECT) {
@@ -289,11 +313,11 @@ int ops_conv_plan_create(conv_plan **out, int B, int H, int W, int Cin, int Cout
     }
     int dnnl_wino = 0, rc;
     for (int i = 0; i < CONV_PASSES; i++) dnnl_wino |= alg[i] == CONV_ALG_DNNL_WINOGRAD;
-    if (!dnnl_wino || (rc = plan_make(out, &k, alg, NULL))) {
+    if (!dnnl_wino || (rc = plan_make(out, &k, alg, precision, NULL))) {
         /* oneDNN's Winograd where this CPU's oneDNN does not offer it (forced,
          * or pinned by a run made on another CPU): the direct kernels. */
         for (int i = 0; i < CONV_PASSES; i++) alg[i] = alg[i] == CONV_ALG_DNNL_WINOGRAD ? CONV_ALG_DIRECT : alg[i];
-        rc = plan_make(out, &k, alg, err);
+        rc = plan_make(out, &k, alg, precision, err);
     }
     if (!rc && conv_algorithm != CONV_ALG_MEASURE) ops_conv_choice_note(&k, (*out)->alg);
     return rc;
@@ -405,6 +429,26 @@ static void conv_bwd_w_direct(conv_plan *p, float *dw, float *db, const float *d
             for (int k = 0; k < 9; k++) dw[((size_t)co * Cin + ci) * 9 + k] = acc[((size_t)k * Cin + ci) * Cout + co];
 }
 
+/* ---- bf16 operands ------------------------------------------------------- */
+
+/* Whether the plan's operands are rounded to bf16 here before its fp32
+ * passes: EXEC_BF16_EMULATED, and the bf16 precisions in the reference tier. */
+static int rounds(const conv_plan *p) {
+    return p->precision == EXEC_BF16_EMULATED || (p->precision == EXEC_BF16 && ops_reference());
+}
+
+/* x [rows, C] (row stride ld) rounded to bf16, with the same strides, in
+ * worker slot `slot`; NULL when out of memory (recorded). */
+static const float *rounded(int slot, const float *x, int ld, size_t rows, int C) {
+    float *r = exec_buffer(slot, sizeof(float) * ((rows - 1) * ld + C));
+    if (r) ops_round_bf16(r, ld, x, ld, rows, C);
+    return r;
+}
+
+static const float *rounded_weights(const conv_plan *p, const float *w) {
+    return rounded(OPS_SLOT_BF16_W, w, 9 * p->Cin, p->Cout, 9 * p->Cin);
+}
+
 /* ---- weights shared between plans ----------------------------------------- */
 
 static const dnnl_memory_desc_t *mem_md(dnnl_memory_t m) {
@@ -440,6 +484,7 @@ void ops_conv_plan_share(conv_plan *p, conv_plan *owner) {
 static void wino_weights(conv_plan *p, const float *w) { ops_wino_weights(p->U, w, p->Cin, p->Cout); }
 
 void ops_conv_prepare(conv_plan *p, const float *w) {
+    if (rounds(p) && !(w = rounded_weights(p, w))) return;
     reorder *rs[] = {&p->w_fwd, &p->w_bwd};
     for (int i = 0; i < 2; i++)
         if (rs[i]->shared && !rs[i]->borrowed) run_reorder(rs[i], w);
@@ -520,7 +565,22 @@ static void copy_rows(float *dst, int ldd, const float *src, int lds, size_t row
     for (size_t r = 0; r < rows; r++) memcpy(dst + r * ldd, src + r * lds, sizeof(float) * C);
 }
 
-void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
+/* Activations x [rows, C] (row stride ld) as a primitive reads them: a dense
+ * bf16 copy (EXEC_BF16), a dense copy (stage), or x itself; in worker slot
+ * `slot`. NULL when out of memory (recorded). */
+static const void *operand(const conv_plan *p, int slot, const float *x, int ld, size_t rows, int C, int stage) {
+    if (p->precision == EXEC_BF16) {
+        uint16_t *b = exec_buffer(slot, sizeof(uint16_t) * rows * C);
+        if (b) ops_to_bf16(b, C, x, ld, rows, C);
+        return b;
+    }
+    if (!stage) return x;
+    float *d = exec_buffer(slot, sizeof(float) * rows * C);
+    if (d) copy_rows(d, C, x, ld, rows, C);
+    return d;
+}
+
+static void forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
     if (ops_reference()) {
         conv_forward_ref(p, y, x, w, b);
         return;
@@ -530,13 +590,12 @@ void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, co
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
-    float *xs = p->stage_x ? exec_buffer(OPS_SLOT_CONV_X, sizeof(float) * nx * p->Cin) : NULL;
+    const void *xo = operand(p, OPS_SLOT_CONV_X, x, p->ld_x, nx, p->Cin, p->stage_x);
     float *ys = p->stage_y ? exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * ny * p->Cout) : NULL;
-    if ((p->stage_x && !xs) || (p->stage_y && !ys)) return; /* out of memory: see exec_buffer */
-    if (xs) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin);
+    if (!xo || (p->stage_y && !ys)) return; /* out of memory: see exec_buffer */
     dnnl_memory_t wm = weights(&p->w_fwd, w);
     if (!wm) return;
-    dnnl_memory_set_data_handle(p->x, xs ? xs : (void *)x);
+    dnnl_memory_set_data_handle(p->x, (void *)xo);
     dnnl_memory_set_data_handle(p->y, ys ? ys : y);
     dnnl_memory_set_data_handle(p->bias, (void *)b);
     dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, p->bias},
@@ -545,40 +604,37 @@ void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, co
     if (ys) copy_rows(y, p->ld_y, ys, p->Cout, ny, p->Cout);
 }
 
-void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
-                   const float *x, const float *w) {
-    ERR_ASSERT(p->training);
+void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
+    if (rounds(p)) {
+        x = rounded(OPS_SLOT_BF16_A, x, p->ld_x, (size_t)p->B * p->H * p->W, p->Cin);
+        w = rounded_weights(p, w);
+        if (!x || !w) return;
+    }
+    forward(p, y, x, w, b);
+}
+
+static void backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy, const float *x, const float *w) {
     if (ops_reference()) {
         conv_backward_ref(p, dx, dw, db, dy, x, w);
         return;
     }
     size_t nx = (size_t)p->B * p->H * p->W, ny = (size_t)p->B * p->Ho * p->Wo;
-    float *xs = p->stage_x ? exec_buffer(OPS_SLOT_CONV_X, sizeof(float) * nx * p->Cin * 2) : NULL; /* x | dx */
-    if (p->stage_x && !xs) return; /* out of memory: see exec_buffer */
-    int lddy = p->Cout, ldx = p->Cin;
-    if (p->stage_y) {
-        float *ys = exec_buffer(OPS_SLOT_CONV_Y, sizeof(float) * ny * p->Cout);
-        if (!ys) return;
-        copy_rows(ys, p->Cout, dy, p->ld_y, ny, p->Cout);
-        dy = ys;
-    } else {
-        lddy = p->ld_y;
-    }
-    dnnl_memory_set_data_handle(p->dy, (void *)dy);
+    const void *dyo = operand(p, OPS_SLOT_CONV_Y, dy, p->ld_y, ny, p->Cout, p->stage_y);
+    if (!dyo) return; /* out of memory: see exec_buffer */
+    int lddy = p->stage_y ? p->Cout : p->ld_y; /* of dyo, for ddpm's own passes (never bf16) */
+    dnnl_memory_set_data_handle(p->dy, (void *)dyo);
     if (dx && p->wino_dx) {
-        wino_conv(p, dx, p->ld_x, dy, lddy, p->Cout, p->Cin, w, NULL, 1);
+        wino_conv(p, dx, p->ld_x, (const float *)dyo, lddy, p->Cout, p->Cin, w, NULL, 1);
     } else if (dx) {
-        float *dxs = xs ? xs + nx * p->Cin : dx;
-        dnnl_memory_set_data_handle(p->dx, dxs);
-        dnnl_memory_t wm = weights(&p->w_bwd, w);
+        float *dxs = p->stage_x ? exec_buffer(OPS_SLOT_CONV_X, sizeof(float) * nx * p->Cin) : dx;
+        dnnl_memory_t wm = dxs ? weights(&p->w_bwd, w) : NULL;
         if (!wm) return;
+        dnnl_memory_set_data_handle(p->dx, dxs);
         dnnl_exec_arg_t a[] = {{DNNL_ARG_DIFF_DST, p->dy}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, p->dx}};
         if (ops_prim_run(&p->bwd_data.op, 3, a)) return;
-        if (xs) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
+        if (p->stage_x) copy_rows(dx, p->ld_x, dxs, p->Cin, nx, p->Cin);
     }
     if (dw || db) {
-        if (xs && !p->wino_dw) copy_rows(xs, p->Cin, x, p->ld_x, nx, p->Cin), x = xs;
-        else ldx = p->ld_x;
         /* This call's gradients: [OIHW weights | bias | primitive-layout weights]. */
         size_t nw = (size_t)p->Cout * p->Cin * 9, head = (nw + p->Cout + 15) / 16 * 16;
         size_t prim_bytes = p->dw.p.p ? dnnl_memory_desc_get_size(mem_md(p->dw.prim)) : 0;
@@ -586,22 +642,38 @@ void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const floa
         if (!dwt) return;
         float *dbt = dwt + nw;
         if (p->wino_dw) {
-            wino_bwd_w(p, dwt, dbt, dy, lddy, x, ldx);
-        } else if (p->bwd_w_ref) {
-            conv_bwd_w_direct(p, dwt, dbt, dy, lddy, x, ldx);
+            wino_bwd_w(p, dwt, dbt, (const float *)dyo, lddy, x, p->ld_x);
         } else {
-            dnnl_memory_set_data_handle(p->x, (void *)x);
-            dnnl_memory_set_data_handle(p->dbias, dbt);
-            dnnl_memory_set_data_handle(p->dw.prim, p->dw.p.p ? (void *)(dwt + head) : (void *)dwt);
-            dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
-                                   {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
-            if (ops_prim_run(&p->bwd_w.op, 4, a) || !run_reorder(&p->dw, dwt)) return;
+            const void *xo = operand(p, OPS_SLOT_CONV_X, x, p->ld_x, nx, p->Cin, p->stage_x);
+            if (!xo) return;
+            if (p->bwd_w_ref) {
+                conv_bwd_w_direct(p, dwt, dbt, (const float *)dyo, lddy, (const float *)xo, p->stage_x ? p->Cin : p->ld_x);
+            } else {
+                dnnl_memory_set_data_handle(p->x, (void *)xo);
+                dnnl_memory_set_data_handle(p->dbias, dbt);
+                dnnl_memory_set_data_handle(p->dw.prim, p->dw.p.p ? (void *)(dwt + head) : (void *)dwt);
+                dnnl_exec_arg_t a[] = {{DNNL_ARG_SRC, p->x}, {DNNL_ARG_DIFF_DST, p->dy},
+                                       {DNNL_ARG_DIFF_WEIGHTS, p->dw.prim}, {DNNL_ARG_DIFF_BIAS, p->dbias}};
+                if (ops_prim_run(&p->bwd_w.op, 4, a) || !run_reorder(&p->dw, dwt)) return;
+            }
         }
         if (dw)
             for (size_t i = 0; i < nw; i++) dw[i] += dwt[i];
         if (db)
             for (int i = 0; i < p->Cout; i++) db[i] += dbt[i];
     }
+}
+
+void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
+                   const float *x, const float *w) {
+    ERR_ASSERT(p->training);
+    if (rounds(p)) {
+        dy = rounded(OPS_SLOT_BF16_B, dy, p->ld_y, (size_t)p->B * p->Ho * p->Wo, p->Cout);
+        x = dw || db ? rounded(OPS_SLOT_BF16_A, x, p->ld_x, (size_t)p->B * p->H * p->W, p->Cin) : x;
+        w = dx ? rounded_weights(p, w) : w;
+        if (!dy || !x || !w) return;
+    }
+    backward(p, dx, dw, db, dy, x, w);
 }
 
 /* ---- measuring the algorithms ---------------------------------------------- */
@@ -665,7 +737,7 @@ int ops_conv_measure(const conv_key *k, conv_times *t, err_t *err) {
         if (a == CONV_ALG_WINOGRAD && !winograd_applies(k)) continue;
         const int alg[CONV_PASSES] = {a, a, a};
         int made = 0;
-        while (made < n && !plan_make(&c[made].p, k, alg, a == CONV_ALG_DIRECT ? err : NULL)) {
+        while (made < n && !plan_make(&c[made].p, k, alg, EXEC_FP32, a == CONV_ALG_DIRECT ? err : NULL)) {
             ops_conv_plan_share(c[made].p, c[made].p); /* weights prepared once per step, as the shards share them */
             made++;
         }

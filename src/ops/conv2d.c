@@ -50,8 +50,8 @@ static int build(conv2d_plan *p, int ldx, int ldy, int *ref, err_t *err) {
     dnnl_post_ops_t po = NULL;
     ops_prim reorder = {0};
     dnnl_memory_t wu = NULL;
-    ops_md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx);
-    ops_md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy);
+    ops_md_nhwc(&x_md, s->B, s->Cin, s->H, s->W, ldx, dnnl_f32);
+    ops_md_nhwc(&y_md, s->B, s->Cout, p->Ho, p->Wo, ldy, dnnl_f32);
     dnnl_dims_t wd = {s->Cout, s->Cin, s->kh, s->kw}, bd = {s->Cout};
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw);

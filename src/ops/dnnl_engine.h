@@ -54,9 +54,9 @@ void ops_prim_free(ops_prim *op);
 int ops_prim_run(ops_prim *op, int nargs, const dnnl_exec_arg_t *args);
 
 /* NHWC with a row stride: dims are logical NCHW, strides say where things are. */
-static inline void ops_md_nhwc(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld) {
+static inline void ops_md_nhwc(dnnl_memory_desc_t *md, int B, int C, int H, int W, int ld, dnnl_data_type_t dt) {
     dnnl_dims_t dims = {B, C, H, W}, strides = {(dnnl_dim_t)H * W * ld, 1, (dnnl_dim_t)W * ld, ld};
-    dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides);
+    dnnl_memory_desc_init_by_strides(md, 4, dims, dt, strides);
 }
 
 #endif

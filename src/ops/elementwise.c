@@ -1,6 +1,6 @@
 /* elementwise.c -- SiLU, adds, nearest upsampling, dropout, the timestep and
- * class embeddings, the sampler steps' arithmetic and the guidance mix: plain
- * loops parallelised with OpenMP. */
+ * class embeddings, the sampler steps' arithmetic, the guidance mix and the
+ * rounding to bf16: plain loops parallelised with OpenMP. */
 #include <math.h>
 #include <string.h>
 
@@ -171,6 +171,38 @@ void ops_lincomb(float *out, float a, const float *u, float b, const float *w, f
 void ops_unmix(float *out, const float *x, float b, const float *e, float a, size_t n) {
     #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = (x[i] - b * e[i]) / a;
+}
+
+/* The bf16 nearest to x, ties to even (the upper 16 bits of a float after
+ * adding half a unit of the last kept place, plus one when that place is
+ * odd); every NaN becomes the quiet NaN 0x7FC0. PyTorch's and oneDNN's
+ * conversion; infinities and overflow to them behave as IEEE rounding. */
+static inline uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)0x7FC0 : (uint16_t)r;
+}
+
+void ops_round_bf16(float *y, int ldy, const float *x, int ldx, size_t rows, int C) {
+    #pragma omp parallel for schedule(static) if (rows * C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *in = x + r * ldx;
+        float *out = y + r * ldy;
+        for (int c = 0; c < C; c++) {
+            uint32_t u = (uint32_t)bf16_bits(in[c]) << 16;
+            memcpy(&out[c], &u, sizeof u);
+        }
+    }
+}
+
+void ops_to_bf16(uint16_t *y, int ldy, const float *x, int ldx, size_t rows, int C) {
+    #pragma omp parallel for schedule(static) if (rows * C >= PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *in = x + r * ldx;
+        uint16_t *out = y + r * ldy;
+        for (int c = 0; c < C; c++) out[c] = bf16_bits(in[c]);
+    }
 }
 
 void ops_nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW) {

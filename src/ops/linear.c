@@ -1,4 +1,5 @@
-/* linear.c -- GEMM (dnnl_sgemm or plain loops) and the linear layer built on it. */
+/* linear.c -- GEMM (dnnl_sgemm or plain loops; on bf16-rounded operands in
+ * the bf16 precisions) and the linear layer built on it. */
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <string.h>
@@ -40,16 +41,36 @@ void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     if (st != dnnl_success) exec_fail("oneDNN: sgemm %dx%dx%d failed (status %d)", M, N, K, (int)st);
 }
 
+/* The dense copy of X [rows, cols] (row stride ld) rounded to bf16, in slot
+ * `slot`; NULL when out of memory (recorded). */
+static const float *rounded(int slot, const float *X, int ld, int rows, int cols) {
+    float *r = exec_buffer(slot, sizeof(float) * (size_t)rows * cols);
+    if (r) ops_round_bf16(r, cols, X, ld, (size_t)rows, cols);
+    return r;
+}
+
+void ops_gemm_prec(int precision, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc) {
+    if (precision != EXEC_FP32 && M > 0 && N > 0 && K > 0) {
+        A = rounded(OPS_SLOT_BF16_A, A, lda, ta ? K : M, ta ? M : K);
+        B = rounded(OPS_SLOT_BF16_B, B, ldb, tb ? N : K, tb ? K : N);
+        if (!A || !B) return;
+        lda = ta ? M : K, ldb = tb ? K : N;
+    }
+    ops_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void ops_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
                     int M, int K, int N, int accumulate) {
+    int prec = exec_precision();
     if (b && !accumulate) {
         /* Start from the bias, then accumulate the product on top of it. */
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * ldy, b, (size_t)N * sizeof(float));
-        ops_gemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, 1.0f, y, ldy);
+        ops_gemm_prec(prec, 0, 1, M, N, K, 1.0f, x, ldx, W, K, 1.0f, y, ldy);
         return;
     }
-    ops_gemm(0, 1, M, N, K, 1.0f, x, ldx, W, K, accumulate ? 1.0f : 0.0f, y, ldy);
+    ops_gemm_prec(prec, 0, 1, M, N, K, 1.0f, x, ldx, W, K, accumulate ? 1.0f : 0.0f, y, ldy);
     if (b) {
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < M; i++)
@@ -59,12 +80,13 @@ void ops_linear_forward(float *y, int ldy, const float *x, int ldx, const float 
 
 void ops_linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy,
                      const float *x, int ldx, const float *W, int M, int K, int N) {
-    if (dx) ops_gemm(0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
+    int prec = exec_precision();
+    if (dx) ops_gemm_prec(prec, 0, 0, M, K, N, 1.0f, dy, lddy, W, K, 1.0f, dx, lddx);
     /* Each parameter gradient is computed whole, then added once (see ops.h). */
     float *t = dW || db ? exec_buffer(OPS_SLOT_LINEAR_DW, sizeof(float) * ((size_t)N * K + N)) : NULL;
     if (!t) return; /* no parameter gradients, or out of memory: see exec_buffer */
     if (dW) {
-        ops_gemm(1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
+        ops_gemm_prec(prec, 1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, 0.0f, t, K);
         for (size_t i = 0; i < (size_t)N * K; i++) dW[i] += t[i];
     }
     if (db) {

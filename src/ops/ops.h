@@ -13,7 +13,8 @@
  * thread-count independence.
  *
  * Two tiers: ops_set_reference(1) routes gemm and conv to plain C loops (the
- * oracle the tests hold the fast path against); the default is the fast
+ * oracle the tests hold the fast path against; in the bf16 precisions, on
+ * operands rounded to bf16); the default is the fast
  * tier: dnnl_sgemm, and for convolutions oneDNN's NHWC primitives or ddpm's
  * Winograd F(2x2, 3x3), chosen per shape and pass by measurement (see
  * enum conv_alg below). GroupNorm, SiLU, upsample,
@@ -41,6 +42,8 @@ enum ops_slot {
     OPS_SLOT_CONV_X, OPS_SLOT_CONV_Y, OPS_SLOT_CONV_DW,      /* convolution staging and weight gradient */
     OPS_SLOT_CONV_ACC,                                      /* convolution weight gradient by direct loops */
     OPS_SLOT_WINO_V, OPS_SLOT_WINO_M, OPS_SLOT_WINO_DU, OPS_SLOT_WINO_ZERO, OPS_SLOT_WINO_SCRAP, /* Winograd */
+    OPS_SLOT_BF16_A, OPS_SLOT_BF16_B,                       /* bf16 operands: GEMM's A and B, a convolution's */
+    OPS_SLOT_BF16_W,                                        /* input (or gradient) and its weights */
     OPS_SLOTS /* the first slot the operators' callers may use */
 };
 
@@ -57,7 +60,18 @@ int ops_reference(void);
 void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The GEMM of a network's matrix products (linear layers, attention), in
+ * `precision` (exec/executor.h; the caller passes exec_precision(), asked on
+ * the worker before any thread of its own starts): ops_gemm, with A and B
+ * rounded to bf16 first (ops_round_bf16, into the calling thread's worker
+ * buffers) in the bf16 precisions. (oneDNN 2.6's C API offers no bf16 GEMM
+ * call: these products run on the fp32 GEMM in EXEC_BF16 too, with the same
+ * numbers; the convolutions, most of a U-Net's work, run on bf16 kernels.) */
+void ops_gemm_prec(int precision, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc);
+
 /* ---- linear (also every 1x1 convolution, on NHWC rows) ----------------------
+ * In the precision of the executor they run on (exec_precision).
  * y[M,N] (= or += by accumulate) x[M,K] W[N,K]^T + b[N] (b may be NULL). */
 void ops_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b,
                     int M, int K, int N, int accumulate);
@@ -190,6 +204,15 @@ void ops_groupnorm_backward(float *dx, int lddx, float *dgamma, float *dbeta, co
                         const float *x, int ldx, const float *mean, const float *rstd,
                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                         int silu, int accumulate);
+
+/* ---- bf16 (exec/executor.h, precisions) ----------------------------------
+ * y[rows, C] (=, row stride ldy; may be x when the strides agree) the value
+ * of x[rows, C] (row stride ldx) rounded to bf16: to nearest, ties to even,
+ * every NaN to the quiet NaN 0x7FC0 (PyTorch's .bfloat16() and oneDNN's
+ * conversion). ops_round_bf16 keeps it as a float (the low 16 bits zero),
+ * ops_to_bf16 stores its 16 bits (oneDNN's bf16 memory). */
+void ops_round_bf16(float *y, int ldy, const float *x, int ldx, size_t rows, int C);
+void ops_to_bf16(uint16_t *y, int ldy, const float *x, int ldx, size_t rows, int C);
 
 /* ---- layout: PyTorch's NCHW <-> our NHWC, for files and interop ------------ */
 void ops_nchw_to_nhwc(float *dst, const float *src, int B, int C, int HW);

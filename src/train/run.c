@@ -79,7 +79,7 @@ static int sample_grid(train_run *r, int n, err_t *err)
     const trainer *tr = &r->tr;
     const unet_config *c = &tr->u->cfg;
     if (r->su && r->su_n != n) unet_free(r->su), r->su = NULL;
-    if (!r->su && unet_create(&r->su, c, n, 0, err)) return -1;
+    if (!r->su && unet_create_exec(&r->su, c, n, &(unet_exec){0, tr->o.precision}, 0, err)) return -1;
     r->su_n = n;
     memcpy(r->su->params, tr->ema, tr->u->nparams * sizeof(float));
     size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
@@ -158,7 +158,8 @@ static int fid_run(train_run *r, run_events *ev, err_t *err)
         unet_free(e->u), free(e->x);
         e->u = NULL, e->x = NULL, e->n = 0;
         size_t D = (size_t)c->sample_size * c->sample_size * c->in_channels;
-        if (unet_create(&e->u, c, n < 64 ? n : 64, 0, err) || !(e->x = mem_alloc_floats((size_t)n * D, err)))
+        if (unet_create_exec(&e->u, c, n < 64 ? n : 64, &(unet_exec){0, tr->o.precision}, 0, err) ||
+            !(e->x = mem_alloc_floats((size_t)n * D, err)))
             return err_wrap(err, "FID evaluation");
         e->n = n;
     }

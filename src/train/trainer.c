@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "dist/dist.h"
+#include "exec/executor.h"
 #include "diffusion/diffusion.h"
 #include "io/fileio.h"
 #include "io/modelfolder.h"
@@ -85,7 +86,8 @@ static int copy_schedule(schedule *dst, const schedule *src, err_t *err) {
 /* tr's training network, with the convolution algorithms in force. */
 static int make_net(const trainer *tr, unet **u, const unet_config *cfg, err_t *err) {
     int k = tr->o.shards / tr->nranks; /* this rank's shards: global shards [rank k, (rank+1) k) */
-    return tr->o.shards > 1 ? unet_create_sharded(u, cfg, tr->local, k, 1, err) : unet_create(u, cfg, tr->local, 1, err);
+    unet_exec x = {tr->o.shards > 1 ? k : 0, tr->o.precision};
+    return unet_create_exec(u, cfg, tr->local, &x, 1, err);
 }
 
 static void copy_grad(void *ctx, int image0, int n, const float *out, float *dout) {
@@ -123,7 +125,8 @@ static void net_key(char *out, size_t n, const trainer *tr, const unet_config *c
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const char *s = json ? json : ""; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
     free(json);
-    snprintf(out, n, "%016llx, %d images per shard", (unsigned long long)h, tr->o.batch / tr->o.shards);
+    snprintf(out, n, "%016llx, %d images per shard%s%s", (unsigned long long)h, tr->o.batch / tr->o.shards,
+             tr->o.precision ? ", " : "", tr->o.precision ? exec_precision_name(tr->o.precision) : "");
 }
 
 /* Builds tr->u. With the convolution algorithms chosen by measurement and
@@ -133,7 +136,8 @@ static void net_key(char *out, size_t n, const trainer *tr, const unet_config *c
  * win convolution by convolution and still lose the whole pass
  * (docs/perf.md). The verdict goes to the machine's cache; rank 0 decides. */
 static int create_net(trainer *tr, const unet_config *cfg, err_t *err) {
-    if (ops_conv_get_algorithm() != CONV_ALG_MEASURE || ops_conv_pinned()) return make_net(tr, &tr->u, cfg, err);
+    if (ops_conv_get_algorithm() != CONV_ALG_MEASURE || ops_conv_pinned() || tr->o.precision == EXEC_BF16)
+        return make_net(tr, &tr->u, cfg, err); /* (bf16 convolutions have one algorithm) */
     char net[96];
     net_key(net, sizeof net, tr, cfg);
     int v = ops_conv_net_verdict(net), rc;
@@ -451,6 +455,7 @@ char *train_opts_to_json(const train_opts *o) {
     cJSON_AddStringToObject(j, "loss_weight", weight_names[o->loss_weight]);
     cJSON_AddNumberToObject(j, "snr_gamma", o->snr_gamma);
     cJSON_AddNumberToObject(j, "vlb_weight", o->vlb_weight);
+    cJSON_AddStringToObject(j, "precision", exec_precision_name(o->precision));
     for (int i = 0; i < TRAIN_CADENCE_FIELDS; i++)
         cJSON_AddNumberToObject(j, train_cadence[i].name, (double)*(const long long *)((const char *)o + train_cadence[i].offset));
     char *s = cJSON_PrintUnformatted(j);
@@ -506,6 +511,11 @@ int train_opts_from_json(train_opts *o, const char *json, err_t *err) {
     if (cJSON_IsNumber(sg)) o->snr_gamma = sg->valuedouble;
     cJSON *vw = cJSON_GetObjectItemCaseSensitive(j, "vlb_weight");
     if (cJSON_IsNumber(vw)) o->vlb_weight = vw->valuedouble;
+    cJSON *pr = cJSON_GetObjectItemCaseSensitive(j, "precision"); /* absent before bf16: fp32 */
+    if (pr && (o->precision = cJSON_IsString(pr) ? exec_precision_parse(pr->valuestring) : -1) < 0) {
+        cJSON_Delete(j);
+        return err_fail(err, "training options: 'precision' is not fp32, bf16 or bf16-emulated");
+    }
     if (o->lr_schedule < 0 || o->loss_weight < 0 || o->lr_total < 0 || o->lr_k0 < 0 || !(o->lr_s0 >= 0 && o->lr_s0 <= 1) ||
         !(o->snr_gamma > 0)) {
         cJSON_Delete(j);

@@ -68,6 +68,10 @@ typedef struct train_opts {
      * (diffusion_vlb_term, the mean frozen), whose gradient reaches only the
      * variance half. */
     double vlb_weight;
+    /* The precision of the network's convolutions and matrix products
+     * (exec/executor.h: EXEC_FP32, EXEC_BF16, EXEC_BF16_EMULATED); the master
+     * weights, Adam and the EMA are fp32 in all. */
+    int precision;
     /* The run's cadence, in steps and images (the CLI's --save-every, --log-every,
      * --sample-every, --sample-n, --eval-every, --eval-n; tensorboard: 1, or 0 with
      * --no-tensorboard): the trainer does not use them; they are recorded so that

@@ -201,7 +201,7 @@ class Model(_lib.Handle):
 
     def sample(self, n, sampler="ddpm", steps=None, seed=0, classes=None, guidance=None, progress=None, *,
                eta=0.0, spacing=None, x0="auto", threshold_ratio=0.0, threshold_max=0.0, raw=False, batch=None,
-               noise=None, start_t=0, first_index=0, uint8=False):
+               noise=None, start_t=0, first_index=0, uint8=False, precision="fp32"):
         """Draws n images (ddpm_sample), as `ddpm sample` does with the same options.
 
         sampler "ddpm" | "ddim" | "dpm++2m"; steps network calls (None: the library's default, 50
@@ -211,7 +211,8 @@ class Model(_lib.Handle):
         to cancel (CancelledError). Keywords: eta (DDIM), spacing ("leading" | "trailing" |
         "linspace"; None: the scheduler_config's), x0 ("auto" | "config" | "none" | "clip" |
         "threshold"), threshold_ratio/threshold_max, raw (no final clamp), batch (images per network
-        call; None: 64), noise (x_T, float32 [n, C, H, W]) with start_t, first_index.
+        call; None: 64), noise (x_T, float32 [n, C, H, W]) with start_t, first_index, precision ("fp32" |
+        "bf16", on a CPU with AVX512_BF16 or AMX-BF16 | "bf16-emulated": bf16's numbers on any CPU).
         Returns float32 [n, C, H, W] in [-1, 1] (written by the library, no copy), or with uint8=True
         a uint8 [n, H, W, C] array (a converted copy). Ctrl-C cancels (KeyboardInterrupt)."""
         h = self._handle()
@@ -248,6 +249,7 @@ class Model(_lib.Handle):
             o.noise = fptr(noise)
         o.start_t = start_t
         o.first_index = first_index
+        o.precision = cstr(precision, keep)
         x = np.empty((n, i.in_channels, i.sample_size, i.sample_size), dtype=np.float32)
         report = ffi.new("ddpm_sample_report *")
 
