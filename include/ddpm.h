@@ -64,9 +64,9 @@ extern "C" {
 /* ------------------------------------------------------------------ version */
 
 #define DDPM_VERSION_MAJOR 0
-#define DDPM_VERSION_MINOR 6
+#define DDPM_VERSION_MINOR 7
 #define DDPM_VERSION_PATCH 0
-#define DDPM_VERSION "0.6.0"
+#define DDPM_VERSION "0.7.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH: compare with ddpm_version_number(). */
 #define DDPM_VERSION_NUMBER (DDPM_VERSION_MAJOR * 10000 + DDPM_VERSION_MINOR * 100 + DDPM_VERSION_PATCH)
 

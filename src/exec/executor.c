@@ -172,7 +172,24 @@ void *exec_stream(void) {
     return w->stream;
 }
 
-/* ---- precision ------------------------------------------------------------- */
+/* ---- oneDNN's instruction set, and the precision ------------------------------ */
+
+const char *exec_dnnl_isa(void) {
+    static _Thread_local char buf[32];
+    switch ((int)dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    default: snprintf(buf, sizeof buf, "isa-0x%x", (unsigned)dnnl_get_effective_cpu_isa()); return buf;
+    }
+}
 
 static const char *const precision_names[EXEC_PRECISIONS] = {"fp32", "bf16", "bf16-emulated"};
 
@@ -184,18 +201,6 @@ int exec_precision_parse(const char *name) {
     for (int i = 0; name && i < EXEC_PRECISIONS; i++)
         if (!strcmp(name, precision_names[i])) return i;
     return -1;
-}
-
-static const char *isa_name(dnnl_cpu_isa_t isa) {
-    switch ((int)isa) {
-    case dnnl_cpu_isa_sse41: return "sse41";
-    case dnnl_cpu_isa_avx: return "avx";
-    case dnnl_cpu_isa_avx2: return "avx2";
-    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
-    case dnnl_cpu_isa_avx512_core: return "avx512_core";
-    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
-    default: return "an instruction set below avx512_core_bf16";
-    }
 }
 
 /* oneDNN has bf16 kernels from avx512_core up (emulating the bf16
@@ -212,7 +217,7 @@ int exec_bf16_check(err_t *err) {
     const char *cap = getenv("ONEDNN_MAX_CPU_ISA") ? "ONEDNN_MAX_CPU_ISA" : "DNNL_MAX_CPU_ISA";
     return err_fail(err, "precision bf16: this CPU has AVX512_BF16 or AMX-BF16, but oneDNN runs at %s (%s=%s); "
                          "bf16-emulated computes the same numbers at any level, slower",
-                    isa_name(isa), cap, getenv(cap) ? getenv(cap) : "unset");
+                    exec_dnnl_isa(), cap, getenv(cap) ? getenv(cap) : "unset");
 }
 
 /* ---- the CPU backend: OpenMP teams ------------------------------------------ */

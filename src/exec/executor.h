@@ -91,6 +91,10 @@ extern const exec_backend exec_cpu;
  * fp32 kernels (up to the order of the fp32 sums). */
 enum exec_precision { EXEC_FP32 = 0, EXEC_BF16 = 1, EXEC_BF16_EMULATED = 2, EXEC_PRECISIONS };
 
+/* The instruction set oneDNN's kernels run at (its cap applied), by
+ * oneDNN's name for it: "avx2", "avx512_core_bf16", ... */
+const char *exec_dnnl_isa(void);
+
 /* "fp32", "bf16", "bf16-emulated", and back (-1: unknown). */
 const char *exec_precision_name(int precision);
 int exec_precision_parse(const char *name);

@@ -6,7 +6,8 @@
  *     resume computes what the run computed before, on any machine;
  *   - this process's own, so that every plan of a shape agrees;
  *   - the cache file of the user, shared by the processes of the machine: a
- *     line per (CPU model, oneDNN instruction set, shape). The first
+ *     line per (CPU model, oneDNN instruction set and ddpm version, shape):
+ *     a new version measures again (its kernels' speeds may differ). The first
  *     process to write a key wins (under an exclusive lock the file is read
  *     again before a line is added), so that processes started together, such
  *     as the ranks of an MPI job, make the same choices.
@@ -16,7 +17,7 @@
  * B is a shard's images) gets the same algorithms at any count; the thread
  * count it was measured at is recorded.
  *
- * A line: "cpu|isa|B H W Cin Cout stride pad ld_x ld_y training|fwd bwd_data
+ * A line: "cpu|isa ddpm-VERSION|B H W Cin Cout stride pad ld_x ld_y training|fwd bwd_data
  * bwd_w|threads=N and the measured milliseconds", the last field for the
  * reader. */
 #include <cpuid.h>
@@ -34,6 +35,8 @@
 
 #include "conv_choice.h"
 #include "core/log.h"
+#include "ddpm.h" /* DDPM_VERSION, in the cache's key */
+#include "exec/executor.h"
 
 static const char *const alg_names[CONV_ALGS] = {"measure", "direct", "winograd", "onednn-winograd"};
 
@@ -69,22 +72,6 @@ static void cpu_name(char *out, size_t n) {
     snprintf(out, n, "%s (family %u model %u)", *s ? s : "unknown CPU", family, model);
 }
 
-static const char *isa_name(void) {
-    static char buf[32];
-    switch ((int)dnnl_get_effective_cpu_isa()) {
-    case dnnl_cpu_isa_sse41: return "sse41";
-    case dnnl_cpu_isa_avx: return "avx";
-    case dnnl_cpu_isa_avx2: return "avx2";
-    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
-    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
-    case dnnl_cpu_isa_avx512_core: return "avx512_core";
-    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
-    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
-    default: snprintf(buf, sizeof buf, "isa-0x%x", (unsigned)dnnl_get_effective_cpu_isa()); return buf;
-    }
-}
 
 /* ---- the table of this process ---------------------------------------------- */
 
@@ -108,7 +95,7 @@ static void shape_text(char *out, size_t n, const conv_key *k) {
 static void where_text(char *out, size_t n) {
     char cpu[200];
     cpu_name(cpu, sizeof cpu);
-    snprintf(out, n, "%s|%s|", cpu, isa_name());
+    snprintf(out, n, "%s|%s ddpm-%s|", cpu, exec_dnnl_isa(), DDPM_VERSION);
 }
 
 /* The entry for shape made on machine `where` (pinned entries: any machine). */

@@ -93,7 +93,7 @@ enum conv_pad {
  * combination whose measured time (with the weights' preparation once per
  * step) is least, remembered per machine: a line per shape in
  * $XDG_CACHE_HOME/ddpm/conv-algorithms.txt (~/.cache/ddpm/ without it),
- * keyed by CPU model, oneDNN's instruction set and shape. The
+ * keyed by CPU model, oneDNN's instruction set, ddpm's version and shape. The
  * others force that algorithm on every pass (ddpm's Winograd where it does
  * not apply and oneDNN's Winograd where it is not offered: direct). */
 enum conv_alg { CONV_ALG_MEASURE, CONV_ALG_DIRECT, CONV_ALG_WINOGRAD, CONV_ALG_DNNL_WINOGRAD, CONV_ALGS };
