@@ -159,7 +159,7 @@ void ops_conv_prepare(conv_plan *owner, const float *w);
 /* The algorithm of pass (enum conv_pass) in the plan. */
 int ops_conv_plan_algorithm(const conv_plan *p, int pass);
 
-/* y (=) conv(x, w) + b. */
+/* y (=) conv(x, w) + b, in the precision of the executor that built the plan. */
 void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b);
 /* dx (=) (may be NULL, row stride ld_x), dw (+=), db (+=). */
 void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const float *dy,
@@ -272,7 +272,8 @@ void ops_embedding_backward(float *dW, const float *dy, const int32_t *idx, int 
 void ops_timestep_embedding(float *out, const float *t, int B, int D, int flip_sin_to_cos, float freq_shift);
 
 /* ---- single-head self-attention block (diffusers Attention, one head) -----
- * out = x + Wo softmax(q k^T / sqrt(C)) v + bo with q,k,v = W{q,k,v} GN(x) + b.
+ * out = x + Wo softmax(q k^T / sqrt(C)) v + bo with q,k,v = W{q,k,v} GN(x) + b;
+ * its products in the precision of the executor it runs on (exec_precision).
  * Parameters: the 10 arrays of group_norm, to_q, to_k, to_v, to_out.0 (weight, bias). */
 typedef struct attn_params {
     const float *gn_w, *gn_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
