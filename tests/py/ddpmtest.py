@@ -1,13 +1,17 @@
 """ddpmtest.py -- what the Python tests in tests/py share (not a test itself: scripts/run-tests.sh
 runs test_*.py only): where the ddpm binary is (DDPM_BUILD, default build), the tiny fixture
-config, the pass/fail bookkeeping, retrying diffusers until finite, tiny IDX data sets, and a state
-file's metadata."""
+config, the pass/fail bookkeeping, tools/diffusers_fix.py's patch (fix_diffusers), tiny IDX data sets,
+and a state file's metadata."""
 import json
 import os
 import pathlib
 import shutil
 import struct
 import subprocess
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
+from diffusers_fix import patch as fix_diffusers  # noqa: E402,F401  (re-exported for the tests)
 
 BUILD = os.environ.get("DDPM_BUILD", "build")
 DDPM = str(pathlib.Path(BUILD, "ddpm").resolve())
@@ -38,16 +42,6 @@ def ddpm(*args, timeout=600):
     p = subprocess.run([DDPM, *map(str, args)], capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout + p.stderr
 
-
-def finite(fn):
-    """fn() again until its tensor is finite: Debian's torch 1.13 on some Intel CPUs returns NaN from
-    diffusers' attention now and then (see tests/py/test_dpmsolver.py)."""
-    import torch
-    for _ in range(20):
-        r = fn()
-        if torch.isfinite(r).all():
-            return r
-    raise RuntimeError("diffusers kept returning non-finite values")
 
 
 def tiny_idx(path, n):

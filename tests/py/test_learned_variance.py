@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ddpmtest import CONFIG, check, finish, finite, tiny_idx, write_idx  # noqa: E402
+from ddpmtest import CONFIG, check, finish, fix_diffusers, tiny_idx, write_idx  # noqa: E402
 from ddpmtest import ddpm as run  # noqa: E402
 from test_defaults import N, SEED, STEPS, ddpm_noise, err, pipeline, sample  # noqa: E402
 
@@ -38,6 +38,7 @@ TOL = 2e-5
 def make_folder(path):
     import safetensors.torch  # noqa: F401
     from diffusers import DDPMScheduler, UNet2DModel
+    fix_diffusers()
     cfg = json.loads(pathlib.Path(CONFIG).read_text())
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     cfg["out_channels"] = 2 * cfg.get("in_channels", 1)
@@ -64,7 +65,7 @@ def main():
     if check(rc == 0, "ddpm eps on a learned-variance folder"):
         ours = np.load(tmp / "eps.npy")
         with torch.no_grad():
-            ref = finite(lambda: unet(torch.from_numpy(x), 50).sample).numpy()
+            ref = unet(torch.from_numpy(x), 50).sample.numpy()
         check(ours.shape == ref.shape == (2, 2, 8, 8) and err(ours, ref) < 1e-5,
               f"eps, both halves, against diffusers: shape {ours.shape}, max error {err(ours, ref):.2e}")
     else:
@@ -99,7 +100,7 @@ def main():
             ab = float(sched.alphas_cumprod[t])
             abp = float(sched.alphas_cumprod[prev]) if prev >= 0 else 1.0
             xin = xs.float()
-            eps = finite(lambda: unet(xin, t).sample)[:, :1].double()
+            eps = unet(xin, t).sample[:, :1].double()
             x0 = (xs - (1 - ab) ** 0.5 * eps) / ab ** 0.5
             beta = 1 - ab / abp
             mean = abp ** 0.5 * beta / (1 - ab) * x0 + (ab / abp) ** 0.5 * (1 - abp) / (1 - ab) * xs
@@ -134,6 +135,7 @@ def guided(tmp, rng):
     row's. A conditional model trained here (--classes --variance learned_range), `ddpm sample --class 1,2
     --guidance 3` against that rule in a loop of the real DDPMScheduler (learned_range) with ddpm's noise."""
     from diffusers import DDPMScheduler, UNet2DModel
+    fix_diffusers()
     n = 32
     labels = np.arange(n) % 4
     img = (np.arange(n * 64) * 7919 % 256).astype(np.uint8)
@@ -166,8 +168,8 @@ def guided(tmp, rng):
         with torch.no_grad():
             for tt in sched.timesteps:
                 state["t"] = int(tt)
-                oc = finite(lambda: unet(xs, tt, class_labels=y).sample)
-                ou = finite(lambda: unet(xs, tt, class_labels=null).sample)
+                oc = unet(xs, tt, class_labels=y).sample
+                ou = unet(xs, tt, class_labels=null).sample
                 eps = ou[:, :1] + w * (oc[:, :1] - ou[:, :1])
                 xs = sched.step(torch.cat([eps, oc[:, 1:]], dim=1), tt, xs).prev_sample
     finally:
@@ -212,13 +214,14 @@ def trained(tmp, rng):
         else:
             check(moved == 0, f"--vlb-weight 0: the variance half gets no gradient (moved by {moved:.2e})")
     from diffusers import UNet2DModel
+    fix_diffusers()
     unet = UNet2DModel.from_pretrained(folder).float().eval()
     x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
     np.save(tmp / "x-trained.npy", x)
     rc, log = run("eps", "--model", folder, "--x", tmp / "x-trained.npy", "--t", 300, "--out", tmp / "eps-trained.npy")
     if check(rc == 0, "ddpm eps on the trained folder"):
         with torch.no_grad():
-            ref = finite(lambda: unet(torch.from_numpy(x), 300).sample).numpy()
+            ref = unet(torch.from_numpy(x), 300).sample.numpy()
         ours = np.load(tmp / "eps-trained.npy")
         check(ours.shape == ref.shape and err(ours, ref) < 1e-5,
               f"the trained folder in diffusers: both halves, max error {err(ours, ref):.2e}")
