@@ -145,8 +145,16 @@ static void test_conv_is_fp32_on_rounded_operands(void) {
                 printf("  %dx%d, %d -> %d channels, stride %d, %s: ", c->H, c->W, c->Cin, c->Cout, c->stride, alg);
                 int same = !memcmp(y[0], y[1], ny * sizeof(float)) && !memcmp(dx[0], dx[1], nx * sizeof(float)) &&
                            !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(db[0], db[1], c->Cout * sizeof(float));
-                printf("%s\n", same ? "bitwise fp32 on the rounded operands" : "DIFFERENT");
+                printf("%s", same ? "bitwise fp32 on the rounded operands" : "DIFFERENT");
                 CHECK(same, "bf16-emulated convolution differs from fp32 on rounded operands");
+                /* Prepared weights (as a network's plans share them): rounded once by ops_conv_prepare. */
+                ops_conv_plan_share(p16, p16);
+                ops_conv_prepare(p16, w);
+                conv_run(p16, c, y[0], dx[0], dw[0], db[0], x, w, b, dy);
+                same = !memcmp(y[0], y[1], ny * sizeof(float)) && !memcmp(dx[0], dx[1], nx * sizeof(float)) &&
+                       !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(db[0], db[1], c->Cout * sizeof(float));
+                printf("%s\n", same ? "; so with prepared weights" : "; prepared: DIFFERENT");
+                CHECK(same, "bf16-emulated convolution with prepared weights differs from fp32 on rounded operands");
             }
             ops_conv_plan_free(p16), ops_conv_plan_free(p32);
             for (int i = 0; i < 2; i++) free(y[i]), free(dx[i]), free(dw[i]), free(db[i]);

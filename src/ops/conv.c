@@ -437,16 +437,16 @@ static int rounds(const conv_plan *p) {
     return p->precision == EXEC_BF16_EMULATED || (p->precision == EXEC_BF16 && ops_reference());
 }
 
-/* x [rows, C] (row stride ld) rounded to bf16, with the same strides, in
- * worker slot `slot`; NULL when out of memory (recorded). */
-static const float *rounded(int slot, const float *x, int ld, size_t rows, int C) {
-    float *r = exec_buffer(slot, sizeof(float) * ((rows - 1) * ld + C));
-    if (r) ops_round_bf16(r, ld, x, ld, rows, C);
-    return r;
+static const float *rounded_weights(const conv_plan *p, const float *w) {
+    return ops_bf16_operand(OPS_SLOT_BF16_W, w, 9 * p->Cin, p->Cout, 9 * p->Cin);
 }
 
-static const float *rounded_weights(const conv_plan *p, const float *w) {
-    return rounded(OPS_SLOT_BF16_W, w, 9 * p->Cin, p->Cout, 9 * p->Cin);
+/* Whether the forward (back = 0) or input-gradient pass reads the weights it
+ * is given, rather than the copies ops_conv_prepare made (rounded already). */
+static int reads_weights(const conv_plan *p, int back) {
+    if (ops_reference()) return 1;
+    if (back ? p->wino_dx : p->wino) return !p->U_shared;
+    return !(back ? p->w_bwd.shared : p->w_fwd.shared);
 }
 
 /* ---- weights shared between plans ----------------------------------------- */
@@ -606,8 +606,8 @@ static void forward(conv_plan *p, float *y, const float *x, const float *w, cons
 
 void ops_conv_forward(conv_plan *p, float *y, const float *x, const float *w, const float *b) {
     if (rounds(p)) {
-        x = rounded(OPS_SLOT_BF16_A, x, p->ld_x, (size_t)p->B * p->H * p->W, p->Cin);
-        w = rounded_weights(p, w);
+        x = ops_bf16_operand(OPS_SLOT_BF16_A, x, p->ld_x, (size_t)p->B * p->H * p->W, p->Cin);
+        w = reads_weights(p, 0) ? rounded_weights(p, w) : w;
         if (!x || !w) return;
     }
     forward(p, y, x, w, b);
@@ -668,9 +668,9 @@ void ops_conv_backward(conv_plan *p, float *dx, float *dw, float *db, const floa
                    const float *x, const float *w) {
     ERR_ASSERT(p->training);
     if (rounds(p)) {
-        dy = rounded(OPS_SLOT_BF16_B, dy, p->ld_y, (size_t)p->B * p->Ho * p->Wo, p->Cout);
-        x = dw || db ? rounded(OPS_SLOT_BF16_A, x, p->ld_x, (size_t)p->B * p->H * p->W, p->Cin) : x;
-        w = dx ? rounded_weights(p, w) : w;
+        dy = ops_bf16_operand(OPS_SLOT_BF16_B, dy, p->ld_y, (size_t)p->B * p->Ho * p->Wo, p->Cout);
+        x = dw || db ? ops_bf16_operand(OPS_SLOT_BF16_A, x, p->ld_x, (size_t)p->B * p->H * p->W, p->Cin) : x;
+        w = dx && reads_weights(p, 1) ? rounded_weights(p, w) : w;
         if (!dy || !x || !w) return;
     }
     backward(p, dx, dw, db, dy, x, w);

@@ -41,21 +41,18 @@ void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     if (st != dnnl_success) exec_fail("oneDNN: sgemm %dx%dx%d failed (status %d)", M, N, K, (int)st);
 }
 
-/* The dense copy of X [rows, cols] (row stride ld) rounded to bf16, in slot
- * `slot`; NULL when out of memory (recorded). */
-static const float *rounded(int slot, const float *X, int ld, int rows, int cols) {
-    float *r = exec_buffer(slot, sizeof(float) * (size_t)rows * cols);
-    if (r) ops_round_bf16(r, cols, X, ld, (size_t)rows, cols);
+const float *ops_bf16_operand(int slot, const float *x, int ld, size_t rows, int C) {
+    float *r = exec_buffer(slot, sizeof(float) * ((rows - 1) * ld + C));
+    if (r) ops_round_bf16(r, ld, x, ld, rows, C);
     return r;
 }
 
 void ops_gemm_prec(int precision, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc) {
     if (precision != EXEC_FP32 && M > 0 && N > 0 && K > 0) {
-        A = rounded(OPS_SLOT_BF16_A, A, lda, ta ? K : M, ta ? M : K);
-        B = rounded(OPS_SLOT_BF16_B, B, ldb, tb ? N : K, tb ? K : N);
+        A = ops_bf16_operand(OPS_SLOT_BF16_A, A, lda, ta ? K : M, ta ? M : K);
+        B = ops_bf16_operand(OPS_SLOT_BF16_B, B, ldb, tb ? N : K, tb ? K : N);
         if (!A || !B) return;
-        lda = ta ? M : K, ldb = tb ? K : N;
     }
     ops_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

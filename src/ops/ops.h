@@ -70,6 +70,11 @@ void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 void ops_gemm_prec(int precision, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
 
+/* x [rows, C] (row stride ld) rounded to bf16 (ops_round_bf16), with the same
+ * strides, in the calling thread's worker slot `slot`: the operand of a bf16
+ * product computed on fp32 kernels. NULL when out of memory (recorded). */
+const float *ops_bf16_operand(int slot, const float *x, int ld, size_t rows, int C);
+
 /* ---- linear (also every 1x1 convolution, on NHWC rows) ----------------------
  * In the precision of the executor they run on (exec_precision).
  * y[M,N] (= or += by accumulate) x[M,K] W[N,K]^T + b[N] (b may be NULL). */
