@@ -47,7 +47,9 @@ static const char sample_usage[] =
     "indices, given to the images in turn), --per-class K draws K of every class (one grid\n"
     "row per class), and --guidance W mixes in the unconditional model (classifier-free\n"
     "guidance): eps = eps_uncond + W (eps_class - eps_uncond), both in one batched pass;\n"
-    "W = 1 is plain conditioning, W = 0 the unconditional model. Without --class or\n"
+    "W = 1 is plain conditioning, W = 0 the unconditional model. Guidance applies to the\n"
+    "steps of noise level sigma_t = sqrt((1 - alphabar_t) / alphabar_t) in (0, 2] by\n"
+    "default (--guidance-interval; all: every step). Without --class or\n"
     "--per-class a conditional model samples unconditionally (its null class).";
 
 
@@ -169,7 +171,7 @@ static int pick_labels(const arg_cmd *cmd, const arg_spec *specs, const ddpm_mod
     }
     if (per_class) *n = per_class * mi.num_classes;
     /* No classes asked: the null class, with guidance 0 (one evaluation). */
-    if (!args_seen(specs, "guidance")) guidance = mi.null_class >= 0 ? CLI_GUIDANCE : 1.0;
+    if (!args_seen(specs, "guidance")) guidance = mi.null_class >= 0 ? DDPM_GUIDANCE_DEFAULT : 1.0;
     *w = conditional && !classes && !per_class ? 0.0f : (float)guidance;
     if (conditional && mi.null_class < 0 && *w != 1.0f) {
         args_error(cmd, "%s has no null class (not trained by ddpm --classes): give --class or --per-class, with "

@@ -1,6 +1,7 @@
 /* common.c -- helpers shared by the ddpm commands (see common.h). */
 #include "common.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,23 @@ static ddpm_x0 x0_of(const char *w)
     return DDPM_X0_AUTO;
 }
 
+/* "LO,HI" (finite LO >= 0, HI > LO, HI may be inf) or "all" (0, inf) into gi; -1 otherwise. */
+static int parse_interval(const char *s, float gi[2])
+{
+    if (!strcmp(s, "all")) {
+        gi[0] = 0, gi[1] = INFINITY;
+        return 0;
+    }
+    char *end;
+    const double lo = strtod(s, &end);
+    if (end == s || *end != ',') return -1;
+    const char *h = end + 1;
+    const double hi = strtod(h, &end);
+    if (end == h || *end || !isfinite(lo) || isnan(hi) || !(lo >= 0 && hi > lo)) return -1;
+    gi[0] = (float)lo, gi[1] = (float)hi;
+    return 0;
+}
+
 int cli_sample_options(const arg_cmd *cmd, const cli_sampler *a, const ddpm_model *m, ddpm_sample_options *o)
 {
     ddpm_model_info mi;
@@ -33,6 +51,11 @@ int cli_sample_options(const arg_cmd *cmd, const cli_sampler *a, const ddpm_mode
     }
     o->eta = (float)a->eta, o->seed = (uint64_t)a->seed, o->raw = a->raw;
     o->guidance_rescale = (float)a->guidance_rescale;
+    if (a->guidance_interval && parse_interval(a->guidance_interval, o->guidance_interval)) {
+        args_error(cmd, "--guidance-interval %s: give LO,HI (noise levels, 0 <= LO < HI; HI may be inf) or all",
+                   a->guidance_interval);
+        return EXIT_USAGE;
+    }
     o->threshold_ratio = (float)a->threshold, o->threshold_max = (float)a->threshold_max;
     o->x0 = x0_of(a->x0);
     o->spacing = strcmp(a->spacing, "config") ? a->spacing : NULL;

@@ -42,18 +42,17 @@ int cli_status(const arg_cmd *cmd, int status);
 /* The most classes --class may list. */
 #define CLI_MAX_PICK 256
 
-/* --guidance when not given: the best FID of docs/classes.md's table for
- * models with a null class; plain conditioning (1) for those without. */
-#define CLI_GUIDANCE 3.0
+/* --guidance when not given: DDPM_GUIDANCE_DEFAULT for models with a null
+ * class; plain conditioning (1) for those without. */
 #define CLI_GUIDANCE_HELP "classifier-free guidance weight: 0 unconditional, 1 plain conditioning " \
                           "(default: 3; 1 for a model without a null class)"
 /* The sampler flags of `ddpm sample` and `ddpm eval fid` (sampling a model):
  * --sampler --steps --eta --seed --spacing --x0 --threshold --threshold-max --guidance-rescale
- * --raw. Declare a cli_sampler with CLI_SAMPLER_INIT, put CLI_SAMPLER_SPECS in
+ * --guidance-interval --raw. Declare a cli_sampler with CLI_SAMPLER_INIT, put CLI_SAMPLER_SPECS in
  * the flag table, and after args_parse turn it into options with
  * cli_sample_options. */
 typedef struct cli_sampler {
-    const char *sampler, *spacing, *x0, *precision;
+    const char *sampler, *spacing, *x0, *precision, *guidance_interval;
     long long steps, seed;
     double eta, threshold, threshold_max, guidance_rescale;
     int raw;
@@ -64,7 +63,7 @@ typedef struct cli_sampler {
  * ddpm, a departure from DDPMScheduler's clip_sample; for ddim and dpm++2m what
  * DDIMScheduler and DPMSolverMultistepScheduler do with the scheduler_config). */
 #define CLI_SAMPLER_DEFAULT "ddpm"
-#define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "auto", "fp32", 0, 0, 0.0, 0.0, 0.0, 0.0, 0}
+#define CLI_SAMPLER_INIT {CLI_SAMPLER_DEFAULT, "config", "auto", "fp32", NULL, 0, 0, 0.0, 0.0, 0.0, 0.0, 0}
 #define CLI_SAMPLER_SPECS(a)                                                                                         \
     {"sampler", ARG_CHOICE, &(a)->sampler, "ddpm|ddim|dpm++2m", "sampling algorithm", 0, 0, "ddpm|ddim|dpm++2m", 0, 0}, \
     {"steps", ARG_INT, &(a)->steps, "K", "network calls in 1..T (default: 50 for ddpm, 20 for ddim and dpm++2m; T = 1000 is the paper's sampler)", \
@@ -73,6 +72,10 @@ typedef struct cli_sampler {
     {"guidance-rescale", ARG_FLOAT, &(a)->guidance_rescale, "R", "a conditional model with guidance: diffusers' "     \
      "guidance_rescale in [0, 1] (Lin et al. 2023), which keeps the guided prediction's spread that of the "         \
      "conditional one (0 = off)", 0, 1, NULL, 0, 0},                                                                 \
+    {"guidance-interval", ARG_STR, &(a)->guidance_interval, "LO,HI|all", "a conditional model with guidance: "      \
+     "guide only the steps whose noise level sqrt((1 - alphabar_t) / alphabar_t) is in (LO, HI], elsewhere plain " \
+     "conditioning (Kynkaenniemi et al. 2024); all: every step, as diffusers' pipelines (default: 0,2, measured " \
+     "to keep guided images from blowing out, docs/classes.md)", 0, 0, NULL, 0, 0},                              \
     {"seed", ARG_INT, &(a)->seed, "S", "random seed", 0, 9.2e18, NULL, 0, 0},                                     \
     {"spacing", ARG_CHOICE, &(a)->spacing, "config|leading|trailing|linspace",                                       \
      "timestep spacing (config: the scheduler_config's timestep_spacing)", 0, 0, "config|leading|trailing|linspace", 0, 0}, \

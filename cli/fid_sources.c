@@ -228,7 +228,7 @@ static int model_classes(const arg_cmd *cmd, const ddpm_model *m, const ddpm_mod
     if (mi->num_class_embeds <= 0) return 0;
     if (a->classes && (r = cli_pick_classes(cmd, m, a->classes, pick, &npick))) return r;
     const int K = mi->num_classes;
-    double w = a->guidance_seen ? a->guidance : mi->null_class >= 0 ? CLI_GUIDANCE : 1.0;
+    double w = a->guidance_seen ? a->guidance : mi->null_class >= 0 ? DDPM_GUIDANCE_DEFAULT : 1.0;
     if (mi->null_class < 0 && w != 1) {
         args_error(cmd, "%s has no null class (not trained by ddpm --classes): only --guidance 1", mi->dir);
         return EXIT_USAGE;

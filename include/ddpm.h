@@ -292,7 +292,8 @@ typedef struct ddpm_sample_options {
      * guidance_rescale (Lin et al. 2023, rescale_noise_cfg): the guided output
      * g of each image becomes R g std(c)/std(g) + (1 - R) g, c its conditional
      * output (std over the image's values, unbiased), which keeps guidance
-     * from overshooting. */
+     * from overshooting. guidance_interval (below) limits where guidance
+     * applies. */
     const int32_t *classes;
     float guidance;
     float guidance_rescale;
@@ -312,9 +313,23 @@ typedef struct ddpm_sample_options {
     void *progress_ctx;
     const char *precision;  /* "fp32" (NULL, the default), "bf16" or "bf16-emulated": as ddpm_train_options'
                              * precision */
+    /* Guidance applies only at the timesteps whose noise level
+     * sigma_t = sqrt((1 - alphabar_t) / alphabar_t) lies in
+     * (guidance_interval[0], guidance_interval[1]] (a guidance interval,
+     * Kynkaenniemi et al. 2024); elsewhere the conditional output is used as it
+     * is (W = 1). The default, DDPM_GUIDANCE_INTERVAL_LO/_HI, was measured to
+     * keep guided images from blowing out (docs/classes.md); {0, INFINITY}
+     * guides every step, as diffusers' pipelines do. Needs 0 <= lo < hi. */
+    float guidance_interval[2];
 } ddpm_sample_options;
 
-/* The defaults (zeros, batch 64, guidance -1). Always start from these. */
+/* The defaults of guidance: the weight W for models with a null class, and
+ * the noise-level interval where it applies (ddpm_sample_options). */
+#define DDPM_GUIDANCE_DEFAULT 3.0f
+#define DDPM_GUIDANCE_INTERVAL_LO 0.0f
+#define DDPM_GUIDANCE_INTERVAL_HI 2.0f
+
+/* The defaults (zeros, batch 64, guidance -1, the default guidance interval). Always start from these. */
 DDPM_API void ddpm_sample_options_init(ddpm_sample_options *o);
 
 /* Checks o against m without running anything (steps within 1..T, eta for DDIM

@@ -140,6 +140,13 @@ static void test_sample(void) {
     st = ddpm_sample_check(m, &o);
     CHECK(st == DDPM_ERR_ARG && strstr(ddpm_errmsg(m), "unconditional"), "classes: %d %s", st, ddpm_errmsg(m));
     ddpm_sample_options_init(&o);
+    CHECK(o.guidance_interval[0] == DDPM_GUIDANCE_INTERVAL_LO && o.guidance_interval[1] == DDPM_GUIDANCE_INTERVAL_HI,
+          "the default guidance interval");
+    o.guidance_interval[0] = o.guidance_interval[1] = 0; /* a zeroed struct's: empty */
+    st = ddpm_sample_check(m, &o);
+    CHECK(st == DDPM_ERR_ARG && strstr(ddpm_errmsg(m), "guidance_interval (0, 0]"), "guidance_interval: %d %s", st,
+          ddpm_errmsg(m));
+    ddpm_sample_options_init(&o);
     CHECK(ddpm_sample(m, &o, 0, x, NULL) == DDPM_ERR_ARG, "n = 0");
     char desc[128];
     ddpm_sample_options_init(&o);

@@ -385,6 +385,12 @@ static void test_classes(void) {
     expect("sample --model " CMODEL " --out /tmp/x --per-class 2 --n 7", 2, "draws 10 images (5 classes), not --n 7");
     expect("sample --model " CMODEL " --out /tmp/x --class 1 --guidance 3", 2, "has no null class");
     expect("sample --model " CMODEL " --out /tmp/x --guidance -1", 2, "--guidance -1 is out of range");
+    const char *bad_interval[] = {"2,1", "1", "a,b", "-1,2", "0,2x", "nan,1", "1,1"};
+    for (size_t i = 0; i < sizeof bad_interval / sizeof *bad_interval; i++) {
+        snprintf(a, sizeof a, "sample --model " CMODEL " --out /tmp/x --class 1 --guidance 1 --guidance-interval %s",
+                 bad_interval[i]);
+        expect(a, 2, "give LO,HI (noise levels, 0 <= LO < HI; HI may be inf) or all");
+    }
     expect("eps --model " CMODEL " --x a.npy --out b.npy --t 3", 2, "without a null class: give --class");
     snprintf(a, sizeof a, "train --out %s/cls --config " MODEL "/config.json --data %s/png8 --classes --steps 1", tmp,
              tmp);

@@ -712,7 +712,8 @@ static void test_names(void) {
  * fixture (5 class embeddings; class 4 taken as the null class): w = 0 is the
  * null class alone and w = 1 the labels alone, bit for bit (the same B-row
  * network); w = 3 is eps_u + 3 (eps_c - eps_u) from separate B-row
- * evaluations, to rounding (the one 2B-row pass rounds as its batch size says). */
+ * evaluations, to rounding (the one 2B-row pass rounds as its batch size says);
+ * with a guidance interval, only the rows of timesteps inside are guided. */
 static void test_guidance(void) {
     enum { B = 3 };
     err_t err;
@@ -739,6 +740,19 @@ static void test_guidance(void) {
             CHECK(!memcmp(out, want, sizeof out), "guidance %g: not eps_u + w (eps_c - eps_u) bit for bit", (double)ws[k]);
         else
             check_close("guidance 3 against eps_u + 3 (eps_c - eps_u)", out, want, B * D, 1e-5f, 1e-4f);
+        if (k == 2) { /* A guidance interval of t in [400, 600]: the row at t = 500 guided as before, the others
+                       * the conditional output of the same pass, as it is. */
+            float lim[B * 64];
+            g.t_from = 400, g.t_to = 600, g.rescale = 0.5f;
+            CHECK(d.eps(d.ctx, B, x, t, lim, &err) == 0, "%s", err.msg);
+            CHECK(!memcmp(lim, g.out, D * sizeof *lim) && !memcmp(lim + 2 * D, g.out + 2 * D, D * sizeof *lim),
+                  "outside the guidance interval: not the conditional output bit for bit");
+            check_close("outside the guidance interval against eps_c", lim, ec, D, 1e-5f, 1e-4f);
+            CHECK(memcmp(lim + D, out + D, D * sizeof *lim) != 0, "inside: the rescale changed nothing");
+            g.rescale = 0;
+            CHECK(d.eps(d.ctx, B, x, t, lim, &err) == 0, "%s", err.msg);
+            CHECK(!memcmp(lim + D, out + D, D * sizeof *lim), "inside the guidance interval: not guided as before");
+        }
         unet_guided_free(&g);
         unet_free(u);
     }

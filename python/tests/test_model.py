@@ -83,6 +83,17 @@ def test_conditional_sample_eps_and_nll(cond_run):
         assert np.array_equal(m.sample(3, steps=3, classes=["0", "1", "2"], guidance=2.0), a)
         assert np.array_equal(m.sample(3, steps=3, classes=np.array([0, 1, 2]), guidance=2.0), a)
         assert not np.array_equal(m.sample(3, steps=3, classes=1, guidance=2.0), a)
+        # The guidance interval: (0, 2], the default, and "all" guide every step of this T = 100 schedule (its
+        # largest sigma_t is below 2); an interval beyond them all is plain conditioning (to the rounding of a
+        # network of twice the rows).
+        assert np.array_equal(m.sample(3, steps=3, classes=[0, 1, 2], guidance=2.0, guidance_interval=(0, 2)), a)
+        assert np.array_equal(m.sample(3, steps=3, classes=[0, 1, 2], guidance=2.0, guidance_interval="all"), a)
+        plain = m.sample(3, steps=3, classes=[0, 1, 2], guidance=1.0)
+        none = m.sample(3, steps=3, classes=[0, 1, 2], guidance=2.0, guidance_interval=(50, 60))
+        assert np.abs(none - plain).max() < 1e-5 < np.abs(plain - a).max()
+        assert not np.array_equal(m.sample(3, steps=3, classes=[0, 1, 2], guidance=2.0, guidance_rescale=0.5), a)
+        with pytest.raises(ddpm.ArgumentError, match="guidance_interval"):
+            m.sample(1, classes=0, guidance_interval=(2, 1))
         x = noise(2)
         assert not np.array_equal(m.eps(x, 5, classes=[0, 1]), m.eps(x, 5))
         assert m.nll(x.clip(-1, 1), labels=[0, 1], batch=2).shape == (2,)

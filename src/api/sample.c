@@ -41,6 +41,8 @@ void ddpm_sample_options_init(ddpm_sample_options *o)
     o->sampler = DDPM_SAMPLER_DDPM;
     o->batch = 64;
     o->guidance = -1;
+    o->guidance_interval[0] = DDPM_GUIDANCE_INTERVAL_LO;
+    o->guidance_interval[1] = DDPM_GUIDANCE_INTERVAL_HI;
 }
 
 /* The guidance weight o asks of m: 0 without classes (the null class alone),
@@ -48,7 +50,22 @@ void ddpm_sample_options_init(ddpm_sample_options *o)
 static float guidance_of(const ddpm_model *m, const ddpm_sample_options *o)
 {
     if (!o->classes) return 0.0f;
-    return o->guidance >= 0 ? o->guidance : m->null_class >= 0 ? 3.0f : 1.0f;
+    return o->guidance >= 0 ? o->guidance : m->null_class >= 0 ? DDPM_GUIDANCE_DEFAULT : 1.0f;
+}
+
+/* The timesteps [*from, *to] whose noise level sqrt((1 - alphabar_t) /
+ * alphabar_t) lies in the interval (gi[0], gi[1]] (it grows with t); an empty
+ * range (*from > *to) when none does. */
+static void guidance_timesteps(const schedule *s, const float gi[2], int *from, int *to)
+{
+    *from = s->T, *to = -1;
+    for (int t = 0; t < s->T; t++) {
+        const double ab = s->alphas_cumprod[t], sigma = sqrt((1 - ab) / ab);
+        if (sigma > gi[0] && sigma <= gi[1]) {
+            if (*from > t) *from = t;
+            *to = t;
+        }
+    }
 }
 
 /* What o asks for on the schedule of m as sampler options (so) and guidance
@@ -107,6 +124,10 @@ static int resolve(const ddpm_model *m, const ddpm_sample_options *o, sampler_op
         return api_fail(h, DDPM_ERR_ARG, "classes need a class-conditional model; %s is unconditional", m->dir);
     if (!(o->guidance_rescale >= 0 && o->guidance_rescale <= 1))
         return api_fail(h, DDPM_ERR_ARG, "guidance_rescale %g is out of range [0, 1]", (double)o->guidance_rescale);
+    const float *gi = o->guidance_interval;
+    if (!(gi[0] >= 0 && gi[1] > gi[0]))
+        return api_fail(h, DDPM_ERR_ARG, "guidance_interval (%g, %g] is not an interval of noise levels: need "
+                        "0 <= lo < hi", (double)gi[0], (double)gi[1]);
     *w = guidance_of(m, o);
     if (c->num_class_embeds > 0 && !isfinite(*w))
         return api_fail(h, DDPM_ERR_ARG, "guidance %g is not finite", (double)*w);
@@ -223,7 +244,10 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
         (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
                      : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
-    if (conditional) r->g.rescale = r->o->guidance_rescale;
+    if (conditional) {
+        r->g.rescale = o->guidance_rescale;
+        guidance_timesteps(&m->sched, o->guidance_interval, &r->g.t_from, &r->g.t_to);
+    }
     return DDPM_OK;
 }
 

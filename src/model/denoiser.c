@@ -1,6 +1,7 @@
 /* denoiser.c -- the U-Net as a denoiser: plain, with labels, guided (see denoiser.h). */
 #include "model/denoiser.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,22 @@ static void rescale(float *g, const float *c, size_t D, float r) {
 
 int unet_guided_rows(float w, int B) { return w == 0.0f || w == 1.0f ? B : 2 * B; }
 
+/* eps of the B rows (D values each) from the conditional rows c and the
+ * unconditional rows u: guided at the rows whose timestep t lies in g's
+ * interval (then rescaled), else c as it is. */
+static void guided_mix(const unet_guided *g, float *eps, const float *c, const float *u, const float *t, size_t D) {
+    for (int i = 0; i < g->B; i++) {
+        float *e = eps + (size_t)i * D;
+        const float *ci = c + (size_t)i * D;
+        if (t[i] < (float)g->t_from || t[i] > (float)g->t_to) {
+            memcpy(e, ci, sizeof(float) * D);
+            continue;
+        }
+        ops_guidance_mix(e, ci, u + (size_t)i * D, g->w, D);
+        if (g->rescale > 0) rescale(e, ci, D, g->rescale);
+    }
+}
+
 static int guided_eps(void *ctx, int n, const float *x, const float *t, float *eps, err_t *err) {
     unet_guided *g = ctx;
     const int B = g->B, R = g->u->batch;
@@ -109,14 +126,12 @@ static int guided_eps(void *ctx, int n, const float *x, const float *t, float *e
         } else { /* xin is free until the next call: the variance of the R rows; the conditional ones' stay */
             split_halves(g->rows, R, HW, g->u->cfg.in_channels, g->out, g->xin);
             memcpy(eps + (size_t)B * D, g->xin, sizeof(float) * (size_t)B * D);
-            ops_guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D);
+            guided_mix(g, eps, g->out, g->out + (size_t)B * D, t, D);
         }
     } else {
         if (unet_forward(g->u, R == B ? eps : g->out, g->xin, g->tin, g->yin, NULL, err)) return -1;
-        if (R > B) ops_guidance_mix(eps, g->out, g->out + (size_t)B * D, g->w, (size_t)B * D); /* cond, uncond */
+        if (R > B) guided_mix(g, eps, g->out, g->out + (size_t)B * D, t, D); /* cond, uncond */
     }
-    for (int i = 0; R > B && g->rescale > 0 && i < n; i++)
-        rescale(eps + (size_t)i * D, g->out + (size_t)i * D, D, g->rescale);
     return 0;
 }
 
@@ -130,7 +145,7 @@ int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_c
                               "this one has none: use --guidance 1)", (double)w);
     ERR_ASSERT(u->batch == unet_guided_rows(w, B));
     const size_t D = d->D, R = (size_t)u->batch;
-    *g = (unet_guided){.u = u, .null_class = null_class, .w = w, .B = B};
+    *g = (unet_guided){.u = u, .null_class = null_class, .w = w, .B = B, .t_from = 0, .t_to = INT_MAX};
     g->xin = mem_alloc_floats(R * D, err);
     g->out = g->xin ? mem_alloc_floats(R * D, err) : NULL;
     g->tin = g->out ? mem_alloc_floats(R, err) : NULL;

@@ -40,13 +40,16 @@ void unet_labelled_free(unet_labelled *l);
  * half after the conditional one). w = 1 is plain conditioning and w = 0 the
  * unconditional model: each is one evaluation of B rows. The labels of the
  * rows of the next calls are y[0..B-1] (set g->y before each sampler_run:
- * the batch's labels). */
+ * the batch's labels). Guidance applies at the timesteps t_from <= t <= t_to
+ * (a guidance interval, Kynkaenniemi et al. 2024; by default every one):
+ * elsewhere eps is the conditional output as it is, unmixed and unrescaled. */
 typedef struct unet_guided {
     unet *u;          /* batch unet_guided_rows(w, B); ctx of the denoiser */
     const int32_t *y; /* the labels of the batch's images */
     int null_class;   /* the model's null class */
     float w;
     float rescale;    /* guidance_rescale in [0, 1] (set after unet_guided_denoiser; 0: off) */
+    int t_from, t_to; /* the guidance interval in timesteps (set after unet_guided_denoiser; 0, INT_MAX) */
     int B;
     float *xin, *tin, *out; /* [2B] rows of scratch */
     float *rows;      /* [2B] rows of a learned-variance network's whole output (NULL otherwise) */

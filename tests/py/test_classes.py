@@ -7,9 +7,10 @@ diffusers (0.31.0) and gives the same eps; classifier-free guidance matches diff
   2. diffusers' UNet2DModel.from_pretrained(RUN/model) has num_class_embeds 5 (4 classes + the null
      class); `ddpm eps --class ...` equals model(x, t, class_labels=...).sample for given classes and for
      the null class (no --class); the classes change eps (the check can fail).
-  3. `ddpm sample --sampler ddim --guidance 3 --class ...` from a given x_T equals a loop of diffusers'
-     DDIMScheduler over eps = eps(x, t, null) + 3 (eps(x, t, y) - eps(x, t, null)); with
-     --guidance-rescale 0.7, the same loop with diffusers' rescale_noise_cfg on each guided eps.
+  3. `ddpm sample --sampler ddim --guidance 3 --guidance-interval all --class ...` from a given x_T equals a
+     loop of diffusers' DDIMScheduler over eps = eps(x, t, null) + 3 (eps(x, t, y) - eps(x, t, null)); with
+     --guidance-rescale 0.7, the same loop with diffusers' rescale_noise_cfg on each guided eps; with the
+     default guidance interval, the loop guided only where sigma_t is in (0, 2].
 
 diffusers' attention runs with tools/diffusers_fix.py's patch (Debian's torch 1.13 otherwise returns NaN
 now and then).
@@ -86,7 +87,8 @@ def main():
     w, steps, cls = 3.0, 5, [1, 2]
     out = tmp / "s"
     check(ddpm("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim", "--steps", steps,
-               "--class", "1,2", "--guidance", w, "--raw", "--out", out, "--threads", 1) == 0, "ddpm sample --guidance 3")
+               "--class", "1,2", "--guidance", w, "--guidance-interval", "all", "--raw", "--out", out, "--threads", 1) == 0,
+          "ddpm sample --guidance 3 --guidance-interval all")
     sched = DDIMScheduler.from_pretrained(run / "model")
     sched.set_timesteps(steps)
     xs = torch.from_numpy(xT)
@@ -99,6 +101,31 @@ def main():
     ours = np.load(out / "samples.npy")
     err = float(np.abs(ours - xs.numpy()).max())
     check(err < 1e-4, f"guided DDIM samples against diffusers' DDIMScheduler loop: max |diff| {err:.2e}")
+
+    # The default guidance interval: guided only where sigma_t = sqrt((1 - alphabar_t) / alphabar_t) is in (0, 2]
+    # (here t = 200 and 0 of 800, 600, 400, 200, 0), the conditional eps as it is elsewhere.
+    out_i = tmp / "s-interval"
+    check(ddpm("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim", "--steps", steps,
+               "--class", "1,2", "--guidance", w, "--raw", "--out", out_i, "--threads", 1) == 0,
+          "ddpm sample --guidance 3 (the default guidance interval)")
+    sched.set_timesteps(steps)
+    xi = torch.from_numpy(xT)
+    guided = []
+    with torch.no_grad():
+        for tt in sched.timesteps:
+            ab = float(sched.alphas_cumprod[tt])
+            ec = model(xi, tt, class_labels=y).sample
+            if ((1 - ab) / ab) ** 0.5 <= 2:
+                guided.append(int(tt))
+                eu = model(xi, tt, class_labels=null).sample
+                ec = eu + w * (ec - eu)
+            xi = sched.step(ec, tt, xi).prev_sample
+    interval = np.load(out_i / "samples.npy")
+    err = float(np.abs(interval - xi.numpy()).max())
+    check(0 < len(guided) < steps and err < 1e-4, f"the default guidance interval (guided at t = {guided}) against "
+          f"a DDIMScheduler loop guided there: max |diff| {err:.2e}")
+    moved = float(np.abs(interval - ours).max())
+    check(moved > 1e-3, f"the guidance interval changes the samples (max |diff| {moved:.2e})")
 
     # With guidance_rescale: diffusers' own rescale_noise_cfg on each guided output (issue 24). Its module imports
     # transformers, which the pixel-space tests do not need: the function's own source is taken from the file.
@@ -113,8 +140,8 @@ def main():
     rs = 0.7
     out_r = tmp / "s-rescaled"
     check(ddpm("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim", "--steps", steps,
-               "--class", "1,2", "--guidance", w, "--guidance-rescale", rs, "--raw", "--out", out_r,
-               "--threads", 1) == 0, "ddpm sample --guidance 3 --guidance-rescale 0.7")
+               "--class", "1,2", "--guidance", w, "--guidance-rescale", rs, "--guidance-interval", "all", "--raw",
+               "--out", out_r, "--threads", 1) == 0, "ddpm sample --guidance 3 --guidance-rescale 0.7")
     sched.set_timesteps(steps)
     xr = torch.from_numpy(xT)
     with torch.no_grad():

@@ -151,7 +151,8 @@ def guided(tmp, rng):
     np.save(tmp / "xT-cls.npy", xT)
     w = 3.0
     rc, log = run("sample", "--model", folder, "--noise", tmp / "xT-cls.npy", "--sampler", "ddpm", "--steps", STEPS,
-                  "--seed", SEED, "--class", "1,2", "--guidance", w, "--raw", "--out", tmp / "s-cls", "--threads", 1)
+                  "--seed", SEED, "--class", "1,2", "--guidance", w, "--guidance-interval", "all", "--raw",
+                  "--out", tmp / "s-cls", "--threads", 1)
     if not check(rc == 0, "ddpm sample --guidance 3 on a learned-variance model"):
         print(log)
         return

@@ -201,7 +201,8 @@ class Model(_lib.Handle):
 
     def sample(self, n, sampler="ddpm", steps=None, seed=0, classes=None, guidance=None, progress=None, *,
                eta=0.0, spacing=None, x0="auto", threshold_ratio=0.0, threshold_max=0.0, raw=False, batch=None,
-               noise=None, start_t=0, first_index=0, uint8=False, precision="fp32"):
+               noise=None, start_t=0, first_index=0, uint8=False, precision="fp32", guidance_rescale=0.0,
+               guidance_interval=None):
         """Draws n images (ddpm_sample), as `ddpm sample` does with the same options.
 
         sampler "ddpm" | "ddim" | "dpm++2m"; steps network calls (None: the library's default, 50
@@ -212,7 +213,10 @@ class Model(_lib.Handle):
         "linspace"; None: the scheduler_config's), x0 ("auto" | "config" | "none" | "clip" |
         "threshold"), threshold_ratio/threshold_max, raw (no final clamp), batch (images per network
         call; None: 64), noise (x_T, float32 [n, C, H, W]) with start_t, first_index, precision ("fp32" |
-        "bf16", on a CPU with AVX512_BF16 or AMX-BF16 | "bf16-emulated": bf16's numbers on any CPU).
+        "bf16", on a CPU with AVX512_BF16 or AMX-BF16 | "bf16-emulated": bf16's numbers on any CPU),
+        guidance_rescale (diffusers' guidance_rescale, 0: off), guidance_interval ((lo, hi): guidance only at
+        the steps of noise level sqrt((1 - alphabar_t) / alphabar_t) in (lo, hi]; "all": every step, as
+        diffusers' pipelines; None: the library's default, (0, 2]).
         Returns float32 [n, C, H, W] in [-1, 1] (written by the library, no copy), or with uint8=True
         a uint8 [n, H, W, C] array (a converted copy). Ctrl-C cancels (KeyboardInterrupt)."""
         h = self._handle()
@@ -242,6 +246,11 @@ class Model(_lib.Handle):
         o.classes = ffi.cast("const int32_t *", iptr(labels))
         if guidance is not None:
             o.guidance = guidance
+        o.guidance_rescale = guidance_rescale
+        if isinstance(guidance_interval, str) and guidance_interval == "all":
+            o.guidance_interval = [0.0, float("inf")]
+        elif guidance_interval is not None:
+            o.guidance_interval = [float(v) for v in guidance_interval]
         if noise is not None:
             noise = images_in(noise, "noise", i.in_channels, i.sample_size)
             if noise.shape[0] != n:
