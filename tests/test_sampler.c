@@ -752,6 +752,15 @@ static void test_guidance(void) {
             g.rescale = 0;
             CHECK(d.eps(d.ctx, B, x, t, lim, &err) == 0, "%s", err.msg);
             CHECK(!memcmp(lim + D, out + D, D * sizeof *lim), "inside the guidance interval: not guided as before");
+            /* With a B-row network for the calls entirely outside: those are plain conditioning bit for bit. */
+            CHECK(unet_guided_plain(&g, &err) == 0, "%s", err.msg);
+            const float t_out[B] = {999, 700, 3};
+            CHECK(d.eps(d.ctx, B, x, t_out, lim, &err) == 0, "%s", err.msg);
+            float ec_out[B * 64];
+            CHECK(unet_forward(u1, ec_out, x, t_out, y, NULL, &err) == 0, "%s", err.msg);
+            CHECK(!memcmp(lim, ec_out, sizeof lim), "a call outside the interval: not the B-row conditional output");
+            CHECK(d.eps(d.ctx, B, x, t, lim, &err) == 0, "%s", err.msg); /* one row inside: the 2B-row pass */
+            CHECK(!memcmp(lim + D, out + D, D * sizeof *lim), "a call with a row inside: not guided as before");
         }
         unet_guided_free(&g);
         unet_free(u);

@@ -247,6 +247,9 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
     if (conditional) {
         r->g.rescale = o->guidance_rescale;
         guidance_timesteps(&m->sched, o->guidance_interval, &r->g.t_from, &r->g.t_to);
+        /* Calls outside the interval need the conditional rows alone: B rows, not 2B. */
+        if ((r->g.t_from > 0 || r->g.t_to < m->sched.T - 1) && unet_guided_plain(&r->g, &err))
+            return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
     }
     return DDPM_OK;
 }

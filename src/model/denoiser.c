@@ -95,11 +95,13 @@ int unet_guided_rows(float w, int B) { return w == 0.0f || w == 1.0f ? B : 2 * B
 /* eps of the B rows (D values each) from the conditional rows c and the
  * unconditional rows u: guided at the rows whose timestep t lies in g's
  * interval (then rescaled), else c as it is. */
+static int outside(const unet_guided *g, float t) { return t < (float)g->t_from || t > (float)g->t_to; }
+
 static void guided_mix(const unet_guided *g, float *eps, const float *c, const float *u, const float *t, size_t D) {
     for (int i = 0; i < g->B; i++) {
         float *e = eps + (size_t)i * D;
         const float *ci = c + (size_t)i * D;
-        if (t[i] < (float)g->t_from || t[i] > (float)g->t_to) {
+        if (outside(g, t[i])) {
             memcpy(e, ci, sizeof(float) * D);
             continue;
         }
@@ -112,6 +114,12 @@ static int guided_eps(void *ctx, int n, const float *x, const float *t, float *e
     unet_guided *g = ctx;
     const int B = g->B, R = g->u->batch;
     const size_t D = (size_t)g->u->cfg.sample_size * g->u->cfg.sample_size * g->u->cfg.in_channels;
+    int plain = g->plain != NULL;
+    for (int i = 0; plain && i < B; i++) plain = outside(g, t[i]);
+    if (plain) { /* the conditional rows alone */
+        for (int i = 0; i < B; i++) g->yin[i] = i < n ? g->y[i] : g->null_class;
+        return forward_halves(g->plain, eps, x, t, g->yin, err);
+    }
     /* Rows [0, B): the labels (w != 0) or the null class; rows [B, 2B): the null class. */
     for (int r = 0; r < R; r++) {
         memcpy(g->xin + (size_t)r * D, x + (size_t)(r % B) * D, D * sizeof *x);
@@ -159,7 +167,16 @@ int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_c
     return 0;
 }
 
+int unet_guided_plain(unet_guided *g, err_t *err) {
+    const unet *u = g->u;
+    if (g->plain || u->batch == g->B) return 0; /* made, or every call is B rows anyway */
+    if (unet_create_exec(&g->plain, &u->cfg, g->B, &(unet_exec){0, u->precision}, 0, err)) return -1;
+    memcpy(g->plain->params, u->params, sizeof(float) * u->nparams);
+    return 0;
+}
+
 void unet_guided_free(unet_guided *g) {
+    unet_free(g->plain);
     free(g->xin), free(g->out), free(g->tin), free(g->yin), free(g->rows);
     memset(g, 0, sizeof *g);
 }
