@@ -143,18 +143,21 @@ static int create_net(trainer *tr, const unet_config *cfg, err_t *err) {
     int v = ops_conv_net_verdict(net), rc;
     if (v == CONV_NET_DIRECT || (v == CONV_NET_UNKNOWN && dist_rank() == 0)) {
         if (v == CONV_NET_UNKNOWN) {
+            /* One network at a time (two would double the run's peak memory): the direct kernels' first, then
+             * the measured choices', which stays when it wins. */
             unet *probe = NULL;
             log_note(LOG_INFO, "timing a training pass on these convolution algorithms against oneDNN's direct "
                      "kernels alone (once per network and machine)");
-            if (make_net(tr, &tr->u, cfg, err)) return -1;
             ops_conv_set_probe(1);
             ops_conv_set_algorithm(CONV_ALG_DIRECT);
             rc = make_net(tr, &probe, cfg, err);
             ops_conv_set_algorithm(CONV_ALG_MEASURE);
             ops_conv_set_probe(0);
-            double ts = rc ? -1 : pass_seconds(tr, tr->u, cfg, err), td = ts < 0 ? -1 : pass_seconds(tr, probe, cfg, err);
+            double td = rc ? -1 : pass_seconds(tr, probe, cfg, err);
             unet_free(probe);
-            if (td < 0) return -1;
+            if (td < 0 || make_net(tr, &tr->u, cfg, err)) return -1;
+            double ts = pass_seconds(tr, tr->u, cfg, err);
+            if (ts < 0) return -1;
             v = td < ts ? CONV_NET_DIRECT : CONV_NET_PER_SHAPE;
             ops_conv_net_record(net, v, ts, td);
             log_note(LOG_INFO, "a training pass takes %.1f ms on the measured choices, %.1f ms on direct kernels: "
