@@ -92,11 +92,12 @@ static void rescale(float *g, const float *c, size_t D, float r) {
 
 int unet_guided_rows(float w, int B) { return w == 0.0f || w == 1.0f ? B : 2 * B; }
 
+/* Whether timestep t lies outside g's guidance interval. */
+static int outside(const unet_guided *g, float t) { return t < (float)g->t_from || t > (float)g->t_to; }
+
 /* eps of the B rows (D values each) from the conditional rows c and the
  * unconditional rows u: guided at the rows whose timestep t lies in g's
  * interval (then rescaled), else c as it is. */
-static int outside(const unet_guided *g, float t) { return t < (float)g->t_from || t > (float)g->t_to; }
-
 static void guided_mix(const unet_guided *g, float *eps, const float *c, const float *u, const float *t, size_t D) {
     for (int i = 0; i < g->B; i++) {
         float *e = eps + (size_t)i * D;
