@@ -265,6 +265,7 @@ int cmd_sample(int argc, char **argv)
     }
     if (root && !png_ok) fprintf(stderr, "ddpm sample: %d-channel images: writing samples.npy only (no PNGs)\n", C);
     char desc[256], procs[64] = "";
+    o.batch = B, o.classes = labels, o.guidance = w, o.noise = xT;
     ddpm_sample_describe(m, &o, desc, sizeof desc);
     if (ddpm_proc_size() > 1) snprintf(procs, sizeof procs, " in each of %d processes", ddpm_proc_size());
     if (root)
@@ -272,7 +273,6 @@ int cmd_sample(int argc, char **argv)
                 W, C, desc, mi.variance_type, B, (unsigned long long)o.seed, nthreads, procs);
 
     progress pg = {isatty(2), ddpm_now(), -1, 0};
-    o.batch = B, o.classes = labels, o.guidance = w, o.noise = xT;
     o.progress = progress_cb, o.progress_ctx = &pg;
     double t0 = ddpm_now();
     if ((st = ddpm_sample(m, &o, N, x, &rep))) {

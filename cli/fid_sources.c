@@ -279,7 +279,7 @@ static int sample_model(const arg_cmd *cmd, fid_source *s, const char *path, int
     }
     char desc[256], classes[96] = "";
     ddpm_sample_describe(m, &o, desc, sizeof desc);
-    if (s->labels) snprintf(classes, sizeof classes, "; %d class(es) in turn, guidance %g", s->npick, s->guidance);
+    if (s->labels) snprintf(classes, sizeof classes, "; %d class(es) in turn", s->npick);
     fprintf(stderr, "ddpm %s: sampling %d images from %s (%s, seed %llu%s)\n", cmd->name, n, mi.dir, desc,
             (unsigned long long)o.seed, classes);
     fid_progress pg = FID_PROGRESS("sampling (network calls)");

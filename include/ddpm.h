@@ -339,7 +339,8 @@ DDPM_API void ddpm_sample_options_init(ddpm_sample_options *o);
 DDPM_API int ddpm_sample_check(const ddpm_model *m, const ddpm_sample_options *o);
 
 /* One line describing what o does on m ("ddpm, 50 steps, leading spacing, x0
- * none") into buf (len bytes, truncated, always terminated). */
+ * none"; with classes also the guidance: ", guidance 3 where sigma_t is in
+ * (0, 2] (t 0..395)") into buf (len bytes, truncated, always terminated). */
 DDPM_API void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, char *buf, size_t len);
 
 /* What ddpm_sample saw in the final samples before the clamp to [-1, 1]: a

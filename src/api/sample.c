@@ -166,9 +166,22 @@ void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, cha
                  (double)(so.threshold_max > 0 ? so.threshold_max : s->sample_max));
     else
         snprintf(x0, sizeof x0, "%s", x == X0_CLIP ? "clip" : "none");
-    snprintf(buf, len, "%s, %d steps%s, %s spacing, x0 %s%s", sampler_name(so.kind), so.steps,
+    char guided[128] = "";
+    const float *gi = o->guidance_interval;
+    if (o->classes && m->cfg.num_class_embeds > 0 && w != 0.0f && w != 1.0f) {
+        int from, to;
+        guidance_timesteps(s, gi, &from, &to);
+        if (from == 0 && to == s->T - 1)
+            snprintf(guided, sizeof guided, ", guidance %g at every step", (double)w);
+        else
+            snprintf(guided, sizeof guided, ", guidance %g where sigma_t is in (%g, %g] (t %d..%d)", (double)w,
+                     (double)gi[0], (double)gi[1], from, to);
+    } else if (o->classes && m->cfg.num_class_embeds > 0) {
+        snprintf(guided, sizeof guided, ", guidance %g", (double)w);
+    }
+    snprintf(buf, len, "%s, %d steps%s, %s spacing, x0 %s%s%s", sampler_name(so.kind), so.steps,
              so.kind == SAMPLER_DDIM && so.eta > 0 ? ", eta > 0" : "", so.spacing ? so.spacing : s->timestep_spacing,
-             x0, so.raw ? ", raw" : "");
+             x0, guided, so.raw ? ", raw" : "");
 }
 
 /* ------------------------------------------------------------- the run */

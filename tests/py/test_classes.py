@@ -28,6 +28,7 @@ import torch
 
 from ddpmtest import CONFIG, check, finish, fix_diffusers, write_idx  # noqa: E402
 from ddpmtest import ddpm as run  # noqa: E402
+from ddpmtest import ddpm as ddpm_log  # noqa: E402  (main's `run` is the run folder)
 
 
 def ddpm(*args):
@@ -105,9 +106,10 @@ def main():
     # The default guidance interval: guided only where sigma_t = sqrt((1 - alphabar_t) / alphabar_t) is in (0, 2]
     # (here t = 200 and 0 of 800, 600, 400, 200, 0), the conditional eps as it is elsewhere.
     out_i = tmp / "s-interval"
-    check(ddpm("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim", "--steps", steps,
-               "--class", "1,2", "--guidance", w, "--raw", "--out", out_i, "--threads", 1) == 0,
-          "ddpm sample --guidance 3 (the default guidance interval)")
+    rc, log = ddpm_log("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim", "--steps",
+                       steps, "--class", "1,2", "--guidance", w, "--raw", "--out", out_i, "--threads", 1)
+    check(rc == 0 and "guidance 3 where sigma_t is in (0, 2] (t 0..395)" in log,
+          "ddpm sample --guidance 3 (the default guidance interval), which it names")
     sched.set_timesteps(steps)
     xi = torch.from_numpy(xT)
     guided = []

@@ -43,10 +43,11 @@ class SampleOptions(C.Structure):
     _fields_ = [("sampler", C.c_int), ("steps", C.c_int), ("eta", C.c_float), ("seed", C.c_uint64),
                 ("spacing", C.c_char_p), ("x0", C.c_int), ("threshold_ratio", C.c_float),
                 ("threshold_max", C.c_float), ("raw", C.c_int), ("batch", C.c_int),
-                ("classes", C.POINTER(C.c_int32)), ("guidance", C.c_float), ("noise", C.POINTER(C.c_float)),
-                ("start_t", C.c_int), ("ntrack", C.c_int), ("track_t", C.POINTER(C.c_int)),
-                ("track_x0", C.POINTER(C.c_float)), ("first_index", C.c_int), ("progress", PROGRESS),
-                ("progress_ctx", C.c_void_p)]
+                ("classes", C.POINTER(C.c_int32)), ("guidance", C.c_float), ("guidance_rescale", C.c_float),
+                ("noise", C.POINTER(C.c_float)), ("start_t", C.c_int), ("ntrack", C.c_int),
+                ("track_t", C.POINTER(C.c_int)), ("track_x0", C.POINTER(C.c_float)), ("first_index", C.c_int),
+                ("progress", PROGRESS), ("progress_ctx", C.c_void_p), ("precision", C.c_char_p),
+                ("guidance_interval", C.c_float * 2)]
 
 
 def floats(a):
@@ -140,7 +141,8 @@ def main():
 
     o = SampleOptions()
     lib.ddpm_sample_options_init(C.byref(o))
-    check(o.batch == 64 and o.guidance < 0 and o.steps == 0, "ddpm_sample_options_init's defaults, seen through ctypes")
+    check(o.batch == 64 and o.guidance < 0 and o.steps == 0 and list(o.guidance_interval) == [0.0, 2.0],
+          "ddpm_sample_options_init's defaults, seen through ctypes (the last field too: the mirror is whole)")
     o.sampler, o.steps, o.seed, o.progress = 1, 10, 11, count  # DDIM
     k = 5
     xs = np.zeros((k, 1, 8, 8), dtype=np.float32)
