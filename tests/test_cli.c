@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "cli_run.h"
+#include "ddpm.h"
 #include "core/rng.h"
 #include "diffusion/sampler.h"
 #include "io/fileio.h"
@@ -111,6 +112,14 @@ static void test_usage_errors(void) {
                   "ddpm %s: a default in words and in brackets: %.120s", a, l);
         }
     }
+    /* The defaults the help text states in words are the library's. */
+    char want[96];
+    snprintf(want, sizeof want, "(default: %g;", (double)DDPM_GUIDANCE_DEFAULT);
+    expect("sample --help", 0, want);
+    snprintf(want, sizeof want, "(default: %g,%g,", (double)DDPM_GUIDANCE_INTERVAL_LO, (double)DDPM_GUIDANCE_INTERVAL_HI);
+    expect("sample --help", 0, want);
+    snprintf(want, sizeof want, "in (%g, %g] by", (double)DDPM_GUIDANCE_INTERVAL_LO, (double)DDPM_GUIDANCE_INTERVAL_HI);
+    expect("sample --help", 0, want);
     expect("eps --model " MODEL " --x a.npy --out b.npy --t -1", 2, "--t -1 is out of range");
 }
 

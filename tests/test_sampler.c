@@ -753,7 +753,8 @@ static void test_guidance(void) {
             CHECK(d.eps(d.ctx, B, x, t, lim, &err) == 0, "%s", err.msg);
             CHECK(!memcmp(lim + D, out + D, D * sizeof *lim), "inside the guidance interval: not guided as before");
             /* With a B-row network for the calls entirely outside: those are plain conditioning bit for bit. */
-            CHECK(unet_guided_plain(&g, &err) == 0, "%s", err.msg);
+            CHECK(unet_guided_plain(&g, u, &err) != 0, "a plain network of 2B rows: accepted");
+            CHECK(unet_guided_plain(&g, u1, &err) == 0, "%s", err.msg); /* u1: B rows, the same weights */
             const float t_out[B] = {999, 700, 3};
             CHECK(d.eps(d.ctx, B, x, t_out, lim, &err) == 0, "%s", err.msg);
             float ec_out[B * 64];

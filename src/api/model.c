@@ -97,6 +97,7 @@ void ddpm_model_free(ddpm_model *m)
 {
     if (!m) return;
     unet_free(m->u);
+    unet_free(m->plain);
     unet_classes_free(&m->cls);
     schedule_free(&m->sched);
     free(m->names), free(m->config_json), free(m->sched_json), free(m->run_step), free(m->run_options);
@@ -178,16 +179,29 @@ size_t api_model_image_size(const ddpm_model *m)
     return (size_t)m->cfg.sample_size * m->cfg.sample_size * m->cfg.in_channels;
 }
 
+/* *slot built for rows images in precision, with m->u's weights. */
+static int net_in(ddpm_model *m, unet **slot, int rows, int precision, err_t *err)
+{
+    if (*slot && (*slot)->batch == rows && (*slot)->precision == precision) return 0;
+    unet *v = NULL;
+    if (unet_create_exec(&v, &m->cfg, rows, &(unet_exec){0, precision}, 0, err)) return -1;
+    memcpy(v->params, m->u->params, sizeof(float) * m->u->nparams);
+    unet_free(*slot);
+    *slot = v;
+    return 0;
+}
+
 int api_model_net(ddpm_model *m, int rows, int precision, unet **u, err_t *err)
 {
-    if (m->u->batch != rows || m->u->precision != precision) {
-        unet *v = NULL;
-        if (unet_create_exec(&v, &m->cfg, rows, &(unet_exec){0, precision}, 0, err)) return -1;
-        memcpy(v->params, m->u->params, sizeof(float) * m->u->nparams);
-        unet_free(m->u);
-        m->u = v;
-    }
+    if (net_in(m, &m->u, rows, precision, err)) return -1;
     *u = m->u;
+    return 0;
+}
+
+int api_model_plain_net(ddpm_model *m, int rows, int precision, unet **u, err_t *err)
+{
+    if (net_in(m, &m->plain, rows, precision, err)) return -1;
+    *u = m->plain;
     return 0;
 }
 

@@ -29,6 +29,7 @@ struct ddpm_model {
     int has_scheduler;
     char *config_json, *sched_json;
     unet *u;          /* the network with the weights (u->params); its batch is the last call's */
+    unet *plain;      /* NULL, or a second network with u's weights: guided sampling's B-row one */
     double flops;     /* per image */
     char *run_step, *run_options; /* ddpm_model_run_state's strings */
 };
@@ -38,6 +39,9 @@ struct ddpm_model {
  * batch or precision). Returns 0, or -1 with err set (the old network is then
  * kept). */
 int api_model_net(ddpm_model *m, int rows, int precision, unet **u, err_t *err);
+/* The same for m's second network (m->plain), which guided sampling uses
+ * beside the first one; kept, like it, for the next call. */
+int api_model_plain_net(ddpm_model *m, int rows, int precision, unet **u, err_t *err);
 
 /* Values per image (H W C). */
 size_t api_model_image_size(const ddpm_model *m);

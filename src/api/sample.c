@@ -171,7 +171,10 @@ void ddpm_sample_describe(const ddpm_model *m, const ddpm_sample_options *o, cha
     if (o->classes && m->cfg.num_class_embeds > 0 && w != 0.0f && w != 1.0f) {
         int from, to;
         guidance_timesteps(s, gi, &from, &to);
-        if (from == 0 && to == s->T - 1)
+        if (from > to)
+            snprintf(guided, sizeof guided, ", guidance %g where sigma_t is in (%g, %g]: at no timestep, so plain "
+                     "conditioning", (double)w, (double)gi[0], (double)gi[1]);
+        else if (from == 0 && to == s->T - 1)
             snprintf(guided, sizeof guided, ", guidance %g at every step", (double)w);
         else
             snprintf(guided, sizeof guided, ", guidance %g where sigma_t is in (%g, %g] (t %d..%d)", (double)w,
@@ -251,17 +254,22 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
             return api_status(&m->head, DDPM_ERR_NOMEM, &err);
         for (int i = 0; i < r->n; i++) r->labels[i] = o->classes ? o->classes[i] : m->null_class;
     }
-    unet *u = NULL;
-    if (api_model_net(m, conditional ? unet_guided_rows(r->w, r->B) : r->B, exec_precision_parse(
-                          o->precision ? o->precision : "fp32"), &u, &err) ||
-        (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, r->w, &err)
+    /* Guidance applies at the timesteps [from, to]; an interval with none of them is plain conditioning. */
+    int from = 0, to = m->sched.T - 1;
+    if (conditional) guidance_timesteps(&m->sched, o->guidance_interval, &from, &to);
+    const float w = from > to ? 1.0f : r->w;
+    const int precision = exec_precision_parse(o->precision ? o->precision : "fp32");
+    unet *u = NULL, *plain = NULL;
+    if (api_model_net(m, conditional ? unet_guided_rows(w, r->B) : r->B, precision, &u, &err) ||
+        (conditional ? unet_guided_denoiser(&r->den, &r->g, u, r->B, m->null_class, w, &err)
                      : unet_denoiser(&r->den, u, &err)))
         return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
     if (conditional) {
         r->g.rescale = o->guidance_rescale;
-        guidance_timesteps(&m->sched, o->guidance_interval, &r->g.t_from, &r->g.t_to);
+        r->g.t_from = from, r->g.t_to = to;
         /* Calls outside the interval need the conditional rows alone: B rows, not 2B. */
-        if ((r->g.t_from > 0 || r->g.t_to < m->sched.T - 1) && unet_guided_plain(&r->g, &err))
+        if ((from > 0 || to < m->sched.T - 1) && u->batch != r->B &&
+            (api_model_plain_net(m, r->B, precision, &plain, &err) || unet_guided_plain(&r->g, plain, &err)))
             return api_status(&m->head, DDPM_ERR_RUNTIME, &err);
     }
     return DDPM_OK;

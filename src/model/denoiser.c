@@ -168,16 +168,16 @@ int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_c
     return 0;
 }
 
-int unet_guided_plain(unet_guided *g, err_t *err) {
+int unet_guided_plain(unet_guided *g, unet *plain, err_t *err) {
     const unet *u = g->u;
-    if (g->plain || u->batch == g->B) return 0; /* made, or every call is B rows anyway */
-    if (unet_create_exec(&g->plain, &u->cfg, g->B, &(unet_exec){0, u->precision}, 0, err)) return -1;
-    memcpy(g->plain->params, u->params, sizeof(float) * u->nparams);
+    if (plain->batch != g->B || plain->precision != u->precision || plain->nparams != u->nparams)
+        return err_fail(err, "guidance: the network for the calls outside the interval has %d rows (need %d), "
+                        "or another precision or model", plain->batch, g->B);
+    g->plain = plain;
     return 0;
 }
 
 void unet_guided_free(unet_guided *g) {
-    unet_free(g->plain);
     free(g->xin), free(g->out), free(g->tin), free(g->yin), free(g->rows);
     memset(g, 0, sizeof *g);
 }

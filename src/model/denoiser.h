@@ -50,7 +50,7 @@ typedef struct unet_guided {
     float w;
     float rescale;    /* guidance_rescale in [0, 1] (set after unet_guided_denoiser; 0: off) */
     int t_from, t_to; /* the guidance interval in timesteps (set after unet_guided_denoiser; 0, INT_MAX) */
-    unet *plain;      /* NULL, or B rows for the calls outside the interval (unet_guided_plain) */
+    unet *plain;      /* NULL, or B rows for the calls outside the interval (unet_guided_plain; borrowed) */
     int B;
     float *xin, *tin, *out; /* [2B] rows of scratch */
     float *rows;      /* [2B] rows of a learned-variance network's whole output (NULL otherwise) */
@@ -63,12 +63,12 @@ int unet_guided_rows(float w, int B);
 /* A guided denoiser of batch B over u (which has unet_guided_rows(w, B) rows
  * and null_class in range); the caller keeps g alive and calls unet_guided_free. */
 int unet_guided_denoiser(denoiser *d, unet_guided *g, unet *u, int B, int null_class, float w, err_t *err);
-/* Gives g a network of B rows with u's parameters (u's precision), which
- * computes the calls whose timesteps all lie outside the guidance interval:
- * only the conditional rows are needed there, so they cost B rows, not 2B,
- * and equal plain conditioning (W = 1) bit for bit. Call after setting the
- * interval and after u's parameters are final; unet_guided_free frees it. */
-int unet_guided_plain(unet_guided *g, err_t *err);
+/* Gives g the network `plain` (B rows, g's network's parameters and
+ * precision; the caller keeps it alive) for the calls whose timesteps all lie
+ * outside the guidance interval: only the conditional rows are needed there,
+ * so they cost B rows, not 2B, and equal plain conditioning (W = 1) bit for
+ * bit. Returns 0, or -1 with err set when plain does not fit g. */
+int unet_guided_plain(unet_guided *g, unet *plain, err_t *err);
 void unet_guided_free(unet_guided *g);
 
 #endif
