@@ -17,7 +17,7 @@
 /* --recipe short (ddpm_train_options_recipe): the best FID at 15 and 30
  * minutes on 2 CPU cores among the recipes measured in docs/quality.md (the
  * paper's recipe stays the default). */
-#define RECIPE_SHORT_TEXT "32, 1e-3, 200, 0.999, cosine, min-snr"
+#define RECIPE_SHORT_TEXT "32, 2e-3, 200, 0.999, 0, cosine, min-snr"
 
 static volatile sig_atomic_t stop_signal;
 
@@ -60,6 +60,7 @@ static void apply_recipe(train_flags *f, const arg_spec *specs)
     if (!args_seen(specs, "lr")) f->lr = r.lr;
     if (!args_seen(specs, "warmup")) f->warmup = r.warmup;
     if (!args_seen(specs, "ema")) f->ema = r.ema;
+    if (!args_seen(specs, "dropout")) f->dropout = r.dropout;
     if (!args_seen(specs, "lr-schedule")) f->lr_schedule = r.lr_schedule;
     if (!args_seen(specs, "loss-weight")) f->loss_weight = r.loss_weight;
 }
@@ -263,7 +264,7 @@ int cmd_train(int argc, char **argv)
                                          "(default: Debian's Fashion-MNIST train split)", 0, 0, NULL, 0, 0},
         {"limit", ARG_INT, &f->limit, "N", "use only the first N images (0 = all)", 0, 2e9, NULL, 0, 0},
         {"recipe", ARG_CHOICE, &f->recipe, NULL, "training recipe: the defaults of --batch --lr --warmup --ema "
-         "--lr-schedule --loss-weight; paper: 128, 2e-4, 5000, 0.9999, constant, none; short, for budgets of minutes to hours on a CPU (docs/quality.md): "
+         "--dropout --lr-schedule --loss-weight; paper: 128, 2e-4, 5000, 0.9999, the config's, constant, none; short, for budgets of minutes to hours on a CPU (docs/quality.md): "
          RECIPE_SHORT_TEXT, 0, 0, "paper|short", 0, 0},
         {"preset", ARG_CHOICE, &f->preset, NULL, "network preset", 0, 0, "fmnist-small|fmnist|cifar10", 0, 0},
         {"config", ARG_STR, &f->config, "FILE", "network config.json (diffusers UNet2DModel keys) instead of a preset",

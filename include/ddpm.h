@@ -491,8 +491,8 @@ typedef struct ddpm_train_options {
 /* The paper's recipe (the defaults above). */
 DDPM_API void ddpm_train_options_init(ddpm_train_options *o);
 /* Sets the recipe's batch, lr, warmup and ema: "paper" (128, 2e-4, 5000,
- * 0.9999) or "short" (32, 1e-3, 200, 0.999, and lr_schedule "cosine",
- * loss_weight "min-snr": the best samples per minute on a CPU,
+ * 0.9999) or "short" (32, 2e-3, 200, 0.999, and dropout 0, lr_schedule
+ * "cosine", loss_weight "min-snr": the best samples per minute on a CPU,
  * docs/quality.md). DDPM_ERR_ARG for another name. */
 DDPM_API int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe);
 

@@ -7,8 +7,8 @@
 #              runs/demo-classes): the grid has one row of 8 per Fashion-MNIST class, drawn
 #              with classifier-free guidance DEMO_GUIDANCE (default 3, docs/classes.md)
 # The recipe is --recipe short (docs/quality.md): the paper's network with the batch,
-# learning rate (decaying on a cosine to the end of the budget), warm-up, EMA decay
-# and Min-SNR loss weights that measured best on 2 CPU cores. Sampling uses `ddpm sample`'s default sampler
+# learning rate (decaying on a cosine to the end of the budget), warm-up, EMA decay,
+# dropout (none) and Min-SNR loss weights that measured best on 2 CPU cores. Sampling uses `ddpm sample`'s default sampler
 # (ancestral, 50 network calls).
 set -euo pipefail
 bin=${1:-build/ddpm}

@@ -345,17 +345,18 @@ static void test_train(void) {
     snprintf(a, sizeof a, "train --out %s/short --recipe short --batch 4 --limit 16 --steps 1 --threads 1", tmp);
     expect(a, 0, "done at step 1");
     snprintf(a, sizeof a, "info --model %s/short", tmp);
-    expect(a, 0, "\"batch\":4,\"lr\":0.001,\"warmup\":200");
+    expect(a, 0, "\"batch\":4,\"lr\":0.002,\"warmup\":200");
     expect(a, 0, "\"ema\":0.999,");
     expect(a, 0, "\"lr_schedule\":\"cosine\",");
     expect(a, 0, "\"loss_weight\":\"min-snr\",");
-    expect(a, 0, "dropout                0.1\n");
-    snprintf(a, sizeof a, "train --out %s/short2 --recipe short --lr-schedule linear --loss-weight none --batch 4 "
-             "--limit 16 --steps 1 --threads 1", tmp);
+    expect(a, 0, "dropout                0\n");
+    snprintf(a, sizeof a, "train --out %s/short2 --recipe short --lr-schedule linear --loss-weight none --dropout 0.2 "
+             "--batch 4 --limit 16 --steps 1 --threads 1", tmp);
     expect(a, 0, "done at step 1");
     snprintf(a, sizeof a, "info --model %s/short2", tmp);
     expect(a, 0, "\"lr_schedule\":\"linear\",");
     expect(a, 0, "\"loss_weight\":\"none\",");
+    expect(a, 0, "dropout                0.2\n");
     snprintf(a, sizeof a, "train --out %s/short --resume --recipe paper", tmp);
     expect(a, 2, "--recipe cannot change when resuming");
 

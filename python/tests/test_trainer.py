@@ -64,7 +64,8 @@ def test_sample_grid_and_recipe(tmp_path, tiny_data):
     t.close()
     assert list((tmp_path / "run" / "samples").glob("step_*.png"))
     s = ddpm.Trainer(tmp_path / "short", data=tiny_data, config=CONFIG, recipe="short", T=100, warmup=0)
-    assert s.options["batch"] == 32 and s.options["lr"] == 1e-3 and s.options["ema"] == 0.999
+    assert s.options["batch"] == 32 and s.options["lr"] == 2e-3 and s.options["ema"] == 0.999
+    assert s.options["dropout"] == 0
     assert s.options["lr_schedule"] == "cosine" and s.options["loss_weight"] == "min-snr"
     s.close()
 

@@ -84,7 +84,8 @@ int ddpm_train_options_recipe(ddpm_train_options *o, const char *recipe)
     API_REQUIRE(NULL, recipe);
     if (!strcmp(recipe, "paper")) o->batch = 128, o->lr = 2e-4, o->warmup = 5000, o->ema = 0.9999;
     else if (!strcmp(recipe, "short"))
-        o->batch = 32, o->lr = 1e-3, o->warmup = 200, o->ema = 0.999, o->lr_schedule = "cosine", o->loss_weight = "min-snr";
+        o->batch = 32, o->lr = 2e-3, o->warmup = 200, o->ema = 0.999, o->dropout = 0, o->lr_schedule = "cosine",
+        o->loss_weight = "min-snr";
     else return api_fail(NULL, DDPM_ERR_ARG, "unknown recipe '%s' (paper or short)", recipe);
     return DDPM_OK;
 }
