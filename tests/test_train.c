@@ -217,6 +217,21 @@ static void test_schedules(void) {
     o.lr_schedule = TRAIN_LR_COSINE;
     CHECK(fabs(train_lr_factor(&o, 5) - 0.5) < 1e-15 && train_lr_factor(&o, 10) == 0 && train_lr_factor(&o, 9) > 0,
           "cosine: (1 + cos(pi k/(total+1)))/2");
+    /* --time's horizon, estimated every 100 steps (first the --steps default), 100 steps off either way of the
+     * true end at 2000: the rate follows the one-budget cosine to 2000 (a restart of the cosine from each
+     * estimate, flat at first, lagged it by up to 0.58 of the peak). */
+    trainer est = {0};
+    est.o = o, est.o.lr_total = 0;
+    trainer_set_horizon(&est, 800000);
+    double worst = 0;
+    for (long long k = 0; k <= 2000; k++) {
+        est.step = k;
+        if (k % 100 == 20) trainer_set_horizon(&est, (k / 100) % 2 ? 2100 : 1900);
+        double ideal = 0.5 * (1 + cos(M_PI * (double)k / 2001)), d = fabs(train_lr_factor(&est.o, k) - ideal);
+        worst = d > worst ? d : worst;
+    }
+    CHECK(worst < 0.03 && train_lr_factor(&est.o, 2101) == 0, "an estimated horizon: %g of the peak from the cosine "
+          "to the true end", worst);
 
     dataset d = tiny_data(10);
     trainer tr;

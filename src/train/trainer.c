@@ -60,7 +60,10 @@ double train_lr_factor(const train_opts *o, long long k) {
     double span = (double)(o->lr_total + 1 - o->lr_k0);
     double u = span > 0 ? (double)(k - o->lr_k0) / span : 1.0;
     u = u < 0 ? 0 : u > 1 ? 1 : u;
-    return o->lr_schedule == TRAIN_LR_LINEAR ? o->lr_s0 * (1.0 - u) : o->lr_s0 * 0.5 * (1.0 + cos(M_PI * u));
+    if (o->lr_schedule == TRAIN_LR_LINEAR) return o->lr_s0 * (1.0 - u);
+    /* The cosine's phase where it equals lr_s0 (0 for 1: then exactly (1 + cos(pi u)) / 2). */
+    const double u0 = acos(2.0 * o->lr_s0 - 1.0) / M_PI;
+    return 0.5 * (1.0 + cos(M_PI * (u0 + (1.0 - u0) * u)));
 }
 
 void trainer_set_horizon(trainer *tr, long long total) {

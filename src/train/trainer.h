@@ -94,8 +94,10 @@ int train_loss_weight_parse(const char *name);
 
 /* The factor of the learning rate at step k (1-based) after warm-up: 1 for a
  * constant schedule or before the horizon is known; else, with u = (k - lr_k0)
- * / (lr_total + 1 - lr_k0) in [0, 1], lr_s0 (1 - u) (linear) or lr_s0 (1 +
- * cos(pi u)) / 2 (cosine): it reaches zero one step after lr_total. */
+ * / (lr_total + 1 - lr_k0) in [0, 1], lr_s0 (1 - u) (linear) or the rest of
+ * the cosine from where it equals lr_s0, (1 + cos(pi (u0 + (1 - u0) u))) / 2
+ * with (1 + cos(pi u0)) / 2 = lr_s0 (cosine; (1 + cos(pi u)) / 2 for a run
+ * with one budget): it reaches zero one step after lr_total. */
 double train_lr_factor(const train_opts *o, long long k);
 
 /* The cadence fields of train_opts (save_every .. tensorboard): each one's name, where it
@@ -154,9 +156,11 @@ void trainer_free(trainer *tr);
 
 /* Sets the step after which the learning rate reaches zero (the run's budget,
  * or its estimate); a no-op for a constant schedule, whose run (and state)
- * then does not depend on the budget. A change keeps the rate continuous: the decay starts
- * again from the current factor at the current step (lr_k0, lr_s0) and ends
- * at the new horizon. */
+ * then does not depend on the budget. A change keeps the rate continuous: from
+ * the current factor at the current step (lr_k0, lr_s0) the rate follows the
+ * rest of the same curve, stretched or squeezed to end at the new horizon (a
+ * cosine does not start again flat, so an estimate corrected every few steps
+ * decays as the curve does). */
 void trainer_set_horizon(trainer *tr, long long total);
 
 /* One training step. Collective. Returns 0, or -1 without touching the weights
