@@ -528,8 +528,8 @@ DDPM_API int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *
  * lr_schedule reaches zero: the run's budget in steps, or an estimate of it
  * (ddpm train sets it from --steps, or from --time and the measured speed,
  * as the run goes). The run records it. A change keeps the rate continuous:
- * the decay goes on from the current rate at the current step to zero at
- * the new horizon. Until a horizon is set the rate stays constant; a
+ * from the current rate at the current step it follows the rest of the same
+ * curve, stretched or squeezed to reach zero at the new horizon. Until a horizon is set the rate stays constant; a
  * "constant" lr_schedule ignores it (its run does not depend on it). Not
  * collective, but every rank must set the same value before the same step.
  * DDPM_ERR_ARG for NULL or total < 1. */
