@@ -254,10 +254,11 @@ static int run_setup(ddpm_model *m, sample_run *r, float *x)
             return api_status(&m->head, DDPM_ERR_NOMEM, &err);
         for (int i = 0; i < r->n; i++) r->labels[i] = o->classes ? o->classes[i] : m->null_class;
     }
-    /* Guidance applies at the timesteps [from, to]; an interval with none of them is plain conditioning. */
+    /* Guidance applies at the timesteps [from, to]; an interval with none of them is plain conditioning
+     * (W = 0, the unconditional model, does not guide and ignores the interval). */
     int from = 0, to = m->sched.T - 1;
     if (conditional) guidance_timesteps(&m->sched, o->guidance_interval, &from, &to);
-    const float w = from > to ? 1.0f : r->w;
+    const float w = from > to && r->w != 0.0f ? 1.0f : r->w;
     const int precision = exec_precision_parse(o->precision ? o->precision : "fp32");
     unet *u = NULL, *plain = NULL;
     if (api_model_net(m, conditional ? unet_guided_rows(w, r->B) : r->B, precision, &u, &err) ||

@@ -131,13 +131,16 @@ def main():
 
     # An interval that holds no timestep (sigma_t stays below 500 on this schedule) is plain conditioning, bit for bit.
     runs = {}
-    for name, extra in (("none", ["--guidance", w, "--guidance-interval", "500,600"]), ("w1", ["--guidance", 1])):
+    for name, extra in (("none", ["--guidance", w, "--guidance-interval", "500,600"]), ("w1", ["--guidance", 1]),
+                        ("w0-none", ["--guidance", 0, "--guidance-interval", "500,600"]), ("w0", ["--guidance", 0])):
         rc, log = ddpm_log("sample", "--model", run / "model", "--noise", tmp / "xT.npy", "--sampler", "ddim",
                            "--steps", steps, "--class", "1,2", *extra, "--raw", "--out", tmp / name, "--threads", 1)
         check(rc == 0, f"ddpm sample {extra}")
         runs[name] = (log, np.load(tmp / name / "samples.npy"))
     check("at no timestep, so plain conditioning" in runs["none"][0] and np.array_equal(runs["none"][1], runs["w1"][1]),
           "an empty guidance interval: named, and the samples of --guidance 1 bit for bit")
+    check(np.array_equal(runs["w0-none"][1], runs["w0"][1]) and not np.array_equal(runs["w0"][1], runs["w1"][1]),
+          "--guidance 0 stays the unconditional model whatever the interval")
 
     # With guidance_rescale: diffusers' own rescale_noise_cfg on each guided output (issue 24). Its module imports
     # transformers, which the pixel-space tests do not need: the function's own source is taken from the file.
