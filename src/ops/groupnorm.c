@@ -11,7 +11,8 @@
 #include "ops.h"
 #include "vmath.h"
 
-enum { GN_BLOCK = 16 }; /* pixels accumulated in float before adding to the double sums */
+enum { GN_BLOCK = 16 };      /* pixels accumulated in float before adding to the double sums */
+enum { GN_SILU_CHUNK = 256 }; /* channels of a pixel whose SiLU is computed at a time */
 
 void ops_groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const float *x, int ldx,
                        const float *gamma, const float *beta, int B, int HW, int C, int G,
@@ -68,12 +69,15 @@ void ops_groupnorm_forward(float *y, int ldy, float *mean, float *rstd, const fl
         for (int p = 0; p < HW; p++) {
             const float *r = xb + (size_t)p * ldx;
             float *o = yb + (size_t)p * ldy;
-            if (silu)
-                for (int c = 0; c < C; c++) {
-                    float z = r[c] * scale[c] + shift[c];
-                    o[c] = z * vsigmoidf(z);
+            if (silu) { /* z, then its sigmoid, then the product: as one loop GCC makes slow code (docs/perf.md) */
+                float sg[GN_SILU_CHUNK];
+                for (int c0 = 0; c0 < C; c0 += GN_SILU_CHUNK) {
+                    const int n = C - c0 < GN_SILU_CHUNK ? C - c0 : GN_SILU_CHUNK;
+                    for (int c = 0; c < n; c++) o[c0 + c] = r[c0 + c] * scale[c0 + c] + shift[c0 + c];
+                    for (int c = 0; c < n; c++) sg[c] = vsigmoidf(o[c0 + c]);
+                    for (int c = 0; c < n; c++) o[c0 + c] *= sg[c];
                 }
-            else
+            } else
                 for (int c = 0; c < C; c++) o[c] = r[c] * scale[c] + shift[c];
         }
     }
