@@ -529,8 +529,9 @@ DDPM_API int ddpm_trainer_resume(const char *run_dir, const ddpm_train_cadence *
  * (ddpm train sets it from --steps, or from --time and the measured speed,
  * as the run goes). The run records it. A change keeps the rate continuous:
  * from the current rate at the current step it follows the rest of the same
- * curve, stretched or squeezed to reach zero at the new horizon. Until a horizon is set the rate stays constant; a
- * "constant" lr_schedule ignores it (its run does not depend on it). Not
+ * curve, stretched or squeezed to reach zero at the new horizon. Until a
+ * horizon is set the rate stays constant; a "constant" lr_schedule ignores
+ * it (its run does not depend on it). Not
  * collective, but every rank must set the same value before the same step.
  * DDPM_ERR_ARG for NULL or total < 1. */
 DDPM_API int ddpm_trainer_set_horizon(ddpm_trainer *t, long long total);
